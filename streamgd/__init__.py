@@ -1,0 +1,25 @@
+"""streamgd: out-of-core mini-batch gradient descent on Parquet and CSV files.
+
+>>> import streamgd  # doctest: +SKIP
+>>> model = streamgd.fit(["data/regression"], target="y")  # doctest: +SKIP
+>>> model.predict(table)  # doctest: +SKIP
+"""
+
+from .config import FitConfig, RunOptions
+from .errors import StreamgdError
+from .model import Model, load
+from .predict import evaluate, predict_files
+from .trainer import fit, train
+
+__all__ = [
+    "fit",
+    "train",
+    "load",
+    "evaluate",
+    "predict_files",
+    "Model",
+    "FitConfig",
+    "RunOptions",
+    "StreamgdError",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,252 @@
+"""Batches: decode units on a prefetch thread, pass rows through the shuffle buffer, and cut
+exact-size batches, with a cursor that says precisely where the stream stands.
+
+The thread only decodes (Arrow releases the GIL, so decoding overlaps the gradient step); the
+cursor, the shuffle buffer and the batching run on the consuming thread, so the stream's state
+after any batch is known exactly and cheaply: ``(epoch, position, offset)`` plus the buffered
+rows and the buffer's RNG state. Resuming decodes only the current unit again, never the
+epoch's start.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .shuffle import _BUFFER_STREAM, ShuffleBuffer, epoch_order, epoch_rng
+from .sources import Dataset, _HandleCache, to_matrix
+
+__all__ = ["Chunk", "Cursor", "Prefetcher", "BatchStream"]
+
+# prepare(matrix, path, first_row) -> (rows to train on, counts); see features.make_prepare
+Prepare = Callable[[np.ndarray, str, int], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class Chunk:
+    """Decoded rows of one unit; ``last`` marks the unit's final chunk."""
+
+    position: int  # index of the unit in the epoch order
+    rows: np.ndarray
+    counts: np.ndarray  # [rows dropped for a null target, values imputed per feature...]
+    last: bool
+
+
+@dataclass
+class Cursor:
+    """Where an epoch's stream stands: units before ``position`` are done, and ``offset`` rows
+    (after null-target rows are dropped) of the unit at ``position`` have been consumed."""
+
+    epoch: int = 0
+    position: int = 0
+    offset: int = 0
+
+
+class Prefetcher:
+    """Decodes the units of an epoch, in order, from ``(position, offset)``, on a thread.
+
+    Holds at most ``depth`` decoded chunks in its queue, plus the one being decoded.
+    """
+
+    _DONE = object()
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        order: Sequence[int],
+        columns: Sequence[str],
+        prepare: Prepare,
+        *,
+        start: int = 0,
+        offset: int = 0,
+        depth: int = 2,
+    ) -> None:
+        self._args = (dataset, list(order), list(columns), prepare, start, offset)
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="streamgd-prefetch", daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        dataset, order, columns, prepare, start, offset = self._args
+        handles = _HandleCache()
+        try:
+            for position in range(start, len(order)):
+                unit = dataset.units[order[position]]
+                path = dataset.files[unit.file].path
+                skip = offset if position == start else 0
+                pending: Chunk | None = None
+                for table, first_row in dataset.iter_unit(unit, columns, handles):
+                    rows, counts = prepare(to_matrix(table, columns), path, first_row)
+                    if skip:
+                        dropped = min(skip, len(rows))
+                        rows, skip = rows[dropped:], skip - dropped
+                    if pending is not None and not self._put(pending):
+                        return
+                    pending = Chunk(position, rows, counts, last=False)
+                if pending is None:
+                    empty = np.empty((0, len(columns)))
+                    pending = Chunk(position, empty, prepare(empty, path, 0)[1], last=False)
+                pending.last = True
+                if not self._put(pending):
+                    return
+            self._put(self._DONE)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            self._put(exc)
+
+    def __iter__(self) -> Iterator[Chunk]:
+        while True:
+            item = self._queue.get()
+            if item is self._DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+class BatchStream:
+    """One epoch of exact-size batches (only the last may be shorter), resumable from a cursor.
+
+    Iterating yields float64 matrices whose columns are ``columns``. After each batch,
+    :attr:`cursor`, :meth:`buffer_rows` and :meth:`rng_state` describe the stream exactly.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        columns: Sequence[str],
+        prepare: Prepare,
+        *,
+        epoch: int,
+        seed: int,
+        batch_size: int,
+        shuffle: bool,
+        buffer_size: int,
+        prefetch: int = 2,
+        cursor: Cursor | None = None,
+        buffer: np.ndarray | None = None,
+        rng_state: dict | None = None,
+    ) -> None:
+        self.dataset, self.columns, self.prepare = dataset, list(columns), prepare
+        self.batch_size, self.prefetch = batch_size, prefetch
+        self.order = epoch_order(len(dataset.units), seed=seed, epoch=epoch, shuffle=shuffle)
+        self.cursor = cursor if cursor is not None else Cursor(epoch=epoch)
+        self.counts: np.ndarray | None = None  # summed chunk counts of units finished here
+        self.buffer: ShuffleBuffer | None = None
+        if shuffle and buffer_size > 0:
+            rng = epoch_rng(seed, epoch, _BUFFER_STREAM)
+            self.buffer = ShuffleBuffer(buffer_size, len(self.columns), rng)
+            if buffer is not None and rng_state is not None:
+                self.buffer.restore(buffer, rng_state)
+        self._unit_counts: np.ndarray | None = None
+        self._chunks: Iterator[Chunk] | None = None
+        self._current: Chunk | None = None
+        self._used = 0  # rows of the current chunk consumed
+        self._exhausted = False
+
+    # -- reading rows in order, keeping the cursor ------------------------------------------
+    def _next_chunk(self) -> bool:
+        assert self._chunks is not None
+        for chunk in self._chunks:
+            self._current, self._used = chunk, 0
+            return True
+        self._current, self._exhausted = None, True
+        return False
+
+    def _take(self, m: int) -> np.ndarray:
+        """The next ``m`` rows in unit order (fewer only when the epoch's data is exhausted)."""
+        parts: list[np.ndarray] = []
+        need = m
+        while need > 0 and not self._exhausted:
+            chunk = self._current
+            if chunk is None or self._used >= len(chunk.rows):
+                if chunk is not None:
+                    self._finish_chunk(chunk)
+                if not self._next_chunk():
+                    break
+                continue
+            piece = chunk.rows[self._used : self._used + need]
+            self._used += len(piece)
+            self.cursor.offset += len(piece)
+            need -= len(piece)
+            parts.append(piece)
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return np.empty((0, len(self.columns)))
+        return np.concatenate(parts)
+
+    def _finish_chunk(self, chunk: Chunk) -> None:
+        unit = self._unit_counts
+        self._unit_counts = chunk.counts.copy() if unit is None else unit + chunk.counts
+        if chunk.last:
+            done = self.counts
+            self.counts = self._unit_counts if done is None else done + self._unit_counts
+            self._unit_counts = None
+            self.cursor.position = chunk.position + 1
+            self.cursor.offset = 0
+
+    def _settle(self) -> None:
+        """Move past finished chunks so the cursor never points at the end of a unit."""
+        while (
+            self._current is not None
+            and self._used >= len(self._current.rows)
+            and not self._exhausted
+        ):
+            self._finish_chunk(self._current)
+            self._next_chunk()
+
+    # -- batches ----------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[np.ndarray]:
+        self._chunks = iter(
+            prefetcher := Prefetcher(
+                self.dataset,
+                self.order,
+                self.columns,
+                self.prepare,
+                start=self.cursor.position,
+                offset=self.cursor.offset,
+                depth=self.prefetch,
+            )
+        )
+        try:
+            yield from self._batches()
+        finally:
+            prefetcher.close()
+
+    def _batches(self) -> Iterator[np.ndarray]:
+        bs, buf = self.batch_size, self.buffer
+        while True:
+            if buf is None:
+                batch = self._take(bs)
+            else:
+                while buf.n < buf.capacity and not self._exhausted:
+                    buf.absorb(self._take(buf.capacity - buf.n))
+                batch = buf.exchange(self._take(bs), bs)
+            self._settle()
+            if len(batch) == 0:
+                return
+            yield batch
+
+    def buffer_rows(self) -> np.ndarray | None:
+        return None if self.buffer is None else self.buffer.contents().copy()
+
+    def rng_state(self) -> dict | None:
+        return None if self.buffer is None else self.buffer.rng.bit_generator.state

@@ -1,0 +1,134 @@
+"""Callbacks: hooks the trainer calls (Keras-style), and the progress reporter the CLI uses.
+
+A callback observes; it never changes the training state, so progress output can never change
+a model.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from typing import IO, Any
+
+__all__ = ["Callback", "CallbackList", "ProgressReporter"]
+
+
+class Callback:
+    """Base class: override the hooks you need."""
+
+    def on_train_begin(self, state: Any, dataset: Any) -> None: ...
+    def on_resume(self, state: Any, path: str) -> None: ...
+    def on_batch_end(self, state: Any, rows: int, loss_sum: float) -> None: ...
+    def on_epoch_end(self, state: Any, entry: dict[str, Any]) -> None: ...
+    def on_checkpoint(self, state: Any, path: str, reason: str) -> None: ...
+    def on_warning(self, message: str) -> None: ...
+    def on_train_end(self, state: Any) -> None: ...
+
+
+class CallbackList(Callback):
+    def __init__(self, callbacks: Sequence[Callback]) -> None:
+        self.callbacks = list(callbacks)
+
+    def __getattribute__(self, name: str):
+        if name.startswith("on_"):
+            hooks = [getattr(c, name) for c in object.__getattribute__(self, "callbacks")]
+
+            def call(*args: Any) -> None:
+                for hook in hooks:
+                    hook(*args)
+
+            return call
+        return object.__getattribute__(self, name)
+
+
+def _fmt_rate(rows: float, seconds: float) -> str:
+    rate = rows / seconds if seconds > 0 else 0.0
+    return f"{rate / 1e6:.2f}M rows/s" if rate >= 1e6 else f"{rate / 1e3:.1f}k rows/s"
+
+
+class ProgressReporter(Callback):
+    """Progress on stderr: a live bar (rows/s, running loss, epoch, ETA) when stderr is a
+    terminal, and one summary line per epoch either way."""
+
+    def __init__(self, *, stream: IO[str] | None = None, bar: bool | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.bar_enabled = self.stream.isatty() if bar is None else bar
+        self._bar = None
+        self._epochs = 0
+        self._rows_per_epoch: int | None = None
+
+    def _write(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def on_train_begin(self, state: Any, dataset: Any) -> None:
+        self._epochs = int(state.config.get("epochs", 0))
+        self._rows_per_epoch = dataset.num_rows
+        self._epoch_t0 = time.perf_counter()
+        self._epoch_rows0 = state.epoch_rows
+        self._open_bar(state)
+
+    def _open_bar(self, state: Any) -> None:
+        if not self.bar_enabled:
+            return
+        from tqdm import tqdm
+
+        self._bar = tqdm(
+            total=self._rows_per_epoch,
+            initial=state.epoch_rows,
+            file=self.stream,
+            unit=" rows",
+            unit_scale=True,
+            dynamic_ncols=True,
+            leave=False,
+            mininterval=0.25,
+            desc=f"epoch {state.epoch + 1}/{self._epochs}",
+        )
+
+    def on_resume(self, state: Any, path: str) -> None:
+        self._write(
+            f"resuming from {path}: epoch {state.epoch + 1}, step {state.step}, "
+            f"{state.epoch_rows} rows into the epoch"
+        )
+
+    def on_batch_end(self, state: Any, rows: int, loss_sum: float) -> None:
+        if self._bar is not None:
+            self._bar.update(rows)
+            if state.step % 16 == 0:
+                self._bar.set_postfix_str(f"loss={state.running_loss() or 0.0:.5g}", refresh=False)
+
+    def on_epoch_end(self, state: Any, entry: dict[str, Any]) -> None:
+        seconds = time.perf_counter() - self._epoch_t0
+        rows = entry["rows"] - self._epoch_rows0
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        extra = ""
+        if entry["skipped_null_target"]:
+            extra += f", skipped {entry['skipped_null_target']} rows with a null target"
+        if entry["imputed"]:
+            extra += ", imputed " + ", ".join(f"{k}={v}" for k, v in entry["imputed"].items())
+        self._write(
+            f"epoch {entry['epoch']}/{self._epochs}: loss {entry['loss']:.6g}, "
+            f"{entry['rows']} rows, {_fmt_rate(rows, seconds)}, "
+            f"update norm {entry['update_norm']:.3g}{extra}"
+        )
+        self._epoch_t0, self._epoch_rows0 = time.perf_counter(), 0
+        if not state.finished and state.epoch < self._epochs:
+            self._open_bar(state)
+
+    def on_warning(self, message: str) -> None:
+        self._write(f"warning: {message}")
+
+    def on_train_end(self, state: Any) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        if state.stop_reason == "tol":
+            self._write(
+                f"stopped early: the update norm fell below --tol after "
+                f"{len(state.history)} epoch(s)"
+            )

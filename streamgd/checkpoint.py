@@ -1,0 +1,212 @@
+"""Checkpoints: a :class:`TrainState` written atomically, kept K deep, verified on load, and a
+lock so that two jobs never train into one directory.
+
+A checkpoint is ``ckpt-<step>.npz`` in the checkpoint directory, in the archive format of
+:mod:`streamgd.archive` (npz + JSON + SHA-256, no pickle). Loading tries the newest first and
+falls back to older ones when it is corrupt or truncated, with a warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .archive import read_archive, write_archive
+from .batches import Cursor
+from .errors import CheckpointError
+from .features import FeatureSpec
+from .losses import get_loss
+from .model import spec_arrays, spec_from
+
+__all__ = ["TrainState", "CheckpointManager", "CHECKPOINT_VERSION", "load_checkpoint"]
+
+CHECKPOINT_VERSION = 1
+_NAME = re.compile(r"^ckpt-(\d{12})\.npz$")
+LOCK_NAME = "LOCK"
+
+
+@dataclass
+class TrainState:
+    """Everything that decides the rest of a run. Resume = load this and continue."""
+
+    params: np.ndarray  # [weights..., intercept] in standardised units
+    opt_state: dict[str, np.ndarray]
+    spec: FeatureSpec
+    config: dict[str, Any]  # FitConfig.to_dict()
+    data: dict[str, Any]  # Dataset.fingerprint()
+    step: int = 0
+    cursor: Cursor = field(default_factory=Cursor)  # cursor.epoch is the current epoch
+    buffer: np.ndarray | None = None  # rows in the shuffle buffer
+    rng_state: dict | None = None  # the shuffle buffer's generator
+    epoch_counts: np.ndarray | None = None  # [null targets, imputed per feature] this epoch
+    epoch_loss: float = 0.0  # sum of per-row losses this epoch (before each update)
+    epoch_rows: int = 0
+    epoch_start: np.ndarray | None = None  # params at the start of the epoch (for --tol)
+    rows_trained: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    finished: bool = False
+    stop_reason: str | None = None
+
+    @property
+    def epoch(self) -> int:
+        return self.cursor.epoch
+
+    def running_loss(self) -> float | None:
+        """Mean loss of this epoch's rows so far, in the target's units."""
+        if not self.epoch_rows:
+            return None
+        power = get_loss(self.config["loss"]).scale_power
+        return self.epoch_loss / self.epoch_rows * self.spec.target_scale**power
+
+    def to_archive(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        arrays = {"params": self.params, **spec_arrays(self.spec)}
+        arrays |= {f"opt.{k}": np.asarray(v) for k, v in self.opt_state.items()}
+        for name in ("buffer", "epoch_counts", "epoch_start"):
+            value = getattr(self, name)
+            if value is not None:
+                arrays[name] = np.ascontiguousarray(value)
+        meta = {
+            "step": self.step,
+            "cursor": {
+                "epoch": self.cursor.epoch,
+                "position": self.cursor.position,
+                "offset": self.cursor.offset,
+            },
+            "rng_state": self.rng_state,
+            "epoch_loss": self.epoch_loss,
+            "epoch_rows": self.epoch_rows,
+            "rows_trained": self.rows_trained,
+            "history": self.history,
+            "finished": self.finished,
+            "stop_reason": self.stop_reason,
+            "config": self.config,
+            "data": self.data,
+            "features": list(self.spec.names),
+            "target": self.spec.target,
+            "missing": self.spec.missing,
+            "opt_keys": sorted(self.opt_state),
+        }
+        return meta, arrays
+
+    @classmethod
+    def from_archive(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> TrainState:
+        c = meta["cursor"]
+        return cls(
+            params=arrays["params"],
+            opt_state={k: arrays[f"opt.{k}"] for k in meta["opt_keys"]},
+            spec=spec_from(meta, arrays),
+            config=meta["config"],
+            data=meta["data"],
+            step=int(meta["step"]),
+            cursor=Cursor(int(c["epoch"]), int(c["position"]), int(c["offset"])),
+            buffer=arrays.get("buffer"),
+            rng_state=meta["rng_state"],
+            epoch_counts=arrays.get("epoch_counts"),
+            epoch_loss=float(meta["epoch_loss"]),
+            epoch_rows=int(meta["epoch_rows"]),
+            epoch_start=arrays.get("epoch_start"),
+            rows_trained=int(meta["rows_trained"]),
+            history=list(meta["history"]),
+            finished=bool(meta["finished"]),
+            stop_reason=meta.get("stop_reason"),
+        )
+
+
+def load_checkpoint(path: str) -> TrainState:
+    meta, arrays = read_archive(path, kind="checkpoint", max_version=CHECKPOINT_VERSION)
+    try:
+        return TrainState.from_archive(meta, arrays)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: checkpoint lacks or garbles {exc}") from None
+
+
+class CheckpointManager:
+    """Saves and finds checkpoints in one directory, which it locks while in use."""
+
+    def __init__(
+        self, directory: str, *, keep: int = 3, warn: Callable[[str], None] | None = None
+    ) -> None:
+        self.directory = directory
+        self.keep = keep
+        self.warn = warn or (lambda msg: None)
+        self._lock_fd: int | None = None
+
+    # -- the lock -----------------------------------------------------------------------------
+    def acquire(self) -> None:
+        """Take the directory's lock, or fail naming the process that holds it. The lock is an
+        ``flock`` on a file, so the OS releases it when its holder dies: a stale lock file left
+        by a killed job is simply taken over."""
+        os.makedirs(self.directory, exist_ok=True)
+        path = os.path.join(self.directory, LOCK_NAME)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise CheckpointError(
+                    f"{self.directory}: another streamgd job (pid {holder}) is training into "
+                    "this checkpoint directory; wait for it or use another --checkpoint-dir"
+                ) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
+    def release(self) -> None:
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> CheckpointManager:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    # -- saving and loading -------------------------------------------------------------------
+    def paths(self) -> list[str]:
+        """Checkpoint files, newest (highest step) first."""
+        if not os.path.isdir(self.directory):
+            return []
+        names = sorted((n for n in os.listdir(self.directory) if _NAME.match(n)), reverse=True)
+        return [os.path.join(self.directory, n) for n in names]
+
+    def save(self, state: TrainState) -> str:
+        meta, arrays = state.to_archive()
+        path = os.path.join(self.directory, f"ckpt-{state.step:012d}.npz")
+        write_archive(path, kind="checkpoint", version=CHECKPOINT_VERSION, meta=meta, arrays=arrays)
+        for old in self.paths()[self.keep :]:
+            with contextlib.suppress(OSError):
+                os.unlink(old)
+        return path
+
+    def latest(self) -> tuple[str, TrainState] | None:
+        """The newest checkpoint that loads and verifies; corrupt ones are skipped with a
+        warning. ``None`` when there is none at all; an error when all are corrupt."""
+        paths = self.paths()
+        errors = []
+        for path in paths:
+            try:
+                return path, load_checkpoint(path)
+            except CheckpointError as exc:
+                errors.append(str(exc))
+                self.warn(f"skipping unusable checkpoint: {exc}")
+        if errors:
+            raise CheckpointError(
+                f"{self.directory}: none of the {len(paths)} checkpoint(s) can be used "
+                f"({errors[0]}); nothing was overwritten"
+            )
+        return None

@@ -1,0 +1,447 @@
+"""The command line: a thin click layer over the Python API.
+
+Library errors (:class:`~streamgd.errors.StreamgdError`) become one-line messages and exit codes
+here, in one place (:func:`main`); nothing else in the package prints to the terminal except the
+progress reporter.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+
+from . import __version__
+from .callbacks import ProgressReporter
+from .config import DEFAULT_LR, DEFAULT_SCHEDULE, FitConfig, RunOptions
+from .errors import (
+    EXIT_DATA,
+    EXIT_DIVERGED,
+    EXIT_INTERNAL,
+    EXIT_PREEMPTED,
+    EXIT_USAGE,
+    StreamgdError,
+    UsageError,
+)
+from .features import MISSING_POLICIES
+from .losses import LOSSES
+from .optimizers import OPTIMIZERS
+from .schedules import SCHEDULES
+from .sources import FORMATS
+
+EXIT_CODES_HELP = (
+    f"Exit codes: 0 success; {EXIT_DATA} data or runtime error; {EXIT_USAGE} usage error; "
+    f"{EXIT_DIVERGED} training diverged; {EXIT_PREEMPTED} stopped by SIGTERM/SIGINT after "
+    f"writing a checkpoint (rerun with --resume); {EXIT_INTERNAL} internal error (a bug)."
+)
+
+
+class ListOption(click.ParamType):
+    """A comma-separated list; with ``multiple=True`` repeats add up
+    (``--features a,b --features c`` is ``a,b,c``)."""
+
+    name = "list"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> list[str]:
+        if isinstance(value, list | tuple):
+            return list(value)
+        items = [v.strip() for v in str(value).split(",")]
+        if any(not v for v in items):
+            self.fail(f"empty name in {value!r}", param, ctx)
+        return items
+
+
+def _flatten(values: Sequence[list[str]] | None) -> list[str]:
+    return [v for group in values or () for v in group]
+
+
+def _emit_json(obj: dict[str, Any]) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=False, default=_json_default, allow_nan=False))
+
+
+def _json_default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(type(o).__name__)
+
+
+def _clean_nan(obj: Any) -> Any:
+    """JSON has no NaN: report undefined metrics as null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean_nan(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_clean_nan(v) for v in obj]
+    return obj
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=EXIT_CODES_HELP,
+)
+@click.version_option(__version__, prog_name="streamgd")
+def cli() -> None:
+    """Train linear and logistic models on Parquet and CSV files larger than memory, streaming
+    them in shuffled mini-batches, with exact checkpoint/resume."""
+
+
+# -- fit ------------------------------------------------------------------------------------
+_paths = click.argument("paths", nargs=-1, required=True, metavar="PATHS...")
+_format = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="auto",
+    show_default=True,
+    help="Input format; auto: by file extension.",
+)
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@_paths
+@click.option("--target", "-y", required=True, help="Target column.")
+@click.option(
+    "--features",
+    "-f",
+    type=ListOption(),
+    multiple=True,
+    help="Feature columns, comma-separated or repeated [default: every numeric "
+    "column except the target].",
+)
+@_format
+@click.option(
+    "--loss",
+    type=click.Choice(list(LOSSES)),
+    default="squared",
+    show_default=True,
+    help="squared: linear regression; logistic: 0/1 classification.",
+)
+@click.option("--optimizer", type=click.Choice(list(OPTIMIZERS)), default="sgd", show_default=True)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Learning rate [default: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_LR.items()) + "].",
+)
+@click.option(
+    "--schedule",
+    type=click.Choice(list(SCHEDULES)),
+    default=None,
+    help="Learning-rate schedule over the global step [default: "
+    + ", ".join(f"{k} {v}" for k, v in DEFAULT_SCHEDULE.items())
+    + "].",
+)
+@click.option(
+    "--power-t",
+    type=click.FloatRange(min=0),
+    default=0.65,
+    show_default=True,
+    help="Exponent of --schedule invscaling: lr / (step+1)^power_t.",
+)
+@click.option(
+    "--momentum",
+    type=click.FloatRange(0, 1),
+    default=0.9,
+    show_default=True,
+    help="Momentum coefficient of --optimizer momentum.",
+)
+@click.option(
+    "--l2",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="L2 penalty l2/2*||w||^2 on the standardised weights (not the intercept).",
+)
+@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
+@click.option(
+    "--tol",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Stop early when an epoch moves the weights by less than this (L2 norm).",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seed of every random choice: same inputs and seed, same model.",
+)
+@click.option(
+    "--shuffle/--no-shuffle",
+    default=True,
+    show_default=True,
+    help="Shuffle row groups and rows each epoch; --no-shuffle keeps file order.",
+)
+@click.option(
+    "--shuffle-buffer",
+    type=click.IntRange(min=0),
+    default=65536,
+    show_default=True,
+    help="Rows held in the shuffle buffer.",
+)
+@click.option(
+    "--standardize/--no-standardize",
+    default=True,
+    show_default=True,
+    help="Scale features by mean/std from the statistics pass.",
+)
+@click.option(
+    "--precondition/--no-precondition",
+    default=True,
+    show_default=True,
+    help="Precondition steps by the inverse feature correlation and the loss's "
+    "curvature (needs --standardize).",
+)
+@click.option(
+    "--missing",
+    type=click.Choice(MISSING_POLICIES),
+    default="impute",
+    show_default=True,
+    help="impute: skip rows with a null target, fill null features with the mean; "
+    "error: stop at the first null.",
+)
+@click.option(
+    "--stats-rows",
+    type=click.IntRange(min=0),
+    default=1_000_000,
+    show_default=True,
+    help="Rows the statistics pass reads (a seeded sample of row groups); 0: all.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the model here (atomically).",
+)
+@click.option(
+    "--checkpoint-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Checkpoint directory [default with --output: OUTPUT.ckpt].",
+)
+@click.option(
+    "--checkpoint-every",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Checkpoint every N steps (also at every epoch end and at the end).",
+)
+@click.option(
+    "--checkpoint-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Checkpoint at most every this many seconds.",
+)
+@click.option(
+    "--keep", type=click.IntRange(min=1), default=3, show_default=True, help="Checkpoints to keep."
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue from the newest valid checkpoint; start afresh if there is none.",
+)
+@click.option(
+    "--init",
+    "init",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="Warm start from this model (weights, statistics, schedule step).",
+)
+@click.option(
+    "--prefetch",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Decoded row groups/blocks queued ahead of training.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress or epoch lines on stderr.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+def fit(
+    paths: tuple[str, ...],
+    target: str,
+    features: tuple[list[str], ...],
+    fmt: str,
+    output: str | None,
+    checkpoint_dir: str | None,
+    checkpoint_every: int | None,
+    checkpoint_interval: float | None,
+    keep: int,
+    resume: bool,
+    init: str | None,
+    prefetch: int,
+    quiet: bool,
+    as_json: bool,
+    **settings: Any,
+) -> None:
+    """Train a model on PATHS (Parquet/CSV files, globs or directories).
+
+    \b
+    streamgd fit data/regression/*.parquet --target y -o model.npz
+    streamgd fit data/classification --target y --loss logistic -o clf.npz
+    """
+    from .trainer import train
+
+    config = FitConfig(
+        target=target, features=tuple(_flatten(features)) or None, format=fmt, **settings
+    )
+    if checkpoint_dir is None and output is not None:
+        checkpoint_dir = output + ".ckpt"
+    options = RunOptions(
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every,
+        checkpoint_interval=checkpoint_interval,
+        keep=keep,
+        resume=resume,
+        init=init,
+        prefetch=prefetch,
+        handle_signals=True,
+    )
+    callbacks = [] if quiet else [ProgressReporter()]
+    model, state = train(list(paths), config, options, callbacks=callbacks)
+    if output is not None:
+        model.save(output)
+    summary = {"model": output, "checkpoint_dir": checkpoint_dir, **model.summary}
+    if as_json:
+        _emit_json(_clean_nan(summary))
+    elif not quiet:
+        where = f"model written to {output}" if output else "model not saved (no --output)"
+        click.echo(
+            f"done: {summary['epochs']} epoch(s), {summary['steps']} steps, "
+            f"final loss {summary['final_loss']:.6g}; {where}",
+            err=True,
+        )
+
+
+# -- predict / evaluate / inspect -----------------------------------------------------------
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False))
+@_paths
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Predictions file: .parquet, or .csv (written atomically).",
+)
+@click.option(
+    "--id",
+    "ids",
+    type=ListOption(),
+    multiple=True,
+    help="Columns to copy next to each prediction (comma-separated or repeated).",
+)
+@_format
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+def predict(
+    model_path: str,
+    paths: tuple[str, ...],
+    output: str,
+    ids: tuple[list[str], ...],
+    fmt: str,
+    as_json: bool,
+) -> None:
+    """Stream predictions of MODEL for the rows of PATHS into --output, in input order.
+
+    Logistic models predict the probability of class 1. Missing features are imputed exactly
+    as in training.
+    """
+    from .model import load
+    from .predict import predict_files
+
+    model = load(model_path)
+    rows = predict_files(model, list(paths), output, id_columns=_flatten(ids), fmt=fmt)
+    if as_json:
+        _emit_json({"output": output, "rows": rows})
+    else:
+        click.echo(f"{rows} predictions written to {output}", err=True)
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False))
+@_paths
+@_format
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
+def evaluate(model_path: str, paths: tuple[str, ...], fmt: str, as_json: bool) -> None:
+    """Metrics of MODEL on labelled PATHS (squared: mse, rmse, mae, r2; logistic: logloss,
+    accuracy, precision, recall, f1, auc). Rows with a null target are skipped and counted."""
+    from .model import load
+    from .predict import evaluate as run_evaluate
+
+    result = _clean_nan(run_evaluate(load(model_path), list(paths), fmt=fmt))
+    if as_json:
+        _emit_json(result)
+        return
+    for key, value in result.items():
+        if isinstance(value, float):
+            click.echo(f"{key:<22} {value:.6g}")
+        elif value or key == "rows":
+            click.echo(f"{key:<22} {value}")
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.argument("path", metavar="MODEL_OR_CHECKPOINT", type=click.Path(exists=True))
+@click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON object.")
+def inspect(path: str, as_json: bool) -> None:
+    """Show a model (features, coefficients in original units, intercept, training summary,
+    history) or a checkpoint (step, epoch, cursor, loss so far, settings). A checkpoint
+    directory shows its newest valid checkpoint."""
+    from .inspection import describe
+
+    info = _clean_nan(describe(path))
+    if as_json:
+        _emit_json(info)
+    else:
+        from .inspection import render_text
+
+        click.echo(render_text(info))
+
+
+# -- the one place where errors become messages and exit codes -------------------------------
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point: run the CLI and map errors to exit codes."""
+    code = run(argv)
+    sys.exit(code)
+
+
+def run(argv: Sequence[str] | None = None, *, echo: Callable[[str], None] | None = None) -> int:
+    say = echo or (lambda msg: click.echo(msg, err=True))
+    try:
+        cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="streamgd",
+            standalone_mode=False,
+        )
+        return 0
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_USAGE
+    except click.exceptions.Abort:
+        say("streamgd: aborted")
+        return 130
+    except StreamgdError as exc:
+        prefix = "usage error" if isinstance(exc, UsageError) else "error"
+        say(f"streamgd: {prefix}: {exc}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        say("streamgd: interrupted")
+        return 130
+    except BrokenPipeError:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), sys.stdout.fileno())
+        return EXIT_DATA
+    except Exception as exc:  # a bug: say so, with the traceback for the report
+        traceback.print_exc(file=sys.stderr)
+        say(f"streamgd: internal error (please report it): {type(exc).__name__}: {exc}")
+        return EXIT_INTERNAL

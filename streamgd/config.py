@@ -1,0 +1,177 @@
+"""Settings of a training run: one frozen dataclass, validated once, from a declarative table.
+
+:class:`FitConfig` holds everything that decides the trained model (it is fingerprinted into
+checkpoints); how a run is carried out (checkpoint cadence, progress, prefetch depth) lives in
+:class:`RunOptions` and can change between a run and its resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .errors import UsageError
+from .features import MISSING_POLICIES
+from .losses import LOSSES
+from .optimizers import OPTIMIZERS
+from .schedules import SCHEDULES
+from .sources import FORMATS
+
+__all__ = ["FitConfig", "RunOptions", "DEFAULT_LR"]
+
+# Each optimiser's default learning rate and schedule. With standardised features and the
+# default preconditioning, lr 1 is a Newton step for the squared loss; the decay averages out
+# mini-batch noise (measured in tools/tune_defaults.py; see README, Design).
+DEFAULT_LR = {"sgd": 1.0, "momentum": 0.1, "adam": 0.05}
+DEFAULT_SCHEDULE = {"sgd": "invscaling", "momentum": "invscaling", "adam": "constant"}
+
+
+def _interval(lo: float | None, hi: float | None = None, *, lo_open: bool = False):
+    def check(v: Any) -> bool:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            return False
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            return False
+        return hi is None or v <= hi
+
+    if lo is None:
+        text = f"a number <= {hi}"
+    else:
+        upper = f" and <= {hi}" if hi is not None else ""
+        text = f"a number {'>' if lo_open else '>='} {lo}{upper}"
+    return check, text
+
+
+def _choice(options) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v in options), "one of " + ", ".join(options)
+
+
+def _integer(lo: int) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo), (
+        f"an integer >= {lo}"
+    )
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """What to train and how; everything here decides the resulting model."""
+
+    target: str
+    features: tuple[str, ...] | None = None
+    format: str = "auto"
+    loss: str = "squared"
+    optimizer: str = "sgd"
+    lr: float | None = None  # None: the optimiser's default (DEFAULT_LR)
+    schedule: str | None = None  # None: the optimiser's default (DEFAULT_SCHEDULE)
+    power_t: float = 0.65
+    momentum: float = 0.9
+    l2: float = 0.0
+    epochs: int = 5
+    batch_size: int = 1024
+    tol: float | None = None
+    seed: int = 0
+    shuffle: bool = True
+    shuffle_buffer: int = 65536
+    standardize: bool = True
+    precondition: bool = True
+    missing: str = "impute"
+    stats_rows: int = 1_000_000
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.target, str) or not self.target:
+            raise UsageError("a target column is required (--target NAME)")
+        if self.features is not None:
+            object.__setattr__(self, "features", tuple(self.features) or None)
+        for name, (check, expected) in _RULES.items():
+            value = getattr(self, name)
+            if value is None and name in _NULLABLE:
+                continue
+            if not check(value):
+                raise UsageError(f"--{name.replace('_', '-')} must be {expected}, got {value!r}")
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+
+    @property
+    def lr_schedule(self) -> str:
+        return self.schedule if self.schedule is not None else DEFAULT_SCHEDULE[self.optimizer]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["features"] = list(self.features) if self.features else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FitConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings a checkpoint must agree with to be resumed. ``epochs`` and ``tol`` are
+        left out so that a finished run can be continued for more epochs."""
+        d = self.to_dict()
+        d.pop("epochs")
+        d.pop("tol")
+        return d
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.fingerprint(), sort_keys=True).encode()).hexdigest()
+
+
+_NULLABLE = {"lr", "tol", "features", "schedule"}
+_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "format": _choice(FORMATS),
+    "loss": _choice(tuple(LOSSES)),
+    "optimizer": _choice(tuple(OPTIMIZERS)),
+    "schedule": _choice(tuple(SCHEDULES)),
+    "missing": _choice(MISSING_POLICIES),
+    "lr": _interval(0, lo_open=True),
+    "power_t": _interval(0),
+    "momentum": _interval(0, 1),
+    "l2": _interval(0),
+    "epochs": _integer(1),
+    "batch_size": _integer(1),
+    "tol": _interval(0, lo_open=True),
+    "seed": _integer(0),
+    "shuffle": ((lambda v: isinstance(v, bool)), "true or false"),
+    "standardize": ((lambda v: isinstance(v, bool)), "true or false"),
+    "precondition": ((lambda v: isinstance(v, bool)), "true or false"),
+    "shuffle_buffer": _integer(0),
+    "stats_rows": _integer(0),
+    "features": ((lambda v: all(isinstance(x, str) and x for x in v)), "a list of column names"),
+}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run is carried out; none of it changes the trained model."""
+
+    checkpoint_dir: str | None = None
+    checkpoint_every: int | None = None  # steps
+    checkpoint_interval: float | None = None  # seconds
+    keep: int = 3
+    resume: bool = False
+    init: str | None = None  # warm start from this model file
+    prefetch: int = 2
+    progress: bool = True
+    handle_signals: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
+            raise UsageError(f"--checkpoint-every must be >= 1, got {self.checkpoint_every}")
+        if self.checkpoint_interval is not None and self.checkpoint_interval <= 0:
+            raise UsageError(
+                f"--checkpoint-interval must be > 0 seconds, got {self.checkpoint_interval}"
+            )
+        if self.keep < 1:
+            raise UsageError(f"--keep must be >= 1, got {self.keep}")
+        if self.prefetch < 1:
+            raise UsageError(f"--prefetch must be >= 1, got {self.prefetch}")
+        if self.resume and not self.checkpoint_dir:
+            raise UsageError("--resume needs --checkpoint-dir (or --output, which implies one)")

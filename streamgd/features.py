@@ -1,0 +1,329 @@
+"""Features: which columns are used, the statistics pass, missing values and standardisation.
+
+Raw rows travel through the pipeline as float64 matrices whose columns are the features followed
+by the target. :func:`make_prepare` turns a decoded chunk into training rows (drops or rejects
+null targets, imputes or rejects missing features, rejects infinities and bad targets);
+:class:`FeatureSpec` holds what was learned from the statistics pass and standardises batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from .errors import DataError, UsageError
+from .sources import Dataset, is_numeric
+
+__all__ = [
+    "MISSING_POLICIES",
+    "select_features",
+    "Stats",
+    "FeatureSpec",
+    "make_prepare",
+    "compute_stats",
+]
+
+MISSING_POLICIES = ("impute", "error")
+
+
+def select_features(
+    schema: pa.Schema, target: str, features: Sequence[str] | None, *, path: str
+) -> tuple[str, ...]:
+    """The feature columns: those asked for, or every numeric column except the target."""
+    names = schema.names
+    if target not in names:
+        raise UsageError(f"{path}: no target column {target!r}; columns are: {', '.join(names)}")
+    if not is_numeric(schema.field(target).type):
+        raise DataError(
+            f"the target must be numeric, but its type is {schema.field(target).type}",
+            path=path,
+            column=target,
+        )
+    if features:
+        chosen = list(dict.fromkeys(features))
+        for name in chosen:
+            if name not in names:
+                raise UsageError(
+                    f"{path}: no feature column {name!r}; columns are: {', '.join(names)}"
+                )
+            if name == target:
+                raise UsageError(f"column {name!r} is the target; it cannot also be a feature")
+            if not is_numeric(schema.field(name).type):
+                raise DataError(
+                    f"feature is not numeric (type {schema.field(name).type}); "
+                    "choose numeric columns with --features",
+                    path=path,
+                    column=name,
+                )
+    else:
+        chosen = [f.name for f in schema if f.name != target and is_numeric(f.type)]
+        if not chosen:
+            raise DataError(f"no numeric column besides the target {target!r}", path=path)
+    return tuple(chosen)
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Column statistics from the statistics pass, NaN-aware, mergeable chunk by chunk.
+
+    ``comoment`` is the matrix of summed products of deviations from the mean (missing values
+    count as the mean); its diagonal gives the variances and the whole the correlations.
+    """
+
+    rows: int
+    count: np.ndarray  # non-missing values per column
+    mean: np.ndarray
+    comoment: np.ndarray
+    missing: np.ndarray
+
+    @staticmethod
+    def of(x: np.ndarray) -> Stats:
+        nan = np.isnan(x)
+        count = (~nan).sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            total = np.where(nan, 0.0, x).sum(axis=0)
+            mean = np.where(count > 0, total / np.maximum(count, 1), 0.0)
+            dev = np.where(nan, 0.0, x - mean)
+        return Stats(len(x), count, mean, dev.T @ dev, nan.sum(axis=0))
+
+    def merge(self, other: Stats) -> Stats:
+        """Chan et al.'s pairwise update of means and co-moments."""
+        n = self.count + other.count
+        delta = other.mean - self.mean
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frac = np.where(n > 0, other.count / np.maximum(n, 1), 0.0)
+        mean = self.mean + delta * frac
+        # rows rather than per-column counts weigh the cross term: exact without missing values
+        na, nb = self.rows, other.rows
+        cross = np.outer(delta, delta) * (na * nb / max(na + nb, 1))
+        return Stats(
+            self.rows + other.rows,
+            n,
+            mean,
+            self.comoment + other.comoment + cross,
+            self.missing + other.missing,
+        )
+
+    @property
+    def std(self) -> np.ndarray:
+        var = np.where(self.count > 1, np.diag(self.comoment) / np.maximum(self.count - 1, 1), 0)
+        return np.sqrt(np.maximum(var, 0.0))
+
+    def correlation(self, k: int) -> np.ndarray:
+        """Correlation matrix of the first ``k`` columns (constant columns: identity rows)."""
+        c = self.comoment[:k, :k]
+        d = np.sqrt(np.diag(c))
+        d = np.where(d > 0, d, 1.0)
+        corr = c / np.outer(d, d)
+        const = np.diag(c) <= 0
+        corr[const, :] = 0.0
+        corr[:, const] = 0.0
+        corr[const, const] = 1.0
+        return corr
+
+
+# Smallest eigenvalue kept when inverting the correlation matrix: a duplicated or nearly
+# collinear feature gets at most 1/MIN_EIGENVALUE times a plain step, never an infinite one.
+MIN_EIGENVALUE = 1e-3
+
+
+def preconditioner(corr: np.ndarray) -> np.ndarray:
+    """Inverse of a correlation matrix with its eigenvalues floored at ``MIN_EIGENVALUE``.
+
+    >>> preconditioner(np.eye(2)).tolist()
+    [[1.0, 0.0], [0.0, 1.0]]
+    """
+    vals, vecs = np.linalg.eigh(corr)
+    inv = (vecs / np.maximum(vals, MIN_EIGENVALUE)) @ vecs.T
+    return (inv + inv.T) / 2
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Everything needed to turn raw feature values into model inputs, saved with the model.
+
+    ``z = (x - center) / scale``; a missing value is replaced by ``fill`` (the feature's mean
+    from the statistics pass) before scaling. For regression the target is standardised too,
+    ``t = (y - target_center) / target_scale``, so that default learning rates work whatever
+    the target's units; predictions are mapped back.
+    """
+
+    names: tuple[str, ...]
+    target: str
+    center: np.ndarray
+    scale: np.ndarray
+    fill: np.ndarray
+    missing: str = "impute"
+    target_center: float = 0.0
+    target_scale: float = 1.0
+    precond: np.ndarray | None = None  # inverse correlation of the standardised features
+
+    @staticmethod
+    def from_stats(
+        names: Sequence[str],
+        target: str,
+        stats: Stats,
+        *,
+        standardize: bool,
+        missing: str,
+        scale_target: bool,
+        precondition: bool = False,
+    ) -> FeatureSpec:
+        """``stats`` covers the features and, last, the target."""
+        n = len(names)
+        fill = stats.mean[:n].astype(np.float64)
+        if standardize:
+            center = fill.copy()
+            scale = np.where(stats.std[:n] > 0, stats.std[:n], 1.0)
+        else:
+            center = np.zeros(n)
+            scale = np.ones(n)
+        t_center, t_scale = 0.0, 1.0
+        if scale_target:
+            t_center = float(stats.mean[n])
+            t_scale = float(stats.std[n]) if stats.std[n] > 0 else 1.0
+        precond = preconditioner(stats.correlation(n)) if standardize and precondition else None
+        return FeatureSpec(
+            tuple(names), target, center, scale, fill, missing, t_center, t_scale, precond
+        )
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Raw matrix columns: the features, then the target."""
+        return (*self.names, self.target)
+
+    def transform(self, raw: np.ndarray) -> np.ndarray:
+        """Standardised features of a raw matrix (its first ``len(names)`` columns)."""
+        return (raw[:, : len(self.names)] - self.center) / self.scale
+
+    def scaled_target(self, raw: np.ndarray) -> np.ndarray:
+        y = raw[:, len(self.names)]
+        if self.target_center == 0.0 and self.target_scale == 1.0:
+            return y
+        return (y - self.target_center) / self.target_scale
+
+    def to_original(self, w: np.ndarray, b: float) -> tuple[np.ndarray, float]:
+        """Coefficients and intercept in original units: ``y = x @ coef + intercept``."""
+        coef = w * self.target_scale / self.scale
+        return coef, float(self.target_center + self.target_scale * b - coef @ self.center)
+
+
+TargetCheck = Callable[[np.ndarray], np.ndarray]  # returns a mask of invalid target values
+
+
+def make_prepare(
+    names: Sequence[str],
+    target: str,
+    *,
+    missing: str,
+    fill: np.ndarray | None,
+    check_target: TargetCheck | None,
+    has_target: bool = True,
+):
+    """Build the per-chunk function the prefetch thread applies to decoded rows.
+
+    It returns ``(rows, counts)``: ``counts[0]`` is the number of rows dropped for a null
+    target, ``counts[1:]`` the number of values imputed per feature. With ``fill=None`` (the
+    statistics pass) missing features are left as NaN for the statistics to skip.
+    """
+    if missing not in MISSING_POLICIES:
+        raise UsageError(f"--missing must be one of {', '.join(MISSING_POLICIES)}, got {missing!r}")
+    n_feat = len(names)
+    columns = [*names, target] if has_target else list(names)
+
+    def prepare(m: np.ndarray, path: str, first_row: int) -> tuple[np.ndarray, np.ndarray]:
+        counts = np.zeros(1 + n_feat, dtype=np.int64)
+        kept = None  # original positions of the rows that remain, when some were dropped
+        if len(m) and not np.isfinite(m.sum(axis=0)).all():  # one pass; details only if needed
+            m, kept = _clean(m, counts, path, first_row)
+        if has_target and check_target is not None and len(m):
+            bad = check_target(m[:, n_feat])
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise DataError(
+                    f"target value {m[i, n_feat]:g} is not allowed "
+                    f"(expected {getattr(check_target, 'expected', 'a valid target')})",
+                    path=path,
+                    column=target,
+                    row=first_row + (int(kept[i]) if kept is not None else i) + 1,
+                )
+        return m, counts
+
+    def _clean(m: np.ndarray, counts: np.ndarray, path: str, first_row: int):
+        nan = np.isnan(m)
+        inf = np.isinf(m)
+        if inf.any():
+            r, c = np.argwhere(inf)[0]
+            raise DataError(
+                "infinite value; expected a finite number",
+                path=path,
+                column=columns[c],
+                row=first_row + int(r) + 1,
+            )
+        if missing == "error":  # nothing is dropped or imputed: report the first missing value
+            r, c = np.argwhere(nan)[0]
+            what = "target" if has_target and c == n_feat else "value"
+            raise DataError(
+                f"{what} is missing (use --missing impute to skip such rows or impute the mean)",
+                path=path,
+                column=columns[c],
+                row=first_row + int(r) + 1,
+            )
+        kept = None
+        if has_target and nan[:, n_feat].any():
+            kept = np.flatnonzero(~nan[:, n_feat])
+            counts[0] = len(m) - len(kept)
+            m, nan = m[kept], nan[kept]
+        feat_nan = nan[:, :n_feat]
+        counts[1:] = feat_nan.sum(axis=0)
+        if fill is not None and counts[1:].any():
+            m = np.array(m, order="F", copy=True)
+            for c in np.flatnonzero(counts[1:]):
+                m[feat_nan[:, c], c] = fill[c]
+        return m, kept
+
+    return prepare
+
+
+def compute_stats(
+    dataset: Dataset,
+    names: Sequence[str],
+    target: str,
+    *,
+    prepare,
+    max_rows: int,
+    seed: int,
+) -> Stats:
+    """The statistics pass: NaN-aware mean and std of every feature and of the target.
+
+    Reads whole units (row groups, CSV files) until ``max_rows`` rows were seen; with Parquet and
+    more rows than that, the units are picked in a seeded random order so that the sample spans
+    the data. ``max_rows=0`` reads everything.
+    """
+    from .batches import Prefetcher  # the same decoding path as training
+
+    n_units = len(dataset.units)
+    order = np.arange(n_units)
+    total = dataset.num_rows
+    if max_rows and total is not None and total > max_rows:
+        order = np.random.default_rng([seed, 0x53544154]).permutation(n_units)
+    columns = [*names, target]
+    acc: Stats | None = None
+    prefetch = Prefetcher(dataset, order, columns, prepare, depth=2)
+    try:
+        for chunk in prefetch:
+            part = Stats.of(chunk.rows)
+            acc = part if acc is None else acc.merge(part)
+            if max_rows and acc.rows >= max_rows and chunk.last:
+                break
+    finally:
+        prefetch.close()
+    if acc is None or acc.rows == 0:
+        raise DataError(
+            f"no rows with a target value in {len(dataset.files)} file(s)",
+            path=dataset.files[0].path,
+        )
+    return acc

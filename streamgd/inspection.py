@@ -1,0 +1,104 @@
+"""What ``streamgd inspect`` shows: a model's coefficients and training summary, or a
+checkpoint's position in training."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .archive import read_archive
+from .checkpoint import CHECKPOINT_VERSION, CheckpointManager, TrainState
+from .errors import CheckpointError
+from .model import MODEL_VERSION, load
+from .trainer import model_from_state
+
+__all__ = ["describe", "render_text"]
+
+
+def describe(path: str) -> dict[str, Any]:
+    """A JSON-ready description of a model file, a checkpoint file or a checkpoint directory."""
+    if os.path.isdir(path):
+        found = CheckpointManager(path).latest()
+        if found is None:
+            raise CheckpointError(f"{path}: no checkpoint in this directory")
+        path = found[0]
+    meta, _ = read_archive(
+        path, kind=("model", "checkpoint"), max_version=max(MODEL_VERSION, CHECKPOINT_VERSION)
+    )
+    if meta["kind"] == "model":
+        return load(path).inspect()
+    from .checkpoint import load_checkpoint
+    from .config import FitConfig
+
+    state: TrainState = load_checkpoint(path)
+    model = model_from_state(state, FitConfig.from_dict(state.config)).inspect()
+    return {
+        "kind": "checkpoint",
+        "path": path,
+        "step": state.step,
+        "epoch": state.epoch + 1,
+        "finished": state.finished,
+        "cursor": {
+            "epoch": state.cursor.epoch + 1,
+            "position": state.cursor.position,
+            "offset": state.cursor.offset,
+        },
+        "rows_into_epoch": state.epoch_rows,
+        "loss_so_far": state.running_loss(),
+        "buffer_rows": 0 if state.buffer is None else len(state.buffer),
+        "features": model["features"],
+        "coefficients": model["coefficients"],
+        "intercept": model["intercept"],
+        "history": state.history,
+        "settings": state.config,
+        "files": len(state.data.get("files", [])),
+    }
+
+
+def _num(v: Any) -> str:
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def render_text(info: dict[str, Any]) -> str:
+    lines = []
+    if info["kind"] == "checkpoint":
+        lines.append(f"checkpoint {info['path']}")
+        lines.append(
+            f"  step {info['step']}, epoch {info['epoch']}"
+            f"{' (finished)' if info['finished'] else ''}, "
+            f"{info['rows_into_epoch']} rows into the epoch "
+            f"(unit {info['cursor']['position']}, offset {info['cursor']['offset']}), "
+            f"{info['buffer_rows']} rows in the shuffle buffer"
+        )
+        if info["loss_so_far"] is not None:
+            lines.append(f"  running loss this epoch: {_num(info['loss_so_far'])}")
+    else:
+        lines.append(f"model: {info['loss']} loss, target {info['target']}")
+    width = max([len(n) for n in info["features"]] + [9])
+    lines.append("")
+    lines.append(f"  {'feature':<{width}}  coefficient (original units)")
+    for name in info["features"]:
+        lines.append(f"  {name:<{width}}  {_num(info['coefficients'][name])}")
+    lines.append(f"  {'intercept':<{width}}  {_num(info['intercept'])}")
+    summary = info.get("summary")
+    if summary:
+        lines.append("")
+        lines.append(
+            "training: "
+            + ", ".join(
+                f"{k.replace('_', ' ')} {_num(v)}"
+                for k, v in summary.items()
+                if v not in (None, {}, 0) or k in ("epochs", "steps")
+            )
+        )
+    if info.get("history"):
+        lines.append("")
+        lines.append("  epoch  loss          rows      update norm")
+        for h in info["history"]:
+            lines.append(
+                f"  {h['epoch']:>5}  {h['loss']:<12.6g}  {h['rows']:<8}  {h['update_norm']:.4g}"
+            )
+    lines.append("")
+    settings = info.get("settings", {})
+    lines.append("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items() if v is not None))
+    return "\n".join(lines)

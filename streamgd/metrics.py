@@ -1,0 +1,93 @@
+"""Streaming metrics in bounded memory: sums and fixed-size histograms, merged batch by batch.
+
+Regression: ``mse``, ``rmse``, ``mae``, ``r2``. Binary classification (``p`` a probability of
+class 1): ``logloss``, ``accuracy``, ``precision``, ``recall``, ``f1``, ``auc``. The AUC is
+computed from histograms of the logit in ``AUC_BINS`` bins over ``[-AUC_RANGE, AUC_RANGE]``;
+ties within a bin count one half, so it differs from the exact AUC by less than the share of
+positive/negative pairs that fall in one bin.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["METRICS", "Accumulator", "metric_names"]
+
+AUC_BINS = 1 << 14
+AUC_RANGE = 20.0
+_EPS = 1e-15
+
+METRICS = {
+    "regression": ("mse", "rmse", "mae", "r2"),
+    "binary": ("logloss", "accuracy", "precision", "recall", "f1", "auc"),
+}
+
+
+def metric_names(task: str) -> tuple[str, ...]:
+    return METRICS[task]
+
+
+class Accumulator:
+    """Accumulates the metrics of one task over batches; ``result()`` gives a dict."""
+
+    def __init__(self, task: str) -> None:
+        self.task = task
+        self.n = 0
+        self.sums = np.zeros(6)  # regression: err2, |err|, y, y2 / binary: logloss, tp, fp, tn, fn
+        if task == "binary":
+            self.hist = np.zeros((2, AUC_BINS), dtype=np.int64)
+
+    def update(self, y: np.ndarray, p: np.ndarray) -> None:
+        self.n += len(y)
+        if self.task == "regression":
+            err = p - y
+            self.sums += [err @ err, np.abs(err).sum(), y.sum(), y @ y, 0.0, 0.0]
+            return
+        q = np.clip(p, _EPS, 1.0 - _EPS)
+        logloss = -(y * np.log(q) + (1.0 - y) * np.log1p(-q)).sum()
+        pred = p >= 0.5
+        pos = y == 1.0
+        tp = np.count_nonzero(pred & pos)
+        fp = np.count_nonzero(pred & ~pos)
+        fn = np.count_nonzero(~pred & pos)
+        self.sums += [logloss, tp, fp, len(y) - tp - fp - fn, fn, 0.0]
+        logit = np.log(q) - np.log1p(-q)
+        idx = ((logit + AUC_RANGE) * (AUC_BINS / (2 * AUC_RANGE))).astype(np.int64)
+        np.clip(idx, 0, AUC_BINS - 1, out=idx)
+        self.hist[1] += np.bincount(idx[pos], minlength=AUC_BINS)
+        self.hist[0] += np.bincount(idx[~pos], minlength=AUC_BINS)
+
+    def result(self) -> dict[str, float]:
+        n = max(self.n, 1)
+        if self.task == "regression":
+            err2, abs_err, sy, syy = self.sums[:4]
+            sst = syy - sy * sy / n
+            mse = err2 / n
+            return {
+                "mse": mse,
+                "rmse": float(np.sqrt(mse)),
+                "mae": abs_err / n,
+                "r2": float(1.0 - err2 / sst) if sst > 0 else float("nan"),
+            }
+        logloss, tp, fp, tn, fn = self.sums[:5]
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        return {
+            "logloss": logloss / n,
+            "accuracy": (tp + tn) / n,
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "auc": _auc(self.hist[1], self.hist[0]),
+        }
+
+
+def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """Probability that a random positive scores above a random negative (ties count 1/2)."""
+    n_pos, n_neg = pos.sum(), neg.sum()
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    neg_below = np.cumsum(neg) - neg
+    wins = (pos * neg_below).sum() + 0.5 * (pos * neg).sum()
+    return float(wins / (n_pos * n_neg))

@@ -1,0 +1,168 @@
+"""A trained linear model: predicts, evaluates, explains itself, and saves without pickle.
+
+Weights live in standardised units (``z = (x - center) / scale``); :meth:`Model.coefficients`
+reports them in the features' original units.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from .archive import read_archive, write_archive
+from .errors import CheckpointError, DataError
+from .features import FeatureSpec
+from .losses import get_loss
+from .metrics import Accumulator
+
+__all__ = ["Model", "load"]
+
+MODEL_VERSION = 1
+
+
+@dataclass
+class Model:
+    """A linear model ``link(z @ weights + intercept)`` over standardised features."""
+
+    spec: FeatureSpec
+    loss: str
+    weights: np.ndarray  # standardised units
+    intercept: float
+    config: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return self.spec.names
+
+    @property
+    def target(self) -> str:
+        return self.spec.target
+
+    # -- prediction ---------------------------------------------------------------------------
+    def decision(self, x: np.ndarray) -> np.ndarray:
+        """Linear output in target units for a raw feature matrix (missing values filled)."""
+        s = self.spec
+        return (s.transform(x) @ self.weights + self.intercept) * s.target_scale + s.target_center
+
+    def predict(self, data: pa.Table | pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Predictions (a probability of class 1 for logistic) for a pyarrow Table, pandas
+        DataFrame (columns by name) or numpy array (columns in :attr:`features` order).
+        Missing feature values are imputed with the training mean."""
+        x = self._matrix(data)
+        x = np.where(np.isnan(x), self.spec.fill, x)
+        return get_loss(self.loss).link(self.decision(x))
+
+    def _matrix(self, data) -> np.ndarray:
+        from .sources import to_matrix
+
+        if isinstance(data, pd.DataFrame):
+            data = pa.Table.from_pandas(data, preserve_index=False)
+        if isinstance(data, pa.Table | pa.RecordBatch):
+            missing = [n for n in self.features if n not in data.schema.names]
+            if missing:
+                raise DataError(f"input lacks feature column(s) {', '.join(missing)}")
+            return to_matrix(data, self.features)
+        x = np.asarray(data, dtype=np.float64)
+        if x.ndim == 1:
+            x = x.reshape(1, -1) if len(self.features) > 1 else x.reshape(-1, 1)
+        if x.shape[1] != len(self.features):
+            raise DataError(
+                f"expected {len(self.features)} feature columns "
+                f"({', '.join(self.features)}), got {x.shape[1]}"
+            )
+        return x
+
+    def coefficients(self) -> tuple[dict[str, float], float]:
+        """Coefficients keyed by feature and the intercept, in original units."""
+        coef, b = self.spec.to_original(self.weights, self.intercept)
+        return dict(zip(self.features, map(float, coef), strict=True)), b
+
+    def evaluate_batches(self, batches: Iterator[np.ndarray]) -> dict[str, float]:
+        """Metrics over raw ``[features..., target]`` batches (missing values filled)."""
+        loss = get_loss(self.loss)
+        acc = Accumulator(loss.task)
+        n_feat = len(self.features)
+        for raw in batches:
+            acc.update(raw[:, n_feat], loss.link(self.decision(raw[:, :n_feat])))
+        return acc.result()
+
+    def inspect(self) -> dict[str, Any]:
+        coef, b = self.coefficients()
+        return {
+            "kind": "model",
+            "target": self.target,
+            "loss": self.loss,
+            "features": list(self.features),
+            "coefficients": coef,
+            "intercept": b,
+            "target_scaling": {"center": self.spec.target_center, "scale": self.spec.target_scale},
+            "standardization": {
+                n: {"center": float(c), "scale": float(s)}
+                for n, c, s in zip(self.features, self.spec.center, self.spec.scale, strict=True)
+            },
+            "summary": self.summary,
+            "history": self.history,
+            "settings": self.config,
+        }
+
+    # -- persistence --------------------------------------------------------------------------
+    def save(self, path: str) -> None:
+        """Write the model atomically as one checksummed npz+JSON file (no pickle)."""
+        write_archive(
+            path,
+            kind="model",
+            version=MODEL_VERSION,
+            meta={
+                "loss": self.loss,
+                "features": list(self.features),
+                "target": self.target,
+                "missing": self.spec.missing,
+                "intercept": self.intercept,
+                "config": self.config,
+                "summary": self.summary,
+                "history": self.history,
+            },
+            arrays=spec_arrays(self.spec) | {"weights": self.weights},
+        )
+
+
+def spec_arrays(spec: FeatureSpec) -> dict[str, np.ndarray]:
+    target = np.array([spec.target_center, spec.target_scale])
+    return {"center": spec.center, "scale": spec.scale, "fill": spec.fill, "target_scaling": target}
+
+
+def spec_from(meta: dict, arrays: dict[str, np.ndarray]) -> FeatureSpec:
+    return FeatureSpec(
+        tuple(meta["features"]),
+        meta["target"],
+        arrays["center"],
+        arrays["scale"],
+        arrays["fill"],
+        meta.get("missing", "impute"),
+        float(arrays["target_scaling"][0]),
+        float(arrays["target_scaling"][1]),
+    )
+
+
+def load(path: str) -> Model:
+    """Load a model written by :meth:`Model.save` (verifying its checksum)."""
+    meta, arrays = read_archive(path, kind="model", max_version=MODEL_VERSION)
+    try:
+        return Model(
+            spec=spec_from(meta, arrays),
+            loss=meta["loss"],
+            weights=arrays["weights"],
+            intercept=float(meta["intercept"]),
+            config=meta.get("config", {}),
+            summary=meta.get("summary", {}),
+            history=meta.get("history", []),
+        )
+    except KeyError as exc:
+        raise CheckpointError(f"{path}: model file lacks {exc}") from None

@@ -1,0 +1,145 @@
+"""Scoring files with a trained model: streaming predictions and evaluation in bounded memory.
+
+Both read unit by unit (a row group or a CSV block at a time) and apply the model's own
+training-time feature settings: the same columns, imputation values and standardisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from .archive import atomic_path
+from .batches import Prefetcher
+from .errors import DataError, UsageError
+from .features import make_prepare
+from .losses import get_loss
+from .metrics import Accumulator
+from .model import Model
+from .sources import _HandleCache, open_dataset, to_matrix
+
+__all__ = ["predict_files", "evaluate"]
+
+
+def _check_columns(schema: pa.Schema, names: Sequence[str], path: str, what: str) -> None:
+    missing = [n for n in names if n not in schema.names]
+    if missing:
+        raise DataError(
+            f"lacks {what} column(s) {', '.join(missing)} that the model needs", path=path
+        )
+
+
+def predict_files(
+    model: Model,
+    paths: Sequence[str],
+    out: str,
+    *,
+    id_columns: Sequence[str] = (),
+    fmt: str = "auto",
+    column: str = "prediction",
+) -> int:
+    """Write one prediction per input row to ``out`` (Parquet, or CSV by extension), keeping
+    ``id_columns``. Rows keep their input order. Returns the number of rows written."""
+    dataset = open_dataset(paths, fmt)
+    first = dataset.files[0].path
+    _check_columns(dataset.schema, model.features, first, "feature")
+    _check_columns(dataset.schema, id_columns, first, "id")
+    if column in id_columns:
+        raise UsageError(f"the prediction column {column!r} clashes with an --id column")
+    out_format = "csv" if out.lower().endswith((".csv", ".tsv")) else "parquet"
+    link = get_loss(model.loss).link
+    prepare = make_prepare(
+        model.features,
+        model.target,
+        missing=model.spec.missing,
+        fill=model.spec.fill,
+        check_target=None,
+        has_target=False,
+    )
+    handles = _HandleCache()
+    rows = 0
+    with atomic_path(out) as tmp:
+        writer = None
+        try:
+            for unit in dataset.units:
+                path = dataset.files[unit.file].path
+                cols = [*model.features, *[c for c in id_columns if c not in model.features]]
+                for table, first_row in dataset.iter_unit(unit, cols, handles):
+                    x, _ = prepare(to_matrix(table, model.features), path, first_row)
+                    pred = link(model.decision(x))
+                    result = pa.table(
+                        {**{c: table.column(c) for c in id_columns}, column: pa.array(pred)}
+                    )
+                    if writer is None:
+                        writer = (
+                            pacsv.CSVWriter(tmp, result.schema)
+                            if out_format == "csv"
+                            else pq.ParquetWriter(tmp, result.schema)
+                        )
+                    writer.write_table(result)
+                    rows += result.num_rows
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is None:  # no rows at all: still write a valid, empty file
+            empty = pa.table(
+                {
+                    **{c: pa.array([], dataset.schema.field(c).type) for c in id_columns},
+                    column: pa.array([], pa.float64()),
+                }
+            )
+            if out_format == "csv":
+                pacsv.write_csv(empty, tmp)
+            else:
+                pq.write_table(empty, tmp)
+    return rows
+
+
+def evaluate(model: Model, paths: Sequence[str], *, fmt: str = "auto") -> dict[str, Any]:
+    """Metrics of ``model`` on labelled files; rows whose target is null are skipped and
+    counted (``skipped_null_target``), missing features imputed as in training."""
+    dataset = open_dataset(paths, fmt)
+    first = dataset.files[0].path
+    _check_columns(dataset.schema, [*model.features, model.target], first, "feature/target")
+    loss = get_loss(model.loss)
+    check = None
+    if loss.invalid_target is not None:
+
+        def check(y: np.ndarray) -> np.ndarray:
+            return loss.invalid_target(y)  # type: ignore[misc]
+
+        check.expected = loss.expected_target  # type: ignore[attr-defined]
+    prepare = make_prepare(
+        model.features,
+        model.target,
+        missing=model.spec.missing,
+        fill=model.spec.fill,
+        check_target=check,
+    )
+    acc = Accumulator(loss.task)
+    n_feat = len(model.features)
+    counts = np.zeros(1 + n_feat, dtype=np.int64)
+    loss_sum = 0.0
+    prefetch = Prefetcher(dataset, range(len(dataset.units)), model.spec.columns, prepare)
+    try:
+        for chunk in prefetch:
+            counts += chunk.counts
+            raw = chunk.rows
+            if len(raw) == 0:
+                continue
+            y = raw[:, n_feat]
+            p = model.decision(raw[:, :n_feat])
+            loss_sum += float(loss.value(p, y).sum())
+            acc.update(y, loss.link(p))
+    finally:
+        prefetch.close()
+    result: dict[str, Any] = {"rows": acc.n, **acc.result(), "loss": loss_sum / max(acc.n, 1)}
+    result["skipped_null_target"] = int(counts[0])
+    result["imputed"] = {n: int(c) for n, c in zip(model.features, counts[1:], strict=True) if c}
+    result["files"] = len(dataset.files)
+    return result

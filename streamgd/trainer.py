@@ -1,0 +1,457 @@
+"""The trainer: a loop you can read top to bottom, over an explicit :class:`TrainState`.
+
+``fit`` = open the data, fix the features (statistics pass, or a warm-start model), then run
+epochs of mini-batch steps. Every step is ``state -> state``; checkpoints save the state and
+resume loads it, so an interrupted run continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from .batches import BatchStream, Cursor
+from .callbacks import Callback, CallbackList
+from .checkpoint import CheckpointManager, TrainState
+from .config import FitConfig, RunOptions
+from .errors import CheckpointError, DataError, DivergedError, PreemptedError, UsageError
+from .features import FeatureSpec, compute_stats, make_prepare, select_features
+from .losses import Loss, get_loss
+from .model import Model, load
+from .optimizers import Optimizer, make_optimizer
+from .schedules import make_schedule
+from .sources import Dataset, open_dataset
+
+__all__ = ["fit", "train", "Trainer", "train_step"]
+
+
+def train_step(
+    params: np.ndarray,
+    opt_state: dict[str, np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    loss: Loss,
+    optimizer: Optimizer,
+    lr: float,
+    l2: float,
+    precond: np.ndarray | None = None,
+) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
+    """One mini-batch step on the linear model ``p = x @ w + b``.
+
+    Gradient of the batch-mean loss plus ``l2/2 * ||w||^2`` (the intercept is not penalised):
+    ``dw = x.T @ g / n + l2 * w``, ``db = mean(g)`` with ``g = dloss/dp``. With a
+    preconditioner ``P`` (the inverse feature correlation) the optimiser receives
+    ``(P @ dw, db) / c`` where ``c`` is the batch's mean curvature ``d2loss/dp2``: a fixed
+    Gauss-Newton approximation under which ``lr = 1`` is a Newton step for the squared loss.
+    Returns the new parameters, optimiser state and the batch's summed loss (before the update).
+    """
+    n_feat = x.shape[1]
+    w = params[:n_feat]
+    p = x @ w + params[n_feat]
+    g = loss.gradient(p, y)
+    grad = np.empty_like(params)
+    grad[:n_feat] = x.T @ g / len(y)
+    if l2:
+        grad[:n_feat] += l2 * w
+    grad[n_feat] = g.mean()
+    if precond is not None:
+        grad[:n_feat] = precond @ grad[:n_feat]
+        if loss.curvature is not None:
+            grad /= max(float(loss.curvature(p, y).mean()), MIN_CURVATURE)
+    step, opt_state = optimizer.update(grad, opt_state, params, lr)
+    return params + step, opt_state, float(loss.value(p, y).sum())
+
+
+# Floor of the mean curvature used to scale preconditioned steps: at most 100x a plain step,
+# so that a saturated logistic batch cannot throw the weights far.
+MIN_CURVATURE = 0.01
+
+
+@dataclass
+class _Stop:
+    """Set by a signal handler; the loop checks it between steps."""
+
+    signum: int | None = None
+
+
+class Trainer:
+    """Runs a :class:`TrainState` forward over a dataset under a config."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        config: FitConfig,
+        options: RunOptions,
+        *,
+        callbacks: Sequence[Callback] = (),
+        manager: CheckpointManager | None = None,
+    ) -> None:
+        self.dataset, self.config, self.options = dataset, config, options
+        self.loss = get_loss(config.loss)
+        self.optimizer = make_optimizer(config.optimizer, momentum=config.momentum)
+        self.schedule = make_schedule(
+            config.lr_schedule, config.learning_rate, power_t=config.power_t
+        )
+        self.callbacks = CallbackList(callbacks)
+        self.manager = manager
+        self._stop = _Stop()
+        self._last_save = time.monotonic()
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def _save(self, state: TrainState, reason: str) -> None:
+        if self.manager is not None:
+            path = self.manager.save(state)
+            self._last_save = time.monotonic()
+            self.callbacks.on_checkpoint(state, path, reason)
+
+    def _due(self, step: int) -> bool:
+        o = self.options
+        if o.checkpoint_every and step % o.checkpoint_every == 0:
+            return True
+        return bool(
+            o.checkpoint_interval and time.monotonic() - self._last_save >= o.checkpoint_interval
+        )
+
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        """SIGTERM/SIGINT ask the loop to stop after the current step (and checkpoint)."""
+        if not self.options.handle_signals:
+            yield
+            return
+
+        def handler(signum, frame):  # noqa: ARG001
+            self._stop.signum = signum
+
+        old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    # -- the loop -----------------------------------------------------------------------------
+    def run(self, state: TrainState) -> TrainState:
+        with self._signals(), threadpool_limits(limits=1, user_api="blas"):
+            # One BLAS thread: the prefetch thread decodes on the other core, and BLAS threads
+            # competing with Arrow's cost more than they give at these matrix sizes.
+            self.callbacks.on_train_begin(state, self.dataset)
+            while not state.finished:
+                if state.epoch >= self.config.epochs:
+                    state.finished, state.stop_reason = True, "epochs"
+                    break
+                self._run_epoch(state)
+            self._save(state, "end")
+            self.callbacks.on_train_end(state)
+        return state
+
+    def _run_epoch(self, state: TrainState) -> None:
+        cfg, spec = self.config, state.spec
+        n_feat = len(spec.names)
+        prepare = make_prepare(
+            spec.names,
+            spec.target,
+            missing=spec.missing,
+            fill=spec.fill,
+            check_target=_target_check(self.loss),
+        )
+        stream = BatchStream(
+            self.dataset,
+            spec.columns,
+            prepare,
+            epoch=state.epoch,
+            seed=cfg.seed,
+            batch_size=cfg.batch_size,
+            shuffle=cfg.shuffle,
+            buffer_size=cfg.shuffle_buffer,
+            prefetch=self.options.prefetch,
+            cursor=Cursor(state.cursor.epoch, state.cursor.position, state.cursor.offset),
+            buffer=state.buffer,
+            rng_state=state.rng_state,
+        )
+        if state.epoch_start is None:
+            state.epoch_start = state.params.copy()
+        if state.epoch_counts is None:
+            state.epoch_counts = np.zeros(1 + n_feat, dtype=np.int64)
+        base_counts = state.epoch_counts.copy()
+        params, opt_state = state.params, state.opt_state
+
+        def sync() -> None:
+            state.params, state.opt_state = params, opt_state
+            state.cursor = Cursor(stream.cursor.epoch, stream.cursor.position, stream.cursor.offset)
+            state.buffer, state.rng_state = stream.buffer_rows(), stream.rng_state()
+            done = stream.counts
+            state.epoch_counts = base_counts if done is None else base_counts + done
+
+        for raw in stream:
+            x, y = spec.transform(raw), spec.scaled_target(raw)
+            params, opt_state, loss_sum = train_step(
+                params,
+                opt_state,
+                x,
+                y,
+                loss=self.loss,
+                optimizer=self.optimizer,
+                lr=self.schedule(state.step),
+                l2=cfg.l2,
+                precond=spec.precond,
+            )
+            if not (np.isfinite(loss_sum) and np.isfinite(params).all()):
+                raise DivergedError(
+                    f"training diverged at step {state.step + 1} (epoch {state.epoch + 1}): "
+                    "the loss or the weights became NaN or infinite; lower --lr "
+                    "(the last good checkpoint is kept)"
+                )
+            state.step += 1
+            state.rows_trained += len(y)
+            state.epoch_rows += len(y)
+            state.epoch_loss += loss_sum
+            self.callbacks.on_batch_end(state, len(y), loss_sum)
+            if self._stop.signum is not None:
+                sync()
+                self._save(state, "signal")
+                raise PreemptedError(
+                    f"stopped by {signal.Signals(self._stop.signum).name} at step {state.step}; "
+                    "a checkpoint was written: rerun with --resume to continue"
+                )
+            if self._due(state.step):
+                sync()
+                self._save(state, "step")
+        sync()
+        self._end_epoch(state)
+
+    def _end_epoch(self, state: TrainState) -> None:
+        if state.epoch_rows == 0:
+            raise DataError("no rows to train on: every row's target is missing")
+        update_norm = float(np.linalg.norm(state.params - state.epoch_start))
+        counts = state.epoch_counts
+        entry = {
+            "epoch": state.epoch + 1,
+            "step": state.step,
+            "rows": state.epoch_rows,
+            "loss": state.running_loss(),
+            "update_norm": update_norm,
+            "lr": self.schedule(state.step),
+            "skipped_null_target": int(counts[0]),
+            "imputed": {n: int(c) for n, c in zip(state.spec.names, counts[1:], strict=True) if c},
+        }
+        state.history.append(entry)
+        state.cursor = Cursor(state.epoch + 1, 0, 0)
+        state.buffer = state.rng_state = state.epoch_start = state.epoch_counts = None
+        state.epoch_loss, state.epoch_rows = 0.0, 0
+        if self.config.tol is not None and update_norm < self.config.tol:
+            state.finished, state.stop_reason = True, "tol"
+        self.callbacks.on_epoch_end(state, entry)
+        if not state.finished and state.epoch < self.config.epochs:
+            self._save(state, "epoch")
+
+
+def _target_check(loss: Loss):
+    if loss.invalid_target is None:
+        return None
+    check = loss.invalid_target
+
+    def f(y: np.ndarray) -> np.ndarray:
+        return check(y)
+
+    f.expected = loss.expected_target  # type: ignore[attr-defined]
+    return f
+
+
+# -- the API ----------------------------------------------------------------------------------
+def initial_state(dataset: Dataset, config: FitConfig, options: RunOptions) -> TrainState:
+    """A fresh state: features from the schema, statistics from a statistics pass (or the
+    warm-start model's), zero weights (or the model's) and a fresh optimiser."""
+    first = dataset.files[0].path
+    if options.init:
+        return _warm_state(dataset, config, load(options.init), options.init)
+    names = select_features(dataset.schema, config.target, config.features, path=first)
+    loss = get_loss(config.loss)
+    prepare = make_prepare(
+        names, config.target, missing=config.missing, fill=None, check_target=_target_check(loss)
+    )
+    stats = compute_stats(
+        dataset, names, config.target, prepare=prepare, max_rows=config.stats_rows, seed=config.seed
+    )
+    spec = FeatureSpec.from_stats(
+        names,
+        config.target,
+        stats,
+        standardize=config.standardize,
+        missing=config.missing,
+        scale_target=loss.task == "regression",
+        precondition=config.precondition,
+    )
+    params = np.zeros(len(names) + 1)
+    if loss.task == "binary":  # start at the base rate: log-odds of the mean target
+        rate = float(np.clip(stats.mean[len(names)], 1e-6, 1 - 1e-6))
+        params[-1] = np.log(rate / (1 - rate))
+    optimizer = make_optimizer(config.optimizer, momentum=config.momentum)
+    return TrainState(
+        params=params,
+        opt_state=optimizer.init(params),
+        spec=spec,
+        config=config.to_dict(),
+        data=dataset.fingerprint(),
+    )
+
+
+def _warm_state(dataset: Dataset, config: FitConfig, model: Model, path: str) -> TrainState:
+    names = select_features(
+        dataset.schema, config.target, config.features or model.features, path=dataset.files[0].path
+    )
+    if tuple(names) != model.features or config.target != model.target:
+        only_model = sorted(set(model.features) - set(names))
+        only_data = sorted(set(names) - set(model.features))
+        raise UsageError(
+            f"--init {path}: its features do not match: model has "
+            f"[{', '.join(model.features)}] -> {model.target}, this run has "
+            f"[{', '.join(names)}] -> {config.target}"
+            + (f"; only in the model: {', '.join(only_model)}" if only_model else "")
+            + (f"; only in this run: {', '.join(only_data)}" if only_data else "")
+        )
+    if model.loss != config.loss:
+        raise UsageError(
+            f"--init {path}: the model was trained with --loss {model.loss}, "
+            f"this run uses --loss {config.loss}"
+        )
+    params = np.append(model.weights, model.intercept)
+    optimizer = make_optimizer(config.optimizer, momentum=config.momentum)
+    step = int(model.summary.get("steps", 0))
+    return TrainState(
+        params=params,
+        opt_state=optimizer.init(params),
+        spec=model.spec,
+        config=config.to_dict(),
+        data=dataset.fingerprint(),
+        step=step,
+    )
+
+
+def check_compatible(state: TrainState, config: FitConfig, dataset: Dataset, path: str) -> None:
+    """Refuse a checkpoint whose settings or input files differ, saying what changed."""
+    saved = FitConfig.from_dict(state.config).fingerprint()
+    now = config.fingerprint()
+    changed = [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in now if saved.get(k) != now[k]]
+    if changed:
+        raise CheckpointError(
+            f"{path}: the checkpoint was written with other settings ({'; '.join(changed)}); "
+            "use the same settings, or another --checkpoint-dir to start afresh"
+        )
+    old = {f["path"]: f for f in state.data["files"]}
+    new = {f["path"]: f for f in dataset.fingerprint()["files"]}
+    if old != new:
+        diff = [f"removed {p}" for p in old if p not in new]
+        diff += [f"added {p}" for p in new if p not in old]
+        diff += [f"changed {p}" for p in new if p in old and old[p] != new[p]]
+        raise CheckpointError(
+            f"{path}: the input files differ from the checkpoint's ({'; '.join(diff[:5])}"
+            f"{' ...' if len(diff) > 5 else ''}); resume needs the same files"
+        )
+
+
+def train(
+    paths: Sequence[str],
+    config: FitConfig,
+    options: RunOptions | None = None,
+    *,
+    callbacks: Sequence[Callback] = (),
+) -> tuple[Model, TrainState]:
+    """Train (or resume training) and return the model and the final state."""
+    options = options or RunOptions()
+    dataset = open_dataset(paths, config.format)
+    manager = None
+    if options.checkpoint_dir:
+        manager = CheckpointManager(
+            options.checkpoint_dir,
+            keep=options.keep,
+            warn=lambda msg: CallbackList(callbacks).on_warning(msg),
+        )
+        manager.acquire()
+    try:
+        state = None
+        if manager is not None and options.resume:
+            found = manager.latest()
+            if found is not None:
+                path, state = found
+                check_compatible(state, config, dataset, path)
+                CallbackList(callbacks).on_resume(state, path)
+        if state is None:
+            state = initial_state(dataset, config, options)
+        elif state.finished and state.epoch < config.epochs and state.stop_reason == "epochs":
+            state.finished, state.stop_reason = False, None  # more epochs asked for
+        trainer = Trainer(dataset, config, options, callbacks=callbacks, manager=manager)
+        state = trainer.run(state)
+    finally:
+        if manager is not None:
+            manager.release()
+    return model_from_state(state, config), state
+
+
+def model_from_state(state: TrainState, config: FitConfig) -> Model:
+    n_feat = len(state.spec.names)
+    last = state.history[-1] if state.history else {}
+    summary: dict[str, Any] = {
+        "epochs": len(state.history),
+        "steps": state.step,
+        "rows_trained": state.rows_trained,
+        "rows_per_epoch": last.get("rows"),
+        "skipped_null_target": last.get("skipped_null_target", 0),
+        "imputed": last.get("imputed", {}),
+        "final_loss": last.get("loss"),
+        "stop_reason": state.stop_reason,
+    }
+    return Model(
+        spec=state.spec,
+        loss=config.loss,
+        weights=state.params[:n_feat].copy(),
+        intercept=float(state.params[n_feat]),
+        config=config.to_dict(),
+        summary=summary,
+        history=list(state.history),
+    )
+
+
+def fit(
+    paths: str | Sequence[str],
+    *,
+    target: str,
+    callbacks: Sequence[Callback] = (),
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int | None = None,
+    checkpoint_interval: float | None = None,
+    keep: int = 3,
+    resume: bool = False,
+    init: str | None = None,
+    prefetch: int = 2,
+    **settings: Any,
+) -> Model:
+    """Train a linear model on Parquet/CSV files, streaming them in mini-batches.
+
+    ``settings`` are the fields of :class:`FitConfig` (``loss``, ``optimizer``, ``lr``,
+    ``epochs``, ``batch_size``, ``seed``, ...). Returns the trained :class:`Model`.
+
+    >>> import streamgd  # doctest: +SKIP
+    >>> model = streamgd.fit("data/regression/*.parquet", target="y")  # doctest: +SKIP
+    """
+    if isinstance(paths, str):
+        paths = [paths]
+    config = FitConfig(target=target, **settings)
+    options = RunOptions(
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every,
+        checkpoint_interval=checkpoint_interval,
+        keep=keep,
+        resume=resume,
+        init=init,
+        prefetch=prefetch,
+    )
+    model, _ = train(list(paths), config, options, callbacks=callbacks)
+    return model
