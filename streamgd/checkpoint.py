@@ -138,6 +138,7 @@ class CheckpointManager:
         self.keep = keep
         self.warn = warn or (lambda msg: None)
         self._lock_fd: int | None = None
+        self._superseded: list[str] = []
 
     # -- the lock -----------------------------------------------------------------------------
     def acquire(self) -> None:
@@ -184,11 +185,19 @@ class CheckpointManager:
         names = sorted((n for n in os.listdir(self.directory) if _NAME.match(n)), reverse=True)
         return [os.path.join(self.directory, n) for n in names]
 
+    def supersede_existing(self) -> None:
+        """A fresh run: the checkpoints now in the directory belong to an earlier run and are
+        removed after this run's first checkpoint is safely written (not before)."""
+        self._superseded = self.paths()
+
     def save(self, state: TrainState) -> str:
+        """Write ``state`` atomically as ``ckpt-<step>.npz``, then prune to the newest K."""
         meta, arrays = state.to_archive()
         path = os.path.join(self.directory, f"ckpt-{state.step:012d}.npz")
         write_archive(path, kind="checkpoint", version=CHECKPOINT_VERSION, meta=meta, arrays=arrays)
-        for old in self.paths()[self.keep :]:
+        stale = [p for p in self._superseded if p != path]
+        self._superseded = []
+        for old in stale + self.paths()[self.keep :]:
             with contextlib.suppress(OSError):
                 os.unlink(old)
         return path

@@ -307,10 +307,17 @@ def fit(
         handle_signals=True,
     )
     callbacks = [] if quiet else [ProgressReporter()]
-    model, state = train(list(paths), config, options, callbacks=callbacks)
-    if output is not None:
+    result = train(list(paths), config, options, callbacks=callbacks)
+    model = result.model
+    if output is not None and (result.trained or not os.path.exists(output)):
         model.save(output)
-    summary = {"model": output, "checkpoint_dir": checkpoint_dir, **model.summary}
+    summary = {
+        "model": output,
+        "checkpoint_dir": checkpoint_dir,
+        "trained": result.trained,
+        "resumed_from": result.resumed_from,
+        **model.summary,
+    }
     if as_json:
         _emit_json(_clean_nan(summary))
     elif not quiet:

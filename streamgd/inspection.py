@@ -36,7 +36,8 @@ def describe(path: str) -> dict[str, Any]:
         "kind": "checkpoint",
         "path": path,
         "step": state.step,
-        "epoch": state.epoch + 1,
+        "epoch": state.epoch + 1,  # the epoch in progress (1-based)
+        "epochs_completed": len(state.history),
         "finished": state.finished,
         "cursor": {
             "epoch": state.cursor.epoch + 1,

@@ -134,8 +134,17 @@ class Model:
 
 
 def spec_arrays(spec: FeatureSpec) -> dict[str, np.ndarray]:
+    """The arrays of a FeatureSpec, as stored in model and checkpoint files."""
     target = np.array([spec.target_center, spec.target_scale])
-    return {"center": spec.center, "scale": spec.scale, "fill": spec.fill, "target_scaling": target}
+    arrays = {
+        "center": spec.center,
+        "scale": spec.scale,
+        "fill": spec.fill,
+        "target_scaling": target,
+    }
+    if spec.precond is not None:
+        arrays["precond"] = spec.precond
+    return arrays
 
 
 def spec_from(meta: dict, arrays: dict[str, np.ndarray]) -> FeatureSpec:
@@ -148,6 +157,7 @@ def spec_from(meta: dict, arrays: dict[str, np.ndarray]) -> FeatureSpec:
         meta.get("missing", "impute"),
         float(arrays["target_scaling"][0]),
         float(arrays["target_scaling"][1]),
+        arrays.get("precond"),
     )
 
 

@@ -29,7 +29,7 @@ from .optimizers import Optimizer, make_optimizer
 from .schedules import make_schedule
 from .sources import Dataset, open_dataset
 
-__all__ = ["fit", "train", "Trainer", "train_step"]
+__all__ = ["fit", "train", "TrainResult", "Trainer", "train_step"]
 
 
 def train_step(
@@ -357,42 +357,68 @@ def check_compatible(state: TrainState, config: FitConfig, dataset: Dataset, pat
         )
 
 
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the model, the final state, and how the run went."""
+
+    model: Model
+    state: TrainState
+    trained: bool  # False when a resumed checkpoint had already finished: nothing was done
+    resumed_from: str | None = None
+
+
 def train(
     paths: Sequence[str],
     config: FitConfig,
     options: RunOptions | None = None,
     *,
     callbacks: Sequence[Callback] = (),
-) -> tuple[Model, TrainState]:
-    """Train (or resume training) and return the model and the final state."""
+) -> TrainResult:
+    """Train, or resume training, and return the model and the final state.
+
+    With ``options.resume`` the newest valid checkpoint is continued (a fresh start when there
+    is none); one that has already finished is returned as it is, without training. Without
+    it, checkpoints of an earlier run in the directory are removed once this run has written
+    its first checkpoint, so that a failed start never loses them.
+    """
     options = options or RunOptions()
+    hooks = CallbackList(callbacks)
     dataset = open_dataset(paths, config.format)
     manager = None
     if options.checkpoint_dir:
         manager = CheckpointManager(
-            options.checkpoint_dir,
-            keep=options.keep,
-            warn=lambda msg: CallbackList(callbacks).on_warning(msg),
+            options.checkpoint_dir, keep=options.keep, warn=hooks.on_warning
         )
         manager.acquire()
     try:
-        state = None
+        state, resumed_from = None, None
         if manager is not None and options.resume:
             found = manager.latest()
             if found is not None:
-                path, state = found
-                check_compatible(state, config, dataset, path)
-                CallbackList(callbacks).on_resume(state, path)
+                resumed_from, state = found
+                check_compatible(state, config, dataset, resumed_from)
+                if state.finished and not _wants_more(state, config):
+                    hooks.on_warning(
+                        f"{resumed_from}: training had already finished; nothing to do"
+                    )
+                    return TrainResult(model_from_state(state, config), state, False, resumed_from)
+                hooks.on_resume(state, resumed_from)
+        elif manager is not None:
+            manager.supersede_existing()
         if state is None:
             state = initial_state(dataset, config, options)
-        elif state.finished and state.epoch < config.epochs and state.stop_reason == "epochs":
-            state.finished, state.stop_reason = False, None  # more epochs asked for
+        elif state.finished:  # finished its epochs; more were asked for
+            state.finished, state.stop_reason = False, None
         trainer = Trainer(dataset, config, options, callbacks=callbacks, manager=manager)
         state = trainer.run(state)
     finally:
         if manager is not None:
             manager.release()
-    return model_from_state(state, config), state
+    return TrainResult(model_from_state(state, config), state, True, resumed_from)
+
+
+def _wants_more(state: TrainState, config: FitConfig) -> bool:
+    return state.stop_reason == "epochs" and state.epoch < config.epochs
 
 
 def model_from_state(state: TrainState, config: FitConfig) -> Model:
@@ -453,5 +479,4 @@ def fit(
         init=init,
         prefetch=prefetch,
     )
-    model, _ = train(list(paths), config, options, callbacks=callbacks)
-    return model
+    return train(list(paths), config, options, callbacks=callbacks).model
