@@ -107,7 +107,7 @@ def read_archive(
     """
     kinds = (kind,) if isinstance(kind, str) else kind
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
             members = {name: z[name] for name in z.files}
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None

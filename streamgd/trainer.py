@@ -139,7 +139,12 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self, state: TrainState) -> TrainState:
-        with self._signals(), threadpool_limits(limits=1, user_api="blas"):
+        # Overflow is detected explicitly (the divergence guard), not reported as a warning.
+        with (
+            self._signals(),
+            threadpool_limits(limits=1, user_api="blas"),
+            np.errstate(over="ignore", invalid="ignore"),
+        ):
             # One BLAS thread: the prefetch thread decodes on the other core, and BLAS threads
             # competing with Arrow's cost more than they give at these matrix sizes.
             self.callbacks.on_train_begin(state, self.dataset)
