@@ -22,6 +22,8 @@ from .sources import Dataset, _HandleCache, to_matrix
 
 __all__ = ["Chunk", "Cursor", "Prefetcher", "BatchStream"]
 
+ShuffleState = tuple[np.ndarray, np.ndarray, dict]  # slots, free slots, generator state
+
 # prepare(matrix, path, first_row) -> (rows to train on, counts); see features.make_prepare
 Prepare = Callable[[np.ndarray, str, int], tuple[np.ndarray, np.ndarray]]
 
@@ -34,6 +36,32 @@ class Chunk:
     rows: np.ndarray
     counts: np.ndarray  # [rows dropped for a null target, values imputed per feature...]
     last: bool
+    buffer: np.ndarray | None = None  # pooled memory behind ``rows``; see Prefetcher.release
+
+
+class BufferPool:
+    """Recycles decode matrices between the prefetch thread and the consumer.
+
+    A fresh 30 MB matrix costs more in page faults than decoding into it; recycling keeps the
+    number of matrices at the prefetch depth plus the few in use, and memory flat.
+    """
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self._free: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def get(self, rows: int) -> np.ndarray:
+        with self._lock:
+            for i, buf in enumerate(self._free):
+                if buf.shape[0] >= rows:
+                    return self._free.pop(i)
+        return np.empty((rows, self.width), dtype=np.float64, order="F")
+
+    def put(self, buf: np.ndarray | None) -> None:
+        if buf is not None:
+            with self._lock:
+                self._free.append(buf)
 
 
 @dataclass
@@ -64,9 +92,12 @@ class Prefetcher:
         start: int = 0,
         offset: int = 0,
         depth: int = 2,
+        center: np.ndarray | None = None,
     ) -> None:
         self._args = (dataset, list(order), list(columns), prepare, start, offset)
+        self._center = center
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self.pool = BufferPool(len(columns))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="streamgd-prefetch", daemon=True)
         self._thread.start()
@@ -90,13 +121,15 @@ class Prefetcher:
                 skip = offset if position == start else 0
                 pending: Chunk | None = None
                 for table, first_row in dataset.iter_unit(unit, columns, handles):
-                    rows, counts = prepare(to_matrix(table, columns), path, first_row)
+                    buf = self.pool.get(table.num_rows)
+                    matrix = to_matrix(table, columns, buf, center=self._center)
+                    rows, counts = prepare(matrix, path, first_row)
                     if skip:
                         dropped = min(skip, len(rows))
                         rows, skip = rows[dropped:], skip - dropped
                     if pending is not None and not self._put(pending):
                         return
-                    pending = Chunk(position, rows, counts, last=False)
+                    pending = Chunk(position, rows, counts, last=False, buffer=buf)
                 if pending is None:
                     empty = np.empty((0, len(columns)))
                     pending = Chunk(position, empty, prepare(empty, path, 0)[1], last=False)
@@ -116,6 +149,11 @@ class Prefetcher:
                 raise item
             yield item
 
+    def release(self, chunk: Chunk) -> None:
+        """The consumer is done with ``chunk`` (and every view of it): reuse its memory."""
+        self.pool.put(chunk.buffer)
+        chunk.buffer = None
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
@@ -124,8 +162,9 @@ class Prefetcher:
 class BatchStream:
     """One epoch of exact-size batches (only the last may be shorter), resumable from a cursor.
 
-    Iterating yields float64 matrices whose columns are ``columns``. After each batch,
-    :attr:`cursor`, :meth:`buffer_rows` and :meth:`rng_state` describe the stream exactly.
+    Iterating yields float64 matrices whose columns are ``columns`` (minus ``center`` when
+    given). After each batch, :attr:`cursor` and :meth:`shuffle_state` describe the stream
+    exactly; pass them back to continue it.
     """
 
     def __init__(
@@ -141,10 +180,11 @@ class BatchStream:
         buffer_size: int,
         prefetch: int = 2,
         cursor: Cursor | None = None,
-        buffer: np.ndarray | None = None,
-        rng_state: dict | None = None,
+        shuffle_state: ShuffleState | None = None,
+        center: np.ndarray | None = None,
     ) -> None:
         self.dataset, self.columns, self.prepare = dataset, list(columns), prepare
+        self.center = center
         self.batch_size, self.prefetch = batch_size, prefetch
         self.order = epoch_order(len(dataset.units), seed=seed, epoch=epoch, shuffle=shuffle)
         self.cursor = cursor if cursor is not None else Cursor(epoch=epoch)
@@ -152,11 +192,13 @@ class BatchStream:
         self.buffer: ShuffleBuffer | None = None
         if shuffle and buffer_size > 0:
             rng = epoch_rng(seed, epoch, _BUFFER_STREAM)
-            self.buffer = ShuffleBuffer(buffer_size, len(self.columns), rng)
-            if buffer is not None and rng_state is not None:
-                self.buffer.restore(buffer, rng_state)
+            self.buffer = ShuffleBuffer(buffer_size, len(self.columns), rng, block=batch_size)
+            if shuffle_state is not None:
+                self.buffer.restore(*shuffle_state)
         self._unit_counts: np.ndarray | None = None
         self._chunks: Iterator[Chunk] | None = None
+        self._prefetcher: Prefetcher | None = None
+        self._retired: list[Chunk] = []  # finished chunks whose rows a batch may still view
         self._current: Chunk | None = None
         self._used = 0  # rows of the current chunk consumed
         self._exhausted = False
@@ -164,6 +206,8 @@ class BatchStream:
     # -- reading rows in order, keeping the cursor ------------------------------------------
     def _next_chunk(self) -> bool:
         assert self._chunks is not None
+        if self._current is not None:
+            self._retired.append(self._current)
         for chunk in self._chunks:
             self._current, self._used = chunk, 0
             return True
@@ -215,17 +259,17 @@ class BatchStream:
 
     # -- batches ----------------------------------------------------------------------------
     def __iter__(self) -> Iterator[np.ndarray]:
-        self._chunks = iter(
-            prefetcher := Prefetcher(
-                self.dataset,
-                self.order,
-                self.columns,
-                self.prepare,
-                start=self.cursor.position,
-                offset=self.cursor.offset,
-                depth=self.prefetch,
-            )
+        self._prefetcher = prefetcher = Prefetcher(
+            self.dataset,
+            self.order,
+            self.columns,
+            self.prepare,
+            start=self.cursor.position,
+            offset=self.cursor.offset,
+            depth=self.prefetch,
+            center=self.center,
         )
+        self._chunks = iter(prefetcher)
         try:
             yield from self._batches()
         finally:
@@ -234,19 +278,21 @@ class BatchStream:
     def _batches(self) -> Iterator[np.ndarray]:
         bs, buf = self.batch_size, self.buffer
         while True:
+            # the consumer is done with the previous batch: recycle the chunks it viewed
+            for chunk in self._retired:
+                self._prefetcher.release(chunk)  # type: ignore[union-attr]
+            self._retired.clear()
             if buf is None:
                 batch = self._take(bs)
             else:
-                while buf.n < buf.capacity and not self._exhausted:
-                    buf.absorb(self._take(buf.capacity - buf.n))
-                batch = buf.exchange(self._take(bs), bs)
+                while len(buf.free) and not self._exhausted:
+                    buf.fill(self._take(len(buf.free)))
+                batch = buf.draw(bs)
             self._settle()
             if len(batch) == 0:
                 return
             yield batch
 
-    def buffer_rows(self) -> np.ndarray | None:
-        return None if self.buffer is None else self.buffer.contents().copy()
-
-    def rng_state(self) -> dict | None:
-        return None if self.buffer is None else self.buffer.rng.bit_generator.state
+    def shuffle_state(self) -> ShuffleState | None:
+        """``(slots, free, rng_state)`` of the shuffle buffer (copies), or None."""
+        return None if self.buffer is None else self.buffer.state()

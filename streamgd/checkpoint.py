@@ -44,7 +44,8 @@ class TrainState:
     data: dict[str, Any]  # Dataset.fingerprint()
     step: int = 0
     cursor: Cursor = field(default_factory=Cursor)  # cursor.epoch is the current epoch
-    buffer: np.ndarray | None = None  # rows in the shuffle buffer
+    buffer: np.ndarray | None = None  # the shuffle buffer's slots (rows)
+    buffer_free: np.ndarray | None = None  # its empty slots, in fill order
     rng_state: dict | None = None  # the shuffle buffer's generator
     epoch_counts: np.ndarray | None = None  # [null targets, imputed per feature] this epoch
     epoch_loss: float = 0.0  # sum of per-row losses this epoch (before each update)
@@ -59,6 +60,17 @@ class TrainState:
     def epoch(self) -> int:
         return self.cursor.epoch
 
+    def shuffle_state(self) -> tuple[np.ndarray, np.ndarray, dict] | None:
+        if self.buffer is None or self.buffer_free is None or self.rng_state is None:
+            return None
+        return self.buffer, self.buffer_free, self.rng_state
+
+    @property
+    def buffered_rows(self) -> int:
+        if self.buffer is None or self.buffer_free is None:
+            return 0
+        return len(self.buffer) - len(self.buffer_free)
+
     def running_loss(self) -> float | None:
         """Mean loss of this epoch's rows so far, in the target's units."""
         if not self.epoch_rows:
@@ -69,7 +81,7 @@ class TrainState:
     def to_archive(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         arrays = {"params": self.params, **spec_arrays(self.spec)}
         arrays |= {f"opt.{k}": np.asarray(v) for k, v in self.opt_state.items()}
-        for name in ("buffer", "epoch_counts", "epoch_start"):
+        for name in ("buffer", "buffer_free", "epoch_counts", "epoch_start"):
             value = getattr(self, name)
             if value is not None:
                 arrays[name] = np.ascontiguousarray(value)
@@ -108,6 +120,7 @@ class TrainState:
             step=int(meta["step"]),
             cursor=Cursor(int(c["epoch"]), int(c["position"]), int(c["offset"])),
             buffer=arrays.get("buffer"),
+            buffer_free=arrays.get("buffer_free"),
             rng_state=meta["rng_state"],
             epoch_counts=arrays.get("epoch_counts"),
             epoch_loss=float(meta["epoch_loss"]),

@@ -79,7 +79,7 @@ class FitConfig:
     standardize: bool = True
     precondition: bool = True
     missing: str = "impute"
-    stats_rows: int = 1_000_000
+    stats_rows: int = 250_000
 
     def __post_init__(self) -> None:
         if not isinstance(self.target, str) or not self.target:

@@ -46,7 +46,7 @@ def describe(path: str) -> dict[str, Any]:
         },
         "rows_into_epoch": state.epoch_rows,
         "loss_so_far": state.running_loss(),
-        "buffer_rows": 0 if state.buffer is None else len(state.buffer),
+        "buffer_rows": state.buffered_rows,
         "features": model["features"],
         "coefficients": model["coefficients"],
         "intercept": model["intercept"],

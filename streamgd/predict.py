@@ -22,6 +22,7 @@ from .losses import get_loss
 from .metrics import Accumulator
 from .model import Model
 from .sources import _HandleCache, open_dataset, to_matrix
+from .trainer import single_blas_thread
 
 __all__ = ["predict_files", "evaluate"]
 
@@ -103,6 +104,11 @@ def predict_files(
 def evaluate(model: Model, paths: Sequence[str], *, fmt: str = "auto") -> dict[str, Any]:
     """Metrics of ``model`` on labelled files; rows whose target is null are skipped and
     counted (``skipped_null_target``), missing features imputed as in training."""
+    with single_blas_thread():
+        return _evaluate(model, paths, fmt)
+
+
+def _evaluate(model: Model, paths: Sequence[str], fmt: str) -> dict[str, Any]:
     dataset = open_dataset(paths, fmt)
     first = dataset.files[0].path
     _check_columns(dataset.schema, [*model.features, model.target], first, "feature/target")
@@ -136,6 +142,7 @@ def evaluate(model: Model, paths: Sequence[str], *, fmt: str = "auto") -> dict[s
             p = model.decision(raw[:, :n_feat])
             loss_sum += float(loss.value(p, y).sum())
             acc.update(y, loss.link(p))
+            prefetch.release(chunk)
     finally:
         prefetch.close()
     result: dict[str, Any] = {"rows": acc.n, **acc.result(), "loss": loss_sum / max(acc.n, 1)}

@@ -49,59 +49,58 @@ def epoch_order(n_units: int, *, seed: int, epoch: int, shuffle: bool) -> np.nda
 
 
 class ShuffleBuffer:
-    """A bounded pool of rows from which batches are drawn at random.
+    """A bounded pool of rows from which batches are drawn uniformly at random.
 
-    Each step adds ``m`` incoming rows to the ``n`` buffered ones and emits ``k`` rows drawn
-    uniformly without replacement from the ``n + m`` (in random order); the rest stay. Filling
-    first to ``capacity`` and then exchanging one batch for one batch keeps memory at
-    ``capacity`` rows; at the end of an epoch the buffer is drained. The state is the buffered
-    rows and the generator's state: nothing else decides what comes out.
+    The pool is an array of ``capacity + block`` slots. Incoming rows are written into the
+    free slots; a draw takes ``k`` filled slots uniformly without replacement (in random
+    order), emits their rows and frees them for the next incoming rows. Filled completely and
+    then exchanging one batch for one batch, every batch is a uniform sample of the
+    ``capacity + block`` rows in the pool; at the end of an epoch the pool drains.
+
+    Rows never move once written (one scatter in, one gather out), which keeps the cost per
+    row at two row copies. The state is the slot array, the free-slot list and the generator:
+    nothing else decides what comes out.
     """
 
-    def __init__(self, capacity: int, width: int, rng: np.random.Generator) -> None:
+    def __init__(self, capacity: int, width: int, rng: np.random.Generator, *, block: int):
         self.capacity = int(capacity)
-        self.rows = np.empty((self.capacity, width), dtype=np.float64)
-        self.n = 0
+        self.slots = np.empty((self.capacity + block, width), dtype=np.float64)
+        self.free = np.arange(len(self.slots))  # empty slots, filled in this order
         self.rng = rng
 
-    def absorb(self, incoming: np.ndarray) -> None:
-        """Add rows without emitting (the fill phase); must fit in the capacity."""
-        m = len(incoming)
-        if self.n + m > self.capacity:
-            raise ValueError("absorb past capacity")
-        self.rows[self.n : self.n + m] = incoming
-        self.n += m
+    @property
+    def n(self) -> int:
+        """Rows in the pool."""
+        return len(self.slots) - len(self.free)
 
-    def exchange(self, incoming: np.ndarray, k: int) -> np.ndarray:
-        """Add ``incoming`` and emit ``min(k, n + m)`` rows drawn at random from the pool."""
-        n, m = self.n, len(incoming)
-        k = min(k, n + m)
-        sel = self.rng.choice(n + m, k, replace=False, shuffle=True)
-        from_buf = sel < n
-        holes = sel[from_buf]
-        picked_in = sel[~from_buf] - n
-        out = np.empty((k, self.rows.shape[1]), dtype=np.float64)
-        out[from_buf] = self.rows[holes]
-        out[~from_buf] = incoming[picked_in]
-        keep_in = np.ones(m, dtype=bool)
-        keep_in[picked_in] = False
-        rest = incoming[keep_in]
-        if len(rest) == len(holes):  # steady state: one batch in, one batch out
-            self.rows[holes] = rest
-        else:  # an epoch's ragged end or the drain: compact
-            keep = np.ones(n, dtype=bool)
-            keep[holes] = False
-            kept = self.rows[:n][keep]
-            new_n = len(kept) + len(rest)
-            self.rows[: len(kept)] = kept
-            self.rows[len(kept) : new_n] = rest
-            self.n = new_n
+    def fill(self, incoming: np.ndarray) -> None:
+        """Write rows into the first free slots (at most ``len(free)`` rows)."""
+        m = len(incoming)
+        if m > len(self.free):
+            raise ValueError("more incoming rows than free slots")
+        self.slots[self.free[:m]] = incoming
+        self.free = self.free[m:]
+
+    def draw(self, k: int) -> np.ndarray:
+        """Emit ``min(k, n)`` rows drawn uniformly without replacement, in random order."""
+        n = self.n
+        k = min(k, n)
+        if len(self.free) == 0:
+            sel = self.rng.choice(n, k, replace=False)
+        else:  # the ragged end and the drain of an epoch
+            filled = np.ones(len(self.slots), dtype=bool)
+            filled[self.free] = False
+            sel = np.flatnonzero(filled)[self.rng.choice(n, k, replace=False)]
+        out = self.slots[sel]
+        self.free = np.concatenate([self.free, sel])
         return out
 
-    def contents(self) -> np.ndarray:
-        return self.rows[: self.n]
+    def state(self) -> tuple[np.ndarray, np.ndarray, dict]:
+        return self.slots.copy(), self.free.copy(), self.rng.bit_generator.state
 
-    def restore(self, rows: np.ndarray, rng_state: dict) -> None:
-        self.rows[: len(rows)] = rows
-        self.n = len(rows)
+    def restore(self, slots: np.ndarray, free: np.ndarray, rng_state: dict) -> None:
+        if slots.shape != self.slots.shape:
+            raise ValueError(f"shuffle buffer of shape {slots.shape}, expected {self.slots.shape}")
+        self.slots[...] = slots
+        self.free = np.asarray(free, dtype=np.int64).copy()
         self.rng.bit_generator.state = rng_state

@@ -36,18 +36,21 @@ def train_step(
     params: np.ndarray,
     opt_state: dict[str, np.ndarray],
     x: np.ndarray,
-    y: np.ndarray,
+    t: np.ndarray,
     *,
     loss: Loss,
     optimizer: Optimizer,
     lr: float,
     l2: float,
+    inv_scale: np.ndarray | None = None,
     precond: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
-    """One mini-batch step on the linear model ``p = x @ w + b``.
+    """One mini-batch step on the linear model ``p = z @ w + b`` with ``z = x * inv_scale``.
 
-    Gradient of the batch-mean loss plus ``l2/2 * ||w||^2`` (the intercept is not penalised):
-    ``dw = x.T @ g / n + l2 * w``, ``db = mean(g)`` with ``g = dloss/dp``. With a
+    ``x`` holds centred features and ``t`` the (scaled) target; the scaling is folded into the
+    weights (``x @ (w * inv_scale)``) rather than applied to the batch, which saves a pass
+    over it. Gradient of the batch-mean loss plus ``l2/2 * ||w||^2`` (the intercept is not
+    penalised): ``dw = z.T @ g / n + l2 * w``, ``db = mean(g)`` with ``g = dloss/dp``. With a
     preconditioner ``P`` (the inverse feature correlation) the optimiser receives
     ``(P @ dw, db) / c`` where ``c`` is the batch's mean curvature ``d2loss/dp2``: a fixed
     Gauss-Newton approximation under which ``lr = 1`` is a Newton step for the squared loss.
@@ -55,19 +58,20 @@ def train_step(
     """
     n_feat = x.shape[1]
     w = params[:n_feat]
-    p = x @ w + params[n_feat]
-    g = loss.gradient(p, y)
+    p = x @ (w if inv_scale is None else w * inv_scale) + params[n_feat]
+    g = loss.gradient(p, t)
     grad = np.empty_like(params)
-    grad[:n_feat] = x.T @ g / len(y)
+    xg = x.T @ g
+    grad[:n_feat] = (xg if inv_scale is None else xg * inv_scale) / len(t)
     if l2:
         grad[:n_feat] += l2 * w
     grad[n_feat] = g.mean()
     if precond is not None:
         grad[:n_feat] = precond @ grad[:n_feat]
         if loss.curvature is not None:
-            grad /= max(float(loss.curvature(p, y).mean()), MIN_CURVATURE)
+            grad /= max(float(loss.curvature(p, t).mean()), MIN_CURVATURE)
     step, opt_state = optimizer.update(grad, opt_state, params, lr)
-    return params + step, opt_state, float(loss.value(p, y).sum())
+    return params + step, opt_state, float(loss.value(p, t).sum())
 
 
 # Floor of the mean curvature used to scale preconditioned steps: at most 100x a plain step,
@@ -140,13 +144,7 @@ class Trainer:
     # -- the loop -----------------------------------------------------------------------------
     def run(self, state: TrainState) -> TrainState:
         # Overflow is detected explicitly (the divergence guard), not reported as a warning.
-        with (
-            self._signals(),
-            threadpool_limits(limits=1, user_api="blas"),
-            np.errstate(over="ignore", invalid="ignore"),
-        ):
-            # One BLAS thread: the prefetch thread decodes on the other core, and BLAS threads
-            # competing with Arrow's cost more than they give at these matrix sizes.
+        with self._signals(), np.errstate(over="ignore", invalid="ignore"):
             self.callbacks.on_train_begin(state, self.dataset)
             while not state.finished:
                 if state.epoch >= self.config.epochs:
@@ -160,11 +158,13 @@ class Trainer:
     def _run_epoch(self, state: TrainState) -> None:
         cfg, spec = self.config, state.spec
         n_feat = len(spec.names)
+        # Rows arrive centred (subtracted while decoding); scaling is folded into the step.
+        center = np.append(spec.center, spec.target_center)
         prepare = make_prepare(
             spec.names,
             spec.target,
             missing=spec.missing,
-            fill=spec.fill,
+            fill=spec.fill - spec.center,
             check_target=_target_check(self.loss),
         )
         stream = BatchStream(
@@ -178,9 +178,11 @@ class Trainer:
             buffer_size=cfg.shuffle_buffer,
             prefetch=self.options.prefetch,
             cursor=Cursor(state.cursor.epoch, state.cursor.position, state.cursor.offset),
-            buffer=state.buffer,
-            rng_state=state.rng_state,
+            shuffle_state=state.shuffle_state(),
+            center=center,
         )
+        inv_scale = 1.0 / spec.scale
+        t_scale = spec.target_scale
         if state.epoch_start is None:
             state.epoch_start = state.params.copy()
         if state.epoch_counts is None:
@@ -191,21 +193,23 @@ class Trainer:
         def sync() -> None:
             state.params, state.opt_state = params, opt_state
             state.cursor = Cursor(stream.cursor.epoch, stream.cursor.position, stream.cursor.offset)
-            state.buffer, state.rng_state = stream.buffer_rows(), stream.rng_state()
+            shuffled = stream.shuffle_state()
+            state.buffer, state.buffer_free, state.rng_state = shuffled or (None, None, None)
             done = stream.counts
             state.epoch_counts = base_counts if done is None else base_counts + done
 
         for raw in stream:
-            x, y = spec.transform(raw), spec.scaled_target(raw)
+            t = raw[:, n_feat] if t_scale == 1.0 else raw[:, n_feat] / t_scale
             params, opt_state, loss_sum = train_step(
                 params,
                 opt_state,
-                x,
-                y,
+                raw[:, :n_feat],
+                t,
                 loss=self.loss,
                 optimizer=self.optimizer,
                 lr=self.schedule(state.step),
                 l2=cfg.l2,
+                inv_scale=inv_scale,
                 precond=spec.precond,
             )
             if not (np.isfinite(loss_sum) and np.isfinite(params).all()):
@@ -215,10 +219,10 @@ class Trainer:
                     "(the last good checkpoint is kept)"
                 )
             state.step += 1
-            state.rows_trained += len(y)
-            state.epoch_rows += len(y)
+            state.rows_trained += len(t)
+            state.epoch_rows += len(t)
             state.epoch_loss += loss_sum
-            self.callbacks.on_batch_end(state, len(y), loss_sum)
+            self.callbacks.on_batch_end(state, len(t), loss_sum)
             if self._stop.signum is not None:
                 sync()
                 self._save(state, "signal")
@@ -249,7 +253,8 @@ class Trainer:
         }
         state.history.append(entry)
         state.cursor = Cursor(state.epoch + 1, 0, 0)
-        state.buffer = state.rng_state = state.epoch_start = state.epoch_counts = None
+        state.buffer = state.buffer_free = state.rng_state = None
+        state.epoch_start = state.epoch_counts = None
         state.epoch_loss, state.epoch_rows = 0.0, 0
         if self.config.tol is not None and update_norm < self.config.tol:
             state.finished, state.stop_reason = True, "tol"
@@ -387,7 +392,20 @@ def train(
     its first checkpoint, so that a failed start never loses them.
     """
     options = options or RunOptions()
-    hooks = CallbackList(callbacks)
+    with single_blas_thread():
+        return _train(paths, config, options, CallbackList(callbacks))
+
+
+def single_blas_thread():
+    """One BLAS thread while streaming: the prefetch thread decodes with Arrow beside the
+    training thread, and BLAS threads competing with Arrow's for 2 cores cost up to 4x at
+    these matrix sizes; one never costs more than it gives here (see BENCHMARKS.md)."""
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _train(
+    paths: Sequence[str], config: FitConfig, options: RunOptions, hooks: CallbackList
+) -> TrainResult:
     dataset = open_dataset(paths, config.format)
     manager = None
     if options.checkpoint_dir:
@@ -414,7 +432,7 @@ def train(
             state = initial_state(dataset, config, options)
         elif state.finished:  # finished its epochs; more were asked for
             state.finished, state.stop_reason = False, None
-        trainer = Trainer(dataset, config, options, callbacks=callbacks, manager=manager)
+        trainer = Trainer(dataset, config, options, callbacks=hooks.callbacks, manager=manager)
         state = trainer.run(state)
     finally:
         if manager is not None:
