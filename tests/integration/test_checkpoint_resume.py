@@ -127,7 +127,8 @@ def test_checkpoint_holds_the_whole_state(tmp_path, synthetic):
     state = load_checkpoint(CheckpointManager(directory).paths()[0])
     assert state.step == 10
     assert state.cursor.position > 0 or state.cursor.offset > 0  # mid-epoch data cursor
-    assert state.buffer is not None and len(state.buffer) == 200  # the shuffle buffer's rows
+    assert state.buffered_rows == 200  # the shuffle buffer's rows (between draws)
+    assert state.buffer is not None and len(state.buffer) == 200 + 32  # slots incl. free ones
     assert state.rng_state is not None and state.rng_state["bit_generator"] == "PCG64"
     assert state.epoch_rows == 10 * 32
     assert state.spec.names == tuple(data.features)
