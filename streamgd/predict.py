@@ -46,6 +46,13 @@ def predict_files(
 ) -> int:
     """Write one prediction per input row to ``out`` (Parquet, or CSV by extension), keeping
     ``id_columns``. Rows keep their input order. Returns the number of rows written."""
+    with single_blas_thread():
+        return _predict_files(model, paths, out, id_columns, fmt, column)
+
+
+def _predict_files(
+    model: Model, paths: Sequence[str], out: str, id_columns: Sequence[str], fmt: str, column: str
+) -> int:
     dataset = open_dataset(paths, fmt)
     first = dataset.files[0].path
     _check_columns(dataset.schema, model.features, first, "feature")
