@@ -107,11 +107,24 @@ def read_archive(
     """
     kinds = (kind,) if isinstance(kind, str) else kind
     try:
-        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
-            members = {name: z[name] for name in z.files}
+        with open(path, "rb") as fh:
+            loaded = np.load(fh, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                raise ValueError("not an npz archive")
+            with loaded as z:
+                members = {name: z[name] for name in z.files}
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a directory, expected a file") from None
+    except (
+        OSError,
+        ValueError,
+        EOFError,
+        zipfile.BadZipFile,
+        NotImplementedError,
+        RuntimeError,
+    ) as exc:  # everything zipfile and numpy raise for damaged or foreign files
         raise CheckpointError(f"{path}: not a readable streamgd file ({exc})") from None
     try:
         meta_bytes = members.pop("__meta__").tobytes()

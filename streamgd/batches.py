@@ -163,8 +163,9 @@ class BatchStream:
     """One epoch of exact-size batches (only the last may be shorter), resumable from a cursor.
 
     Iterating yields float64 matrices whose columns are ``columns`` (minus ``center`` when
-    given). After each batch, :attr:`cursor` and :meth:`shuffle_state` describe the stream
-    exactly; pass them back to continue it.
+    given). A batch is valid until the next one is requested: without a shuffle buffer it is a
+    view of a recycled decode buffer (copy it to keep it). After each batch, :attr:`cursor`
+    and :meth:`shuffle_state` describe the stream exactly; pass them back to continue it.
     """
 
     def __init__(

@@ -81,7 +81,11 @@ class Stats:
 
     @staticmethod
     def of(x: np.ndarray) -> Stats:
-        if np.isfinite(x.sum(axis=0)).all():  # no missing values: the fast path
+        k = x.shape[1]
+        if len(x) == 0:
+            zeros = np.zeros(k, dtype=np.int64)
+            return Stats(0, zeros, np.zeros(k), np.zeros((k, k)), zeros.copy())
+        if _all_finite(x):  # no missing values: the fast path
             mean = x.mean(axis=0)
             dev = x - mean
             count = np.full(x.shape[1], len(x))
@@ -101,9 +105,12 @@ class Stats:
         with np.errstate(invalid="ignore", divide="ignore"):
             frac = np.where(n > 0, other.count / np.maximum(n, 1), 0.0)
         mean = self.mean + delta * frac
-        # rows rather than per-column counts weigh the cross term: exact without missing values
-        na, nb = self.rows, other.rows
-        cross = np.outer(delta, delta) * (na * nb / max(na + nb, 1))
+        # per-column weights n_a n_b / n make the diagonal (the variances) exact with missing
+        # values; off the diagonal the cross term is the usual approximation for pairs
+        with np.errstate(invalid="ignore", divide="ignore"):
+            w = np.where(n > 0, self.count * other.count / np.maximum(n, 1), 0.0)
+        d = delta * np.sqrt(w)
+        cross = np.outer(d, d)
         return Stats(
             self.rows + other.rows,
             n,
@@ -128,6 +135,15 @@ class Stats:
         corr[:, const] = 0.0
         corr[const, const] = 1.0
         return corr
+
+
+def _all_finite(m: np.ndarray) -> bool:
+    """Whether ``m`` has no NaN or infinity: the column sums are finite unless a value is not,
+    or a sum overflows (then look closer)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(m.sum(axis=0)).all():
+            return True
+    return bool(np.isfinite(m).all())
 
 
 # Smallest eigenvalue kept when inverting the correlation matrix: a duplicated or nearly
@@ -242,7 +258,7 @@ def make_prepare(
     def prepare(m: np.ndarray, path: str, first_row: int) -> tuple[np.ndarray, np.ndarray]:
         counts = np.zeros(1 + n_feat, dtype=np.int64)
         kept = None  # original positions of the rows that remain, when some were dropped
-        if len(m) and not np.isfinite(m.sum(axis=0)).all():  # one pass; details only if needed
+        if len(m) and not _all_finite(m):  # one cheap pass; details only if needed
             m, kept = _clean(m, counts, path, first_row)
         if has_target and check_target is not None and len(m):
             bad = check_target(m[:, n_feat])

@@ -33,15 +33,26 @@ class Accumulator:
     def __init__(self, task: str) -> None:
         self.task = task
         self.n = 0
-        self.sums = np.zeros(6)  # regression: err2, |err|, y, y2 / binary: logloss, tp, fp, tn, fn
+        self.sums = np.zeros(6)  # regression: err2, |err| / binary: logloss, tp, fp, tn, fn
+        self.y_mean = 0.0  # regression: running mean and sum of squared deviations of y
+        self.y_m2 = 0.0
         if task == "binary":
             self.hist = np.zeros((2, AUC_BINS), dtype=np.int64)
 
     def update(self, y: np.ndarray, p: np.ndarray) -> None:
+        if len(y) == 0:
+            return
+        n0 = self.n
         self.n += len(y)
         if self.task == "regression":
             err = p - y
-            self.sums += [err @ err, np.abs(err).sum(), y.sum(), y @ y, 0.0, 0.0]
+            self.sums += [err @ err, np.abs(err).sum(), 0.0, 0.0, 0.0, 0.0]
+            # Chan's merge: exact even when the target's mean dwarfs its spread
+            mean = float(y.mean())
+            dev = y - mean
+            delta = mean - self.y_mean
+            self.y_m2 += float(dev @ dev) + delta * delta * n0 * len(y) / self.n
+            self.y_mean += delta * len(y) / self.n
             return
         q = np.clip(p, _EPS, 1.0 - _EPS)
         logloss = -(y * np.log(q) + (1.0 - y) * np.log1p(-q)).sum()
@@ -60,8 +71,8 @@ class Accumulator:
     def result(self) -> dict[str, float]:
         n = max(self.n, 1)
         if self.task == "regression":
-            err2, abs_err, sy, syy = self.sums[:4]
-            sst = syy - sy * sy / n
+            err2, abs_err = self.sums[:2]
+            sst = self.y_m2
             mse = err2 / n
             return {
                 "mse": mse,

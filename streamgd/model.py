@@ -6,7 +6,6 @@ reports them in the features' original units.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +17,6 @@ from .archive import read_archive, write_archive
 from .errors import CheckpointError, DataError
 from .features import FeatureSpec
 from .losses import get_loss
-from .metrics import Accumulator
 
 __all__ = ["Model", "load"]
 
@@ -54,9 +52,19 @@ class Model:
     def predict(self, data: pa.Table | pd.DataFrame | np.ndarray) -> np.ndarray:
         """Predictions (a probability of class 1 for logistic) for a pyarrow Table, pandas
         DataFrame (columns by name) or numpy array (columns in :attr:`features` order).
-        Missing feature values are imputed with the training mean."""
+        Missing feature values are imputed with the training mean (an error for a model trained
+        with ``missing="error"``)."""
         x = self._matrix(data)
-        x = np.where(np.isnan(x), self.spec.fill, x)
+        missing = np.isnan(x)
+        if missing.any():
+            if self.spec.missing == "error":
+                r, c = np.argwhere(missing)[0]
+                raise DataError(
+                    "value is missing and the model was trained with --missing error",
+                    column=self.features[c],
+                    row=int(r) + 1,
+                )
+            x = np.where(missing, self.spec.fill, x)
         return get_loss(self.loss).link(self.decision(x))
 
     def _matrix(self, data) -> np.ndarray:
@@ -83,15 +91,6 @@ class Model:
         """Coefficients keyed by feature and the intercept, in original units."""
         coef, b = self.spec.to_original(self.weights, self.intercept)
         return dict(zip(self.features, map(float, coef), strict=True)), b
-
-    def evaluate_batches(self, batches: Iterator[np.ndarray]) -> dict[str, float]:
-        """Metrics over raw ``[features..., target]`` batches (missing values filled)."""
-        loss = get_loss(self.loss)
-        acc = Accumulator(loss.task)
-        n_feat = len(self.features)
-        for raw in batches:
-            acc.update(raw[:, n_feat], loss.link(self.decision(raw[:, :n_feat])))
-        return acc.result()
 
     def inspect(self) -> dict[str, Any]:
         coef, b = self.coefficients()

@@ -54,7 +54,7 @@ def adam(*, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, **_: fl
         return {"count": np.zeros((), dtype=np.int64), "mu": z, "nu": z.copy()}
 
     def update(g: Array, s: State, params: Array, lr: float) -> tuple[Array, State]:
-        t = s["count"] + 1
+        t = np.asarray(s["count"] + 1)
         mu = beta1 * s["mu"] + (1.0 - beta1) * g
         nu = beta2 * s["nu"] + (1.0 - beta2) * (g * g)
         m_hat = mu / (1.0 - beta1**t)

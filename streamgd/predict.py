@@ -21,18 +21,27 @@ from .features import make_prepare
 from .losses import get_loss
 from .metrics import Accumulator
 from .model import Model
-from .sources import _HandleCache, open_dataset, to_matrix
+from .sources import _HandleCache, is_numeric, open_dataset, to_matrix
 from .trainer import single_blas_thread
 
 __all__ = ["predict_files", "evaluate"]
 
 
-def _check_columns(schema: pa.Schema, names: Sequence[str], path: str, what: str) -> None:
+def _check_columns(
+    schema: pa.Schema, names: Sequence[str], path: str, *, what: str, numeric: bool
+) -> None:
+    """Every named column exists (and is numeric, for features and targets)."""
     missing = [n for n in names if n not in schema.names]
     if missing:
-        raise DataError(
-            f"lacks {what} column(s) {', '.join(missing)} that the model needs", path=path
-        )
+        raise DataError(f"lacks {what} column(s) {', '.join(missing)}", path=path)
+    for name in names if numeric else ():
+        if not is_numeric(schema.field(name).type):
+            raise DataError(
+                f"is not numeric (type {schema.field(name).type}), but the model uses it as a "
+                f"{what}",
+                path=path,
+                column=name,
+            )
 
 
 def predict_files(
@@ -55,8 +64,8 @@ def _predict_files(
 ) -> int:
     dataset = open_dataset(paths, fmt)
     first = dataset.files[0].path
-    _check_columns(dataset.schema, model.features, first, "feature")
-    _check_columns(dataset.schema, id_columns, first, "id")
+    _check_columns(dataset.schema, model.features, first, what="feature", numeric=True)
+    _check_columns(dataset.schema, id_columns, first, what="--id", numeric=False)
     if column in id_columns:
         raise UsageError(f"the prediction column {column!r} clashes with an --id column")
     out_format = "csv" if out.lower().endswith((".csv", ".tsv")) else "parquet"
@@ -118,7 +127,8 @@ def evaluate(model: Model, paths: Sequence[str], *, fmt: str = "auto") -> dict[s
 def _evaluate(model: Model, paths: Sequence[str], fmt: str) -> dict[str, Any]:
     dataset = open_dataset(paths, fmt)
     first = dataset.files[0].path
-    _check_columns(dataset.schema, [*model.features, model.target], first, "feature/target")
+    _check_columns(dataset.schema, model.features, first, what="feature", numeric=True)
+    _check_columns(dataset.schema, [model.target], first, what="target", numeric=True)
     loss = get_loss(model.loss)
     check = None
     if loss.invalid_target is not None:

@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 PARQUET_EXTENSIONS = (".parquet", ".parq", ".pq")
-CSV_EXTENSIONS = (".csv", ".tsv", ".txt", ".csv.gz", ".csv.bz2", ".csv.zst", ".tsv.gz")
+CSV_EXTENSIONS = (".csv", ".tsv", ".csv.gz", ".csv.bz2", ".csv.zst", ".tsv.gz")
 FORMATS = ("auto", "parquet", "csv")
 CSV_BLOCK_SIZE = 4 << 20  # bytes of text per decoded CSV block
 _GLOB_CHARS = set("*?[")
@@ -73,11 +73,12 @@ def detect_format(path: str) -> str | None:
 
 
 def resolve_paths(paths: Sequence[str], fmt: str = "auto") -> list[tuple[str, str]]:
-    """Expand files, globs and directories into a sorted list of ``(path, format)``.
+    """Expand files, globs and directories into a list of ``(path, format)``.
 
-    Directories are searched recursively for files with a Parquet or CSV extension (hidden files
-    and ``_``-prefixed marker files such as ``_SUCCESS`` are skipped). A path or glob that matches
-    nothing is an error naming it.
+    Paths keep the order given; each glob and directory expands in sorted order. Directories
+    are searched recursively for files with a Parquet or CSV extension; globs and directories
+    skip hidden files and ``_``-prefixed marker files such as ``_SUCCESS``. A path or glob
+    that matches nothing is an error naming it; a file named explicitly is always used.
     """
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -87,7 +88,11 @@ def resolve_paths(paths: Sequence[str], fmt: str = "auto") -> list[tuple[str, st
     for raw in paths:
         path = os.path.expanduser(str(raw))
         if _GLOB_CHARS & set(path):
-            matches = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p))
+            matches = sorted(
+                p
+                for p in glob.glob(path, recursive=True)
+                if os.path.isfile(p) and not os.path.basename(p).startswith((".", "_"))
+            )
             if not matches:
                 raise UsageError(f"{raw}: the pattern matches no file")
             found.extend(matches)
@@ -260,7 +265,7 @@ def _open_parquet(path: str) -> pq.ParquetFile:
 
 
 def _csv_parse_options(path: str) -> pacsv.ParseOptions:
-    delimiter = "\t" if ".tsv" in path.lower() else ","
+    delimiter = "\t" if os.path.basename(path).lower().endswith((".tsv", ".tsv.gz")) else ","
     return pacsv.ParseOptions(delimiter=delimiter)
 
 

@@ -22,7 +22,7 @@ from .callbacks import Callback, CallbackList
 from .checkpoint import CheckpointManager, TrainState
 from .config import FitConfig, RunOptions
 from .errors import CheckpointError, DataError, DivergedError, PreemptedError, UsageError
-from .features import FeatureSpec, compute_stats, make_prepare, select_features
+from .features import MIN_EIGENVALUE, FeatureSpec, compute_stats, make_prepare, select_features
 from .losses import Loss, get_loss
 from .model import Model, load
 from .optimizers import Optimizer, make_optimizer
@@ -67,16 +67,37 @@ def train_step(
         grad[:n_feat] += l2 * w
     grad[n_feat] = g.mean()
     if precond is not None:
-        grad[:n_feat] = precond @ grad[:n_feat]
-        if loss.curvature is not None:
-            grad /= max(float(loss.curvature(p, t).mean()), MIN_CURVATURE)
+        if loss.curvature is None:
+            grad[:n_feat] = precond @ grad[:n_feat]
+        else:
+            grad = _newton_direction(grad, x, p, t, loss, inv_scale, l2)
     step, opt_state = optimizer.update(grad, opt_state, params, lr)
     return params + step, opt_state, float(loss.value(p, t).sum())
 
 
-# Floor of the mean curvature used to scale preconditioned steps: at most 100x a plain step,
-# so that a saturated logistic batch cannot throw the weights far.
+# Rows of each batch used to estimate the curvature-weighted Hessian (cost: rows * d^2).
+HESSIAN_ROWS = 256
+# Floor of the Hessian's eigenvalues: at most 1/MIN_CURVATURE/MIN_EIGENVALUE times a plain step,
+# so that a saturated (nearly separable) batch cannot throw the weights far.
 MIN_CURVATURE = 0.01
+
+
+def _newton_direction(grad, x, p, t, loss, inv_scale, l2):
+    """Solve ``H d = grad`` with ``H`` the curvature-weighted Gram matrix of ``[z, 1]`` over
+    the batch's first ``HESSIAN_ROWS`` rows (a subsampled Gauss-Newton step), eigenvalues
+    floored. For losses whose curvature depends on the prediction (logistic), where a fixed
+    correlation preconditioner would misjudge the step along well-separated directions."""
+    m = min(len(t), HESSIAN_ROWS)
+    z = x[:m] if inv_scale is None else x[:m] * inv_scale
+    a = np.empty((m, z.shape[1] + 1))
+    a[:, :-1], a[:, -1] = z, 1.0
+    c = loss.curvature(p[:m], t[:m])
+    h = (a * c[:, None]).T @ a / m
+    if l2:
+        h[:-1, :-1] += l2 * np.eye(z.shape[1])
+    vals, vecs = np.linalg.eigh(h)
+    floor = max(MIN_EIGENVALUE * MIN_CURVATURE, MIN_EIGENVALUE * float(vals.mean()))
+    return vecs @ ((vecs.T @ grad) / np.maximum(vals, floor))
 
 
 @dataclass

@@ -11,7 +11,7 @@ Rows are i.i.d. and written in generation order (nothing is sorted).
 Two datasets are written, each as 4 Parquet files (snappy, 5,000 rows each, in
 5 row groups of 1,000 rows) plus the same rows as 4 CSV files with a header line:
 
-``regression/part-{0..3}.parquet`` and ``regression/csv/part-{0..3}.csv``
+``regression/part-{0..3}.parquet`` and ``regression-csv/part-{0..3}.csv``
     20,000 rows. Columns: ``id`` (string, "r000000".."r019999", not a feature),
     features ``x1..x6`` with deliberately very different scales, and target ``y``::
 
@@ -27,7 +27,7 @@ Two datasets are written, each as 4 Parquet files (snappy, 5,000 rows each, in
     x5=-0.75, x6=1.5; noise_sd 0.5. Each feature contributes O(1) to y on its own
     scale, so every coefficient matters and unscaled gradient descent is hard.
 
-``classification/part-{0..3}.parquet`` and ``classification/csv/part-{0..3}.csv``
+``classification/part-{0..3}.parquet`` and ``classification-csv/part-{0..3}.csv``
     20,000 rows. Columns: ``id`` (string, "c000000".."c019999"), features
     ``f1..f4`` (float64, mixed scales) and target ``y`` in {0, 1} (int64)::
 
@@ -112,7 +112,7 @@ def make_classification(rng: np.random.Generator) -> tuple[pa.Table, float]:
 
 
 def write_dataset(table: pa.Table, outdir: Path) -> list[Path]:
-    csvdir = outdir / "csv"
+    csvdir = outdir.parent / f"{outdir.name}-csv"  # beside, so a directory holds one copy
     csvdir.mkdir(parents=True, exist_ok=True)
     written = []
     for i in range(N_FILES):

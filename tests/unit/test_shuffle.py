@@ -1,0 +1,133 @@
+"""Shuffle primitives: the epoch order of units and the bounded shuffle buffer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamgd.shuffle import ORDERS, ShuffleBuffer, epoch_order, epoch_rng
+
+SEEDS = [0, 1, 7, 2**31 - 1]
+EPOCHS = [0, 1, 5]
+
+
+@pytest.mark.parametrize("name", sorted(ORDERS))
+@pytest.mark.parametrize("n_units", [0, 1, 2, 7, 100])
+def test_every_order_is_a_deterministic_permutation(name, n_units):
+    for seed in SEEDS:
+        for epoch in EPOCHS:
+            order = ORDERS[name](n_units, seed, epoch)
+            assert np.array_equal(np.sort(order), np.arange(n_units))
+            assert np.array_equal(order, ORDERS[name](n_units, seed, epoch))
+
+
+@pytest.mark.parametrize("n_units", [0, 1, 5, 100])
+def test_epoch_order_without_shuffle_is_file_order(n_units):
+    for seed in SEEDS:
+        for epoch in EPOCHS:
+            order = epoch_order(n_units, seed=seed, epoch=epoch, shuffle=False)
+            assert np.array_equal(order, np.arange(n_units))
+
+
+def test_epoch_order_shuffled_is_a_pure_function_of_seed_and_epoch():
+    orders = {
+        (seed, epoch): epoch_order(100, seed=seed, epoch=epoch, shuffle=True)
+        for seed in SEEDS
+        for epoch in EPOCHS
+    }
+    for (seed, epoch), order in orders.items():
+        assert np.array_equal(np.sort(order), np.arange(100))
+        # recomputed later, after other draws: the same order
+        assert np.array_equal(order, epoch_order(100, seed=seed, epoch=epoch, shuffle=True))
+    # 100! orders: any two (seed, epoch) pairs agreeing would mean they share a stream
+    distinct = {tuple(o) for o in orders.values()}
+    assert len(distinct) == len(orders)
+    assert not np.array_equal(orders[(0, 0)], np.arange(100))
+
+
+def test_global_numpy_random_state_is_neither_used_nor_disturbed():
+    np.random.seed(123)
+    before = np.random.get_state()[1].copy()
+    a = epoch_order(50, seed=4, epoch=2, shuffle=True)
+    assert np.array_equal(np.random.get_state()[1], before)
+    np.random.seed(999)
+    assert np.array_equal(a, epoch_order(50, seed=4, epoch=2, shuffle=True))
+
+
+def test_epoch_rng_streams_are_independent():
+    a = epoch_rng(3, 0, 1).random(8)
+    assert np.array_equal(a, epoch_rng(3, 0, 1).random(8))
+    for other in (epoch_rng(3, 0, 2), epoch_rng(3, 1, 1), epoch_rng(4, 0, 1)):
+        assert not np.array_equal(a, other.random(8))
+
+
+def _rows(lo: int, hi: int) -> np.ndarray:
+    ids = np.arange(lo, hi, dtype=np.float64)
+    return np.c_[ids, -ids]
+
+
+def test_buffer_fill_past_the_free_slots_is_refused():
+    buf = ShuffleBuffer(5, 2, np.random.default_rng(0), block=2)
+    buf.fill(_rows(0, 4))
+    with pytest.raises(ValueError):
+        buf.fill(_rows(4, 8))
+    assert buf.n == 4
+
+
+def _run_buffer(buf: ShuffleBuffer, n_rows: int, batch: int) -> list[np.ndarray]:
+    """Drive the buffer as the stream does: top up the free slots, draw a batch; drain."""
+    out, lo = [], 0
+    while True:
+        if lo < n_rows and len(buf.free):
+            hi = min(lo + len(buf.free), n_rows)
+            buf.fill(_rows(lo, hi))
+            lo = hi
+            continue
+        pool = buf.n
+        got = buf.draw(batch)
+        assert len(got) == min(batch, pool)  # a full batch whenever the pool holds enough
+        assert buf.n + len(buf.free) == len(buf.slots)
+        if not len(got):
+            return out
+        out.append(got)
+
+
+@pytest.mark.parametrize("capacity,batch", [(1, 1), (1, 10), (10, 3), (10, 10), (10, 25)])
+def test_buffer_conserves_rows_and_stays_bounded(capacity, batch):
+    """Every row comes out exactly once, whole; the slots never grow."""
+    buf = ShuffleBuffer(capacity, 2, np.random.default_rng(1), block=batch)
+    slots = len(buf.slots)
+    rows = np.concatenate(_run_buffer(buf, 103, batch))
+    assert np.array_equal(np.sort(rows[:, 0]), np.arange(103))
+    assert np.array_equal(rows[:, 1], -rows[:, 0])
+    assert len(buf.slots) == slots == capacity + batch and buf.n == 0
+
+
+def test_buffer_draws_uniformly_from_the_pool():
+    """Over many draws, the rows that arrived in the latest fill come out in proportion to
+    their share of the pool (10 of 20 slots: about half)."""
+    buf = ShuffleBuffer(10, 2, np.random.default_rng(2), block=10)
+    buf.fill(_rows(0, 20))
+    lo, newest, total = 20, 0, 0
+    for _ in range(500):
+        got = buf.draw(10)
+        newest += int((got[:, 0] >= lo - 10).sum())
+        total += len(got)
+        buf.fill(_rows(lo, lo + 10))
+        lo += 10
+    assert 0.45 < newest / total < 0.55
+
+
+def test_buffer_restore_reproduces_the_future_exactly():
+    a = ShuffleBuffer(20, 2, np.random.default_rng(5), block=7)
+    a.fill(_rows(0, 27))
+    for i in range(3):
+        a.draw(7)
+        a.fill(_rows(27 + 7 * i, 34 + 7 * i))
+    a.draw(7)
+    slots, free, state = a.state()
+    b = ShuffleBuffer(20, 2, np.random.default_rng(999), block=7)
+    b.restore(slots, free, state)
+    assert np.array_equal(_run_buffer(a, 0, 7)[0], _run_buffer(b, 0, 7)[0])
+    with pytest.raises(ValueError):
+        ShuffleBuffer(21, 2, np.random.default_rng(0), block=7).restore(slots, free, state)
