@@ -7,6 +7,7 @@ progress reporter.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -40,6 +41,10 @@ EXIT_CODES_HELP = (
     f"{EXIT_DIVERGED} training diverged; {EXIT_PREEMPTED} stopped by SIGTERM/SIGINT after "
     f"writing a checkpoint (rerun with --resume); {EXIT_INTERNAL} internal error (a bug)."
 )
+
+
+# Defaults come from FitConfig, so the CLI and the Python API cannot drift apart.
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(FitConfig)}
 
 
 class ListOption(click.ParamType):
@@ -121,11 +126,16 @@ _format = click.option(
 @click.option(
     "--loss",
     type=click.Choice(list(LOSSES)),
-    default="squared",
+    default=_DEFAULTS["loss"],
     show_default=True,
     help="squared: linear regression; logistic: 0/1 classification.",
 )
-@click.option("--optimizer", type=click.Choice(list(OPTIMIZERS)), default="sgd", show_default=True)
+@click.option(
+    "--optimizer",
+    type=click.Choice(list(OPTIMIZERS)),
+    default=_DEFAULTS["optimizer"],
+    show_default=True,
+)
 @click.option(
     "--lr",
     type=click.FloatRange(min=0, min_open=True),
@@ -143,26 +153,38 @@ _format = click.option(
 @click.option(
     "--power-t",
     type=click.FloatRange(min=0),
-    default=0.65,
+    default=_DEFAULTS["power_t"],
     show_default=True,
     help="Exponent of --schedule invscaling: lr / (step+1)^power_t.",
 )
 @click.option(
     "--momentum",
     type=click.FloatRange(0, 1),
-    default=0.9,
+    default=_DEFAULTS["momentum"],
     show_default=True,
     help="Momentum coefficient of --optimizer momentum.",
 )
 @click.option(
     "--l2",
     type=click.FloatRange(min=0),
-    default=0.0,
+    default=_DEFAULTS["l2"],
     show_default=True,
     help="L2 penalty l2/2*||w||^2 on the standardised weights (not the intercept).",
 )
-@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=_DEFAULTS["epochs"],
+    show_default=True,
+    help="Passes over the data.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=_DEFAULTS["batch_size"],
+    show_default=True,
+    help="Rows per step (only the last batch of an epoch may be shorter).",
+)
 @click.option(
     "--tol",
     type=click.FloatRange(min=0, min_open=True),
@@ -172,32 +194,32 @@ _format = click.option(
 @click.option(
     "--seed",
     type=click.IntRange(min=0),
-    default=0,
+    default=_DEFAULTS["seed"],
     show_default=True,
     help="Seed of every random choice: same inputs and seed, same model.",
 )
 @click.option(
     "--shuffle/--no-shuffle",
-    default=True,
+    default=_DEFAULTS["shuffle"],
     show_default=True,
     help="Shuffle row groups and rows each epoch; --no-shuffle keeps file order.",
 )
 @click.option(
     "--shuffle-buffer",
     type=click.IntRange(min=0),
-    default=65536,
+    default=_DEFAULTS["shuffle_buffer"],
     show_default=True,
     help="Rows held in the shuffle buffer.",
 )
 @click.option(
     "--standardize/--no-standardize",
-    default=True,
+    default=_DEFAULTS["standardize"],
     show_default=True,
     help="Scale features by mean/std from the statistics pass.",
 )
 @click.option(
     "--precondition/--no-precondition",
-    default=True,
+    default=_DEFAULTS["precondition"],
     show_default=True,
     help="Precondition steps by the inverse feature correlation and the loss's "
     "curvature (needs --standardize).",
@@ -205,7 +227,7 @@ _format = click.option(
 @click.option(
     "--missing",
     type=click.Choice(MISSING_POLICIES),
-    default="impute",
+    default=_DEFAULTS["missing"],
     show_default=True,
     help="impute: skip rows with a null target, fill null features with the mean; "
     "error: stop at the first null.",
@@ -213,7 +235,7 @@ _format = click.option(
 @click.option(
     "--stats-rows",
     type=click.IntRange(min=0),
-    default=1_000_000,
+    default=_DEFAULTS["stats_rows"],
     show_default=True,
     help="Rows the statistics pass reads (a seeded sample of row groups); 0: all.",
 )
