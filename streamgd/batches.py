@@ -114,12 +114,15 @@ class Prefetcher:
     def _run(self) -> None:
         dataset, order, columns, prepare, start, offset = self._args
         handles = _HandleCache()
+        empty = np.empty((0, len(columns)))
         try:
             for position in range(start, len(order)):
                 unit = dataset.units[order[position]]
                 path = dataset.files[unit.file].path
                 skip = offset if position == start else 0
-                pending: Chunk | None = None
+                # A row group is one chunk, marked last at once; a CSV file's blocks are
+                # followed by an empty end-of-unit chunk. No lookahead holds an extra chunk.
+                single = unit.row_group >= 0
                 for table, first_row in dataset.iter_unit(unit, columns, handles):
                     buf = self.pool.get(table.num_rows)
                     matrix = to_matrix(table, columns, buf, center=self._center)
@@ -127,15 +130,12 @@ class Prefetcher:
                     if skip:
                         dropped = min(skip, len(rows))
                         rows, skip = rows[dropped:], skip - dropped
-                    if pending is not None and not self._put(pending):
+                    if not self._put(Chunk(position, rows, counts, last=single, buffer=buf)):
                         return
-                    pending = Chunk(position, rows, counts, last=False, buffer=buf)
-                if pending is None:
-                    empty = np.empty((0, len(columns)))
-                    pending = Chunk(position, empty, prepare(empty, path, 0)[1], last=False)
-                pending.last = True
-                if not self._put(pending):
-                    return
+                if not single:
+                    end = Chunk(position, empty, prepare(empty, path, 0)[1], last=True)
+                    if not self._put(end):
+                        return
             self._put(self._DONE)
         except BaseException as exc:  # handed to the consumer, which re-raises it
             self._put(exc)

@@ -1,0 +1,809 @@
+"""Throughput and accuracy benchmark of streamgd against baselines measured in the same run.
+
+Usage::
+
+    python tools/bench.py                    # 2M rows x 32 features, 3 interleaved rounds
+    python tools/bench.py --quick            # smoke run: 300k rows, 1 round, < 1 minute
+    python tools/bench.py --csv              # also the CSV cases (writes a CSV copy once)
+    python tools/bench.py --cases decode,fit-seq-1024 --repeat 5 --json out.json
+    python tools/bench.py --list-cases
+
+Optional peers: ``pip install -e '.[bench]'`` (scikit-learn, psutil); without scikit-learn the
+``sklearn-B`` cases are reported as skipped.
+
+Method
+------
+*Data.* A synthetic regression set, generated once and reused: ``--rows`` rows of ``--features``
+float32 columns ``x0..`` and a float32 target ``y``, written as snappy Parquet in ``--files``
+files of ``--row-group`` rows per row group, chunk by chunk (never whole in memory), under
+``--data/<parameters>/``; a JSON sidecar (``dataset.json``) records the parameters, the true
+coefficients and the exact least-squares optimum, and the set is reused only if it matches.
+Recipe (seeded with ``--data-seed``): ``x_j = mu_j + sigma_j * (sqrt(1 - rho) z_j + sqrt(rho) c)``
+with ``z, c ~ N(0, 1)``, ``rho = 0.3`` (a shared factor: correlated features), ``mu_j ~ U(-5, 5)``,
+``sigma_j = 10**U(-1, 1)`` (scales over two decades); ``y = 2 + x @ coef + N(0, 1)`` with
+``coef_j = N(0, 1) / sigma_j``. ``--csv`` adds a CSV copy written from the Parquet files.
+
+*Cases.* Each case runs in a fresh subprocess (``--worker CASE``, printing one JSON line), so
+its peak RSS is its own (``VmHWM``; ``ru_maxrss`` would include the parent's, see
+``peak_rss_mb``). The cases are interleaved within each of ``--repeat`` rounds (the order
+rotated by one each round) and the medians are reported. Only the case's work is timed
+(``time.perf_counter``; the process's CPU time, all threads, is recorded beside it in the JSON),
+not the interpreter start, the imports or pyarrow's lazy import of pandas (see
+``warm_lazy_imports``); the files are read once beforehand so that every case finds them in the
+page cache, and one discarded run of the first case precedes the rounds. Every case runs with
+one BLAS thread (``BLAS_THREADS``), as streamgd does.
+
+- ``decode``: the raw decode ceiling. Every row group read with
+  ``ParquetFile.read_row_group`` and copied column by column into a reused Fortran-ordered
+  float32 matrix. streamgd does at least this work per row (it decodes to float64), so a ratio
+  near 1 means training costs little beyond reading.
+- ``fit-seq-B`` / ``fit-shuf-B``: one whole ``streamgd.fit(files, target="y", epochs=1,
+  batch_size=B, shuffle=False/True, seed=0)`` call, statistics pass included; rows/s =
+  ``rows_trained`` / seconds. The training MSE comes from ``streamgd.evaluate`` (untimed).
+- ``exact``: the least-squares optimum in one streaming pass (float64 ``[1 X y]' [1 X y]``
+  accumulated row group by row group, then ``np.linalg.solve``); its MSE comes from a second,
+  untimed pass and must equal the optimum in the sidecar.
+- ``sklearn-B``: ``SGDRegressor.partial_fit`` on batches of B rows (cut within each row group),
+  one pass, fed as in ``decode`` with the float64 conversion and scaling timed. Settings:
+  see ``SKLEARN_SETTINGS``; features standardised by a ``StandardScaler`` fitted
+  (``partial_fit``) on the first row group only, the target left as it is.
+- ``csv-parse`` (with ``--csv``): ``pyarrow.csv.open_csv`` with default read options and every
+  column's type given (float64), batches iterated and dropped: the CSV baseline.
+  ``fit-csv-B``: ``streamgd.fit`` (``shuffle=False``) on the CSV files.
+
+*Results.* The table gives each case's median rows/s, its ratio to the ``decode`` median (and
+for CSV cases to the ``csv-parse`` median) with, in brackets, the range of the ratios paired
+round by round, the training MSE relative to the exact optimum (``mse / mse_opt - 1``), the
+median peak RSS (and, in brackets, the RSS after imports, before any work) and the number of
+repeats. On a shared machine an absolute rate is not a result; the ratio to a baseline measured
+in the same run is. With the default 2M rows each case takes 0.2-2 s, and on a busy shared
+machine one round's ratio can be off by 2x (the brackets show it): when a difference matters,
+use more rounds (``--repeat 7``) or rows (``--rows 10000000``). Everything (every repeat,
+medians, machine and library versions, the git commit and the state of ``streamgd/`` at the start
+and the end, the command line) goes to ``--json``; a warning says if ``streamgd/`` changed while
+the benchmark ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+RECIPE_VERSION = 1  # bump when the data recipe changes: old datasets are then regenerated
+SIDECAR = "dataset.json"
+RESULT_MARK = "BENCH-RESULT "
+RHO, INTERCEPT, NOISE_SD = 0.3, 2.0, 1.0
+SKLEARN_SETTINGS = {
+    "penalty": None,  # compared with unregularised least squares
+    "learning_rate": "invscaling",
+    "eta0": 0.01,
+    "power_t": 0.25,
+    "random_state": 0,
+}
+# Every case runs with one BLAS thread, as streamgd does itself (trainer.single_blas_thread):
+# with OpenBLAS's default 2 threads on these 2 shared cores, one round of ``exact`` took 3 s
+# instead of 0.15-0.3 s (BLAS threads spinning against a busy neighbour).
+BLAS_THREADS = 1
+QUICK = {"rows": 300_000, "repeat": 1, "row_group": 16_384}
+DEFAULTS = {"rows": 2_000_000, "repeat": 3, "row_group": 131_072}
+
+
+# -- the dataset --------------------------------------------------------------------------------
+def dataset_params(args: argparse.Namespace) -> dict:
+    return {
+        "recipe": RECIPE_VERSION,
+        "rows": args.rows,
+        "features": args.features,
+        "row_group": args.row_group,
+        "files": args.files,
+        "seed": args.data_seed,
+    }
+
+
+def dataset_dir(root: Path, p: dict) -> Path:
+    return root / f"r{p['rows']}-f{p['features']}-g{p['row_group']}-n{p['files']}-s{p['seed']}"
+
+
+def read_sidecar(directory: Path) -> dict | None:
+    try:
+        return json.loads((directory / SIDECAR).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_sidecar(directory: Path, meta: dict) -> None:
+    tmp = directory / (SIDECAR + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, directory / SIDECAR)
+
+
+def files_intact(directory: Path, listing: dict[str, int]) -> bool:
+    return all(
+        (directory / name).is_file() and (directory / name).stat().st_size == size
+        for name, size in listing.items()
+    )
+
+
+def ensure_dataset(root: Path, params: dict, want_csv: bool) -> tuple[Path, dict]:
+    """Reuse the dataset if its sidecar matches ``params`` and its files are intact, else
+    (re)generate it; add the CSV copy and the exact optimum if missing."""
+    directory = dataset_dir(root, params)
+    meta = read_sidecar(directory)
+    if meta is None or meta["params"] != params or not files_intact(directory, meta["parquet"]):
+        log(f"generating {params['rows']:,} rows in {directory} ...")
+        shutil.rmtree(directory, ignore_errors=True)
+        meta = generate(directory, params)
+        write_sidecar(directory, meta)
+    if want_csv and not (meta.get("csv") and files_intact(directory, meta["csv"])):
+        log("writing the CSV copy ...")
+        meta["csv"] = write_csv_copy(directory, meta)
+        write_sidecar(directory, meta)
+    if "optimum" not in meta:
+        log("computing the exact least-squares optimum ...")
+        files = parquet_files(directory, meta)
+        w, _ = exact_solution(files, params["features"])
+        meta["optimum"] = {"mse": mse_pass(files, linear_predictor(w)), "w": w.tolist()}
+        write_sidecar(directory, meta)
+    return directory, meta
+
+
+def rows_per_file(rows: int, files: int) -> list[int]:
+    return [rows // files + (i < rows % files) for i in range(files)]
+
+
+def generate(directory: Path, params: dict) -> dict:
+    """Write the Parquet files row group by row group; each group has its own seeded stream,
+    so the data does not depend on how it is chunked in memory."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n_feat, seed = params["features"], params["seed"]
+    rng = np.random.default_rng([seed, 0])
+    mu = rng.uniform(-5, 5, n_feat)
+    sigma = 10 ** rng.uniform(-1, 1, n_feat)
+    coef = rng.standard_normal(n_feat) / sigma
+    names = [f"x{j}" for j in range(n_feat)]
+    schema = pa.schema([(n, pa.float32()) for n in [*names, "y"]])
+    (directory / "parquet").mkdir(parents=True)
+    listing, group = {}, 0
+    for i, n_rows in enumerate(rows_per_file(params["rows"], params["files"])):
+        name = f"parquet/part-{i:03d}.parquet"
+        with pq.ParquetWriter(directory / name, schema, compression="snappy") as writer:
+            for start in range(0, n_rows, params["row_group"]):
+                n = min(params["row_group"], n_rows - start)
+                g = np.random.default_rng([seed, 1, group])
+                common = g.standard_normal((n, 1))
+                z = np.sqrt(1 - RHO) * g.standard_normal((n, n_feat)) + np.sqrt(RHO) * common
+                x = mu + sigma * z
+                y = INTERCEPT + x @ coef + NOISE_SD * g.standard_normal(n)
+                cols = [pa.array(x[:, j].astype(np.float32)) for j in range(n_feat)]
+                writer.write_table(
+                    pa.Table.from_arrays([*cols, pa.array(y.astype(np.float32))], schema=schema),
+                    row_group_size=params["row_group"],
+                )
+                group += 1
+        listing[name] = (directory / name).stat().st_size
+    truth = {
+        "intercept": INTERCEPT,
+        "coef": coef.tolist(),
+        "mu": mu.tolist(),
+        "sigma": sigma.tolist(),
+    }
+    return {"params": params, "parquet": listing, "truth": truth, "rho": RHO, "noise_sd": NOISE_SD}
+
+
+def write_csv_copy(directory: Path, meta: dict) -> dict[str, int]:
+    """The same rows as CSV (header line), converted row group by row group. Values are the
+    float32 values' shortest decimal form, so they parse to float64s within float32 rounding."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    (directory / "csv").mkdir(exist_ok=True)
+    listing = {}
+    for src in parquet_files(directory, meta):
+        name = f"csv/{Path(src).stem}.csv"
+        pf = pq.ParquetFile(src)
+        with pacsv.CSVWriter(directory / name, pf.schema_arrow) as writer:
+            for i in range(pf.num_row_groups):
+                writer.write_table(pf.read_row_group(i))
+        listing[name] = (directory / name).stat().st_size
+    return listing
+
+
+def parquet_files(directory: Path, meta: dict) -> list[str]:
+    return [str(directory / name) for name in sorted(meta["parquet"])]
+
+
+def csv_files(directory: Path, meta: dict) -> list[str]:
+    return [str(directory / name) for name in sorted(meta.get("csv") or {})]
+
+
+def warm_page_cache(paths: list[str]) -> None:
+    """Read every file once, so that the first case does not pay for the disk."""
+    for path in paths:
+        with open(path, "rb") as f:
+            while f.read(1 << 24):
+                pass
+
+
+# -- decoding helpers shared by the baselines ---------------------------------------------------
+def decoded_row_groups(
+    files: list[str], dtype=np.float32, *, ones_first: bool = False
+) -> Iterator[np.ndarray]:
+    """Each row group of each file as a reused Fortran-ordered matrix (all columns, in file
+    order, optionally after a leading column of ones), reallocated only when the row count
+    changes. The matrix is overwritten by the next row group: use it before asking for more."""
+    import pyarrow.parquet as pq
+
+    buf, lead = None, int(ones_first)
+    for path in files:
+        pf = pq.ParquetFile(path)
+        for i in range(pf.num_row_groups):
+            table = pf.read_row_group(i)
+            if buf is None or buf.shape[0] != table.num_rows:
+                buf = np.empty((table.num_rows, lead + table.num_columns), dtype, order="F")
+                if ones_first:
+                    buf[:, 0] = 1.0
+            for j in range(table.num_columns):
+                buf[:, lead + j] = table.column(j).to_numpy()
+            yield buf
+
+
+def exact_solution(files: list[str], n_feat: int) -> tuple[np.ndarray, float]:
+    """``w = [b, coef...]`` minimising the squared error, from the float64 Gram matrix of
+    ``[1 X y]`` accumulated in one pass, and the MSE given by the normal equations."""
+    gram, n = np.zeros((n_feat + 2, n_feat + 2)), 0
+    for m in decoded_row_groups(files, np.float64, ones_first=True):
+        gram += m.T @ m
+        n += len(m)
+    xx, xy, yy = gram[:-1, :-1], gram[:-1, -1], gram[-1, -1]
+    w = np.linalg.solve(xx, xy)
+    return w, float((yy - 2 * w @ xy + w @ xx @ w) / n)
+
+
+def linear_predictor(w: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda x: x @ w[1:] + w[0]
+
+
+def mse_pass(files: list[str], predict: Callable[[np.ndarray], np.ndarray]) -> float:
+    """Mean squared error of ``predict`` (float64 features -> predictions) over all rows."""
+    sse, n = 0.0, 0
+    for m in decoded_row_groups(files, np.float64):
+        r = predict(m[:, :-1]) - m[:, -1]
+        sse += float(r @ r)
+        n += len(m)
+    return sse / n
+
+
+# -- the cases ----------------------------------------------------------------------------------
+@dataclass
+class Ctx:
+    """What a case gets: the files, the feature count and its batch size (if any)."""
+
+    parquet: list[str]
+    csv: list[str]
+    n_feat: int
+    batch_size: int | None
+
+
+def timed(work: Callable[[], int]) -> dict:
+    """Wall time of ``work()``, and the CPU time of the whole process (all threads) meanwhile."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    rows = work()
+    return {
+        "rows": rows,
+        "seconds": time.perf_counter() - t0,
+        "cpu_seconds": time.process_time() - c0,
+    }
+
+
+def case_decode(ctx: Ctx) -> dict:
+    def work() -> int:
+        return sum(len(m) for m in decoded_row_groups(ctx.parquet))
+
+    return timed(work)
+
+
+def case_fit(ctx: Ctx, *, shuffle: bool, csv: bool = False) -> dict:
+    import streamgd
+
+    files = ctx.csv if csv else ctx.parquet
+    box = {}
+
+    def work() -> int:
+        box["model"] = streamgd.fit(
+            files, target="y", epochs=1, batch_size=ctx.batch_size, shuffle=shuffle, seed=0
+        )
+        return int(box["model"].summary["rows_trained"])
+
+    out = timed(work)
+    model = box["model"]
+    out["mse"] = float(streamgd.evaluate(model, files)["mse"])
+    out["summary"] = {k: model.summary.get(k) for k in ("steps", "final_loss", "stop_reason")}
+    return out
+
+
+def case_exact(ctx: Ctx) -> dict:
+    box = {}
+
+    def work() -> int:
+        box["w"], box["mse_normal"] = exact_solution(ctx.parquet, ctx.n_feat)
+        return sum(pq_rows(ctx.parquet))
+
+    out = timed(work)
+    out["mse"] = mse_pass(ctx.parquet, linear_predictor(box["w"]))
+    out["mse_normal_equations"] = box["mse_normal"]
+    return out
+
+
+def pq_rows(files: list[str]) -> Iterator[int]:
+    import pyarrow.parquet as pq
+
+    return (pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
+def case_sklearn(ctx: Ctx) -> dict:
+    from sklearn.linear_model import SGDRegressor
+    from sklearn.preprocessing import StandardScaler
+
+    model = SGDRegressor(**SKLEARN_SETTINGS)
+    scaler = StandardScaler(copy=False)
+    bs, n_feat = ctx.batch_size, ctx.n_feat
+
+    def work() -> int:
+        rows = 0
+        for m in decoded_row_groups(ctx.parquet):
+            x = np.array(m[:, :n_feat], dtype=np.float64, order="C")
+            y = m[:, n_feat].astype(np.float64)
+            if rows == 0:
+                scaler.partial_fit(x)
+            x = scaler.transform(x)
+            for i in range(0, len(x), bs):
+                model.partial_fit(x[i : i + bs], y[i : i + bs])
+            rows += len(x)
+        return rows
+
+    out = timed(work)
+    out["mse"] = mse_pass(
+        ctx.parquet, lambda x: model.predict(scaler.transform(np.ascontiguousarray(x)))
+    )
+    out["settings"] = {**SKLEARN_SETTINGS, "scaler": "StandardScaler on the first row group"}
+    return out
+
+
+def case_csv_parse(ctx: Ctx) -> dict:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    # Every column's type given (float64), as streamgd fixes them once: left to infer them per
+    # block, pyarrow parses this data ~1.6x slower, which would flatter every fit-csv case.
+    names = [*(f"x{j}" for j in range(ctx.n_feat)), "y"]
+    convert = pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.float64()))
+
+    def work() -> int:
+        rows = 0
+        for path in ctx.csv:
+            for batch in pacsv.open_csv(path, convert_options=convert):
+                rows += batch.num_rows
+        return rows
+
+    return timed(work)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A family of cases: ``run(ctx)``, whether it takes a batch size (``name-B``), what it
+    needs, and the baselines its rate is divided by."""
+
+    run: Callable[[Ctx], dict]
+    batched: bool = False
+    needs: str | None = None  # "csv" | "sklearn"
+    baselines: tuple[str, ...] = ("decode",)
+
+
+KINDS: dict[str, Kind] = {
+    "decode": Kind(case_decode),
+    "fit-seq": Kind(lambda c: case_fit(c, shuffle=False), batched=True),
+    "fit-shuf": Kind(lambda c: case_fit(c, shuffle=True), batched=True),
+    "exact": Kind(case_exact),
+    "sklearn": Kind(case_sklearn, batched=True, needs="sklearn"),
+    "csv-parse": Kind(case_csv_parse, needs="csv", baselines=("decode", "csv-parse")),
+    "fit-csv": Kind(
+        lambda c: case_fit(c, shuffle=False, csv=True),
+        batched=True,
+        needs="csv",
+        baselines=("decode", "csv-parse"),
+    ),
+}
+
+
+def case_names(batch_sizes: list[int], with_csv: bool) -> list[str]:
+    names = []
+    for kind_name, kind in KINDS.items():
+        if kind.needs == "csv" and not with_csv:
+            continue
+        names += [f"{kind_name}-{b}" for b in batch_sizes] if kind.batched else [kind_name]
+    return names
+
+
+def parse_case(name: str) -> tuple[str, Kind, int | None]:
+    m = re.fullmatch(r"(.+?)(?:-(\d+))?", name)
+    kind_name, size = m.group(1), m.group(2)
+    kind = KINDS.get(kind_name)
+    if kind is None or kind.batched != (size is not None):
+        raise SystemExit(f"unknown case {name!r}; see --list-cases")
+    return kind_name, kind, int(size) if size else None
+
+
+def sklearn_available() -> bool:
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# -- the worker (one case in this process) ------------------------------------------------------
+def peak_rss_mb() -> float:
+    """Peak RSS of this process image, in MiB: ``VmHWM`` from /proc. (``ru_maxrss`` is not
+    used for the table: Linux carries the parent's high-water mark across fork+exec, so a
+    worker started by a 200 MB parent reports at least 200 MB whatever it does.)"""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return maxrss_mb()
+
+
+def maxrss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def warm_lazy_imports() -> None:
+    """``ChunkedArray.to_numpy`` imports pandas on its first call (~0.3 s, 400 modules): pay
+    that before the clock starts, in every case alike (streamgd imports pandas anyway)."""
+    import pyarrow as pa
+
+    pa.chunked_array([pa.array([0.0], pa.float32())]).to_numpy()
+
+
+def run_worker(case: str, directory: Path) -> None:
+    _, kind, size = parse_case(case)
+    meta = read_sidecar(directory)
+    ctx = Ctx(
+        parquet_files(directory, meta), csv_files(directory, meta), meta["params"]["features"], size
+    )
+    from threadpoolctl import threadpool_limits
+
+    warm_lazy_imports()
+    if case.startswith("fit"):
+        import streamgd  # noqa: F401
+    if kind.needs == "sklearn":
+        import sklearn.linear_model  # noqa: F401
+    ready = peak_rss_mb()
+    with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
+        out = kind.run(ctx)
+    out.update(
+        case=case,
+        rows_per_s=out["rows"] / out["seconds"],
+        rss_ready_mb=ready,
+        peak_rss_mb=peak_rss_mb(),
+        ru_maxrss_mb=maxrss_mb(),
+    )
+    print(RESULT_MARK + json.dumps(out), flush=True)
+
+
+def spawn(case: str, directory: Path) -> dict:
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        case,
+        "--dataset",
+        str(directory),
+    ]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(RESULT_MARK):
+            return {**json.loads(line[len(RESULT_MARK) :]), "process_seconds": wall}
+    tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+    return {"case": case, "error": f"exit {proc.returncode}: {tail}", "process_seconds": wall}
+
+
+# -- running, summarising, reporting ------------------------------------------------------------
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def format_rate(res: dict) -> str:
+    return f"{res['rows_per_s']:,.0f} rows/s ({res['seconds']:.2f} s)"
+
+
+def run_rounds(
+    cases: list[str], directory: Path, repeat: int
+) -> tuple[dict[str, list[dict]], dict]:
+    """Every case once per round, in a rotated order; returns the runs and the warm-up run."""
+    runs: dict[str, list[dict]] = {c: [] for c in cases}
+    # The first worker of a run was repeatedly the slowest (decode at 3-4 M rows/s against 7-10
+    # later): one discarded run first, so that round 1 is like the others.
+    warm = spawn(cases[0], directory)
+    log(f"[warm-up, discarded] {cases[0]}: {warm.get('error') or format_rate(warm)}")
+    for r in range(repeat):
+        k = r % len(cases)
+        for case in cases[k:] + cases[:k]:  # rotated: no case always runs first or last
+            res = spawn(case, directory)
+            res["round"] = r
+            runs[case].append(res)
+            log(f"[round {r + 1}/{repeat}] {case}: {res.get('error') or format_rate(res)}")
+    return runs, warm
+
+
+def median_of(runs: list[dict], key: str) -> float | None:
+    vals = [r[key] for r in runs if r.get(key) is not None and "error" not in r]
+    return statistics.median(vals) if vals else None
+
+
+def summarise(runs: dict[str, list[dict]], opt_mse: float) -> dict[str, dict]:
+    out = {}
+    for case, rs in runs.items():
+        ok = [r for r in rs if "error" not in r]
+        s = {
+            key: median_of(ok, key)
+            for key in (
+                "rows_per_s",
+                "seconds",
+                "cpu_seconds",
+                "mse",
+                "peak_rss_mb",
+                "rss_ready_mb",
+            )
+        }
+        s["n"] = len(ok)
+        s["errors"] = [r["error"] for r in rs if "error" in r]
+        if s["mse"] is not None:
+            s["mse_vs_optimum"] = s["mse"] / opt_mse - 1
+            s["mse_spread"] = max(r["mse"] for r in ok) - min(r["mse"] for r in ok)
+        kind = KINDS[parse_case(case)[0]]
+        s["ratios"] = {}
+        for base in kind.baselines:
+            if base not in runs or s["rows_per_s"] is None:
+                continue
+            base_med = median_of(runs[base], "rows_per_s")
+            if not base_med:
+                continue
+            by_round = {r["round"]: r["rows_per_s"] for r in runs[base] if "error" not in r}
+            paired = [r["rows_per_s"] / by_round[r["round"]] for r in ok if r["round"] in by_round]
+            s["ratios"][base] = {"of_medians": s["rows_per_s"] / base_med, "paired": paired}
+        out[case] = s
+    return out
+
+
+def check_exact(summary: dict[str, dict], opt_mse: float) -> None:
+    """The exact case recomputes the optimum every round: it must agree with the sidecar's."""
+    mse = summary.get("exact", {}).get("mse")
+    if mse is not None and abs(mse / opt_mse - 1) > 1e-9:
+        log(f"WARNING: exact MSE {mse!r} differs from the stored optimum {opt_mse!r}")
+
+
+def fmt_ratio(r: dict | None) -> str:
+    if r is None:
+        return ""
+    text = f"{r['of_medians']:.3f}"
+    if len(r["paired"]) > 1 and min(r["paired"]) != max(r["paired"]):  # not a baseline itself
+        text += f" [{min(r['paired']):.3f}–{max(r['paired']):.3f}]"
+    return text
+
+
+def fmt_rate(v: float) -> str:
+    return f"{v / 1e6:.2f} M" if v >= 1e6 else f"{v / 1e3:.0f} k"
+
+
+def markdown_table(summary: dict[str, dict], skipped: dict[str, str], has_csv: bool) -> str:
+    head = ["case", "rows/s (median)", "ratio to decode"]
+    head += ["ratio to csv-parse"] if has_csv else []
+    head += ["MSE vs optimum", "peak RSS MB (after imports)", "n"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for case, s in summary.items():
+        if s["rows_per_s"] is None:
+            row = [case, "error: " + "; ".join(s["errors"])[:80]] + [""] * (len(head) - 3) + ["0"]
+        else:
+            row = [case, fmt_rate(s["rows_per_s"]), fmt_ratio(s["ratios"].get("decode"))]
+            row += [fmt_ratio(s["ratios"].get("csv-parse"))] if has_csv else []
+            mse = s.get("mse_vs_optimum")
+            row += [
+                "" if mse is None else f"{mse * 100:+.3f}%",
+                f"{s['peak_rss_mb']:.0f} ({s['rss_ready_mb']:.0f})",
+                str(s["n"]),
+            ]
+        lines.append("| " + " | ".join(row) + " |")
+    for case, why in skipped.items():
+        lines.append("| " + " | ".join([case, f"skipped: {why}"] + [""] * (len(head) - 2)) + " |")
+    return "\n".join(lines)
+
+
+FOOTER = """\
+The ratio, not the absolute rate, is the result: rows/s depend on this machine and its load and
+are comparable only within one run. Ratios are of medians; [brackets]: range of the per-round
+paired ratios. decode = raw Parquet -> float32 numpy ceiling; csv-parse = pyarrow's streaming CSV
+reader alone (float64 column types given, default block size). MSE vs optimum = training MSE /
+exact least-squares MSE - 1. fit timings include streamgd's statistics pass. Peak RSS = VmHWM of
+the case's own process, MiB (after imports, before any work, in brackets).
+sklearn = SGDRegressor.partial_fit ({sk});
+StandardScaler fitted on the first row group; float64 conversion and scaling timed."""
+
+
+def git_state() -> dict:
+    def git(*a: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *a], cwd=REPO, capture_output=True, text=True
+            ).stdout.strip()
+        except OSError:
+            return ""
+
+    diff = git("diff", "HEAD", "--", "streamgd")
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "dirty": git("status", "--porcelain", "streamgd").splitlines(),
+        # identifies uncommitted changes to streamgd/: if it differs between the start and the
+        # end of a run, the code changed while it was being measured
+        "diff_sha256": hashlib.sha256(diff.encode()).hexdigest() if diff else None,
+    }
+
+
+def machine_info() -> dict:
+    import pyarrow
+
+    info = {
+        "nproc": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)),
+        "cpu_model": None,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "pyarrow": pyarrow.__version__,
+        "platform": platform.platform(),
+        "loadavg_start": os.getloadavg(),
+    }
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    for mod in ("streamgd", "sklearn", "psutil"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except ImportError:
+            info[mod] = None
+    try:
+        import psutil
+
+        info["memory_total_mb"] = psutil.virtual_memory().total / 2**20
+    except ImportError:
+        pass
+    return info
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Benchmark streamgd against baselines measured in the same run.",
+        epilog="See the module docstring (python -m pydoc tools/bench.py) for the method.",
+    )
+    p.add_argument("--rows", type=int, help=f"rows (default {DEFAULTS['rows']:,})")
+    p.add_argument("--features", type=int, default=32, help="float32 features (default 32)")
+    p.add_argument(
+        "--row-group", type=int, help=f"rows per row group (default {DEFAULTS['row_group']})"
+    )
+    p.add_argument("--files", type=int, default=8, help="Parquet files (default 8)")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic data")
+    p.add_argument(
+        "--data", type=Path, default=REPO / "bench-data", help="data root (default bench-data/)"
+    )
+    p.add_argument("--csv", action="store_true", help="also the CSV cases (writes a CSV copy)")
+    p.add_argument("--batch-sizes", default="1024,8192", help="B of the *-B cases")
+    p.add_argument("--cases", help="comma-separated case names (default: all)")
+    p.add_argument("--repeat", type=int, help=f"rounds (default {DEFAULTS['repeat']})")
+    p.add_argument(
+        "--json", type=Path, default=Path("bench-results.json"), help="full results (JSON)"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="smoke run: 300k rows in 16k-row groups, 1 round"
+    )
+    p.add_argument("--list-cases", action="store_true", help="print the case names and exit")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--dataset", type=Path, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    preset = QUICK if args.quick else DEFAULTS
+    for key, value in preset.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b]
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.worker:
+        run_worker(args.worker, args.dataset)
+        return
+    all_cases = case_names(args.batch_sizes, with_csv=True)
+    if args.list_cases:
+        print("\n".join(all_cases))
+        return
+    cases = args.cases.split(",") if args.cases else case_names(args.batch_sizes, args.csv)
+    for c in cases:
+        parse_case(c)
+    want_csv = any(KINDS[parse_case(c)[0]].needs == "csv" for c in cases)
+    skipped = {}
+    if not sklearn_available():
+        skipped = {c: "scikit-learn not installed" for c in cases if c.startswith("sklearn-")}
+        cases = [c for c in cases if c not in skipped]
+    started = time.time()
+    machine, git_start = machine_info(), git_state()
+    params = dataset_params(args)
+    directory, meta = ensure_dataset(args.data, params, want_csv)
+    warm_page_cache(
+        parquet_files(directory, meta) + (csv_files(directory, meta) if want_csv else [])
+    )
+    log(f"running {len(cases)} cases x {args.repeat} rounds on {directory}")
+    runs, warm = run_rounds(cases, directory, args.repeat)
+    summary = summarise(runs, meta["optimum"]["mse"])
+    check_exact(summary, meta["optimum"]["mse"])
+    elapsed = time.time() - started
+    sk = ", ".join(f"{k}={v}" for k, v in SKLEARN_SETTINGS.items())
+    table = markdown_table(summary, skipped, has_csv=want_csv)
+    head = (
+        f"streamgd benchmark: {params['rows']:,} rows x {params['features']} float32 features, "
+        f"{params['files']} Parquet files, row groups of {params['row_group']:,}; "
+        f"{args.repeat} round(s); optimum MSE {meta['optimum']['mse']:.6f}; {elapsed:.0f} s"
+    )
+    print(f"{head}\n\n{table}\n\n{FOOTER.format(sk=sk)}")
+    machine["loadavg_end"] = os.getloadavg()
+    git_end = git_state()
+    if git_end != git_start:
+        log("WARNING: streamgd/ changed during the run (see git in the JSON)")
+    result = {
+        "command": [sys.executable, *sys.argv],
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "elapsed_s": elapsed,
+        "machine": machine,
+        "git": {"start": git_start, "end": git_end},
+        "dataset": {"dir": str(directory), **meta},
+        "settings": {
+            "blas_threads": BLAS_THREADS,
+            "repeat": args.repeat,
+            "batch_sizes": args.batch_sizes,
+            "sklearn": SKLEARN_SETTINGS,
+        },
+        "cases": {c: {"runs": runs[c], "median": summary[c]} for c in cases},
+        "warmup": warm,
+        "skipped": skipped,
+        "table": table,
+    }
+    args.json.write_text(json.dumps(result, indent=1, default=str))
+    log(f"results written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()
