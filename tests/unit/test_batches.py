@@ -280,7 +280,8 @@ def test_resume_mid_epoch_decodes_only_from_the_cursor(layouts, shuffle):
 def test_prefetcher_start_and_offset_skip_exactly(layouts):
     ds = open_dataset(layouts["csv_files"][0])
     order = list(range(len(ds.units)))
-    full = [c.rows.copy() for c in Prefetcher(ds, order, COLUMNS, trivial_prepare)]
+    # a CSV file's blocks end with an empty end-of-unit chunk
+    full = [c.rows.copy() for c in Prefetcher(ds, order, COLUMNS, trivial_prepare) if len(c.rows)]
     unit1 = np.concatenate(full[next(i for i, c in enumerate(full) if c[0, 0] >= 600) :])
     chunks = list(Prefetcher(ds, order, COLUMNS, trivial_prepare, start=1, offset=250))
     rows = np.concatenate([c.rows for c in chunks])
