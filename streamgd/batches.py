@@ -46,8 +46,8 @@ class BufferPool:
     number of matrices at the prefetch depth plus the few in use, and memory flat.
     """
 
-    def __init__(self, width: int) -> None:
-        self.width = width
+    def __init__(self, width: int, dtype: np.dtype | type = np.float64) -> None:
+        self.width, self.dtype = width, dtype
         self._free: list[np.ndarray] = []
         self._lock = threading.Lock()
 
@@ -56,7 +56,7 @@ class BufferPool:
             for i, buf in enumerate(self._free):
                 if buf.shape[0] >= rows:
                     return self._free.pop(i)
-        return np.empty((rows, self.width), dtype=np.float64, order="F")
+        return np.empty((rows, self.width), dtype=self.dtype, order="F")
 
     def put(self, buf: np.ndarray | None) -> None:
         if buf is not None:
@@ -93,11 +93,12 @@ class Prefetcher:
         offset: int = 0,
         depth: int = 2,
         center: np.ndarray | None = None,
+        dtype: np.dtype | type = np.float64,
     ) -> None:
         self._args = (dataset, list(order), list(columns), prepare, start, offset)
         self._center = center
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
-        self.pool = BufferPool(len(columns))
+        self.pool = BufferPool(len(columns), dtype)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="streamgd-prefetch", daemon=True)
         self._thread.start()
@@ -162,7 +163,7 @@ class Prefetcher:
 class BatchStream:
     """One epoch of exact-size batches (only the last may be shorter), resumable from a cursor.
 
-    Iterating yields float64 matrices whose columns are ``columns`` (minus ``center`` when
+    Iterating yields ``dtype`` matrices whose columns are ``columns`` (minus ``center`` when
     given). A batch is valid until the next one is requested: without a shuffle buffer it is a
     view of a recycled decode buffer (copy it to keep it). After each batch, :attr:`cursor`
     and :meth:`shuffle_state` describe the stream exactly; pass them back to continue it.
@@ -183,9 +184,10 @@ class BatchStream:
         cursor: Cursor | None = None,
         shuffle_state: ShuffleState | None = None,
         center: np.ndarray | None = None,
+        dtype: np.dtype | type = np.float64,
     ) -> None:
         self.dataset, self.columns, self.prepare = dataset, list(columns), prepare
-        self.center = center
+        self.center, self.dtype = center, dtype
         self.batch_size, self.prefetch = batch_size, prefetch
         self.order = epoch_order(len(dataset.units), seed=seed, epoch=epoch, shuffle=shuffle)
         self.cursor = cursor if cursor is not None else Cursor(epoch=epoch)
@@ -193,7 +195,9 @@ class BatchStream:
         self.buffer: ShuffleBuffer | None = None
         if shuffle and buffer_size > 0:
             rng = epoch_rng(seed, epoch, _BUFFER_STREAM)
-            self.buffer = ShuffleBuffer(buffer_size, len(self.columns), rng, block=batch_size)
+            self.buffer = ShuffleBuffer(
+                buffer_size, len(self.columns), rng, block=batch_size, dtype=dtype
+            )
             if shuffle_state is not None:
                 self.buffer.restore(*shuffle_state)
         self._unit_counts: np.ndarray | None = None
@@ -235,7 +239,7 @@ class BatchStream:
         if len(parts) == 1:
             return parts[0]
         if not parts:
-            return np.empty((0, len(self.columns)))
+            return np.empty((0, len(self.columns)), dtype=self.dtype)
         return np.concatenate(parts)
 
     def _finish_chunk(self, chunk: Chunk) -> None:
@@ -269,6 +273,7 @@ class BatchStream:
             offset=self.cursor.offset,
             depth=self.prefetch,
             center=self.center,
+            dtype=self.dtype,
         )
         self._chunks = iter(prefetcher)
         try:

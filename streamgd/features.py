@@ -197,14 +197,15 @@ class FeatureSpec:
         n = len(names)
         fill = stats.mean[:n].astype(np.float64)
         if standardize:
-            center = fill.copy()
+            # float32-representable, so that float32 data is centred exactly while streaming
+            center = fill.astype(np.float32).astype(np.float64)
             scale = np.where(stats.std[:n] > 0, stats.std[:n], 1.0)
         else:
             center = np.zeros(n)
             scale = np.ones(n)
         t_center, t_scale = 0.0, 1.0
         if scale_target:
-            t_center = float(stats.mean[n])
+            t_center = float(np.float32(stats.mean[n]))
             t_scale = float(stats.std[n]) if stats.std[n] > 0 else 1.0
         precond = preconditioner(stats.correlation(n)) if standardize and precondition else None
         return FeatureSpec(
@@ -333,7 +334,8 @@ def compute_stats(
         order = np.random.default_rng([seed, 0x53544154]).permutation(n_units)
     columns = [*names, target]
     acc: Stats | None = None
-    prefetch = Prefetcher(dataset, order, columns, prepare, depth=2)
+    # float64, unlike training: the statistics see raw values, before any centring
+    prefetch = Prefetcher(dataset, order, columns, prepare, depth=1)
     try:
         for chunk in prefetch:
             part = Stats.of(chunk.rows)

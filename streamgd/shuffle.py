@@ -62,9 +62,17 @@ class ShuffleBuffer:
     nothing else decides what comes out.
     """
 
-    def __init__(self, capacity: int, width: int, rng: np.random.Generator, *, block: int):
+    def __init__(
+        self,
+        capacity: int,
+        width: int,
+        rng: np.random.Generator,
+        *,
+        block: int,
+        dtype: np.dtype | type = np.float64,
+    ) -> None:
         self.capacity = int(capacity)
-        self.slots = np.empty((self.capacity + block, width), dtype=np.float64)
+        self.slots = np.empty((self.capacity + block, width), dtype=dtype)
         self.free = np.arange(len(self.slots))  # empty slots, filled in this order
         self.rng = rng
 
@@ -99,8 +107,11 @@ class ShuffleBuffer:
         return self.slots.copy(), self.free.copy(), self.rng.bit_generator.state
 
     def restore(self, slots: np.ndarray, free: np.ndarray, rng_state: dict) -> None:
-        if slots.shape != self.slots.shape:
-            raise ValueError(f"shuffle buffer of shape {slots.shape}, expected {self.slots.shape}")
+        if slots.shape != self.slots.shape or slots.dtype != self.slots.dtype:
+            raise ValueError(
+                f"shuffle buffer of {slots.dtype}{slots.shape}, "
+                f"expected {self.slots.dtype}{self.slots.shape}"
+            )
         self.slots[...] = slots
         self.free = np.asarray(free, dtype=np.int64).copy()
         self.rng.bit_generator.state = rng_state

@@ -149,13 +149,18 @@ def to_matrix(
     *,
     center: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Decode the named columns into one float64 matrix, nulls as NaN.
+    """Decode the named columns into one float matrix, nulls as NaN.
 
     Column-major, since Arrow data is columnar: filling a Fortran-ordered matrix one contiguous
     column at a time is several times faster than a row-major one. With ``out`` (a
-    Fortran-ordered matrix with at least ``num_rows`` rows) the result is a view of it: reusing
-    warm memory avoids the page faults that dominate filling a freshly allocated matrix.
-    With ``center``, ``center[j]`` is subtracted from column ``j`` in the same pass.
+    Fortran-ordered float64 or float32 matrix with at least ``num_rows`` rows) the result is a
+    view of it: reusing warm memory avoids the page faults that dominate filling a freshly
+    allocated matrix. Without, a new float64 matrix.
+
+    With ``center``, ``center[j]`` is subtracted from column ``j`` before the values are stored,
+    so a float32 matrix keeps full relative precision of the centred values even for float64
+    data with a large offset (a float32 column is centred in float32: ``center`` should then be
+    float32-representable, as the statistics pass makes it).
     """
     n = table.num_rows
     out = np.empty((n, len(columns)), dtype=np.float64, order="F") if out is None else out[:n]
@@ -168,9 +173,14 @@ def to_matrix(
             if isinstance(col, pa.ChunkedArray)
             else col.to_numpy(zero_copy_only=False)
         )
-        out[:, j] = values
-        if center is not None and center[j]:
-            out[:, j] -= center[j]  # in cache; faster than a casting subtract
+        c = 0.0 if center is None else center[j]
+        if not c:
+            out[:, j] = values
+        elif values.dtype == out.dtype:
+            out[:, j] = values
+            out[:, j] -= c  # in cache, and faster than a casting subtract
+        else:
+            np.subtract(values, c, out=out[:, j], casting="same_kind")
     return out
 
 
