@@ -11,7 +11,14 @@ import time
 from collections.abc import Sequence
 from typing import IO, Any
 
-__all__ = ["Callback", "CallbackList", "ProgressReporter"]
+__all__ = [
+    "Callback",
+    "CallbackList",
+    "ProgressReporter",
+    "JsonLogger",
+    "json_safe",
+    "json_default",
+]
 
 
 class Callback:
@@ -132,3 +139,76 @@ class ProgressReporter(Callback):
                 f"stopped early: the update norm fell below --tol after "
                 f"{len(state.history)} epoch(s)"
             )
+
+
+class JsonLogger(Callback):
+    """Machine-readable log: one JSON object per line on stderr for every event.
+
+    Events (``"event"`` key): ``start`` (effective settings), ``resume``, ``epoch`` (history
+    entry plus ``rows_per_s`` and ``seconds``), ``checkpoint``, ``warning``, ``finish`` and
+    ``error`` (the last two with ``exit_code``), each with an ISO-8601 UTC ``time``.
+    """
+
+    def __init__(self, *, stream: IO[str] | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self._t0 = time.perf_counter()
+        self._rows0 = 0
+
+    def emit(self, event: str, **fields: Any) -> None:
+        import datetime
+        import json
+
+        record = {
+            "event": event,
+            "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
+            **fields,
+        }
+        line = json.dumps(record, default=json_default, allow_nan=False)
+        print(line, file=self.stream, flush=True)
+
+    def on_train_begin(self, state: Any, dataset: Any) -> None:
+        self._t0, self._rows0 = time.perf_counter(), state.epoch_rows
+
+    def on_resume(self, state: Any, path: str) -> None:
+        self.emit(
+            "resume",
+            checkpoint=path,
+            step=state.step,
+            epoch=state.epoch + 1,
+            rows_into_epoch=state.epoch_rows,
+        )
+
+    def on_epoch_end(self, state: Any, entry: dict[str, Any]) -> None:
+        seconds = time.perf_counter() - self._t0
+        rate = (entry["rows"] - self._rows0) / seconds if seconds > 0 else None
+        self.emit("epoch", **json_safe(entry), rows_per_s=rate, seconds=seconds)
+        self._t0, self._rows0 = time.perf_counter(), 0
+
+    def on_checkpoint(self, state: Any, path: str, reason: str) -> None:
+        self.emit("checkpoint", path=path, step=state.step, epoch=state.epoch + 1, reason=reason)
+
+    def on_warning(self, message: str) -> None:
+        self.emit("warning", message=message)
+
+
+def json_safe(obj: Any) -> Any:
+    """JSON has no NaN or infinity: report them as null."""
+    import math
+
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def json_default(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

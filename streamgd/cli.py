@@ -7,9 +7,9 @@ progress reporter.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-import math
 import os
 import sys
 import traceback
@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .callbacks import ProgressReporter
+from .callbacks import JsonLogger, ProgressReporter, json_default, json_safe
 from .config import DEFAULT_LR, DEFAULT_SCHEDULE, FitConfig, RunOptions
 from .errors import (
     EXIT_DATA,
@@ -67,26 +67,7 @@ def _flatten(values: Sequence[list[str]] | None) -> list[str]:
 
 
 def _emit_json(obj: dict[str, Any]) -> None:
-    click.echo(json.dumps(obj, indent=2, sort_keys=False, default=_json_default, allow_nan=False))
-
-
-def _json_default(o: Any) -> Any:
-    import numpy as np
-
-    if isinstance(o, np.generic):
-        return o.item()
-    raise TypeError(type(o).__name__)
-
-
-def _clean_nan(obj: Any) -> Any:
-    """JSON has no NaN: report undefined metrics as null."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean_nan(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_clean_nan(v) for v in obj]
-    return obj
+    click.echo(json.dumps(json_safe(obj), indent=2, default=json_default, allow_nan=False))
 
 
 @click.group(
@@ -111,8 +92,33 @@ _format = click.option(
 )
 
 
-@cli.command(epilog=EXIT_CODES_HELP)
-@_paths
+def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value:
+        from .jobconfig import read_config
+
+        ctx.default_map = {**(ctx.default_map or {}), **read_config(value, ctx.command, ctx)}
+
+
+@cli.command(
+    epilog="Every option can also be set in a --config TOML file (keys: the option names, and "
+    "'paths') or an environment variable STREAMGD_<OPTION> (e.g. STREAMGD_BATCH_SIZE); the "
+    "command line wins over the environment, which wins over the file. " + EXIT_CODES_HELP,
+    context_settings={"auto_envvar_prefix": "STREAMGD"},
+)
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    is_eager=True,
+    expose_value=False,
+    callback=_load_config,
+    help="Read settings from this TOML file (command line and environment override it).",
+)
+@click.option(
+    "--print-config",
+    is_flag=True,
+    help="Print the effective settings as TOML and exit, without training.",
+)
+@click.argument("paths", nargs=-1, required=False, metavar="PATHS...")
 @click.option("--target", "-y", required=True, help="Target column.")
 @click.option(
     "--features",
@@ -288,6 +294,20 @@ _format = click.option(
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress or epoch lines on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: every event (start, resume, epoch, checkpoint, warning, finish, error) as one "
+    "JSON object per line on stderr, and nothing else there.",
+)
+@click.option(
+    "--metrics-out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the final metrics and training summary to this JSON file (atomically).",
+)
 def fit(
     paths: tuple[str, ...],
     target: str,
@@ -303,14 +323,59 @@ def fit(
     prefetch: int,
     quiet: bool,
     as_json: bool,
+    print_config: bool,
+    log_format: str,
+    metrics_out: str | None,
     **settings: Any,
 ) -> None:
     """Train a model on PATHS (Parquet/CSV files, globs or directories).
 
     \b
-    streamgd fit data/regression/*.parquet --target y -o model.npz
+    streamgd fit "data/regression/*.parquet" --target y -o model.npz
     streamgd fit data/classification --target y --loss logistic -o clf.npz
+    streamgd fit --config job.toml --resume --log-format json
     """
+    ctx = click.get_current_context()
+    if print_config:
+        click.echo(_effective_toml(ctx), nl=False)
+        return
+    if not paths:
+        raise click.UsageError("no input PATHS (give them as arguments or as 'paths' in --config)")
+    logger = JsonLogger() if log_format == "json" else None
+    try:
+        _fit(
+            ctx,
+            logger,
+            paths,
+            target,
+            features,
+            fmt,
+            output,
+            checkpoint_dir,
+            checkpoint_every,
+            checkpoint_interval,
+            keep,
+            resume,
+            init,
+            prefetch,
+            quiet,
+            as_json,
+            metrics_out,
+            settings,
+        )
+    except StreamgdError as exc:
+        if logger is not None:
+            logger.emit(
+                "error", message=str(exc), exit_code=exc.exit_code, error=type(exc).__name__
+            )
+            exc.reported = True  # type: ignore[attr-defined]
+        raise
+
+
+def _fit(ctx, logger, paths, target, features, fmt, output, checkpoint_dir, checkpoint_every,
+         checkpoint_interval, keep, resume, init, prefetch, quiet, as_json, metrics_out,
+         settings) -> None:  # fmt: skip
+    from .archive import atomic_write
     from .trainer import train
 
     config = FitConfig(
@@ -328,8 +393,25 @@ def fit(
         prefetch=prefetch,
         handle_signals=True,
     )
-    callbacks = [] if quiet else [ProgressReporter()]
-    result = train(list(paths), config, options, callbacks=callbacks)
+    if logger is not None:
+        logger.emit(
+            "start",
+            version=__version__,
+            paths=list(paths),
+            output=output,
+            settings=config.to_dict(),
+            run={
+                "checkpoint_dir": checkpoint_dir,
+                "checkpoint_every": checkpoint_every,
+                "resume": resume,
+                "init": init,
+            },
+        )
+        callbacks: list = [logger]
+    else:
+        callbacks = [] if quiet else [ProgressReporter()]
+    with _warnings_to(logger):
+        result = train(list(paths), config, options, callbacks=callbacks)
     model = result.model
     if output is not None and (result.trained or not os.path.exists(output)):
         model.save(output)
@@ -340,15 +422,59 @@ def fit(
         "resumed_from": result.resumed_from,
         **model.summary,
     }
+    if metrics_out is not None:
+        report = json_safe({"summary": summary, "history": model.history})
+        text = json.dumps(report, indent=2, default=json_default, allow_nan=False) + "\n"
+        atomic_write(metrics_out, lambda fh: fh.write(text.encode()))
+    if logger is not None:
+        logger.emit("finish", exit_code=0, **json_safe(summary))
     if as_json:
-        _emit_json(_clean_nan(summary))
-    elif not quiet:
+        _emit_json(summary)
+    elif not quiet and logger is None:
         where = f"model written to {output}" if output else "model not saved (no --output)"
         click.echo(
             f"done: {summary['epochs']} epoch(s), {summary['steps']} steps, "
             f"final loss {summary['final_loss']:.6g}; {where}",
             err=True,
         )
+
+
+def _effective_toml(ctx: click.Context) -> str:
+    """The settings this command line resolves to (file, environment and options merged)."""
+    from .jobconfig import key_of, to_toml
+
+    skip = {"print_config", "config"}
+    values = {}
+    for param in ctx.command.params:
+        if param.name in skip or param.name is None:
+            continue
+        value = ctx.params.get(param.name)
+        if param.name == "features":
+            value = _flatten(value) or None
+        elif isinstance(value, tuple):
+            value = list(value) or None
+        values[key_of(param)] = value
+    return to_toml(values, header=f"streamgd {__version__} fit settings (--print-config)")
+
+
+@contextlib.contextmanager
+def _warnings_to(logger: JsonLogger | None):
+    """With a JSON log, Python warnings become ``warning`` events instead of stray text."""
+    if logger is None:
+        yield
+        return
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001
+        logger.emit("warning", message=f"{category.__name__}: {message}")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        old, warnings.showwarning = warnings.showwarning, show
+        try:
+            yield
+        finally:
+            warnings.showwarning = old
 
 
 # -- predict / evaluate / inspect -----------------------------------------------------------
@@ -406,7 +532,7 @@ def evaluate(model_path: str, paths: tuple[str, ...], fmt: str, as_json: bool) -
     from .model import load
     from .predict import evaluate as run_evaluate
 
-    result = _clean_nan(run_evaluate(load(model_path), list(paths), fmt=fmt))
+    result = json_safe(run_evaluate(load(model_path), list(paths), fmt=fmt))
     if as_json:
         _emit_json(result)
         return
@@ -426,7 +552,7 @@ def inspect(path: str, as_json: bool) -> None:
     directory shows its newest valid checkpoint."""
     from .inspection import describe
 
-    info = _clean_nan(describe(path))
+    info = json_safe(describe(path))
     if as_json:
         _emit_json(info)
     else:
@@ -436,6 +562,16 @@ def inspect(path: str, as_json: bool) -> None:
 
 
 # -- the one place where errors become messages and exit codes -------------------------------
+def _json_log_requested(argv: Sequence[str] | None) -> bool:
+    args = list(sys.argv[1:] if argv is None else argv)
+    for i, arg in enumerate(args):
+        if arg == "--log-format" and i + 1 < len(args):
+            return args[i + 1] == "json"
+        if arg.startswith("--log-format="):
+            return arg.split("=", 1)[1] == "json"
+    return os.environ.get("STREAMGD_LOG_FORMAT") == "json"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point: run the CLI and map errors to exit codes."""
     code = run(argv)
@@ -454,14 +590,20 @@ def run(argv: Sequence[str] | None = None, *, echo: Callable[[str], None] | None
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
-        exc.show()
+        if _json_log_requested(argv):
+            JsonLogger().emit(
+                "error", message=exc.format_message(), exit_code=EXIT_USAGE, error="UsageError"
+            )
+        else:
+            exc.show()
         return EXIT_USAGE
     except click.exceptions.Abort:
         say("streamgd: aborted")
         return 130
     except StreamgdError as exc:
-        prefix = "usage error" if isinstance(exc, UsageError) else "error"
-        say(f"streamgd: {prefix}: {exc}")
+        if not getattr(exc, "reported", False):
+            prefix = "usage error" if isinstance(exc, UsageError) else "error"
+            say(f"streamgd: {prefix}: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
         say("streamgd: interrupted")
