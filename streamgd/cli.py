@@ -34,6 +34,7 @@ from .features import MISSING_POLICIES
 from .losses import LOSSES
 from .optimizers import OPTIMIZERS
 from .schedules import SCHEDULES
+from .solvers import SOLVERS
 from .sources import FORMATS
 
 EXIT_CODES_HELP = (
@@ -135,6 +136,14 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
     default=_DEFAULTS["loss"],
     show_default=True,
     help="squared: linear regression; logistic: 0/1 classification.",
+)
+@click.option(
+    "--solver",
+    type=click.Choice(list(SOLVERS)),
+    default=_DEFAULTS["solver"],
+    show_default=True,
+    help="sgd: mini-batch gradient descent with --optimizer; normal: exact least squares "
+    "(--loss squared, with --l2) from X'X and X'y accumulated in one streaming pass.",
 )
 @click.option(
     "--optimizer",

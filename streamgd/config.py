@@ -19,6 +19,7 @@ from .features import MISSING_POLICIES
 from .losses import LOSSES
 from .optimizers import OPTIMIZERS
 from .schedules import SCHEDULES
+from .solvers import SOLVERS
 from .sources import FORMATS
 
 __all__ = ["FitConfig", "RunOptions", "DEFAULT_LR"]
@@ -64,6 +65,7 @@ class FitConfig:
     features: tuple[str, ...] | None = None
     format: str = "auto"
     loss: str = "squared"
+    solver: str = "sgd"  # "normal": exact least squares in one pass
     optimizer: str = "sgd"
     lr: float | None = None  # None: the optimiser's default (DEFAULT_LR)
     schedule: str | None = None  # None: the optimiser's default (DEFAULT_SCHEDULE)
@@ -92,6 +94,11 @@ class FitConfig:
                 continue
             if not check(value):
                 raise UsageError(f"--{name.replace('_', '-')} must be {expected}, got {value!r}")
+        if self.solver == "normal" and self.loss != "squared":
+            raise UsageError(
+                f"--solver normal solves least squares: it needs --loss squared, "
+                f"got --loss {self.loss}"
+            )
 
     @property
     def learning_rate(self) -> float:
@@ -128,6 +135,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "format": _choice(FORMATS),
     "loss": _choice(tuple(LOSSES)),
     "optimizer": _choice(tuple(OPTIMIZERS)),
+    "solver": _choice(SOLVERS),
     "schedule": _choice(tuple(SCHEDULES)),
     "missing": _choice(MISSING_POLICIES),
     "lr": _interval(0, lo_open=True),

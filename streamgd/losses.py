@@ -2,19 +2,55 @@
 
 Conventions: ``p`` is the model's raw output (the linear predictor ``X @ w + b``), ``y`` the
 target. A batch's loss is the mean of the per-sample values; the trainer chains the gradient
-through the linear model (``X.T @ g / n``).
+through the linear model (``X.T @ g / n``). At a kink the gradient is one fixed subgradient: 0
+where the subdifferential holds 0 (absolute and quantile at ``p = y``, hinge at ``s p = 1``).
+
+Registry: :data:`LOSS_FACTORIES` maps each name to a factory taking the loss's parameters as
+keywords (unknown ones ignored, ``None`` meaning the default); :func:`make_loss` builds one and
+:data:`LOSSES` holds each with its default parameters (:func:`get_loss`).
+
+Target scaling: the trainer centres and scales a ``scale_target`` loss's target,
+``t = (y - c) / s`` (and the prediction with it). Such losses depend on ``p - y`` only, and
+``loss.rescaled(s)`` is the loss to train with on ``t``: its value is the original value
+divided by ``s ** scale_power``. Only parameters in the target's units change (huber's delta
+becomes ``delta / s``).
+
+Custom losses come from two functions through :meth:`Loss.custom`; :func:`trigonometric_loss`
+is a worked example.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Loss", "LOSSES", "get_loss", "sigmoid"]
+from .errors import UsageError
+
+__all__ = [
+    "Loss",
+    "LOSSES",
+    "LOSS_FACTORIES",
+    "TASKS",
+    "get_loss",
+    "make_loss",
+    "identity",
+    "sigmoid",
+    "trigonometric_loss",
+]
 
 Array = np.ndarray
+LossFunction = Callable[[Array, Array], Array]
+# regression: identity-like link, regression metrics; binary: link gives P(y = 1), log loss;
+# margin: the link gives a decision score (> 0 means class 1), classification metrics but no
+# log loss.
+TASKS = ("regression", "binary", "margin")
+
+
+def identity(p: Array) -> Array:
+    """The identity link: ``predict`` returns the raw output."""
+    return p
 
 
 def sigmoid(p: Array) -> Array:
@@ -30,25 +66,114 @@ def sigmoid(p: Array) -> Array:
 class Loss:
     """A loss: ``value(p, y)`` and ``gradient(p, y)`` per sample, ``d value / d p``.
 
-    ``link`` maps the raw output to what ``predict`` returns (identity, or a probability);
-    ``invalid_target`` flags target values the loss cannot take; ``task`` picks the metrics.
+    ``link`` maps the raw output to what ``predict`` returns (identity, a probability, a
+    mean); ``invalid_target`` flags target values the loss cannot take; ``task`` (one of
+    :data:`TASKS`) picks the metrics. Two losses are equal when their names, parameters and
+    settings agree; the functions are not compared.
     """
 
     name: str
-    value: Callable[[Array, Array], Array]
-    gradient: Callable[[Array, Array], Array]
-    link: Callable[[Array], Array]
-    invalid_target: Callable[[Array], Array] | None
-    task: str  # "regression" | "binary"
+    value: LossFunction = field(compare=False)
+    gradient: LossFunction = field(compare=False)
+    link: Callable[[Array], Array] = field(compare=False)
+    invalid_target: Callable[[Array], Array] | None = field(compare=False)
+    task: str  # one of TASKS
     expected_target: str = "a finite number"
-    # How the value scales when the target (and prediction) are scaled by s: s**power. The
-    # trainer standardises regression targets and reports losses in the target's own units.
+    # How the value scales when the target (and prediction) are scaled by s: s**power, with
+    # the parameters rescaled as by `rescaled`. The trainer reports losses in the target's
+    # own units. Unused (0) where scale_target is False.
     scale_power: int = 0
-    # Per-sample d2 value / d p2 when it depends on p (None: constant, as for squared). Used to
-    # scale preconditioned steps (see trainer.train_step).
-    curvature: Callable[[Array, Array], Array] | None = None
+    # Per-sample d2 value / d p2 when it depends on p. None: the trainer takes it to be 1,
+    # which is exact for squared, an upper bound for huber (so a preconditioned step of lr 1
+    # cannot overshoot) and a plain scaling for the piecewise-linear losses, whose curvature
+    # is 0 wherever it exists. Used to scale preconditioned steps (see trainer.train_step).
+    curvature: LossFunction | None = field(default=None, compare=False)
+    # Whether the trainer centres and scales the target (regression losses of p - y).
+    scale_target: bool = False
+    # The parameters the loss was built with, as (keyword, value) pairs for make_loss.
+    params: tuple[tuple[str, float], ...] = ()
+    # Those of `params` in the target's units: `rescaled` divides them by the target scale.
+    target_unit_params: tuple[str, ...] = ()
+
+    def rescaled(self, target_scale: float) -> Loss:
+        """The same loss for targets and predictions divided by ``target_scale`` (``s``):
+        ``self.value(s * p, s * y) == s ** scale_power * self.rescaled(s).value(p, y)``.
+
+        >>> huber = make_loss("huber", huber_delta=3.0)
+        >>> huber.rescaled(2.0).params
+        (('huber_delta', 1.5),)
+        """
+        if not (np.isfinite(target_scale) and target_scale > 0):
+            raise ValueError(f"target_scale must be a finite number > 0, got {target_scale!r}")
+        if target_scale == 1.0 or (self.scale_target and not self.target_unit_params):
+            return self
+        if not self.scale_target:
+            raise ValueError(f"the {self.name} loss takes its target unscaled")
+        units = self.target_unit_params
+        return make_loss(
+            self.name, **{k: v / target_scale if k in units else v for k, v in self.params}
+        )
+
+    @classmethod
+    def custom(
+        cls,
+        name: str,
+        value: LossFunction,
+        gradient: LossFunction,
+        *,
+        curvature: LossFunction | None = None,
+        link: Callable[[Array], Array] = identity,
+        task: str = "regression",
+        invalid_target: Callable[[Array], Array] | None = None,
+        expected_target: str = "a finite number",
+    ) -> Loss:
+        """A loss from your own functions, for the Python API.
+
+        ``value(p, y)`` and ``gradient(p, y)`` take arrays of predictions and targets and
+        return one number per sample; ``gradient`` is ``d value / d p`` (check it with finite
+        differences). ``curvature`` is ``d2 value / d p2``: give it only for a convex loss, as
+        the trainer divides preconditioned steps by it. The target reaches the functions in
+        its own units (``scale_target`` is False). See :func:`trigonometric_loss`.
+
+        >>> mse = Loss.custom("mse", lambda p, y: (p - y) ** 2, lambda p, y: 2 * (p - y))
+        >>> float(mse.gradient(np.array([3.0]), np.array([1.0]))[0])
+        4.0
+        """
+        if task not in TASKS:
+            raise UsageError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+        for what, f in (("value", value), ("gradient", gradient), ("link", link)):
+            if not callable(f):
+                raise UsageError(f"the {what} of a custom loss must be a function, got {f!r}")
+        return cls(
+            name,
+            value,
+            gradient,
+            link,
+            invalid_target,
+            task,
+            expected_target=expected_target,
+            curvature=curvature,
+        )
 
 
+def _parameter(name: str, value: float | None, default: float, ok: bool, allowed: str) -> float:
+    """``value`` (``default`` when None) once ``ok`` says it is allowed; raise otherwise."""
+    if value is None:
+        return default
+    if not ok:
+        raise UsageError(f"--{name.replace('_', '-')} must be {allowed}, got {value!r}")
+    return float(value)
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, int | float | np.number) and not isinstance(v, bool) and np.isfinite(v)
+
+
+def _not_binary(y: Array) -> Array:
+    return (y != 0.0) & (y != 1.0)
+
+
+# -- squared -----------------------------------------------------------------------------------
 def _squared_value(p: Array, y: Array) -> Array:
     r"""Half the squared error, :math:`\tfrac12 (p - y)^2`.
 
@@ -63,6 +188,24 @@ def _squared_gradient(p: Array, y: Array) -> Array:
     return p - y
 
 
+_SQUARED = Loss(
+    "squared",
+    _squared_value,
+    _squared_gradient,
+    identity,
+    None,
+    "regression",
+    scale_power=2,
+    scale_target=True,
+)
+
+
+def squared(**_: object) -> Loss:
+    """Half the squared error, ``(p - y)^2 / 2``; gradient ``p - y``."""
+    return _SQUARED
+
+
+# -- logistic ----------------------------------------------------------------------------------
 def _logistic_value(p: Array, y: Array) -> Array:
     r"""Log loss of a 0/1 target on the logit, :math:`\log(1 + e^{p}) - y p`.
 
@@ -81,37 +224,285 @@ def _logistic_curvature(p: Array, y: Array) -> Array:
     return q * (1.0 - q)
 
 
-def _not_binary(y: Array) -> Array:
-    return (y != 0.0) & (y != 1.0)
+_LOGISTIC = Loss(
+    "logistic",
+    _logistic_value,
+    _logistic_gradient,
+    sigmoid,
+    _not_binary,
+    "binary",
+    expected_target="0 or 1 for --loss logistic",
+    curvature=_logistic_curvature,
+)
 
 
-LOSSES: dict[str, Loss] = {
-    "squared": Loss(
-        "squared",
-        _squared_value,
-        _squared_gradient,
-        lambda p: p,
+def logistic(**_: object) -> Loss:
+    """Log loss on the logit, ``log(1 + e^p) - y p``; gradient ``sigmoid(p) - y``."""
+    return _LOGISTIC
+
+
+# -- huber -------------------------------------------------------------------------------------
+def huber(*, huber_delta: float | None = None, **_: object) -> Loss:
+    r"""Huber loss of ``r = p - y``: ``r^2 / 2`` for ``|r| <= delta``, else
+    ``delta (|r| - delta / 2)``; gradient ``clip(r, -delta, delta)``. ``delta`` is in the
+    target's units (``rescaled`` divides it by the target scale). Its curvature is left to the
+    trainer's default of 1, an upper bound of the true 0-or-1.
+
+    >>> loss = huber(huber_delta=1.0)
+    >>> p, y = np.array([0.5, 3.0]), np.array([0.0, 0.0])
+    >>> loss.value(p, y).tolist(), loss.gradient(p, y).tolist()
+    ([0.125, 2.5], [0.5, 1.0])
+    """
+    ok = _is_number(huber_delta) and huber_delta > 0  # type: ignore[operator]
+    delta = _parameter("huber_delta", huber_delta, 1.0, ok, "a number > 0")
+
+    def value(p: Array, y: Array) -> Array:
+        r"""Huber loss, :math:`\tfrac12 r^2` for :math:`|r| \le \delta`, else
+        :math:`\delta (|r| - \tfrac12 \delta)`, with :math:`r = p - y`."""
+        a = np.abs(p - y)
+        return np.where(a <= delta, 0.5 * a * a, delta * (a - 0.5 * delta))
+
+    def gradient(p: Array, y: Array) -> Array:
+        return np.clip(p - y, -delta, delta)
+
+    return Loss(
+        "huber",
+        value,
+        gradient,
+        identity,
         None,
         "regression",
         scale_power=2,
-    ),
-    "logistic": Loss(
-        "logistic",
-        _logistic_value,
-        _logistic_gradient,
-        sigmoid,
-        _not_binary,
-        "binary",
-        expected_target="0 or 1 for --loss logistic",
-        curvature=_logistic_curvature,
-    ),
+        scale_target=True,
+        params=(("huber_delta", delta),),
+        target_unit_params=("huber_delta",),
+    )
+
+
+# -- absolute and quantile ---------------------------------------------------------------------
+def _absolute_value(p: Array, y: Array) -> Array:
+    r"""Absolute error, :math:`|p - y|`.
+
+    >>> float(_absolute_value(np.array([1.0]), np.array([3.0]))[0])
+    2.0
+    """
+    return np.abs(p - y)
+
+
+def _absolute_gradient(p: Array, y: Array) -> Array:
+    return np.sign(p - y)
+
+
+_ABSOLUTE = Loss(
+    "absolute",
+    _absolute_value,
+    _absolute_gradient,
+    identity,
+    None,
+    "regression",
+    scale_power=1,
+    scale_target=True,
+)
+
+
+def absolute(**_: object) -> Loss:
+    """Absolute error ``|p - y|`` (fits the median); gradient ``sign(p - y)``, 0 at ``p = y``."""
+    return _ABSOLUTE
+
+
+def quantile(*, quantile: float | None = None, **_: object) -> Loss:
+    r"""Pinball loss of the ``quantile`` q: ``max(q r, (q - 1) r)`` with ``r = y - p`` (fits
+    the q-quantile); gradient ``-q`` below the target, ``1 - q`` above it, 0 at ``p = y``.
+
+    >>> loss = quantile(quantile=0.9)
+    >>> p, y = np.array([0.0, 2.0]), np.array([1.0, 1.0])
+    >>> loss.value(p, y).round(6).tolist(), loss.gradient(p, y).round(6).tolist()
+    ([0.9, 0.1], [-0.9, 0.1])
+    """
+    ok = _is_number(quantile) and 0 < quantile < 1  # type: ignore[operator]
+    q = _parameter("quantile", quantile, 0.5, ok, "a number > 0 and < 1")
+
+    def value(p: Array, y: Array) -> Array:
+        r"""Pinball loss, :math:`\max(q r, (q - 1) r)` with :math:`r = y - p`."""
+        r = y - p
+        return np.maximum(q * r, (q - 1.0) * r)
+
+    def gradient(p: Array, y: Array) -> Array:
+        d = p - y
+        return np.where(d > 0, 1.0 - q, np.where(d < 0, -q, 0.0))
+
+    return Loss(
+        "quantile",
+        value,
+        gradient,
+        identity,
+        None,
+        "regression",
+        scale_power=1,
+        scale_target=True,
+        params=(("quantile", q),),
+    )
+
+
+# -- poisson -----------------------------------------------------------------------------------
+# Beyond this raw output exp(p) is continued by its second-order Taylor polynomial (so the
+# mean, exp'(p), continues linearly): the value, gradient and curvature stay finite and remain
+# each other's derivatives, and no real count comes near exp(50) ~ 5e21.
+_POISSON_MAX = 50.0
+
+
+def _poisson_mean(p: Array) -> Array:
+    """``exp(p)``, continued linearly beyond ``p = 50``."""
+    return np.exp(np.minimum(p, _POISSON_MAX)) * (1.0 + np.maximum(p - _POISSON_MAX, 0.0))
+
+
+def _poisson_value(p: Array, y: Array) -> Array:
+    r"""Poisson negative log-likelihood on the log of the mean, :math:`e^{p} - y p` (without
+    the constant :math:`\log y!`); :math:`e^p` is continued quadratically beyond ``p = 50``.
+
+    >>> float(_poisson_value(np.array([0.0]), np.array([3.0]))[0])
+    1.0
+    """
+    d = np.maximum(p - _POISSON_MAX, 0.0)
+    return np.exp(np.minimum(p, _POISSON_MAX)) * (1.0 + d + 0.5 * d * d) - y * p
+
+
+def _poisson_gradient(p: Array, y: Array) -> Array:
+    return _poisson_mean(p) - y
+
+
+def _poisson_curvature(p: Array, y: Array) -> Array:
+    return np.exp(np.minimum(p, _POISSON_MAX))
+
+
+def _not_count(y: Array) -> Array:
+    return ~(np.isfinite(y) & (y >= 0.0))
+
+
+_POISSON = Loss(
+    "poisson",
+    _poisson_value,
+    _poisson_gradient,
+    _poisson_mean,
+    _not_count,
+    "regression",
+    expected_target="a number >= 0 for --loss poisson",
+    curvature=_poisson_curvature,
+)
+
+
+def poisson(**_: object) -> Loss:
+    """Poisson regression with a log link: ``exp(p) - y p``; gradient ``exp(p) - y``; predicts
+    the mean ``exp(p)``. Targets are counts or rates, any number >= 0."""
+    return _POISSON
+
+
+# -- hinge -------------------------------------------------------------------------------------
+def _hinge_value(p: Array, y: Array) -> Array:
+    r"""Hinge loss of a 0/1 target on a decision score, :math:`\max(0, 1 - s p)` with
+    :math:`s = 2y - 1`.
+
+    >>> _hinge_value(np.array([0.25, 3.0]), np.array([1.0, 0.0])).tolist()
+    [0.75, 4.0]
+    """
+    return np.maximum(0.0, 1.0 - (2.0 * y - 1.0) * p)
+
+
+def _hinge_gradient(p: Array, y: Array) -> Array:
+    s = 2.0 * y - 1.0
+    return np.where(s * p < 1.0, -s, 0.0)
+
+
+_HINGE = Loss(
+    "hinge",
+    _hinge_value,
+    _hinge_gradient,
+    identity,
+    _not_binary,
+    "margin",
+    expected_target="0 or 1 for --loss hinge",
+)
+
+
+def hinge(**_: object) -> Loss:
+    """Linear SVM loss ``max(0, 1 - s p)``, ``s = 2y - 1``; gradient ``-s`` where ``s p < 1``,
+    else 0 (also at the kink). Predicts the score ``p``: class 1 where it is > 0."""
+    return _HINGE
+
+
+# -- the registry ------------------------------------------------------------------------------
+LOSS_FACTORIES: dict[str, Callable[..., Loss]] = {
+    "squared": squared,
+    "logistic": logistic,
+    "huber": huber,
+    "absolute": absolute,
+    "quantile": quantile,
+    "poisson": poisson,
+    "hinge": hinge,
 }
+
+LOSSES: dict[str, Loss] = {name: factory() for name, factory in LOSS_FACTORIES.items()}
+
+
+def make_loss(name: str, **params: object) -> Loss:
+    """The loss ``name`` with its parameters (``huber_delta``, ``quantile``); parameters it
+    does not take are ignored, ``None`` means the default.
+
+    >>> make_loss("quantile", quantile=0.25, huber_delta=2.0).params
+    (('quantile', 0.25),)
+    """
+    if name not in LOSS_FACTORIES:
+        raise UsageError(f"--loss must be one of {', '.join(LOSS_FACTORIES)}, got {name!r}")
+    return LOSS_FACTORIES[name](**params)
 
 
 def get_loss(name: str) -> Loss:
-    from .errors import UsageError
+    """The loss ``name`` with its default parameters (equal to ``make_loss(name)``)."""
+    if name not in LOSSES:
+        raise UsageError(f"--loss must be one of {', '.join(LOSSES)}, got {name!r}")
+    return LOSSES[name]
 
-    try:
-        return LOSSES[name]
-    except KeyError:
-        raise UsageError(f"--loss must be one of {', '.join(LOSSES)}, got {name!r}") from None
+
+# -- a custom loss -----------------------------------------------------------------------------
+_TRIG = np.pi / 50.0
+
+
+def _trigonometric_value(p: Array, y: Array) -> Array:
+    r"""Trigonometric loss of :math:`\theta = p - y`, :math:`\tfrac12 \theta^2
+    \sin(\pi \theta / 50)`, so that the batch mean is
+    :math:`\frac{1}{2N} \sum_i \theta_i^2 \sin(\pi \theta_i / 50)`."""
+    t = p - y
+    return 0.5 * t * t * np.sin(_TRIG * t)
+
+
+def _trigonometric_gradient(p: Array, y: Array) -> Array:
+    r""":math:`\theta \sin(a \theta) + \tfrac12 a \theta^2 \cos(a \theta)`, :math:`a = \pi/50`."""
+    t = p - y
+    return t * np.sin(_TRIG * t) + 0.5 * _TRIG * t * t * np.cos(_TRIG * t)
+
+
+def trigonometric_loss() -> Loss:
+    r"""The classic non-convex "trigonometric" loss, built as any custom loss is:
+    ``l = theta^2 sin(pi theta / 50) / 2`` per sample with ``theta = p - y``, gradient
+    ``theta sin(pi theta / 50) + (pi / 100) theta^2 cos(pi theta / 50)``::
+
+        def value(p, y):
+            t = p - y
+            return 0.5 * t * t * np.sin(np.pi * t / 50)
+
+        def gradient(p, y):
+            t = p - y
+            return t * np.sin(np.pi * t / 50) + np.pi / 100 * t * t * np.cos(np.pi * t / 50)
+
+        loss = Loss.custom("trigonometric", value, gradient)
+
+    It is negative for ``-50 < theta < 0``, so it has no curvature (a Newton step would climb
+    where it is concave) and its minimum is not at ``p = y``.
+
+    >>> loss = trigonometric_loss()
+    >>> float(loss.value(np.array([25.0]), np.array([0.0]))[0])
+    312.5
+    >>> round(float(loss.gradient(np.array([25.0]), np.array([0.0]))[0]), 9)
+    25.0
+    """
+    return Loss.custom("trigonometric", _trigonometric_value, _trigonometric_gradient)

@@ -27,6 +27,7 @@ from .losses import Loss, get_loss
 from .model import Model, load
 from .optimizers import Optimizer, make_optimizer
 from .schedules import make_schedule
+from .solvers import normal_accumulate, normal_init, normal_loss, normal_solve
 from .sources import Dataset, open_dataset
 
 __all__ = ["fit", "train", "TrainResult", "Trainer", "train_step"]
@@ -226,20 +227,27 @@ class Trainer:
             done = stream.counts
             state.epoch_counts = base_counts if done is None else base_counts + done
 
+        exact = cfg.solver == "normal"
         for raw in stream:
             t = raw[:, n_feat] if t_scale == 1.0 else raw[:, n_feat] / t_scale
-            params, opt_state, loss_sum = train_step(
-                params,
-                opt_state,
-                raw[:, :n_feat],
-                t,
-                loss=self.loss,
-                optimizer=self.optimizer,
-                lr=self.schedule(state.step),
-                l2=cfg.l2,
-                inv_scale=inv_scale,
-                precond=spec.precond,
-            )
+            if exact:  # accumulate the normal equations; solved at the end of the pass
+                opt_state, loss_sum = (
+                    normal_accumulate(opt_state, raw[:, :n_feat], t, inv_scale),
+                    0.0,
+                )
+            else:
+                params, opt_state, loss_sum = train_step(
+                    params,
+                    opt_state,
+                    raw[:, :n_feat],
+                    t,
+                    loss=self.loss,
+                    optimizer=self.optimizer,
+                    lr=self.schedule(state.step),
+                    l2=cfg.l2,
+                    inv_scale=inv_scale,
+                    precond=spec.precond,
+                )
             if not (np.isfinite(loss_sum) and np.isfinite(params).all()):
                 raise DivergedError(
                     f"training diverged at step {state.step + 1} (epoch {state.epoch + 1}): "
@@ -262,6 +270,10 @@ class Trainer:
                 sync()
                 self._save(state, "step")
         sync()
+        if exact:
+            state.params = normal_solve(state.opt_state, cfg.l2)
+            state.epoch_loss = normal_loss(state.opt_state, state.params) * state.epoch_rows
+            state.opt_state = normal_init(len(state.params))
         self._end_epoch(state)
 
     def _end_epoch(self, state: TrainState) -> None:
@@ -286,6 +298,8 @@ class Trainer:
         state.epoch_loss, state.epoch_rows = 0.0, 0
         if self.config.tol is not None and update_norm < self.config.tol:
             state.finished, state.stop_reason = True, "tol"
+        if self.config.solver == "normal":  # one pass gives the exact answer; more would repeat it
+            state.finished, state.stop_reason = True, "solved"
         self.callbacks.on_epoch_end(state, entry)
         if not state.finished and state.epoch < self.config.epochs:
             self._save(state, "epoch")
@@ -328,6 +342,14 @@ def initial_state(dataset: Dataset, config: FitConfig, options: RunOptions) -> T
         precondition=config.precondition,
     )
     params = np.zeros(len(names) + 1)
+    if config.solver == "normal":
+        return TrainState(
+            params=params,
+            opt_state=normal_init(len(params)),
+            spec=spec,
+            config=config.to_dict(),
+            data=dataset.fingerprint(),
+        )
     if loss.task == "binary":  # start at the base rate: log-odds of the mean target
         rate = float(np.clip(stats.mean[len(names)], 1e-6, 1 - 1e-6))
         params[-1] = np.log(rate / (1 - rate))
