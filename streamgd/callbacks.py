@@ -114,6 +114,8 @@ class ProgressReporter(Callback):
             self._bar.close()
             self._bar = None
         extra = ""
+        if entry.get("val_loss") is not None:
+            extra += f", val_loss {entry['val_loss']:.6g}"
         if entry["skipped_null_target"]:
             extra += f", skipped {entry['skipped_null_target']} rows with a null target"
         if entry["imputed"]:

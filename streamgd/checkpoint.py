@@ -55,6 +55,14 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
     finished: bool = False
     stop_reason: str | None = None
+    # early stopping on the validation loss (--patience)
+    best_loss: float | None = None
+    best_params: np.ndarray | None = None
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    # the recorded weight-space trajectory (--record-path): rows of [step, params...]
+    path: np.ndarray | None = None
+    path_stride: int = 0
 
     @property
     def epoch(self) -> int:
@@ -81,7 +89,7 @@ class TrainState:
     def to_archive(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         arrays = {"params": self.params, **spec_arrays(self.spec)}
         arrays |= {f"opt.{k}": np.asarray(v) for k, v in self.opt_state.items()}
-        for name in ("buffer", "buffer_free", "epoch_counts", "epoch_start"):
+        for name in ("buffer", "buffer_free", "epoch_counts", "epoch_start", "best_params", "path"):
             value = getattr(self, name)
             if value is not None:
                 arrays[name] = np.ascontiguousarray(value)
@@ -99,6 +107,10 @@ class TrainState:
             "history": self.history,
             "finished": self.finished,
             "stop_reason": self.stop_reason,
+            "best_loss": self.best_loss,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+            "path_stride": self.path_stride,
             "config": self.config,
             "data": self.data,
             "features": list(self.spec.names),
@@ -130,6 +142,12 @@ class TrainState:
             history=list(meta["history"]),
             finished=bool(meta["finished"]),
             stop_reason=meta.get("stop_reason"),
+            best_loss=meta.get("best_loss"),
+            best_params=arrays.get("best_params"),
+            best_epoch=int(meta.get("best_epoch", 0)),
+            bad_epochs=int(meta.get("bad_epochs", 0)),
+            path=arrays.get("path"),
+            path_stride=int(meta.get("path_stride", 0)),
         )
 
 

@@ -255,11 +255,31 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
     help="Rows the statistics pass reads (a seeded sample of row groups); 0: all.",
 )
 @click.option(
+    "--validation",
+    type=ListOption(),
+    multiple=True,
+    help="Validation files (paths/globs/directories, comma-separated or repeated): scored "
+    "after every epoch (val_* in the history).",
+)
+@click.option(
+    "--patience",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stop after N epochs without a lower validation loss, restoring the best weights.",
+)
+@click.option(
+    "--record-path",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Record the weights every N steps (a bounded trajectory, shown by 'plot').",
+)
+@click.option(
     "--output",
     "-o",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Write the model here (atomically).",
+    help="Write the model here (atomically), and its history beside it as "
+    "STEM.history.csv and STEM.history.json.",
 )
 @click.option(
     "--checkpoint-dir",
@@ -387,8 +407,13 @@ def _fit(ctx, logger, paths, target, features, fmt, output, checkpoint_dir, chec
     from .archive import atomic_write
     from .trainer import train
 
+    validation = tuple(_flatten(settings.pop("validation", ()))) or None
     config = FitConfig(
-        target=target, features=tuple(_flatten(features)) or None, format=fmt, **settings
+        target=target,
+        features=tuple(_flatten(features)) or None,
+        format=fmt,
+        validation=validation,
+        **settings,
     )
     if checkpoint_dir is None and output is not None:
         checkpoint_dir = output + ".ckpt"
@@ -424,6 +449,7 @@ def _fit(ctx, logger, paths, target, features, fmt, output, checkpoint_dir, chec
     model = result.model
     if output is not None and (result.trained or not os.path.exists(output)):
         model.save(output)
+        model.save_history(output)
     summary = {
         "model": output,
         "checkpoint_dir": checkpoint_dir,
@@ -458,7 +484,7 @@ def _effective_toml(ctx: click.Context) -> str:
         if param.name in skip or param.name is None:
             continue
         value = ctx.params.get(param.name)
-        if param.name == "features":
+        if param.name in ("features", "validation"):
             value = _flatten(value) or None
         elif isinstance(value, tuple):
             value = list(value) or None

@@ -82,18 +82,25 @@ class FitConfig:
     precondition: bool = True
     missing: str = "impute"
     stats_rows: int = 250_000
+    validation: tuple[str, ...] | None = None  # files scored after every epoch
+    patience: int | None = None  # epochs without a better validation loss before stopping
+    record_path: int | None = None  # record the weights every N steps
 
     def __post_init__(self) -> None:
         if not isinstance(self.target, str) or not self.target:
             raise UsageError("a target column is required (--target NAME)")
         if self.features is not None:
             object.__setattr__(self, "features", tuple(self.features) or None)
+        if self.validation is not None:
+            object.__setattr__(self, "validation", tuple(self.validation) or None)
         for name, (check, expected) in _RULES.items():
             value = getattr(self, name)
             if value is None and name in _NULLABLE:
                 continue
             if not check(value):
                 raise UsageError(f"--{name.replace('_', '-')} must be {expected}, got {value!r}")
+        if self.patience is not None and not self.validation:
+            raise UsageError("--patience stops on the validation loss: it needs --validation")
         if self.solver == "normal" and self.loss != "squared":
             raise UsageError(
                 f"--solver normal solves least squares: it needs --loss squared, "
@@ -111,6 +118,7 @@ class FitConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["features"] = list(self.features) if self.features else None
+        d["validation"] = list(self.validation) if self.validation else None
         return d
 
     @classmethod
@@ -130,7 +138,7 @@ class FitConfig:
         return hashlib.sha256(json.dumps(self.fingerprint(), sort_keys=True).encode()).hexdigest()
 
 
-_NULLABLE = {"lr", "tol", "features", "schedule"}
+_NULLABLE = {"lr", "tol", "features", "schedule", "validation", "patience", "record_path"}
 _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "format": _choice(FORMATS),
     "loss": _choice(tuple(LOSSES)),
@@ -152,6 +160,9 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "shuffle_buffer": _integer(0),
     "stats_rows": _integer(0),
     "features": ((lambda v: all(isinstance(x, str) and x for x in v)), "a list of column names"),
+    "validation": ((lambda v: all(isinstance(x, str) and x for x in v)), "a list of paths"),
+    "patience": _integer(1),
+    "record_path": _integer(1),
 }
 
 

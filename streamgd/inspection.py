@@ -94,11 +94,15 @@ def render_text(info: dict[str, Any]) -> str:
         )
     if info.get("history"):
         lines.append("")
-        lines.append("  epoch  loss          rows      update norm")
+        val = any("val_loss" in h for h in info["history"])
+        lines.append("  epoch  loss          rows      update norm" + ("  val loss" if val else ""))
         for h in info["history"]:
-            lines.append(
-                f"  {h['epoch']:>5}  {h['loss']:<12.6g}  {h['rows']:<8}  {h['update_norm']:.4g}"
+            row = (
+                f"  {h['epoch']:>5}  {h['loss']:<12.6g}  {h['rows']:<8}  {h['update_norm']:<11.4g}"
             )
+            if val and h.get("val_loss") is not None:
+                row += f"  {h['val_loss']:.6g}"
+            lines.append(row.rstrip())
     lines.append("")
     settings = info.get("settings", {})
     lines.append("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items() if v is not None))

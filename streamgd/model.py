@@ -34,6 +34,7 @@ class Model:
     config: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    path: np.ndarray | None = None  # recorded [step, weights..., intercept] rows (--record-path)
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -108,6 +109,7 @@ class Model:
             },
             "summary": self.summary,
             "history": self.history,
+            "recorded_path_rows": 0 if self.path is None else len(self.path),
             "settings": self.config,
         }
 
@@ -128,8 +130,36 @@ class Model:
                 "summary": self.summary,
                 "history": self.history,
             },
-            arrays=spec_arrays(self.spec) | {"weights": self.weights},
+            arrays=spec_arrays(self.spec)
+            | {"weights": self.weights}
+            | ({} if self.path is None else {"path": self.path}),
         )
+
+    def save_history(self, model_path: str) -> tuple[str, str]:
+        """Write the per-epoch history beside ``model_path`` as ``<stem>.history.csv`` and
+        ``<stem>.history.json`` (atomically); returns both paths."""
+        import csv
+        import io
+        import json
+        import os
+
+        from .archive import atomic_write
+
+        stem = os.path.splitext(model_path)[0]
+        rows = [
+            {k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in h.items()}
+            for h in self.history
+        ]
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        csv_path, json_path = f"{stem}.history.csv", f"{stem}.history.json"
+        atomic_write(csv_path, lambda fh: fh.write(text.getvalue().encode()))
+        blob = json.dumps(self.history, indent=2, allow_nan=True).encode()
+        atomic_write(json_path, lambda fh: fh.write(blob))
+        return csv_path, json_path
 
 
 def spec_arrays(spec: FeatureSpec) -> dict[str, np.ndarray]:
@@ -172,6 +202,7 @@ def load(path: str) -> Model:
             config=meta.get("config", {}),
             summary=meta.get("summary", {}),
             history=meta.get("history", []),
+            path=arrays.get("path"),
         )
     except KeyError as exc:
         raise CheckpointError(f"{path}: model file lacks {exc}") from None

@@ -124,6 +124,11 @@ def evaluate(model: Model, paths: Sequence[str], *, fmt: str = "auto") -> dict[s
         return _evaluate(model, paths, fmt)
 
 
+def evaluate_model(model: Model, paths: Sequence[str], *, fmt: str = "auto") -> dict[str, Any]:
+    """:func:`evaluate` for callers that already limit BLAS threads (the trainer)."""
+    return _evaluate(model, paths, fmt)
+
+
 def _evaluate(model: Model, paths: Sequence[str], fmt: str) -> dict[str, Any]:
     dataset = open_dataset(paths, fmt)
     first = dataset.files[0].path

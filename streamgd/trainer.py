@@ -171,6 +171,9 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self, state: TrainState) -> TrainState:
+        if self.config.record_path and not state.path_stride:
+            state.path_stride = self.config.record_path
+            self._record(state, state.params)  # the starting point
         # Overflow is detected explicitly (the divergence guard), not reported as a warning.
         with self._signals(), np.errstate(over="ignore", invalid="ignore"):
             self.callbacks.on_train_begin(state, self.dataset)
@@ -255,6 +258,8 @@ class Trainer:
                     "(the last good checkpoint is kept)"
                 )
             state.step += 1
+            if state.path_stride and state.step % state.path_stride == 0:
+                self._record(state, params)
             state.rows_trained += len(t)
             state.epoch_rows += len(t)
             state.epoch_loss += loss_sum
@@ -291,6 +296,8 @@ class Trainer:
             "skipped_null_target": int(counts[0]),
             "imputed": {n: int(c) for n, c in zip(state.spec.names, counts[1:], strict=True) if c},
         }
+        if self.config.validation:
+            self._validate(state, entry)
         state.history.append(entry)
         state.cursor = Cursor(state.epoch + 1, 0, 0)
         state.buffer = state.buffer_free = state.rng_state = None
@@ -300,9 +307,46 @@ class Trainer:
             state.finished, state.stop_reason = True, "tol"
         if self.config.solver == "normal":  # one pass gives the exact answer; more would repeat it
             state.finished, state.stop_reason = True, "solved"
+        patience = self.config.patience
+        if patience is not None and state.bad_epochs >= patience:
+            state.params = state.best_params.copy()  # type: ignore[union-attr]
+            state.finished, state.stop_reason = True, "patience"
         self.callbacks.on_epoch_end(state, entry)
         if not state.finished and state.epoch < self.config.epochs:
             self._save(state, "epoch")
+
+    def _validate(self, state: TrainState, entry: dict[str, Any]) -> None:
+        """Score the epoch's weights on the --validation files; track the best for
+        --patience. Adds ``val_<metric>`` keys (``val_loss`` in the target's units)."""
+        from .predict import evaluate_model
+
+        model = model_from_state(state, self.config)
+        scores = evaluate_model(model, self.config.validation, fmt=self.config.format)
+        for key, value in scores.items():
+            if isinstance(value, float):
+                entry[f"val_{key}"] = value
+        entry["val_rows"] = scores["rows"]
+        loss = scores["loss"]
+        if state.best_loss is None or loss < state.best_loss:
+            state.best_loss, state.best_epoch, state.bad_epochs = loss, state.epoch + 1, 0
+            state.best_params = state.params.copy()
+        else:
+            state.bad_epochs += 1
+        entry["best_epoch"] = state.best_epoch
+
+    def _record(self, state: TrainState, params: np.ndarray) -> None:
+        """Append ``[step, params...]`` to the path every ``path_stride`` steps; past
+        MAX_PATH rows keep every other row and double the stride, so the path stays bounded
+        and evenly spaced."""
+        row = np.append(float(state.step), params)[None, :]
+        state.path = row if state.path is None else np.concatenate([state.path, row])
+        if len(state.path) > MAX_PATH:
+            state.path = state.path[::2]
+            state.path_stride *= 2
+
+
+# A recorded weight path holds at most this many rows (see Trainer._record).
+MAX_PATH = 4096
 
 
 def _target_check(loss: Loss):
@@ -507,6 +551,9 @@ def model_from_state(state: TrainState, config: FitConfig) -> Model:
         "final_loss": last.get("loss"),
         "stop_reason": state.stop_reason,
     }
+    if config.validation:
+        summary["final_val_loss"] = last.get("val_loss")
+        summary["best_epoch"] = state.best_epoch
     return Model(
         spec=state.spec,
         loss=config.loss,
@@ -515,6 +562,7 @@ def model_from_state(state: TrainState, config: FitConfig) -> Model:
         config=config.to_dict(),
         summary=summary,
         history=list(state.history),
+        path=None if state.path is None else state.path.copy(),
     )
 
 

@@ -1,0 +1,149 @@
+"""Validation files, early stopping, history files and the recorded weight path."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import streamgd
+from streamgd.checkpoint import CheckpointManager
+from streamgd.cli import run
+from streamgd.config import FitConfig, RunOptions
+from streamgd.errors import UsageError
+from streamgd.trainer import train
+
+
+def _line(path, slope: float, rows: int, seed: int) -> str:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=rows)
+    y = slope * x + rng.normal(size=rows) * 0.1
+    pq.write_table(pa.table({"x": x, "y": y}), path, row_group_size=100)
+    return str(path)
+
+
+@pytest.fixture
+def drifting(tmp_path):
+    """Training data with slope 1, validation data with slope 0.5: as plain, slow SGD walks
+    the weight from 0 towards 1, the validation loss falls, then rises past 0.5."""
+    return _line(tmp_path / "train.parquet", 1.0, 1000, 0), _line(
+        tmp_path / "val.parquet", 0.5, 400, 1
+    )
+
+
+def _slow(**kw):
+    return dict(
+        target="y",
+        optimizer="sgd",
+        lr=0.002,
+        schedule="constant",
+        precondition=False,
+        standardize=False,
+        batch_size=100,
+        **kw,
+    )
+
+
+def test_patience_stops_and_restores_the_best_weights(drifting):
+    train_path, val_path = drifting
+    model = streamgd.fit(train_path, epochs=40, validation=[val_path], patience=2, **_slow())
+    val = [h["val_loss"] for h in model.history]
+    best = int(np.argmin(val))
+    assert model.summary["stop_reason"] == "patience"
+    assert len(val) == best + 1 + 2  # stopped two epochs after the best one
+    assert model.summary["best_epoch"] == best + 1
+    # the returned weights are the best epoch's: scoring them reproduces its validation loss
+    again = streamgd.evaluate(model, [val_path])
+    assert again["loss"] == pytest.approx(val[best], rel=1e-12)
+    assert again["loss"] < val[-1]
+
+
+def test_history_with_validation_survives_a_resume(tmp_path, drifting):
+    train_path, val_path = drifting
+    config = FitConfig(**_slow(epochs=12, validation=(val_path,), patience=3))
+    full = train([train_path], config).model
+    directory = str(tmp_path / "ck")
+
+    class Stop(Exception):
+        pass
+
+    class StopAt:
+        def __getattr__(self, name):
+            return lambda *a: None
+
+        def on_batch_end(self, state, rows, loss_sum):
+            if state.step == 25:  # in the middle of epoch 3
+                raise Stop
+
+    with pytest.raises(Stop):
+        train(
+            [train_path],
+            config,
+            RunOptions(checkpoint_dir=directory, checkpoint_every=4),
+            callbacks=[StopAt()],
+        )
+    assert CheckpointManager(directory).paths()
+    resumed = train([train_path], config, RunOptions(checkpoint_dir=directory, resume=True))
+    assert resumed.model.history == full.history
+    assert np.array_equal(resumed.model.weights, full.weights)
+
+
+def test_patience_needs_validation():
+    with pytest.raises(UsageError, match="--patience .* needs --validation"):
+        FitConfig(target="y", patience=3)
+
+
+def test_history_files_beside_the_model(tmp_path, drifting, capsys):
+    train_path, val_path = drifting
+    out = str(tmp_path / "m.npz")
+    assert (
+        run(
+            [
+                "fit",
+                train_path,
+                "--target",
+                "y",
+                "--epochs",
+                "3",
+                "--validation",
+                val_path,
+                "-o",
+                out,
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    with open(tmp_path / "m.history.json") as fh:
+        history = json.load(fh)
+    assert history == streamgd.load(out).history and len(history) == 3
+    with open(tmp_path / "m.history.csv") as fh:
+        lines = fh.read().splitlines()
+    header = lines[0].split(",")
+    assert len(lines) == 4 and "val_loss" in header and "loss" in header
+    assert float(lines[3].split(",")[header.index("loss")]) == history[2]["loss"]
+
+
+def test_recorded_path_is_bounded_and_evenly_spaced(tmp_path, synthetic, monkeypatch):
+    import streamgd.trainer
+
+    monkeypatch.setattr(streamgd.trainer, "MAX_PATH", 100)
+    data = synthetic(rows=6000, row_group_size=500)
+    model = streamgd.fit(
+        data.paths, target="y", features=data.features, batch_size=8, epochs=2, record_path=1
+    )
+    path = model.path
+    steps = 2 * 6000 // 8
+    assert path is not None and 50 <= len(path) <= 100 < steps
+    gaps = np.diff(path[:, 0])
+    assert len(set(gaps)) == 1  # evenly spaced in steps
+    assert path[0, 0] == 0 and np.all(path[0, 1:] == 0)  # starts at the initial weights
+    saved = str(tmp_path / "m.npz")
+    model.save(saved)
+    assert np.array_equal(streamgd.load(saved).path, path)
+    assert path.shape[1] == len(data.features) + 2  # step, weights, intercept
+    assert os.path.getsize(saved) < 2_000_000
