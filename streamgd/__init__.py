@@ -7,6 +7,7 @@
 
 from .config import FitConfig, RunOptions
 from .errors import StreamgdError
+from .losses import Loss, register_loss
 from .model import Model, load
 from .predict import evaluate, predict_files
 from .trainer import fit, train
@@ -18,6 +19,8 @@ __all__ = [
     "evaluate",
     "predict_files",
     "Model",
+    "Loss",
+    "register_loss",
     "FitConfig",
     "RunOptions",
     "StreamgdError",

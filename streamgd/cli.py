@@ -135,7 +135,9 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
     type=click.Choice(list(LOSSES)),
     default=_DEFAULTS["loss"],
     show_default=True,
-    help="squared: linear regression; logistic: 0/1 classification.",
+    help="squared: least squares; huber, absolute, quantile: robust regression; poisson: "
+    "counts (log link); logistic: 0/1 classification (probabilities); hinge: 0/1 "
+    "classification (linear SVM, decision scores).",
 )
 @click.option(
     "--solver",
@@ -155,7 +157,9 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
     "--lr",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
-    help="Learning rate [default: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_LR.items()) + "].",
+    help="Learning rate [default: "
+    + ", ".join(f"{k} {v}" for k, v in DEFAULT_LR.items())
+    + "; 0.3 times that for the absolute, quantile and hinge losses].",
 )
 @click.option(
     "--schedule",
@@ -178,6 +182,50 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
     default=_DEFAULTS["momentum"],
     show_default=True,
     help="Momentum coefficient of --optimizer momentum.",
+)
+@click.option(
+    "--weight-decay",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Decoupled weight decay of --optimizer adamw [default: 0.01].",
+)
+@click.option(
+    "--step-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="--schedule step: multiply the rate by --gamma every N steps [default: 1000].",
+)
+@click.option(
+    "--gamma",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=None,
+    help="Decay factor of --schedule step [default: 0.5] and exponential (per step) "
+    "[default: 0.999].",
+)
+@click.option(
+    "--decay-steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="--schedule cosine: steps of the cosine decay after the warm-up [default: 10000].",
+)
+@click.option(
+    "--warmup-steps",
+    type=click.IntRange(min=0),
+    default=None,
+    help="--schedule cosine: steps of linear warm-up [default: 0].",
+)
+@click.option(
+    "--huber-delta",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="--loss huber: residual size, in the target's units, where the loss turns from "
+    "quadratic to linear [default: 1].",
+)
+@click.option(
+    "--quantile",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=None,
+    help="--loss quantile: the quantile to predict [default: 0.5, the median].",
 )
 @click.option(
     "--l2",

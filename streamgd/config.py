@@ -16,7 +16,6 @@ from typing import Any
 
 from .errors import UsageError
 from .features import MISSING_POLICIES
-from .losses import LOSSES
 from .optimizers import OPTIMIZERS
 from .schedules import SCHEDULES
 from .solvers import SOLVERS
@@ -27,8 +26,29 @@ __all__ = ["FitConfig", "RunOptions", "DEFAULT_LR"]
 # Each optimiser's default learning rate and schedule. With standardised features and the
 # default preconditioning, lr 1 is a Newton step for the squared loss; the decay averages out
 # mini-batch noise (measured in tools/tune_defaults.py; see README, Design).
-DEFAULT_LR = {"sgd": 1.0, "momentum": 0.1, "adam": 0.05}
-DEFAULT_SCHEDULE = {"sgd": "invscaling", "momentum": "invscaling", "adam": "constant"}
+DEFAULT_LR = {
+    "sgd": 1.0,
+    "momentum": 0.1,
+    "nesterov": 0.1,
+    "adagrad": 1.0,
+    "rmsprop": 0.05,
+    "adam": 0.05,
+    "adamw": 0.05,
+}
+DEFAULT_SCHEDULE = {
+    "sgd": "invscaling",
+    "momentum": "invscaling",
+    "nesterov": "invscaling",
+    "adagrad": "constant",
+    "rmsprop": "invscaling",
+    "adam": "constant",
+    "adamw": "constant",
+}
+
+
+# Losses whose gradient keeps its size at the optimum get 0.3 times the default rate.
+SUBGRADIENT_LOSSES = frozenset({"absolute", "quantile", "hinge"})
+SUBGRADIENT_LR_FACTOR = 0.3
 
 
 def _interval(lo: float | None, hi: float | None = None, *, lo_open: bool = False):
@@ -71,6 +91,13 @@ class FitConfig:
     schedule: str | None = None  # None: the optimiser's default (DEFAULT_SCHEDULE)
     power_t: float = 0.65
     momentum: float = 0.9
+    weight_decay: float | None = None  # adamw
+    step_size: int | None = None  # --schedule step
+    gamma: float | None = None  # --schedule step / exponential
+    decay_steps: int | None = None  # --schedule cosine
+    warmup_steps: int | None = None  # --schedule cosine
+    huber_delta: float | None = None  # --loss huber, in the target's units
+    quantile: float | None = None  # --loss quantile
     l2: float = 0.0
     epochs: int = 5
     batch_size: int = 1024
@@ -99,6 +126,7 @@ class FitConfig:
                 continue
             if not check(value):
                 raise UsageError(f"--{name.replace('_', '-')} must be {expected}, got {value!r}")
+        self.make_loss(), self.make_optimizer(), self.make_schedule()  # their own checks
         if self.patience is not None and not self.validation:
             raise UsageError("--patience stops on the validation loss: it needs --validation")
         if self.solver == "normal" and self.loss != "squared":
@@ -109,11 +137,44 @@ class FitConfig:
 
     @property
     def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+        if self.lr is not None:
+            return self.lr
+        # a subgradient does not shrink near the optimum: smaller steps settle closer
+        factor = SUBGRADIENT_LR_FACTOR if self.loss in SUBGRADIENT_LOSSES else 1.0
+        return DEFAULT_LR[self.optimizer] * factor
 
     @property
     def lr_schedule(self) -> str:
         return self.schedule if self.schedule is not None else DEFAULT_SCHEDULE[self.optimizer]
+
+    # The components, built from these settings in one place (hyperparameters left unset
+    # take each factory's own default).
+    def make_loss(self):
+        from .losses import make_loss
+
+        return make_loss(self.loss, huber_delta=self.huber_delta, quantile=self.quantile)
+
+    def make_optimizer(self):
+        from .optimizers import make_optimizer
+
+        return make_optimizer(
+            self.optimizer, **_set(momentum=self.momentum, weight_decay=self.weight_decay)
+        )
+
+    def make_schedule(self):
+        from .schedules import make_schedule
+
+        return make_schedule(
+            self.lr_schedule,
+            self.learning_rate,
+            **_set(
+                power_t=self.power_t,
+                step_size=self.step_size,
+                gamma=self.gamma,
+                decay_steps=self.decay_steps,
+                warmup_steps=self.warmup_steps,
+            ),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -138,10 +199,28 @@ class FitConfig:
         return hashlib.sha256(json.dumps(self.fingerprint(), sort_keys=True).encode()).hexdigest()
 
 
-_NULLABLE = {"lr", "tol", "features", "schedule", "validation", "patience", "record_path"}
+def _set(**hyper: Any) -> dict[str, Any]:
+    return {k: v for k, v in hyper.items() if v is not None}
+
+
+_NULLABLE = {
+    "weight_decay",
+    "step_size",
+    "gamma",
+    "decay_steps",
+    "warmup_steps",
+    "huber_delta",
+    "quantile",
+    "lr",
+    "tol",
+    "features",
+    "schedule",
+    "validation",
+    "patience",
+    "record_path",
+}
 _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "format": _choice(FORMATS),
-    "loss": _choice(tuple(LOSSES)),
     "optimizer": _choice(tuple(OPTIMIZERS)),
     "solver": _choice(SOLVERS),
     "schedule": _choice(tuple(SCHEDULES)),
@@ -163,6 +242,13 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "validation": ((lambda v: all(isinstance(x, str) and x for x in v)), "a list of paths"),
     "patience": _integer(1),
     "record_path": _integer(1),
+    "weight_decay": _interval(0),
+    "step_size": _integer(1),
+    "gamma": _interval(0, 1, lo_open=True),
+    "decay_steps": _integer(1),
+    "warmup_steps": _integer(0),
+    "huber_delta": _interval(0, lo_open=True),
+    "quantile": ((lambda v: isinstance(v, int | float) and 0 < v < 1), "a number in (0, 1)"),
 }
 
 

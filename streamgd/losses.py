@@ -35,6 +35,7 @@ __all__ = [
     "TASKS",
     "get_loss",
     "make_loss",
+    "register_loss",
     "identity",
     "sigmoid",
     "trigonometric_loss",
@@ -442,6 +443,7 @@ LOSS_FACTORIES: dict[str, Callable[..., Loss]] = {
 }
 
 LOSSES: dict[str, Loss] = {name: factory() for name, factory in LOSS_FACTORIES.items()}
+_BUILTIN = frozenset(LOSSES)
 
 
 def make_loss(name: str, **params: object) -> Loss:
@@ -454,6 +456,21 @@ def make_loss(name: str, **params: object) -> Loss:
     if name not in LOSS_FACTORIES:
         raise UsageError(f"--loss must be one of {', '.join(LOSS_FACTORIES)}, got {name!r}")
     return LOSS_FACTORIES[name](**params)
+
+
+def register_loss(loss: Loss, *, replace: bool = False) -> Loss:
+    """Make a custom loss (see :meth:`Loss.custom`) usable by name: ``fit(loss=name)``,
+    checkpoints, and models saved with it. A process that loads such a model registers the
+    same loss first. Built-in names cannot be replaced.
+
+    >>> register_loss(trigonometric_loss())  # doctest: +SKIP
+    >>> streamgd.fit(paths, target="y", loss="trigonometric")  # doctest: +SKIP
+    """
+    if loss.name in _BUILTIN or (loss.name in LOSSES and not replace):
+        raise UsageError(f"a loss named {loss.name!r} exists already")
+    LOSS_FACTORIES[loss.name] = lambda **_: loss
+    LOSSES[loss.name] = loss
+    return loss
 
 
 def get_loss(name: str) -> Loss:

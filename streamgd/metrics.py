@@ -1,5 +1,8 @@
 """Streaming metrics in bounded memory: sums and fixed-size histograms, merged batch by batch.
 
+Metrics follow the loss's task; ``margin`` (the hinge loss) scores classes by the sign of the
+decision score and has no log loss.
+
 Regression: ``mse``, ``rmse``, ``mae``, ``r2``. Binary classification (``p`` a probability of
 class 1): ``logloss``, ``accuracy``, ``precision``, ``recall``, ``f1``, ``auc``. The AUC is
 computed from histograms of the logit in ``AUC_BINS`` bins over ``[-AUC_RANGE, AUC_RANGE]``;
@@ -20,6 +23,8 @@ _EPS = 1e-15
 METRICS = {
     "regression": ("mse", "rmse", "mae", "r2"),
     "binary": ("logloss", "accuracy", "precision", "recall", "f1", "auc"),
+    # a decision score (hinge): class 1 when the score is positive; no probability, no logloss
+    "margin": ("accuracy", "precision", "recall", "f1", "auc"),
 }
 
 
@@ -36,7 +41,7 @@ class Accumulator:
         self.sums = np.zeros(6)  # regression: err2, |err| / binary: logloss, tp, fp, tn, fn
         self.y_mean = 0.0  # regression: running mean and sum of squared deviations of y
         self.y_m2 = 0.0
-        if task == "binary":
+        if task in ("binary", "margin"):
             self.hist = np.zeros((2, AUC_BINS), dtype=np.int64)
 
     def update(self, y: np.ndarray, p: np.ndarray) -> None:
@@ -54,6 +59,8 @@ class Accumulator:
             self.y_m2 += float(dev @ dev) + delta * delta * n0 * len(y) / self.n
             self.y_mean += delta * len(y) / self.n
             return
+        if self.task == "margin":  # a monotone map of the score: same AUC, threshold 0 -> 0.5
+            p = 0.5 * (1.0 + np.tanh(0.5 * np.clip(p, -40, 40)))
         q = np.clip(p, _EPS, 1.0 - _EPS)
         logloss = -(y * np.log(q) + (1.0 - y) * np.log1p(-q)).sum()
         pred = p >= 0.5
@@ -84,7 +91,7 @@ class Accumulator:
         precision = tp / (tp + fp) if tp + fp else 0.0
         recall = tp / (tp + fn) if tp + fn else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        return {
+        result = {
             "logloss": logloss / n,
             "accuracy": (tp + tn) / n,
             "precision": precision,
@@ -92,6 +99,7 @@ class Accumulator:
             "f1": f1,
             "auc": _auc(self.hist[1], self.hist[0]),
         }
+        return {k: v for k, v in result.items() if k in METRICS[self.task]}
 
 
 def _auc(pos: np.ndarray, neg: np.ndarray) -> float:

@@ -16,7 +16,6 @@ import pyarrow as pa
 from .archive import read_archive, write_archive
 from .errors import CheckpointError, DataError
 from .features import FeatureSpec
-from .losses import get_loss
 
 __all__ = ["Model", "load"]
 
@@ -66,7 +65,7 @@ class Model:
                     row=int(r) + 1,
                 )
             x = np.where(missing, self.spec.fill, x)
-        return get_loss(self.loss).link(self.decision(x))
+        return self.make_loss().link(self.decision(x))
 
     def _matrix(self, data) -> np.ndarray:
         from .sources import to_matrix
@@ -87,6 +86,16 @@ class Model:
                 f"({', '.join(self.features)}), got {x.shape[1]}"
             )
         return x
+
+    def make_loss(self):
+        """The training loss, with the parameters it was trained with."""
+        from .losses import make_loss
+
+        return make_loss(
+            self.loss,
+            huber_delta=self.config.get("huber_delta"),
+            quantile=self.config.get("quantile"),
+        )
 
     def coefficients(self) -> tuple[dict[str, float], float]:
         """Coefficients keyed by feature and the intercept, in original units."""

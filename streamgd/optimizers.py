@@ -2,7 +2,8 @@
 
 ``init(params) -> state`` and ``update(grad, state, params, lr) -> (step, state)``, where the
 new parameters are ``params + step`` and the state is a dict of numpy arrays, so it goes into a
-checkpoint as it is. Hyperparameters are bound when the optimiser is built.
+checkpoint as it is. Hyperparameters are bound when the optimiser is built; factories ignore
+hyperparameters they do not take, and the newer ones read ``None`` as their default.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+from .errors import UsageError
 
 __all__ = ["Optimizer", "OPTIMIZERS", "make_optimizer"]
 
@@ -64,12 +67,144 @@ def adam(*, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, **_: fl
     return Optimizer("adam", init, update)
 
 
-OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {"sgd": sgd, "momentum": momentum, "adam": adam}
+def nesterov(*, momentum: float | None = None, **_: object) -> Optimizer:
+    """Nesterov momentum in PyTorch's form: ``v = mu v + g``; ``step = -lr (g + mu v)``, the
+    gradient step plus the look-ahead of the next momentum step (``momentum`` mu, 0.9).
+
+    >>> opt = nesterov(momentum=0.5)
+    >>> step, _ = opt.update(np.array([2.0]), opt.init(np.zeros(1)), np.zeros(1), 0.1)
+    >>> step.tolist()  # v = 2: -0.1 * (2 + 0.5 * 2)
+    [-0.30000000000000004]
+    """
+    mu = _hyper("momentum", momentum, 0.9, lo=0.0, hi=1.0)
+
+    def init(params: Array) -> State:
+        return {"velocity": np.zeros_like(params)}
+
+    def update(g: Array, s: State, params: Array, lr: float) -> tuple[Array, State]:
+        v = mu * s["velocity"] + g
+        return -lr * (g + mu * v), {"velocity": v}
+
+    return Optimizer("nesterov", init, update)
+
+
+def adagrad(
+    *, eps: float | None = None, initial_accumulator: float | None = None, **_: object
+) -> Optimizer:
+    """AdaGrad (Duchi et al. 2011): ``a = a + g^2``; ``step = -lr g / (sqrt(a) + eps)``, with
+    ``a`` starting at ``initial_accumulator`` (0) and ``eps`` 1e-10, as in PyTorch.
+
+    >>> opt = adagrad()
+    >>> step, s = opt.update(np.array([2.0]), opt.init(np.zeros(1)), np.zeros(1), 0.1)
+    >>> step.round(9).tolist(), s["sum_sq"].tolist()
+    ([-0.1], [4.0])
+    """
+    eps = _hyper("eps", eps, 1e-10, lo=0.0, lo_open=True)
+    a0 = _hyper("initial_accumulator", initial_accumulator, 0.0, lo=0.0)
+
+    def init(params: Array) -> State:
+        return {"sum_sq": np.full_like(params, a0)}
+
+    def update(g: Array, s: State, params: Array, lr: float) -> tuple[Array, State]:
+        a = s["sum_sq"] + g * g
+        return -lr * g / (np.sqrt(a) + eps), {"sum_sq": a}
+
+    return Optimizer("adagrad", init, update)
+
+
+def rmsprop(*, decay: float | None = None, eps: float | None = None, **_: object) -> Optimizer:
+    """RMSprop (Hinton 2012): ``v = d v + (1-d) g^2``; ``step = -lr g / (sqrt(v) + eps)``, with
+    ``decay`` d 0.9 and ``eps`` 1e-8 added outside the root (as PyTorch; optax adds it inside).
+
+    >>> opt = rmsprop()
+    >>> step, s = opt.update(np.array([2.0]), opt.init(np.zeros(1)), np.zeros(1), 0.1)
+    >>> step.round(6).tolist(), s["nu"].round(12).tolist()  # -0.1 * 2 / sqrt(0.4)
+    ([-0.316228], [0.4])
+    """
+    d = _hyper("decay", decay, 0.9, lo=0.0, hi=1.0, hi_open=True)
+    eps = _hyper("eps", eps, 1e-8, lo=0.0, lo_open=True)
+
+    def init(params: Array) -> State:
+        return {"nu": np.zeros_like(params)}
+
+    def update(g: Array, s: State, params: Array, lr: float) -> tuple[Array, State]:
+        nu = d * s["nu"] + (1.0 - d) * (g * g)
+        return -lr * g / (np.sqrt(nu) + eps), {"nu": nu}
+
+    return Optimizer("rmsprop", init, update)
+
+
+def adamw(
+    *,
+    beta1: float | None = None,
+    beta2: float | None = None,
+    eps: float | None = None,
+    weight_decay: float | None = None,
+    decay_last: bool = False,
+    **_: object,
+) -> Optimizer:
+    """AdamW (Loshchilov & Hutter 2019): Adam's step plus decoupled weight decay,
+    ``step = adam_step - lr * weight_decay * params`` (``weight_decay`` 0.01). The trainer
+    keeps the intercept last in ``params``; it is not decayed unless ``decay_last``. With
+    ``weight_decay=0`` the steps are Adam's to the bit; the state is Adam's too.
+
+    >>> opt = adamw(weight_decay=0.5)
+    >>> params = np.array([2.0, 2.0])  # a weight and the intercept
+    >>> step, _ = opt.update(np.zeros(2), opt.init(params), params, 0.1)
+    >>> (step + 0.0).tolist()  # zero gradient: only the weight decays, by 0.1 * 0.5 * 2
+    [-0.1, 0.0]
+    """
+    wd = _hyper("weight_decay", weight_decay, 0.01, lo=0.0)
+    given = {"beta1": beta1, "beta2": beta2, "eps": eps}
+    base = adam(**{k: v for k, v in given.items() if v is not None})
+
+    def update(g: Array, s: State, params: Array, lr: float) -> tuple[Array, State]:
+        step, state = base.update(g, s, params, lr)
+        if wd:
+            decay = lr * wd * params
+            if not decay_last and len(decay):
+                decay[-1] = 0.0
+            step = step - decay
+        return step, state
+
+    return Optimizer("adamw", base.init, update)
+
+
+def _hyper(
+    name: str,
+    value: float | None,
+    default: float,
+    *,
+    lo: float,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> float:
+    """``value`` (``default`` when None) checked against an interval; UsageError otherwise."""
+    if value is None:
+        return default
+    ok = isinstance(value, int | float | np.number) and not isinstance(value, bool)
+    ok = ok and np.isfinite(value) and (value > lo if lo_open else value >= lo)
+    ok = ok and (hi is None or (value < hi if hi_open else value <= hi))
+    if not ok:
+        upper = "" if hi is None else f" and {'<' if hi_open else '<='} {hi:g}"
+        allowed = f"a number {'>' if lo_open else '>='} {lo:g}{upper}"
+        raise UsageError(f"--{name.replace('_', '-')} must be {allowed}, got {value!r}")
+    return float(value)
+
+
+OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {
+    "sgd": sgd,
+    "momentum": momentum,
+    "nesterov": nesterov,
+    "adagrad": adagrad,
+    "rmsprop": rmsprop,
+    "adam": adam,
+    "adamw": adamw,
+}
 
 
 def make_optimizer(name: str, **hyper: float) -> Optimizer:
-    from .errors import UsageError
-
     if name not in OPTIMIZERS:
         raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
     return OPTIMIZERS[name](**hyper)

@@ -18,7 +18,6 @@ from .archive import atomic_path
 from .batches import Prefetcher
 from .errors import DataError, UsageError
 from .features import make_prepare
-from .losses import get_loss
 from .metrics import Accumulator
 from .model import Model
 from .sources import _HandleCache, is_numeric, open_dataset, to_matrix
@@ -69,7 +68,7 @@ def _predict_files(
     if column in id_columns:
         raise UsageError(f"the prediction column {column!r} clashes with an --id column")
     out_format = "csv" if out.lower().endswith((".csv", ".tsv")) else "parquet"
-    link = get_loss(model.loss).link
+    link = model.make_loss().link
     prepare = make_prepare(
         model.features,
         model.target,
@@ -134,7 +133,7 @@ def _evaluate(model: Model, paths: Sequence[str], fmt: str) -> dict[str, Any]:
     first = dataset.files[0].path
     _check_columns(dataset.schema, model.features, first, what="feature", numeric=True)
     _check_columns(dataset.schema, [model.target], first, what="target", numeric=True)
-    loss = get_loss(model.loss)
+    loss = model.make_loss()
     check = None
     if loss.invalid_target is not None:
 

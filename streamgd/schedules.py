@@ -1,10 +1,18 @@
 """Learning-rate schedules: pure functions of the global step, so they continue exactly across
 a resume or a warm start.
+
+Factories take the base rate and their hyperparameters as keywords; they ignore those they do
+not take, read ``None`` as the default, and raise :class:`~streamgd.errors.UsageError` naming
+the option (``--step-size``) for a value out of range.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from numbers import Integral, Real
+
+from .errors import UsageError
 
 __all__ = ["SCHEDULES", "make_schedule"]
 
@@ -29,12 +37,101 @@ def invscaling(lr: float, *, power_t: float = 0.25, **_: float) -> Schedule:
     return lambda step: lr / (step + 1) ** power_t
 
 
-SCHEDULES: dict[str, Callable[..., Schedule]] = {"constant": constant, "invscaling": invscaling}
+def step_decay(
+    lr: float, *, step_size: int | None = None, gamma: float | None = None, **_: object
+) -> Schedule:
+    """Step decay, ``lr * gamma ** (step // step_size)``: the rate is multiplied by ``gamma``
+    (0.5) every ``step_size`` (1000) steps (PyTorch's ``StepLR``).
+
+    >>> step_decay(1.0, step_size=10, gamma=0.5)(25)
+    0.25
+    """
+    size = _integer("step_size", step_size, 1000, lo=1)
+    g = _number("gamma", gamma, 0.5, lo=0.0, lo_open=True, hi=1.0)
+    return lambda step: float(lr * g ** (step // size))
 
 
-def make_schedule(name: str, lr: float, **hyper: float) -> Schedule:
-    from .errors import UsageError
+def exponential(lr: float, *, gamma: float | None = None, **_: object) -> Schedule:
+    """Exponential decay, ``lr * gamma ** step`` (``gamma`` 0.999).
 
+    >>> exponential(1.0, gamma=0.5)(3)
+    0.125
+    """
+    g = _number("gamma", gamma, 0.999, lo=0.0, lo_open=True, hi=1.0)
+    return lambda step: float(lr * g**step)
+
+
+def cosine(
+    lr: float,
+    *,
+    decay_steps: int | None = None,
+    warmup_steps: int | None = None,
+    min_factor: float | None = None,
+    **_: object,
+) -> Schedule:
+    """Linear warmup, then cosine decay to a floor. With ``W`` warmup steps (0), ``D`` decay
+    steps (10000) and floor factor ``f`` (0): ``lr * (step + 1) / W`` for ``step < W`` (the
+    first step already moves; ``step = W - 1`` reaches ``lr``), then
+    ``lr * (f + (1 - f) * (1 + cos(pi * u)) / 2)`` with ``u = min(step - W, D) / D``, so the
+    rate stays at ``lr * f`` from ``step = W + D`` on.
+
+    >>> sched = cosine(1.0, warmup_steps=4, decay_steps=10, min_factor=0.1)
+    >>> [round(sched(t), 4) for t in (0, 3, 4, 9, 14, 100)]
+    [0.25, 1.0, 1.0, 0.55, 0.1, 0.1]
+    """
+    d = _integer("decay_steps", decay_steps, 10_000, lo=1)
+    w = _integer("warmup_steps", warmup_steps, 0, lo=0)
+    f = _number("min_factor", min_factor, 0.0, lo=0.0, hi=1.0)
+
+    def schedule(step: int) -> float:
+        if step < w:
+            return lr * (step + 1) / w
+        u = min(step - w, d) / d
+        return lr * (f + (1.0 - f) * 0.5 * (1.0 + math.cos(math.pi * u)))
+
+    return schedule
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _integer(name: str, value: int | None, default: int, *, lo: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < lo:
+        raise UsageError(f"{_option(name)} must be an integer >= {lo}, got {value!r}")
+    return int(value)
+
+
+def _number(
+    name: str,
+    value: float | None,
+    default: float,
+    *,
+    lo: float,
+    hi: float,
+    lo_open: bool = False,
+) -> float:
+    if value is None:
+        return default
+    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not (ok and (value > lo if lo_open else value >= lo) and value <= hi):
+        allowed = f"a number {'>' if lo_open else '>='} {lo:g} and <= {hi:g}"
+        raise UsageError(f"{_option(name)} must be {allowed}, got {value!r}")
+    return float(value)
+
+
+SCHEDULES: dict[str, Callable[..., Schedule]] = {
+    "constant": constant,
+    "invscaling": invscaling,
+    "step": step_decay,
+    "exponential": exponential,
+    "cosine": cosine,
+}
+
+
+def make_schedule(name: str, lr: float, **hyper: object) -> Schedule:
     if name not in SCHEDULES:
         raise UsageError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {name!r}")
     return SCHEDULES[name](lr, **hyper)

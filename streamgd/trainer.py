@@ -23,10 +23,9 @@ from .checkpoint import CheckpointManager, TrainState
 from .config import FitConfig, RunOptions
 from .errors import CheckpointError, DataError, DivergedError, PreemptedError, UsageError
 from .features import MIN_EIGENVALUE, FeatureSpec, compute_stats, make_prepare, select_features
-from .losses import Loss, get_loss
+from .losses import Loss
 from .model import Model, load
-from .optimizers import Optimizer, make_optimizer
-from .schedules import make_schedule
+from .optimizers import Optimizer
 from .solvers import normal_accumulate, normal_init, normal_loss, normal_solve
 from .sources import Dataset, open_dataset
 
@@ -127,11 +126,9 @@ class Trainer:
         manager: CheckpointManager | None = None,
     ) -> None:
         self.dataset, self.config, self.options = dataset, config, options
-        self.loss = get_loss(config.loss)
-        self.optimizer = make_optimizer(config.optimizer, momentum=config.momentum)
-        self.schedule = make_schedule(
-            config.lr_schedule, config.learning_rate, power_t=config.power_t
-        )
+        self.loss = config.make_loss()
+        self.optimizer = config.make_optimizer()
+        self.schedule = config.make_schedule()
         self.callbacks = CallbackList(callbacks)
         self.manager = manager
         self._stop = _Stop()
@@ -215,6 +212,8 @@ class Trainer:
         )
         inv_scale = 1.0 / spec.scale
         t_scale = spec.target_scale
+        # the loss of the standardised target (for huber, delta in standardised units)
+        step_loss = self.loss.rescaled(t_scale) if self.loss.scale_target else self.loss
         if state.epoch_start is None:
             state.epoch_start = state.params.copy()
         if state.epoch_counts is None:
@@ -244,7 +243,7 @@ class Trainer:
                     opt_state,
                     raw[:, :n_feat],
                     t,
-                    loss=self.loss,
+                    loss=step_loss,
                     optimizer=self.optimizer,
                     lr=self.schedule(state.step),
                     l2=cfg.l2,
@@ -369,7 +368,7 @@ def initial_state(dataset: Dataset, config: FitConfig, options: RunOptions) -> T
     if options.init:
         return _warm_state(dataset, config, load(options.init), options.init)
     names = select_features(dataset.schema, config.target, config.features, path=first)
-    loss = get_loss(config.loss)
+    loss = config.make_loss()
     prepare = make_prepare(
         names, config.target, missing=config.missing, fill=None, check_target=_target_check(loss)
     )
@@ -382,7 +381,7 @@ def initial_state(dataset: Dataset, config: FitConfig, options: RunOptions) -> T
         stats,
         standardize=config.standardize,
         missing=config.missing,
-        scale_target=loss.task == "regression",
+        scale_target=loss.scale_target,
         precondition=config.precondition,
     )
     params = np.zeros(len(names) + 1)
@@ -394,10 +393,14 @@ def initial_state(dataset: Dataset, config: FitConfig, options: RunOptions) -> T
             config=config.to_dict(),
             data=dataset.fingerprint(),
         )
-    if loss.task == "binary":  # start at the base rate: log-odds of the mean target
-        rate = float(np.clip(stats.mean[len(names)], 1e-6, 1 - 1e-6))
+    mean_y = float(stats.mean[len(names)])
+    if loss.name == "logistic":  # start at the base rate: log-odds of the mean target
+        rate = min(max(mean_y, 1e-6), 1 - 1e-6)
         params[-1] = np.log(rate / (1 - rate))
-    optimizer = make_optimizer(config.optimizer, momentum=config.momentum)
+    elif loss.name == "poisson":  # start at the mean count
+        params[-1] = np.log(max(mean_y, 1e-6))
+
+    optimizer = config.make_optimizer()
     return TrainState(
         params=params,
         opt_state=optimizer.init(params),
@@ -421,13 +424,13 @@ def _warm_state(dataset: Dataset, config: FitConfig, model: Model, path: str) ->
             + (f"; only in the model: {', '.join(only_model)}" if only_model else "")
             + (f"; only in this run: {', '.join(only_data)}" if only_data else "")
         )
-    if model.loss != config.loss:
+    if model.loss != config.loss or _loss_params(model.config) != _loss_params(config.to_dict()):
         raise UsageError(
             f"--init {path}: the model was trained with --loss {model.loss}, "
             f"this run uses --loss {config.loss}"
         )
     params = np.append(model.weights, model.intercept)
-    optimizer = make_optimizer(config.optimizer, momentum=config.momentum)
+    optimizer = config.make_optimizer()
     step = int(model.summary.get("steps", 0))
     return TrainState(
         params=params,
@@ -437,6 +440,10 @@ def _warm_state(dataset: Dataset, config: FitConfig, model: Model, path: str) ->
         data=dataset.fingerprint(),
         step=step,
     )
+
+
+def _loss_params(settings: dict[str, Any]) -> tuple:
+    return settings.get("huber_delta"), settings.get("quantile")
 
 
 def check_compatible(state: TrainState, config: FitConfig, dataset: Dataset, path: str) -> None:

@@ -190,7 +190,7 @@ def test_summary_counts_what_was_trained(model):
         ("lr", -1.0, "--lr"),
         ("lr", 0.0, "--lr"),
         ("epochs", 0, "--epochs"),
-        ("loss", "hinge", "--loss"),
+        ("loss", "cubic", "--loss"),
         ("optimizer", "lbfgs", "--optimizer"),
         ("missing", "drop", "--missing"),
         ("momentum", 1.5, "--momentum"),

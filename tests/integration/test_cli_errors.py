@@ -108,7 +108,7 @@ def test_target_named_as_a_feature(capsys, reg):
         (["--lr", "0"], "--lr"),
         (["--epochs", "0"], "--epochs"),
         (["--momentum", "1.5"], "--momentum"),
-        (["--loss", "hinge"], "--loss"),
+        (["--loss", "cubic"], "--loss"),
         (["--optimizer", "lbfgs"], "--optimizer"),
         (["--missing", "drop"], "--missing"),
         (["--features", "x0,,x1"], "--features"),
