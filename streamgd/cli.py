@@ -235,6 +235,26 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
     help="L2 penalty l2/2*||w||^2 on the standardised weights (not the intercept).",
 )
 @click.option(
+    "--l1",
+    type=click.FloatRange(min=0),
+    default=_DEFAULTS["l1"],
+    show_default=True,
+    help="L1 penalty l1*||w||_1 (proximal: weights become exactly zero); with --l2, the "
+    "elastic net.",
+)
+@click.option(
+    "--clip-grad",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Clip each step's gradient (after preconditioning) to this L2 norm.",
+)
+@click.option(
+    "--clip-weights",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Clip every standardised weight to [-X, X] after each step (the classic uses 100).",
+)
+@click.option(
     "--epochs",
     type=click.IntRange(min=1),
     default=_DEFAULTS["epochs"],

@@ -99,6 +99,9 @@ class FitConfig:
     huber_delta: float | None = None  # --loss huber, in the target's units
     quantile: float | None = None  # --loss quantile
     l2: float = 0.0
+    l1: float = 0.0  # with l2 too: the elastic net
+    clip_grad: float | None = None  # max L2 norm of a step's direction
+    clip_weights: float | None = None  # clip every weight to +-this (the classic uses 100)
     epochs: int = 5
     batch_size: int = 1024
     tol: float | None = None
@@ -129,6 +132,8 @@ class FitConfig:
         self.make_loss(), self.make_optimizer(), self.make_schedule()  # their own checks
         if self.patience is not None and not self.validation:
             raise UsageError("--patience stops on the validation loss: it needs --validation")
+        if self.solver == "normal" and (self.l1 or self.clip_grad or self.clip_weights):
+            raise UsageError("--solver normal supports --l2 only (not --l1 or clipping)")
         if self.solver == "normal" and self.loss != "squared":
             raise UsageError(
                 f"--solver normal solves least squares: it needs --loss squared, "
@@ -204,6 +209,8 @@ def _set(**hyper: Any) -> dict[str, Any]:
 
 
 _NULLABLE = {
+    "clip_grad",
+    "clip_weights",
     "weight_decay",
     "step_size",
     "gamma",
@@ -229,6 +236,9 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "power_t": _interval(0),
     "momentum": _interval(0, 1),
     "l2": _interval(0),
+    "l1": _interval(0),
+    "clip_grad": _interval(0, lo_open=True),
+    "clip_weights": _interval(0, lo_open=True),
     "epochs": _integer(1),
     "batch_size": _integer(1),
     "tol": _interval(0, lo_open=True),

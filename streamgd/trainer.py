@@ -44,6 +44,9 @@ def train_step(
     l2: float,
     inv_scale: np.ndarray | None = None,
     precond: np.ndarray | None = None,
+    l1: float = 0.0,
+    clip_grad: float | None = None,
+    clip_weights: float | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
     """One mini-batch step on the linear model ``p = z @ w + b`` with ``z = x * inv_scale``.
 
@@ -54,6 +57,11 @@ def train_step(
     preconditioner ``P`` (the inverse feature correlation) the optimiser receives
     ``(P @ dw, db) / c`` where ``c`` is the batch's mean curvature ``d2loss/dp2``: a fixed
     Gauss-Newton approximation under which ``lr = 1`` is a Newton step for the squared loss.
+    Regularisation and clipping: ``clip_grad`` rescales the direction to at most that L2
+    norm; ``l1`` then soft-thresholds the weights by ``lr * l1`` after the step (a proximal
+    step, so weights become exactly zero; with ``l2`` too, the elastic net); ``clip_weights``
+    clips every weight to ``[-clip_weights, clip_weights]``. The intercept is never
+    penalised or clipped.
     Returns the new parameters, optimiser state and the batch's summed loss (before the update).
     """
     n_feat = x.shape[1]
@@ -73,8 +81,18 @@ def train_step(
             grad[:n_feat] = precond @ grad[:n_feat]
         else:
             grad = _newton_direction(grad, x, p, t, loss, inv_scale, l2)
+    if clip_grad is not None:
+        norm = float(np.linalg.norm(grad))
+        if norm > clip_grad:
+            grad *= clip_grad / norm
     step, opt_state = optimizer.update(grad, opt_state, params, lr)
-    return params + step, opt_state, float(loss.value(p, t).sum(dtype=np.float64))
+    new = params + step
+    if l1:
+        w_new = new[:n_feat]
+        new[:n_feat] = np.sign(w_new) * np.maximum(np.abs(w_new) - lr * l1, 0.0)
+    if clip_weights is not None:
+        np.clip(new[:n_feat], -clip_weights, clip_weights, out=new[:n_feat])
+    return new, opt_state, float(loss.value(p, t).sum(dtype=np.float64))
 
 
 # Rows stream as float32 (centred first, in float64, so no precision is lost to an offset):
@@ -249,6 +267,9 @@ class Trainer:
                     l2=cfg.l2,
                     inv_scale=inv_scale,
                     precond=spec.precond,
+                    l1=cfg.l1,
+                    clip_grad=cfg.clip_grad,
+                    clip_weights=cfg.clip_weights,
                 )
             if not (np.isfinite(loss_sum) and np.isfinite(params).all()):
                 raise DivergedError(

@@ -126,3 +126,33 @@ def test_custom_losses_cannot_replace_built_ins():
     fake = Loss.custom("squared", lambda p, y: p - y, lambda p, y: np.ones_like(p))
     with pytest.raises(streamgd.StreamgdError, match="exists already"):
         register_loss(fake)
+
+
+def test_l1_gives_exact_zeros_on_irrelevant_features(tmp_path):
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(3000, 5))
+    y = 3.0 * x[:, 0] - 2.0 * x[:, 1] + rng.normal(size=3000)  # x2..x4 are noise
+    path = tmp_path / "l1.parquet"
+    pq.write_table(pa.table({f"x{i}": x[:, i] for i in range(5)} | {"y": y}), path)
+    model = streamgd.fit(str(path), target="y", l1=0.05, epochs=10)
+    assert np.all(model.weights[2:] == 0.0)  # exactly zero
+    assert np.all(model.weights[:2] != 0.0)
+    plain = streamgd.fit(str(path), target="y", epochs=10)
+    assert np.all(plain.weights[2:] != 0.0)
+    both = streamgd.fit(str(path), target="y", l1=0.05, l2=0.1, epochs=10)  # elastic net
+    assert np.all(both.weights[2:] == 0.0)
+    assert np.all(np.abs(both.weights[:2]) < np.abs(model.weights[:2]))  # l2 shrinks more
+
+
+def test_weight_and_gradient_clipping(tmp_path):
+    rng = np.random.default_rng(10)
+    x = rng.normal(size=(2000, 2))
+    y = 50.0 * x[:, 0] + x[:, 1] + rng.normal(size=2000) * 0.1
+    path = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"a": x[:, 0], "b": x[:, 1], "y": y}), path)
+    clipped = streamgd.fit(str(path), target="y", clip_weights=0.5, epochs=3)
+    assert np.all(np.abs(clipped.weights) <= 0.5) and np.max(np.abs(clipped.weights)) == 0.5
+    # a step whose direction is clipped to a tiny norm barely moves the weights
+    slow = streamgd.fit(str(path), target="y", clip_grad=1e-6, epochs=1, schedule="constant")
+    steps = slow.summary["steps"]
+    assert np.linalg.norm(np.append(slow.weights, slow.intercept)) <= steps * 1e-6 * 1.0001
