@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
 from .shuffle import _BUFFER_STREAM, ShuffleBuffer, epoch_order, epoch_rng
 from .sources import Dataset, _HandleCache, to_matrix
@@ -23,6 +24,8 @@ from .sources import Dataset, _HandleCache, to_matrix
 __all__ = ["Chunk", "Cursor", "Prefetcher", "BatchStream"]
 
 ShuffleState = tuple[np.ndarray, np.ndarray, dict]  # slots, free slots, generator state
+# converter(column, path, first_row) -> a numeric Arrow array replacing the column (labels)
+Converter = Callable[[pa.ChunkedArray, str, int], pa.Array]
 
 # prepare(matrix, path, first_row) -> (rows to train on, counts); see features.make_prepare
 Prepare = Callable[[np.ndarray, str, int], tuple[np.ndarray, np.ndarray]]
@@ -94,9 +97,11 @@ class Prefetcher:
         depth: int = 2,
         center: np.ndarray | None = None,
         dtype: np.dtype | type = np.float64,
+        converters: dict[str, Converter] | None = None,
     ) -> None:
         self._args = (dataset, list(order), list(columns), prepare, start, offset)
         self._center = center
+        self._converters = converters or {}
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self.pool = BufferPool(len(columns), dtype)
         self._stop = threading.Event()
@@ -125,6 +130,11 @@ class Prefetcher:
                 # followed by an empty end-of-unit chunk. No lookahead holds an extra chunk.
                 single = unit.row_group >= 0
                 for table, first_row in dataset.iter_unit(unit, columns, handles):
+                    for name, convert in self._converters.items():
+                        i = table.schema.get_field_index(name)
+                        table = table.set_column(
+                            i, name, convert(table.column(name), path, first_row)
+                        )
                     buf = self.pool.get(table.num_rows)
                     matrix = to_matrix(table, columns, buf, center=self._center)
                     rows, counts = prepare(matrix, path, first_row)
@@ -185,9 +195,10 @@ class BatchStream:
         shuffle_state: ShuffleState | None = None,
         center: np.ndarray | None = None,
         dtype: np.dtype | type = np.float64,
+        converters: dict[str, Converter] | None = None,
     ) -> None:
         self.dataset, self.columns, self.prepare = dataset, list(columns), prepare
-        self.center, self.dtype = center, dtype
+        self.center, self.dtype, self.converters = center, dtype, converters
         self.batch_size, self.prefetch = batch_size, prefetch
         self.order = epoch_order(len(dataset.units), seed=seed, epoch=epoch, shuffle=shuffle)
         self.cursor = cursor if cursor is not None else Cursor(epoch=epoch)
@@ -274,6 +285,7 @@ class BatchStream:
             depth=self.prefetch,
             center=self.center,
             dtype=self.dtype,
+            converters=self.converters,
         )
         self._chunks = iter(prefetcher)
         try:

@@ -114,6 +114,7 @@ class TrainState:
             "config": self.config,
             "data": self.data,
             "features": list(self.spec.names),
+            "classes": None if self.spec.classes is None else list(self.spec.classes),
             "target": self.spec.target,
             "missing": self.spec.missing,
             "opt_keys": sorted(self.opt_state),

@@ -30,13 +30,19 @@ MISSING_POLICIES = ("impute", "error")
 
 
 def select_features(
-    schema: pa.Schema, target: str, features: Sequence[str] | None, *, path: str
+    schema: pa.Schema,
+    target: str,
+    features: Sequence[str] | None,
+    *,
+    path: str,
+    labels: bool = False,
 ) -> tuple[str, ...]:
-    """The feature columns: those asked for, or every numeric column except the target."""
+    """The feature columns: those asked for, or every numeric column except the target.
+    With ``labels`` (multi-class) the target may hold strings as well as numbers."""
     names = schema.names
     if target not in names:
         raise UsageError(f"{path}: no target column {target!r}; columns are: {', '.join(names)}")
-    if not is_numeric(schema.field(target).type):
+    if not labels and not is_numeric(schema.field(target).type):
         raise DataError(
             f"the target must be numeric, but its type is {schema.field(target).type}",
             path=path,
@@ -181,6 +187,7 @@ class FeatureSpec:
     target_center: float = 0.0
     target_scale: float = 1.0
     precond: np.ndarray | None = None  # inverse correlation of the standardised features
+    classes: tuple | None = None  # multi-class: the labels, in code order
 
     @staticmethod
     def from_stats(
@@ -229,11 +236,26 @@ class FeatureSpec:
 
     def to_original(self, w: np.ndarray, b: float) -> tuple[np.ndarray, float]:
         """Coefficients and intercept in original units: ``y = x @ coef + intercept``."""
-        coef = w * self.target_scale / self.scale
-        return coef, float(self.target_center + self.target_scale * b - coef @ self.center)
+        scale = self.scale if np.ndim(w) == 1 else self.scale[:, None]
+        coef = w * self.target_scale / scale
+        intercept = self.target_center + self.target_scale * np.asarray(b) - self.center @ coef
+        return coef, intercept
 
 
 TargetCheck = Callable[[np.ndarray], np.ndarray]  # returns a mask of invalid target values
+
+
+def target_check(loss) -> TargetCheck | None:
+    """The loss's check of target values, carrying its ``expected`` text for messages."""
+    if loss.invalid_target is None:
+        return None
+    invalid = loss.invalid_target
+
+    def check(y: np.ndarray) -> np.ndarray:
+        return invalid(y)
+
+    check.expected = loss.expected_target  # type: ignore[attr-defined]
+    return check
 
 
 def make_prepare(
@@ -318,6 +340,7 @@ def compute_stats(
     prepare,
     max_rows: int,
     seed: int,
+    converters: dict | None = None,
 ) -> Stats:
     """The statistics pass: NaN-aware mean and std of every feature and of the target.
 
@@ -335,7 +358,7 @@ def compute_stats(
     columns = [*names, target]
     acc: Stats | None = None
     # float64, unlike training: the statistics see raw values, before any centring
-    prefetch = Prefetcher(dataset, order, columns, prepare, depth=1)
+    prefetch = Prefetcher(dataset, order, columns, prepare, depth=1, converters=converters)
     try:
         for chunk in prefetch:
             part = Stats.of(chunk.rows)
@@ -351,3 +374,71 @@ def compute_stats(
             path=dataset.files[0].path,
         )
     return acc
+
+
+# -- class labels (multi-class targets) --------------------------------------------------------
+MAX_CLASSES = 1000
+
+
+def scan_classes(dataset: Dataset, target: str) -> tuple[tuple, np.ndarray]:
+    """The distinct non-null labels of the target column and their counts, by one pass over
+    that column alone (bounded memory: one row group or CSV block at a time). Labels are
+    sorted; numbers that are whole become ints."""
+    import pyarrow.compute as pc
+
+    from .sources import _HandleCache
+
+    counts: dict = {}
+    handles = _HandleCache()
+    for unit in dataset.units:
+        for table, _ in dataset.iter_unit(unit, [target], handles):
+            col = table.column(target)
+            if pa.types.is_dictionary(col.type):
+                col = col.cast(col.type.value_type)
+            for item in pc.value_counts(col.drop_null()).to_pylist():
+                counts[item["values"]] = counts.get(item["values"], 0) + item["counts"]
+            if len(counts) > MAX_CLASSES:
+                raise DataError(
+                    f"more than {MAX_CLASSES} distinct values: not a class label for "
+                    "--loss softmax",
+                    path=dataset.files[unit.file].path,
+                    column=target,
+                )
+    if len(counts) < 2:
+        raise DataError(
+            f"--loss softmax needs at least 2 classes, found {len(counts)}",
+            path=dataset.files[0].path,
+            column=target,
+        )
+    labels = sorted(counts, key=lambda v: (isinstance(v, str), v))
+    frequencies = np.array([counts[v] for v in labels], dtype=np.int64)
+    whole = [int(v) if isinstance(v, float) and v.is_integer() else v for v in labels]
+    return tuple(whole), frequencies
+
+
+def label_encoder(classes: Sequence, target: str):
+    """A converter ``(column, path, first_row) -> float64 codes`` (NaN where null) for the
+    prefetcher; a label outside ``classes`` is an error naming its row."""
+    import pyarrow.compute as pc
+
+    numeric = all(not isinstance(c, str) for c in classes)
+    value_set = pa.array([float(c) for c in classes] if numeric else [str(c) for c in classes])
+
+    def encode(col: pa.ChunkedArray, path: str, first_row: int) -> pa.Array:
+        if pa.types.is_dictionary(col.type):
+            col = col.cast(col.type.value_type)
+        col = col.cast(pa.float64()) if numeric else col.cast(pa.string())
+        codes = pc.index_in(col, value_set=value_set)
+        unknown = pc.and_(pc.is_valid(col), pc.is_null(codes))
+        if pc.any(unknown).as_py():
+            i = pc.index(unknown, True).as_py()
+            raise DataError(
+                f"class {col[i].as_py()!r} was not among the training classes "
+                f"({', '.join(map(str, classes[:10]))}{', ...' if len(classes) > 10 else ''})",
+                path=path,
+                column=target,
+                row=first_row + i + 1,
+            )
+        return codes.cast(pa.float64())
+
+    return encode

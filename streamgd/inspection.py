@@ -48,6 +48,7 @@ def describe(path: str) -> dict[str, Any]:
         "loss_so_far": state.running_loss(),
         "buffer_rows": state.buffered_rows,
         "features": model["features"],
+        "classes": model["classes"],
         "coefficients": model["coefficients"],
         "intercept": model["intercept"],
         "history": state.history,
@@ -77,10 +78,21 @@ def render_text(info: dict[str, Any]) -> str:
         lines.append(f"model: {info['loss']} loss, target {info['target']}")
     width = max([len(n) for n in info["features"]] + [9])
     lines.append("")
-    lines.append(f"  {'feature':<{width}}  coefficient (original units)")
-    for name in info["features"]:
-        lines.append(f"  {name:<{width}}  {_num(info['coefficients'][name])}")
-    lines.append(f"  {'intercept':<{width}}  {_num(info['intercept'])}")
+    if info.get("classes"):  # multi-class: one column of coefficients per class
+        classes = [str(c) for c in info["classes"]]
+        cw = max([len(c) for c in classes] + [11])
+        lines.append(f"  {'feature':<{width}}  " + "  ".join(f"{c:>{cw}}" for c in classes))
+        for name in info["features"]:
+            values = [_num(info["coefficients"][c][name]) for c in classes]
+            lines.append(f"  {name:<{width}}  " + "  ".join(f"{v:>{cw}}" for v in values))
+        values = [_num(info["intercept"][c]) for c in classes]
+        lines.append(f"  {'intercept':<{width}}  " + "  ".join(f"{v:>{cw}}" for v in values))
+        lines.append("  (coefficients in original units, per class)")
+    else:
+        lines.append(f"  {'feature':<{width}}  coefficient (original units)")
+        for name in info["features"]:
+            lines.append(f"  {name:<{width}}  {_num(info['coefficients'][name])}")
+        lines.append(f"  {'intercept':<{width}}  {_num(info['intercept'])}")
     summary = info.get("summary")
     if summary:
         lines.append("")

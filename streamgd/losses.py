@@ -38,6 +38,7 @@ __all__ = [
     "register_loss",
     "identity",
     "sigmoid",
+    "softmax",
     "trigonometric_loss",
 ]
 
@@ -46,7 +47,7 @@ LossFunction = Callable[[Array, Array], Array]
 # regression: identity-like link, regression metrics; binary: link gives P(y = 1), log loss;
 # margin: the link gives a decision score (> 0 means class 1), classification metrics but no
 # log loss.
-TASKS = ("regression", "binary", "margin")
+TASKS = ("regression", "binary", "margin", "multiclass")
 
 
 def identity(p: Array) -> Array:
@@ -431,6 +432,64 @@ def hinge(**_: object) -> Loss:
     return _HINGE
 
 
+# -- multi-class ---------------------------------------------------------------------------------
+def softmax(p: Array) -> Array:
+    """Row-wise softmax of logits ``p`` (n, K), shifted by the row maximum for stability.
+
+    >>> softmax(np.array([[0.0, np.log(3.0)]])).round(6).tolist()
+    [[0.25, 0.75]]
+    """
+    e = np.exp(p - p.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _labels(y: Array) -> Array:
+    return np.asarray(y).astype(np.int64)
+
+
+def _softmax_value(p: Array, y: Array) -> Array:
+    r"""Cross-entropy of class codes ``y`` under logits ``p`` (n, K):
+    :math:`\log \sum_k e^{p_k} - p_y` per sample.
+
+    >>> round(float(_softmax_value(np.zeros((1, 4)), np.array([2]))[0]), 6)
+    1.386294
+    """
+    m = p.max(axis=1)
+    lse = m + np.log(np.exp(p - m[:, None]).sum(axis=1))
+    return lse - p[np.arange(len(p)), _labels(y)]
+
+
+def _softmax_gradient(p: Array, y: Array) -> Array:
+    g = softmax(p)
+    g[np.arange(len(p)), _labels(y)] -= 1.0
+    return g
+
+
+def _softmax_curvature(p: Array, y: Array) -> Array:
+    q = softmax(p)  # the diagonal of the Hessian with respect to each logit
+    return q * (1.0 - q)
+
+
+_SOFTMAX = Loss(
+    "softmax",
+    _softmax_value,
+    _softmax_gradient,
+    softmax,
+    None,
+    "multiclass",
+    expected_target="a class label",
+    curvature=_softmax_curvature,
+)
+
+
+def softmax_loss(**_: object) -> Loss:
+    """Multinomial logistic regression on class codes ``y`` in ``0..K-1`` and logits ``p``
+    of shape (n, K): value ``logsumexp(p) - p_y``; gradient ``softmax(p) - onehot(y)``;
+    ``link`` gives the class probabilities. The trainer maps integer or string labels to codes
+    (the classes are found by a scan of the target column) and back."""
+    return _SOFTMAX
+
+
 # -- the registry ------------------------------------------------------------------------------
 LOSS_FACTORIES: dict[str, Callable[..., Loss]] = {
     "squared": squared,
@@ -440,6 +499,7 @@ LOSS_FACTORIES: dict[str, Callable[..., Loss]] = {
     "quantile": quantile,
     "poisson": poisson,
     "hinge": hinge,
+    "softmax": softmax_loss,
 }
 
 LOSSES: dict[str, Loss] = {name: factory() for name, factory in LOSS_FACTORIES.items()}

@@ -25,6 +25,8 @@ METRICS = {
     "binary": ("logloss", "accuracy", "precision", "recall", "f1", "auc"),
     # a decision score (hinge): class 1 when the score is positive; no probability, no logloss
     "margin": ("accuracy", "precision", "recall", "f1", "auc"),
+    # class codes against (rows, classes) probabilities
+    "multiclass": ("logloss", "accuracy"),
 }
 
 
@@ -49,6 +51,12 @@ class Accumulator:
             return
         n0 = self.n
         self.n += len(y)
+        if self.task == "multiclass":
+            codes = np.asarray(y).astype(np.int64)
+            picked = np.clip(p[np.arange(len(codes)), codes], _EPS, 1.0)
+            correct = np.count_nonzero(p.argmax(axis=1) == codes)
+            self.sums += [-np.log(picked).sum(), correct, 0.0, 0.0, 0.0, 0.0]
+            return
         if self.task == "regression":
             err = p - y
             self.sums += [err @ err, np.abs(err).sum(), 0.0, 0.0, 0.0, 0.0]
@@ -87,6 +95,8 @@ class Accumulator:
                 "mae": abs_err / n,
                 "r2": float(1.0 - err2 / sst) if sst > 0 else float("nan"),
             }
+        if self.task == "multiclass":
+            return {"logloss": self.sums[0] / n, "accuracy": self.sums[1] / n}
         logloss, tp, fp, tn, fn = self.sums[:5]
         precision = tp / (tp + fp) if tp + fp else 0.0
         recall = tp / (tp + fn) if tp + fn else 0.0

@@ -24,12 +24,16 @@ MODEL_VERSION = 1
 
 @dataclass
 class Model:
-    """A linear model ``link(z @ weights + intercept)`` over standardised features."""
+    """A linear model ``link(z @ weights + intercept)`` over standardised features.
+
+    For a multi-class (softmax) model ``weights`` is (features, classes) and ``intercept`` one
+    per class; :attr:`classes` holds the labels.
+    """
 
     spec: FeatureSpec
     loss: str
     weights: np.ndarray  # standardised units
-    intercept: float
+    intercept: float | np.ndarray
     config: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -42,6 +46,10 @@ class Model:
     @property
     def target(self) -> str:
         return self.spec.target
+
+    @property
+    def classes(self) -> tuple | None:
+        return self.spec.classes
 
     # -- prediction ---------------------------------------------------------------------------
     def decision(self, x: np.ndarray) -> np.ndarray:
@@ -65,6 +73,17 @@ class Model:
                     row=int(r) + 1,
                 )
             x = np.where(missing, self.spec.fill, x)
+        if self.classes is not None:
+            return np.asarray(self.classes, dtype=object)[self.decision(x).argmax(axis=1)]
+        return self.make_loss().link(self.decision(x))
+
+    def predict_proba(self, data: pa.Table | pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Class probabilities, (rows, classes) in :attr:`classes` order (softmax models), or
+        the probability of class 1 (logistic)."""
+        if self.classes is None:
+            return self.predict(data)
+        x = self._matrix(data)
+        x = np.where(np.isnan(x), self.spec.fill, x)
         return self.make_loss().link(self.decision(x))
 
     def _matrix(self, data) -> np.ndarray:
@@ -97,10 +116,17 @@ class Model:
             quantile=self.config.get("quantile"),
         )
 
-    def coefficients(self) -> tuple[dict[str, float], float]:
-        """Coefficients keyed by feature and the intercept, in original units."""
+    def coefficients(self) -> tuple[dict, Any]:
+        """Coefficients keyed by feature and the intercept, in original units; for a
+        multi-class model both keyed by class first (``{class: {feature: c}}``)."""
         coef, b = self.spec.to_original(self.weights, self.intercept)
-        return dict(zip(self.features, map(float, coef), strict=True)), b
+        if self.classes is None:
+            return dict(zip(self.features, map(float, coef), strict=True)), float(b)
+        per_class = {
+            str(c): dict(zip(self.features, map(float, coef[:, k]), strict=True))
+            for k, c in enumerate(self.classes)
+        }
+        return per_class, {str(c): float(b[k]) for k, c in enumerate(self.classes)}
 
     def inspect(self) -> dict[str, Any]:
         coef, b = self.coefficients()
@@ -109,6 +135,7 @@ class Model:
             "target": self.target,
             "loss": self.loss,
             "features": list(self.features),
+            "classes": None if self.classes is None else list(self.classes),
             "coefficients": coef,
             "intercept": b,
             "target_scaling": {"center": self.spec.target_center, "scale": self.spec.target_scale},
@@ -134,13 +161,15 @@ class Model:
                 "features": list(self.features),
                 "target": self.target,
                 "missing": self.spec.missing,
-                "intercept": self.intercept,
+                "classes": None if self.classes is None else list(self.classes),
+                "intercept": None if np.ndim(self.intercept) else self.intercept,
                 "config": self.config,
                 "summary": self.summary,
                 "history": self.history,
             },
             arrays=spec_arrays(self.spec)
             | {"weights": self.weights}
+            | ({"intercepts": np.asarray(self.intercept)} if np.ndim(self.intercept) else {})
             | ({} if self.path is None else {"path": self.path}),
         )
 
@@ -196,6 +225,7 @@ def spec_from(meta: dict, arrays: dict[str, np.ndarray]) -> FeatureSpec:
         float(arrays["target_scaling"][0]),
         float(arrays["target_scaling"][1]),
         arrays.get("precond"),
+        tuple(meta["classes"]) if meta.get("classes") else None,
     )
 
 
@@ -207,7 +237,9 @@ def load(path: str) -> Model:
             spec=spec_from(meta, arrays),
             loss=meta["loss"],
             weights=arrays["weights"],
-            intercept=float(meta["intercept"]),
+            intercept=float(meta["intercept"])
+            if meta["intercept"] is not None
+            else arrays["intercepts"],
             config=meta.get("config", {}),
             summary=meta.get("summary", {}),
             history=meta.get("history", []),

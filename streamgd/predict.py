@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from .archive import atomic_path
 from .batches import Prefetcher
 from .errors import DataError, UsageError
-from .features import make_prepare
+from .features import label_encoder, make_prepare, target_check
 from .metrics import Accumulator
 from .model import Model
 from .sources import _HandleCache, is_numeric, open_dataset, to_matrix
@@ -87,10 +87,16 @@ def _predict_files(
                 cols = [*model.features, *[c for c in id_columns if c not in model.features]]
                 for table, first_row in dataset.iter_unit(unit, cols, handles):
                     x, _ = prepare(to_matrix(table, model.features), path, first_row)
-                    pred = link(model.decision(x))
-                    result = pa.table(
-                        {**{c: table.column(c) for c in id_columns}, column: pa.array(pred)}
-                    )
+                    out = link(model.decision(x))
+                    ids = {c: table.column(c) for c in id_columns}
+                    if model.classes is None:
+                        result = pa.table({**ids, column: pa.array(out)})
+                    else:  # the most probable label, then each class's probability
+                        labels = np.asarray(model.classes, dtype=object)[out.argmax(axis=1)]
+                        probs = {
+                            f"proba_{c}": pa.array(out[:, k]) for k, c in enumerate(model.classes)
+                        }
+                        result = pa.table({**ids, column: pa.array(labels.tolist()), **probs})
                     if writer is None:
                         writer = (
                             pacsv.CSVWriter(tmp, result.schema)
@@ -132,27 +138,26 @@ def _evaluate(model: Model, paths: Sequence[str], fmt: str) -> dict[str, Any]:
     dataset = open_dataset(paths, fmt)
     first = dataset.files[0].path
     _check_columns(dataset.schema, model.features, first, what="feature", numeric=True)
-    _check_columns(dataset.schema, [model.target], first, what="target", numeric=True)
+    multiclass = model.classes is not None
+    _check_columns(dataset.schema, [model.target], first, what="target", numeric=not multiclass)
     loss = model.make_loss()
-    check = None
-    if loss.invalid_target is not None:
-
-        def check(y: np.ndarray) -> np.ndarray:
-            return loss.invalid_target(y)  # type: ignore[misc]
-
-        check.expected = loss.expected_target  # type: ignore[attr-defined]
     prepare = make_prepare(
         model.features,
         model.target,
         missing=model.spec.missing,
         fill=model.spec.fill,
-        check_target=check,
+        check_target=target_check(loss),
     )
+    converters = None
+    if multiclass:
+        converters = {model.target: label_encoder(model.classes, model.target)}
     acc = Accumulator(loss.task)
     n_feat = len(model.features)
     counts = np.zeros(1 + n_feat, dtype=np.int64)
     loss_sum = 0.0
-    prefetch = Prefetcher(dataset, range(len(dataset.units)), model.spec.columns, prepare)
+    prefetch = Prefetcher(
+        dataset, range(len(dataset.units)), model.spec.columns, prepare, converters=converters
+    )
     try:
         for chunk in prefetch:
             counts += chunk.counts

@@ -8,6 +8,7 @@ resume loads it, so an interrupted run continues exactly where it stopped.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 import time
 from collections.abc import Iterator, Sequence
@@ -22,7 +23,16 @@ from .callbacks import Callback, CallbackList
 from .checkpoint import CheckpointManager, TrainState
 from .config import FitConfig, RunOptions
 from .errors import CheckpointError, DataError, DivergedError, PreemptedError, UsageError
-from .features import MIN_EIGENVALUE, FeatureSpec, compute_stats, make_prepare, select_features
+from .features import (
+    MIN_EIGENVALUE,
+    FeatureSpec,
+    compute_stats,
+    label_encoder,
+    make_prepare,
+    scan_classes,
+    select_features,
+    target_check,
+)
 from .losses import Loss
 from .model import Model, load
 from .optimizers import Optimizer
@@ -65,22 +75,29 @@ def train_step(
     Returns the new parameters, optimiser state and the batch's summed loss (before the update).
     """
     n_feat = x.shape[1]
-    w = params[:n_feat]
+    w = params[:n_feat]  # (features,), or (features, classes) for softmax
+    scale = None if inv_scale is None else (inv_scale if w.ndim == 1 else inv_scale[:, None])
     # matrix products in the batch's precision (float32 while streaming), the rest in float64
-    weff = np.asarray(w if inv_scale is None else w * inv_scale, dtype=x.dtype)
+    weff = np.asarray(w if scale is None else w * scale, dtype=x.dtype)
     p = np.asarray(x @ weff, dtype=np.float64) + params[n_feat]
     g = loss.gradient(p, t)
     grad = np.empty_like(params)
     xg = np.asarray(x.T @ np.asarray(g, dtype=x.dtype), dtype=np.float64)
-    grad[:n_feat] = (xg if inv_scale is None else xg * inv_scale) / len(t)
+    grad[:n_feat] = (xg if scale is None else xg * scale) / len(t)
     if l2:
         grad[:n_feat] += l2 * w
-    grad[n_feat] = g.mean()
+    grad[n_feat] = g.mean(axis=0)
     if precond is not None:
         if loss.curvature is None:
             grad[:n_feat] = precond @ grad[:n_feat]
         else:
-            grad = _newton_direction(grad, x, p, t, loss, inv_scale, l2)
+            m = min(len(t), HESSIAN_ROWS)
+            c = loss.curvature(p[:m], t[:m])
+            if grad.ndim == 1:
+                grad = _newton_direction(grad, x[:m], c, inv_scale, l2)
+            else:  # softmax: one block per class (cross-class terms left out)
+                for k in range(grad.shape[1]):
+                    grad[:, k] = _newton_direction(grad[:, k], x[:m], c[:, k], inv_scale, l2)
     if clip_grad is not None:
         norm = float(np.linalg.norm(grad))
         if norm > clip_grad:
@@ -106,17 +123,16 @@ HESSIAN_ROWS = 256
 MIN_CURVATURE = 0.01
 
 
-def _newton_direction(grad, x, p, t, loss, inv_scale, l2):
-    """Solve ``H d = grad`` with ``H`` the curvature-weighted Gram matrix of ``[z, 1]`` over
-    the batch's first ``HESSIAN_ROWS`` rows (a subsampled Gauss-Newton step), eigenvalues
-    floored. For losses whose curvature depends on the prediction (logistic), where a fixed
-    correlation preconditioner would misjudge the step along well-separated directions."""
-    m = min(len(t), HESSIAN_ROWS)
-    z = x[:m] if inv_scale is None else x[:m] * inv_scale
-    a = np.empty((m, z.shape[1] + 1))  # float64
+def _newton_direction(grad, x, c, inv_scale, l2):
+    """Solve ``H d = grad`` with ``H`` the Gram matrix of ``[z, 1]`` weighted by the per-row
+    curvature ``c`` over the rows of ``x`` (the batch's first ``HESSIAN_ROWS``: a subsampled
+    Gauss-Newton step), eigenvalues floored. For losses whose curvature depends on the
+    prediction (logistic, poisson, softmax), where a fixed correlation preconditioner would
+    misjudge the step along well-separated directions."""
+    z = x if inv_scale is None else x * inv_scale
+    a = np.empty((len(z), z.shape[1] + 1))  # float64
     a[:, :-1], a[:, -1] = z, 1.0
-    c = loss.curvature(p[:m], t[:m])
-    h = (a * c[:, None]).T @ a / m
+    h = (a * c[:, None]).T @ a / len(z)
     if l2:
         h[:-1, :-1] += l2 * np.eye(z.shape[1])
     vals, vecs = np.linalg.eigh(h)
@@ -211,8 +227,11 @@ class Trainer:
             spec.target,
             missing=spec.missing,
             fill=(spec.fill - spec.center).astype(STREAM_DTYPE),
-            check_target=_target_check(self.loss),
+            check_target=target_check(self.loss),
         )
+        converters = None
+        if spec.classes is not None:
+            converters = {spec.target: label_encoder(spec.classes, spec.target)}
         stream = BatchStream(
             self.dataset,
             spec.columns,
@@ -227,6 +246,7 @@ class Trainer:
             shuffle_state=state.shuffle_state(),
             center=center,
             dtype=STREAM_DTYPE,
+            converters=converters,
         )
         inv_scale = 1.0 / spec.scale
         t_scale = spec.target_scale
@@ -369,18 +389,6 @@ class Trainer:
 MAX_PATH = 4096
 
 
-def _target_check(loss: Loss):
-    if loss.invalid_target is None:
-        return None
-    check = loss.invalid_target
-
-    def f(y: np.ndarray) -> np.ndarray:
-        return check(y)
-
-    f.expected = loss.expected_target  # type: ignore[attr-defined]
-    return f
-
-
 # -- the API ----------------------------------------------------------------------------------
 def initial_state(dataset: Dataset, config: FitConfig, options: RunOptions) -> TrainState:
     """A fresh state: features from the schema, statistics from a statistics pass (or the
@@ -388,13 +396,24 @@ def initial_state(dataset: Dataset, config: FitConfig, options: RunOptions) -> T
     first = dataset.files[0].path
     if options.init:
         return _warm_state(dataset, config, load(options.init), options.init)
-    names = select_features(dataset.schema, config.target, config.features, path=first)
     loss = config.make_loss()
-    prepare = make_prepare(
-        names, config.target, missing=config.missing, fill=None, check_target=_target_check(loss)
+    multiclass = loss.task == "multiclass"
+    names = select_features(
+        dataset.schema, config.target, config.features, path=first, labels=multiclass
     )
+    classes, frequencies = scan_classes(dataset, config.target) if multiclass else (None, None)
+    prepare = make_prepare(
+        names, config.target, missing=config.missing, fill=None, check_target=target_check(loss)
+    )
+    converters = None if classes is None else {config.target: label_encoder(classes, config.target)}
     stats = compute_stats(
-        dataset, names, config.target, prepare=prepare, max_rows=config.stats_rows, seed=config.seed
+        dataset,
+        names,
+        config.target,
+        prepare=prepare,
+        max_rows=config.stats_rows,
+        seed=config.seed,
+        converters=converters,
     )
     spec = FeatureSpec.from_stats(
         names,
@@ -405,6 +424,17 @@ def initial_state(dataset: Dataset, config: FitConfig, options: RunOptions) -> T
         scale_target=loss.scale_target,
         precondition=config.precondition,
     )
+    if classes is not None:
+        spec = dataclasses.replace(spec, classes=classes)
+        params = np.zeros((len(names) + 1, len(classes)))
+        params[-1] = np.log(frequencies / frequencies.sum())  # start at the class frequencies
+        return TrainState(
+            params=params,
+            opt_state=config.make_optimizer().init(params),
+            spec=spec,
+            config=config.to_dict(),
+            data=dataset.fingerprint(),
+        )
     params = np.zeros(len(names) + 1)
     if config.solver == "normal":
         return TrainState(
@@ -586,7 +616,9 @@ def model_from_state(state: TrainState, config: FitConfig) -> Model:
         spec=state.spec,
         loss=config.loss,
         weights=state.params[:n_feat].copy(),
-        intercept=float(state.params[n_feat]),
+        intercept=float(state.params[n_feat])
+        if state.params.ndim == 1
+        else state.params[n_feat].copy(),
         config=config.to_dict(),
         summary=summary,
         history=list(state.history),

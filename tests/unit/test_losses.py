@@ -23,7 +23,8 @@ from streamgd.losses import (
     trigonometric_loss,
 )
 
-NAMES = sorted(LOSSES)
+# per-sample losses of a scalar prediction; softmax (vector logits) has its own tests below
+NAMES = sorted(n for n, loss in LOSSES.items() if loss.task != "multiclass")
 # Parameters other than the defaults that the contract also covers.
 VARIANTS = {
     "huber": [{"huber_delta": 0.3}, {"huber_delta": 2.5}],
@@ -453,3 +454,36 @@ def test_sigmoid_is_stable_and_symmetric():
     assert ((s >= 0) & (s <= 1)).all()
     np.testing.assert_allclose(s + sigmoid(-p), 1.0, rtol=1e-15)
     assert s[4] == 0.5 and np.all(np.diff(s) >= 0)
+
+
+# -- softmax: logits of shape (n, K) --------------------------------------------------------
+def test_softmax_gradient_and_curvature_match_finite_differences():
+    loss = LOSSES["softmax"]
+    rng = np.random.default_rng(21)
+    p = rng.normal(size=(7, 4)) * 2
+    y = rng.integers(0, 4, size=7)
+    h = 1e-6
+    fd = np.zeros_like(p)
+    for k in range(4):
+        e = np.zeros_like(p)
+        e[:, k] = h
+        fd[:, k] = (loss.value(p + e, y) - loss.value(p - e, y)) / (2 * h)
+    np.testing.assert_allclose(loss.gradient(p, y), fd, rtol=1e-6, atol=1e-8)
+    diag = np.zeros_like(p)
+    for k in range(4):
+        e = np.zeros_like(p)
+        e[:, k] = h
+        diag[:, k] = (loss.gradient(p + e, y)[:, k] - loss.gradient(p - e, y)[:, k]) / (2 * h)
+    np.testing.assert_allclose(loss.curvature(p, y), diag, rtol=1e-5, atol=1e-8)
+
+
+def test_softmax_is_logistic_for_two_classes():
+    rng = np.random.default_rng(22)
+    z = rng.normal(size=50) * 3
+    y = rng.integers(0, 2, size=50)
+    two = np.c_[np.zeros(50), z]  # logit of class 1 relative to class 0
+    np.testing.assert_allclose(
+        LOSSES["softmax"].value(two, y), LOSSES["logistic"].value(z, y.astype(float)), rtol=1e-12
+    )
+    probs = LOSSES["softmax"].link(np.array([[1000.0, 0.0, -1000.0]]))  # no overflow
+    assert np.isfinite(probs).all() and probs[0, 0] == 1.0
