@@ -51,6 +51,7 @@ class TrainState:
     epoch_loss: float = 0.0  # sum of per-row losses this epoch (before each update)
     epoch_rows: int = 0
     epoch_start: np.ndarray | None = None  # params at the start of the epoch (for --tol)
+    epoch_metrics: dict[str, np.ndarray] | None = None  # running training metrics' sums
     rows_trained: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     finished: bool = False
@@ -89,6 +90,7 @@ class TrainState:
     def to_archive(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         arrays = {"params": self.params, **spec_arrays(self.spec)}
         arrays |= {f"opt.{k}": np.asarray(v) for k, v in self.opt_state.items()}
+        arrays |= {f"metric.{k}": np.asarray(v) for k, v in (self.epoch_metrics or {}).items()}
         for name in ("buffer", "buffer_free", "epoch_counts", "epoch_start", "best_params", "path"):
             value = getattr(self, name)
             if value is not None:
@@ -139,6 +141,7 @@ class TrainState:
             epoch_loss=float(meta["epoch_loss"]),
             epoch_rows=int(meta["epoch_rows"]),
             epoch_start=arrays.get("epoch_start"),
+            epoch_metrics={k[7:]: v for k, v in arrays.items() if k.startswith("metric.")} or None,
             rows_trained=int(meta["rows_trained"]),
             history=list(meta["history"]),
             finished=bool(meta["finished"]),

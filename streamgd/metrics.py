@@ -37,14 +37,35 @@ def metric_names(task: str) -> tuple[str, ...]:
 class Accumulator:
     """Accumulates the metrics of one task over batches; ``result()`` gives a dict."""
 
-    def __init__(self, task: str) -> None:
+    def __init__(self, task: str, *, auc: bool = True) -> None:
         self.task = task
+        self.auc = auc  # the AUC histogram costs two bincounts a batch; training skips it
         self.n = 0
         self.sums = np.zeros(6)  # regression: err2, |err| / binary: logloss, tp, fp, tn, fn
         self.y_mean = 0.0  # regression: running mean and sum of squared deviations of y
         self.y_m2 = 0.0
         if task in ("binary", "margin"):
             self.hist = np.zeros((2, AUC_BINS), dtype=np.int64)
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Everything accumulated so far, as arrays (for checkpoints)."""
+        out = {
+            "n": np.asarray(self.n),
+            "sums": self.sums.copy(),
+            "y": np.array([self.y_mean, self.y_m2]),
+        }
+        if hasattr(self, "hist"):
+            out["hist"] = self.hist.copy()
+        return out
+
+    @classmethod
+    def restore(cls, task: str, state: dict[str, np.ndarray], *, auc: bool = True) -> Accumulator:
+        acc = cls(task, auc=auc)
+        acc.n, acc.sums = int(state["n"]), state["sums"].copy()
+        acc.y_mean, acc.y_m2 = (float(v) for v in state["y"])
+        if "hist" in state:
+            acc.hist = state["hist"].copy()
+        return acc
 
     def update(self, y: np.ndarray, p: np.ndarray) -> None:
         if len(y) == 0:
@@ -77,6 +98,8 @@ class Accumulator:
         fp = np.count_nonzero(pred & ~pos)
         fn = np.count_nonzero(~pred & pos)
         self.sums += [logloss, tp, fp, len(y) - tp - fp - fn, fn, 0.0]
+        if not self.auc:
+            return
         logit = np.log(q) - np.log1p(-q)
         idx = ((logit + AUC_RANGE) * (AUC_BINS / (2 * AUC_RANGE))).astype(np.int64)
         np.clip(idx, 0, AUC_BINS - 1, out=idx)
@@ -107,8 +130,10 @@ class Accumulator:
             "precision": precision,
             "recall": recall,
             "f1": f1,
-            "auc": _auc(self.hist[1], self.hist[0]),
+            "auc": _auc(self.hist[1], self.hist[0]) if self.auc else float("nan"),
         }
+        if not self.auc:
+            del result["auc"]
         return {k: v for k, v in result.items() if k in METRICS[self.task]}
 
 

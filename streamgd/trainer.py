@@ -34,6 +34,7 @@ from .features import (
     target_check,
 )
 from .losses import Loss
+from .metrics import Accumulator
 from .model import Model, load
 from .optimizers import Optimizer
 from .solvers import normal_accumulate, normal_init, normal_loss, normal_solve
@@ -109,7 +110,7 @@ def train_step(
         new[:n_feat] = np.sign(w_new) * np.maximum(np.abs(w_new) - lr * l1, 0.0)
     if clip_weights is not None:
         np.clip(new[:n_feat], -clip_weights, clip_weights, out=new[:n_feat])
-    return new, opt_state, float(loss.value(p, t).sum(dtype=np.float64))
+    return new, opt_state, float(loss.value(p, t).sum(dtype=np.float64)), p
 
 
 # Rows stream as float32 (centred first, in float64, so no precision is lost to an offset):
@@ -258,6 +259,15 @@ class Trainer:
             state.epoch_counts = np.zeros(1 + n_feat, dtype=np.int64)
         base_counts = state.epoch_counts.copy()
         params, opt_state = state.params, state.opt_state
+        # running training metrics on each batch's predictions before its update
+        task, link = self.loss.task, self.loss.link
+        running = (
+            Accumulator(task, auc=False)
+            if state.epoch_metrics is None
+            else Accumulator.restore(task, state.epoch_metrics, auc=False)
+        )
+        t_center = spec.target_center if self.loss.scale_target else 0.0
+        unit = t_scale if self.loss.scale_target else 1.0
 
         def sync() -> None:
             state.params, state.opt_state = params, opt_state
@@ -266,17 +276,16 @@ class Trainer:
             state.buffer, state.buffer_free, state.rng_state = shuffled or (None, None, None)
             done = stream.counts
             state.epoch_counts = base_counts if done is None else base_counts + done
+            state.epoch_metrics = running.state()
 
         exact = cfg.solver == "normal"
         for raw in stream:
             t = raw[:, n_feat] if t_scale == 1.0 else raw[:, n_feat] / t_scale
             if exact:  # accumulate the normal equations; solved at the end of the pass
-                opt_state, loss_sum = (
-                    normal_accumulate(opt_state, raw[:, :n_feat], t, inv_scale),
-                    0.0,
-                )
+                opt_state = normal_accumulate(opt_state, raw[:, :n_feat], t, inv_scale)
+                loss_sum = 0.0
             else:
-                params, opt_state, loss_sum = train_step(
+                params, opt_state, loss_sum, p = train_step(
                     params,
                     opt_state,
                     raw[:, :n_feat],
@@ -297,6 +306,8 @@ class Trainer:
                     "the loss or the weights became NaN or infinite; lower --lr "
                     "(the last good checkpoint is kept)"
                 )
+            if not exact:
+                running.update(t * unit + t_center, link(p * unit + t_center))
             state.step += 1
             if state.path_stride and state.step % state.path_stride == 0:
                 self._record(state, params)
@@ -336,12 +347,15 @@ class Trainer:
             "skipped_null_target": int(counts[0]),
             "imputed": {n: int(c) for n, c in zip(state.spec.names, counts[1:], strict=True) if c},
         }
+        if state.epoch_metrics is not None and self.config.solver != "normal":
+            acc = Accumulator.restore(self.loss.task, state.epoch_metrics, auc=False)
+            entry |= {f"train_{k}": v for k, v in acc.result().items()}
         if self.config.validation:
             self._validate(state, entry)
         state.history.append(entry)
         state.cursor = Cursor(state.epoch + 1, 0, 0)
         state.buffer = state.buffer_free = state.rng_state = None
-        state.epoch_start = state.epoch_counts = None
+        state.epoch_start = state.epoch_counts = state.epoch_metrics = None
         state.epoch_loss, state.epoch_rows = 0.0, 0
         if self.config.tol is not None and update_norm < self.config.tol:
             state.finished, state.stop_reason = True, "tol"

@@ -156,3 +156,34 @@ def test_weight_and_gradient_clipping(tmp_path):
     slow = streamgd.fit(str(path), target="y", clip_grad=1e-6, epochs=1, schedule="constant")
     steps = slow.summary["steps"]
     assert np.linalg.norm(np.append(slow.weights, slow.intercept)) <= steps * 1e-6 * 1.0001
+
+
+@pytest.mark.parametrize("settings", [{}, {"batch_size": 32, "epochs": 3}])
+def test_classic_one_feature_regression(tmp_path, settings):
+    # 1000 rows, noise 5, bias 2: the classic textbook problem
+    rng = np.random.default_rng(12)
+    x = rng.uniform(-10, 10, size=1000)
+    y = 2.0 + 3.0 * x + rng.normal(size=1000) * 5.0
+    path = tmp_path / "one.parquet"
+    pq.write_table(pa.table({"x": x, "y": y}), path)
+    model = streamgd.fit(str(path), target="y", **settings)
+    mse = np.mean((model.predict(x) - y) ** 2)
+    assert mse <= lstsq_mse(x[:, None], y) * 1.002
+
+
+def test_history_has_running_training_metrics(regression, tmp_path):
+    path, x, y = regression
+    model = streamgd.fit(path, target="y", epochs=2)
+    for h in model.history:
+        # the running loss is half the squared error, both over the epoch's rows before updates
+        assert h["train_mse"] == pytest.approx(2 * h["loss"], rel=1e-9)
+        assert {"train_rmse", "train_mae", "train_r2"} <= set(h)
+    rng = np.random.default_rng(13)
+    z = rng.normal(size=(2000, 2))
+    labels = (z[:, 0] + rng.normal(size=2000) > 0).astype(float)
+    clf_path = tmp_path / "clf.parquet"
+    pq.write_table(pa.table({"u": z[:, 0], "v": z[:, 1], "y": labels}), clf_path)
+    clf = streamgd.fit(str(clf_path), target="y", loss="logistic", epochs=2)
+    last = clf.history[-1]
+    assert last["train_logloss"] == pytest.approx(last["loss"], rel=1e-9)
+    assert 0.5 < last["train_accuracy"] <= 1.0 and "train_auc" not in last
