@@ -176,7 +176,7 @@ def test_history_has_running_training_metrics(regression, tmp_path):
     model = streamgd.fit(path, target="y", epochs=2)
     for h in model.history:
         # the running loss is half the squared error, both over the epoch's rows before updates
-        assert h["train_mse"] == pytest.approx(2 * h["loss"], rel=1e-9)
+        assert h["train_mse"] == pytest.approx(2 * h["loss"], rel=1e-6)
         assert {"train_rmse", "train_mae", "train_r2"} <= set(h)
     rng = np.random.default_rng(13)
     z = rng.normal(size=(2000, 2))
@@ -185,5 +185,5 @@ def test_history_has_running_training_metrics(regression, tmp_path):
     pq.write_table(pa.table({"u": z[:, 0], "v": z[:, 1], "y": labels}), clf_path)
     clf = streamgd.fit(str(clf_path), target="y", loss="logistic", epochs=2)
     last = clf.history[-1]
-    assert last["train_logloss"] == pytest.approx(last["loss"], rel=1e-9)
+    assert last["train_logloss"] == pytest.approx(last["loss"], rel=1e-6)
     assert 0.5 < last["train_accuracy"] <= 1.0 and "train_auc" not in last
