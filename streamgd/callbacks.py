@@ -29,6 +29,7 @@ class Callback:
     def on_batch_end(self, state: Any, rows: int, loss_sum: float) -> None: ...
     def on_epoch_end(self, state: Any, entry: dict[str, Any]) -> None: ...
     def on_checkpoint(self, state: Any, path: str, reason: str) -> None: ...
+    def on_round(self, state: Any, timing: dict[str, Any]) -> None: ...
     def on_warning(self, message: str) -> None: ...
     def on_train_end(self, state: Any) -> None: ...
 
@@ -64,6 +65,7 @@ class ProgressReporter(Callback):
         self._bar = None
         self._epochs = 0
         self._rows_per_epoch: int | None = None
+        self._rounds: list[dict[str, Any]] = []
 
     def _write(self, text: str) -> None:
         if self._bar is not None:
@@ -125,9 +127,21 @@ class ProgressReporter(Callback):
             f"{entry['rows']} rows, {_fmt_rate(rows, seconds)}, "
             f"update norm {entry['update_norm']:.3g}{extra}"
         )
+        if self._rounds:
+            wall = sum(r["wall_s"] for r in self._rounds)
+            over = sum(r["overhead_s"] for r in self._rounds)
+            self._write(
+                f"  {len(self._rounds)} rounds: {wall / len(self._rounds):.3f} s each, "
+                f"{over / max(wall, 1e-12):.0%} of it overhead (scheduling, transfer, waiting "
+                "for the slowest shard; raise --sync-every to lower it)"
+            )
+            self._rounds = []
         self._epoch_t0, self._epoch_rows0 = time.perf_counter(), 0
         if not state.finished and state.epoch < self._epochs:
             self._open_bar(state)
+
+    def on_round(self, state: Any, timing: dict[str, Any]) -> None:
+        self._rounds.append(timing)
 
     def on_warning(self, message: str) -> None:
         self._write(f"warning: {message}")
@@ -188,6 +202,9 @@ class JsonLogger(Callback):
 
     def on_checkpoint(self, state: Any, path: str, reason: str) -> None:
         self.emit("checkpoint", path=path, step=state.step, epoch=state.epoch + 1, reason=reason)
+
+    def on_round(self, state: Any, timing: dict[str, Any]) -> None:
+        self.emit("round", epoch=state.epoch + 1, step=state.step, **timing)
 
     def on_warning(self, message: str) -> None:
         self.emit("warning", message=message)

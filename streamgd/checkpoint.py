@@ -64,6 +64,9 @@ class TrainState:
     # the recorded weight-space trajectory (--record-path): rows of [step, params...]
     path: np.ndarray | None = None
     path_stride: int = 0
+    # distributed training (--cluster): one cursor per shard, and the round counter
+    shards: list[dict[str, Any]] | None = None
+    round: int = 0
 
     @property
     def epoch(self) -> int:
@@ -113,6 +116,8 @@ class TrainState:
             "best_epoch": self.best_epoch,
             "bad_epochs": self.bad_epochs,
             "path_stride": self.path_stride,
+            "shards": self.shards,
+            "round": self.round,
             "config": self.config,
             "data": self.data,
             "features": list(self.spec.names),
@@ -152,6 +157,8 @@ class TrainState:
             bad_epochs=int(meta.get("bad_epochs", 0)),
             path=arrays.get("path"),
             path_stride=int(meta.get("path_stride", 0)),
+            shards=meta.get("shards"),
+            round=int(meta.get("round", 0)),
         )
 
 

@@ -389,6 +389,25 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
     show_default=True,
     help="Decoded row groups/blocks queued ahead of training.",
 )
+@click.option(
+    "--cluster",
+    default=None,
+    help="Train data-parallel on Dask: local[:N] (N worker processes here), "
+    "tcp://HOST:PORT or file:SCHEDULER.json. Workers must see the input paths.",
+)
+@click.option(
+    "--shards",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --cluster: fixed shards of row groups, one task each per round [default: 2].",
+)
+@click.option(
+    "--sync-every",
+    type=click.IntRange(min=1),
+    default=_DEFAULTS["sync_every"],
+    show_default=True,
+    help="With --cluster: local steps per shard between model averages (1: synchronous SGD).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress or epoch lines on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option(
@@ -418,6 +437,7 @@ def fit(
     resume: bool,
     init: str | None,
     prefetch: int,
+    cluster: str | None,
     quiet: bool,
     as_json: bool,
     print_config: bool,
@@ -455,6 +475,7 @@ def fit(
             resume,
             init,
             prefetch,
+            cluster,
             quiet,
             as_json,
             metrics_out,
@@ -470,8 +491,8 @@ def fit(
 
 
 def _fit(ctx, logger, paths, target, features, fmt, output, checkpoint_dir, checkpoint_every,
-         checkpoint_interval, keep, resume, init, prefetch, quiet, as_json, metrics_out,
-         settings) -> None:  # fmt: skip
+         checkpoint_interval, keep, resume, init, prefetch, cluster, quiet, as_json,
+         metrics_out, settings) -> None:  # fmt: skip
     from .archive import atomic_write
     from .trainer import train
 
@@ -494,6 +515,7 @@ def _fit(ctx, logger, paths, target, features, fmt, output, checkpoint_dir, chec
         init=init,
         prefetch=prefetch,
         handle_signals=True,
+        cluster=cluster,
     )
     if logger is not None:
         logger.emit(
@@ -662,6 +684,34 @@ def inspect(path: str, as_json: bool) -> None:
         from .inspection import render_text
 
         click.echo(render_text(info))
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False))
+@click.argument("data", nargs=-1, metavar="[DATA...]")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
+              help="Image file: .png, .svg or .pdf (written atomically).")
+@click.option("--max-rows", type=click.IntRange(min=1), default=200_000, show_default=True,
+              help="Rows of DATA read for the loss surface.")
+@_format
+@click.option("--json", "as_json", is_flag=True, help="Print what was drawn as one JSON object.")
+def plot(model_path: str, data: tuple[str, ...], output: str, max_rows: int, fmt: str,
+         as_json: bool) -> None:  # fmt: skip
+    """Plot MODEL's loss curves (training and validation per epoch) and, for a one-feature
+    model, the loss surface over (weight, intercept) computed from DATA with the recorded
+    path (--record-path) on top; for more features, the recorded weights against the step.
+    Needs matplotlib: pip install "streamgd[plot]"."""
+    from .model import load
+    from .plotting import plot_model
+
+    info = plot_model(load(model_path), output, data=list(data) or None, max_rows=max_rows,
+                      fmt=fmt)  # fmt: skip
+    if as_json:
+        _emit_json(info)
+        return
+    click.echo(f"{', '.join(info['panels'])} written to {output}", err=True)
+    for note in info.get("notes", []):
+        click.echo(f"note: {note}", err=True)
 
 
 # -- the one place where errors become messages and exit codes -------------------------------

@@ -115,6 +115,8 @@ class FitConfig:
     validation: tuple[str, ...] | None = None  # files scored after every epoch
     patience: int | None = None  # epochs without a better validation loss before stopping
     record_path: int | None = None  # record the weights every N steps
+    shards: int | None = None  # --cluster: fixed shards of row groups (default 2)
+    sync_every: int = 10  # --cluster: local steps between model averages
 
     def __post_init__(self) -> None:
         if not isinstance(self.target, str) or not self.target:
@@ -209,6 +211,7 @@ def _set(**hyper: Any) -> dict[str, Any]:
 
 
 _NULLABLE = {
+    "shards",
     "clip_grad",
     "clip_weights",
     "weight_decay",
@@ -252,6 +255,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "validation": ((lambda v: all(isinstance(x, str) and x for x in v)), "a list of paths"),
     "patience": _integer(1),
     "record_path": _integer(1),
+    "shards": _integer(1),
+    "sync_every": _integer(1),
     "weight_decay": _interval(0),
     "step_size": _integer(1),
     "gamma": _interval(0, 1, lo_open=True),
@@ -272,6 +277,7 @@ class RunOptions:
     keep: int = 3
     resume: bool = False
     init: str | None = None  # warm start from this model file
+    cluster: str | None = None  # train on Dask: local[:N], tcp://HOST:PORT, file:SCHEDULER.json
     prefetch: int = 2
     progress: bool = True
     handle_signals: bool = False

@@ -599,7 +599,12 @@ def _train(
         elif state.finished:  # finished its epochs; more were asked for
             state.finished, state.stop_reason = False, None
         trainer = Trainer(dataset, config, options, callbacks=hooks.callbacks, manager=manager)
-        state = trainer.run(state)
+        if options.cluster:
+            from .distributed import DistributedTrainer
+
+            state = DistributedTrainer(trainer, options.cluster).run(state)
+        else:
+            state = trainer.run(state)
     finally:
         if manager is not None:
             manager.release()
@@ -652,6 +657,7 @@ def fit(
     resume: bool = False,
     init: str | None = None,
     prefetch: int = 2,
+    cluster: str | None = None,
     **settings: Any,
 ) -> Model:
     """Train a linear model on Parquet/CSV files, streaming them in mini-batches.
@@ -673,5 +679,6 @@ def fit(
         resume=resume,
         init=init,
         prefetch=prefetch,
+        cluster=cluster,
     )
     return train(list(paths), config, options, callbacks=callbacks).model

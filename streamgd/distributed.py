@@ -1,0 +1,405 @@
+"""Data-parallel training on Dask: synchronous periodic model averaging (local SGD).
+
+The row groups are dealt round-robin into ``shards`` fixed shards. Each round, every shard
+that has not finished the epoch starts from the global weights and optimiser state, trains on
+its next ``sync_every`` mini-batches, and returns its weights, state and row count; the driver
+takes the row-weighted average (Zinkevich et al. 2010, McDonald et al. 2010, Stich 2018).
+``sync_every=1`` is plain synchronous data-parallel SGD.
+
+A round task is a pure function of (its shard's row groups, its cursor, the weights, the
+settings, the seed, the round): a task that Dask retries after a worker dies returns exactly
+the same result, so a lost worker never changes the model. Each shard's row-group order is a
+permutation seeded by (seed, epoch, shard), and rows are shuffled within each round's chunk:
+no shuffle buffer is carried across rounds, so the driver's checkpoint stays small (weights,
+optimiser state and one cursor per shard). Workers keep the row group they are reading in a
+small per-process cache between rounds; a retried task on another worker simply decodes it.
+
+Dask is imported only here, and only when ``--cluster`` is given.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .checkpoint import TrainState
+from .config import FitConfig
+from .errors import DataError, PreemptedError, StreamgdError, UsageError
+from .features import FeatureSpec, label_encoder, make_prepare, target_check
+from .sources import Dataset, _HandleCache, open_dataset, to_matrix
+
+__all__ = ["connect", "shard_units", "round_task", "DistributedTrainer", "parse_cluster"]
+
+_ROUND_STREAM = 0x524F554E  # "ROUN": rows shuffled within a round's chunk
+_ORDER_STREAM = 0x5348524400  # "SHRD": a shard's row-group order per epoch
+
+
+def parse_cluster(spec: str) -> tuple[str, str | int | None]:
+    """``local[:N]`` | ``tcp://HOST:PORT`` | ``file:SCHEDULER.json`` -> (kind, argument)."""
+    if spec == "local" or spec.startswith("local:"):
+        n = spec.partition(":")[2]
+        if n and (not n.isdigit() or int(n) < 1):
+            raise UsageError(f"--cluster local:N needs a number of workers >= 1, got {spec!r}")
+        return "local", int(n) if n else None
+    if spec.startswith(("tcp://", "tls://", "ucx://")):
+        return "address", spec
+    if spec.startswith("file:"):
+        return "file", spec[5:]
+    raise UsageError(
+        f"--cluster must be local[:N], tcp://HOST:PORT or file:SCHEDULER.json, got {spec!r}"
+    )
+
+
+CONNECT_TIMEOUT = 20.0  # seconds to reach a scheduler
+
+
+def connect(spec: str, *, timeout: float | None = None):
+    """A Dask client for ``spec`` (and the LocalCluster it started, if any), with clear errors
+    for a missing install, an unreachable scheduler and mismatched versions."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise UsageError(
+            "--cluster needs Dask's distributed scheduler: pip install 'streamgd[dask]'"
+        ) from None
+    kind, arg = parse_cluster(spec)
+    timeout = CONNECT_TIMEOUT if timeout is None else timeout
+    cluster = None
+    try:
+        if kind == "local":
+            cluster = LocalCluster(
+                n_workers=arg or os.cpu_count() or 1,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=None,
+                local_directory=tempfile.mkdtemp(prefix="streamgd-dask-"),
+            )
+            client = Client(cluster, timeout=timeout)
+        elif kind == "file":
+            if not os.path.exists(str(arg)):
+                raise UsageError(f"--cluster file:{arg}: no such scheduler file")
+            client = Client(scheduler_file=str(arg), timeout=timeout)
+        else:
+            client = Client(str(arg), timeout=timeout)
+    except StreamgdError:
+        raise
+    except (OSError, TimeoutError) as exc:
+        if cluster is not None:
+            cluster.close()
+        raise DataError(f"cannot reach the Dask scheduler at {spec}: {exc}") from None
+    try:
+        client.get_versions(check=True)
+    except ValueError as exc:  # distributed's report of mismatched package versions
+        client.close()
+        if cluster is not None:
+            cluster.close()
+        first = str(exc).strip().splitlines()[0]
+        raise DataError(f"the Dask client and workers disagree on versions: {first}") from None
+    return client, cluster
+
+
+def shard_units(n_units: int, shards: int) -> list[list[int]]:
+    """Row groups dealt round-robin: disjoint, and as even as the row groups allow.
+
+    >>> shard_units(5, 2)
+    [[0, 2, 4], [1, 3]]
+    """
+    return [list(range(s, n_units, shards)) for s in range(shards)]
+
+
+# -- the round task (runs on a worker) --------------------------------------------------------
+@functools.lru_cache(maxsize=4)
+def _open(paths: tuple[str, ...], fmt: str) -> Dataset:
+    return open_dataset(list(paths), fmt)
+
+
+_UNIT_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _unit_rows(dataset: Dataset, unit_index: int, spec: FeatureSpec, loss, key: tuple):
+    """Decoded, prepared and centred rows of one unit (float32), and its counts; the unit
+    being read by a shard stays cached in this worker process between rounds."""
+    if key in _UNIT_CACHE:
+        return _UNIT_CACHE[key]
+    unit = dataset.units[unit_index]
+    path = dataset.files[unit.file].path
+    prepare = make_prepare(
+        spec.names,
+        spec.target,
+        missing=spec.missing,
+        fill=(spec.fill - spec.center).astype(np.float32),
+        check_target=target_check(loss),
+    )
+    converters = {}
+    if spec.classes is not None:
+        converters[spec.target] = label_encoder(spec.classes, spec.target)
+    center = np.append(spec.center, spec.target_center)
+    parts, counts = [], np.zeros(1 + len(spec.names), dtype=np.int64)
+    for table, first_row in dataset.iter_unit(unit, spec.columns, _HandleCache()):
+        for name, convert in converters.items():
+            i = table.schema.get_field_index(name)
+            table = table.set_column(i, name, convert(table.column(name), path, first_row))
+        out = np.empty((table.num_rows, len(spec.columns)), dtype=np.float32, order="F")
+        rows, c = prepare(to_matrix(table, spec.columns, out, center=center), path, first_row)
+        parts.append(rows)
+        counts += c
+    rows = np.concatenate(parts) if parts else np.empty((0, len(spec.columns)), np.float32)
+    _UNIT_CACHE.clear()  # one unit per process is enough: the shard reads it round by round
+    _UNIT_CACHE[key] = (rows, counts)
+    return rows, counts
+
+
+def round_task(
+    paths: tuple[str, ...],
+    fmt: str,
+    units: Sequence[int],
+    shard: int,
+    cursor: dict[str, int],
+    params: np.ndarray,
+    opt_state: dict[str, np.ndarray],
+    spec: FeatureSpec,
+    config: dict[str, Any],
+    start_step: int,
+    round_index: int,
+) -> dict[str, Any]:
+    """Train shard ``shard`` for up to ``sync_every`` batches from ``cursor``; pure."""
+    from .trainer import train_step  # the very step the single-process trainer takes
+
+    t0 = time.perf_counter()
+    cfg = FitConfig.from_dict(config)
+    loss, optimizer, schedule = cfg.make_loss(), cfg.make_optimizer(), cfg.make_schedule()
+    dataset = _open(tuple(paths), fmt)
+    epoch, position, offset = cursor["epoch"], cursor["position"], cursor["offset"]
+    order = _shard_order(units, cfg, epoch, shard)
+    need = cfg.sync_every * cfg.batch_size
+    pieces, counts = [], np.zeros(1 + len(spec.names), dtype=np.int64)
+    while need > 0 and position < len(order):
+        key = (paths, shard, epoch, position)
+        rows, unit_counts = _unit_rows(dataset, order[position], spec, loss, key)
+        piece = rows[offset : offset + need]
+        pieces.append(piece)
+        need -= len(piece)
+        offset += len(piece)
+        if offset >= len(rows):  # the unit is done: count it, move on
+            counts += unit_counts
+            position, offset = position + 1, 0
+    chunk = np.concatenate(pieces) if pieces else np.empty((0, len(spec.columns)), np.float32)
+    if cfg.shuffle and len(chunk):
+        rng = np.random.default_rng([cfg.seed, epoch, shard, round_index, _ROUND_STREAM])
+        chunk = chunk[rng.permutation(len(chunk))]
+    n_feat = len(spec.names)
+    inv_scale = 1.0 / spec.scale
+    step_loss = loss.rescaled(spec.target_scale) if loss.scale_target else loss
+    loss_sum, steps = 0.0, 0
+    for start in range(0, len(chunk), cfg.batch_size):
+        raw = chunk[start : start + cfg.batch_size]
+        t = raw[:, n_feat] / spec.target_scale if spec.target_scale != 1.0 else raw[:, n_feat]
+        params, opt_state, batch_loss, _ = train_step(
+            params,
+            opt_state,
+            raw[:, :n_feat],
+            t,
+            loss=step_loss,
+            optimizer=optimizer,
+            lr=schedule(start_step + steps),
+            l2=cfg.l2,
+            inv_scale=inv_scale,
+            precond=spec.precond,
+            l1=cfg.l1,
+            clip_grad=cfg.clip_grad,
+            clip_weights=cfg.clip_weights,
+        )
+        loss_sum += batch_loss
+        steps += 1
+    return {
+        "shard": shard,
+        "params": params,
+        "opt_state": opt_state,
+        "rows": len(chunk),
+        "steps": steps,
+        "loss_sum": loss_sum,
+        "counts": counts,
+        "cursor": {"epoch": epoch, "position": position, "offset": offset},
+        "done": position >= len(order),
+        "compute_s": time.perf_counter() - t0,
+        "worker_pid": os.getpid(),
+    }
+
+
+def _shard_order(units: Sequence[int], cfg: FitConfig, epoch: int, shard: int) -> list[int]:
+    if not cfg.shuffle:
+        return list(units)
+    rng = np.random.default_rng([cfg.seed, epoch, shard, _ORDER_STREAM])
+    return [units[i] for i in rng.permutation(len(units))]
+
+
+# -- the driver ---------------------------------------------------------------------------------
+def _average(results: list[dict[str, Any]]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Row-weighted mean of the shards' weights and optimiser states (integer counters, like
+    Adam's step count, take the largest)."""
+    weights = np.array([r["rows"] for r in results], dtype=np.float64)
+    weights /= weights.sum()
+    params = sum(w * r["params"] for w, r in zip(weights, results, strict=True))
+    state: dict[str, np.ndarray] = {}
+    for key in results[0]["opt_state"]:
+        values = [np.asarray(r["opt_state"][key]) for r in results]
+        if np.issubdtype(values[0].dtype, np.integer):
+            state[key] = np.max(values, axis=0)
+        else:
+            state[key] = sum(w * v for w, v in zip(weights, values, strict=True))
+    return params, state
+
+
+def check_supported(config: FitConfig) -> None:
+    if config.solver != "sgd":
+        raise UsageError("--cluster trains with --solver sgd (the normal solver runs locally)")
+    if config.record_path:
+        raise UsageError("--record-path is not available with --cluster")
+
+
+class DistributedTrainer:
+    """Runs rounds on a Dask cluster; epochs, validation, checkpoints and stopping as on one
+    machine (it borrows those from :class:`~streamgd.trainer.Trainer`)."""
+
+    def __init__(self, base, cluster: str) -> None:
+        self.base = base  # a streamgd.trainer.Trainer: config, callbacks, checkpoints
+        self.cluster = cluster
+
+    def run(self, state: TrainState) -> TrainState:
+        base, cfg = self.base, self.base.config
+        check_supported(cfg)
+        dataset = base.dataset
+        n_shards = cfg.shards or 2
+        shards = shard_units(len(dataset.units), n_shards)
+        paths = tuple(f.path for f in dataset.files)
+        if state.shards is None:
+            state.shards = [_fresh_cursor(state.epoch) for _ in shards]
+        client, local = connect(self.cluster)
+        try:
+            _check_workers_see_files(client, paths, cfg.format)
+            base.callbacks.on_train_begin(state, dataset)
+            with base._signals(), np.errstate(over="ignore", invalid="ignore"):
+                while not state.finished:
+                    if state.epoch >= cfg.epochs:
+                        state.finished, state.stop_reason = True, "epochs"
+                        break
+                    self._epoch(state, client, shards, paths)
+            base._save(state, "end")
+            base.callbacks.on_train_end(state)
+        finally:
+            client.close()
+            if local is not None:
+                local.close()
+        return state
+
+    def _epoch(self, state: TrainState, client, shards, paths) -> None:
+        base, cfg = self.base, self.base.config
+        if state.epoch_start is None:
+            state.epoch_start = state.params.copy()
+        if state.epoch_counts is None:
+            state.epoch_counts = np.zeros(1 + len(state.spec.names), dtype=np.int64)
+        spec_future = client.scatter(state.spec, broadcast=True, hash=False)
+        while not all(c["done"] for c in state.shards):
+            t0 = time.perf_counter()
+            futures = [
+                client.submit(
+                    round_task,
+                    paths,
+                    cfg.format,
+                    shards[s],
+                    s,
+                    {k: c[k] for k in ("epoch", "position", "offset")},
+                    state.params,
+                    state.opt_state,
+                    spec_future,
+                    cfg.to_dict(),
+                    state.step,
+                    state.round,
+                    key=f"streamgd-round-{state.round}-shard-{s}-{os.getpid()}",
+                    pure=False,
+                    retries=5,
+                )
+                for s, c in enumerate(state.shards)
+                if not c["done"]
+            ]
+            results = [r for r in client.gather(futures) if r["rows"]]
+            wall = time.perf_counter() - t0
+            for r in client.gather(futures):
+                state.shards[r["shard"]] = {**r["cursor"], "done": r["done"]}
+                state.epoch_counts = state.epoch_counts + r["counts"]
+            if results:
+                state.params, state.opt_state = _average(results)
+                if not np.isfinite(state.params).all():
+                    from .errors import DivergedError
+
+                    raise DivergedError(
+                        f"training diverged in round {state.round + 1}: the weights became "
+                        "NaN or infinite; lower --lr (the last good checkpoint is kept)"
+                    )
+                rows = sum(r["rows"] for r in results)
+                steps = max(r["steps"] for r in results)
+                state.step += steps
+                state.rows_trained += rows
+                state.epoch_rows += rows
+                state.epoch_loss += sum(r["loss_sum"] for r in results)
+                compute = [r["compute_s"] for r in results]
+                base.callbacks.on_batch_end(state, rows, sum(r["loss_sum"] for r in results))
+                base.callbacks.on_round(
+                    state,
+                    {
+                        "round": state.round + 1,
+                        "shards": len(results),
+                        "rows": rows,
+                        "wall_s": wall,
+                        "compute_max_s": max(compute),
+                        "compute_mean_s": float(np.mean(compute)),
+                        "overhead_s": max(wall - max(compute), 0.0),
+                    },
+                )
+            state.round += 1
+            if base._stop.signum is not None:
+                base._save(state, "signal")
+                import signal
+
+                raise PreemptedError(
+                    f"stopped by {signal.Signals(base._stop.signum).name} after round "
+                    f"{state.round}; a checkpoint was written: rerun with --resume to continue"
+                )
+            if base._due(state.step):
+                base._save(state, "step")
+        next_epoch = state.epoch + 1
+        state.shards = [_fresh_cursor(next_epoch) for _ in shards]
+        base._end_epoch(state)
+
+
+def _fresh_cursor(epoch: int) -> dict[str, Any]:
+    return {"epoch": epoch, "position": 0, "offset": 0, "done": False}
+
+
+def _probe(paths: tuple[str, ...], fmt: str) -> str | None:
+    """Run on a worker: can it open every input file?"""
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if missing[1:] else ""
+        return f"cannot see {missing[0]}{more}"
+    return None
+
+
+def _check_workers_see_files(client, paths: tuple[str, ...], fmt: str) -> None:
+    """Workers must see the same paths as the driver (shared storage)."""
+    if any("://" in p for p in paths):
+        return  # remote filesystems are checked when opened
+    answers = client.run(_probe, paths, fmt)
+    for worker, problem in sorted(answers.items()):
+        if problem:
+            raise DataError(
+                f"Dask worker {worker} {problem}: workers must see the input files at the same "
+                "paths as this process (shared storage)"
+            )

@@ -1,0 +1,282 @@
+"""Data-parallel training on a Dask LocalCluster of worker processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+distributed = pytest.importorskip("distributed")
+
+from conftest import lstsq_mse, write_synthetic  # noqa: E402
+
+import streamgd  # noqa: E402
+import streamgd.distributed as sd  # noqa: E402
+from streamgd.checkpoint import CheckpointManager  # noqa: E402
+from streamgd.config import FitConfig, RunOptions  # noqa: E402
+from streamgd.errors import DataError, UsageError  # noqa: E402
+from streamgd.trainer import train  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::DeprecationWarning", "ignore::UserWarning", "ignore::ResourceWarning"
+)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """Two worker processes, dashboard off, scratch in a temporary directory."""
+    scratch = tmp_path_factory.mktemp("dask")
+    local = distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        local_directory=str(scratch),
+    )
+    yield local
+    local.close()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_synthetic(
+        str(tmp_path_factory.mktemp("d")), rows=16_000, features=4, files=4, row_group_size=1000
+    )
+
+
+def _config(data, **kw):
+    return FitConfig(
+        target="y",
+        features=tuple(data.features),
+        **{"epochs": 3, "sync_every": 4, "batch_size": 256, **kw},
+    )
+
+
+def _params(result):
+    return np.append(result.model.weights, result.model.intercept)
+
+
+def test_converges_and_is_deterministic(cluster, data):
+    options = RunOptions(cluster=cluster.scheduler_address)
+    first = train(data.paths, _config(data), options)
+    mse = np.mean((first.model.predict(data.x) - data.y) ** 2)
+    assert mse <= lstsq_mse(data.x, data.y) * 1.01
+    again = train(data.paths, _config(data), options)
+    assert np.array_equal(_params(first), _params(again))  # same seed, same weights
+    other = train(data.paths, _config(data, seed=1), options)
+    assert not np.array_equal(_params(first), _params(other))
+    assert first.model.summary["epochs"] == 3
+
+
+def test_sync_every_one_is_synchronous_sgd_over_shards(cluster, data):
+    result = train(
+        data.paths,
+        _config(data, sync_every=1, epochs=1),
+        RunOptions(cluster=cluster.scheduler_address),
+    )
+    # every round is one step on each shard: steps = rounds = rows per shard / batch size
+    rows_per_shard = 16_000 // 2
+    assert result.model.summary["steps"] == -(-rows_per_shard // 256)
+
+
+def test_killed_worker_mid_run_leaves_the_weights_bit_identical(cluster, data):
+    config = _config(data, batch_size=32, sync_every=8, epochs=2)
+    options = RunOptions(cluster=cluster.scheduler_address)
+    reference = train(data.paths, config, options)
+    client = distributed.Client(cluster.scheduler_address)
+    killed = []
+
+    def killer():
+        time.sleep(1.0)
+        pids = client.run(os.getpid)
+        pid = sorted(pids.values())[0]
+        os.kill(pid, signal.SIGKILL)  # the nanny restarts it; Dask retries its tasks
+        killed.append(pid)
+
+    thread = threading.Thread(target=killer)
+    start = time.monotonic()
+    thread.start()
+    faulty = train(data.paths, config, options)
+    thread.join()
+    client.close()
+    assert killed and time.monotonic() - start > 1.0, "training ended before the kill"
+    assert np.array_equal(_params(faulty), _params(reference))
+
+
+def test_driver_killed_and_resumed_is_bit_identical(cluster, data, tmp_path):
+    config = _config(data)
+    full = train(data.paths, config, RunOptions(cluster=cluster.scheduler_address))
+    directory = str(tmp_path / "ck")
+
+    class Crash(Exception):
+        pass
+
+    class CrashAt:
+        def __getattr__(self, name):
+            return lambda *a: None
+
+        def on_round(self, state, timing):
+            if state.round == 5:  # in the second epoch
+                raise Crash
+
+    options = RunOptions(
+        cluster=cluster.scheduler_address, checkpoint_dir=directory, checkpoint_every=1
+    )
+    with pytest.raises(Crash):
+        train(data.paths, config, options, callbacks=[CrashAt()])
+    assert CheckpointManager(directory).paths()
+    resumed = train(
+        data.paths,
+        config,
+        RunOptions(cluster=cluster.scheduler_address, checkpoint_dir=directory, resume=True),
+    )
+    assert resumed.resumed_from is not None
+    assert np.array_equal(_params(resumed), _params(full))
+    assert resumed.model.history == full.model.history
+
+
+def test_json_log_has_round_timing(cluster, data, tmp_path, capsys):
+    from streamgd.cli import run
+
+    assert (
+        run(
+            [
+                "fit",
+                *data.paths,
+                "--target",
+                "y",
+                "--features",
+                ",".join(data.features),
+                "--cluster",
+                cluster.scheduler_address,
+                "--epochs",
+                "1",
+                "--sync-every",
+                "8",
+                "--log-format",
+                "json",
+            ]
+        )
+        == 0
+    )
+    events = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    rounds = [e for e in events if e["event"] == "round"]
+    assert rounds and all(r["wall_s"] >= r["compute_max_s"] >= 0 for r in rounds)
+    assert all(0 <= r["overhead_s"] <= r["wall_s"] for r in rounds)
+
+
+def test_unreachable_scheduler_is_a_clear_error(monkeypatch, data):
+    monkeypatch.setattr(sd, "CONNECT_TIMEOUT", 2.0)
+    with pytest.raises(DataError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
+        train(data.paths, _config(data), RunOptions(cluster="tcp://127.0.0.1:9"))
+
+
+def test_bad_cluster_specs_are_usage_errors():
+    for spec in ("yarn", "local:0", "local:x"):
+        with pytest.raises(UsageError, match="--cluster"):
+            sd.parse_cluster(spec)
+
+
+def test_workers_that_cannot_see_the_files_are_named():
+    class FakeClient:
+        def run(self, fn, *args):
+            return {"tcp://127.0.0.1:4000": None, "tcp://127.0.0.1:4001": "cannot see /x.pq"}
+
+    with pytest.raises(DataError, match="worker tcp://127.0.0.1:4001 cannot see /x.pq"):
+        sd._check_workers_see_files(FakeClient(), ("/x.pq",), "auto")
+
+
+def test_scheduler_and_workers_as_separate_processes(data, tmp_path):
+    scheduler_file = str(tmp_path / "scheduler.json")
+    env = {**os.environ, "DASK_DISTRIBUTED__DASHBOARD__LINK": ""}
+    bin_dir = os.path.dirname(sys.executable)
+    dask = shutil.which("dask", path=bin_dir) or shutil.which("dask")
+    if dask is None:
+        pytest.skip("the dask command is not installed")
+    procs = [
+        subprocess.Popen(
+            [
+                dask,
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                scheduler_file,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+    ]
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(scheduler_file) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for _ in range(2):
+            procs.append(
+                subprocess.Popen(
+                    [
+                        dask,
+                        "worker",
+                        "--scheduler-file",
+                        scheduler_file,
+                        "--nthreads",
+                        "1",
+                        "--no-dashboard",
+                        "--local-directory",
+                        str(tmp_path / "w"),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    env=env,
+                )
+            )
+        client = distributed.Client(scheduler_file=scheduler_file, timeout=30)
+        client.wait_for_workers(2, timeout=30)
+        client.close()
+        out = str(tmp_path / "m.npz")
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "streamgd",
+                "fit",
+                *data.paths,
+                "--target",
+                "y",
+                "--features",
+                ",".join(data.features),
+                "--cluster",
+                f"file:{scheduler_file}",
+                "--epochs",
+                "2",
+                "-o",
+                out,
+                "--quiet",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        model = streamgd.load(out)
+        assert np.mean((model.predict(data.x) - data.y) ** 2) <= lstsq_mse(data.x, data.y) * 1.02
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+        assert glob.glob(str(tmp_path / "*"))
