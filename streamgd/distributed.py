@@ -170,7 +170,7 @@ def round_task(
     round_index: int,
 ) -> dict[str, Any]:
     """Train shard ``shard`` for up to ``sync_every`` batches from ``cursor``; pure."""
-    from .trainer import train_step  # the very step the single-process trainer takes
+    from .trainer import make_step  # the very step the single-process trainer takes
 
     t0 = time.perf_counter()
     cfg = FitConfig.from_dict(config)
@@ -194,27 +194,12 @@ def round_task(
     if cfg.shuffle and len(chunk):
         rng = np.random.default_rng([cfg.seed, epoch, shard, round_index, _ROUND_STREAM])
         chunk = chunk[rng.permutation(len(chunk))]
-    n_feat = len(spec.names)
-    inv_scale = 1.0 / spec.scale
-    step_loss = loss.rescaled(spec.target_scale) if loss.scale_target else loss
+    step = make_step(cfg, spec, loss, optimizer)
     loss_sum, steps = 0.0, 0
     for start in range(0, len(chunk), cfg.batch_size):
         raw = chunk[start : start + cfg.batch_size]
-        t = raw[:, n_feat] / spec.target_scale if spec.target_scale != 1.0 else raw[:, n_feat]
-        params, opt_state, batch_loss, _ = train_step(
-            params,
-            opt_state,
-            raw[:, :n_feat],
-            t,
-            loss=step_loss,
-            optimizer=optimizer,
-            lr=schedule(start_step + steps),
-            l2=cfg.l2,
-            inv_scale=inv_scale,
-            precond=spec.precond,
-            l1=cfg.l1,
-            clip_grad=cfg.clip_grad,
-            clip_weights=cfg.clip_weights,
+        params, opt_state, batch_loss, _, _ = step(
+            params, opt_state, raw, schedule(start_step + steps)
         )
         loss_sum += batch_loss
         steps += 1

@@ -124,6 +124,37 @@ HESSIAN_ROWS = 256
 MIN_CURVATURE = 0.01
 
 
+def make_step(config: FitConfig, spec: FeatureSpec, loss: Loss, optimizer: Optimizer):
+    """The step both trainers take: ``step(params, opt_state, raw, lr)`` on centred rows
+    ``[features..., target]`` returns ``(params, opt_state, loss_sum, predictions, t)``, with
+    ``t`` the target in training units (standardised for regression losses that scale)."""
+    n_feat = len(spec.names)
+    inv_scale = 1.0 / spec.scale
+    t_scale = spec.target_scale
+    step_loss = loss.rescaled(t_scale) if loss.scale_target else loss
+
+    def step(params, opt_state, raw, lr):
+        t = raw[:, n_feat] if t_scale == 1.0 else raw[:, n_feat] / t_scale
+        new, state, loss_sum, p = train_step(
+            params,
+            opt_state,
+            raw[:, :n_feat],
+            t,
+            loss=step_loss,
+            optimizer=optimizer,
+            lr=lr,
+            l2=config.l2,
+            inv_scale=inv_scale,
+            precond=spec.precond,
+            l1=config.l1,
+            clip_grad=config.clip_grad,
+            clip_weights=config.clip_weights,
+        )
+        return new, state, loss_sum, p, t
+
+    return step
+
+
 def _newton_direction(grad, x, c, inv_scale, l2):
     """Solve ``H d = grad`` with ``H`` the Gram matrix of ``[z, 1]`` weighted by the per-row
     curvature ``c`` over the rows of ``x`` (the batch's first ``HESSIAN_ROWS``: a subsampled
@@ -251,8 +282,7 @@ class Trainer:
         )
         inv_scale = 1.0 / spec.scale
         t_scale = spec.target_scale
-        # the loss of the standardised target (for huber, delta in standardised units)
-        step_loss = self.loss.rescaled(t_scale) if self.loss.scale_target else self.loss
+        step = make_step(cfg, spec, self.loss, self.optimizer)
         if state.epoch_start is None:
             state.epoch_start = state.params.copy()
         if state.epoch_counts is None:
@@ -280,25 +310,13 @@ class Trainer:
 
         exact = cfg.solver == "normal"
         for raw in stream:
-            t = raw[:, n_feat] if t_scale == 1.0 else raw[:, n_feat] / t_scale
             if exact:  # accumulate the normal equations; solved at the end of the pass
+                t = raw[:, n_feat] if t_scale == 1.0 else raw[:, n_feat] / t_scale
                 opt_state = normal_accumulate(opt_state, raw[:, :n_feat], t, inv_scale)
                 loss_sum = 0.0
             else:
-                params, opt_state, loss_sum, p = train_step(
-                    params,
-                    opt_state,
-                    raw[:, :n_feat],
-                    t,
-                    loss=step_loss,
-                    optimizer=self.optimizer,
-                    lr=self.schedule(state.step),
-                    l2=cfg.l2,
-                    inv_scale=inv_scale,
-                    precond=spec.precond,
-                    l1=cfg.l1,
-                    clip_grad=cfg.clip_grad,
-                    clip_weights=cfg.clip_weights,
+                params, opt_state, loss_sum, p, t = step(
+                    params, opt_state, raw, self.schedule(state.step)
                 )
             if not (np.isfinite(loss_sum) and np.isfinite(params).all()):
                 raise DivergedError(
