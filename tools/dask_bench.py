@@ -8,7 +8,7 @@ per-round overhead (round wall time minus the slowest shard's compute time) as a
 the round. Usage::
 
     python tools/dask_bench.py --data bench-data/r2000000-f32-g131072-n8-s0/parquet \\
-        --repeat 3 --sync-every 4,16,64
+        --repeat 3 --sync-every 16,64,256
 """
 
 from __future__ import annotations
@@ -60,15 +60,28 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="directory of Parquet files")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=1024)
-    parser.add_argument("--sync-every", default="4,16,64")
+    parser.add_argument("--sync-every", default="16,64,256")
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     paths = sorted(glob.glob(f"{args.data}/*.parquet"))
+    from distributed import LocalCluster
+
+    # clusters are started once, beforehand: a deployment's cluster is already running
+    clusters = {
+        w: LocalCluster(
+            n_workers=w,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        )
+        for w in map(int, args.workers.split(","))
+    }
     cases = {"single-seq": {"shuffle": False}, "single-shuf": {}}
-    for w in map(int, args.workers.split(",")):
+    for w, cluster in clusters.items():
         for k in map(int, args.sync_every.split(",")):
-            cases[f"dask-{w}w-K{k}"] = {"cluster": f"local:{w}", "sync_every": k}
+            cases[f"dask-{w}w-K{k}"] = {"cluster": cluster.scheduler_address, "sync_every": k}
     results: dict[str, list[dict]] = {name: [] for name in cases}
     for _ in range(args.repeat):
         for name, kw in cases.items():
@@ -89,6 +102,8 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=2)
+    for cluster in clusters.values():
+        cluster.close()
 
 
 if __name__ == "__main__":
