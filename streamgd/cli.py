@@ -54,11 +54,14 @@ class ListOption(click.ParamType):
 
     name = "list"
 
+    def __init__(self, *, allow_empty: bool = False) -> None:
+        self.allow_empty = allow_empty
+
     def convert(self, value: Any, param: Any, ctx: Any) -> list[str]:
         if isinstance(value, list | tuple):
             return list(value)
         items = [v.strip() for v in str(value).split(",")]
-        if any(not v for v in items):
+        if not self.allow_empty and any(not v for v in items):
             self.fail(f"empty name in {value!r}", param, ctx)
         return items
 
@@ -83,6 +86,61 @@ def cli() -> None:
 
 # -- fit ------------------------------------------------------------------------------------
 _paths = click.argument("paths", nargs=-1, required=True, metavar="PATHS...")
+
+
+def _csv_options(f):
+    """--delimiter, --no-header/--columns, --null-values, --dtype (CSV files only)."""
+    for option in reversed(
+        [
+            click.option(
+                "--delimiter",
+                default=None,
+                help="CSV field delimiter, one character or 'tab' [default: ',' and "
+                "a tab for .tsv files].",
+            ),
+            click.option(
+                "--header/--no-header",
+                default=True,
+                show_default=True,
+                help="Whether CSV files start with a header line; with --no-header give --columns.",
+            ),
+            click.option(
+                "--columns",
+                type=ListOption(),
+                multiple=True,
+                help="Column names of header-less CSV files (comma-separated or repeated).",
+            ),
+            click.option(
+                "--null-values",
+                type=ListOption(allow_empty=True),
+                multiple=True,
+                help="Exactly the CSV tokens read as null, e.g. 'NA,?,' (an empty "
+                "item is the empty field) [default: pyarrow's list].",
+            ),
+            click.option(
+                "--dtype",
+                "dtypes",
+                multiple=True,
+                metavar="COLUMN=TYPE",
+                help="Fix a CSV column's type (float64, float32, int64, bool, string) "
+                "instead of inferring it from the first block; repeatable.",
+            ),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+def _csv_settings(delimiter, header, columns, null_values, dtypes) -> dict[str, Any]:
+    return {
+        "delimiter": delimiter,
+        "header": header,
+        "columns": tuple(_flatten(columns)) or None,
+        "null_values": tuple(_flatten(null_values)) or None,
+        "dtypes": tuple(dtypes) or None,
+    }
+
+
 _format = click.option(
     "--format",
     "fmt",
@@ -130,6 +188,7 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
     "column except the target].",
 )
 @_format
+@_csv_options
 @click.option(
     "--loss",
     type=click.Choice(list(LOSSES)),
@@ -497,6 +556,8 @@ def _fit(ctx, logger, paths, target, features, fmt, output, checkpoint_dir, chec
     from .trainer import train
 
     validation = tuple(_flatten(settings.pop("validation", ()))) or None
+    csv_keys = ("delimiter", "header", "columns", "null_values", "dtypes")
+    settings |= _csv_settings(*(settings.pop(k) for k in csv_keys))
     config = FitConfig(
         target=target,
         features=tuple(_flatten(features)) or None,
@@ -574,7 +635,7 @@ def _effective_toml(ctx: click.Context) -> str:
         if param.name in skip or param.name is None:
             continue
         value = ctx.params.get(param.name)
-        if param.name in ("features", "validation"):
+        if param.name in ("features", "validation", "columns", "null_values"):
             value = _flatten(value) or None
         elif isinstance(value, tuple):
             value = list(value) or None
@@ -689,10 +750,20 @@ def inspect(path: str, as_json: bool) -> None:
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False))
 @click.argument("data", nargs=-1, metavar="[DATA...]")
-@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
-              help="Image file: .png, .svg or .pdf (written atomically).")
-@click.option("--max-rows", type=click.IntRange(min=1), default=200_000, show_default=True,
-              help="Rows of DATA read for the loss surface.")
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Image file: .png, .svg or .pdf (written atomically).",
+)
+@click.option(
+    "--max-rows",
+    type=click.IntRange(min=1),
+    default=200_000,
+    show_default=True,
+    help="Rows of DATA read for the loss surface.",
+)
 @_format
 @click.option("--json", "as_json", is_flag=True, help="Print what was drawn as one JSON object.")
 def plot(model_path: str, data: tuple[str, ...], output: str, max_rows: int, fmt: str,
@@ -712,6 +783,30 @@ def plot(model_path: str, data: tuple[str, ...], output: str, max_rows: int, fmt
     click.echo(f"{', '.join(info['panels'])} written to {output}", err=True)
     for note in info.get("notes", []):
         click.echo(f"note: {note}", err=True)
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@_paths
+@_format
+@_csv_options
+@click.option(
+    "--target", "-y", default=None, help="Also say which columns would be features for this target."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON object.")
+def schema(paths: tuple[str, ...], fmt: str, delimiter, header, columns, null_values, dtypes,
+           target: str | None, as_json: bool) -> None:  # fmt: skip
+    """The unified schema of PATHS: columns and types, row counts, null counts per column,
+    and (with --target) the default features. Parquet counts come from metadata where the
+    files have it; CSV files are streamed (and so checked) once."""
+    from .config import csv_options_from
+    from .schema import describe_dataset, render_schema
+
+    csv = csv_options_from(_csv_settings(delimiter, header, columns, null_values, dtypes))
+    info = describe_dataset(list(paths), fmt=fmt, csv=csv, target=target)
+    if as_json:
+        _emit_json(info)
+    else:
+        click.echo(render_schema(info))
 
 
 # -- the one place where errors become messages and exit codes -------------------------------

@@ -115,6 +115,12 @@ class FitConfig:
     validation: tuple[str, ...] | None = None  # files scored after every epoch
     patience: int | None = None  # epochs without a better validation loss before stopping
     record_path: int | None = None  # record the weights every N steps
+    # how CSV files are parsed (Parquet files ignore these); see sources.CsvOptions
+    delimiter: str | None = None
+    header: bool = True
+    columns: tuple[str, ...] | None = None  # names when header is False
+    null_values: tuple[str, ...] | None = None
+    dtypes: tuple[str, ...] | None = None  # "column=type" entries
     shards: int | None = None  # --cluster: fixed shards of row groups (default 2)
     sync_every: int = 10  # --cluster: local steps between model averages
 
@@ -123,8 +129,11 @@ class FitConfig:
             raise UsageError("a target column is required (--target NAME)")
         if self.features is not None:
             object.__setattr__(self, "features", tuple(self.features) or None)
-        if self.validation is not None:
-            object.__setattr__(self, "validation", tuple(self.validation) or None)
+        for name in ("validation", "columns", "null_values", "dtypes"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(value) or None)
+        self.csv_options()  # its own checks
         for name, (check, expected) in _RULES.items():
             value = getattr(self, name)
             if value is None and name in _NULLABLE:
@@ -156,6 +165,13 @@ class FitConfig:
 
     # The components, built from these settings in one place (hyperparameters left unset
     # take each factory's own default).
+    def csv_options(self):
+        """The CSV parse options, or None when every one is the default."""
+        return csv_options_from(self.to_dict_raw())
+
+    def to_dict_raw(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
     def make_loss(self):
         from .losses import make_loss
 
@@ -186,7 +202,9 @@ class FitConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["features"] = list(self.features) if self.features else None
-        d["validation"] = list(self.validation) if self.validation else None
+        for name in ("validation", "columns", "null_values", "dtypes"):
+            value = getattr(self, name)
+            d[name] = list(value) if value is not None else None
         return d
 
     @classmethod
@@ -206,11 +224,36 @@ class FitConfig:
         return hashlib.sha256(json.dumps(self.fingerprint(), sort_keys=True).encode()).hexdigest()
 
 
+def csv_options_from(settings: dict[str, Any]):
+    """``sources.CsvOptions`` from settings (a FitConfig's, or a saved model's), or None when
+    they are all defaults. ``dtypes`` entries are ``"column=type"``."""
+    from .sources import CsvOptions
+
+    dtypes = {}
+    for entry in settings.get("dtypes") or ():
+        column, sep, kind = str(entry).partition("=")
+        if not sep or not column or not kind:
+            raise UsageError(f"--dtype takes column=type, got {entry!r}")
+        dtypes[column.strip()] = kind.strip()
+    options = CsvOptions(
+        delimiter=settings.get("delimiter"),
+        header=settings.get("header", True),
+        columns=settings.get("columns"),
+        null_values=settings.get("null_values"),
+        dtypes=dtypes or None,
+    )
+    return None if options == CsvOptions() else options
+
+
 def _set(**hyper: Any) -> dict[str, Any]:
     return {k: v for k, v in hyper.items() if v is not None}
 
 
 _NULLABLE = {
+    "delimiter",
+    "columns",
+    "null_values",
+    "dtypes",
     "shards",
     "clip_grad",
     "clip_weights",
@@ -256,6 +299,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "patience": _integer(1),
     "record_path": _integer(1),
     "shards": _integer(1),
+    "header": ((lambda v: isinstance(v, bool)), "true or false"),
     "sync_every": _integer(1),
     "weight_decay": _interval(0),
     "step_size": _integer(1),

@@ -116,8 +116,8 @@ def shard_units(n_units: int, shards: int) -> list[list[int]]:
 
 # -- the round task (runs on a worker) --------------------------------------------------------
 @functools.lru_cache(maxsize=4)
-def _open(paths: tuple[str, ...], fmt: str) -> Dataset:
-    return open_dataset(list(paths), fmt)
+def _open(paths: tuple[str, ...], fmt: str, csv) -> Dataset:
+    return open_dataset(list(paths), fmt, csv=csv)
 
 
 _UNIT_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
@@ -175,7 +175,7 @@ def round_task(
     t0 = time.perf_counter()
     cfg = FitConfig.from_dict(config)
     loss, optimizer, schedule = cfg.make_loss(), cfg.make_optimizer(), cfg.make_schedule()
-    dataset = _open(tuple(paths), fmt)
+    dataset = _open(tuple(paths), fmt, cfg.csv_options())
     epoch, position, offset = cursor["epoch"], cursor["position"], cursor["offset"]
     order = _shard_order(units, cfg, epoch, shard)
     need = cfg.sync_every * cfg.batch_size

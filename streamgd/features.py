@@ -130,6 +130,14 @@ class Stats:
         var = np.where(self.count > 1, np.diag(self.comoment) / np.maximum(self.count - 1, 1), 0)
         return np.sqrt(np.maximum(var, 0.0))
 
+    @property
+    def imputed_std(self) -> np.ndarray:
+        """Standard deviation of the columns as training sees them: missing values replaced by
+        the mean (so they add rows but no spread). Consistent with :meth:`correlation`, which
+        keeps the preconditioner true to the standardised data."""
+        var = np.diag(self.comoment) / max(self.rows - 1, 1)
+        return np.sqrt(np.maximum(var, 0.0))
+
     def correlation(self, k: int) -> np.ndarray:
         """Correlation matrix of the first ``k`` columns (constant columns: identity rows)."""
         c = self.comoment[:k, :k]
@@ -206,7 +214,8 @@ class FeatureSpec:
         if standardize:
             # float32-representable, so that float32 data is centred exactly while streaming
             center = fill.astype(np.float32).astype(np.float64)
-            scale = np.where(stats.std[:n] > 0, stats.std[:n], 1.0)
+            spread = stats.imputed_std[:n]
+            scale = np.where(spread > 0, spread, 1.0)
         else:
             center = np.zeros(n)
             scale = np.ones(n)

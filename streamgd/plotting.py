@@ -30,6 +30,7 @@ import numpy as np
 
 from .archive import atomic_path
 from .batches import Prefetcher
+from .config import csv_options_from
 from .errors import DataError, UsageError
 from .features import make_prepare
 from .model import Model
@@ -172,7 +173,7 @@ def _sample(model: Model, data: Sequence[str], *, max_rows: int, fmt: str):
     to ``max_rows`` rows in all."""
     from .predict import _check_columns
 
-    dataset = open_dataset(data, fmt)
+    dataset = open_dataset(data, fmt, csv=csv_options_from(model.config))
     first = dataset.files[0].path
     spec = model.spec
     _check_columns(dataset.schema, model.features, first, what="feature", numeric=True)

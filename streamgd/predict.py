@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from .archive import atomic_path
 from .batches import Prefetcher
+from .config import csv_options_from
 from .errors import DataError, UsageError
 from .features import label_encoder, make_prepare, target_check
 from .metrics import Accumulator
@@ -61,7 +62,7 @@ def predict_files(
 def _predict_files(
     model: Model, paths: Sequence[str], out: str, id_columns: Sequence[str], fmt: str, column: str
 ) -> int:
-    dataset = open_dataset(paths, fmt)
+    dataset = open_dataset(paths, fmt, csv=csv_options_from(model.config))
     first = dataset.files[0].path
     _check_columns(dataset.schema, model.features, first, what="feature", numeric=True)
     _check_columns(dataset.schema, id_columns, first, what="--id", numeric=False)
@@ -135,7 +136,7 @@ def evaluate_model(model: Model, paths: Sequence[str], *, fmt: str = "auto") -> 
 
 
 def _evaluate(model: Model, paths: Sequence[str], fmt: str) -> dict[str, Any]:
-    dataset = open_dataset(paths, fmt)
+    dataset = open_dataset(paths, fmt, csv=csv_options_from(model.config))
     first = dataset.files[0].path
     _check_columns(dataset.schema, model.features, first, what="feature", numeric=True)
     multiclass = model.classes is not None

@@ -3,15 +3,25 @@
 The unit of reading is a :class:`Unit`: one row group of a Parquet file, or one whole CSV file
 (a CSV file has no row groups, so it is streamed block by block with pyarrow's CSV reader). Nothing
 here ever reads a whole Parquet file or a whole dataset at once.
+
+CSV files are parsed as :class:`CsvOptions` say (delimiter, header or given column names, null
+tokens, column types), the same way for every file of a dataset. Quoted fields may hold the
+delimiter, quotes (doubled) and line breaks; CRLF line endings, a UTF-8 byte-order mark and blank
+lines are accepted; ``.gz``, ``.bz2`` and ``.zst`` files are decompressed as they stream. A value
+or row that does not parse is a :class:`CsvError` naming the file, the physical line (1-based,
+counting the header) and the column.
 """
 
 from __future__ import annotations
 
+import csv as pycsv
 import glob
 import hashlib
+import io
 import json
 import os
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +34,9 @@ from .errors import DataError, UsageError
 
 __all__ = [
     "FORMATS",
+    "CSV_DTYPES",
+    "CsvOptions",
+    "CsvError",
     "SourceFile",
     "Unit",
     "Dataset",
@@ -34,10 +47,158 @@ __all__ = [
 ]
 
 PARQUET_EXTENSIONS = (".parquet", ".parq", ".pq")
-CSV_EXTENSIONS = (".csv", ".tsv", ".csv.gz", ".csv.bz2", ".csv.zst", ".tsv.gz")
+TSV_EXTENSIONS = (".tsv", ".tsv.gz", ".tsv.bz2", ".tsv.zst")  # tab-separated by default
+CSV_EXTENSIONS = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", *TSV_EXTENSIONS)
 FORMATS = ("auto", "parquet", "csv")
 CSV_BLOCK_SIZE = 4 << 20  # bytes of text per decoded CSV block
 _GLOB_CHARS = set("*?[")
+
+
+# name -> Arrow type, for CsvOptions.dtypes (the names are also the ones error messages use)
+CSV_DTYPES: dict[str, pa.DataType] = {
+    "float64": pa.float64(),
+    "float32": pa.float32(),
+    "int64": pa.int64(),
+    "bool": pa.bool_(),
+    "string": pa.string(),
+}
+_DELIMITER_ALIASES = {"\\t": "\t", "tab": "\t"}  # what a shell or a TOML literal string gives
+
+
+@dataclass(frozen=True)
+class CsvOptions:
+    """How CSV files are parsed; the defaults read what streamgd always read.
+
+    Attributes:
+        delimiter: one ASCII character (``"\\\\t"`` and ``"tab"`` mean a tab); None: a tab for
+            ``.tsv`` files (also compressed), a comma otherwise.
+        header: whether the first line names the columns.
+        columns: the column names when ``header`` is false (required then, and only then);
+            every row must have exactly this many fields.
+        null_values: the tokens read as null, exactly (``("", "NA", "?")``); None: pyarrow's
+            defaults (``""``, ``NA``, ``NULL``, ``NaN``, ``null``, ``N/A``, ``#N/A`` and a few
+            more). A quoted token is null too.
+        dtypes: column -> one of :data:`CSV_DTYPES`, overriding inference for those columns.
+
+    Options apply to every CSV file of a dataset and to no Parquet file.
+
+    >>> CsvOptions(delimiter="tab", header=False, columns=["a", "b"]).to_dict()["delimiter"]
+    '\\t'
+    """
+
+    delimiter: str | None = None
+    header: bool = True
+    columns: tuple[str, ...] | None = None
+    null_values: tuple[str, ...] | None = None
+    dtypes: dict[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # normalising a frozen dataclass's own fields
+        delimiter = self.delimiter
+        if isinstance(delimiter, str):
+            delimiter = _DELIMITER_ALIASES.get(delimiter.lower(), delimiter)
+        if delimiter is not None and (
+            not isinstance(delimiter, str)
+            or len(delimiter) != 1
+            or not delimiter.isascii()
+            or delimiter in '"\r\n'
+        ):
+            raise UsageError(
+                "the CSV delimiter must be one ASCII character other than a quote or a line "
+                f"break (or 'tab'), got {self.delimiter!r}"
+            )
+        set_(self, "delimiter", delimiter)
+        if not isinstance(self.header, bool):
+            raise UsageError(f"the CSV header setting must be true or false, got {self.header!r}")
+        set_(self, "columns", _names(self.columns, "CSV column names"))
+        set_(self, "null_values", _names(self.null_values, "CSV null values", unique=False))
+        if self.header and self.columns is not None:
+            raise UsageError("CSV column names are given only for files without a header line")
+        if not self.header and not self.columns:
+            raise UsageError("CSV files without a header line need their column names")
+        if self.dtypes is not None:
+            if not isinstance(self.dtypes, dict):
+                raise UsageError(f"CSV dtypes must map columns to types, got {self.dtypes!r}")
+            for name, kind in self.dtypes.items():
+                if kind not in CSV_DTYPES:
+                    raise UsageError(
+                        f"CSV dtype of column {name!r} must be one of "
+                        f"{', '.join(CSV_DTYPES)}, got {kind!r}"
+                    )
+            set_(self, "dtypes", dict(self.dtypes) or None)
+
+    def __hash__(self) -> int:  # dtypes is a dict: hash the canonical JSON form instead
+        return hash(json.dumps(self.to_dict(), sort_keys=True))
+
+    def delimiter_for(self, path: str) -> str:
+        """The delimiter of this file: the option, else by its name (tab for ``.tsv``)."""
+        return self.delimiter if self.delimiter is not None else _default_delimiter(path)
+
+    def to_dict(self) -> dict:
+        """Every field as plain JSON values (tuples as lists)."""
+        return {
+            "delimiter": self.delimiter,
+            "header": self.header,
+            "columns": None if self.columns is None else list(self.columns),
+            "null_values": None if self.null_values is None else list(self.null_values),
+            "dtypes": None if self.dtypes is None else dict(self.dtypes),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CsvOptions:
+        """The inverse of :meth:`to_dict`; missing keys take their defaults."""
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise UsageError(f"unknown CSV option(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    def fingerprint(self, path: str) -> dict:
+        """The settings that parse this file differently from the defaults (empty when none),
+        so that default options leave a dataset's fingerprint as it was before they existed."""
+        out: dict = {}
+        if self.delimiter_for(path) != _default_delimiter(path):
+            out["delimiter"] = self.delimiter
+        for key, value in self.to_dict().items():
+            if key != "delimiter" and value != _DEFAULT_CSV.to_dict()[key]:
+                out[key] = value
+        return out
+
+
+def _names(values, what: str, *, unique: bool = True) -> tuple[str, ...] | None:
+    if values is None:
+        return None
+    if isinstance(values, str) or not all(isinstance(v, str) for v in values):
+        raise UsageError(f"{what} must be a list of strings, got {values!r}")
+    values = tuple(values)
+    if unique and len(set(values)) != len(values):
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        raise UsageError(f"{what} repeat {', '.join(map(repr, repeated))}")
+    return values
+
+
+def _default_delimiter(path: str) -> str:
+    return "\t" if os.path.basename(path).lower().endswith(TSV_EXTENSIONS) else ","
+
+
+_DEFAULT_CSV = CsvOptions()
+
+
+class CsvError(DataError):
+    """A CSV row or value that cannot be parsed, located as exactly as the file allows.
+
+    ``line`` is the physical line where the record starts (1-based, counting the header line,
+    blank lines and the line breaks inside quoted values); ``row`` is the data row (1-based, not
+    counting the header or blank lines), as in other errors; ``column`` is None for a row with
+    the wrong number of fields. The message names the line:
+    ``data.csv: line 12: column 'x3': cannot parse 'abc' as float64``.
+    """
+
+    def __init__(
+        self, message: str, *, path: str, line: int, row: int, column: str | None = None
+    ) -> None:
+        where = f"line {line}: " + (f"column {column!r}: " if column is not None else "")
+        super().__init__(where + message, path=path)
+        self.line, self.row, self.column = line, row, column
 
 
 @dataclass(frozen=True)
@@ -192,6 +353,7 @@ class Dataset:
     schema: pa.Schema
     csv_schema: pa.Schema | None = None  # the types every CSV block is parsed with
     units: tuple[Unit, ...] = field(default=())
+    csv: CsvOptions = _DEFAULT_CSV  # how every CSV file is parsed
 
     @property
     def num_rows(self) -> int | None:
@@ -199,13 +361,17 @@ class Dataset:
         return None if any(c is None for c in counts) else sum(counts)  # type: ignore[misc]
 
     def fingerprint(self) -> dict:
-        """What identifies the input: paths, sizes and row-group layout of every file."""
-        return {
-            "files": [
-                {"path": f.path, "size": f.size, "row_groups": list(f.row_groups)}
-                for f in self.files
-            ]
-        }
+        """What identifies the input: paths, sizes and row-group layout of every file, and for
+        a CSV file the parse options that differ from the defaults (key ``"csv"``, only then),
+        so that a resume with other parse options is refused."""
+        files = []
+        for f in self.files:
+            entry = {"path": f.path, "size": f.size, "row_groups": list(f.row_groups)}
+            parse = self.csv.fingerprint(f.path) if f.format == "csv" else {}
+            if parse:
+                entry["csv"] = parse
+            files.append(entry)
+        return {"files": files}
 
     def digest(self) -> str:
         blob = json.dumps(self.fingerprint(), sort_keys=True).encode()
@@ -233,7 +399,7 @@ class Dataset:
     def _iter_csv(self, src: SourceFile, columns: Sequence[str]):
         assert self.csv_schema is not None
         types = {name: self.csv_schema.field(name).type for name in columns}
-        reader = _open_csv(src.path, types, list(columns))
+        reader = _open_csv(src.path, self.csv, types, list(columns))
         row = 0
         while True:
             try:
@@ -241,9 +407,7 @@ class Dataset:
             except StopIteration:
                 return
             except (OSError, pa.ArrowException) as exc:
-                raise DataError(
-                    f"cannot parse CSV after data row {row}: {_short(exc)}", path=src.path
-                ) from None
+                raise _csv_error(exc, src.path, self.csv, types, first_row=row) from None
             yield batch, row
             row += batch.num_rows
 
@@ -274,44 +438,269 @@ def _open_parquet(path: str) -> pq.ParquetFile:
         raise DataError(f"not a readable Parquet file ({_short(exc)})", path=path) from None
 
 
-def _csv_parse_options(path: str) -> pacsv.ParseOptions:
-    delimiter = "\t" if os.path.basename(path).lower().endswith((".tsv", ".tsv.gz")) else ","
-    return pacsv.ParseOptions(delimiter=delimiter)
+_UTF8_BOM = b"\xef\xbb\xbf"
+_HEAD_LIMIT = 1 << 20  # a header-only file without a line break is read whole up to this size
 
 
-def _open_csv(path: str, types: dict | None, include: list[str] | None):
-    convert = pacsv.ConvertOptions(
-        column_types=types or {}, include_columns=include or [], strings_can_be_null=True
-    )
+def _open_csv(
+    path: str,
+    options: CsvOptions,
+    types: dict[str, pa.DataType] | None,
+    include: list[str] | None,
+    *,
+    threads: bool = True,
+) -> pacsv.CSVStreamingReader:
+    """A streaming reader of one CSV file; pyarrow parses (and checks) the first block here.
+
+    ``newlines_in_values`` is always on: without it a quoted line break that falls on a block
+    boundary splits the record; on ordinary files it cost nothing measurable (0-3%).
+    """
+    read = {"block_size": CSV_BLOCK_SIZE, "use_threads": threads}
+    if not options.header:
+        read["column_names"] = list(options.columns or ())
+    convert = {
+        "column_types": types or {},
+        "include_columns": include or [],
+        "strings_can_be_null": True,
+    }
+    if options.null_values is not None:
+        convert["null_values"] = list(options.null_values)
+    kwargs = {
+        "read_options": pacsv.ReadOptions(**read),
+        "parse_options": pacsv.ParseOptions(
+            delimiter=options.delimiter_for(path), newlines_in_values=True
+        ),
+        "convert_options": pacsv.ConvertOptions(**convert),
+    }
     try:
-        return pacsv.open_csv(
-            path,
-            read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_SIZE, use_threads=True),
-            parse_options=_csv_parse_options(path),
-            convert_options=convert,
-        )
+        try:
+            return pacsv.open_csv(path, **kwargs)
+        except pa.ArrowInvalid as exc:
+            if "Empty CSV" not in str(exc) and "infer number of columns" not in str(exc):
+                raise
+            return pacsv.open_csv(_terminated_head(path, options, exc), **kwargs)
     except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"not a readable CSV file ({_short(exc)})", path=path) from None
+        raise _csv_error(exc, path, options, types or {}, first_row=0) from None
 
 
-def _csv_schema(path: str) -> pa.Schema:
-    """Infer column types once, from the first block; integer and all-null columns become
-    float64 so that a later 1.5 or a later value cannot break a type guessed from a few rows."""
-    schema = _open_csv(path, None, None).schema
-    fields = []
+def _terminated_head(path: str, options: CsvOptions, exc: Exception) -> pa.BufferReader:
+    """pyarrow cannot parse a file whose only line lacks a line break (``a,b``): the whole
+    (small) file with one added. A file of nothing but blank lines or a byte-order mark is
+    empty."""
+    with pa.input_stream(path, compression="detect") as stream:
+        head = stream.read(_HEAD_LIMIT + 1)
+    if not head.removeprefix(_UTF8_BOM).strip():
+        raise DataError(_empty_message(options), path=path)
+    if len(head) > _HEAD_LIMIT:
+        raise exc
+    return pa.BufferReader(head + b"\n")
+
+
+def _empty_message(options: CsvOptions) -> str:
+    return "the CSV file is empty" + (" (expected a header line)" if options.header else "")
+
+
+def _probe_csv(
+    path: str, options: CsvOptions, types: dict[str, pa.DataType], *, rows: bool
+) -> tuple[pa.Schema, bool | None]:
+    """The schema pyarrow infers from the first block (``types`` forced; opening converts,
+    and so checks, that block), and with ``rows`` whether the block holds a data row (None
+    without: taking the batch costs as much again). No read-ahead."""
+    reader = _open_csv(path, options, types, None, threads=False)
+    if not rows:
+        return reader.schema, None
+    try:
+        batch = reader.read_next_batch()
+    except StopIteration:
+        return reader.schema, False
+    except (OSError, pa.ArrowException) as exc:
+        raise _csv_error(exc, path, options, types, first_row=0) from None
+    return reader.schema, batch.num_rows > 0
+
+
+def _given_types(options: CsvOptions) -> dict[str, pa.DataType]:
+    return {name: CSV_DTYPES[kind] for name, kind in (options.dtypes or {}).items()}
+
+
+def _fixed_types(schema: pa.Schema, options: CsvOptions) -> dict[str, pa.DataType]:
+    """The types every CSV block is parsed with: as inferred, but integer and all-null columns
+    become float64 so that a later 1.5 or a later value cannot break a type guessed from a few
+    rows; ``options.dtypes`` win."""
+    given = _given_types(options)
+    types = {}
     for f in schema:
-        if pa.types.is_integer(f.type) or pa.types.is_null(f.type):
-            f = f.with_type(pa.float64())
-        fields.append(f)
-    return pa.schema(fields)
+        kind = f.type
+        if f.name in given:
+            kind = given[f.name]
+        elif pa.types.is_integer(kind) or pa.types.is_null(kind):
+            kind = pa.float64()
+        types[f.name] = kind
+    return types
 
 
-def open_dataset(paths: Sequence[str], fmt: str = "auto") -> Dataset:
-    """Resolve paths, read every file's metadata and fix one schema for all of them."""
+def _check_dtypes(options: CsvOptions, schema: pa.Schema, path: str) -> None:
+    unknown = [name for name in options.dtypes or {} if name not in schema.names]
+    if unknown:
+        raise UsageError(
+            f"{path}: a CSV dtype is given for no such column: {', '.join(map(repr, unknown))}; "
+            f"columns are: {', '.join(schema.names)}"
+        )
+
+
+# -- locating a CSV error ------------------------------------------------------------------
+# pyarrow (checked with 26.0) says what is wrong but not where: a conversion error names the
+# column by index and the value ("In CSV column #2: CSV conversion error to double: invalid
+# value 'abc'") and a ragged row its field counts ("Expected 3 columns, got 4: <text>"), but
+# neither names the row (a "Row #N" appears only for a ragged row without threads, and it
+# counts records, not lines). So the file is read again with Python's csv module, which has
+# the same quoting rules, up to the first record of the failing block (or later) that shows
+# the problem; that costs a pass over the file up to there, on the error path only.
+
+_CONVERSION = re.compile(
+    r"conversion error to (?P<type>[^:]+): invalid value '(?P<value>.*)'$", re.S
+)
+_COLUMN_INDEX = re.compile(r"In CSV column #(?P<index>\d+)")
+_FIELD_COUNT = re.compile(r"Expected (?P<expected>\d+) columns, got (?P<got>\d+)")
+_ARROW_NAMES = {"double": "float64", "float": "float32"}
+
+
+@dataclass(frozen=True)
+class _Record:
+    line: int  # physical line where the record starts, 1-based
+    row: int  # data row, 1-based
+    fields: list[str]
+
+
+def _csv_error(
+    exc: BaseException,
+    path: str,
+    options: CsvOptions,
+    types: dict[str, pa.DataType],
+    *,
+    first_row: int,
+) -> DataError:
+    """A one-line error for pyarrow's ``exc`` about the block after data row ``first_row``
+    (0-based): a :class:`CsvError` with line, row and column when the record is found, else a
+    :class:`DataError` saying from which row on."""
+    problem = _problem(str(exc).strip())
+    if problem is None:
+        return DataError(
+            f"cannot read the CSV file at or after row {first_row + 1} ({_short(exc)})",
+            path=path,
+        )
+    kind, index, detail, match = problem
+    names, record = _locate(path, options, first_row, match)
+    column = None
+    if index is not None:
+        column = names[index] if names is not None and index < len(names) else f"#{index + 1}"
+    if kind == "value":
+        arrow_name, value = detail
+        dtype = _type_name(types.get(column) if column else None, arrow_name)
+        what = f"cannot parse {_clip(value)} as {dtype}"
+    elif kind == "utf8":
+        what = "the text is not valid UTF-8"
+    else:
+        expected, got = detail
+        got = len(record.fields) if record is not None else got
+        what = f"expected {expected} fields, got {got}"
+        if record is not None and record.row == 1 and not options.header:
+            what = f"the first row has {got} fields but {expected} column names were given"
+    if record is not None:
+        return CsvError(what, path=path, line=record.line, row=record.row, column=column)
+    where = f"at or after row {first_row + 1}: " + (f"column {column!r}: " if column else "")
+    error = DataError(where + what, path=path)
+    error.column = column
+    return error
+
+
+def _problem(text: str) -> tuple[str, int | None, tuple, Callable[[list[str]], bool]] | None:
+    """What pyarrow's error message says: ``(kind, column index, details, match)`` where
+    ``match(fields)`` tells the record at fault; None for a message of another form."""
+    index = _COLUMN_INDEX.search(text)
+    k = int(index["index"]) if index else None
+    conversion, count = _CONVERSION.search(text), _FIELD_COUNT.search(text)
+    if conversion and k is not None:
+        value = conversion["value"]  # pyarrow reports it without spaces and tabs around it
+        return (
+            "value",
+            k,
+            (conversion["type"], value),
+            lambda fields: len(fields) > k and fields[k].strip(" \t") == value,
+        )
+    if "invalid UTF8" in text and k is not None:
+        return "utf8", k, (), lambda fields: len(fields) > k and _undecodable(fields[k])
+    if count:
+        expected = int(count["expected"])
+        return "fields", None, (expected, int(count["got"])), lambda f: len(f) != expected
+    return None
+
+
+def _locate(
+    path: str, options: CsvOptions, first_row: int, match: Callable[[list[str]], bool]
+) -> tuple[list[str] | None, _Record | None]:
+    """The column names, and the first data record after ``first_row`` rows that ``match``es
+    (None when there is none or the file cannot be read this way)."""
+    names = list(options.columns) if options.columns is not None else None
+    row = 0
+    try:
+        for line, fields in _records(path, options):
+            if names is None:
+                names = fields
+                continue
+            row += 1
+            if row > first_row and match(fields):
+                return names, _Record(line, row, fields)
+    except (OSError, UnicodeError, pycsv.Error, pa.ArrowException):
+        pass
+    return names, None
+
+
+def _records(path: str, options: CsvOptions) -> Iterator[tuple[int, list[str]]]:
+    """``(first line, fields)`` of every non-blank record of a CSV file, header included,
+    streamed (decompressed like pyarrow does: by the file name's extension)."""
+    with (
+        pa.input_stream(path, compression="detect") as raw,
+        io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="") as text,
+    ):
+        reader = pycsv.reader(text, delimiter=options.delimiter_for(path), strict=False)
+        line = 0  # physical lines consumed so far
+        for fields in reader:
+            if fields:  # blank lines give []: pyarrow skips them too
+                yield line + 1, fields
+            line = reader.line_num
+
+
+def _undecodable(value: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in value)
+
+
+def _clip(value: str, limit: int = 60) -> str:
+    return repr(value if len(value) <= limit else value[: limit - 3] + "...")
+
+
+def _type_name(kind: pa.DataType | None, arrow_name: str) -> str:
+    for name, dtype in CSV_DTYPES.items():
+        if kind is not None and kind.equals(dtype):
+            return name
+    return _ARROW_NAMES.get(arrow_name.strip(), arrow_name.strip())
+
+
+def open_dataset(paths: Sequence[str], fmt: str = "auto", csv: CsvOptions | None = None) -> Dataset:
+    """Resolve paths, read every file's metadata and fix one schema for all of them.
+
+    CSV files are parsed as ``csv`` says (default :class:`CsvOptions`). Their column types are
+    fixed once, from the first block of the first CSV file with a data row (a header-only file
+    says nothing about types); every other CSV file's first block is parsed with those types
+    here, so a bad value there is reported before training starts.
+    """
+    options = CsvOptions() if csv is None else csv
+    if not isinstance(options, CsvOptions):
+        raise UsageError(f"csv must be CsvOptions or None, got {type(options).__name__}")
     resolved = resolve_paths(paths, fmt)
     files: list[SourceFile] = []
     schemas: list[pa.Schema] = []
-    csv_schema: pa.Schema | None = None
+    csv_types: dict[str, pa.DataType] | None = None
+    csv_files: list[int] = []
     for path, kind in resolved:
         size = os.path.getsize(path)
         if kind == "parquet":
@@ -320,14 +709,26 @@ def open_dataset(paths: Sequence[str], fmt: str = "auto") -> Dataset:
             groups = tuple(md.row_group(i).num_rows for i in range(md.num_row_groups))
             files.append(SourceFile(path, kind, size, groups))
             schemas.append(pf.schema_arrow)
-        else:
-            if size == 0:
-                raise DataError("the CSV file is empty (expected a header line)", path=path)
-            schema = _csv_schema(path)
-            if csv_schema is None:
-                csv_schema = schema
-            files.append(SourceFile(path, kind, size))
-            schemas.append(schema)
+            continue
+        if size == 0:
+            raise DataError(_empty_message(options), path=path)
+        typed = csv_types is not None
+        schema, has_rows = _probe_csv(
+            path, options, csv_types or _given_types(options), rows=not typed
+        )
+        if not csv_files:
+            _check_dtypes(options, schema, path)
+        if not typed and has_rows:
+            csv_types = _fixed_types(schema, options)
+        csv_files.append(len(schemas))
+        files.append(SourceFile(path, kind, size))
+        schemas.append(schema)
+    if csv_files and csv_types is None:  # header-only files only: nothing to infer from
+        csv_types = _fixed_types(schemas[csv_files[0]], options)
+    for i in csv_files:  # header-only files read before the types were fixed say nothing
+        own = _fixed_types(schemas[i], options)
+        fixed = {**own, **{n: t for n, t in (csv_types or {}).items() if n in own}}
+        schemas[i] = pa.schema(list(fixed.items()))
     schema = _unify(schemas, [f.path for f in files])
     units = []
     for i, f in enumerate(files):
@@ -335,9 +736,8 @@ def open_dataset(paths: Sequence[str], fmt: str = "auto") -> Dataset:
             units.extend(Unit(i, g, n) for g, n in enumerate(f.row_groups))
         else:
             units.append(Unit(i, -1, None))
-    if csv_schema is not None:
-        csv_schema = pa.schema([schema.field(n) for n in csv_schema.names])
-    return Dataset(tuple(files), schema, csv_schema, tuple(units))
+    csv_schema = None if csv_types is None else pa.schema(list(csv_types.items()))
+    return Dataset(tuple(files), schema, csv_schema, tuple(units), options)
 
 
 def _unify(schemas: list[pa.Schema], paths: list[str]) -> pa.Schema:

@@ -590,7 +590,7 @@ def single_blas_thread():
 def _train(
     paths: Sequence[str], config: FitConfig, options: RunOptions, hooks: CallbackList
 ) -> TrainResult:
-    dataset = open_dataset(paths, config.format)
+    dataset = open_dataset(paths, config.format, csv=config.csv_options())
     manager = None
     if options.checkpoint_dir:
         manager = CheckpointManager(

@@ -282,3 +282,13 @@ def test_missing_error_policy_names_column_and_row(null_data, data):
     assert err.path == paths["parquet"][0]
     assert (err.column, err.row) == ("x0", NULL_X0_ROWS[0] + 1)
     assert "'x0'" in str(err) and f"row {NULL_X0_ROWS[0] + 1}" in str(err)
+
+
+def test_collinear_features_with_missing_values_do_not_blow_up(tmp_path):
+    # b = 2a, with one b missing: standardising with the spread training actually sees keeps
+    # the preconditioner consistent, so the collinear direction is not amplified
+    path = tmp_path / "c.csv"
+    path.write_text("a;b;y\n1;2;3\n4;NA;6\n7;8;9\n")
+    model = streamgd.fit(str(path), target="y", delimiter=";", null_values=["NA"], epochs=1)
+    pred = model.predict(np.array([[1.0, 2.0], [4.0, np.nan], [7.0, 8.0]]))
+    assert np.all(np.abs(pred - [3.0, 6.0, 9.0]) < 1.5)

@@ -1,0 +1,197 @@
+"""Schema: what a dataset holds, for ``streamgd schema PATHS...``, in bounded memory.
+
+:func:`describe_dataset` reports the unified schema (name, Arrow type, numeric or not), the files,
+the number of rows and the nulls per column, and with a target the default features.
+Parquet row counts come from the file metadata, and null counts from the row-group statistics
+when every row group of the file has them for that column (else that column is streamed, row
+group by row group). CSV files have no metadata: each is streamed block by block (which also
+checks that every value parses with the dataset's types). :func:`render_schema` prints it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .features import select_features
+from .sources import CsvOptions, Dataset, SourceFile, _open_parquet, is_numeric, open_dataset
+
+__all__ = ["describe_dataset", "render_schema"]
+
+# how a count was obtained; the values appear in the dict and in the text
+METADATA, STATISTICS, STREAMED = "metadata", "statistics", "streamed"
+_LABELS = {"parquet": "Parquet", "csv": "CSV"}
+_FILES_SHOWN = 20  # the text lists this many files, then says how many more
+
+
+def describe_dataset(
+    paths: Sequence[str],
+    *,
+    fmt: str = "auto",
+    csv: CsvOptions | None = None,
+    target: str | None = None,
+) -> dict:
+    """Describe the dataset at ``paths`` as a JSON-serialisable dict.
+
+    Keys: ``num_files``, ``num_rows`` (exact), ``formats`` (files per format), ``files``
+    (``path``, ``format``, ``size``, ``rows``, ``rows_from``: ``"metadata"`` for Parquet,
+    ``"streamed"`` for CSV), ``columns`` (``name``, ``type``, ``numeric``, ``nulls``,
+    ``nulls_from``: the methods used, from ``"statistics"`` and ``"streamed"``), ``csv`` (the
+    parse options, when there are CSV files), ``target`` and ``features`` (the columns that
+    would be features by default: numeric, not the target; None without a target).
+    """
+    dataset = open_dataset(paths, fmt, csv=csv)
+    names = dataset.schema.names
+    nulls = dict.fromkeys(names, 0)
+    methods: dict[str, set[str]] = {name: set() for name in names}
+    files = []
+    for index, src in enumerate(dataset.files):
+        if src.format == "parquet":
+            rows = src.num_rows or 0
+            counts, how = _parquet_nulls(dataset, index)
+        else:
+            rows, counts = _stream_counts(dataset, index, names)
+            how = dict.fromkeys(names, STREAMED)
+        for name in names:
+            nulls[name] += counts[name]
+            methods[name].add(how[name])
+        files.append(
+            {
+                "path": src.path,
+                "format": src.format,
+                "size": int(src.size),
+                "rows": int(rows),
+                "rows_from": METADATA if src.format == "parquet" else STREAMED,
+            }
+        )
+    columns = [
+        {
+            "name": f.name,
+            "type": str(f.type),
+            "numeric": bool(is_numeric(f.type)),
+            "nulls": int(nulls[f.name]),
+            "nulls_from": sorted(methods[f.name]),
+        }
+        for f in dataset.schema
+    ]
+    features = None
+    if target is not None:
+        chosen = select_features(dataset.schema, target, None, path=dataset.files[0].path)
+        features = list(chosen)
+    formats = {kind: sum(f.format == kind for f in dataset.files) for kind in ("parquet", "csv")}
+    return {
+        "num_files": len(dataset.files),
+        "num_rows": sum(f["rows"] for f in files),
+        "formats": formats,
+        "files": files,
+        "columns": columns,
+        "csv": dataset.csv.to_dict() if formats["csv"] else None,
+        "target": target,
+        "features": features,
+    }
+
+
+def _parquet_nulls(dataset: Dataset, index: int) -> tuple[dict[str, int], dict[str, str]]:
+    """Null counts of every column of one Parquet file, and how each was found."""
+    src = dataset.files[index]
+    names = dataset.schema.names
+    flat = [n for n in names if not pa.types.is_nested(dataset.schema.field(n).type)]
+    counts = _statistics_nulls(_open_parquet(src.path).metadata, src, flat)
+    rest = [name for name in names if name not in counts]
+    if rest:
+        counts.update(_stream_counts(dataset, index, rest)[1])
+    how = {name: STREAMED if name in rest else STATISTICS for name in names}
+    return counts, how
+
+
+def _statistics_nulls(md: pq.FileMetaData, src: SourceFile, names: Sequence[str]) -> dict[str, int]:
+    """Null counts from the row-group statistics, for the columns every row group has them
+    for. ``names`` are flat columns: a nested column's leaves count nulls inside lists and
+    structs, not null values of the column."""
+    leaves = {}
+    for j in range(md.num_columns):
+        path = md.schema.column(j).path
+        if path in names:  # a flat column is a leaf whose path is its name
+            leaves[path] = j
+    counts: dict[str, int] = {}
+    for name, j in leaves.items():
+        total = 0
+        for g in range(len(src.row_groups)):
+            stats = md.row_group(g).column(j).statistics
+            if stats is None or not stats.has_null_count:
+                break
+            total += stats.null_count
+        else:
+            counts[name] = int(total)
+    return counts
+
+
+def _stream_counts(
+    dataset: Dataset, index: int, columns: Sequence[str]
+) -> tuple[int, dict[str, int]]:
+    """Rows and null counts of ``columns`` in one file, reading one unit (a row group, a CSV
+    block) at a time."""
+    rows = 0
+    counts = dict.fromkeys(columns, 0)
+    for unit in dataset.units:
+        if unit.file != index:
+            continue
+        for table, _ in dataset.iter_unit(unit, columns):
+            rows += table.num_rows
+            for name in columns:
+                counts[name] += table.column(name).null_count
+    return rows, counts
+
+
+def render_schema(info: dict) -> str:
+    """The text form of :func:`describe_dataset`'s dict."""
+    formats = info["formats"]
+    kinds = ", ".join(f"{n} {_LABELS.get(k, k)}" for k, n in formats.items() if n)
+    how = []
+    if formats["parquet"]:
+        how.append("Parquet from file metadata")
+    if formats["csv"]:
+        how.append("CSV counted by streaming every file")
+    lines = [
+        f"files: {info['num_files']} ({kinds})",
+        f"rows: {info['num_rows']:,} ({'; '.join(how)})",
+        "",
+    ]
+    header = ("column", "type", "numeric", "nulls", "nulls from")
+    table = [header] + [
+        (
+            c["name"],
+            c["type"],
+            "yes" if c["numeric"] else "no",
+            f"{c['nulls']:,}",
+            "+".join(c["nulls_from"]),
+        )
+        for c in info["columns"]
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        cells = [
+            cell.rjust(w) if i == 3 else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    if info.get("target") is not None:
+        lines += [
+            "",
+            f"target: {info['target']}",
+            f"default features ({len(info['features'])}, numeric columns but the target): "
+            + ", ".join(info["features"]),
+        ]
+    parse = {k: v for k, v in (info.get("csv") or {}).items() if v is not None}
+    if parse and parse != {"header": True}:
+        lines += ["", "CSV options: " + ", ".join(f"{k}={v!r}" for k, v in parse.items())]
+    lines += ["", "files:"]
+    shown = info["files"][:_FILES_SHOWN]
+    width = max((len(f["path"]) for f in shown), default=0)
+    for f in shown:
+        lines.append(f"  {f['path'].ljust(width)}  {f['format']:<7}  {f['rows']:,} rows")
+    if len(info["files"]) > len(shown):
+        lines.append(f"  ... and {len(info['files']) - len(shown)} more")
+    return "\n".join(lines)
