@@ -170,7 +170,7 @@ def round_task(
     round_index: int,
 ) -> dict[str, Any]:
     """Train shard ``shard`` for up to ``sync_every`` batches from ``cursor``; pure."""
-    from .trainer import make_step  # the very step the single-process trainer takes
+    from .steps import make_step  # the very step the single-process trainer takes
 
     t0 = time.perf_counter()
     cfg = FitConfig.from_dict(config)

@@ -1,0 +1,141 @@
+"""The optimisation step of the linear model: one mini-batch, from centred rows to new weights.
+
+Shared by the single-process trainer and the Dask round tasks (:func:`make_step`), so both
+take exactly the same steps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .config import FitConfig
+from .features import MIN_EIGENVALUE, FeatureSpec
+from .losses import Loss
+from .optimizers import Optimizer
+
+__all__ = ["train_step", "make_step", "HESSIAN_ROWS", "MIN_CURVATURE"]
+
+
+def train_step(
+    params: np.ndarray,
+    opt_state: dict[str, np.ndarray],
+    x: np.ndarray,
+    t: np.ndarray,
+    *,
+    loss: Loss,
+    optimizer: Optimizer,
+    lr: float,
+    l2: float,
+    inv_scale: np.ndarray | None = None,
+    precond: np.ndarray | None = None,
+    l1: float = 0.0,
+    clip_grad: float | None = None,
+    clip_weights: float | None = None,
+) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
+    """One mini-batch step on the linear model ``p = z @ w + b`` with ``z = x * inv_scale``.
+
+    ``x`` holds centred features and ``t`` the (scaled) target; the scaling is folded into the
+    weights (``x @ (w * inv_scale)``) rather than applied to the batch, which saves a pass
+    over it. Gradient of the batch-mean loss plus ``l2/2 * ||w||^2`` (the intercept is not
+    penalised): ``dw = z.T @ g / n + l2 * w``, ``db = mean(g)`` with ``g = dloss/dp``. With a
+    preconditioner ``P`` (the inverse feature correlation) the optimiser receives
+    ``(P @ dw, db) / c`` where ``c`` is the batch's mean curvature ``d2loss/dp2``: a fixed
+    Gauss-Newton approximation under which ``lr = 1`` is a Newton step for the squared loss.
+    Regularisation and clipping: ``clip_grad`` rescales the direction to at most that L2
+    norm; ``l1`` then soft-thresholds the weights by ``lr * l1`` after the step (a proximal
+    step, so weights become exactly zero; with ``l2`` too, the elastic net); ``clip_weights``
+    clips every weight to ``[-clip_weights, clip_weights]``. The intercept is never
+    penalised or clipped.
+    Returns the new parameters, optimiser state and the batch's summed loss (before the update).
+    """
+    n_feat = x.shape[1]
+    w = params[:n_feat]  # (features,), or (features, classes) for softmax
+    scale = None if inv_scale is None else (inv_scale if w.ndim == 1 else inv_scale[:, None])
+    # matrix products in the batch's precision (float32 while streaming), the rest in float64
+    weff = np.asarray(w if scale is None else w * scale, dtype=x.dtype)
+    p = np.asarray(x @ weff, dtype=np.float64) + params[n_feat]
+    g = loss.gradient(p, t)
+    grad = np.empty_like(params)
+    xg = np.asarray(x.T @ np.asarray(g, dtype=x.dtype), dtype=np.float64)
+    grad[:n_feat] = (xg if scale is None else xg * scale) / len(t)
+    if l2:
+        grad[:n_feat] += l2 * w
+    grad[n_feat] = g.mean(axis=0)
+    if precond is not None:
+        if loss.curvature is None:
+            grad[:n_feat] = precond @ grad[:n_feat]
+        else:
+            m = min(len(t), HESSIAN_ROWS)
+            c = loss.curvature(p[:m], t[:m])
+            if grad.ndim == 1:
+                grad = _newton_direction(grad, x[:m], c, inv_scale, l2)
+            else:  # softmax: one block per class (cross-class terms left out)
+                for k in range(grad.shape[1]):
+                    grad[:, k] = _newton_direction(grad[:, k], x[:m], c[:, k], inv_scale, l2)
+    if clip_grad is not None:
+        norm = float(np.linalg.norm(grad))
+        if norm > clip_grad:
+            grad *= clip_grad / norm
+    step, opt_state = optimizer.update(grad, opt_state, params, lr)
+    new = params + step
+    if l1:
+        w_new = new[:n_feat]
+        new[:n_feat] = np.sign(w_new) * np.maximum(np.abs(w_new) - lr * l1, 0.0)
+    if clip_weights is not None:
+        np.clip(new[:n_feat], -clip_weights, clip_weights, out=new[:n_feat])
+    return new, opt_state, float(loss.value(p, t).sum(dtype=np.float64)), p
+
+
+# Rows of each batch used to estimate the curvature-weighted Hessian (cost: rows * d^2).
+HESSIAN_ROWS = 256
+# Floor of the Hessian's eigenvalues: at most 1/MIN_CURVATURE/MIN_EIGENVALUE times a plain step,
+# so that a saturated (nearly separable) batch cannot throw the weights far.
+MIN_CURVATURE = 0.01
+
+
+def make_step(config: FitConfig, spec: FeatureSpec, loss: Loss, optimizer: Optimizer):
+    """The step both trainers take: ``step(params, opt_state, raw, lr)`` on centred rows
+    ``[features..., target]`` returns ``(params, opt_state, loss_sum, predictions, t)``, with
+    ``t`` the target in training units (standardised for regression losses that scale)."""
+    n_feat = len(spec.names)
+    inv_scale = 1.0 / spec.scale
+    t_scale = spec.target_scale
+    step_loss = loss.rescaled(t_scale) if loss.scale_target else loss
+
+    def step(params, opt_state, raw, lr):
+        t = raw[:, n_feat] if t_scale == 1.0 else raw[:, n_feat] / t_scale
+        new, state, loss_sum, p = train_step(
+            params,
+            opt_state,
+            raw[:, :n_feat],
+            t,
+            loss=step_loss,
+            optimizer=optimizer,
+            lr=lr,
+            l2=config.l2,
+            inv_scale=inv_scale,
+            precond=spec.precond,
+            l1=config.l1,
+            clip_grad=config.clip_grad,
+            clip_weights=config.clip_weights,
+        )
+        return new, state, loss_sum, p, t
+
+    return step
+
+
+def _newton_direction(grad, x, c, inv_scale, l2):
+    """Solve ``H d = grad`` with ``H`` the Gram matrix of ``[z, 1]`` weighted by the per-row
+    curvature ``c`` over the rows of ``x`` (the batch's first ``HESSIAN_ROWS``: a subsampled
+    Gauss-Newton step), eigenvalues floored. For losses whose curvature depends on the
+    prediction (logistic, poisson, softmax), where a fixed correlation preconditioner would
+    misjudge the step along well-separated directions."""
+    z = x if inv_scale is None else x * inv_scale
+    a = np.empty((len(z), z.shape[1] + 1))  # float64
+    a[:, :-1], a[:, -1] = z, 1.0
+    h = (a * c[:, None]).T @ a / len(z)
+    if l2:
+        h[:-1, :-1] += l2 * np.eye(z.shape[1])
+    vals, vecs = np.linalg.eigh(h)
+    floor = max(MIN_EIGENVALUE * MIN_CURVATURE, MIN_EIGENVALUE * float(vals.mean()))
+    return vecs @ ((vecs.T @ grad) / np.maximum(vals, floor))
