@@ -10,6 +10,7 @@ epoch's start.
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -23,7 +24,7 @@ from .sources import Dataset, _HandleCache, to_matrix
 
 __all__ = ["Chunk", "Cursor", "Prefetcher", "BatchStream"]
 
-ShuffleState = tuple[np.ndarray, np.ndarray, dict]  # slots, free slots, generator state
+ShuffleState = tuple[np.ndarray, np.ndarray, np.ndarray, dict]  # slots, free, tail, rng
 # converter(column, path, first_row) -> a numeric Arrow array replacing the column (labels)
 Converter = Callable[[pa.ChunkedArray, str, int], pa.Array]
 
@@ -196,6 +197,7 @@ class BatchStream:
         center: np.ndarray | None = None,
         dtype: np.dtype | type = np.float64,
         converters: dict[str, Converter] | None = None,
+        run: int = 1,
     ) -> None:
         self.dataset, self.columns, self.prepare = dataset, list(columns), prepare
         self.center, self.dtype, self.converters = center, dtype, converters
@@ -207,7 +209,12 @@ class BatchStream:
         if shuffle and buffer_size > 0:
             rng = epoch_rng(seed, epoch, _BUFFER_STREAM)
             self.buffer = ShuffleBuffer(
-                buffer_size, len(self.columns), rng, block=batch_size, dtype=dtype
+                buffer_size,
+                len(self.columns),
+                rng,
+                block=batch_size,
+                dtype=dtype,
+                run=math.gcd(batch_size, run),
             )
             if shuffle_state is not None:
                 self.buffer.restore(*shuffle_state)
@@ -251,7 +258,7 @@ class BatchStream:
             return parts[0]
         if not parts:
             return np.empty((0, len(self.columns)), dtype=self.dtype)
-        return np.concatenate(parts)
+        return np.asfortranarray(np.concatenate(parts))  # one layout, however it was cut
 
     def _finish_chunk(self, chunk: Chunk) -> None:
         unit = self._unit_counts
@@ -303,8 +310,8 @@ class BatchStream:
             if buf is None:
                 batch = self._take(bs)
             else:
-                while len(buf.free) and not self._exhausted:
-                    buf.fill(self._take(len(buf.free)))
+                while buf.space() > 0 and not self._exhausted:
+                    buf.fill(self._take(buf.space()))
                 batch = buf.draw(bs)
             self._settle()
             if len(batch) == 0:
@@ -312,5 +319,5 @@ class BatchStream:
             yield batch
 
     def shuffle_state(self) -> ShuffleState | None:
-        """``(slots, free, rng_state)`` of the shuffle buffer (copies), or None."""
+        """``(slots, free, tail, rng_state)`` of the shuffle buffer (copies), or None."""
         return None if self.buffer is None else self.buffer.state()

@@ -46,6 +46,7 @@ class TrainState:
     cursor: Cursor = field(default_factory=Cursor)  # cursor.epoch is the current epoch
     buffer: np.ndarray | None = None  # the shuffle buffer's slots (rows)
     buffer_free: np.ndarray | None = None  # its empty slots, in fill order
+    buffer_tail: np.ndarray | None = None  # rows short of a whole run
     rng_state: dict | None = None  # the shuffle buffer's generator
     epoch_counts: np.ndarray | None = None  # [null targets, imputed per feature] this epoch
     epoch_loss: float = 0.0  # sum of per-row losses this epoch (before each update)
@@ -72,16 +73,20 @@ class TrainState:
     def epoch(self) -> int:
         return self.cursor.epoch
 
-    def shuffle_state(self) -> tuple[np.ndarray, np.ndarray, dict] | None:
+    def shuffle_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict] | None:
         if self.buffer is None or self.buffer_free is None or self.rng_state is None:
             return None
-        return self.buffer, self.buffer_free, self.rng_state
+        tail = self.buffer_tail
+        if tail is None:
+            tail = np.empty((0, self.buffer.shape[1]), dtype=self.buffer.dtype)
+        return self.buffer, self.buffer_free, tail, self.rng_state
 
     @property
     def buffered_rows(self) -> int:
         if self.buffer is None or self.buffer_free is None:
             return 0
-        return len(self.buffer) - len(self.buffer_free)
+        tail = 0 if self.buffer_tail is None else len(self.buffer_tail)
+        return (len(self.buffer) - len(self.buffer_free)) * self.buffer.shape[2] + tail
 
     def running_loss(self) -> float | None:
         """Mean loss of this epoch's rows so far, in the target's units."""
@@ -94,7 +99,15 @@ class TrainState:
         arrays = {"params": self.params, **spec_arrays(self.spec)}
         arrays |= {f"opt.{k}": np.asarray(v) for k, v in self.opt_state.items()}
         arrays |= {f"metric.{k}": np.asarray(v) for k, v in (self.epoch_metrics or {}).items()}
-        for name in ("buffer", "buffer_free", "epoch_counts", "epoch_start", "best_params", "path"):
+        for name in (
+            "buffer",
+            "buffer_free",
+            "buffer_tail",
+            "epoch_counts",
+            "epoch_start",
+            "best_params",
+            "path",
+        ):
             value = getattr(self, name)
             if value is not None:
                 arrays[name] = np.ascontiguousarray(value)
@@ -141,6 +154,7 @@ class TrainState:
             cursor=Cursor(int(c["epoch"]), int(c["position"]), int(c["offset"])),
             buffer=arrays.get("buffer"),
             buffer_free=arrays.get("buffer_free"),
+            buffer_tail=arrays.get("buffer_tail"),
             rng_state=meta["rng_state"],
             epoch_counts=arrays.get("epoch_counts"),
             epoch_loss=float(meta["epoch_loss"]),

@@ -354,6 +354,14 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
     help="Rows held in the shuffle buffer.",
 )
 @click.option(
+    "--shuffle-run",
+    type=click.IntRange(min=1),
+    default=_DEFAULTS["shuffle_run"],
+    show_default=True,
+    help="Rows the shuffle buffer moves together (a run of consecutive rows; 1: single rows). "
+    "Runs are much cheaper to move; a batch still draws batch/run runs from the whole buffer.",
+)
+@click.option(
     "--standardize/--no-standardize",
     default=_DEFAULTS["standardize"],
     show_default=True,

@@ -108,6 +108,7 @@ class FitConfig:
     seed: int = 0
     shuffle: bool = True
     shuffle_buffer: int = 65536
+    shuffle_run: int = 16  # rows the shuffle buffer moves together (1: single rows)
     standardize: bool = True
     precondition: bool = True
     missing: str = "impute"
@@ -293,6 +294,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "standardize": ((lambda v: isinstance(v, bool)), "true or false"),
     "precondition": ((lambda v: isinstance(v, bool)), "true or false"),
     "shuffle_buffer": _integer(0),
+    "shuffle_run": _integer(1),
     "stats_rows": _integer(0),
     "features": ((lambda v: all(isinstance(x, str) and x for x in v)), "a list of column names"),
     "validation": ((lambda v: all(isinstance(x, str) and x for x in v)), "a list of paths"),

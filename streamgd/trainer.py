@@ -153,6 +153,7 @@ class Trainer:
             center=center,
             dtype=STREAM_DTYPE,
             converters=converters,
+            run=cfg.shuffle_run,
         )
         inv_scale = 1.0 / spec.scale
         t_scale = spec.target_scale
@@ -177,7 +178,12 @@ class Trainer:
             state.params, state.opt_state = params, opt_state
             state.cursor = Cursor(stream.cursor.epoch, stream.cursor.position, stream.cursor.offset)
             shuffled = stream.shuffle_state()
-            state.buffer, state.buffer_free, state.rng_state = shuffled or (None, None, None)
+            state.buffer, state.buffer_free, state.buffer_tail, state.rng_state = shuffled or (
+                None,
+                None,
+                None,
+                None,
+            )
             done = stream.counts
             state.epoch_counts = base_counts if done is None else base_counts + done
             state.epoch_metrics = running.state()
@@ -246,7 +252,7 @@ class Trainer:
             self._validate(state, entry)
         state.history.append(entry)
         state.cursor = Cursor(state.epoch + 1, 0, 0)
-        state.buffer = state.buffer_free = state.rng_state = None
+        state.buffer = state.buffer_free = state.buffer_tail = state.rng_state = None
         state.epoch_start = state.epoch_counts = state.epoch_metrics = None
         state.epoch_loss, state.epoch_rows = 0.0, 0
         if self.config.tol is not None and update_norm < self.config.tol:

@@ -64,7 +64,9 @@ def test_different_seed_gives_different_weights(data):
     a, b = _fit(data, seed=3), _fit(data, seed=4)
     assert not np.array_equal(a.weights, b.weights)
     # ...but both are trained: the difference is mini-batch noise, not a different model
-    np.testing.assert_allclose(a.predict(data.x), b.predict(data.x), atol=0.05)
+    best = lstsq_mse(data.x, data.y)
+    for model in (a, b):
+        assert np.mean((model.predict(data.x) - data.y) ** 2) <= best * 1.01
 
 
 def test_shuffle_false_is_deterministic(data):

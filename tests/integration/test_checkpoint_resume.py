@@ -127,8 +127,9 @@ def test_checkpoint_holds_the_whole_state(tmp_path, synthetic):
     state = load_checkpoint(CheckpointManager(directory).paths()[0])
     assert state.step == 10
     assert state.cursor.position > 0 or state.cursor.offset > 0  # mid-epoch data cursor
-    assert state.buffered_rows == 200  # the shuffle buffer's rows (between draws)
-    assert state.buffer is not None and len(state.buffer) == 200 + 32  # slots incl. free ones
+    assert state.buffered_rows == 208  # the buffer's 200 rows rounded up to whole runs of 16
+    # slots of 16 rows (the default run, which divides the batch of 32) x 3 features + target
+    assert state.buffer is not None and state.buffer.shape == (200 // 16 + 1 + 32 // 16, 4, 16)
     assert state.rng_state is not None and state.rng_state["bit_generator"] == "PCG64"
     assert state.epoch_rows == 10 * 32
     assert state.spec.names == tuple(data.features)

@@ -125,9 +125,36 @@ def test_buffer_restore_reproduces_the_future_exactly():
         a.draw(7)
         a.fill(_rows(27 + 7 * i, 34 + 7 * i))
     a.draw(7)
-    slots, free, state = a.state()
+    slots, free, tail, state = a.state()
     b = ShuffleBuffer(20, 2, np.random.default_rng(999), block=7)
-    b.restore(slots, free, state)
+    b.restore(slots, free, tail, state)
     assert np.array_equal(_run_buffer(a, 0, 7)[0], _run_buffer(b, 0, 7)[0])
     with pytest.raises(ValueError):
-        ShuffleBuffer(21, 2, np.random.default_rng(0), block=7).restore(slots, free, state)
+        ShuffleBuffer(21, 2, np.random.default_rng(0), block=7).restore(slots, free, tail, state)
+
+
+@pytest.mark.parametrize("run", [1, 2, 4, 8])
+def test_runs_keep_every_row_once_and_restore_exactly(run):
+    rows = _rows(0, 203)  # not a multiple of any run: a tail at the end
+    a = ShuffleBuffer(37, 2, np.random.default_rng(6), block=8, run=run)
+    out, fed = [], 0
+    while True:
+        if fed < len(rows) and a.space():
+            take = min(a.space(), len(rows) - fed)
+            a.fill(rows[fed : fed + take])
+            fed += take
+            continue
+        batch = a.draw(8)
+        if not len(batch):
+            break
+        out.append(batch)
+        if len(out) == 5:  # restore mid-way into a fresh buffer and carry on with it
+            b = ShuffleBuffer(37, 2, np.random.default_rng(0), block=8, run=run)
+            b.restore(*a.state())
+            a = b
+    got = np.concatenate(out)
+    assert sorted(got[:, 0].tolist()) == rows[:, 0].tolist()  # every row exactly once
+    assert all(len(b) == 8 for b in out[:-1])  # exact batch sizes but the last
+    if run > 1:  # whole runs of consecutive rows travel together
+        first = out[0][:, 0]
+        assert np.all(np.diff(first.reshape(-1, run), axis=1) == 1)
