@@ -379,8 +379,8 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
     type=click.Choice(MISSING_POLICIES),
     default=_DEFAULTS["missing"],
     show_default=True,
-    help="impute: skip rows with a null target, fill null features with the mean; "
-    "error: stop at the first null.",
+    help="impute: skip rows with a null target, fill null features with the mean; drop: "
+    "skip rows with any null; error: stop at the first null.",
 )
 @click.option(
     "--stats-rows",
@@ -815,6 +815,49 @@ def schema(paths: tuple[str, ...], fmt: str, delimiter, header, columns, null_va
         _emit_json(info)
     else:
         click.echo(render_schema(info))
+
+
+@cli.command(name="shuffle", epilog=EXIT_CODES_HELP)
+@_paths
+@click.option(
+    "--output",
+    "-o",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Directory for the shuffled Parquet files (part-00000.parquet, ...).",
+)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--rows-per-file", type=click.IntRange(min=1), default=1_000_000, show_default=True)
+@click.option("--row-group-size", type=click.IntRange(min=1), default=131_072, show_default=True)
+@click.option(
+    "--memory-mb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=256,
+    show_default=True,
+    help="Memory budget of the shuffle (buckets are sized to it).",
+)
+@_format
+@_csv_options
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+def shuffle_command(paths: tuple[str, ...], out_dir: str, seed: int, rows_per_file: int,
+                    row_group_size: int, memory_mb: float, fmt: str, delimiter, header,
+                    columns, null_values, dtypes, as_json: bool) -> None:  # fmt: skip
+    """Shuffle PATHS (sorted or clustered data, which a shuffle buffer cannot mix) into new
+    Parquet files in bounded memory: rows are scattered to random buckets on disk, then each
+    bucket is permuted. Every row appears once; the same seed gives the same files."""
+    from .config import csv_options_from
+    from .reshuffle import shuffle_files
+
+    csv = csv_options_from(_csv_settings(delimiter, header, columns, null_values, dtypes))
+    summary = shuffle_files(list(paths), out_dir, fmt=fmt, csv=csv, seed=seed,
+                            rows_per_file=rows_per_file, row_group_size=row_group_size,
+                            memory_budget_mb=memory_mb)  # fmt: skip
+    if as_json:
+        _emit_json(summary)
+    else:
+        click.echo(f"{summary['rows']} rows shuffled into {len(summary['files'])} file(s) in "
+                   f"{out_dir} ({summary['buckets']} buckets)", err=True)  # fmt: skip
 
 
 # -- the one place where errors become messages and exit codes -------------------------------

@@ -31,7 +31,7 @@ import numpy as np
 from .checkpoint import TrainState
 from .config import FitConfig
 from .errors import DataError, PreemptedError, StreamgdError, UsageError
-from .features import FeatureSpec, label_encoder, make_prepare, target_check
+from .features import FeatureSpec, count_vector, label_encoder, make_prepare, target_check
 from .sources import Dataset, _HandleCache, open_dataset, to_matrix
 
 __all__ = ["connect", "shard_units", "round_task", "DistributedTrainer", "parse_cluster"]
@@ -141,7 +141,7 @@ def _unit_rows(dataset: Dataset, unit_index: int, spec: FeatureSpec, loss, key: 
     if spec.classes is not None:
         converters[spec.target] = label_encoder(spec.classes, spec.target)
     center = np.append(spec.center, spec.target_center)
-    parts, counts = [], np.zeros(1 + len(spec.names), dtype=np.int64)
+    parts, counts = [], count_vector(len(spec.names))
     for table, first_row in dataset.iter_unit(unit, spec.columns, _HandleCache()):
         for name, convert in converters.items():
             i = table.schema.get_field_index(name)
@@ -179,7 +179,7 @@ def round_task(
     epoch, position, offset = cursor["epoch"], cursor["position"], cursor["offset"]
     order = _shard_order(units, cfg, epoch, shard)
     need = cfg.sync_every * cfg.batch_size
-    pieces, counts = [], np.zeros(1 + len(spec.names), dtype=np.int64)
+    pieces, counts = [], count_vector(len(spec.names))
     while need > 0 and position < len(order):
         key = (paths, shard, epoch, position)
         rows, unit_counts = _unit_rows(dataset, order[position], spec, loss, key)
@@ -289,7 +289,7 @@ class DistributedTrainer:
         if state.epoch_start is None:
             state.epoch_start = state.params.copy()
         if state.epoch_counts is None:
-            state.epoch_counts = np.zeros(1 + len(state.spec.names), dtype=np.int64)
+            state.epoch_counts = count_vector(len(state.spec.names))
         spec_future = client.scatter(state.spec, broadcast=True, hash=False)
         while not all(c["done"] for c in state.shards):
             t0 = time.perf_counter()

@@ -19,6 +19,8 @@ from .sources import Dataset, is_numeric
 
 __all__ = [
     "MISSING_POLICIES",
+    "count_vector",
+    "describe_counts",
     "select_features",
     "Stats",
     "FeatureSpec",
@@ -26,7 +28,26 @@ __all__ = [
     "compute_stats",
 ]
 
-MISSING_POLICIES = ("impute", "error")
+MISSING_POLICIES = ("impute", "drop", "error")
+
+# Per-chunk counts, one vector: [rows without a target, rows dropped for a missing feature
+# (--missing drop), then missing values per feature (imputed, or in dropped rows)].
+NULL_TARGET, DROPPED, PER_FEATURE = 0, 1, 2
+
+
+def count_vector(n_features: int) -> np.ndarray:
+    return np.zeros(PER_FEATURE + n_features, dtype=np.int64)
+
+
+def describe_counts(counts: np.ndarray, names: Sequence[str], missing: str) -> dict:
+    """The counts as reported in histories, summaries and evaluate's output."""
+    per = {n: int(c) for n, c in zip(names, counts[PER_FEATURE:], strict=True) if c}
+    out = {"skipped_null_target": int(counts[NULL_TARGET])}
+    if missing == "drop":
+        out |= {"dropped_missing": int(counts[DROPPED]), "missing": per}
+    else:
+        out["imputed"] = per
+    return out
 
 
 def select_features(
@@ -278,9 +299,10 @@ def make_prepare(
 ):
     """Build the per-chunk function the prefetch thread applies to decoded rows.
 
-    It returns ``(rows, counts)``: ``counts[0]`` is the number of rows dropped for a null
-    target, ``counts[1:]`` the number of values imputed per feature. With ``fill=None`` (the
-    statistics pass) missing features are left as NaN for the statistics to skip.
+    It returns ``(rows, counts)`` with the counts laid out as :func:`count_vector` says.
+    Missing features are imputed with ``fill`` (``missing="impute"``), or their rows dropped
+    (``"drop"``); with ``fill=None`` (the statistics pass) they are left as NaN for the
+    statistics to skip.
     """
     if missing not in MISSING_POLICIES:
         raise UsageError(f"--missing must be one of {', '.join(MISSING_POLICIES)}, got {missing!r}")
@@ -288,7 +310,7 @@ def make_prepare(
     columns = [*names, target] if has_target else list(names)
 
     def prepare(m: np.ndarray, path: str, first_row: int) -> tuple[np.ndarray, np.ndarray]:
-        counts = np.zeros(1 + n_feat, dtype=np.int64)
+        counts = count_vector(n_feat)
         kept = None  # original positions of the rows that remain, when some were dropped
         if len(m) and not _all_finite(m):  # one cheap pass; details only if needed
             m, kept = _clean(m, counts, path, first_row)
@@ -320,7 +342,8 @@ def make_prepare(
             r, c = np.argwhere(nan)[0]
             what = "target" if has_target and c == n_feat else "value"
             raise DataError(
-                f"{what} is missing (use --missing impute to skip such rows or impute the mean)",
+                f"{what} is missing (--missing impute skips rows without a target and imputes "
+                "the mean, --missing drop drops rows with any missing value)",
                 path=path,
                 column=columns[c],
                 row=first_row + int(r) + 1,
@@ -328,13 +351,18 @@ def make_prepare(
         kept = None
         if has_target and nan[:, n_feat].any():
             kept = np.flatnonzero(~nan[:, n_feat])
-            counts[0] = len(m) - len(kept)
+            counts[NULL_TARGET] = len(m) - len(kept)
             m, nan = m[kept], nan[kept]
         feat_nan = nan[:, :n_feat]
-        counts[1:] = feat_nan.sum(axis=0)
-        if fill is not None and counts[1:].any():
+        counts[PER_FEATURE:] = feat_nan.sum(axis=0)
+        if missing == "drop" and fill is not None and counts[PER_FEATURE:].any():
+            rows = np.flatnonzero(~feat_nan.any(axis=1))
+            counts[DROPPED] = len(m) - len(rows)
+            kept = rows if kept is None else kept[rows]
+            return np.asfortranarray(m[rows]), kept
+        if fill is not None and counts[PER_FEATURE:].any():
             m = np.array(m, order="F", copy=True)
-            for c in np.flatnonzero(counts[1:]):
+            for c in np.flatnonzero(counts[PER_FEATURE:]):
                 m[feat_nan[:, c], c] = fill[c]
         return m, kept
 

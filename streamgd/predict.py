@@ -18,7 +18,7 @@ from .archive import atomic_path
 from .batches import Prefetcher
 from .config import csv_options_from
 from .errors import DataError, UsageError
-from .features import label_encoder, make_prepare, target_check
+from .features import count_vector, describe_counts, label_encoder, make_prepare, target_check
 from .metrics import Accumulator
 from .model import Model
 from .sources import _HandleCache, is_numeric, open_dataset, to_matrix
@@ -154,7 +154,7 @@ def _evaluate(model: Model, paths: Sequence[str], fmt: str) -> dict[str, Any]:
         converters = {model.target: label_encoder(model.classes, model.target)}
     acc = Accumulator(loss.task)
     n_feat = len(model.features)
-    counts = np.zeros(1 + n_feat, dtype=np.int64)
+    counts = count_vector(n_feat)
     loss_sum = 0.0
     prefetch = Prefetcher(
         dataset, range(len(dataset.units)), model.spec.columns, prepare, converters=converters
@@ -173,7 +173,6 @@ def _evaluate(model: Model, paths: Sequence[str], fmt: str) -> dict[str, Any]:
     finally:
         prefetch.close()
     result: dict[str, Any] = {"rows": acc.n, **acc.result(), "loss": loss_sum / max(acc.n, 1)}
-    result["skipped_null_target"] = int(counts[0])
-    result["imputed"] = {n: int(c) for n, c in zip(model.features, counts[1:], strict=True) if c}
+    result |= describe_counts(counts, model.features, model.spec.missing)
     result["files"] = len(dataset.files)
     return result

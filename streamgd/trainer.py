@@ -26,6 +26,8 @@ from .errors import CheckpointError, DataError, DivergedError, PreemptedError, U
 from .features import (
     FeatureSpec,
     compute_stats,
+    count_vector,
+    describe_counts,
     label_encoder,
     make_prepare,
     scan_classes,
@@ -161,7 +163,7 @@ class Trainer:
         if state.epoch_start is None:
             state.epoch_start = state.params.copy()
         if state.epoch_counts is None:
-            state.epoch_counts = np.zeros(1 + n_feat, dtype=np.int64)
+            state.epoch_counts = count_vector(n_feat)
         base_counts = state.epoch_counts.copy()
         params, opt_state = state.params, state.opt_state
         # running training metrics on each batch's predictions before its update
@@ -242,8 +244,7 @@ class Trainer:
             "loss": state.running_loss(),
             "update_norm": update_norm,
             "lr": self.schedule(state.step),
-            "skipped_null_target": int(counts[0]),
-            "imputed": {n: int(c) for n, c in zip(state.spec.names, counts[1:], strict=True) if c},
+            **describe_counts(counts, state.spec.names, state.spec.missing),
         }
         if state.epoch_metrics is not None and self.config.solver != "normal":
             acc = Accumulator.restore(self.loss.task, state.epoch_metrics, auc=False)
@@ -522,7 +523,7 @@ def model_from_state(state: TrainState, config: FitConfig) -> Model:
         "rows_trained": state.rows_trained,
         "rows_per_epoch": last.get("rows"),
         "skipped_null_target": last.get("skipped_null_target", 0),
-        "imputed": last.get("imputed", {}),
+        **{k: last[k] for k in ("imputed", "dropped_missing", "missing") if k in last},
         "final_loss": last.get("loss"),
         "stop_reason": state.stop_reason,
     }

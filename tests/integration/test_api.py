@@ -194,7 +194,7 @@ def test_summary_counts_what_was_trained(model):
         ("epochs", 0, "--epochs"),
         ("loss", "cubic", "--loss"),
         ("optimizer", "lbfgs", "--optimizer"),
-        ("missing", "drop", "--missing"),
+        ("missing", "skip", "--missing"),
         ("momentum", 1.5, "--momentum"),
     ],
 )
@@ -294,3 +294,29 @@ def test_collinear_features_with_missing_values_do_not_blow_up(tmp_path):
     model = streamgd.fit(str(path), target="y", delimiter=";", null_values=["NA"], epochs=1)
     pred = model.predict(np.array([[1.0, 2.0], [4.0, np.nan], [7.0, 8.0]]))
     assert np.all(np.abs(pred - [3.0, 6.0, 9.0]) < 1.5)
+
+
+def test_missing_drop_drops_rows_with_any_missing_value(tmp_path):
+    rng = np.random.default_rng(15)
+    x = rng.normal(size=(600, 2))
+    y = x @ [1.0, -2.0] + 0.5 + rng.normal(size=600) * 0.1
+    a = x[:, 0].copy()
+    a[::10] = np.nan  # 60 rows miss a feature
+    target = y.copy()
+    target[5::50] = np.nan  # 12 rows miss the target (none of them among the 60)
+    path = tmp_path / "m.parquet"
+    pa_table = pa.table({"a": a, "b": x[:, 1], "y": target})
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa_table, path, row_group_size=100)
+    model = streamgd.fit(str(path), target="y", missing="drop", epochs=5)
+    assert model.summary["skipped_null_target"] == 12
+    assert model.summary["dropped_missing"] == 60 and model.summary["missing"] == {"a": 60}
+    assert model.summary["rows_per_epoch"] == 600 - 12 - 60
+    result = streamgd.evaluate(model, [str(path)])
+    assert result["rows"] == 528 and result["dropped_missing"] == 60
+    # the oracle: least squares on the complete rows only
+    keep = ~np.isnan(a) & ~np.isnan(target)
+    coef, _ = model.coefficients()
+    w = np.linalg.lstsq(np.c_[x[keep], np.ones(keep.sum())], y[keep], rcond=None)[0]
+    assert coef["a"] == pytest.approx(w[0], abs=0.02) and coef["b"] == pytest.approx(w[1], abs=0.02)

@@ -110,7 +110,7 @@ def test_target_named_as_a_feature(capsys, reg):
         (["--momentum", "1.5"], "--momentum"),
         (["--loss", "cubic"], "--loss"),
         (["--optimizer", "lbfgs"], "--optimizer"),
-        (["--missing", "drop"], "--missing"),
+        (["--missing", "skip"], "--missing"),
         (["--features", "x0,,x1"], "--features"),
         (["--seed", "-1"], "--seed"),
     ],

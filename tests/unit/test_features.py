@@ -212,11 +212,12 @@ def _raw(rng, rows=20):
     return np.c_[rng.normal(size=(rows, 3)), rng.integers(0, 2, rows).astype(float)]
 
 
+# counts: [rows without a target, rows dropped (--missing drop), missing per feature...]
 def test_clean_rows_pass_through_untouched():
     m = _raw(np.random.default_rng(0))
     prepare = make_prepare(NAMES, "y", missing="impute", fill=np.zeros(3), check_target=None)
     rows, counts = prepare(m.copy(), "f.parquet", 0)
-    assert np.array_equal(rows, m) and np.array_equal(counts, [0, 0, 0, 0])
+    assert np.array_equal(rows, m) and np.array_equal(counts, [0, 0, 0, 0, 0])
 
 
 def test_null_targets_are_dropped_and_counted():
@@ -225,7 +226,7 @@ def test_null_targets_are_dropped_and_counted():
     prepare = make_prepare(NAMES, "y", missing="impute", fill=np.zeros(3), check_target=None)
     rows, counts = prepare(m.copy(), "f.parquet", 0)
     assert np.array_equal(rows, np.delete(m, [2, 5, 19], axis=0))
-    assert np.array_equal(counts, [3, 0, 0, 0])
+    assert np.array_equal(counts, [3, 0, 0, 0, 0])
 
 
 def test_null_features_are_imputed_with_fill_and_counted_per_column():
@@ -241,7 +242,7 @@ def test_null_features_are_imputed_with_fill_and_counted_per_column():
     nan = np.isnan(expected)
     expected[nan] = np.broadcast_to(np.r_[fill, np.nan], expected.shape)[nan]
     assert np.array_equal(rows, expected)
-    assert np.array_equal(counts, [1, 3, 0, 1])
+    assert np.array_equal(counts, [1, 0, 3, 0, 1])
 
 
 def test_without_fill_missing_features_stay_nan_for_the_statistics():
@@ -250,7 +251,7 @@ def test_without_fill_missing_features_stay_nan_for_the_statistics():
     prepare = make_prepare(NAMES, "y", missing="impute", fill=None, check_target=None)
     rows, counts = prepare(m.copy(), "f.parquet", 0)
     assert np.array_equal(rows, m, equal_nan=True)
-    assert np.array_equal(counts, [0, 0, 2, 0])
+    assert np.array_equal(counts, [0, 0, 0, 2, 0])
 
 
 @pytest.mark.parametrize(
@@ -361,12 +362,12 @@ def test_prepare_without_target():
     )
     rows, counts = prepare(m.copy(), "f", 0)
     assert len(rows) == len(m) and rows[4, 1] == 2.0
-    assert np.array_equal(counts, [0, 0, 1, 0])
+    assert np.array_equal(counts, [0, 0, 0, 1, 0])
 
 
 def test_unknown_missing_policy_is_a_usage_error():
     with pytest.raises(UsageError, match="missing"):
-        make_prepare(NAMES, "y", missing="drop", fill=None, check_target=None)
+        make_prepare(NAMES, "y", missing="skip", fill=None, check_target=None)
 
 
 @pytest.mark.parametrize("missing", ["impute", "error"])
@@ -374,7 +375,7 @@ def test_large_finite_values_are_not_mistaken_for_missing(missing):
     m = np.array([[1e308, 1.0], [1e308, 0.0], [-5.0, 1.0]])
     prepare = make_prepare(["a"], "y", missing=missing, fill=np.zeros(1), check_target=None)
     rows, counts = prepare(m.copy(), "f", 0)
-    assert np.array_equal(rows, m) and np.array_equal(counts, [0, 0])
+    assert np.array_equal(rows, m) and np.array_equal(counts, [0, 0, 0])
 
 
 # -- select_features ----------------------------------------------------------------------------
