@@ -198,9 +198,12 @@ class BatchStream:
         dtype: np.dtype | type = np.float64,
         converters: dict[str, Converter] | None = None,
         run: int = 1,
+        on_first_fill: Callable[[np.ndarray], None] | None = None,
     ) -> None:
         self.dataset, self.columns, self.prepare = dataset, list(columns), prepare
         self.center, self.dtype, self.converters = center, dtype, converters
+        # called once with the rows that first fill an empty buffer, in arrival order
+        self.on_first_fill = on_first_fill
         self.batch_size, self.prefetch = batch_size, prefetch
         self.order = epoch_order(len(dataset.units), seed=seed, epoch=epoch, shuffle=shuffle)
         self.cursor = cursor if cursor is not None else Cursor(epoch=epoch)
@@ -310,8 +313,15 @@ class BatchStream:
             if buf is None:
                 batch = self._take(bs)
             else:
+                arrivals = [] if (self.on_first_fill is not None and buf.n == 0) else None
                 while buf.space() > 0 and not self._exhausted:
-                    buf.fill(self._take(buf.space()))
+                    incoming = self._take(buf.space())
+                    if arrivals is not None:
+                        arrivals.append(np.array(incoming))
+                    buf.fill(incoming)
+                if arrivals:
+                    self.on_first_fill(np.concatenate(arrivals))
+                    self.on_first_fill = None
                 batch = buf.draw(bs)
             self._settle()
             if len(batch) == 0:

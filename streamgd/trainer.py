@@ -156,9 +156,11 @@ class Trainer:
             dtype=STREAM_DTYPE,
             converters=converters,
             run=cfg.shuffle_run,
+            on_first_fill=self._check_order if state.epoch == 0 else None,
         )
         inv_scale = 1.0 / spec.scale
         t_scale = spec.target_scale
+        self.dataset_target_std = t_scale
         step = make_step(cfg, spec, self.loss, self.optimizer)
         if state.epoch_start is None:
             state.epoch_start = state.params.copy()
@@ -267,6 +269,26 @@ class Trainer:
         self.callbacks.on_epoch_end(state, entry)
         if not state.finished and state.epoch < self.config.epochs:
             self._save(state, "epoch")
+
+    def _check_order(self, rows: np.ndarray) -> None:
+        """Warn when the rows that first fill the shuffle buffer look ordered by the target:
+        then the buffer is too small to mix the data and early batches are biased."""
+        t = rows[:, -1].astype(np.float64)
+        if len(t) < 1000 or t.std() == 0:
+            return
+        trend = float(np.corrcoef(np.arange(len(t)), t)[0, 1])
+        narrow = self.loss.scale_target and t.std() < 0.25 * self.dataset_target_std
+        if abs(trend) > 0.3 or narrow:
+            why = (
+                f"correlation {trend:+.2f} with the reading order"
+                if abs(trend) > 0.3
+                else ("a much narrower spread than in the statistics pass")
+            )
+            self.callbacks.on_warning(
+                f"the target in the first {len(t)} rows of the shuffle buffer looks ordered "
+                f"({why}): the buffer is too small to mix this data; shuffle it once with "
+                "'streamgd shuffle', or raise --shuffle-buffer"
+            )
 
     def _validate(self, state: TrainState, entry: dict[str, Any]) -> None:
         """Score the epoch's weights on the --validation files; track the best for

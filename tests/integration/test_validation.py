@@ -147,3 +147,30 @@ def test_recorded_path_is_bounded_and_evenly_spaced(tmp_path, synthetic, monkeyp
     assert np.array_equal(streamgd.load(saved).path, path)
     assert path.shape[1] == len(data.features) + 2  # step, weights, intercept
     assert os.path.getsize(saved) < 2_000_000
+
+
+def _warnings_of(path, **kw):
+    seen = []
+
+    class Catch:
+        def __getattr__(self, name):
+            return lambda *a: None
+
+        def on_warning(self, message):
+            seen.append(message)
+
+    streamgd.fit(str(path), target="y", epochs=1, callbacks=[Catch()], **kw)
+    return seen
+
+
+def test_ordered_input_is_warned_about(tmp_path):
+    rng = np.random.default_rng(16)
+    x = rng.normal(size=40_000)
+    y = 2 * x + rng.normal(size=40_000)
+    order = np.argsort(y)
+    sorted_path, mixed_path = tmp_path / "sorted.parquet", tmp_path / "mixed.parquet"
+    pq.write_table(pa.table({"x": x[order], "y": y[order]}), sorted_path, row_group_size=5000)
+    pq.write_table(pa.table({"x": x, "y": y}), mixed_path, row_group_size=5000)
+    warned = _warnings_of(sorted_path, shuffle_buffer=2048)
+    assert len(warned) == 1 and "looks ordered" in warned[0] and "streamgd shuffle" in warned[0]
+    assert _warnings_of(mixed_path, shuffle_buffer=2048) == []
