@@ -280,3 +280,80 @@ def test_scheduler_and_workers_as_separate_processes(data, tmp_path):
         for p in procs:
             p.wait(timeout=30)
         assert glob.glob(str(tmp_path / "*"))
+
+
+def _dask_command():
+    bin_dir = os.path.dirname(sys.executable)
+    return shutil.which("dask", path=bin_dir) or shutil.which("dask")
+
+
+def test_a_worker_lost_for_good_training_finishes_on_the_rest(cluster, data, tmp_path):
+    dask = _dask_command()
+    if dask is None:
+        pytest.skip("the dask command is not installed")
+    config = _config(data, batch_size=32, sync_every=8, epochs=2)
+    reference = train(data.paths, config, RunOptions(cluster=cluster.scheduler_address))
+    scheduler_file = str(tmp_path / "scheduler.json")
+    procs = [
+        subprocess.Popen(
+            [
+                dask,
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                scheduler_file,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(scheduler_file) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        workers = [
+            subprocess.Popen(
+                [
+                    dask,
+                    "worker",
+                    "--scheduler-file",
+                    scheduler_file,
+                    "--nthreads",
+                    "1",
+                    "--no-nanny",
+                    "--no-dashboard",
+                    "--local-directory",
+                    str(tmp_path / f"w{i}"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for i in range(2)
+        ]
+        procs += workers
+        client = distributed.Client(scheduler_file=scheduler_file, timeout=30)
+        client.wait_for_workers(2, timeout=30)
+        killed = []
+
+        def kill_one_for_good():  # no nanny: nothing restarts it
+            time.sleep(1.0)
+            workers[0].kill()
+            killed.append(workers[0].pid)
+
+        thread = threading.Thread(target=kill_one_for_good)
+        thread.start()
+        survived = train(data.paths, config, RunOptions(cluster=f"file:{scheduler_file}"))
+        thread.join()
+        assert killed, "training ended before the kill"
+        assert len(client.scheduler_info()["workers"]) == 1
+        client.close()
+        assert np.array_equal(_params(survived), _params(reference))  # rounds are pure
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait(timeout=30)
