@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import glob
+import contextlib
 import json
 import os
 import shutil
@@ -196,13 +196,16 @@ def test_workers_that_cannot_see_the_files_are_named():
         sd._check_workers_see_files(FakeClient(), ("/x.pq",), "auto")
 
 
-def test_scheduler_and_workers_as_separate_processes(data, tmp_path):
-    scheduler_file = str(tmp_path / "scheduler.json")
-    env = {**os.environ, "DASK_DISTRIBUTED__DASHBOARD__LINK": ""}
+@contextlib.contextmanager
+def dask_processes(tmp_path, *, workers: int = 2, nanny: bool = True):
+    """`dask scheduler` and `dask worker` as separate processes on 127.0.0.1; yields the
+    scheduler file and the worker processes."""
     bin_dir = os.path.dirname(sys.executable)
     dask = shutil.which("dask", path=bin_dir) or shutil.which("dask")
     if dask is None:
         pytest.skip("the dask command is not installed")
+    scheduler_file = str(tmp_path / "scheduler.json")
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     procs = [
         subprocess.Popen(
             [
@@ -216,37 +219,46 @@ def test_scheduler_and_workers_as_separate_processes(data, tmp_path):
                 "--scheduler-file",
                 scheduler_file,
             ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env,
+            **quiet,
         )
     ]
     try:
         deadline = time.monotonic() + 30
         while not os.path.exists(scheduler_file) and time.monotonic() < deadline:
             time.sleep(0.1)
-        for _ in range(2):
-            procs.append(
-                subprocess.Popen(
-                    [
-                        dask,
-                        "worker",
-                        "--scheduler-file",
-                        scheduler_file,
-                        "--nthreads",
-                        "1",
-                        "--no-dashboard",
-                        "--local-directory",
-                        str(tmp_path / "w"),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    env=env,
-                )
+        extra = [] if nanny else ["--no-nanny"]
+        started = [
+            subprocess.Popen(
+                [
+                    dask,
+                    "worker",
+                    "--scheduler-file",
+                    scheduler_file,
+                    "--nthreads",
+                    "1",
+                    "--no-dashboard",
+                    *extra,
+                    "--local-directory",
+                    str(tmp_path / f"w{i}"),
+                ],
+                **quiet,
             )
+            for i in range(workers)
+        ]
+        procs += started
         client = distributed.Client(scheduler_file=scheduler_file, timeout=30)
-        client.wait_for_workers(2, timeout=30)
+        client.wait_for_workers(workers, timeout=30)
         client.close()
+        yield scheduler_file, started
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait(timeout=30)
+
+
+def test_scheduler_and_workers_as_separate_processes(data, tmp_path):
+    with dask_processes(tmp_path) as (scheduler_file, _):
         out = str(tmp_path / "m.npz")
         result = subprocess.run(
             [
@@ -274,69 +286,12 @@ def test_scheduler_and_workers_as_separate_processes(data, tmp_path):
         assert result.returncode == 0, result.stderr
         model = streamgd.load(out)
         assert np.mean((model.predict(data.x) - data.y) ** 2) <= lstsq_mse(data.x, data.y) * 1.02
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=30)
-        assert glob.glob(str(tmp_path / "*"))
-
-
-def _dask_command():
-    bin_dir = os.path.dirname(sys.executable)
-    return shutil.which("dask", path=bin_dir) or shutil.which("dask")
 
 
 def test_a_worker_lost_for_good_training_finishes_on_the_rest(cluster, data, tmp_path):
-    dask = _dask_command()
-    if dask is None:
-        pytest.skip("the dask command is not installed")
     config = _config(data, batch_size=32, sync_every=8, epochs=2)
     reference = train(data.paths, config, RunOptions(cluster=cluster.scheduler_address))
-    scheduler_file = str(tmp_path / "scheduler.json")
-    procs = [
-        subprocess.Popen(
-            [
-                dask,
-                "scheduler",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--no-dashboard",
-                "--scheduler-file",
-                scheduler_file,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-    ]
-    try:
-        deadline = time.monotonic() + 30
-        while not os.path.exists(scheduler_file) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        workers = [
-            subprocess.Popen(
-                [
-                    dask,
-                    "worker",
-                    "--scheduler-file",
-                    scheduler_file,
-                    "--nthreads",
-                    "1",
-                    "--no-nanny",
-                    "--no-dashboard",
-                    "--local-directory",
-                    str(tmp_path / f"w{i}"),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            for i in range(2)
-        ]
-        procs += workers
-        client = distributed.Client(scheduler_file=scheduler_file, timeout=30)
-        client.wait_for_workers(2, timeout=30)
+    with dask_processes(tmp_path, nanny=False) as (scheduler_file, workers):
         killed = []
 
         def kill_one_for_good():  # no nanny: nothing restarts it
@@ -349,11 +304,7 @@ def test_a_worker_lost_for_good_training_finishes_on_the_rest(cluster, data, tmp
         survived = train(data.paths, config, RunOptions(cluster=f"file:{scheduler_file}"))
         thread.join()
         assert killed, "training ended before the kill"
+        client = distributed.Client(scheduler_file=scheduler_file, timeout=30)
         assert len(client.scheduler_info()["workers"]) == 1
         client.close()
-        assert np.array_equal(_params(survived), _params(reference))  # rounds are pure
-    finally:
-        for p in procs:
-            p.kill()
-        for p in procs:
-            p.wait(timeout=30)
+    assert np.array_equal(_params(survived), _params(reference))  # rounds are pure
