@@ -96,8 +96,9 @@ def lstsq_mse(x: np.ndarray, y: np.ndarray) -> float:
     return float(r @ r / len(y))
 
 
-def newton_logloss(x: np.ndarray, y: np.ndarray, iters: int = 50) -> float:
-    """The exact logistic-regression optimum's log loss by full-batch Newton in numpy."""
+def newton_weights(x: np.ndarray, y: np.ndarray, iters: int = 50):
+    """Maximum-likelihood logistic regression by full-batch Newton on standardised features:
+    ``(w, mu, sd)`` with ``w`` the standardised coefficients followed by the intercept."""
     mu, sd = x.mean(0), x.std(0)
     a = np.c_[(x - mu) / sd, np.ones(len(x))]
     w = np.zeros(a.shape[1])
@@ -105,5 +106,12 @@ def newton_logloss(x: np.ndarray, y: np.ndarray, iters: int = 50) -> float:
         p = 1 / (1 + np.exp(-(a @ w)))
         h = (a * (p * (1 - p))[:, None]).T @ a
         w -= np.linalg.solve(h + 1e-10 * np.eye(len(w)), a.T @ (p - y))
+    return w, mu, sd
+
+
+def newton_logloss(x: np.ndarray, y: np.ndarray, iters: int = 50) -> float:
+    """The exact logistic-regression optimum's log loss (see :func:`newton_weights`)."""
+    w, mu, sd = newton_weights(x, y, iters)
+    a = np.c_[(x - mu) / sd, np.ones(len(x))]
     p = np.clip(1 / (1 + np.exp(-(a @ w))), 1e-15, 1 - 1e-15)
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))

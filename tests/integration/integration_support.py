@@ -54,15 +54,8 @@ def lstsq_fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def newton_fit(x: np.ndarray, y: np.ndarray, iters: int = 50) -> tuple[np.ndarray, float]:
-    """Maximum-likelihood logistic coefficients and intercept (original units) by full-batch
-    Newton on standardised features."""
-    mu, sd = x.mean(0), x.std(0)
-    a = np.c_[(x - mu) / sd, np.ones(len(x))]
-    w = np.zeros(a.shape[1])
-    for _ in range(iters):
-        p = 1 / (1 + np.exp(-(a @ w)))
-        h = (a * (p * (1 - p))[:, None]).T @ a
-        w -= np.linalg.solve(h + 1e-10 * np.eye(len(w)), a.T @ (p - y))
+    """Maximum-likelihood logistic coefficients and intercept in original units."""
+    w, mu, sd = _shared.newton_weights(x, y, iters)
     coef = w[:-1] / sd
     return coef, float(w[-1] - coef @ mu)
 
