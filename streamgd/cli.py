@@ -397,6 +397,13 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
     "after every epoch (val_* in the history).",
 )
 @click.option(
+    "--holdout",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=None,
+    help="Hold out this fraction of the rows (chosen by a hash of file and row number: the "
+    "same rows every epoch and after a resume) and score them after every epoch.",
+)
+@click.option(
     "--patience",
     type=click.IntRange(min=1),
     default=None,

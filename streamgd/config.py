@@ -114,6 +114,7 @@ class FitConfig:
     missing: str = "impute"
     stats_rows: int = 250_000
     validation: tuple[str, ...] | None = None  # files scored after every epoch
+    holdout: float | None = None  # or: this fraction of the rows, chosen by a hash of the row
     patience: int | None = None  # epochs without a better validation loss before stopping
     record_path: int | None = None  # record the weights every N steps
     # how CSV files are parsed (Parquet files ignore these); see sources.CsvOptions
@@ -142,8 +143,12 @@ class FitConfig:
             if not check(value):
                 raise UsageError(f"--{name.replace('_', '-')} must be {expected}, got {value!r}")
         self.make_loss(), self.make_optimizer(), self.make_schedule()  # their own checks
-        if self.patience is not None and not self.validation:
-            raise UsageError("--patience stops on the validation loss: it needs --validation")
+        if self.patience is not None and not (self.validation or self.holdout):
+            raise UsageError(
+                "--patience stops on the validation loss: it needs --validation or --holdout"
+            )
+        if self.validation and self.holdout:
+            raise UsageError("use --validation files or --holdout, not both")
         if self.solver == "normal" and (self.l1 or self.clip_grad or self.clip_weights):
             raise UsageError("--solver normal supports --l2 only (not --l1 or clipping)")
         if self.solver == "normal" and self.loss != "squared":
@@ -172,6 +177,22 @@ class FitConfig:
 
     def to_dict_raw(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def holdout_select(self, keep: bool):
+        """``select`` for :func:`features.make_prepare`: the training rows (``keep=False``
+        drops the held-out ones) or only the held-out rows (``keep=True``); None without
+        --holdout."""
+        if not self.holdout:
+            return None
+        from .features import holdout_mask
+
+        fraction = self.holdout
+
+        def select(path, rows):
+            mask = holdout_mask(path, rows, fraction)
+            return mask if keep else ~mask
+
+        return select
 
     def make_loss(self):
         from .losses import make_loss
@@ -251,6 +272,7 @@ def _set(**hyper: Any) -> dict[str, Any]:
 
 
 _NULLABLE = {
+    "holdout",
     "delimiter",
     "columns",
     "null_values",
@@ -300,6 +322,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "validation": ((lambda v: all(isinstance(x, str) and x for x in v)), "a list of paths"),
     "patience": _integer(1),
     "record_path": _integer(1),
+    "holdout": ((lambda v: isinstance(v, int | float) and 0 < v < 1), "a fraction in (0, 1)"),
     "shards": _integer(1),
     "header": ((lambda v: isinstance(v, bool)), "true or false"),
     "sync_every": _integer(1),

@@ -123,7 +123,7 @@ def _open(paths: tuple[str, ...], fmt: str, csv) -> Dataset:
 _UNIT_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
 
-def _unit_rows(dataset: Dataset, unit_index: int, spec: FeatureSpec, loss, key: tuple):
+def _unit_rows(dataset: Dataset, unit_index: int, spec: FeatureSpec, loss, key: tuple, select):
     """Decoded, prepared and centred rows of one unit (float32), and its counts; the unit
     being read by a shard stays cached in this worker process between rounds."""
     if key in _UNIT_CACHE:
@@ -136,6 +136,7 @@ def _unit_rows(dataset: Dataset, unit_index: int, spec: FeatureSpec, loss, key: 
         missing=spec.missing,
         fill=(spec.fill - spec.center).astype(np.float32),
         check_target=target_check(loss),
+        select=select,
     )
     converters = {}
     if spec.classes is not None:
@@ -182,7 +183,9 @@ def round_task(
     pieces, counts = [], count_vector(len(spec.names))
     while need > 0 and position < len(order):
         key = (paths, shard, epoch, position)
-        rows, unit_counts = _unit_rows(dataset, order[position], spec, loss, key)
+        rows, unit_counts = _unit_rows(
+            dataset, order[position], spec, loss, key, cfg.holdout_select(keep=False)
+        )
         piece = rows[offset : offset + need]
         pieces.append(piece)
         need -= len(piece)

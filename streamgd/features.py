@@ -20,6 +20,7 @@ from .sources import Dataset, is_numeric
 __all__ = [
     "MISSING_POLICIES",
     "count_vector",
+    "holdout_mask",
     "describe_counts",
     "select_features",
     "Stats",
@@ -288,6 +289,24 @@ def target_check(loss) -> TargetCheck | None:
     return check
 
 
+def holdout_mask(path: str, rows: np.ndarray, fraction: float) -> np.ndarray:
+    """Whether each row (0-based row number within the file ``path``) is held out: a fixed
+    hash of (path, row) compared with ``fraction``, so the same rows every epoch, after a
+    resume and whatever the seed or the reading order.
+
+    >>> holdout_mask("a.parquet", np.arange(100_000), 0.1).mean().round(2)
+    np.float64(0.1)
+    """
+    import zlib
+
+    key = np.uint64(zlib.crc32(str(path).encode())) << np.uint64(32)
+    z = (np.asarray(rows, dtype=np.uint64) + key) * np.uint64(0x9E3779B97F4A7C15)  # splitmix64
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / 2.0**53 < fraction
+
+
 def make_prepare(
     names: Sequence[str],
     target: str,
@@ -296,13 +315,15 @@ def make_prepare(
     fill: np.ndarray | None,
     check_target: TargetCheck | None,
     has_target: bool = True,
+    select: Callable[[str, np.ndarray], np.ndarray] | None = None,
 ):
     """Build the per-chunk function the prefetch thread applies to decoded rows.
 
     It returns ``(rows, counts)`` with the counts laid out as :func:`count_vector` says.
     Missing features are imputed with ``fill`` (``missing="impute"``), or their rows dropped
     (``"drop"``); with ``fill=None`` (the statistics pass) they are left as NaN for the
-    statistics to skip.
+    statistics to skip. ``select(path, row_numbers)`` (the holdout split) keeps only the rows
+    it marks, after every check, so errors still name the right rows.
     """
     if missing not in MISSING_POLICIES:
         raise UsageError(f"--missing must be one of {', '.join(MISSING_POLICIES)}, got {missing!r}")
@@ -325,6 +346,9 @@ def make_prepare(
                     column=target,
                     row=first_row + (int(kept[i]) if kept is not None else i) + 1,
                 )
+        if select is not None and len(m):
+            positions = first_row + (kept if kept is not None else np.arange(len(m)))
+            m = np.asfortranarray(m[select(path, positions)])
         return m, counts
 
     def _clean(m: np.ndarray, counts: np.ndarray, path: str, first_row: int):

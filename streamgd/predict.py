@@ -130,12 +130,15 @@ def evaluate(model: Model, paths: Sequence[str], *, fmt: str = "auto") -> dict[s
         return _evaluate(model, paths, fmt)
 
 
-def evaluate_model(model: Model, paths: Sequence[str], *, fmt: str = "auto") -> dict[str, Any]:
-    """:func:`evaluate` for callers that already limit BLAS threads (the trainer)."""
-    return _evaluate(model, paths, fmt)
+def evaluate_model(
+    model: Model, paths: Sequence[str], *, fmt: str = "auto", select=None
+) -> dict[str, Any]:
+    """:func:`evaluate` for callers that already limit BLAS threads (the trainer); ``select``
+    keeps only some rows (the holdout split, see features.make_prepare)."""
+    return _evaluate(model, paths, fmt, select)
 
 
-def _evaluate(model: Model, paths: Sequence[str], fmt: str) -> dict[str, Any]:
+def _evaluate(model: Model, paths: Sequence[str], fmt: str, select=None) -> dict[str, Any]:
     dataset = open_dataset(paths, fmt, csv=csv_options_from(model.config))
     first = dataset.files[0].path
     _check_columns(dataset.schema, model.features, first, what="feature", numeric=True)
@@ -148,6 +151,7 @@ def _evaluate(model: Model, paths: Sequence[str], fmt: str) -> dict[str, Any]:
         missing=model.spec.missing,
         fill=model.spec.fill,
         check_target=target_check(loss),
+        select=select,
     )
     converters = None
     if multiclass:

@@ -136,6 +136,7 @@ class Trainer:
             missing=spec.missing,
             fill=(spec.fill - spec.center).astype(STREAM_DTYPE),
             check_target=target_check(self.loss),
+            select=cfg.holdout_select(keep=False),
         )
         converters = None
         if spec.classes is not None:
@@ -251,7 +252,7 @@ class Trainer:
         if state.epoch_metrics is not None and self.config.solver != "normal":
             acc = Accumulator.restore(self.loss.task, state.epoch_metrics, auc=False)
             entry |= {f"train_{k}": v for k, v in acc.result().items()}
-        if self.config.validation:
+        if self.config.validation or self.config.holdout:
             self._validate(state, entry)
         state.history.append(entry)
         state.cursor = Cursor(state.epoch + 1, 0, 0)
@@ -296,7 +297,12 @@ class Trainer:
         from .predict import evaluate_model
 
         model = model_from_state(state, self.config)
-        scores = evaluate_model(model, self.config.validation, fmt=self.config.format)
+        if self.config.holdout:  # the held-out rows of the training files themselves
+            paths = [f.path for f in self.dataset.files]
+            select = self.config.holdout_select(keep=True)
+        else:
+            paths, select = list(self.config.validation), None
+        scores = evaluate_model(model, paths, fmt=self.config.format, select=select)
         for key, value in scores.items():
             if isinstance(value, float):
                 entry[f"val_{key}"] = value
@@ -338,7 +344,12 @@ def initial_state(dataset: Dataset, config: FitConfig, options: RunOptions) -> T
     )
     classes, frequencies = scan_classes(dataset, config.target) if multiclass else (None, None)
     prepare = make_prepare(
-        names, config.target, missing=config.missing, fill=None, check_target=target_check(loss)
+        names,
+        config.target,
+        missing=config.missing,
+        fill=None,
+        check_target=target_check(loss),
+        select=config.holdout_select(keep=False),
     )
     converters = None if classes is None else {config.target: label_encoder(classes, config.target)}
     stats = compute_stats(
@@ -549,7 +560,7 @@ def model_from_state(state: TrainState, config: FitConfig) -> Model:
         "final_loss": last.get("loss"),
         "stop_reason": state.stop_reason,
     }
-    if config.validation:
+    if config.validation or config.holdout:
         summary["final_val_loss"] = last.get("val_loss")
         summary["best_epoch"] = state.best_epoch
     return Model(

@@ -174,3 +174,56 @@ def test_ordered_input_is_warned_about(tmp_path):
     warned = _warnings_of(sorted_path, shuffle_buffer=2048)
     assert len(warned) == 1 and "looks ordered" in warned[0] and "streamgd shuffle" in warned[0]
     assert _warnings_of(mixed_path, shuffle_buffer=2048) == []
+
+
+def test_holdout_rows_are_fixed_scored_and_survive_a_resume(tmp_path, synthetic):
+    from streamgd.features import holdout_mask
+
+    data = synthetic(rows=3000, files=2, row_group_size=300)
+    config = FitConfig(
+        target="y", features=tuple(data.features), epochs=3, batch_size=100, holdout=0.2
+    )
+    full = train(data.paths, config).model
+    # the held-out rows: an independent recomputation of the hash per file
+    held, kept = [], []
+    for i, path in enumerate(data.paths):
+        rows = np.arange(1500)
+        mask = holdout_mask(path, rows, 0.2)
+        held.append(i * 1500 + rows[mask])
+        kept.append(i * 1500 + rows[~mask])
+    held, kept = np.concatenate(held), np.concatenate(kept)
+    assert 0.15 < len(held) / 3000 < 0.25
+    assert all(h["rows"] == len(kept) for h in full.history)  # trained on the rest only
+    # val metrics are the model's metrics on exactly those rows
+    last = full.history[-1]
+    mse = np.mean((full.predict(data.x[held]) - data.y[held]) ** 2)
+    assert last["val_rows"] == len(held) and last["val_mse"] == pytest.approx(mse, rel=1e-9)
+    # and a resumed run (interrupted mid-epoch 2) ends with the same history and weights
+    directory = str(tmp_path / "ck")
+
+    class Stop(Exception):
+        pass
+
+    class StopAt:
+        def __getattr__(self, name):
+            return lambda *a: None
+
+        def on_batch_end(self, state, rows, loss_sum):
+            if state.step == 35:
+                raise Stop
+
+    with pytest.raises(Stop):
+        train(
+            data.paths,
+            config,
+            RunOptions(checkpoint_dir=directory, checkpoint_every=5),
+            callbacks=[StopAt()],
+        )
+    resumed = train(data.paths, config, RunOptions(checkpoint_dir=directory, resume=True))
+    assert resumed.model.history == full.history
+    assert np.array_equal(resumed.model.weights, full.weights)
+
+
+def test_holdout_and_validation_files_are_exclusive():
+    with pytest.raises(UsageError, match="not both"):
+        FitConfig(target="y", holdout=0.1, validation=("v.parquet",))
