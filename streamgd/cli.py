@@ -80,8 +80,8 @@ def _emit_json(obj: dict[str, Any]) -> None:
 )
 @click.version_option(__version__, prog_name="streamgd")
 def cli() -> None:
-    """Train linear and logistic models on Parquet and CSV files larger than memory, streaming
-    them in shuffled mini-batches, with exact checkpoint/resume."""
+    """Train linear models (regression, classification, SVM) on Parquet and CSV files larger
+    than memory, streaming them in shuffled mini-batches, with exact checkpoint/resume."""
 
 
 # -- fit ------------------------------------------------------------------------------------
