@@ -127,9 +127,10 @@ class Prefetcher:
                 unit = dataset.units[order[position]]
                 path = dataset.files[unit.file].path
                 skip = offset if position == start else 0
-                # A row group is one chunk, marked last at once; a CSV file's blocks are
-                # followed by an empty end-of-unit chunk. No lookahead holds an extra chunk.
-                single = unit.row_group >= 0
+                # A row group is one chunk, marked last at once; a CSV file's blocks, or a huge
+                # row group's slices, are followed by an empty end-of-unit chunk. No lookahead
+                # holds an extra chunk.
+                single = dataset.single_piece(unit)
                 for table, first_row in dataset.iter_unit(unit, columns, handles):
                     for name, convert in self._converters.items():
                         i = table.schema.get_field_index(name)
