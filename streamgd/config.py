@@ -8,8 +8,6 @@ checkpoints); how a run is carried out (checkpoint cadence, progress, prefetch d
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -241,9 +239,6 @@ class FitConfig:
         d.pop("epochs")
         d.pop("tol")
         return d
-
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.fingerprint(), sort_keys=True).encode()).hexdigest()
 
 
 def csv_options_from(settings: dict[str, Any]):

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import UsageError
+from .params import check_number
 
 __all__ = [
     "Loss",
@@ -158,19 +159,6 @@ class Loss:
         )
 
 
-def _parameter(name: str, value: float | None, default: float, ok: bool, allowed: str) -> float:
-    """``value`` (``default`` when None) once ``ok`` says it is allowed; raise otherwise."""
-    if value is None:
-        return default
-    if not ok:
-        raise UsageError(f"--{name.replace('_', '-')} must be {allowed}, got {value!r}")
-    return float(value)
-
-
-def _is_number(v: object) -> bool:
-    return isinstance(v, int | float | np.number) and not isinstance(v, bool) and np.isfinite(v)
-
-
 def _not_binary(y: Array) -> Array:
     return (y != 0.0) & (y != 1.0)
 
@@ -256,8 +244,7 @@ def huber(*, huber_delta: float | None = None, **_: object) -> Loss:
     >>> loss.value(p, y).tolist(), loss.gradient(p, y).tolist()
     ([0.125, 2.5], [0.5, 1.0])
     """
-    ok = _is_number(huber_delta) and huber_delta > 0  # type: ignore[operator]
-    delta = _parameter("huber_delta", huber_delta, 1.0, ok, "a number > 0")
+    delta = check_number("huber_delta", huber_delta, 1.0, lo=0.0, lo_open=True)
 
     def value(p: Array, y: Array) -> Array:
         r"""Huber loss, :math:`\tfrac12 r^2` for :math:`|r| \le \delta`, else
@@ -322,8 +309,7 @@ def quantile(*, quantile: float | None = None, **_: object) -> Loss:
     >>> loss.value(p, y).round(6).tolist(), loss.gradient(p, y).round(6).tolist()
     ([0.9, 0.1], [-0.9, 0.1])
     """
-    ok = _is_number(quantile) and 0 < quantile < 1  # type: ignore[operator]
-    q = _parameter("quantile", quantile, 0.5, ok, "a number > 0 and < 1")
+    q = check_number("quantile", quantile, 0.5, lo=0.0, lo_open=True, hi=1.0, hi_open=True)
 
     def value(p: Array, y: Array) -> Array:
         r"""Pinball loss, :math:`\max(q r, (q - 1) r)` with :math:`r = y - p`."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import UsageError
+from .params import check_number
 
 __all__ = ["Optimizer", "OPTIMIZERS", "make_optimizer"]
 
@@ -76,7 +77,7 @@ def nesterov(*, momentum: float | None = None, **_: object) -> Optimizer:
     >>> step.tolist()  # v = 2: -0.1 * (2 + 0.5 * 2)
     [-0.30000000000000004]
     """
-    mu = _hyper("momentum", momentum, 0.9, lo=0.0, hi=1.0)
+    mu = check_number("momentum", momentum, 0.9, lo=0.0, hi=1.0)
 
     def init(params: Array) -> State:
         return {"velocity": np.zeros_like(params)}
@@ -99,8 +100,8 @@ def adagrad(
     >>> step.round(9).tolist(), s["sum_sq"].tolist()
     ([-0.1], [4.0])
     """
-    eps = _hyper("eps", eps, 1e-10, lo=0.0, lo_open=True)
-    a0 = _hyper("initial_accumulator", initial_accumulator, 0.0, lo=0.0)
+    eps = check_number("eps", eps, 1e-10, lo=0.0, lo_open=True)
+    a0 = check_number("initial_accumulator", initial_accumulator, 0.0, lo=0.0)
 
     def init(params: Array) -> State:
         return {"sum_sq": np.full_like(params, a0)}
@@ -121,8 +122,8 @@ def rmsprop(*, decay: float | None = None, eps: float | None = None, **_: object
     >>> step.round(6).tolist(), s["nu"].round(12).tolist()  # -0.1 * 2 / sqrt(0.4)
     ([-0.316228], [0.4])
     """
-    d = _hyper("decay", decay, 0.9, lo=0.0, hi=1.0, hi_open=True)
-    eps = _hyper("eps", eps, 1e-8, lo=0.0, lo_open=True)
+    d = check_number("decay", decay, 0.9, lo=0.0, hi=1.0, hi_open=True)
+    eps = check_number("eps", eps, 1e-8, lo=0.0, lo_open=True)
 
     def init(params: Array) -> State:
         return {"nu": np.zeros_like(params)}
@@ -154,7 +155,7 @@ def adamw(
     >>> (step + 0.0).tolist()  # zero gradient: only the weight decays, by 0.1 * 0.5 * 2
     [-0.1, 0.0]
     """
-    wd = _hyper("weight_decay", weight_decay, 0.01, lo=0.0)
+    wd = check_number("weight_decay", weight_decay, 0.01, lo=0.0)
     given = {"beta1": beta1, "beta2": beta2, "eps": eps}
     base = adam(**{k: v for k, v in given.items() if v is not None})
 
@@ -168,29 +169,6 @@ def adamw(
         return step, state
 
     return Optimizer("adamw", base.init, update)
-
-
-def _hyper(
-    name: str,
-    value: float | None,
-    default: float,
-    *,
-    lo: float,
-    hi: float | None = None,
-    lo_open: bool = False,
-    hi_open: bool = False,
-) -> float:
-    """``value`` (``default`` when None) checked against an interval; UsageError otherwise."""
-    if value is None:
-        return default
-    ok = isinstance(value, int | float | np.number) and not isinstance(value, bool)
-    ok = ok and np.isfinite(value) and (value > lo if lo_open else value >= lo)
-    ok = ok and (hi is None or (value < hi if hi_open else value <= hi))
-    if not ok:
-        upper = "" if hi is None else f" and {'<' if hi_open else '<='} {hi:g}"
-        allowed = f"a number {'>' if lo_open else '>='} {lo:g}{upper}"
-        raise UsageError(f"--{name.replace('_', '-')} must be {allowed}, got {value!r}")
-    return float(value)
 
 
 OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from numbers import Integral, Real
 
 from .errors import UsageError
+from .params import check_integer, check_number
 
 __all__ = ["SCHEDULES", "make_schedule"]
 
@@ -46,8 +46,8 @@ def step_decay(
     >>> step_decay(1.0, step_size=10, gamma=0.5)(25)
     0.25
     """
-    size = _integer("step_size", step_size, 1000, lo=1)
-    g = _number("gamma", gamma, 0.5, lo=0.0, lo_open=True, hi=1.0)
+    size = check_integer("step_size", step_size, 1000, lo=1)
+    g = check_number("gamma", gamma, 0.5, lo=0.0, lo_open=True, hi=1.0)
     return lambda step: float(lr * g ** (step // size))
 
 
@@ -57,7 +57,7 @@ def exponential(lr: float, *, gamma: float | None = None, **_: object) -> Schedu
     >>> exponential(1.0, gamma=0.5)(3)
     0.125
     """
-    g = _number("gamma", gamma, 0.999, lo=0.0, lo_open=True, hi=1.0)
+    g = check_number("gamma", gamma, 0.999, lo=0.0, lo_open=True, hi=1.0)
     return lambda step: float(lr * g**step)
 
 
@@ -79,9 +79,9 @@ def cosine(
     >>> [round(sched(t), 4) for t in (0, 3, 4, 9, 14, 100)]
     [0.25, 1.0, 1.0, 0.55, 0.1, 0.1]
     """
-    d = _integer("decay_steps", decay_steps, 10_000, lo=1)
-    w = _integer("warmup_steps", warmup_steps, 0, lo=0)
-    f = _number("min_factor", min_factor, 0.0, lo=0.0, hi=1.0)
+    d = check_integer("decay_steps", decay_steps, 10_000, lo=1)
+    w = check_integer("warmup_steps", warmup_steps, 0, lo=0)
+    f = check_number("min_factor", min_factor, 0.0, lo=0.0, hi=1.0)
 
     def schedule(step: int) -> float:
         if step < w:
@@ -90,36 +90,6 @@ def cosine(
         return lr * (f + (1.0 - f) * 0.5 * (1.0 + math.cos(math.pi * u)))
 
     return schedule
-
-
-def _option(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _integer(name: str, value: int | None, default: int, *, lo: int) -> int:
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < lo:
-        raise UsageError(f"{_option(name)} must be an integer >= {lo}, got {value!r}")
-    return int(value)
-
-
-def _number(
-    name: str,
-    value: float | None,
-    default: float,
-    *,
-    lo: float,
-    hi: float,
-    lo_open: bool = False,
-) -> float:
-    if value is None:
-        return default
-    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-    if not (ok and (value > lo if lo_open else value >= lo) and value <= hi):
-        allowed = f"a number {'>' if lo_open else '>='} {lo:g} and <= {hi:g}"
-        raise UsageError(f"{_option(name)} must be {allowed}, got {value!r}")
-    return float(value)
 
 
 SCHEDULES: dict[str, Callable[..., Schedule]] = {

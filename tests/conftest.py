@@ -115,3 +115,21 @@ def newton_logloss(x: np.ndarray, y: np.ndarray, iters: int = 50) -> float:
     a = np.c_[(x - mu) / sd, np.ones(len(x))]
     p = np.clip(1 / (1 + np.exp(-(a @ w))), 1e-15, 1 - 1e-15)
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+class Interrupt(Exception):
+    """Raised by :class:`StopAt`: a crash in the middle of training."""
+
+
+class StopAt:
+    """A callback that aborts the run (like a crash) once ``step`` steps are done."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def __getattr__(self, name):
+        return lambda *args: None
+
+    def on_batch_end(self, state, rows, loss_sum):
+        if state.step >= self.step:
+            raise Interrupt

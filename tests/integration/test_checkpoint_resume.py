@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import Interrupt, StopAt
 
 from streamgd.checkpoint import CheckpointManager, load_checkpoint
 from streamgd.cli import run
@@ -28,24 +29,6 @@ def _read(path: str) -> bytes:
 
 def _params(result) -> np.ndarray:
     return np.append(result.model.weights, result.model.intercept)
-
-
-class _Interrupt(Exception):
-    pass
-
-
-class _StopAt:
-    """A callback that aborts the run (like a crash) once ``step`` steps are done."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def __getattr__(self, name):
-        return lambda *args: None
-
-    def on_batch_end(self, state, rows, loss_sum):
-        if state.step >= self.step:
-            raise _Interrupt
 
 
 def _resume_from(ckpt: str, workdir: str, paths, config, **options):
@@ -103,8 +86,8 @@ def test_two_interruptions_in_one_epoch(tmp_path, synthetic):
     directory = str(tmp_path / "ck")
     options = RunOptions(checkpoint_dir=directory, checkpoint_every=1, resume=True)
     for stop in (13, 27):  # both inside the first epoch (40 steps)
-        with pytest.raises(_Interrupt):
-            train(data.paths, config, options, callbacks=[_StopAt(stop)])
+        with pytest.raises(Interrupt):
+            train(data.paths, config, options, callbacks=[StopAt(stop)])
         assert load_checkpoint(CheckpointManager(directory).paths()[0]).step == stop - 1
     final = train(data.paths, config, options)
     assert final.resumed_from is not None
@@ -117,12 +100,12 @@ def test_checkpoint_holds_the_whole_state(tmp_path, synthetic):
         target="y", features=tuple(data.features), epochs=1, batch_size=32, shuffle_buffer=200
     )
     directory = str(tmp_path / "ck")
-    with pytest.raises(_Interrupt):
+    with pytest.raises(Interrupt):
         train(
             data.paths,
             config,
             RunOptions(checkpoint_dir=directory, checkpoint_every=5),
-            callbacks=[_StopAt(11)],
+            callbacks=[StopAt(11)],
         )
     state = load_checkpoint(CheckpointManager(directory).paths()[0])
     assert state.step == 10
@@ -166,12 +149,12 @@ def three_checkpoints(tmp_path, synthetic):
     data = synthetic(rows=600, row_group_size=100)
     config = FitConfig(target="y", features=tuple(data.features), epochs=3, batch_size=100)
     directory = str(tmp_path / "ck")
-    with pytest.raises(_Interrupt):
+    with pytest.raises(Interrupt):
         train(
             data.paths,
             config,
             RunOptions(checkpoint_dir=directory, checkpoint_every=1),
-            callbacks=[_StopAt(5)],
+            callbacks=[StopAt(5)],
         )
     paths = CheckpointManager(directory).paths()
     assert [load_checkpoint(p).step for p in paths] == [4, 3, 2]

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import Interrupt, StopAt
 
 import streamgd
 from streamgd.checkpoint import CheckpointManager
@@ -68,23 +69,12 @@ def test_history_with_validation_survives_a_resume(tmp_path, drifting):
     full = train([train_path], config).model
     directory = str(tmp_path / "ck")
 
-    class Stop(Exception):
-        pass
-
-    class StopAt:
-        def __getattr__(self, name):
-            return lambda *a: None
-
-        def on_batch_end(self, state, rows, loss_sum):
-            if state.step == 25:  # in the middle of epoch 3
-                raise Stop
-
-    with pytest.raises(Stop):
+    with pytest.raises(Interrupt):
         train(
             [train_path],
             config,
             RunOptions(checkpoint_dir=directory, checkpoint_every=4),
-            callbacks=[StopAt()],
+            callbacks=[StopAt(25)],
         )
     assert CheckpointManager(directory).paths()
     resumed = train([train_path], config, RunOptions(checkpoint_dir=directory, resume=True))
@@ -201,23 +191,12 @@ def test_holdout_rows_are_fixed_scored_and_survive_a_resume(tmp_path, synthetic)
     # and a resumed run (interrupted mid-epoch 2) ends with the same history and weights
     directory = str(tmp_path / "ck")
 
-    class Stop(Exception):
-        pass
-
-    class StopAt:
-        def __getattr__(self, name):
-            return lambda *a: None
-
-        def on_batch_end(self, state, rows, loss_sum):
-            if state.step == 35:
-                raise Stop
-
-    with pytest.raises(Stop):
+    with pytest.raises(Interrupt):
         train(
             data.paths,
             config,
             RunOptions(checkpoint_dir=directory, checkpoint_every=5),
-            callbacks=[StopAt()],
+            callbacks=[StopAt(35)],
         )
     resumed = train(data.paths, config, RunOptions(checkpoint_dir=directory, resume=True))
     assert resumed.model.history == full.history
