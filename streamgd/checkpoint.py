@@ -24,7 +24,7 @@ from .batches import Cursor
 from .errors import CheckpointError
 from .features import FeatureSpec
 from .losses import get_loss
-from .model import spec_arrays, spec_from
+from .model import spec_arrays, spec_from, spec_meta
 
 __all__ = ["TrainState", "CheckpointManager", "CHECKPOINT_VERSION", "load_checkpoint"]
 
@@ -133,10 +133,7 @@ class TrainState:
             "round": self.round,
             "config": self.config,
             "data": self.data,
-            "features": list(self.spec.names),
-            "classes": None if self.spec.classes is None else list(self.spec.classes),
-            "target": self.spec.target,
-            "missing": self.spec.missing,
+            **spec_meta(self.spec),
             "opt_keys": sorted(self.opt_state),
         }
         return meta, arrays

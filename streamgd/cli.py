@@ -20,6 +20,7 @@ import click
 
 from . import __version__
 from .callbacks import JsonLogger, ProgressReporter, json_default, json_safe
+from .categorical import MAX_HASH_BITS
 from .config import DEFAULT_LR, DEFAULT_SCHEDULE, FitConfig, RunOptions
 from .errors import (
     EXIT_DATA,
@@ -185,7 +186,31 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
     type=ListOption(),
     multiple=True,
     help="Feature columns, comma-separated or repeated [default: every numeric "
-    "column except the target].",
+    "column except the target and the --categorical ones].",
+)
+@click.option(
+    "--categorical",
+    "-c",
+    type=ListOption(),
+    multiple=True,
+    help="Categorical feature columns (strings, dictionaries, integers...), comma-separated or "
+    "repeated: one-hot encoded with the vocabulary of the statistics pass (values outside it "
+    "share an '(other)' weight, also at predict time), or hashed with --hash-bits.",
+)
+@click.option(
+    "--max-categories",
+    type=click.IntRange(min=1),
+    default=_DEFAULTS["max_categories"],
+    show_default=True,
+    help="One-hot: keep the N most frequent values of each categorical column; the rest are "
+    "'(other)'.",
+)
+@click.option(
+    "--hash-bits",
+    type=click.IntRange(1, MAX_HASH_BITS),
+    default=None,
+    help="Hash the categorical values into 2**N weights per column (the hashing trick: no "
+    "vocabulary, for unbounded values) instead of one-hot encoding them.",
 )
 @_format
 @_csv_options
@@ -571,6 +596,7 @@ def _fit(ctx, logger, paths, target, features, fmt, output, checkpoint_dir, chec
     from .trainer import train
 
     validation = tuple(_flatten(settings.pop("validation", ()))) or None
+    settings["categorical"] = tuple(_flatten(settings.pop("categorical", ()))) or None
     csv_keys = ("delimiter", "header", "columns", "null_values", "dtypes")
     settings |= _csv_settings(*(settings.pop(k) for k in csv_keys))
     config = FitConfig(
@@ -650,7 +676,7 @@ def _effective_toml(ctx: click.Context) -> str:
         if param.name in skip or param.name is None:
             continue
         value = ctx.params.get(param.name)
-        if param.name in ("features", "validation", "columns", "null_values"):
+        if param.name in ("features", "categorical", "validation", "columns", "null_values"):
             value = _flatten(value) or None
         elif isinstance(value, tuple):
             value = list(value) or None

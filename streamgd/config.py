@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .categorical import MAX_HASH_BITS
 from .errors import UsageError
 from .features import MISSING_POLICIES
 from .optimizers import OPTIMIZERS
@@ -81,6 +82,9 @@ class FitConfig:
 
     target: str
     features: tuple[str, ...] | None = None
+    categorical: tuple[str, ...] | None = None  # columns encoded as categories
+    max_categories: int = 1000  # one-hot: the most frequent values kept per column
+    hash_bits: int | None = None  # or: the hashing trick into 2**bits weights per column
     format: str = "auto"
     loss: str = "squared"
     solver: str = "sgd"  # "normal": exact least squares in one pass
@@ -129,7 +133,7 @@ class FitConfig:
             raise UsageError("a target column is required (--target NAME)")
         if self.features is not None:
             object.__setattr__(self, "features", tuple(self.features) or None)
-        for name in ("validation", "columns", "null_values", "dtypes"):
+        for name in ("categorical", "validation", "columns", "null_values", "dtypes"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, tuple(value) or None)
@@ -149,6 +153,13 @@ class FitConfig:
             raise UsageError("use --validation files or --holdout, not both")
         if self.solver == "normal" and (self.l1 or self.clip_grad or self.clip_weights):
             raise UsageError("--solver normal supports --l2 only (not --l1 or clipping)")
+        if self.categorical and (self.solver == "normal" or self.record_path):
+            raise UsageError(
+                "--categorical features are trained by gradient descent: they cannot be "
+                "combined with --solver normal or --record-path"
+            )
+        if self.hash_bits is not None and not self.categorical:
+            raise UsageError("--hash-bits encodes --categorical columns: name them too")
         if self.solver == "normal" and self.loss != "squared":
             raise UsageError(
                 f"--solver normal solves least squares: it needs --loss squared, "
@@ -222,7 +233,7 @@ class FitConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["features"] = list(self.features) if self.features else None
-        for name in ("validation", "columns", "null_values", "dtypes"):
+        for name in ("categorical", "validation", "columns", "null_values", "dtypes"):
             value = getattr(self, name)
             d[name] = list(value) if value is not None else None
         return d
@@ -267,6 +278,8 @@ def _set(**hyper: Any) -> dict[str, Any]:
 
 
 _NULLABLE = {
+    "categorical",
+    "hash_bits",
     "holdout",
     "delimiter",
     "columns",
@@ -315,6 +328,15 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "stats_rows": _integer(0),
     "features": ((lambda v: all(isinstance(x, str) and x for x in v)), "a list of column names"),
     "validation": ((lambda v: all(isinstance(x, str) and x for x in v)), "a list of paths"),
+    "categorical": (
+        (lambda v: all(isinstance(x, str) and x for x in v)),
+        "a list of column names",
+    ),
+    "max_categories": _integer(1),
+    "hash_bits": (
+        (lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_HASH_BITS),
+        f"an integer from 1 to {MAX_HASH_BITS}",
+    ),
     "patience": _integer(1),
     "record_path": _integer(1),
     "holdout": ((lambda v: isinstance(v, int | float) and 0 < v < 1), "a fraction in (0, 1)"),

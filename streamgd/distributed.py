@@ -31,7 +31,7 @@ import numpy as np
 from .checkpoint import TrainState
 from .config import FitConfig
 from .errors import DataError, PreemptedError, StreamgdError, UsageError
-from .features import FeatureSpec, count_vector, label_encoder, make_prepare, target_check
+from .features import FeatureSpec, count_vector, make_prepare, target_check
 from .sources import Dataset, _HandleCache, open_dataset, to_matrix
 
 __all__ = ["connect", "shard_units", "round_task", "DistributedTrainer", "parse_cluster"]
@@ -138,10 +138,8 @@ def _unit_rows(dataset: Dataset, unit_index: int, spec: FeatureSpec, loss, key: 
         check_target=target_check(loss),
         select=select,
     )
-    converters = {}
-    if spec.classes is not None:
-        converters[spec.target] = label_encoder(spec.classes, spec.target)
-    center = np.append(spec.center, spec.target_center)
+    converters = spec.converters() or {}
+    center = spec.stream_center()
     parts, counts = [], count_vector(len(spec.names))
     for table, first_row in dataset.iter_unit(unit, spec.columns, _HandleCache()):
         for name, convert in converters.items():

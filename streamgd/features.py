@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from .categorical import Categorical
 from .errors import DataError, UsageError
 from .sources import Dataset, is_numeric
 
@@ -58,9 +59,11 @@ def select_features(
     *,
     path: str,
     labels: bool = False,
+    categorical: Sequence[str] = (),
 ) -> tuple[str, ...]:
-    """The feature columns: those asked for, or every numeric column except the target.
-    With ``labels`` (multi-class) the target may hold strings as well as numbers."""
+    """The numeric feature columns: those asked for, or every numeric column except the target
+    and the ``categorical`` ones. With ``labels`` (multi-class) the target may hold strings as
+    well as numbers."""
     names = schema.names
     if target not in names:
         raise UsageError(f"{path}: no target column {target!r}; columns are: {', '.join(names)}")
@@ -71,7 +74,7 @@ def select_features(
             column=target,
         )
     if features:
-        chosen = list(dict.fromkeys(features))
+        chosen = [f for f in dict.fromkeys(features) if f not in categorical]
         for name in chosen:
             if name not in names:
                 raise UsageError(
@@ -82,13 +85,17 @@ def select_features(
             if not is_numeric(schema.field(name).type):
                 raise DataError(
                     f"feature is not numeric (type {schema.field(name).type}); "
-                    "choose numeric columns with --features",
+                    "choose numeric columns with --features, or name it with --categorical",
                     path=path,
                     column=name,
                 )
     else:
-        chosen = [f.name for f in schema if f.name != target and is_numeric(f.type)]
-        if not chosen:
+        chosen = [
+            f.name
+            for f in schema
+            if f.name != target and f.name not in categorical and is_numeric(f.type)
+        ]
+        if not chosen and not categorical:
             raise DataError(f"no numeric column besides the target {target!r}", path=path)
     return tuple(chosen)
 
@@ -218,6 +225,7 @@ class FeatureSpec:
     target_scale: float = 1.0
     precond: np.ndarray | None = None  # inverse correlation of the standardised features
     classes: tuple | None = None  # multi-class: the labels, in code order
+    categoricals: tuple[Categorical, ...] = ()  # encoded as codes after the target column
 
     @staticmethod
     def from_stats(
@@ -252,8 +260,57 @@ class FeatureSpec:
 
     @property
     def columns(self) -> tuple[str, ...]:
-        """Raw matrix columns: the features, then the target."""
-        return (*self.names, self.target)
+        """Raw matrix columns: the numeric features, the target, then the categorical codes."""
+        return self.input_columns(has_target=True)
+
+    def input_columns(self, *, has_target: bool) -> tuple[str, ...]:
+        """Raw matrix columns with or without the target (which predict does not read)."""
+        target = (self.target,) if has_target else ()
+        return (*self.names, *target, *(c.name for c in self.categoricals))
+
+    def converters(self, *, has_target: bool = True) -> dict | None:
+        """Column converters for the prefetcher: categorical values to codes, and class
+        labels to class codes (multi-class targets)."""
+        out = {c.name: c.converter() for c in self.categoricals}
+        if has_target and self.classes is not None:
+            out[self.target] = label_encoder(self.classes, self.target)
+        return out or None
+
+    def stream_center(self, *, has_target: bool = True) -> np.ndarray:
+        """What to subtract from each raw matrix column while decoding: the feature centres,
+        the target's (when streamed), and nothing from codes."""
+        target = [self.target_center] if has_target else []
+        return np.concatenate([self.center, target, np.zeros(len(self.categoricals))])
+
+    @property
+    def n_codes(self) -> int:
+        """Weights of the categorical codes, after the intercept in the parameters."""
+        return sum(c.size for c in self.categoricals)
+
+    @property
+    def code_offsets(self) -> np.ndarray:
+        """Where each categorical column's weights start among the code weights."""
+        sizes = [c.size for c in self.categoricals]
+        return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
+
+    def codes(self, raw: np.ndarray, *, has_target: bool = True) -> np.ndarray | None:
+        """Indices into the code weights, (rows, categoricals), of a raw matrix; None
+        without categorical features."""
+        if not self.categoricals:
+            return None
+        start = len(self.names) + (1 if has_target else 0)
+        return raw[:, start:].astype(np.intp) + self.code_offsets
+
+    def table_codes(self, table) -> np.ndarray | None:
+        """Indices into the code weights of a table's categorical columns, as :meth:`codes`."""
+        if not self.categoricals:
+            return None
+        codes = np.column_stack([c.encode(table.column(c.name)) for c in self.categoricals])
+        return codes + self.code_offsets
+
+    def code_labels(self) -> list[str]:
+        """``name=value`` (or ``name#bucket``) for each code weight, in order."""
+        return [label for c in self.categoricals for label in c.labels()]
 
     def transform(self, raw: np.ndarray) -> np.ndarray:
         """Standardised features of a raw matrix (its first ``len(names)`` columns)."""
@@ -393,6 +450,16 @@ def make_prepare(
     return prepare
 
 
+def stats_order(dataset: Dataset, *, max_rows: int, seed: int) -> np.ndarray:
+    """The order in which the statistics pass (and the categorical scan) read units: the file
+    order, or a seeded random one when a sample of ``max_rows`` rows is all they read."""
+    n_units = len(dataset.units)
+    total = dataset.num_rows
+    if max_rows and total is not None and total > max_rows:
+        return np.random.default_rng([seed, 0x53544154]).permutation(n_units)
+    return np.arange(n_units)
+
+
 def compute_stats(
     dataset: Dataset,
     names: Sequence[str],
@@ -411,11 +478,7 @@ def compute_stats(
     """
     from .batches import Prefetcher  # the same decoding path as training
 
-    n_units = len(dataset.units)
-    order = np.arange(n_units)
-    total = dataset.num_rows
-    if max_rows and total is not None and total > max_rows:
-        order = np.random.default_rng([seed, 0x53544154]).permutation(n_units)
+    order = stats_order(dataset, max_rows=max_rows, seed=seed)
     columns = [*names, target]
     acc: Stats | None = None
     # float64, unlike training: the statistics see raw values, before any centring

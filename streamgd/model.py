@@ -14,6 +14,7 @@ import pandas as pd
 import pyarrow as pa
 
 from .archive import read_archive, write_archive
+from .categorical import OTHER, Categorical
 from .errors import CheckpointError, DataError
 from .features import FeatureSpec
 
@@ -38,6 +39,7 @@ class Model:
     summary: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     path: np.ndarray | None = None  # recorded [step, weights..., intercept] rows (--record-path)
+    code_weights: np.ndarray | None = None  # one per categorical code (spec.categoricals)
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -51,18 +53,31 @@ class Model:
     def classes(self) -> tuple | None:
         return self.spec.classes
 
+    def params(self) -> np.ndarray:
+        """The weights as the trainer holds them: numeric features, intercept, codes."""
+        parts = [self.weights, np.asarray(self.intercept)[None]]
+        if self.code_weights is not None:
+            parts.append(self.code_weights)
+        return np.concatenate(parts)
+
     # -- prediction ---------------------------------------------------------------------------
-    def decision(self, x: np.ndarray) -> np.ndarray:
-        """Linear output in target units for a raw feature matrix (missing values filled)."""
+    def decision(self, x: np.ndarray, codes: np.ndarray | None = None) -> np.ndarray:
+        """Linear output in target units for a raw feature matrix (missing values filled) and,
+        with categorical features, their code indices (see :meth:`FeatureSpec.codes`)."""
         s = self.spec
-        return (s.transform(x) @ self.weights + self.intercept) * s.target_scale + s.target_center
+        out = s.transform(x) @ self.weights + self.intercept
+        if s.categoricals:
+            if codes is None:
+                raise DataError("the model has categorical features: their codes are needed")
+            out = out + self.code_weights[codes].sum(axis=1)
+        return out * s.target_scale + s.target_center
 
     def predict(self, data: pa.Table | pd.DataFrame | np.ndarray) -> np.ndarray:
         """Predictions (a probability of class 1 for logistic) for a pyarrow Table, pandas
         DataFrame (columns by name) or numpy array (columns in :attr:`features` order).
         Missing feature values are imputed with the training mean (an error for a model trained
         with ``missing="error"``)."""
-        x = self._matrix(data)
+        x, codes = self._inputs(data)
         missing = np.isnan(x)
         if missing.any():
             if self.spec.missing == "error":
@@ -74,28 +89,39 @@ class Model:
                 )
             x = np.where(missing, self.spec.fill, x)
         if self.classes is not None:
-            return np.asarray(self.classes, dtype=object)[self.decision(x).argmax(axis=1)]
-        return self.make_loss().link(self.decision(x))
+            return np.asarray(self.classes, dtype=object)[self.decision(x, codes).argmax(axis=1)]
+        return self.make_loss().link(self.decision(x, codes))
 
     def predict_proba(self, data: pa.Table | pd.DataFrame | np.ndarray) -> np.ndarray:
         """Class probabilities, (rows, classes) in :attr:`classes` order (softmax models), or
         the probability of class 1 (logistic)."""
         if self.classes is None:
             return self.predict(data)
-        x = self._matrix(data)
+        x, codes = self._inputs(data)
         x = np.where(np.isnan(x), self.spec.fill, x)
-        return self.make_loss().link(self.decision(x))
+        return self.make_loss().link(self.decision(x, codes))
 
-    def _matrix(self, data) -> np.ndarray:
+    def _inputs(self, data) -> tuple[np.ndarray, np.ndarray | None]:
+        """The numeric feature matrix and the categorical code indices of ``data``: a table,
+        a DataFrame (columns by name), or a numeric array (features in order, no categoricals)."""
         from .sources import to_matrix
 
         if isinstance(data, pd.DataFrame):
             data = pa.Table.from_pandas(data, preserve_index=False)
+        categorical = [c.name for c in self.spec.categoricals]
         if isinstance(data, pa.Table | pa.RecordBatch):
-            missing = [n for n in self.features if n not in data.schema.names]
+            missing = [n for n in (*self.features, *categorical) if n not in data.schema.names]
             if missing:
                 raise DataError(f"input lacks feature column(s) {', '.join(missing)}")
-            return to_matrix(data, self.features)
+            return to_matrix(data, self.features), self.spec.table_codes(data)
+        if categorical:
+            raise DataError(
+                f"the model has categorical features ({', '.join(categorical)}): "
+                "pass a pyarrow Table or a pandas DataFrame, not an array"
+            )
+        return self._array(data), None
+
+    def _array(self, data) -> np.ndarray:
         x = np.asarray(data, dtype=np.float64)
         if x.ndim == 1:
             x = x.reshape(1, -1) if len(self.features) > 1 else x.reshape(-1, 1)
@@ -120,21 +146,36 @@ class Model:
         """Coefficients keyed by feature and the intercept, in original units; for a
         multi-class model both keyed by class first (``{class: {feature: c}}``)."""
         coef, b = self.spec.to_original(self.weights, self.intercept)
+        names = list(self.features)
+        if self.code_weights is not None:  # one-hot columns: unscaled, in target units
+            coef = np.concatenate([coef, self.code_weights * self.spec.target_scale])
+            names += self.spec.code_labels()
         if self.classes is None:
-            return dict(zip(self.features, map(float, coef), strict=True)), float(b)
+            return dict(zip(names, map(float, coef), strict=True)), float(b)
         per_class = {
-            str(c): dict(zip(self.features, map(float, coef[:, k]), strict=True))
+            str(c): dict(zip(names, map(float, coef[:, k]), strict=True))
             for k, c in enumerate(self.classes)
         }
         return per_class, {str(c): float(b[k]) for k, c in enumerate(self.classes)}
 
     def inspect(self) -> dict[str, Any]:
         coef, b = self.coefficients()
+        hashed = any(c.bits is not None for c in self.spec.categoricals)
+        if hashed:  # 2**bits buckets each: list the numeric features and the largest codes
+            coef = _largest(coef, set(self.features))
         return {
             "kind": "model",
             "target": self.target,
             "loss": self.loss,
             "features": list(self.features),
+            "categorical": {
+                c.name: (
+                    {"encoding": "hash", "bits": c.bits, "buckets": c.size}
+                    if c.bits is not None
+                    else {"encoding": "one-hot", "categories": c.size, "other": OTHER}
+                )
+                for c in self.spec.categoricals
+            },
             "classes": None if self.classes is None else list(self.classes),
             "coefficients": coef,
             "intercept": b,
@@ -158,10 +199,7 @@ class Model:
             version=MODEL_VERSION,
             meta={
                 "loss": self.loss,
-                "features": list(self.features),
-                "target": self.target,
-                "missing": self.spec.missing,
-                "classes": None if self.classes is None else list(self.classes),
+                **spec_meta(self.spec),
                 "intercept": None if np.ndim(self.intercept) else self.intercept,
                 "config": self.config,
                 "summary": self.summary,
@@ -170,6 +208,7 @@ class Model:
             arrays=spec_arrays(self.spec)
             | {"weights": self.weights}
             | ({"intercepts": np.asarray(self.intercept)} if np.ndim(self.intercept) else {})
+            | ({} if self.code_weights is None else {"code_weights": self.code_weights})
             | ({} if self.path is None else {"path": self.path}),
         )
 
@@ -214,6 +253,17 @@ def spec_arrays(spec: FeatureSpec) -> dict[str, np.ndarray]:
     return arrays
 
 
+def spec_meta(spec: FeatureSpec) -> dict[str, Any]:
+    """The JSON part of a FeatureSpec, as stored in model and checkpoint files."""
+    return {
+        "features": list(spec.names),
+        "target": spec.target,
+        "missing": spec.missing,
+        "classes": None if spec.classes is None else list(spec.classes),
+        "categoricals": [c.to_meta() for c in spec.categoricals],
+    }
+
+
 def spec_from(meta: dict, arrays: dict[str, np.ndarray]) -> FeatureSpec:
     return FeatureSpec(
         tuple(meta["features"]),
@@ -226,6 +276,7 @@ def spec_from(meta: dict, arrays: dict[str, np.ndarray]) -> FeatureSpec:
         float(arrays["target_scaling"][1]),
         arrays.get("precond"),
         tuple(meta["classes"]) if meta.get("classes") else None,
+        tuple(Categorical.from_meta(c) for c in meta.get("categoricals") or ()),
     )
 
 
@@ -244,6 +295,29 @@ def load(path: str) -> Model:
             summary=meta.get("summary", {}),
             history=meta.get("history", []),
             path=arrays.get("path"),
+            code_weights=arrays.get("code_weights"),
         )
     except KeyError as exc:
         raise CheckpointError(f"{path}: model file lacks {exc}") from None
+
+
+# Hashed code weights listed by inspect: the largest in magnitude (all the others are kept in the
+# model file; Model.code_weights holds them).
+LARGEST_CODES = 20
+
+
+def _largest(coef: dict, keep: set[str]) -> dict:
+    """``coef`` limited to the ``keep`` names and the LARGEST_CODES largest other entries
+    (per class: by their largest magnitude over classes)."""
+
+    def size(v):
+        return max(abs(x) for x in v.values()) if isinstance(v, dict) else abs(v)
+
+    if coef and isinstance(next(iter(coef.values())), dict):  # {class: {name: c}}
+        names = next(iter(coef.values())).keys()
+        by_name = {n: {k: per[n] for k, per in coef.items()} for n in names}
+        chosen = _largest(by_name, keep)
+        return {k: {n: per[n] for n in chosen} for k, per in coef.items()}
+    others = sorted((n for n in coef if n not in keep), key=lambda n: -size(coef[n]))
+    chosen = [n for n in coef if n in keep] + others[:LARGEST_CODES]
+    return {n: coef[n] for n in chosen}

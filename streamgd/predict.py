@@ -18,7 +18,7 @@ from .archive import atomic_path
 from .batches import Prefetcher
 from .config import csv_options_from
 from .errors import DataError, UsageError
-from .features import count_vector, describe_counts, label_encoder, make_prepare, target_check
+from .features import count_vector, describe_counts, make_prepare, target_check
 from .metrics import Accumulator
 from .model import Model
 from .sources import _HandleCache, is_numeric, open_dataset, to_matrix
@@ -44,6 +44,13 @@ def _check_columns(
             )
 
 
+def _check_model_columns(schema: pa.Schema, model: Model, path: str) -> None:
+    """The model's numeric features are there and numeric; its categorical ones are there."""
+    _check_columns(schema, model.features, path, what="feature", numeric=True)
+    names = [c.name for c in model.spec.categoricals]
+    _check_columns(schema, names, path, what="categorical feature", numeric=False)
+
+
 def predict_files(
     model: Model,
     paths: Sequence[str],
@@ -64,7 +71,7 @@ def _predict_files(
 ) -> int:
     dataset = open_dataset(paths, fmt, csv=csv_options_from(model.config))
     first = dataset.files[0].path
-    _check_columns(dataset.schema, model.features, first, what="feature", numeric=True)
+    _check_model_columns(dataset.schema, model, first)
     _check_columns(dataset.schema, id_columns, first, what="--id", numeric=False)
     if column in id_columns:
         raise UsageError(f"the prediction column {column!r} clashes with an --id column")
@@ -85,10 +92,11 @@ def _predict_files(
         try:
             for unit in dataset.units:
                 path = dataset.files[unit.file].path
-                cols = [*model.features, *[c for c in id_columns if c not in model.features]]
+                inputs = model.spec.input_columns(has_target=False)
+                cols = [*inputs, *[c for c in id_columns if c not in inputs]]
                 for table, first_row in dataset.iter_unit(unit, cols, handles):
                     x, _ = prepare(to_matrix(table, model.features), path, first_row)
-                    out = link(model.decision(x))
+                    out = link(model.decision(x, model.spec.table_codes(table)))
                     ids = {c: table.column(c) for c in id_columns}
                     if model.classes is None:
                         result = pa.table({**ids, column: pa.array(out)})
@@ -141,7 +149,7 @@ def evaluate_model(
 def _evaluate(model: Model, paths: Sequence[str], fmt: str, select=None) -> dict[str, Any]:
     dataset = open_dataset(paths, fmt, csv=csv_options_from(model.config))
     first = dataset.files[0].path
-    _check_columns(dataset.schema, model.features, first, what="feature", numeric=True)
+    _check_model_columns(dataset.schema, model, first)
     multiclass = model.classes is not None
     _check_columns(dataset.schema, [model.target], first, what="target", numeric=not multiclass)
     loss = model.make_loss()
@@ -153,15 +161,16 @@ def _evaluate(model: Model, paths: Sequence[str], fmt: str, select=None) -> dict
         check_target=target_check(loss),
         select=select,
     )
-    converters = None
-    if multiclass:
-        converters = {model.target: label_encoder(model.classes, model.target)}
     acc = Accumulator(loss.task)
     n_feat = len(model.features)
     counts = count_vector(n_feat)
     loss_sum = 0.0
     prefetch = Prefetcher(
-        dataset, range(len(dataset.units)), model.spec.columns, prepare, converters=converters
+        dataset,
+        range(len(dataset.units)),
+        model.spec.columns,
+        prepare,
+        converters=model.spec.converters(),
     )
     try:
         for chunk in prefetch:
@@ -170,7 +179,7 @@ def _evaluate(model: Model, paths: Sequence[str], fmt: str, select=None) -> dict
             if len(raw) == 0:
                 continue
             y = raw[:, n_feat]
-            p = model.decision(raw[:, :n_feat])
+            p = model.decision(raw[:, :n_feat], model.spec.codes(raw))
             loss_sum += float(loss.value(p, y).sum())
             acc.update(y, loss.link(p))
             prefetch.release(chunk)

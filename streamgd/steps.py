@@ -31,6 +31,8 @@ def train_step(
     l1: float = 0.0,
     clip_grad: float | None = None,
     clip_weights: float | None = None,
+    codes: np.ndarray | None = None,
+    offsets: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
     """One mini-batch step on the linear model ``p = z @ w + b`` with ``z = x * inv_scale``.
 
@@ -46,14 +48,24 @@ def train_step(
     step, so weights become exactly zero; with ``l2`` too, the elastic net); ``clip_weights``
     clips every weight to ``[-clip_weights, clip_weights]``. The intercept is never
     penalised or clipped.
+
+    Categorical features: ``codes`` (rows, columns) index the code weights stored after the
+    intercept, ``p += sum_j params[n + 1 + codes[:, j]]``: the linear model over the one-hot
+    expansion, without expanding; ``offsets`` says where each column's codes start. Their
+    gradient is the per-code mean of ``g`` over the batch; with a preconditioner, a
+    block-diagonal Newton direction (see :func:`_table_direction`). Regularisation stays a
+    plain gradient there, so a code absent from the batch is only decayed.
     Returns the new parameters, optimiser state and the batch's summed loss (before the update).
     """
     n_feat = x.shape[1]
     w = params[:n_feat]  # (features,), or (features, classes) for softmax
+    table = params[n_feat + 1 :]  # categorical code weights (empty without)
     scale = None if inv_scale is None else (inv_scale if w.ndim == 1 else inv_scale[:, None])
     # matrix products in the batch's precision (float32 while streaming), the rest in float64
     weff = np.asarray(w if scale is None else w * scale, dtype=x.dtype)
     p = np.asarray(x @ weff, dtype=np.float64) + params[n_feat]
+    if codes is not None:
+        p = p + table[codes].sum(axis=1)
     g = loss.gradient(p, t)
     grad = np.empty_like(params)
     xg = np.asarray(x.T @ np.asarray(g, dtype=x.dtype), dtype=np.float64)
@@ -67,23 +79,71 @@ def train_step(
         else:
             m = min(len(t), HESSIAN_ROWS)
             c = loss.curvature(p[:m], t[:m])
+            head = n_feat + 1
             if grad.ndim == 1:
-                grad = _newton_direction(grad, x[:m], c, inv_scale, l2)
+                grad[:head] = _newton_direction(grad[:head], x[:m], c, inv_scale, l2)
             else:  # softmax: one block per class (cross-class terms left out)
                 for k in range(grad.shape[1]):
-                    grad[:, k] = _newton_direction(grad[:, k], x[:m], c[:, k], inv_scale, l2)
+                    grad[:head, k] = _newton_direction(
+                        grad[:head, k], x[:m], c[:, k], inv_scale, l2
+                    )
+    if len(table):
+        grad[n_feat + 1 :] = _table_direction(
+            codes, g, p, t, offsets, len(table), loss=loss, newton=precond is not None
+        )
+        if l2:
+            grad[n_feat + 1 :] += l2 * table
     if clip_grad is not None:
         norm = float(np.linalg.norm(grad))
         if norm > clip_grad:
             grad *= clip_grad / norm
     step, opt_state = optimizer.update(grad, opt_state, params, lr)
     new = params + step
-    if l1:
-        w_new = new[:n_feat]
-        new[:n_feat] = np.sign(w_new) * np.maximum(np.abs(w_new) - lr * l1, 0.0)
-    if clip_weights is not None:
-        np.clip(new[:n_feat], -clip_weights, clip_weights, out=new[:n_feat])
+    for weights in (new[:n_feat], new[n_feat + 1 :]):  # views: the intercept is left alone
+        if l1:
+            weights[...] = np.sign(weights) * np.maximum(np.abs(weights) - lr * l1, 0.0)
+        if clip_weights is not None:
+            np.clip(weights, -clip_weights, clip_weights, out=weights)
     return new, opt_state, float(loss.value(p, t).sum(dtype=np.float64)), p
+
+
+def _per_code(flat: np.ndarray, values: np.ndarray, size: int, repeat: int) -> np.ndarray:
+    """Sums of ``values`` (one per row, or (rows, classes)) over each code of ``flat`` (the
+    row-major ravel of (rows, repeat) codes): the one-hot transpose product, by bincount."""
+    if values.ndim == 1:
+        return np.bincount(flat, weights=np.repeat(values, repeat), minlength=size)
+    return np.stack(
+        [np.bincount(flat, weights=np.repeat(v, repeat), minlength=size) for v in values.T],
+        axis=1,
+    )
+
+
+def _table_direction(
+    codes, g, p, t, offsets: np.ndarray, size: int, *, loss: Loss, newton: bool
+) -> np.ndarray:
+    """The code weights' data gradient (batch mean), or with ``newton`` a block-diagonal
+    Newton direction: each code's gradient divided by its curvature in the batch (the one-hot
+    columns of a categorical column never overlap, so per column this is exact), minus the
+    column's row-weighted mean step (the intercept fits the mean; left in, every column would
+    fit it again), times ``2 / (columns + 1)`` (columns that overlap, like a city and its
+    region, fit the same contrasts: this keeps ``lr = 1`` stable even for identical ones)."""
+    n, cols = codes.shape
+    flat = codes.ravel()
+    grad = _per_code(flat, np.asarray(g, dtype=np.float64), size, cols) / n
+    if not newton:
+        return grad
+    rows = np.bincount(flat, minlength=size).astype(np.float64)
+    if g.ndim > 1:
+        rows = rows[:, None]
+    if loss.curvature is None:
+        curv = rows
+    else:
+        curv = np.maximum(_per_code(flat, loss.curvature(p, t), size, cols), MIN_CURVATURE * rows)
+    step = grad * n / np.where(rows > 0, curv, 1.0)  # no rows: no data gradient to scale
+    bounds = [*offsets[1:], size]
+    for lo, hi in zip(offsets, bounds, strict=True):
+        step[lo:hi] -= (rows[lo:hi] * step[lo:hi]).sum(axis=0) / n
+    return step * (2.0 / (cols + 1))
 
 
 # Rows of each batch used to estimate the curvature-weighted Hessian (cost: rows * d^2).
@@ -118,6 +178,8 @@ def make_step(config: FitConfig, spec: FeatureSpec, loss: Loss, optimizer: Optim
             l1=config.l1,
             clip_grad=config.clip_grad,
             clip_weights=config.clip_weights,
+            codes=spec.codes(raw),
+            offsets=spec.code_offsets,
         )
         return new, state, loss_sum, p, t
 

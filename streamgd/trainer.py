@@ -20,6 +20,7 @@ from threadpoolctl import threadpool_limits
 
 from .batches import BatchStream, Cursor
 from .callbacks import Callback, CallbackList
+from .categorical import check_categorical, scan_categories
 from .checkpoint import CheckpointManager, TrainState
 from .config import FitConfig, RunOptions
 from .errors import CheckpointError, DataError, DivergedError, PreemptedError, UsageError
@@ -32,6 +33,7 @@ from .features import (
     make_prepare,
     scan_classes,
     select_features,
+    stats_order,
     target_check,
 )
 from .metrics import Accumulator
@@ -129,7 +131,7 @@ class Trainer:
         cfg, spec = self.config, state.spec
         n_feat = len(spec.names)
         # Rows arrive centred (subtracted while decoding); scaling is folded into the step.
-        center = np.append(spec.center, spec.target_center)
+        center = spec.stream_center()
         prepare = make_prepare(
             spec.names,
             spec.target,
@@ -138,9 +140,6 @@ class Trainer:
             check_target=target_check(self.loss),
             select=cfg.holdout_select(keep=False),
         )
-        converters = None
-        if spec.classes is not None:
-            converters = {spec.target: label_encoder(spec.classes, spec.target)}
         stream = BatchStream(
             self.dataset,
             spec.columns,
@@ -155,7 +154,7 @@ class Trainer:
             shuffle_state=state.shuffle_state(),
             center=center,
             dtype=STREAM_DTYPE,
-            converters=converters,
+            converters=spec.converters(),
             run=cfg.shuffle_run,
             on_first_fill=self._check_order if state.epoch == 0 else None,
         )
@@ -339,8 +338,15 @@ def initial_state(dataset: Dataset, config: FitConfig, options: RunOptions) -> T
         return _warm_state(dataset, config, load(options.init), options.init)
     loss = config.make_loss()
     multiclass = loss.task == "multiclass"
+    categorical = config.categorical or ()
+    check_categorical(dataset.schema, categorical, config.target, path=first)
     names = select_features(
-        dataset.schema, config.target, config.features, path=first, labels=multiclass
+        dataset.schema,
+        config.target,
+        config.features,
+        path=first,
+        labels=multiclass,
+        categorical=categorical,
     )
     classes, frequencies = scan_classes(dataset, config.target) if multiclass else (None, None)
     prepare = make_prepare(
@@ -370,10 +376,24 @@ def initial_state(dataset: Dataset, config: FitConfig, options: RunOptions) -> T
         scale_target=loss.scale_target,
         precondition=config.precondition,
     )
+    categoricals = scan_categories(
+        dataset,
+        categorical,
+        stats_order(dataset, max_rows=config.stats_rows, seed=config.seed),
+        max_rows=config.stats_rows,
+        max_categories=config.max_categories,
+        hash_bits=config.hash_bits,
+        select=config.holdout_select(keep=False),
+    )
+    spec = dataclasses.replace(spec, categoricals=categoricals)
+    # weights of the numeric features, the intercept, then one per categorical code
+    n_params = len(names) + 1 + spec.n_codes
+    intercept = len(names)
     if classes is not None:
         spec = dataclasses.replace(spec, classes=classes)
-        params = np.zeros((len(names) + 1, len(classes)))
-        params[-1] = np.log(frequencies / frequencies.sum())  # start at the class frequencies
+        params = np.zeros((n_params, len(classes)))
+        # start at the class frequencies
+        params[intercept] = np.log(frequencies / frequencies.sum())
         return TrainState(
             params=params,
             opt_state=config.make_optimizer().init(params),
@@ -381,7 +401,7 @@ def initial_state(dataset: Dataset, config: FitConfig, options: RunOptions) -> T
             config=config.to_dict(),
             data=dataset.fingerprint(),
         )
-    params = np.zeros(len(names) + 1)
+    params = np.zeros(n_params)
     if config.solver == "normal":
         return TrainState(
             params=params,
@@ -393,9 +413,9 @@ def initial_state(dataset: Dataset, config: FitConfig, options: RunOptions) -> T
     mean_y = float(stats.mean[len(names)])
     if loss.name == "logistic":  # start at the base rate: log-odds of the mean target
         rate = min(max(mean_y, 1e-6), 1 - 1e-6)
-        params[-1] = np.log(rate / (1 - rate))
+        params[intercept] = np.log(rate / (1 - rate))
     elif loss.name == "poisson":  # start at the mean count
-        params[-1] = np.log(max(mean_y, 1e-6))
+        params[intercept] = np.log(max(mean_y, 1e-6))
 
     optimizer = config.make_optimizer()
     return TrainState(
@@ -408,9 +428,20 @@ def initial_state(dataset: Dataset, config: FitConfig, options: RunOptions) -> T
 
 
 def _warm_state(dataset: Dataset, config: FitConfig, model: Model, path: str) -> TrainState:
+    categorical = config.categorical or ()
     names = select_features(
-        dataset.schema, config.target, config.features or model.features, path=dataset.files[0].path
+        dataset.schema,
+        config.target,
+        config.features or model.features,
+        path=dataset.files[0].path,
+        categorical=categorical,
     )
+    model_categorical = tuple(c.name for c in model.spec.categoricals)
+    if tuple(categorical) != model_categorical:
+        raise UsageError(
+            f"--init {path}: the model's categorical features are "
+            f"[{', '.join(model_categorical)}], this run has [{', '.join(categorical)}]"
+        )
     if tuple(names) != model.features or config.target != model.target:
         only_model = sorted(set(model.features) - set(names))
         only_data = sorted(set(names) - set(model.features))
@@ -426,7 +457,7 @@ def _warm_state(dataset: Dataset, config: FitConfig, model: Model, path: str) ->
             f"--init {path}: the model was trained with --loss {model.loss}, "
             f"this run uses --loss {config.loss}"
         )
-    params = np.append(model.weights, model.intercept)
+    params = model.params()
     optimizer = config.make_optimizer()
     step = int(model.summary.get("steps", 0))
     return TrainState(
@@ -570,6 +601,7 @@ def model_from_state(state: TrainState, config: FitConfig) -> Model:
         intercept=float(state.params[n_feat])
         if state.params.ndim == 1
         else state.params[n_feat].copy(),
+        code_weights=state.params[n_feat + 1 :].copy() if state.spec.categoricals else None,
         config=config.to_dict(),
         summary=summary,
         history=list(state.history),

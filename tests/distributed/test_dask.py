@@ -78,6 +78,32 @@ def test_converges_and_is_deterministic(cluster, data):
     assert first.model.summary["epochs"] == 3
 
 
+def test_categorical_features_train_on_workers(cluster, tmp_path):
+    """Workers encode categorical columns with the driver's vocabulary: the model matches
+    least squares over the explicit one-hot matrix."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(4)
+    n = 12_000
+    x = rng.normal(size=n)
+    group = np.array(["a", "b", "c", "d"])[rng.integers(0, 4, n)]
+    y = 2 * x + (group == "b") * 3.0 - (group == "d") * 1.5 + rng.normal(size=n) * 0.5
+    paths = []
+    for i, part in enumerate(np.array_split(np.arange(n), 4)):
+        paths.append(str(tmp_path / f"p{i}.parquet"))
+        table = pa.table({"x": x[part], "group": group[part], "y": y[part]})
+        pq.write_table(table, paths[-1], row_group_size=1000)
+    config = FitConfig(
+        target="y", features=("x",), categorical=("group",), epochs=3, sync_every=4,
+        batch_size=256,
+    )  # fmt: skip
+    result = train(paths, config, RunOptions(cluster=cluster.scheduler_address))
+    design = np.c_[x, np.eye(4)[np.searchsorted(["a", "b", "c", "d"], group)]]
+    mse = np.mean((result.model.predict(pa.table({"x": x, "group": group})) - y) ** 2)
+    assert mse <= lstsq_mse(design, y) * 1.01
+
+
 def test_sync_every_one_is_synchronous_sgd_over_shards(cluster, data):
     result = train(
         data.paths,
