@@ -48,6 +48,7 @@ def describe(path: str) -> dict[str, Any]:
         "loss_so_far": state.running_loss(),
         "buffer_rows": state.buffered_rows,
         "features": model["features"],
+        "categorical": model["categorical"],
         "classes": model["classes"],
         "coefficients": model["coefficients"],
         "intercept": model["intercept"],
@@ -76,13 +77,16 @@ def render_text(info: dict[str, Any]) -> str:
             lines.append(f"  running loss this epoch: {_num(info['loss_so_far'])}")
     else:
         lines.append(f"model: {info['loss']} loss, target {info['target']}")
-    width = max([len(n) for n in info["features"]] + [9])
+    coef = info["coefficients"]
+    # numeric features, then categorical codes as name=value (or the largest hashed buckets)
+    names = list(next(iter(coef.values())) if info.get("classes") else coef)
+    width = max([len(n) for n in names] + [9])
     lines.append("")
     if info.get("classes"):  # multi-class: one column of coefficients per class
         classes = [str(c) for c in info["classes"]]
         cw = max([len(c) for c in classes] + [11])
         lines.append(f"  {'feature':<{width}}  " + "  ".join(f"{c:>{cw}}" for c in classes))
-        for name in info["features"]:
+        for name in names:
             values = [_num(info["coefficients"][c][name]) for c in classes]
             lines.append(f"  {name:<{width}}  " + "  ".join(f"{v:>{cw}}" for v in values))
         values = [_num(info["intercept"][c]) for c in classes]
@@ -90,9 +94,15 @@ def render_text(info: dict[str, Any]) -> str:
         lines.append("  (coefficients in original units, per class)")
     else:
         lines.append(f"  {'feature':<{width}}  coefficient (original units)")
-        for name in info["features"]:
+        for name in names:
             lines.append(f"  {name:<{width}}  {_num(info['coefficients'][name])}")
         lines.append(f"  {'intercept':<{width}}  {_num(info['intercept'])}")
+    for name, enc in (info.get("categorical") or {}).items():
+        if enc["encoding"] == "hash":
+            what = f"hashed into {enc['buckets']} buckets; the largest weights are listed"
+        else:
+            what = f"one-hot, {enc['categories']} codes, the last one {enc['other']}"
+        lines.append(f"  categorical {name}: {what}")
     summary = info.get("summary")
     if summary:
         lines.append("")
