@@ -429,6 +429,13 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
     "same rows every epoch and after a resume) and score them after every epoch.",
 )
 @click.option(
+    "--holdout-rows",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Hold out this many rows, drawn uniformly by seeded reservoir sampling over the files "
+    "(the same rows every epoch and after a resume), and score them after every epoch.",
+)
+@click.option(
     "--patience",
     type=click.IntRange(min=1),
     default=None,

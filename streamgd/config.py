@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import numpy as np
+
 from .categorical import MAX_HASH_BITS
 from .errors import UsageError
 from .features import MISSING_POLICIES
@@ -117,6 +119,7 @@ class FitConfig:
     stats_rows: int = 250_000
     validation: tuple[str, ...] | None = None  # files scored after every epoch
     holdout: float | None = None  # or: this fraction of the rows, chosen by a hash of the row
+    holdout_rows: int | None = None  # or: this many rows, drawn by reservoir sampling
     patience: int | None = None  # epochs without a better validation loss before stopping
     record_path: int | None = None  # record the weights every N steps
     # how CSV files are parsed (Parquet files ignore these); see sources.CsvOptions
@@ -145,12 +148,13 @@ class FitConfig:
             if not check(value):
                 raise UsageError(f"--{name.replace('_', '-')} must be {expected}, got {value!r}")
         self.make_loss(), self.make_optimizer(), self.make_schedule()  # their own checks
-        if self.patience is not None and not (self.validation or self.holdout):
+        if self.patience is not None and not self.validates:
             raise UsageError(
-                "--patience stops on the validation loss: it needs --validation or --holdout"
+                "--patience stops on the validation loss: it needs --validation, --holdout or "
+                "--holdout-rows"
             )
-        if self.validation and self.holdout:
-            raise UsageError("use --validation files or --holdout, not both")
+        if sum(map(bool, (self.validation, self.holdout, self.holdout_rows))) > 1:
+            raise UsageError("use one of --validation, --holdout and --holdout-rows")
         if self.solver == "normal" and (self.l1 or self.clip_grad or self.clip_weights):
             raise UsageError("--solver normal supports --l2 only (not --l1 or clipping)")
         if self.categorical and (self.solver == "normal" or self.record_path):
@@ -187,10 +191,29 @@ class FitConfig:
     def to_dict_raw(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
-    def holdout_select(self, keep: bool):
+    @property
+    def validates(self) -> bool:
+        """Whether each epoch ends with a validation score."""
+        return bool(self.validation or self.holdout or self.holdout_rows)
+
+    @property
+    def holds_out(self) -> bool:
+        """Whether validation rows are held out of the training files themselves."""
+        return bool(self.holdout or self.holdout_rows)
+
+    def holdout_select(self, keep: bool, dataset=None):
         """``select`` for :func:`features.make_prepare`: the training rows (``keep=False``
         drops the held-out ones) or only the held-out rows (``keep=True``); None without
-        --holdout."""
+        --holdout or --holdout-rows (which needs the ``dataset`` to draw its rows from)."""
+        if self.holdout_rows:
+            held = _reservoir(dataset, self.holdout_rows, self.seed)
+            empty = np.empty(0, dtype=np.int64)
+
+            def select_rows(path, rows):
+                mask = np.isin(rows, held.get(path, empty))
+                return mask if keep else ~mask
+
+            return select_rows
         if not self.holdout:
             return None
         from .features import holdout_mask
@@ -252,6 +275,24 @@ class FitConfig:
         return d
 
 
+_RESERVOIRS: dict[str, dict] = {}  # the last draw, so an epoch's selects share it
+
+
+def _reservoir(dataset, k: int, seed: int) -> dict:
+    """The --holdout-rows draw for ``dataset`` (a pure function of its files, ``k``, ``seed``)."""
+    import json
+
+    from .features import reservoir_rows
+
+    if dataset is None:
+        raise UsageError("--holdout-rows needs the dataset to draw its rows from")
+    key = json.dumps([dataset.fingerprint(), k, seed], sort_keys=True, default=str)
+    if key not in _RESERVOIRS:
+        _RESERVOIRS.clear()
+        _RESERVOIRS[key] = reservoir_rows(dataset, k, seed)
+    return _RESERVOIRS[key]
+
+
 def csv_options_from(settings: dict[str, Any]):
     """``sources.CsvOptions`` from settings (a FitConfig's, or a saved model's), or None when
     they are all defaults. ``dtypes`` entries are ``"column=type"``."""
@@ -278,6 +319,7 @@ def _set(**hyper: Any) -> dict[str, Any]:
 
 
 _NULLABLE = {
+    "holdout_rows",
     "categorical",
     "hash_bits",
     "holdout",
@@ -340,6 +382,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "patience": _integer(1),
     "record_path": _integer(1),
     "holdout": ((lambda v: isinstance(v, int | float) and 0 < v < 1), "a fraction in (0, 1)"),
+    "holdout_rows": _integer(1),
     "shards": _integer(1),
     "header": ((lambda v: isinstance(v, bool)), "true or false"),
     "sync_every": _integer(1),

@@ -248,6 +248,8 @@ def check_supported(config: FitConfig) -> None:
         raise UsageError("--cluster trains with --solver sgd (the normal solver runs locally)")
     if config.record_path:
         raise UsageError("--record-path is not available with --cluster")
+    if config.holdout_rows:
+        raise UsageError("--holdout-rows is not available with --cluster; use --holdout FRACTION")
 
 
 class DistributedTrainer:

@@ -364,6 +364,51 @@ def holdout_mask(path: str, rows: np.ndarray, fraction: float) -> np.ndarray:
     return (z >> np.uint64(11)).astype(np.float64) / 2.0**53 < fraction
 
 
+# Rows drawn per block by the reservoir: bounds its memory however large a file is.
+RESERVOIR_BLOCK = 1 << 20
+
+
+def reservoir_rows(dataset: Dataset, k: int, seed: int) -> dict[str, np.ndarray]:
+    """``k`` rows drawn uniformly from all the files' rows by reservoir sampling (Algorithm R
+    over the files in order, seeded): ``{path: sorted row numbers}``. Parquet row counts come
+    from metadata; a CSV file is counted by streaming it once. Memory: the reservoir and one
+    block of random numbers.
+
+    """
+    rng = np.random.default_rng([seed, 0x484F4C44])  # "HOLD"
+    files = np.empty(k, dtype=np.int64)
+    rows = np.empty(k, dtype=np.int64)
+    seen = 0
+    for index, source in enumerate(dataset.files):
+        n = source.num_rows if source.num_rows is not None else _count_rows(dataset, index)
+        fill = min(max(k - seen, 0), n)  # the reservoir's first k rows go straight in
+        files[seen : seen + fill] = index
+        rows[seen : seen + fill] = np.arange(fill)
+        for start in range(fill, n, RESERVOIR_BLOCK):
+            m = min(RESERVOIR_BLOCK, n - start)
+            position = seen + start + np.arange(m)  # 0-based index of each row in the stream
+            slot = np.floor(rng.random(m) * (position + 1)).astype(np.int64)
+            for a in np.flatnonzero(slot < k):  # in stream order: a later row replaces
+                files[slot[a]], rows[slot[a]] = index, start + a
+        seen += n
+    if seen <= k:
+        raise UsageError(f"--holdout-rows {k} would hold out every row: the data has {seen} rows")
+    return {dataset.files[i].path: np.sort(rows[files == i]) for i in np.unique(files).tolist()}
+
+
+def _count_rows(dataset: Dataset, index: int) -> int:
+    from .sources import _HandleCache
+
+    handles = _HandleCache()
+    first = dataset.schema.names[:1]
+    return sum(
+        table.num_rows
+        for unit in dataset.units
+        if unit.file == index
+        for table, _ in dataset.iter_unit(unit, first, handles)
+    )
+
+
 def make_prepare(
     names: Sequence[str],
     target: str,

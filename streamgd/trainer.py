@@ -138,7 +138,7 @@ class Trainer:
             missing=spec.missing,
             fill=(spec.fill - spec.center).astype(STREAM_DTYPE),
             check_target=target_check(self.loss),
-            select=cfg.holdout_select(keep=False),
+            select=cfg.holdout_select(keep=False, dataset=self.dataset),
         )
         stream = BatchStream(
             self.dataset,
@@ -251,7 +251,7 @@ class Trainer:
         if state.epoch_metrics is not None and self.config.solver != "normal":
             acc = Accumulator.restore(self.loss.task, state.epoch_metrics, auc=False)
             entry |= {f"train_{k}": v for k, v in acc.result().items()}
-        if self.config.validation or self.config.holdout:
+        if self.config.validates:
             self._validate(state, entry)
         state.history.append(entry)
         state.cursor = Cursor(state.epoch + 1, 0, 0)
@@ -296,9 +296,9 @@ class Trainer:
         from .predict import evaluate_model
 
         model = model_from_state(state, self.config)
-        if self.config.holdout:  # the held-out rows of the training files themselves
+        if self.config.holds_out:  # the held-out rows of the training files themselves
             paths = [f.path for f in self.dataset.files]
-            select = self.config.holdout_select(keep=True)
+            select = self.config.holdout_select(keep=True, dataset=self.dataset)
         else:
             paths, select = list(self.config.validation), None
         scores = evaluate_model(model, paths, fmt=self.config.format, select=select)
@@ -355,7 +355,7 @@ def initial_state(dataset: Dataset, config: FitConfig, options: RunOptions) -> T
         missing=config.missing,
         fill=None,
         check_target=target_check(loss),
-        select=config.holdout_select(keep=False),
+        select=config.holdout_select(keep=False, dataset=dataset),
     )
     converters = None if classes is None else {config.target: label_encoder(classes, config.target)}
     stats = compute_stats(
@@ -383,7 +383,7 @@ def initial_state(dataset: Dataset, config: FitConfig, options: RunOptions) -> T
         max_rows=config.stats_rows,
         max_categories=config.max_categories,
         hash_bits=config.hash_bits,
-        select=config.holdout_select(keep=False),
+        select=config.holdout_select(keep=False, dataset=dataset),
     )
     spec = dataclasses.replace(spec, categoricals=categoricals)
     # weights of the numeric features, the intercept, then one per categorical code
@@ -591,7 +591,7 @@ def model_from_state(state: TrainState, config: FitConfig) -> Model:
         "final_loss": last.get("loss"),
         "stop_reason": state.stop_reason,
     }
-    if config.validation or config.holdout:
+    if config.validates:
         summary["final_val_loss"] = last.get("val_loss")
         summary["best_epoch"] = state.best_epoch
     return Model(

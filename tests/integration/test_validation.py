@@ -204,5 +204,74 @@ def test_holdout_rows_are_fixed_scored_and_survive_a_resume(tmp_path, synthetic)
 
 
 def test_holdout_and_validation_files_are_exclusive():
-    with pytest.raises(UsageError, match="not both"):
+    with pytest.raises(UsageError, match="one of --validation, --holdout and --holdout-rows"):
         FitConfig(target="y", holdout=0.1, validation=("v.parquet",))
+    with pytest.raises(UsageError, match="one of"):
+        FitConfig(target="y", holdout=0.1, holdout_rows=10)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_holdout_rows_reservoir_is_fixed_scored_and_survives_a_resume(tmp_path, synthetic, fmt):
+    from streamgd.features import reservoir_rows
+    from streamgd.sources import open_dataset
+
+    data = synthetic(rows=3000, files=3, row_group_size=250, fmt=fmt)
+    config = FitConfig(
+        target="y", features=tuple(data.features), epochs=3, batch_size=100, holdout_rows=400
+    )
+    full = train(data.paths, config).model
+    drawn = reservoir_rows(open_dataset(data.paths, "auto"), 400, seed=0)
+    held = np.concatenate([i * 1000 + drawn.get(p, []) for i, p in enumerate(data.paths)])
+    assert len(held) == 400 and len(np.unique(held)) == 400
+    assert all(h["rows"] == 2600 for h in full.history)  # trained on the others only
+    last = full.history[-1]
+    mse = np.mean((full.predict(data.x[held]) - data.y[held]) ** 2)
+    assert last["val_rows"] == 400 and last["val_mse"] == pytest.approx(mse, rel=1e-9)
+    other = reservoir_rows(open_dataset(data.paths, "auto"), 400, seed=1)
+    assert any(not np.array_equal(drawn.get(p), other.get(p)) for p in data.paths)
+    directory = str(tmp_path / "ck")
+    with pytest.raises(Interrupt):
+        train(
+            data.paths,
+            config,
+            RunOptions(checkpoint_dir=directory, checkpoint_every=5),
+            callbacks=[StopAt(40)],
+        )
+    resumed = train(data.paths, config, RunOptions(checkpoint_dir=directory, resume=True))
+    assert resumed.model.history == full.history
+    assert np.array_equal(resumed.model.weights, full.weights)
+
+
+def test_holdout_rows_reservoir_is_uniform(tmp_path, synthetic, monkeypatch):
+    """Every row is drawn with probability K/N: over 400 seeds, inclusion counts per row stay
+    within a 5-sigma binomial band, across file boundaries and reservoir blocks."""
+    import streamgd.features as features
+    from streamgd.sources import open_dataset
+
+    monkeypatch.setattr(features, "RESERVOIR_BLOCK", 7)  # many blocks per file
+    data = synthetic(rows=120, files=3, row_group_size=25)
+    dataset = open_dataset(data.paths, "auto")
+    k, seeds = 12, 400
+    hits = np.zeros(120)
+    for seed in range(seeds):
+        drawn = features.reservoir_rows(dataset, k, seed)
+        for i, path in enumerate(data.paths):
+            hits[i * 40 + drawn.get(path, np.empty(0, int))] += 1
+    p = k / 120
+    assert hits.sum() == k * seeds
+    band = 5 * np.sqrt(seeds * p * (1 - p))
+    assert np.all(np.abs(hits - seeds * p) < band), hits
+    # a uniform draw, not a prefix-biased one: the first and last 40 rows are drawn as often
+    assert abs(hits[:40].sum() - hits[80:].sum()) < 5 * np.sqrt(2 * 40 * seeds * p)
+
+
+def test_holdout_rows_errors(synthetic, capsys):
+    from integration_support import run_cli
+
+    data = synthetic(rows=300, files=1)
+    code, _, err = run_cli(capsys, "fit", *data.paths, "-y", "y", "--holdout-rows", "300")
+    assert code == 2 and "would hold out every row: the data has 300 rows" in err
+    code, _, err = run_cli(
+        capsys, "fit", *data.paths, "-y", "y", "--holdout-rows", "30", "--cluster", "local:1"
+    )
+    assert code == 2 and "--holdout-rows is not available with --cluster" in err
