@@ -31,7 +31,7 @@ from .errors import (
     StreamgdError,
     UsageError,
 )
-from .features import MISSING_POLICIES
+from .features import INFINITE_POLICIES, MISSING_POLICIES
 from .losses import LOSSES
 from .optimizers import OPTIMIZERS
 from .schedules import SCHEDULES
@@ -406,6 +406,14 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
     show_default=True,
     help="impute: skip rows with a null target, fill null features with the mean; drop: "
     "skip rows with any null; error: stop at the first null.",
+)
+@click.option(
+    "--infinite",
+    type=click.Choice(INFINITE_POLICIES),
+    default=_DEFAULTS["infinite"],
+    show_default=True,
+    help="error: stop at the first +-inf (naming file, row and column); missing: treat "
+    "infinities as missing values (then --missing applies).",
 )
 @click.option(
     "--stats-rows",

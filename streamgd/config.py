@@ -16,7 +16,7 @@ import numpy as np
 
 from .categorical import MAX_HASH_BITS
 from .errors import UsageError
-from .features import MISSING_POLICIES
+from .features import INFINITE_POLICIES, MISSING_POLICIES
 from .optimizers import OPTIMIZERS
 from .schedules import SCHEDULES
 from .solvers import SOLVERS
@@ -116,6 +116,7 @@ class FitConfig:
     standardize: bool = True
     precondition: bool = True
     missing: str = "impute"
+    infinite: str = "error"  # or "missing"
     stats_rows: int = 250_000
     validation: tuple[str, ...] | None = None  # files scored after every epoch
     holdout: float | None = None  # or: this fraction of the rows, chosen by a hash of the row
@@ -351,6 +352,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "solver": _choice(SOLVERS),
     "schedule": _choice(tuple(SCHEDULES)),
     "missing": _choice(MISSING_POLICIES),
+    "infinite": _choice(INFINITE_POLICIES),
     "lr": _interval(0, lo_open=True),
     "power_t": _interval(0),
     "momentum": _interval(0, 1),

@@ -134,6 +134,7 @@ def _unit_rows(dataset: Dataset, unit_index: int, spec: FeatureSpec, loss, key: 
         spec.names,
         spec.target,
         missing=spec.missing,
+        infinite=spec.infinite,
         fill=(spec.fill - spec.center).astype(np.float32),
         check_target=target_check(loss),
         select=select,

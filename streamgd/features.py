@@ -20,6 +20,7 @@ from .sources import Dataset, is_numeric
 
 __all__ = [
     "MISSING_POLICIES",
+    "INFINITE_POLICIES",
     "count_vector",
     "holdout_mask",
     "describe_counts",
@@ -31,6 +32,7 @@ __all__ = [
 ]
 
 MISSING_POLICIES = ("impute", "drop", "error")
+INFINITE_POLICIES = ("error", "missing")  # missing: an infinity is a missing value
 
 # Per-chunk counts, one vector: [rows without a target, rows dropped for a missing feature
 # (--missing drop), then missing values per feature (imputed, or in dropped rows)].
@@ -226,6 +228,7 @@ class FeatureSpec:
     precond: np.ndarray | None = None  # inverse correlation of the standardised features
     classes: tuple | None = None  # multi-class: the labels, in code order
     categoricals: tuple[Categorical, ...] = ()  # encoded as codes after the target column
+    infinite: str = "error"  # or "missing": infinities are treated as missing values
 
     @staticmethod
     def from_stats(
@@ -418,6 +421,7 @@ def make_prepare(
     check_target: TargetCheck | None,
     has_target: bool = True,
     select: Callable[[str, np.ndarray], np.ndarray] | None = None,
+    infinite: str = "error",
 ):
     """Build the per-chunk function the prefetch thread applies to decoded rows.
 
@@ -425,10 +429,15 @@ def make_prepare(
     Missing features are imputed with ``fill`` (``missing="impute"``), or their rows dropped
     (``"drop"``); with ``fill=None`` (the statistics pass) they are left as NaN for the
     statistics to skip. ``select(path, row_numbers)`` (the holdout split) keeps only the rows
-    it marks, after every check, so errors still name the right rows.
+    it marks, after every check, so errors still name the right rows. An infinity is an error,
+    or with ``infinite="missing"`` a missing value (then ``missing`` decides).
     """
     if missing not in MISSING_POLICIES:
         raise UsageError(f"--missing must be one of {', '.join(MISSING_POLICIES)}, got {missing!r}")
+    if infinite not in INFINITE_POLICIES:
+        raise UsageError(
+            f"--infinite must be one of {', '.join(INFINITE_POLICIES)}, got {infinite!r}"
+        )
     n_feat = len(names)
     columns = [*names, target] if has_target else list(names)
 
@@ -457,13 +466,18 @@ def make_prepare(
         nan = np.isnan(m)
         inf = np.isinf(m)
         if inf.any():
-            r, c = np.argwhere(inf)[0]
-            raise DataError(
-                "infinite value; expected a finite number",
-                path=path,
-                column=columns[c],
-                row=first_row + int(r) + 1,
-            )
+            if infinite == "error":
+                r, c = np.argwhere(inf)[0]
+                raise DataError(
+                    "infinite value; expected a finite number (--infinite missing treats "
+                    "infinities as missing values)",
+                    path=path,
+                    column=columns[c],
+                    row=first_row + int(r) + 1,
+                )
+            m = np.where(inf, np.nan, m)
+            m = np.asfortranarray(m)
+            nan |= inf
         if missing == "error":  # nothing is dropped or imputed: report the first missing value
             r, c = np.argwhere(nan)[0]
             what = "target" if has_target and c == n_feat else "value"

@@ -78,6 +78,7 @@ class Model:
         Missing feature values are imputed with the training mean (an error for a model trained
         with ``missing="error"``)."""
         x, codes = self._inputs(data)
+        x = self._finite(x)
         missing = np.isnan(x)
         if missing.any():
             if self.spec.missing == "error":
@@ -98,8 +99,22 @@ class Model:
         if self.classes is None:
             return self.predict(data)
         x, codes = self._inputs(data)
+        x = self._finite(x)
         x = np.where(np.isnan(x), self.spec.fill, x)
         return self.make_loss().link(self.decision(x, codes))
+
+    def _finite(self, x: np.ndarray) -> np.ndarray:
+        """Infinities are an error, or missing values for a model trained with
+        ``infinite="missing"``."""
+        inf = np.isinf(x)
+        if not inf.any():
+            return x
+        if self.spec.infinite == "missing":
+            return np.where(inf, np.nan, x)
+        r, c = np.argwhere(inf)[0]
+        raise DataError(
+            "infinite value; expected a finite number", column=self.features[c], row=int(r) + 1
+        )
 
     def _inputs(self, data) -> tuple[np.ndarray, np.ndarray | None]:
         """The numeric feature matrix and the categorical code indices of ``data``: a table,
@@ -261,6 +276,7 @@ def spec_meta(spec: FeatureSpec) -> dict[str, Any]:
         "missing": spec.missing,
         "classes": None if spec.classes is None else list(spec.classes),
         "categoricals": [c.to_meta() for c in spec.categoricals],
+        "infinite": spec.infinite,
     }
 
 
@@ -277,6 +293,7 @@ def spec_from(meta: dict, arrays: dict[str, np.ndarray]) -> FeatureSpec:
         arrays.get("precond"),
         tuple(meta["classes"]) if meta.get("classes") else None,
         tuple(Categorical.from_meta(c) for c in meta.get("categoricals") or ()),
+        meta.get("infinite", "error"),
     )
 
 

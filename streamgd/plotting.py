@@ -179,7 +179,12 @@ def _sample(model: Model, data: Sequence[str], *, max_rows: int, fmt: str):
     _check_columns(dataset.schema, model.features, first, what="feature", numeric=True)
     _check_columns(dataset.schema, [model.target], first, what="target", numeric=True)
     prepare = make_prepare(
-        model.features, model.target, missing=spec.missing, fill=spec.fill, check_target=None
+        model.features,
+        model.target,
+        missing=spec.missing,
+        fill=spec.fill,
+        infinite=spec.infinite,
+        check_target=None,
     )
     order = np.arange(len(dataset.units))
     if dataset.num_rows is not None and dataset.num_rows > max_rows:

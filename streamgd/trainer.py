@@ -136,6 +136,7 @@ class Trainer:
             spec.names,
             spec.target,
             missing=spec.missing,
+            infinite=spec.infinite,
             fill=(spec.fill - spec.center).astype(STREAM_DTYPE),
             check_target=target_check(self.loss),
             select=cfg.holdout_select(keep=False, dataset=self.dataset),
@@ -353,6 +354,7 @@ def initial_state(dataset: Dataset, config: FitConfig, options: RunOptions) -> T
         names,
         config.target,
         missing=config.missing,
+        infinite=config.infinite,
         fill=None,
         check_target=target_check(loss),
         select=config.holdout_select(keep=False, dataset=dataset),
@@ -385,7 +387,7 @@ def initial_state(dataset: Dataset, config: FitConfig, options: RunOptions) -> T
         hash_bits=config.hash_bits,
         select=config.holdout_select(keep=False, dataset=dataset),
     )
-    spec = dataclasses.replace(spec, categoricals=categoricals)
+    spec = dataclasses.replace(spec, categoricals=categoricals, infinite=config.infinite)
     # weights of the numeric features, the intercept, then one per categorical code
     n_params = len(names) + 1 + spec.n_codes
     intercept = len(names)

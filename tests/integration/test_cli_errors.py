@@ -251,6 +251,31 @@ def test_infinite_feature_value(capsys, table, tmp_path):
     assert_one_line_error(*result, EXIT_DATA, path, "'x0'", "row 100")
 
 
+def test_infinite_as_missing(table, tmp_path):
+    """--infinite missing: infinities count as missing values, imputed (and counted) in
+    training and at predict time, like nulls; the default model refuses them."""
+    x0 = table.column("x0").to_numpy().copy()
+    x0[[5, 77]] = [np.inf, -np.inf]
+    path = write_table(with_values(table, "x0", x0), tmp_path / "inf.parquet")
+    model_path = str(tmp_path / "m.npz")
+    invoke_ok("fit", path, "-y", "y", "-f", "x0,x1", "--infinite", "missing", "--epochs", "1",
+              "-o", model_path, "--quiet")  # fmt: skip
+    model = streamgd.load(model_path)
+    assert model.summary["imputed"] == {"x0": 2}
+    rows = np.array([[np.inf, 1.0], [np.nan, 1.0]])
+    first, second = model.predict(rows)
+    assert first == second  # +inf is imputed exactly like a null
+    dropped = str(tmp_path / "d.npz")
+    invoke_ok("fit", path, "-y", "y", "-f", "x0,x1", "--infinite", "missing", "--missing",
+              "drop", "--epochs", "1", "-o", dropped, "--quiet")  # fmt: skip
+    assert streamgd.load(dropped).summary["dropped_missing"] == 2
+    plain = str(tmp_path / "p.npz")
+    invoke_ok("fit", path, "-y", "y", "-f", "x1",
+              "--epochs", "1", "-o", plain, "--quiet")  # fmt: skip
+    with pytest.raises(streamgd.errors.DataError, match="infinite value"):
+        streamgd.load(plain).predict(np.array([[np.inf]]))
+
+
 _EMPTY_CHUNK_BUG = (
     "BUG: a decoded chunk with no rows left after dropping null targets (a row group whose "
     "targets are all null) reaches the new fast path of features.Stats.of (uncommitted "
