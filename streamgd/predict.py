@@ -77,10 +77,12 @@ def _predict_files(
         raise UsageError(f"the prediction column {column!r} clashes with an --id column")
     out_format = "csv" if out.lower().endswith((".csv", ".tsv")) else "parquet"
     link = model.make_loss().link
+    # one prediction per input row: a model trained with --missing drop imputes here, as
+    # Model.predict does (only --missing error refuses a missing value)
     prepare = make_prepare(
         model.features,
         model.target,
-        missing=model.spec.missing,
+        missing="error" if model.spec.missing == "error" else "impute",
         infinite=model.spec.infinite,
         fill=model.spec.fill,
         check_target=None,

@@ -233,6 +233,23 @@ def test_evaluate_imputes_and_counts_null_features(reg_model, reg, tmp_path):
     assert metrics["mse"] == pytest.approx(np.mean((model.predict(x) - reg.y) ** 2), rel=1e-9)
 
 
+def test_predict_with_a_drop_model_keeps_every_row(reg, tmp_path):
+    """A model trained with --missing drop still predicts one row per input row, imputing the
+    training mean like Model.predict; evaluate drops those rows like training did."""
+    table = with_nulls(read_tables(reg.paths), "x1", [4, 5, 6])
+    data = write_table(table, tmp_path / "nulls.parquet")
+    model_path = str(tmp_path / "drop.npz")
+    invoke_ok("fit", data, "-y", "y", "-f", "x0,x1,x2", "--missing", "drop", "--epochs", "1",
+              "-o", model_path, "--quiet")  # fmt: skip
+    out = str(tmp_path / "p.parquet")
+    invoke_ok("predict", model_path, data, "-o", out)
+    got = pq.read_table(out).column("prediction").to_numpy()
+    model = streamgd.load(model_path)
+    assert len(got) == table.num_rows
+    assert np.allclose(got, model.predict(table), rtol=1e-12)
+    assert _evaluate_json(model_path, data)["dropped_missing"] == 3
+
+
 # -- inspect ----------------------------------------------------------------------------------
 def test_inspect_model_json(reg_model):
     path, _ = reg_model
