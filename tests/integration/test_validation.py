@@ -189,16 +189,19 @@ def test_holdout_rows_are_fixed_scored_and_survive_a_resume(tmp_path, synthetic)
     mse = np.mean((full.predict(data.x[held]) - data.y[held]) ** 2)
     assert last["val_rows"] == len(held) and last["val_mse"] == pytest.approx(mse, rel=1e-9)
     # and a resumed run (interrupted mid-epoch 2) ends with the same history and weights
-    directory = str(tmp_path / "ck")
+    _assert_resume_is_identical(data.paths, config, full, str(tmp_path / "ck"), stop=35)
 
+
+def _assert_resume_is_identical(paths, config, full, directory, *, stop):
+    """Crash a run after ``stop`` steps (checkpoints every 5), resume it, and compare."""
     with pytest.raises(Interrupt):
         train(
-            data.paths,
+            paths,
             config,
             RunOptions(checkpoint_dir=directory, checkpoint_every=5),
-            callbacks=[StopAt(35)],
+            callbacks=[StopAt(stop)],
         )
-    resumed = train(data.paths, config, RunOptions(checkpoint_dir=directory, resume=True))
+    resumed = train(paths, config, RunOptions(checkpoint_dir=directory, resume=True))
     assert resumed.model.history == full.history
     assert np.array_equal(resumed.model.weights, full.weights)
 
@@ -229,17 +232,7 @@ def test_holdout_rows_reservoir_is_fixed_scored_and_survives_a_resume(tmp_path, 
     assert last["val_rows"] == 400 and last["val_mse"] == pytest.approx(mse, rel=1e-9)
     other = reservoir_rows(open_dataset(data.paths, "auto"), 400, seed=1)
     assert any(not np.array_equal(drawn.get(p), other.get(p)) for p in data.paths)
-    directory = str(tmp_path / "ck")
-    with pytest.raises(Interrupt):
-        train(
-            data.paths,
-            config,
-            RunOptions(checkpoint_dir=directory, checkpoint_every=5),
-            callbacks=[StopAt(40)],
-        )
-    resumed = train(data.paths, config, RunOptions(checkpoint_dir=directory, resume=True))
-    assert resumed.model.history == full.history
-    assert np.array_equal(resumed.model.weights, full.weights)
+    _assert_resume_is_identical(data.paths, config, full, str(tmp_path / "ck"), stop=40)
 
 
 def test_holdout_rows_reservoir_is_uniform(tmp_path, synthetic, monkeypatch):
