@@ -268,3 +268,24 @@ def test_predict_refuses_files_without_the_categorical_column(data, tmp_path, ca
     status, _, err = run_cli(capsys, "predict", model_path, path, "-o", str(tmp_path / "p.csv"))
     assert status == 1 and "categorical feature column(s) color, city" in err
     assert not os.path.exists(tmp_path / "p.csv")
+
+
+def test_softmax_with_categories_fits_as_well_as_the_true_model(tmp_path):
+    """Multi-class with a categorical feature: per-class code weights. The fitted log loss is
+    no worse than that of the model that generated the labels (the MLE is at most that)."""
+    rng = np.random.default_rng(0)
+    n = 30_000
+    group = np.array(["a", "b", "c"])[rng.integers(0, 3, n)]
+    x = rng.normal(size=n)
+    logits = np.stack([x, -x + (group == "b") * 2, (group == "c") * 3.0], axis=1)
+    prob = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    code = (prob.cumsum(axis=1) > rng.random((n, 1))).argmax(axis=1)
+    label = np.array(["u", "v", "w"])[code]
+    path = str(tmp_path / "sm.parquet")
+    pq.write_table(pa.table({"x": x, "g": group, "lab": label}), path, row_group_size=5000)
+    model = streamgd.fit(path, target="lab", loss="softmax", categorical=["g"], features=["x"],
+                         epochs=3)  # fmt: skip
+    ours = model.predict_proba(pa.table({"x": x, "g": group}))[np.arange(n), code]
+    truth = prob[np.arange(n), code]
+    assert -np.mean(np.log(ours)) <= -np.mean(np.log(truth)) + 0.002
+    assert model.predict(pa.table({"x": [0.0], "g": ["never-seen"]}))[0] in ("u", "v", "w")
