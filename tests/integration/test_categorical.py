@@ -21,7 +21,7 @@ from integration_support import invoke_ok, logloss, newton_fit, run_cli
 import streamgd
 from streamgd.checkpoint import CheckpointManager
 from streamgd.config import FitConfig, RunOptions
-from streamgd.errors import DataError
+from streamgd.errors import DataError, UsageError
 from streamgd.trainer import train
 
 COLORS = ["red", "green", "blue", "black", "white"]
@@ -289,3 +289,18 @@ def test_softmax_with_categories_fits_as_well_as_the_true_model(tmp_path):
     truth = prob[np.arange(n), code]
     assert -np.mean(np.log(ours)) <= -np.mean(np.log(truth)) + 0.002
     assert model.predict(pa.table({"x": [0.0], "g": ["never-seen"]}))[0] in ("u", "v", "w")
+
+
+def test_warm_start_keeps_the_encoding_and_checks_the_columns(data, tmp_path):
+    frame, paths = data
+    first = fit(paths[:1], epochs=1)
+    model_path = str(tmp_path / "m.npz")
+    first.save(model_path)
+    warm = streamgd.fit(paths[1:], target="y", features=("a", "b"), categorical=("color", "city"),
+                        epochs=1, init=model_path)  # fmt: skip
+    assert warm.spec.categoricals == first.spec.categoricals  # the model's vocabulary
+    best = np.mean((first.predict(frame) - frame["y"]) ** 2)
+    assert np.mean((warm.predict(frame) - frame["y"]) ** 2) <= best * 1.01
+    with pytest.raises(UsageError, match=r"categorical features are \[color, city\]"):
+        streamgd.fit(paths[1:], target="y", features=("a", "b"), categorical=("color",),
+                     init=model_path)  # fmt: skip
