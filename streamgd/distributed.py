@@ -478,8 +478,14 @@ def _check_workers_see_files(client, paths: tuple[str, ...], fmt: str) -> None:
     """Workers must see the same paths as the driver (shared storage)."""
     if any("://" in p for p in paths):
         return  # remote filesystems are checked when opened
-    answers = client.run(_probe, paths, fmt)
-    for worker, problem in sorted(answers.items()):
+    # A worker that dies while it is asked (its connection closes: an OSError) reads nothing
+    # and gets no task; the rounds go to the others, so that is no reason to stop.
+    answers = client.run(_probe, paths, fmt, on_error="return")
+    for worker, problem in sorted(answers.items(), key=lambda item: item[0]):
+        if isinstance(problem, OSError):
+            continue
+        if isinstance(problem, BaseException):
+            raise problem
         if problem:
             raise DataError(
                 f"Dask worker {worker} {problem}: workers must see the input files at the same "

@@ -187,9 +187,31 @@ def test_bad_cluster_specs_are_usage_errors():
             sd.parse_cluster(spec)
 
 
+def test_a_worker_that_leaves_while_asked_about_the_files_is_skipped():
+    """Seen under load: a worker killed at start-up closed the connection of the files check,
+    and the run ended with an internal error although the other workers could train."""
+    from distributed.comm.core import CommClosedError
+
+    class FakeClient:
+        def __init__(self, answer):
+            self.answer = answer
+
+        def run(self, fn, *args, on_error="raise"):
+            gone = CommClosedError("in <TCP (closed) Scheduler Broadcast>: Stream is closed")
+            if on_error == "raise":
+                raise gone
+            return {"tcp://127.0.0.1:4000": gone, "tcp://127.0.0.1:4001": self.answer}
+
+    sd._check_workers_see_files(FakeClient(None), ("/x.pq",), "auto")
+    with pytest.raises(DataError, match="worker tcp://127.0.0.1:4001 cannot see /x.pq"):
+        sd._check_workers_see_files(FakeClient("cannot see /x.pq"), ("/x.pq",), "auto")
+    with pytest.raises(ZeroDivisionError):  # an error of the check itself is still raised
+        sd._check_workers_see_files(FakeClient(ZeroDivisionError()), ("/x.pq",), "auto")
+
+
 def test_workers_that_cannot_see_the_files_are_named():
     class FakeClient:
-        def run(self, fn, *args):
+        def run(self, fn, *args, on_error="raise"):
             return {"tcp://127.0.0.1:4000": None, "tcp://127.0.0.1:4001": "cannot see /x.pq"}
 
     with pytest.raises(DataError, match="worker tcp://127.0.0.1:4001 cannot see /x.pq"):
