@@ -149,3 +149,16 @@ def test_widened_files_are_read_exactly(widened):
     model = streamgd.fit(widened, target="y", features=["k"], solver="normal")
     coef, intercept = model.coefficients()
     assert coef["k"] == pytest.approx(0.5, rel=1e-6) and intercept == pytest.approx(0, abs=1e-5)
+
+
+def test_shuffle_writes_partition_keys_into_the_files(hive, tmp_path):
+    root, cols = hive
+    out = tmp_path / "shuffled"
+    invoke_ok("shuffle", root, "-o", out, "--seed", "3")
+    table = pq.read_table(out)
+    assert table.schema.names == ["x", "y", "region", "year"]
+    assert table.schema.field("year").type == pa.int32()
+    pairs = sorted(
+        zip(table.column("x").to_pylist(), table.column("year").to_pylist(), strict=True)
+    )
+    assert pairs == sorted(zip(cols["x"].tolist(), cols["year"].tolist(), strict=True))
