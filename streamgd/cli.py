@@ -559,7 +559,8 @@ def fit(
     metrics_out: str | None,
     **settings: Any,
 ) -> None:
-    """Train a model on PATHS (Parquet/CSV files, globs or directories).
+    """Train a model on PATHS (Parquet/CSV files, globs or directories; key=value directories
+    above a file, as in data/region=eu/year=2024/, are hive partition columns).
 
     \b
     streamgd fit "data/regression/*.parquet" --target y -o model.npz
@@ -853,7 +854,8 @@ def schema(paths: tuple[str, ...], fmt: str, delimiter, header, columns, null_va
            target: str | None, as_json: bool) -> None:  # fmt: skip
     """The unified schema of PATHS: columns and types, row counts, null counts per column,
     and (with --target) the default features. Parquet counts come from metadata where the
-    files have it; CSV files are streamed (and so checked) once."""
+    files have it; CSV files are streamed (and so checked) once. Hive partition columns are
+    marked *; columns whose type was widened between files are noted."""
     from .config import csv_options_from
     from .schema import describe_dataset, render_schema
 

@@ -11,19 +11,24 @@ settings, the seed, the round): a task that Dask retries after a worker dies ret
 the same result, so a lost worker never changes the model. Each shard's row-group order is a
 permutation seeded by (seed, epoch, shard), and rows are shuffled within each round's chunk:
 no shuffle buffer is carried across rounds, so the driver's checkpoint stays small (weights,
-optimiser state and one cursor per shard). Workers keep the row group they are reading in a
-small per-process cache between rounds; a retried task on another worker simply decodes it.
+optimiser state and one cursor per shard). Workers read a unit as the single-process trainer
+does, one piece at a time (a row group, or a slice of at most ``SLICE_ROWS`` rows of a larger
+one, or a CSV block), and keep the reader of the unit a shard is in, holding one piece, in a
+per-process cache between rounds, keyed by the unit and every setting the rows depend on; a
+retried task on another worker reads the unit again from its start up to the cursor.
 
 Dask is imported only here, and only when ``--cluster`` is given.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import hashlib
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -120,14 +125,59 @@ def _open(paths: tuple[str, ...], fmt: str, csv) -> Dataset:
     return open_dataset(list(paths), fmt, csv=csv)
 
 
-_UNIT_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+class _UnitStream:
+    """The prepared rows of one unit, read forward piece by piece (a Parquet row group, or
+    one of its slices of at most ``SLICE_ROWS`` rows, or a CSV block), so that a worker holds
+    one piece of a unit, never the whole unit, as the single-process reader does.
+
+    Positions are in prepared rows (after dropped rows and the holdout), as the shard's cursor
+    counts them. ``rows`` are those from ``start`` on; ``counts`` the unit's counts up to
+    and including them; ``exhausted`` whether no piece follows.
+    """
+
+    def __init__(self, pieces: Iterator[tuple[np.ndarray, np.ndarray]], n_features: int):
+        self._pieces = pieces
+        self.start = 0
+        self.rows: np.ndarray | None = None
+        self.counts = count_vector(n_features)
+        self.exhausted = False
+
+    @property
+    def end(self) -> int:
+        return self.start + (0 if self.rows is None else len(self.rows))
+
+    def seek(self, offset: int) -> None:
+        """Read on until the current piece holds row ``offset``, or the unit ends."""
+        while self.end <= offset and not self.exhausted:
+            try:
+                rows, counts = next(self._pieces)
+            except StopIteration:
+                self.exhausted = True
+                break
+            self.start, self.rows = self.end, rows
+            self.counts = self.counts + counts
+
+    def take(self, offset: int, n: int) -> np.ndarray:
+        """Up to ``n`` rows from ``offset`` (fewer at the end of a piece; none at the end)."""
+        self.seek(offset)
+        if self.rows is None or offset >= self.end:
+            return self.rows[:0] if self.rows is not None else np.empty((0, 0), np.float32)
+        return self.rows[offset - self.start : offset - self.start + n]
+
+    def done(self, offset: int) -> bool:
+        """Whether no row follows ``offset``: then ``counts`` are the whole unit's."""
+        self.seek(offset)
+        return self.exhausted
 
 
-def _unit_rows(dataset: Dataset, unit_index: int, spec: FeatureSpec, loss, key: tuple, select):
-    """Decoded, prepared and centred rows of one unit (float32), and its counts; the unit
-    being read by a shard stays cached in this worker process between rounds."""
-    if key in _UNIT_CACHE:
-        return _UNIT_CACHE[key]
+# The stream a shard is reading, kept in this worker process between rounds (one: bounded):
+# the next round of that shard continues where the last stopped. A retried task elsewhere, or
+# a round that starts before the cached position, reads the unit again from its start.
+_UNIT_CACHE: dict[tuple, _UnitStream] = {}
+
+
+def _unit_pieces(dataset: Dataset, unit_index: int, spec: FeatureSpec, loss, select):
+    """Decoded, prepared and centred rows (float32) and counts of each piece of one unit."""
     unit = dataset.units[unit_index]
     path = dataset.files[unit.file].path
     prepare = make_prepare(
@@ -141,19 +191,58 @@ def _unit_rows(dataset: Dataset, unit_index: int, spec: FeatureSpec, loss, key: 
     )
     converters = spec.converters() or {}
     center = spec.stream_center()
-    parts, counts = [], count_vector(len(spec.names))
     for table, first_row in dataset.iter_unit(unit, spec.columns, _HandleCache()):
         for name, convert in converters.items():
             i = table.schema.get_field_index(name)
             table = table.set_column(i, name, convert(table.column(name), path, first_row))
         out = np.empty((table.num_rows, len(spec.columns)), dtype=np.float32, order="F")
-        rows, c = prepare(to_matrix(table, spec.columns, out, center=center), path, first_row)
-        parts.append(rows)
-        counts += c
-    rows = np.concatenate(parts) if parts else np.empty((0, len(spec.columns)), np.float32)
+        yield prepare(to_matrix(table, spec.columns, out, center=center), path, first_row)
+
+
+def _unit_stream(
+    dataset: Dataset, unit_index: int, offset: int, spec: FeatureSpec, loss, key: tuple, select
+) -> _UnitStream:
+    """The cached stream of this unit if it can still reach ``offset``, else a new one. It
+    is taken out of the cache while a task uses it (two threads never share one)."""
+    stream = _UNIT_CACHE.pop(key, None)
+    if stream is None or offset < stream.start:
+        pieces = _unit_pieces(dataset, unit_index, spec, loss, select)
+        stream = _UnitStream(pieces, len(spec.names))
+    return stream
+
+
+def _keep(key: tuple, stream: _UnitStream) -> None:
     _UNIT_CACHE.clear()  # one unit per process is enough: the shard reads it round by round
-    _UNIT_CACHE[key] = (rows, counts)
-    return rows, counts
+    _UNIT_CACHE[key] = stream
+
+
+def _settings_key(spec: FeatureSpec, config: dict[str, Any]) -> str:
+    """What the prepared rows depend on besides the unit: every field of the feature spec and
+    the settings (a long-lived worker may serve runs with other settings in turn)."""
+    digest = hashlib.sha256()
+    _digest(digest, config)
+    for f in dataclasses.fields(spec):
+        _digest(digest, (f.name, getattr(spec, f.name)))
+    return digest.hexdigest()
+
+
+def _digest(digest, value: Any) -> None:
+    """Feed ``value`` (arrays, containers, scalars) into ``digest``, arrays by their bytes."""
+    if isinstance(value, np.ndarray):
+        digest.update(f"array{value.dtype.str}{value.shape}".encode())
+        digest.update(np.ascontiguousarray(value).tobytes() if value.dtype != object else b"")
+        if value.dtype == object:
+            _digest(digest, value.tolist())
+    elif isinstance(value, dict):
+        digest.update(b"dict")
+        for k in sorted(value, key=repr):
+            _digest(digest, (k, value[k]))
+    elif isinstance(value, list | tuple):
+        digest.update(f"seq{len(value)}".encode())
+        for item in value:
+            _digest(digest, item)
+    else:
+        digest.update(f"{type(value).__name__}:{value!r};".encode())
 
 
 def round_task(
@@ -180,18 +269,23 @@ def round_task(
     order = _shard_order(units, cfg, epoch, shard)
     need = cfg.sync_every * cfg.batch_size
     pieces, counts = [], count_vector(len(spec.names))
+    settings = _settings_key(spec, config)
+    select = cfg.holdout_select(keep=False)
     while need > 0 and position < len(order):
-        key = (paths, shard, epoch, position)
-        rows, unit_counts = _unit_rows(
-            dataset, order[position], spec, loss, key, cfg.holdout_select(keep=False)
-        )
-        piece = rows[offset : offset + need]
-        pieces.append(piece)
-        need -= len(piece)
-        offset += len(piece)
-        if offset >= len(rows):  # the unit is done: count it, move on
-            counts += unit_counts
+        key = (paths, order[position], settings)
+        stream = _unit_stream(dataset, order[position], offset, spec, loss, key, select)
+        while need > 0:
+            piece = stream.take(offset, need)
+            if not len(piece):
+                break
+            pieces.append(piece)
+            need -= len(piece)
+            offset += len(piece)
+        if stream.done(offset):  # the unit is done: count it, move on
+            counts += stream.counts
             position, offset = position + 1, 0
+        else:
+            _keep(key, stream)
     chunk = np.concatenate(pieces) if pieces else np.empty((0, len(spec.columns)), np.float32)
     if cfg.shuffle and len(chunk):
         rng = np.random.default_rng([cfg.seed, epoch, shard, round_index, _ROUND_STREAM])
@@ -385,8 +479,14 @@ def _check_workers_see_files(client, paths: tuple[str, ...], fmt: str) -> None:
     """Workers must see the same paths as the driver (shared storage)."""
     if any("://" in p for p in paths):
         return  # remote filesystems are checked when opened
-    answers = client.run(_probe, paths, fmt)
-    for worker, problem in sorted(answers.items()):
+    # A worker that dies while it is asked (its connection closes: an OSError) reads nothing
+    # and gets no task; the rounds go to the others, so that is no reason to stop.
+    answers = client.run(_probe, paths, fmt, on_error="return")
+    for worker, problem in sorted(answers.items(), key=lambda item: item[0]):
+        if isinstance(problem, OSError):
+            continue
+        if isinstance(problem, BaseException):
+            raise problem
         if problem:
             raise DataError(
                 f"Dask worker {worker} {problem}: workers must see the input files at the same "

@@ -5,7 +5,9 @@ the number of rows and the nulls per column, and with a target the default featu
 Parquet row counts come from the file metadata, and null counts from the row-group statistics
 when every row group of the file has them for that column (else that column is streamed, row
 group by row group). CSV files have no metadata: each is streamed block by block (which also
-checks that every value parses with the dataset's types). :func:`render_schema` prints it.
+checks that every value parses with the dataset's types). Hive partition columns come from the
+files' directories (see :mod:`streamgd.partitions`): their nulls are counted from the paths.
+:func:`render_schema` prints it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from .sources import CsvOptions, Dataset, SourceFile, _open_parquet, is_numeric,
 __all__ = ["describe_dataset", "render_schema"]
 
 # how a count was obtained; the values appear in the dict and in the text
-METADATA, STATISTICS, STREAMED = "metadata", "statistics", "streamed"
+METADATA, STATISTICS, STREAMED, PATH = "metadata", "statistics", "streamed", "path"
 _LABELS = {"parquet": "Parquet", "csv": "CSV"}
 _FILES_SHOWN = 20  # the text lists this many files, then says how many more
 
@@ -38,14 +40,17 @@ def describe_dataset(
     Keys: ``num_files``, ``num_rows`` (exact), ``formats`` (files per format), ``files``
     (``path``, ``format``, ``size``, ``rows``, ``rows_from``: ``"metadata"`` for Parquet,
     ``"streamed"`` for CSV), ``columns`` (``name``, ``type``, ``numeric``, ``nulls``,
-    ``nulls_from``: the methods used, from ``"statistics"`` and ``"streamed"``), ``csv`` (the
-    parse options, when there are CSV files), ``target`` and ``features`` (the columns that
-    would be features by default: numeric, not the target; None without a target).
+    ``nulls_from``: the methods used, from ``"statistics"``, ``"streamed"`` and ``"path"``;
+    ``partition``: whether it is a hive partition column), ``csv`` (the parse options, when
+    there are CSV files), ``target`` and ``features`` (the columns that would be features by
+    default: numeric, not the target; None without a target), ``notes`` (columns widened
+    between files).
     """
     dataset = open_dataset(paths, fmt, csv=csv)
-    names = dataset.schema.names
-    nulls = dict.fromkeys(names, 0)
-    methods: dict[str, set[str]] = {name: set() for name in names}
+    keys = dataset.partitions.names
+    names = [n for n in dataset.schema.names if n not in keys]  # the files' own columns
+    nulls = dict.fromkeys(dataset.schema.names, 0)
+    methods: dict[str, set[str]] = {name: set() for name in dataset.schema.names}
     files = []
     for index, src in enumerate(dataset.files):
         if src.format == "parquet":
@@ -57,6 +62,9 @@ def describe_dataset(
         for name in names:
             nulls[name] += counts[name]
             methods[name].add(how[name])
+        for name, value in zip(keys, dataset.partitions.of(index), strict=True):
+            nulls[name] += rows if value is None else 0
+            methods[name].add(PATH)
         files.append(
             {
                 "path": src.path,
@@ -73,6 +81,7 @@ def describe_dataset(
             "numeric": bool(is_numeric(f.type)),
             "nulls": int(nulls[f.name]),
             "nulls_from": sorted(methods[f.name]),
+            "partition": f.name in keys,
         }
         for f in dataset.schema
     ]
@@ -90,13 +99,14 @@ def describe_dataset(
         "csv": dataset.csv.to_dict() if formats["csv"] else None,
         "target": target,
         "features": features,
+        "notes": list(dataset.notes),
     }
 
 
 def _parquet_nulls(dataset: Dataset, index: int) -> tuple[dict[str, int], dict[str, str]]:
     """Null counts of every column of one Parquet file, and how each was found."""
     src = dataset.files[index]
-    names = dataset.schema.names
+    names = [n for n in dataset.schema.names if n not in dataset.partitions.names]
     flat = [n for n in names if not pa.types.is_nested(dataset.schema.field(n).type)]
     counts = _statistics_nulls(_open_parquet(src.path).metadata, src, flat)
     rest = [name for name in names if name not in counts]
@@ -162,7 +172,7 @@ def render_schema(info: dict) -> str:
     header = ("column", "type", "numeric", "nulls", "nulls from")
     table = [header] + [
         (
-            c["name"],
+            c["name"] + (" *" if c.get("partition") else ""),
             c["type"],
             "yes" if c["numeric"] else "no",
             f"{c['nulls']:,}",
@@ -177,6 +187,10 @@ def render_schema(info: dict) -> str:
             for i, (cell, w) in enumerate(zip(row, widths, strict=True))
         ]
         lines.append("  ".join(cells).rstrip())
+    if any(c.get("partition") for c in info["columns"]):
+        lines += ["", "* hive partition column: its values come from the key=value directories"]
+    if info.get("notes"):
+        lines += [""] + [f"note: {note}" for note in info["notes"]]
     if info.get("target") is not None:
         lines += [
             "",

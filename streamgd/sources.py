@@ -41,6 +41,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from .errors import DataError, UsageError
+from .partitions import NO_PARTITIONS, Partitions, discover_partitions, partition_dirs
 
 __all__ = [
     "FORMATS",
@@ -552,6 +553,9 @@ class Dataset:
     csv_schema: pa.Schema | None = None  # the types every CSV block is parsed with
     units: tuple[Unit, ...] = field(default=())
     csv: CsvOptions = _DEFAULT_CSV  # how every CSV file is parsed
+    # hive partition columns (the last of ``schema``) and each file's values of them
+    partitions: Partitions = NO_PARTITIONS
+    notes: tuple[str, ...] = ()  # what a user should know: columns widened between files
 
     @property
     def num_rows(self) -> int | None:
@@ -579,7 +583,20 @@ class Dataset:
         self, unit: Unit, columns: Sequence[str], handle: _HandleCache | None = None
     ) -> Iterator[tuple[pa.Table | pa.RecordBatch, int]]:
         """Yield ``(table, first_row)`` pieces of one unit; ``first_row`` is the piece's row
-        number within its file (0-based), for error messages."""
+        number within its file (0-based), for error messages. Partition columns among
+        ``columns`` are constant columns of every piece, like the file's own."""
+        if not self.partitions.names:
+            yield from self._iter_pieces(unit, columns, handle)
+            return
+        own = [c for c in columns if c not in self.partitions.names]
+        if not own and self.files[unit.file].format == "csv":
+            own = [self.schema.names[0]]  # a CSV reader without columns reads all: count one
+        for table, first_row in self._iter_pieces(unit, own, handle):
+            yield self.partitions.add_columns(table, unit.file, columns), first_row
+
+    def _iter_pieces(
+        self, unit: Unit, columns: Sequence[str], handle: _HandleCache | None
+    ) -> Iterator[tuple[pa.Table | pa.RecordBatch, int]]:
         src = self.files[unit.file]
         if src.format == "parquet" and self.single_piece(unit):
             pf = (handle or _HandleCache()).parquet(src.path)
@@ -950,7 +967,11 @@ def open_dataset(paths: Sequence[str], fmt: str = "auto", csv: CsvOptions | None
         own = _fixed_types(schemas[i], options)
         fixed = {**own, **{n: t for n, t in (csv_types or {}).items() if n in own}}
         schemas[i] = pa.schema(list(fixed.items()))
-    schema = _unify(schemas, [f.path for f in files])
+    schema, notes = _unify(schemas, [f.path for f in files])
+    partitions = discover_partitions(
+        [f.path for f in files], [partition_dirs(_path_parts(f.path)) for f in files]
+    )
+    _check_partitions(partitions, schema, files)
     units = []
     for i, f in enumerate(files):
         if f.format == "parquet":
@@ -958,14 +979,53 @@ def open_dataset(paths: Sequence[str], fmt: str = "auto", csv: CsvOptions | None
         else:
             units.append(Unit(i, -1, None))
     csv_schema = None if csv_types is None else pa.schema(list(csv_types.items()))
-    return Dataset(tuple(files), schema, csv_schema, tuple(units), options)
+    return Dataset(
+        tuple(files),
+        pa.schema([*schema, *partitions.schema]),
+        csv_schema,
+        tuple(units),
+        options,
+        partitions=partitions,
+        notes=notes,
+    )
 
 
-def _unify(schemas: list[pa.Schema], paths: list[str]) -> pa.Schema:
-    """One schema for all files: the same column names, and for each column either the same
-    type or numeric types in every file (all numbers are decoded to float64 anyway)."""
+def _path_parts(path: str) -> list[str]:
+    """A path's components (a URI's, decoded), the file name last."""
+    if is_uri(path):
+        return unquote(_split_uri(path)[1]).split("/")
+    return os.path.normpath(path).replace(os.sep, "/").split("/")
+
+
+def _check_partitions(partitions: Partitions, schema: pa.Schema, files: list[SourceFile]) -> None:
+    """A partition key must not also be a column inside the files: which would it be?"""
+    for name in partitions.names:
+        if name not in schema.names:
+            continue
+        for f in files:
+            hit = [d for d in partition_dirs(_path_parts(f.path)) if d.partition("=")[0] == name]
+            if hit:
+                raise DataError(
+                    f"a hive partition key of the file's directories ({hit[0]}) is also a "
+                    "column inside the file; rename one of them",
+                    path=f.path,
+                    column=name,
+                )
+
+
+def _unify(schemas: list[pa.Schema], paths: list[str]) -> tuple[pa.Schema, tuple[str, ...]]:
+    """One schema for all files, and a note for every column whose type differs between them.
+
+    Every file must have the same column names. A column's types must be equal, or widen to
+    one type without loss (:func:`_widen`: int32 to int64, float32 to float64, ...), or be
+    numbers of other kinds (read as float64, since every number is decoded to float64 anyway);
+    anything else (a string here, a number there) is an error naming both files.
+    """
     first = schemas[0]
     fields = {f.name: f for f in first}
+    seen: dict[str, dict[pa.DataType, list[str]]] = {  # column -> type -> files with it
+        f.name: {f.type: [paths[0]]} for f in first
+    }
     for schema, path in zip(schemas[1:], paths[1:], strict=True):
         names = set(schema.names)
         missing = [n for n in first.names if n not in names]
@@ -982,15 +1042,74 @@ def _unify(schemas: list[pa.Schema], paths: list[str]) -> pa.Schema:
             )
         for f in schema:
             ref = fields[f.name]
+            seen[f.name].setdefault(f.type, []).append(path)
             if f.type == ref.type:
                 continue
-            if is_numeric(f.type) and is_numeric(ref.type):
-                if not pa.types.is_floating(ref.type):
-                    fields[f.name] = ref.with_type(pa.float64())
-                continue
-            raise DataError(
-                f"schemas disagree: type {f.type} here but {ref.type} in {paths[0]}",
-                path=path,
-                column=f.name,
-            )
-    return pa.schema([fields[n] for n in first.names])
+            common = _widen(ref.type, f.type)
+            if common is None:
+                kind, files = next(  # the first file whose type cannot meet this one
+                    (t, files) for t, files in seen[f.name].items() if _widen(t, f.type) is None
+                )
+                raise DataError(
+                    f"schemas disagree: type {f.type} here but {kind} in {files[0]}",
+                    path=path,
+                    column=f.name,
+                )
+            fields[f.name] = ref.with_type(common)
+    notes = tuple(
+        _widening_note(name, fields[name].type, seen[name])
+        for name in first.names
+        if len([t for t in seen[name] if not pa.types.is_null(t)]) > 1
+    )
+    return pa.schema([fields[n] for n in first.names]), notes
+
+
+def _widen(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
+    """The type that holds every value of ``a`` and of ``b``: the wider of two integers of the
+    same signedness or two floats, a signed integer wide enough for an unsigned one, the other
+    type for an all-null column; float64 for other numbers (int64 and float32, int64 and
+    uint64, decimals); None when they are not both numbers.
+
+    >>> _widen(pa.int32(), pa.int64()), _widen(pa.uint8(), pa.int8())
+    (DataType(int64), DataType(int16))
+    >>> _widen(pa.int64(), pa.float32()), _widen(pa.string(), pa.float64())
+    (DataType(double), None)
+    """
+    if a.equals(b) or pa.types.is_null(b):
+        return a
+    if pa.types.is_null(a):
+        return b
+    ints = pa.types.is_integer(a) and pa.types.is_integer(b)
+    if ints and pa.types.is_signed_integer(a) == pa.types.is_signed_integer(b):
+        return a if a.bit_width >= b.bit_width else b
+    if ints:
+        signed, unsigned = (a, b) if pa.types.is_signed_integer(a) else (b, a)
+        if signed.bit_width > unsigned.bit_width:
+            return signed
+        if unsigned.bit_width < 64:
+            return pa.from_numpy_dtype(np.dtype(f"int{2 * unsigned.bit_width}"))
+    if pa.types.is_floating(a) and pa.types.is_floating(b):
+        return a if a.bit_width >= b.bit_width else b
+    if is_numeric(a) and is_numeric(b):
+        return pa.float64()
+    return None
+
+
+_FILES_NAMED = 3  # a note names this many files of each type, then counts the rest
+
+
+def _widening_note(name: str, to: pa.DataType, types: dict[pa.DataType, list[str]]) -> str:
+    """``column 'x' is read as int64: widened from int32 in a.parquet, b.parquet``."""
+    parts = []
+    for kind, files in types.items():
+        if kind.equals(to) or pa.types.is_null(kind):
+            continue
+        shown = ", ".join(files[:_FILES_NAMED])
+        more = f" and {len(files) - _FILES_NAMED} more file(s)" if len(files) > _FILES_NAMED else ""
+        parts.append(f"from {_arrow_name(kind)} in {shown}{more}")
+    return f"column {name!r} is read as {_arrow_name(to)}: widened " + "; ".join(parts)
+
+
+def _arrow_name(kind: pa.DataType) -> str:
+    """A type's name as numpy says it (float32, not Arrow's "float")."""
+    return f"float{kind.bit_width}" if pa.types.is_floating(kind) else str(kind)

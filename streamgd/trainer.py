@@ -538,6 +538,8 @@ def _train(
     paths: Sequence[str], config: FitConfig, options: RunOptions, hooks: CallbackList
 ) -> TrainResult:
     dataset = open_dataset(paths, config.format, csv=config.csv_options())
+    for note in dataset.notes:  # columns widened between files
+        hooks.on_warning(note)
     manager = None
     if options.checkpoint_dir:
         manager = CheckpointManager(

@@ -213,9 +213,31 @@ def test_bad_cluster_specs_are_usage_errors():
             sd.parse_cluster(spec)
 
 
+def test_a_worker_that_leaves_while_asked_about_the_files_is_skipped():
+    """Seen under load: a worker killed at start-up closed the connection of the files check,
+    and the run ended with an internal error although the other workers could train."""
+    from distributed.comm.core import CommClosedError
+
+    class FakeClient:
+        def __init__(self, answer):
+            self.answer = answer
+
+        def run(self, fn, *args, on_error="raise"):
+            gone = CommClosedError("in <TCP (closed) Scheduler Broadcast>: Stream is closed")
+            if on_error == "raise":
+                raise gone
+            return {"tcp://127.0.0.1:4000": gone, "tcp://127.0.0.1:4001": self.answer}
+
+    sd._check_workers_see_files(FakeClient(None), ("/x.pq",), "auto")
+    with pytest.raises(DataError, match="worker tcp://127.0.0.1:4001 cannot see /x.pq"):
+        sd._check_workers_see_files(FakeClient("cannot see /x.pq"), ("/x.pq",), "auto")
+    with pytest.raises(ZeroDivisionError):  # an error of the check itself is still raised
+        sd._check_workers_see_files(FakeClient(ZeroDivisionError()), ("/x.pq",), "auto")
+
+
 def test_workers_that_cannot_see_the_files_are_named():
     class FakeClient:
-        def run(self, fn, *args):
+        def run(self, fn, *args, on_error="raise"):
             return {"tcp://127.0.0.1:4000": None, "tcp://127.0.0.1:4001": "cannot see /x.pq"}
 
     with pytest.raises(DataError, match="worker tcp://127.0.0.1:4001 cannot see /x.pq"):
@@ -334,3 +356,93 @@ def test_a_worker_lost_for_good_training_finishes_on_the_rest(cluster, data, tmp
         assert len(client.scheduler_info()["workers"]) == 1
         client.close()
     assert np.array_equal(_params(survived), _params(reference))  # rounds are pure
+
+
+# -- row groups bigger than a slice: the worker streams them ------------------------------------
+@pytest.fixture(scope="module")
+def thread_cluster():
+    """Workers as threads of this process, so that a monkeypatched SLICE_ROWS reaches them."""
+    local = distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=False,
+        protocol="tcp://",
+        host="127.0.0.1",
+        dashboard_address=None,
+    )
+    yield local
+    local.close()
+
+
+@pytest.fixture(scope="module")
+def big_groups(tmp_path_factory):
+    """Hive-partitioned files of one 3000-row row group each (year=2023, year=2024)."""
+    root = tmp_path_factory.mktemp("big")
+    made = write_synthetic(str(root / "tmp"), rows=6000, features=2, files=2, row_group_size=3000)
+    for year, path in zip((2023, 2024), made.paths, strict=True):
+        (root / f"year={year}").mkdir()
+        os.replace(path, root / f"year={year}" / "part-0.parquet")
+    return str(root)
+
+
+def test_row_groups_bigger_than_a_slice_stream_through_workers(
+    thread_cluster, big_groups, monkeypatch
+):
+    config = FitConfig(
+        target="y", features=("x0", "x1", "year"), epochs=2, batch_size=64, sync_every=5
+    )
+    options = RunOptions(cluster=thread_cluster.scheduler_address)
+    whole = train([big_groups], config, options)  # 3000 rows <= SLICE_ROWS: one piece
+    kept = []
+    keep = sd._keep
+
+    def spy(key, stream):
+        kept.append(len(stream.rows))
+        keep(key, stream)
+
+    monkeypatch.setattr(sd, "_keep", spy)
+    monkeypatch.setattr(streamgd.sources, "SLICE_ROWS", 256)
+    sliced = train([big_groups], config, options)
+    assert kept and max(kept) <= 256  # a worker holds one slice, not the 3000-row group
+    # the statistics pass sums its slices in another order, so equal to float64 rounding only
+    assert np.allclose(_params(sliced), _params(whole), rtol=1e-9, atol=1e-12)
+    assert [h["rows"] for h in sliced.model.history] == [6000, 6000]
+
+    monkeypatch.setattr(sd, "_keep", lambda key, stream: None)  # every round on a fresh worker
+    retried = train([big_groups], config, options)
+    assert np.array_equal(_params(retried), _params(sliced))
+    assert retried.model.history == sliced.model.history
+    assert list(whole.model.features) == ["x0", "x1", "year"]  # workers see partitions too
+
+
+def test_a_unit_stream_reads_forward_through_pieces_of_any_size():
+    def piece(values, count):
+        return np.asarray(values, dtype=np.float32)[:, None], np.full_like(
+            sd.count_vector(1), count
+        )
+
+    pieces = [piece([0, 1, 2], 1), piece([], 2), piece([3, 4, 5, 6], 4)]
+    stream = sd._UnitStream(iter(pieces), 1)
+    assert stream.take(0, 5).ravel().tolist() == [0, 1, 2]  # up to the end of a piece
+    assert stream.take(3, 2).ravel().tolist() == [3, 4]  # past the empty piece
+    assert not stream.done(5) and stream.start == 3
+    assert stream.take(5, 9).ravel().tolist() == [5, 6]
+    assert stream.done(7) and set(stream.counts.tolist()) == {7}  # every piece counted once
+    assert len(stream.take(7, 1)) == 0
+
+
+def test_the_cache_key_holds_every_setting_rows_depend_on():
+    """A long-lived worker that served one run must not hand its rows to a run with other
+    features, statistics or settings."""
+    from streamgd.features import FeatureSpec
+
+    def spec(names=("x0", "x1"), center=0.0):
+        n = len(names)
+        return FeatureSpec(names, "y", np.full(n, center), np.ones(n), np.zeros(n))
+
+    config = FitConfig(target="y").to_dict()
+    key = sd._settings_key(spec(), config)
+    assert key == sd._settings_key(spec(), dict(config))
+    assert key != sd._settings_key(spec(names=("x0", "x2")), config)
+    assert key != sd._settings_key(spec(center=1e-9), config)
+    assert key != sd._settings_key(spec(), {**config, "holdout": 0.1})

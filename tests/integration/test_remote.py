@@ -179,6 +179,9 @@ def data(server, tmp_path_factory):
     shutil.copy(reg.paths[1], root / "odd" / "a1x.parquet")
     (root / "empty").mkdir()
     (root / "empty" / "_SUCCESS").write_bytes(b"")
+    for i, key in enumerate(["region=eu/year=2023", "region=us%20east/year=2024"]):  # hive
+        (root / "hive" / key).mkdir(parents=True)
+        shutil.copy(reg.paths[i], root / "hive" / key / "part-0.parquet")
     lines = ["x0,x1,y"] + [f"{i},{2 * i},{i % 3}" for i in range(1, BAD_LINE - 1)]
     lines += ["7,abc,1"] + [f"{i},{i},{i}" for i in range(20)]
     (root / "bad").mkdir()
@@ -276,9 +279,34 @@ def test_schema_of_an_s3_dataset(data):
     remote = describe_dataset([f"{S3}/data/*.parquet", f"{S3}/csv/"], target="y")
     local = describe_dataset([data.local("data/*.parquet"), data.local("csv")], target="y")
     for file in local["files"]:
-        file["path"] = data.uri(file["path"])
+        uri = data.uri(file["path"])
+        local["notes"] = [note.replace(file["path"], uri) for note in local["notes"]]
+        file["path"] = uri
     assert remote == local
     assert remote["num_rows"] == 4000 + 3000
+    # the Parquet files' int64 row_id meets the CSV files' float64 (CSV integers are read so)
+    assert remote["notes"] == [
+        f"column 'row_id' is read as float64: widened from int64 in {S3}/data/part-0.parquet, "
+        f"{S3}/data/part-1.parquet"
+    ]
+
+
+def test_hive_partitions_of_an_s3_directory(data):
+    remote = open_dataset([f"{S3}/hive/"])
+    local = open_dataset([data.local("hive")])
+    assert remote.partitions == local.partitions
+    assert remote.partitions.values == (("eu", 2023), ("us east", 2024))
+    region = [
+        t.column("region")[0].as_py()
+        for u in remote.units
+        for t, _ in remote.iter_unit(u, ["region"])
+    ]
+    assert sorted(set(region)) == ["eu", "us east"]
+    features = [*data.features, "year"]
+    _same_model(
+        _fit(f"{S3}/hive/", data, features=features),
+        _fit(data.local("hive"), data, features=features),
+    )
 
 
 def test_resume_from_a_checkpoint_of_an_s3_run(data, tmp_path):

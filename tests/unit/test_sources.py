@@ -269,6 +269,68 @@ def test_int_and_float_columns_unify_to_float(tmp_path):
     assert np.array_equal(_decode_all(ds)[:, 1], [1, 2, 3, 0.5, 1.5, 7])
 
 
+def test_safe_widening_keeps_the_wider_type_and_notes_column_types_and_files(tmp_path):
+    paths = [str(tmp_path / f"{name}.parquet") for name in "abcd"]
+    kinds = [(np.int32, np.float32), (np.int64, np.float64)] + [(np.int32, np.float64)] * 2
+    for i, (path, (ints, floats)) in enumerate(zip(paths, kinds, strict=True)):
+        ids = np.arange(2 * i, 2 * i + 2)
+        pq.write_table(pa.table({"row_id": ids.astype(ints), "y": ids.astype(floats)}), path)
+    ds = open_dataset(paths)
+    assert ds.schema.field("row_id").type == pa.int64()  # not float64: nothing is lost
+    assert ds.schema.field("y").type == pa.float64()
+    a, b, c, d = paths
+    assert ds.notes == (
+        f"column 'row_id' is read as int64: widened from int32 in {a}, {c}, {d}",
+        f"column 'y' is read as float64: widened from float32 in {a}",
+    )
+    assert np.array_equal(_decode_all(ds)[:, 0], np.arange(8))
+    assert open_dataset([c, d]).notes == ()  # the same types: no note
+
+
+def test_a_note_names_a_few_files_and_counts_the_rest(tmp_path):
+    paths = []
+    for i in range(6):
+        paths.append(str(tmp_path / f"p{i}.parquet"))
+        kind = np.int64 if i == 0 else np.int16
+        pq.write_table(pa.table({"row_id": np.arange(1, dtype=kind), "y": [1.0]}), paths[-1])
+    (note,) = open_dataset(paths).notes
+    assert note == (
+        f"column 'row_id' is read as int64: widened from int16 in {paths[1]}, {paths[2]}, "
+        f"{paths[3]} and 2 more file(s)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "common"),
+    [
+        (pa.int8(), pa.int64(), pa.int64()),
+        (pa.uint32(), pa.int32(), pa.int64()),
+        (pa.uint16(), pa.int32(), pa.int32()),
+        (pa.float16(), pa.float32(), pa.float32()),
+        (pa.int64(), pa.float32(), pa.float64()),
+        (pa.uint64(), pa.int64(), pa.float64()),
+        (pa.bool_(), pa.int8(), pa.float64()),
+        (pa.null(), pa.string(), pa.string()),
+        (pa.string(), pa.int64(), None),
+        (pa.string(), pa.large_string(), None),
+    ],
+)
+def test_widening_is_symmetric_and_lossless_where_it_can_be(a, b, common):
+    assert sources._widen(a, b) == common
+    assert sources._widen(b, a) == common
+
+
+def test_incompatible_types_after_a_widening_name_a_file_with_the_other_type(tmp_path):
+    paths = [str(tmp_path / f"{name}.parquet") for name in "abc"]
+    pq.write_table(pa.table({"row_id": np.arange(2, dtype=np.int32), "y": [1.0, 2]}), paths[0])
+    pq.write_table(pa.table({"row_id": np.arange(2, dtype=np.int64), "y": [1.0, 2]}), paths[1])
+    pq.write_table(pa.table({"row_id": ["a", "b"], "y": [1.0, 2]}), paths[2])
+    with pytest.raises(DataError) as info:
+        open_dataset(paths)
+    assert info.value.path == paths[2] and info.value.column == "row_id"
+    assert f"type string here but int32 in {paths[0]}" in str(info.value)
+
+
 def test_parquet_and_csv_mix(tmp_path):
     a = write_parquet(str(tmp_path / "a.parquet"), 0, 4, 2)
     b = write_csv(str(tmp_path / "b.csv"), 4, 9)
