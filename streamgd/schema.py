@@ -85,10 +85,16 @@ def describe_dataset(
         }
         for f in dataset.schema
     ]
-    features = None
+    features = categorical = None
     if target is not None:
         chosen = select_features(dataset.schema, target, None, path=dataset.files[0].path)
         features = list(chosen)
+        # the columns left out for not being numeric: what --categorical could use
+        categorical = [
+            f.name
+            for f in dataset.schema
+            if f.name != target and f.name not in chosen and _categorical_type(f.type)
+        ]
     formats = {kind: sum(f.format == kind for f in dataset.files) for kind in ("parquet", "csv")}
     return {
         "num_files": len(dataset.files),
@@ -99,6 +105,7 @@ def describe_dataset(
         "csv": dataset.csv.to_dict() if formats["csv"] else None,
         "target": target,
         "features": features,
+        "categorical_candidates": categorical,
         "notes": list(dataset.notes),
     }
 
@@ -198,6 +205,11 @@ def render_schema(info: dict) -> str:
             f"default features ({len(info['features'])}, numeric columns but the target): "
             + ", ".join(info["features"]),
         ]
+        if info.get("categorical_candidates"):
+            lines.append(
+                "not numeric, usable with --categorical: "
+                + ", ".join(info["categorical_candidates"])
+            )
     parse = {k: v for k, v in (info.get("csv") or {}).items() if v is not None}
     if parse and parse != {"header": True}:
         lines += ["", "CSV options: " + ", ".join(f"{k}={v!r}" for k, v in parse.items())]
@@ -209,3 +221,13 @@ def render_schema(info: dict) -> str:
     if len(info["files"]) > len(shown):
         lines.append(f"  ... and {len(info['files']) - len(shown)} more")
     return "\n".join(lines)
+
+
+def _categorical_type(typ: pa.DataType) -> bool:
+    """Strings, dictionaries and booleans: values that can be categories but not numbers."""
+    return (
+        pa.types.is_string(typ)
+        or pa.types.is_large_string(typ)
+        or pa.types.is_dictionary(typ)
+        or pa.types.is_boolean(typ)
+    )

@@ -304,3 +304,19 @@ def test_warm_start_keeps_the_encoding_and_checks_the_columns(data, tmp_path):
     with pytest.raises(UsageError, match=r"categorical features are \[color, city\]"):
         streamgd.fit(paths[1:], target="y", features=("a", "b"), categorical=("color",),
                      init=model_path)  # fmt: skip
+
+
+def test_a_hive_partition_key_is_a_categorical_feature(tmp_path):
+    """region=... directories: the key is a string column that --categorical encodes."""
+    rng = np.random.default_rng(6)
+    effect = {"eu": 1.0, "us": -2.0, "asia": 0.5}
+    for region, shift in effect.items():
+        os.makedirs(tmp_path / f"region={region}")
+        x = rng.normal(size=3000)
+        y = 2 * x + shift + rng.normal(size=3000) * 0.1
+        pq.write_table(pa.table({"x": x, "y": y}), tmp_path / f"region={region}" / "p.parquet")
+    model = streamgd.fit(str(tmp_path), target="y", categorical=["region"], epochs=3)
+    coef, _ = model.coefficients()
+    assert model.features == ("x",) and coef["x"] == pytest.approx(2.0, abs=0.01)
+    assert coef["region=us"] - coef["region=eu"] == pytest.approx(-3.0, abs=0.02)
+    assert coef["region=asia"] - coef["region=eu"] == pytest.approx(-0.5, abs=0.02)

@@ -158,6 +158,8 @@ def test_a_mixed_dataset_adds_up(tmp_path):
         assert columns[name]["nulls_from"] == ["statistics", "streamed"]
     assert columns["id"]["type"] == "double"  # int64 in Parquet, float64 in CSV
     assert info["target"] == "y" and info["features"] == ["id", "x", "k"]
+    assert info["categorical_candidates"] == ["s"]  # the string column, for --categorical
+    assert "usable with --categorical: s" in render_schema(info)
     json.dumps(info)  # plain JSON values throughout
 
 
