@@ -20,7 +20,10 @@ from .features import FeatureSpec
 
 __all__ = ["Model", "load"]
 
-MODEL_VERSION = 1
+# 2: categorical code weights and the infinite policy. A model without either is still written
+# as version 1, so that older streamgd versions keep reading it; they refuse a version 2 file
+# rather than predict without its categorical weights.
+MODEL_VERSION = 2
 
 
 @dataclass
@@ -52,6 +55,10 @@ class Model:
     @property
     def classes(self) -> tuple | None:
         return self.spec.classes
+
+    @property
+    def needs_version_2(self) -> bool:
+        return bool(self.spec.categoricals) or self.spec.infinite != "error"
 
     def params(self) -> np.ndarray:
         """The weights as the trainer holds them: numeric features, intercept, codes."""
@@ -211,7 +218,7 @@ class Model:
         write_archive(
             path,
             kind="model",
-            version=MODEL_VERSION,
+            version=MODEL_VERSION if self.needs_version_2 else 1,
             meta={
                 "loss": self.loss,
                 **spec_meta(self.spec),

@@ -320,3 +320,18 @@ def test_a_hive_partition_key_is_a_categorical_feature(tmp_path):
     assert model.features == ("x",) and coef["x"] == pytest.approx(2.0, abs=0.01)
     assert coef["region=us"] - coef["region=eu"] == pytest.approx(-3.0, abs=0.02)
     assert coef["region=asia"] - coef["region=eu"] == pytest.approx(-0.5, abs=0.02)
+
+
+def test_model_file_version(data, tmp_path):
+    """A categorical model is written as version 2 (older readers refuse it instead of
+    predicting without its code weights); a model without categoricals stays version 1."""
+    from streamgd.archive import read_archive
+
+    _, paths = data
+    with_codes, plain = str(tmp_path / "c.npz"), str(tmp_path / "p.npz")
+    fit(paths[:1], epochs=1).save(with_codes)
+    fit(paths[:1], epochs=1, categorical=None).save(plain)
+    assert read_archive(with_codes, kind="model", max_version=2)[0]["version"] == 2
+    assert read_archive(plain, kind="model", max_version=2)[0]["version"] == 1
+    with pytest.raises(streamgd.errors.CheckpointError):
+        read_archive(with_codes, kind="model", max_version=1)
