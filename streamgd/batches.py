@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from .errors import CheckpointError
 from .shuffle import _BUFFER_STREAM, ShuffleBuffer, epoch_order, epoch_rng
 from .sources import Dataset, _HandleCache, to_matrix
 
@@ -172,6 +173,24 @@ class Prefetcher:
         self._thread.join(timeout=5)
 
 
+# The shuffle buffer exchanges rows in rounds of about this many (whole batches), at most an
+# eighth of the buffer: see ShuffleBuffer. Batches of 8192 rows or more are rounds of one.
+ROUND_ROWS = 8192
+
+
+def round_rows(batch_size: int, capacity: int) -> int:
+    """The shuffle buffer's round: the smallest multiple of the batch size >= ROUND_ROWS, but
+    no more batches than fit eight times in ``capacity`` (and at least one batch).
+
+    >>> round_rows(1024, 65536), round_rows(1000, 65536), round_rows(8192, 65536)
+    (8192, 8000, 8192)
+    >>> round_rows(32, 200), round_rows(1024, 16384)
+    (32, 2048)
+    """
+    batches = min(-(-ROUND_ROWS // batch_size), capacity // (8 * batch_size))
+    return max(1, batches) * batch_size
+
+
 class BatchStream:
     """One epoch of exact-size batches (only the last may be shorter), resumable from a cursor.
 
@@ -216,12 +235,19 @@ class BatchStream:
                 buffer_size,
                 len(self.columns),
                 rng,
-                block=batch_size,
+                block=round_rows(batch_size, buffer_size),
                 dtype=dtype,
                 run=math.gcd(batch_size, run),
             )
             if shuffle_state is not None:
-                self.buffer.restore(*shuffle_state)
+                try:
+                    self.buffer.restore(*shuffle_state)
+                except ValueError as exc:  # a checkpoint of a version with other rounds
+                    raise CheckpointError(
+                        f"cannot restore the checkpoint's shuffle buffer ({exc}): it was "
+                        "written by a streamgd with another buffer layout; finish the epoch "
+                        "with that version, or start afresh"
+                    ) from None
         self._unit_counts: np.ndarray | None = None
         self._chunks: Iterator[Chunk] | None = None
         self._prefetcher: Prefetcher | None = None

@@ -59,6 +59,15 @@ class ShuffleBuffer:
     is the slots, the free list, the tail and the generator: nothing else decides what comes
     out.
 
+    Rounds: the exchange happens ``block`` rows at a time, which may be several batches
+    (``draw(k)`` with ``k`` dividing ``block``): a round draws ``block`` rows at once and
+    emits them ``k`` at a time, each batch freeing its slots, and the pool takes new rows
+    only between rounds. Each batch is still a uniform sample of a pool of ``capacity +
+    block`` rows; per 8192-row round instead of per 1024-row batch, the fixed costs of a
+    fill and a draw (Python calls, small copies) are paid an eighth as often. A round in
+    progress is part of the state (its slots, in order, and how many rows are out), kept
+    under the key ``"round"`` of the generator's state dict.
+
     Why runs: every row is copied twice (in and out); moving ``run`` rows at a time as
     contiguous blocks makes both copies cache-friendly (measured: 2.7x less time than single
     rows at run 16, 8192-row batches). ``run=1`` is a row-level buffer.
@@ -88,7 +97,8 @@ class ShuffleBuffer:
         if block % run:
             raise ValueError("the block (batch size) must be a multiple of the run")
         self.capacity, self.run, self.width = int(capacity), int(run), int(width)
-        self.n_slots = n_slots = -(-self.capacity // self.run) + block // self.run
+        self.block = int(block)
+        self.n_slots = n_slots = -(-self.capacity // self.run) + self.block // self.run
         self.store = _aligned_empty((width, STORE_FACTOR * n_slots, self.run), dtype)
         self.where = np.arange(n_slots)  # store position of each slot's rows (if filled)
         self.owner = np.full(self.store.shape[1], -1)  # slot held at each position, or -1
@@ -97,6 +107,10 @@ class ShuffleBuffer:
         self.free = np.arange(n_slots)  # empty slots, filled in this order
         self.tail = np.empty((0, width), dtype=dtype)  # rows short of a whole run
         self.rng = rng
+        # the round in progress: its slots in draw order, its rows, whether the tail is in
+        # it, and how many of its rows are out (see draw)
+        self._round: tuple[np.ndarray, np.ndarray, bool] | None = None
+        self._out = 0
 
     @property
     def slots(self) -> np.ndarray:
@@ -110,11 +124,15 @@ class ShuffleBuffer:
         return (self.n_slots - len(self.free)) * self.run + len(self.tail)
 
     def space(self) -> int:
-        """Rows :meth:`fill` can take now."""
+        """Rows :meth:`fill` can take now (none while a round is being emitted)."""
+        if self._round is not None:
+            return 0
         return len(self.free) * self.run - len(self.tail)
 
     def fill(self, incoming: np.ndarray) -> None:
         """Write rows into the first free slots, whole runs at a time."""
+        if self._round is not None:
+            raise ValueError("a round is being emitted: draw it out before filling")
         rows = np.concatenate([self.tail, incoming]) if len(self.tail) else incoming
         q = len(rows) // self.run
         if q > len(self.free) or (q == len(self.free) and len(rows) > q * self.run):
@@ -152,30 +170,51 @@ class ShuffleBuffer:
         return at
 
     def draw(self, k: int) -> np.ndarray:
-        """Emit ``k`` rows (a multiple of the run) drawn uniformly by runs without replacement,
-        in random order; at the end of the drain, everything left (fewer rows)."""
+        """Emit the next ``k`` rows (a multiple of the run dividing ``block``) of the round,
+        drawing a new round first if none is in progress; at the end of the drain, everything
+        left (fewer rows). The batch is a view, valid until the next draw."""
+        if self._round is None:
+            self._start_round()
+        sel, rows, with_tail = self._round  # type: ignore[misc]
+        lo = self._out
+        hi = self._out = min(lo + k, len(rows))
+        self.free = np.concatenate([self.free, sel[lo // self.run : -(-hi // self.run)]])
+        if hi == len(rows):  # the round is out
+            self._round = None
+            if with_tail:
+                self.tail = self.tail[:0]
+        return rows[lo:hi]
+
+    def _start_round(self) -> None:
+        """Draw ``block`` rows' runs uniformly without replacement (all that is left, and the
+        tail, when that is not more), in random order, as one column-major matrix."""
         filled = self.n_slots - len(self.free)
-        last = filled * self.run + len(self.tail) <= k
-        count = filled if last else k // self.run
+        last = filled * self.run + len(self.tail) <= self.block
+        count = filled if last else self.block // self.run
         if len(self.free) == 0:
             sel = self.rng.choice(filled, count, replace=False)
         else:  # the ragged end and the drain of an epoch
             mask = np.ones(self.n_slots, dtype=bool)
             mask[self.free] = False
             sel = np.flatnonzero(mask)[self.rng.choice(filled, count, replace=False)]
+        self._gather(sel, with_tail=bool(last and len(self.tail)))
+
+    def _gather(self, sel: np.ndarray, *, with_tail: bool) -> None:
         at = self.where[sel]
-        # [column, run, row of the run] -> a column-major (rows, columns) batch, one copy
-        out = self.store.take(at, axis=1).reshape(self.width, -1).T
-        self.owner[at] = -1
+        # [column, run, row of the run] -> a column-major (rows, columns) matrix, one copy
+        rows = self.store.take(at, axis=1).reshape(self.width, -1).T
+        self.owner[at] = -1  # no fill comes before the round is out
         self._freed = at
-        self.free = np.concatenate([self.free, sel])
-        if last and len(self.tail):
-            out = np.asfortranarray(np.concatenate([out, self.tail]))
-            self.tail = self.tail[:0]
-        return out
+        if with_tail:
+            rows = np.asfortranarray(np.concatenate([rows, self.tail]))
+        self._round, self._out = (sel, rows, with_tail), 0
 
     def state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-        return self.slots, self.free.copy(), self.tail.copy(), self.rng.bit_generator.state
+        rng_state = self.rng.bit_generator.state
+        if self._round is not None:
+            sel, _, with_tail = self._round
+            rng_state["round"] = {"slots": sel.tolist(), "out": self._out, "tail": with_tail}
+        return self.slots, self.free.copy(), self.tail.copy(), rng_state
 
     def restore(
         self, slots: np.ndarray, free: np.ndarray, tail: np.ndarray, rng_state: dict
@@ -195,7 +234,14 @@ class ShuffleBuffer:
         self.owner[self.free] = -1
         self.head, self._freed = n, self._freed[:0]
         self.tail = np.ascontiguousarray(tail, dtype=self.store.dtype).reshape(-1, self.width)
+        rng_state = dict(rng_state)
+        in_progress = rng_state.pop("round", None)
         self.rng.bit_generator.state = rng_state
+        self._round = None
+        if in_progress is not None:  # the same matrix again, so batches keep their layout
+            sel = np.asarray(in_progress["slots"], dtype=np.int64)
+            self._gather(sel, with_tail=bool(in_progress["tail"]))
+            self._out = int(in_progress["out"])
 
 
 # Store positions per slot (see ShuffleBuffer): memory against moves. A run is still held
