@@ -581,19 +581,25 @@ class Dataset:
         number within its file (0-based), for error messages."""
         src = self.files[unit.file]
         if src.format == "parquet" and self.single_piece(unit):
-            pf = (handle or _HandleCache()).parquet(src.path)
             first = sum(src.row_groups[: unit.row_group])
-            try:
-                table = pf.read_row_group(unit.row_group, columns=list(columns))
-            except (OSError, pa.ArrowException) as exc:
-                raise DataError(
-                    f"cannot read row group {unit.row_group} ({_short(exc)})", path=src.path
-                ) from None
-            yield table, first
+            # no reference kept here while suspended: the consumer may drop the table (and
+            # the memory map behind it) as soon as it has converted it
+            yield self._read_row_group(src, unit, columns, handle or _HandleCache()), first
         elif src.format == "parquet":
             yield from self._iter_slices(src, unit, columns)
         else:
             yield from self._iter_csv(src, columns)
+
+    def _read_row_group(
+        self, src: SourceFile, unit: Unit, columns: Sequence[str], handle: _HandleCache
+    ) -> pa.Table:
+        pf = handle.parquet(src.path)
+        try:
+            return pf.read_row_group(unit.row_group, columns=list(columns))
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(
+                f"cannot read row group {unit.row_group} ({_short(exc)})", path=src.path
+            ) from None
 
     def single_piece(self, unit: Unit) -> bool:
         """Whether the unit is read in one piece: a row group of at most ``SLICE_ROWS`` rows."""
