@@ -215,7 +215,7 @@ class BatchStream:
         batch_size: int,
         shuffle: bool,
         buffer_size: int,
-        prefetch: int = 2,
+        prefetch: int = 1,
         cursor: Cursor | None = None,
         shuffle_state: ShuffleState | None = None,
         center: np.ndarray | None = None,
