@@ -678,9 +678,7 @@ def _open_parquet(
     try:
         if source is None:
             source = pa.memory_map(path)
-        return pq.ParquetFile(
-            source, pre_buffer=False, buffer_size=buffer_size, metadata=metadata
-        )
+        return pq.ParquetFile(source, pre_buffer=False, buffer_size=buffer_size, metadata=metadata)
     except (OSError, pa.ArrowException) as exc:
         raise DataError(f"not a readable Parquet file ({_short(exc)})", path=path) from None
 

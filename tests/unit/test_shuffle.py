@@ -195,7 +195,9 @@ def test_rounds_of_several_batches_keep_rows_once_and_restore_at_any_batch(run):
     for k in range(1, len(whole)):
         again = _stream(make(), rows, 8, restore_after=k)
         assert len(again) == len(whole)
-        assert all(np.array_equal(a, b) for a, b in zip(again, whole)), f"restored after {k}"
+        assert all(np.array_equal(a, b) for a, b in zip(again, whole, strict=True)), (
+            f"restored after {k}"
+        )
 
 
 def test_no_fill_while_a_round_is_out():
