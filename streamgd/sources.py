@@ -63,7 +63,7 @@ CSV_EXTENSIONS = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", *TSV_EXTENSIONS)
 FORMATS = ("auto", "parquet", "csv")
 # Row groups with more rows than this are read in slices of this many rows (memory bound).
 SLICE_ROWS = 262_144
-CSV_BLOCK_SIZE = 4 << 20  # bytes of text per decoded CSV block
+CSV_BLOCK_SIZE = 1 << 20  # bytes of text per CSV block (4 MB blocks parsed 1.2-1.3x slower)
 _GLOB_CHARS = set("*?[")
 
 
