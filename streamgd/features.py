@@ -407,9 +407,10 @@ def compute_stats(
 ) -> Stats:
     """The statistics pass: NaN-aware mean and std of every feature and of the target.
 
-    Reads whole units (row groups, CSV files) until ``max_rows`` rows were seen; with Parquet and
-    more rows than that, the units are picked in a seeded random order so that the sample spans
-    the data. ``max_rows=0`` reads everything.
+    Reads whole row groups, or CSV blocks, until ``max_rows`` rows were seen; with Parquet and
+    more rows than that, the row groups are picked in a seeded random order so that the sample
+    spans the data (a CSV file's rows are counted only by reading it: CSV gives the first
+    rows). ``max_rows=0`` reads everything.
     """
     from .batches import Prefetcher  # the same decoding path as training
 
@@ -434,7 +435,9 @@ def compute_stats(
                 part = Stats.of(chunk.rows, overwrite=True)  # released right after
                 prefetch.release(chunk)
                 acc = part if acc is None else acc.merge(part)
-                if max_rows and acc.rows >= max_rows and chunk.last:
+                # whole row groups (a seeded sample); a CSV file may stop after any block
+                whole = chunk.last or dataset.units[order[chunk.position]].rows is None
+                if max_rows and acc.rows >= max_rows and whole:
                     break
         finally:
             prefetch.close()
