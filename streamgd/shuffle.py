@@ -77,9 +77,10 @@ class ShuffleBuffer:
     (``store[column, position, row of the run]``, on 64-byte boundaries, so that a run of a
     float32 column at run 16 is one cache line). A fill writes its runs to consecutive
     positions at the head of the store, as a ring: one plain copy of each incoming column,
-    instead of a scatter to the scattered free slots (2-4x slower). A run still held at a
-    position the head comes back to (a fraction ``exp(-STORE_FACTOR)`` of them, 14%) is
-    moved elsewhere first. A draw is one ``take`` along the position axis straight into a
+    instead of a scatter to the scattered free slots (2-4x slower). The runs still held where
+    the head comes back (a fraction ``exp(-STORE_FACTOR)`` of them, 14%) are packed to the
+    start of the window first (moving them to scattered free positions cost as much as the
+    whole fill). A draw is one ``take`` along the position axis straight into a
     column-major batch. :attr:`slots` and :meth:`state` gather the slots in slot order, as
     ``[slot, column, row of the run]``, the layout of checkpoints.
     """
@@ -103,7 +104,6 @@ class ShuffleBuffer:
         self.where = np.arange(n_slots)  # store position of each slot's rows (if filled)
         self.owner = np.full(self.store.shape[1], -1)  # slot held at each position, or -1
         self.head = 0  # where the next fill writes
-        self._freed = np.empty(0, dtype=np.int64)  # positions the last draw freed
         self.free = np.arange(n_slots)  # empty slots, filled in this order
         self.tail = np.empty((0, width), dtype=dtype)  # rows short of a whole run
         self.rng = rng
@@ -138,36 +138,40 @@ class ShuffleBuffer:
         if q > len(self.free) or (q == len(self.free) and len(rows) > q * self.run):
             raise ValueError("more incoming rows than free slots")
         if q:
-            at = self._claim(q)
+            at, held = self._claim(q)
             # a view of column-major rows: [column, run, row of the run]
-            self.store[:, at : at + q] = rows[: q * self.run].T.reshape(self.width, q, self.run)
+            start = at + held
+            self.store[:, start : start + q] = rows[: q * self.run].T.reshape(
+                self.width, q, self.run
+            )
             dest = self.free[:q]
-            self.owner[at : at + q] = dest
-            self.where[dest] = np.arange(at, at + q)
+            self.owner[start : start + q] = dest
+            self.where[dest] = np.arange(start, start + q)
         self.free = self.free[q:]
         # canonical C order: a batch's memory layout decides BLAS's summation order, and a
         # resumed run must sum exactly as an uninterrupted one
         self.tail = np.ascontiguousarray(rows[q * self.run :], dtype=self.store.dtype)
 
-    def _claim(self, q: int) -> int:
-        """The first of ``q`` consecutive store positions at the head, emptied: runs still
-        held there move to free positions outside them (those the last draw freed, else any)."""
-        if self.head + q > self.store.shape[1]:
-            self.head = 0
-        at, self.head = self.head, self.head + q
-        held = at + np.flatnonzero(self.owner[at : at + q] >= 0)
-        if len(held):
-            spare = self._freed
-            spare = spare[((spare < at) | (spare >= at + q)) & (self.owner[spare] < 0)]
-            if len(spare) < len(held):  # rare: the ring's first lap, or after a restore
-                spare = np.flatnonzero(self.owner < 0)
-                spare = spare[(spare < at) | (spare >= at + q)]
-            spare = spare[: len(held)]
-            self.store[:, spare] = self.store.take(held, axis=1)
+    def _claim(self, q: int) -> tuple[int, int]:
+        """Make room for ``q`` runs at the head: the shortest window from the head holding
+        ``q`` free positions (from the start of the store if the rest of it has not), its
+        runs still held packed to its start. Returns where the window starts and how many
+        runs were packed; the ``q`` free positions follow them."""
+        start = self.head
+        for start in (self.head, 0):
+            free = np.cumsum(self.owner[start:] < 0)
+            if len(free) and free[-1] >= q:
+                break
+        end = start + int(np.searchsorted(free, q)) + 1  # the q-th free position, included
+        held = start + np.flatnonzero(self.owner[start:end] >= 0)
+        if len(held):  # few (~14%) and close together: one gather, one contiguous write
+            self.store[:, start : start + len(held)] = self.store.take(held, axis=1)
             moved = self.owner[held]
-            self.owner[spare], self.owner[held] = moved, -1
-            self.where[moved] = spare
-        return at
+            self.owner[start:end] = -1
+            self.owner[start : start + len(held)] = moved
+            self.where[moved] = np.arange(start, start + len(held))
+        self.head = end
+        return start, len(held)
 
     def draw(self, k: int) -> np.ndarray:
         """Emit the next ``k`` rows (a multiple of the run dividing ``block``) of the round,
@@ -204,7 +208,6 @@ class ShuffleBuffer:
         # [column, run, row of the run] -> a column-major (rows, columns) matrix, one copy
         rows = self.store.take(at, axis=1).reshape(self.width, -1).T
         self.owner[at] = -1  # no fill comes before the round is out
-        self._freed = at
         if with_tail:
             rows = np.asfortranarray(np.concatenate([rows, self.tail]))
         self._round, self._out = (sel, rows, with_tail), 0
@@ -232,7 +235,7 @@ class ShuffleBuffer:
         self.owner[:] = -1
         self.owner[:n] = self.where
         self.owner[self.free] = -1
-        self.head, self._freed = n, self._freed[:0]
+        self.head = n
         self.tail = np.ascontiguousarray(tail, dtype=self.store.dtype).reshape(-1, self.width)
         rng_state = dict(rng_state)
         in_progress = rng_state.pop("round", None)
