@@ -499,7 +499,7 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option(
     "--prefetch",
     type=click.IntRange(min=1),
-    default=2,
+    default=1,
     show_default=True,
     help="Decoded row groups/blocks queued ahead of training.",
 )

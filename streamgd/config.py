@@ -409,7 +409,7 @@ class RunOptions:
     resume: bool = False
     init: str | None = None  # warm start from this model file
     cluster: str | None = None  # train on Dask: local[:N], tcp://HOST:PORT, file:SCHEDULER.json
-    prefetch: int = 2
+    prefetch: int = 1
     progress: bool = True
     handle_signals: bool = False
     extra: dict = field(default_factory=dict)

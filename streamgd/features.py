@@ -117,14 +117,16 @@ class Stats:
     missing: np.ndarray
 
     @staticmethod
-    def of(x: np.ndarray) -> Stats:
+    def of(x: np.ndarray, *, overwrite: bool = False) -> Stats:
+        """The statistics of the rows of ``x``; with ``overwrite``, ``x`` may be used as
+        scratch space (saves allocating, and page-faulting, a copy of it)."""
         k = x.shape[1]
         if len(x) == 0:
             zeros = np.zeros(k, dtype=np.int64)
             return Stats(0, zeros, np.zeros(k), np.zeros((k, k)), zeros.copy())
         if _all_finite(x):  # no missing values: the fast path
             mean = x.mean(axis=0)
-            dev = x - mean
+            dev = np.subtract(x, mean, out=x) if overwrite and x.flags.writeable else x - mean
             count = np.full(x.shape[1], len(x))
             return Stats(len(x), count, mean, dev.T @ dev, np.zeros(x.shape[1], dtype=np.int64))
         nan = np.isnan(x)
@@ -531,32 +533,58 @@ def compute_stats(
 ) -> Stats:
     """The statistics pass: NaN-aware mean and std of every feature and of the target.
 
-    Reads whole units (row groups, CSV files) until ``max_rows`` rows were seen; with Parquet and
-    more rows than that, the units are picked in a seeded random order so that the sample spans
-    the data. ``max_rows=0`` reads everything.
+    Reads whole row groups, or CSV blocks, until ``max_rows`` rows were seen; with Parquet and
+    more rows than that, the row groups are picked in a seeded random order so that the sample
+    spans the data (a CSV file's rows are counted only by reading it: CSV gives the first
+    rows). ``max_rows=0`` reads everything.
     """
     from .batches import Prefetcher  # the same decoding path as training
 
     order = stats_order(dataset, max_rows=max_rows, seed=seed)
     columns = [*names, target]
     acc: Stats | None = None
-    # float64, unlike training: the statistics see raw values, before any centring
-    prefetch = Prefetcher(dataset, order, columns, prepare, depth=1, converters=converters)
-    try:
-        for chunk in prefetch:
-            part = Stats.of(chunk.rows)
-            prefetch.release(chunk)
-            acc = part if acc is None else acc.merge(part)
-            if max_rows and acc.rows >= max_rows and chunk.last:
-                break
-    finally:
-        prefetch.close()
+    start = 0
+    while start < n_units and not (max_rows and acc is not None and acc.rows >= max_rows):
+        # Hand the prefetcher only the units that can still be needed: one that decodes past
+        # the sample wastes a row group's decode (and a wait to stop it) on every fit.
+        stop = _units_for(dataset, order, start, max_rows - (acc.rows if acc else 0))
+        # float64, unlike training: the statistics see raw values, before any centring
+        prefetch = Prefetcher(
+            dataset, order[:stop], columns, prepare, start=start, depth=1, converters=converters
+        )
+        try:
+            for chunk in prefetch:
+                part = Stats.of(chunk.rows, overwrite=True)  # released right after
+                prefetch.release(chunk)
+                acc = part if acc is None else acc.merge(part)
+                # whole row groups (a seeded sample); a CSV file may stop after any block
+                whole = chunk.last or dataset.units[order[chunk.position]].rows is None
+                if max_rows and acc.rows >= max_rows and whole:
+                    break
+        finally:
+            prefetch.close()
+        start = stop
     if acc is None or acc.rows == 0:
         raise DataError(
             f"no rows with a target value in {len(dataset.files)} file(s)",
             path=dataset.files[0].path,
         )
     return acc
+
+
+def _units_for(dataset: Dataset, order: np.ndarray, start: int, rows: int) -> int:
+    """The end of the shortest run of ``order`` from ``start`` holding at least ``rows`` rows
+    (all of it when ``rows`` is not positive or a unit's row count is unknown, as for CSV)."""
+    if rows <= 0:
+        return len(order)
+    for stop in range(start, len(order)):
+        n = dataset.units[order[stop]].rows
+        if n is None:
+            return len(order)
+        rows -= n
+        if rows <= 0:
+            return stop + 1
+    return len(order)
 
 
 # -- class labels (multi-class targets) --------------------------------------------------------

@@ -64,7 +64,7 @@ CSV_EXTENSIONS = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", *TSV_EXTENSIONS)
 FORMATS = ("auto", "parquet", "csv")
 # Row groups with more rows than this are read in slices of this many rows (memory bound).
 SLICE_ROWS = 262_144
-CSV_BLOCK_SIZE = 4 << 20  # bytes of text per decoded CSV block
+CSV_BLOCK_SIZE = 1 << 20  # bytes of text per CSV block (4 MB blocks parsed 1.2-1.3x slower)
 _GLOB_CHARS = set("*?[")
 
 
@@ -536,10 +536,9 @@ def to_matrix(
         c = 0.0 if center is None else center[j]
         if not c:
             out[:, j] = values
-        elif values.dtype == out.dtype:
-            out[:, j] = values
-            out[:, j] -= c  # in cache, and faster than a casting subtract
-        else:
+        else:  # one pass: 3x faster than a copy followed by an in-place subtract
+            if values.dtype == out.dtype:  # subtract in that precision, not via float64
+                c = out.dtype.type(c)
             np.subtract(values, c, out=out[:, j], casting="same_kind")
     return out
 
@@ -599,19 +598,25 @@ class Dataset:
     ) -> Iterator[tuple[pa.Table | pa.RecordBatch, int]]:
         src = self.files[unit.file]
         if src.format == "parquet" and self.single_piece(unit):
-            pf = (handle or _HandleCache()).parquet(src.path)
             first = sum(src.row_groups[: unit.row_group])
-            try:
-                table = pf.read_row_group(unit.row_group, columns=list(columns))
-            except (OSError, pa.ArrowException) as exc:
-                raise DataError(
-                    f"cannot read row group {unit.row_group} ({_short(exc)})", path=src.path
-                ) from None
-            yield table, first
+            # no reference kept here while suspended: the consumer may drop the table (and
+            # the memory map behind it) as soon as it has converted it
+            yield self._read_row_group(src, unit, columns, handle or _HandleCache()), first
         elif src.format == "parquet":
             yield from self._iter_slices(src, unit, columns)
         else:
             yield from self._iter_csv(src, columns)
+
+    def _read_row_group(
+        self, src: SourceFile, unit: Unit, columns: Sequence[str], handle: _HandleCache
+    ) -> pa.Table:
+        pf = handle.parquet(src.path)
+        try:
+            return pf.read_row_group(unit.row_group, columns=list(columns))
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(
+                f"cannot read row group {unit.row_group} ({_short(exc)})", path=src.path
+            ) from None
 
     def single_piece(self, unit: Unit) -> bool:
         """Whether the unit is read in one piece: a row group of at most ``SLICE_ROWS`` rows."""
@@ -651,7 +656,15 @@ class Dataset:
 
 
 class _HandleCache:
-    """Keeps the most recently opened Parquet file open; one handle, so memory stays flat."""
+    """Opens Parquet files for reading one row group at a time, one file at a time.
+
+    A URI's file stays open while its row groups are read. A local file is read through a
+    memory map, opened afresh for each row group from the footer parsed once (0.05 ms): the
+    decoder then reads the page cache in place instead of copying each column chunk into
+    allocated memory first (decoding was 1.3x faster), and the pages it touched leave the
+    process's RSS as soon as the row group is done (a map held open for a whole file keeps
+    every page read so far resident: 365 MB instead of 155 MB over four 250 MB files).
+    """
 
     def __init__(self) -> None:
         self._path: str | None = None
@@ -662,17 +675,27 @@ class _HandleCache:
             self._file = _open_parquet(path)
             self._path = path
         assert self._file is not None
-        return self._file
+        if is_uri(path):
+            return self._file
+        return _open_parquet(path, memory_map=True, metadata=self._file.metadata)
 
 
 def _short(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def _open_parquet(path: str, *, buffer_size: int = 0) -> pq.ParquetFile:
-    source = _input_file(path)
+def _open_parquet(
+    path: str,
+    *,
+    buffer_size: int = 0,
+    memory_map: bool = False,
+    metadata: pq.FileMetaData | None = None,
+) -> pq.ParquetFile:
+    source = None if memory_map else _input_file(path)
     try:
-        return pq.ParquetFile(source, pre_buffer=False, buffer_size=buffer_size)
+        if source is None:
+            source = pa.memory_map(path)
+        return pq.ParquetFile(source, pre_buffer=False, buffer_size=buffer_size, metadata=metadata)
     except (OSError, pa.ArrowException) as exc:
         raise DataError(f"not a readable Parquet file ({_short(exc)})", path=path) from None
 

@@ -624,7 +624,7 @@ def fit(
     keep: int = 3,
     resume: bool = False,
     init: str | None = None,
-    prefetch: int = 2,
+    prefetch: int = 1,
     cluster: str | None = None,
     **settings: Any,
 ) -> Model:

@@ -5,11 +5,14 @@ Usage::
     python tools/bench.py                    # 2M rows x 32 features, 3 interleaved rounds
     python tools/bench.py --quick            # smoke run: 300k rows, 1 round, < 1 minute
     python tools/bench.py --csv              # also the CSV cases (writes a CSV copy once)
+    python tools/bench.py --vw               # also Vowpal Wabbit (writes its text copy once)
     python tools/bench.py --cases decode,fit-seq-1024 --repeat 5 --json out.json
+    python tools/bench.py --rows 1250000 --scaling 1,4,8   # larger than memory: peak RSS flat?
     python tools/bench.py --list-cases
 
-Optional peers: ``pip install -e '.[bench]'`` (scikit-learn, psutil); without scikit-learn the
-``sklearn-B`` cases are reported as skipped.
+Optional peers: ``pip install -e '.[bench]'`` (scikit-learn, psutil, vowpalwabbit); without
+scikit-learn or vowpalwabbit their cases are reported as skipped. The benchmark imports the
+streamgd of its own checkout (it puts the checkout first on ``sys.path``).
 
 Method
 ------
@@ -33,6 +36,9 @@ not the interpreter start, the imports or pyarrow's lazy import of pandas (see
 page cache, and one discarded run of the first case precedes the rounds. Every case runs with
 one BLAS thread (``BLAS_THREADS``), as streamgd does.
 
+- ``decode-mmap``: ``decode`` reading each row group through a memory map of its file (as
+  streamgd reads local files; see ``streamgd.sources._HandleCache``): how much of a fit's
+  ratio to ``decode`` comes from reading faster rather than from doing less.
 - ``decode``: the raw decode ceiling. Every row group read with
   ``ParquetFile.read_row_group`` and copied column by column into a reused Fortran-ordered
   float32 matrix. streamgd does at least this work per row (it decodes to float64), so a ratio
@@ -47,21 +53,31 @@ one BLAS thread (``BLAS_THREADS``), as streamgd does.
   one pass, fed as in ``decode`` with the float64 conversion and scaling timed. Settings:
   see ``SKLEARN_SETTINGS``; features standardised by a ``StandardScaler`` fitted
   (``partial_fit``) on the first row group only, the target left as it is.
+- ``vw`` (with ``--vw``): Vowpal Wabbit (the ``vowpalwabbit`` package's ``Workspace``), one
+  pass of its default learner (adaptive, normalised, invariant updates; squared loss) over
+  its binary cache of the data; the MSE from a test-only pass (untimed). Bringing the data to
+  VW is timed once, separately, when the copy is written: Parquet to VW's text format
+  (formatted by Arrow, row group by row group), then VW's parse of it into its cache.
+- ``fit-default`` (``--scaling F1,F2,...`` only): ``streamgd.fit`` with default settings
+  (shuffled, batch 1024) for one epoch on datasets of ``--rows`` x each factor, each in its
+  own process, rounds interleaved; the table gives each one's peak RSS (VmHWM) against
+  ``--memory-limit`` (default 300 MiB). The bound is reported, not enforced (see
+  ``run_scaling``).
 - ``csv-parse`` (with ``--csv``): ``pyarrow.csv.open_csv`` with default read options and every
   column's type given (float64), batches iterated and dropped: the CSV baseline.
   ``fit-csv-B``: ``streamgd.fit`` (``shuffle=False``) on the CSV files.
 
-*Results.* The table gives each case's median rows/s, its ratio to the ``decode`` median (and
-for CSV cases to the ``csv-parse`` median) with, in brackets, the range of the ratios paired
-round by round, the training MSE relative to the exact optimum (``mse / mse_opt - 1``), the
-median peak RSS (and, in brackets, the RSS after imports, before any work) and the number of
-repeats. On a shared machine an absolute rate is not a result; the ratio to a baseline measured
-in the same run is. With the default 2M rows each case takes 0.2-2 s, and on a busy shared
-machine one round's ratio can be off by 2x (the brackets show it): when a difference matters,
-use more rounds (``--repeat 7``) or rows (``--rows 10000000``). Everything (every repeat,
-medians, machine and library versions, the git commit and the state of ``streamgd/`` at the start
-and the end, the command line) goes to ``--json``; a warning says if ``streamgd/`` changed while
-the benchmark ran.
+*Results.* The table gives each case's median rows/s, its ratio to the ``decode`` median (and for
+CSV cases to the ``csv-parse`` median) with, in brackets, the range of the ratios paired round by
+round, the training MSE relative to the exact optimum (``mse / mse_opt - 1``), the median peak RSS
+at the end of the timed work, before any untimed scoring pass (and, in brackets, the RSS after
+imports, before any work) and the number of repeats. On a shared machine an absolute rate is not a
+result; the ratio to a baseline measured in the same run is. With the default 2M rows each case
+takes 0.2-2 s, and on a busy shared machine one round's ratio can be off by 2x (the brackets show
+it): when a difference matters, use more rounds (``--repeat 7``) or rows (``--rows 10000000``).
+Everything (every repeat, medians, machine and library versions, the git commit and the state of
+``streamgd/`` at the start and the end, the command line) goes to ``--json``; a warning says if
+``streamgd/`` changed while the benchmark ran.
 """
 
 from __future__ import annotations
@@ -85,6 +101,10 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
+# Measure the streamgd of this checkout, not whichever one is installed: a worker runs as
+# ``python tools/bench.py``, whose sys.path starts with tools/, so an editable install of
+# another checkout would otherwise be imported.
+sys.path.insert(0, str(REPO))
 RECIPE_VERSION = 1  # bump when the data recipe changes: old datasets are then regenerated
 SIDECAR = "dataset.json"
 RESULT_MARK = "BENCH-RESULT "
@@ -140,7 +160,9 @@ def files_intact(directory: Path, listing: dict[str, int]) -> bool:
     )
 
 
-def ensure_dataset(root: Path, params: dict, want_csv: bool) -> tuple[Path, dict]:
+def ensure_dataset(
+    root: Path, params: dict, want_csv: bool, want_vw: bool = False
+) -> tuple[Path, dict]:
     """Reuse the dataset if its sidecar matches ``params`` and its files are intact, else
     (re)generate it; add the CSV copy and the exact optimum if missing."""
     directory = dataset_dir(root, params)
@@ -153,6 +175,10 @@ def ensure_dataset(root: Path, params: dict, want_csv: bool) -> tuple[Path, dict
     if want_csv and not (meta.get("csv") and files_intact(directory, meta["csv"])):
         log("writing the CSV copy ...")
         meta["csv"] = write_csv_copy(directory, meta)
+        write_sidecar(directory, meta)
+    if want_vw and not (meta.get("vw") and (directory / meta["vw"]["cache"]).is_file()):
+        log("writing the Vowpal Wabbit copy and cache ...")
+        meta["vw"] = write_vw_copy(directory, meta)
         write_sidecar(directory, meta)
     if "optimum" not in meta:
         log("computing the exact least-squares optimum ...")
@@ -226,6 +252,53 @@ def write_csv_copy(directory: Path, meta: dict) -> dict[str, int]:
     return listing
 
 
+def write_vw_copy(directory: Path, meta: dict) -> dict:
+    """The same rows in Vowpal Wabbit's text format (``y | x0:v x1:v ...``), formatted by
+    Arrow row group by row group, then VW's own binary cache of it (one parsing pass of
+    ``vw``, which also trains a throwaway model). Both are timed: they are the cost of
+    bringing Parquet data to VW, reported beside its training time."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    from vowpalwabbit import Workspace
+
+    (directory / "vw").mkdir(exist_ok=True)
+    text, cache = directory / "vw" / "data.vw", directory / "vw" / "data.vw.cache"
+    n_feat = meta["params"]["features"]
+    t0 = time.perf_counter()
+    with open(text, "wb") as out:
+        for src in parquet_files(directory, meta):
+            pf = pq.ParquetFile(src)
+            for i in range(pf.num_row_groups):
+                t = pf.read_row_group(i)
+                feats = [
+                    pc.binary_join_element_wise(f"x{j}", pc.cast(t[f"x{j}"], pa.string()), ":")
+                    for j in range(n_feat)
+                ]
+                lines = pc.binary_join_element_wise(pc.cast(t["y"], pa.string()), "|", *feats, " ")
+                out.write(("\n".join(lines.to_pylist()) + "\n").encode())
+    convert_s = time.perf_counter() - t0
+    cache.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    Workspace(f"--quiet -d {text} --cache_file {cache}").finish()
+    cache_s = time.perf_counter() - t0
+    return {
+        "text": str(text.relative_to(directory)),
+        "cache": str(cache.relative_to(directory)),
+        "sizes": {"text": text.stat().st_size, "cache": cache.stat().st_size},
+        "convert_seconds": convert_s,
+        "cache_seconds": cache_s,
+    }
+
+
+def vw_available() -> bool:
+    try:
+        import vowpalwabbit  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def parquet_files(directory: Path, meta: dict) -> list[str]:
     return [str(directory / name) for name in sorted(meta["parquet"])]
 
@@ -244,18 +317,24 @@ def warm_page_cache(paths: list[str]) -> None:
 
 # -- decoding helpers shared by the baselines ---------------------------------------------------
 def decoded_row_groups(
-    files: list[str], dtype=np.float32, *, ones_first: bool = False
+    files: list[str], dtype=np.float32, *, ones_first: bool = False, memory_map: bool = False
 ) -> Iterator[np.ndarray]:
     """Each row group of each file as a reused Fortran-ordered matrix (all columns, in file
     order, optionally after a leading column of ones), reallocated only when the row count
-    changes. The matrix is overwritten by the next row group: use it before asking for more."""
+    changes. The matrix is overwritten by the next row group: use it before asking for more.
+    With ``memory_map``, each row group is read through a memory map of the file opened for
+    it (as streamgd reads local files) instead of the default buffered reads."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     buf, lead = None, int(ones_first)
     for path in files:
         pf = pq.ParquetFile(path)
         for i in range(pf.num_row_groups):
-            table = pf.read_row_group(i)
+            if memory_map:
+                table = pq.ParquetFile(pa.memory_map(path), metadata=pf.metadata).read_row_group(i)
+            else:
+                table = pf.read_row_group(i)
             if buf is None or buf.shape[0] != table.num_rows:
                 buf = np.empty((table.num_rows, lead + table.num_columns), dtype, order="F")
                 if ones_first:
@@ -310,12 +389,14 @@ def timed(work: Callable[[], int]) -> dict:
         "rows": rows,
         "seconds": time.perf_counter() - t0,
         "cpu_seconds": time.process_time() - c0,
+        # before any untimed scoring pass, which would add its own memory
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
-def case_decode(ctx: Ctx) -> dict:
+def case_decode(ctx: Ctx, *, memory_map: bool = False) -> dict:
     def work() -> int:
-        return sum(len(m) for m in decoded_row_groups(ctx.parquet))
+        return sum(len(m) for m in decoded_row_groups(ctx.parquet, memory_map=memory_map))
 
     return timed(work)
 
@@ -337,6 +418,18 @@ def case_fit(ctx: Ctx, *, shuffle: bool, csv: bool = False) -> dict:
     out["mse"] = float(streamgd.evaluate(model, files)["mse"])
     out["summary"] = {k: model.summary.get(k) for k in ("steps", "final_loss", "stop_reason")}
     return out
+
+
+def case_fit_default(ctx: Ctx) -> dict:
+    """``streamgd.fit`` with every setting at its default but one epoch (shuffled, batch 1024,
+    65,536-row buffer): the larger-than-memory run (``--scaling``)."""
+    import streamgd
+
+    def work() -> int:
+        model = streamgd.fit(ctx.parquet, target="y", epochs=1)
+        return int(model.summary["rows_trained"])
+
+    return timed(work)
 
 
 def case_exact(ctx: Ctx) -> dict:
@@ -387,6 +480,32 @@ def case_sklearn(ctx: Ctx) -> dict:
     return out
 
 
+def case_vw(ctx: Ctx) -> dict:
+    """One pass of Vowpal Wabbit (default learner: adaptive, normalised, invariant updates;
+    squared loss) reading its binary cache of the data; the MSE from a test-only pass."""
+    import tempfile
+
+    from vowpalwabbit import Workspace
+
+    directory = Path(ctx.parquet[0]).parent.parent
+    vw = read_sidecar(directory)["vw"]
+    text, cache = directory / vw["text"], directory / vw["cache"]
+    with tempfile.TemporaryDirectory() as tmp:
+        model, preds = Path(tmp) / "model.vw", Path(tmp) / "preds.txt"
+
+        def work() -> int:
+            Workspace(f"--quiet -d {text} --cache_file {cache} -f {model}").finish()
+            return sum(pq_rows(ctx.parquet))
+
+        out = timed(work)
+        Workspace(f"--quiet -t -i {model} -d {text} -p {preds}").finish()
+        p = np.loadtxt(preds, dtype=np.float64)
+    y = np.concatenate([m[:, -1].astype(np.float64) for m in decoded_row_groups(ctx.parquet)])
+    out["mse"] = float(np.mean((p - y) ** 2))
+    out["conversion"] = {k: vw[k] for k in ("convert_seconds", "cache_seconds", "sizes")}
+    return out
+
+
 def case_csv_parse(ctx: Ctx) -> dict:
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -413,16 +532,19 @@ class Kind:
 
     run: Callable[[Ctx], dict]
     batched: bool = False
-    needs: str | None = None  # "csv" | "sklearn"
+    needs: str | None = None  # "csv" | "sklearn" | "vw"
     baselines: tuple[str, ...] = ("decode",)
 
 
 KINDS: dict[str, Kind] = {
     "decode": Kind(case_decode),
+    "decode-mmap": Kind(lambda c: case_decode(c, memory_map=True)),
     "fit-seq": Kind(lambda c: case_fit(c, shuffle=False), batched=True),
     "fit-shuf": Kind(lambda c: case_fit(c, shuffle=True), batched=True),
     "exact": Kind(case_exact),
+    "fit-default": Kind(case_fit_default, needs="scaling"),
     "sklearn": Kind(case_sklearn, batched=True, needs="sklearn"),
+    "vw": Kind(case_vw, needs="vw"),
     "csv-parse": Kind(case_csv_parse, needs="csv", baselines=("decode", "csv-parse")),
     "fit-csv": Kind(
         lambda c: case_fit(c, shuffle=False, csv=True),
@@ -433,10 +555,12 @@ KINDS: dict[str, Kind] = {
 }
 
 
-def case_names(batch_sizes: list[int], with_csv: bool) -> list[str]:
+def case_names(batch_sizes: list[int], with_csv: bool, with_vw: bool = False) -> list[str]:
     names = []
     for kind_name, kind in KINDS.items():
-        if kind.needs == "csv" and not with_csv:
+        if (kind.needs == "csv" and not with_csv) or (kind.needs == "vw" and not with_vw):
+            continue
+        if kind.needs == "scaling":
             continue
         names += [f"{kind_name}-{b}" for b in batch_sizes] if kind.batched else [kind_name]
     return names
@@ -505,7 +629,7 @@ def run_worker(case: str, directory: Path) -> None:
         case=case,
         rows_per_s=out["rows"] / out["seconds"],
         rss_ready_mb=ready,
-        peak_rss_mb=peak_rss_mb(),
+        peak_rss_after_scoring_mb=peak_rss_mb(),
         ru_maxrss_mb=maxrss_mb(),
     )
     print(RESULT_MARK + json.dumps(out), flush=True)
@@ -641,15 +765,91 @@ def markdown_table(summary: dict[str, dict], skipped: dict[str, str], has_csv: b
     return "\n".join(lines)
 
 
+def run_scaling(args: argparse.Namespace) -> None:
+    """The larger-than-memory run: a default one-epoch fit on datasets of ``--rows`` times each
+    factor, each in its own process, interleaved over ``--repeat`` rounds; the table gives
+    the peak RSS (VmHWM) of each against the data's size and ``--memory-limit``. The bound
+    is reported, not enforced: putting the workers in a memory cgroup needs a cgroup this
+    benchmark may change, which a shared machine does not give; run the whole benchmark
+    under one (``systemd-run --scope -p MemoryMax=300M python tools/bench.py ...``) where the
+    machine allows it, and a fit that outgrew it would be killed instead of reported."""
+    factors = [int(f) for f in args.scaling.split(",")]
+    started = time.time()
+    sets = []
+    for f in factors:
+        params = {**dataset_params(args), "rows": args.rows * f}
+        directory, meta = ensure_dataset(args.data, params, want_csv=False)
+        size = sum(meta["parquet"].values())
+        sets.append((f, directory, params["rows"], size))
+    runs: dict[int, list[dict]] = {f: [] for f in factors}
+    for r in range(args.repeat):
+        for f, directory, _, _ in sets[r % len(sets) :] + sets[: r % len(sets)]:
+            warm_page_cache(parquet_files(directory, read_sidecar(directory)))
+            res = spawn("fit-default", directory)
+            res["round"] = r
+            runs[f].append(res)
+            log(f"[round {r + 1}/{args.repeat}] x{f}: {res.get('error') or format_rate(res)}")
+    lines = [
+        "| data | rows | Parquet MB | float32 rows MB | rows/s (median) | peak RSS MB "
+        "(median, max) | under the limit |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for f, _, rows, size in sets:
+        ok = [x for x in runs[f] if "error" not in x]
+        if not ok:
+            lines.append(f"| x{f} | {rows:,} | error: {runs[f][0]['error'][:60]} | | | | |")
+            continue
+        peaks = [x["peak_rss_mb"] for x in ok]
+        decoded = rows * (args.features + 1) * 4 / 2**20
+        lines.append(
+            f"| x{f} | {rows:,} | {size / 2**20:.0f} | {decoded:.0f} | "
+            f"{fmt_rate(statistics.median(x['rows_per_s'] for x in ok))} | "
+            f"{statistics.median(peaks):.0f}, {max(peaks):.0f} | "
+            f"{'yes' if max(peaks) <= args.memory_limit else 'NO'} |"
+        )
+    table = "\n".join(lines)
+    print(
+        f"streamgd larger-than-memory run: default fit (shuffled, batch 1024), one epoch; "
+        f"limit {args.memory_limit:.0f} MiB (reported, VmHWM); {args.repeat} round(s); "
+        f"{time.time() - started:.0f} s\n\n{table}"
+    )
+    args.json.write_text(
+        json.dumps(
+            {
+                "command": [sys.executable, *sys.argv],
+                "machine": machine_info(),
+                "git": git_state(),
+                "memory_limit_mb": args.memory_limit,
+                "runs": {f"x{f}": runs[f] for f in factors},
+                "table": table,
+            },
+            indent=1,
+            default=str,
+        )
+    )
+    log(f"results written to {args.json}")
+
+
 FOOTER = """\
 The ratio, not the absolute rate, is the result: rows/s depend on this machine and its load and
 are comparable only within one run. Ratios are of medians; [brackets]: range of the per-round
 paired ratios. decode = raw Parquet -> float32 numpy ceiling; csv-parse = pyarrow's streaming CSV
 reader alone (float64 column types given, default block size). MSE vs optimum = training MSE /
 exact least-squares MSE - 1. fit timings include streamgd's statistics pass. Peak RSS = VmHWM of
-the case's own process, MiB (after imports, before any work, in brackets).
+the case's own process at the end of the timed work (before the untimed scoring pass), MiB
+(after imports, before any work, in brackets). decode-mmap = decode through a memory map per
+row group, as streamgd reads local files.
 sklearn = SGDRegressor.partial_fit ({sk});
 StandardScaler fitted on the first row group; float64 conversion and scaling timed."""
+
+
+def _version(module: str) -> str:
+    try:
+        from importlib.metadata import version
+
+        return version(module)
+    except Exception:  # noqa: BLE001 - only for a label
+        return "?"
 
 
 def git_state() -> dict:
@@ -721,7 +921,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--data", type=Path, default=REPO / "bench-data", help="data root (default bench-data/)"
     )
     p.add_argument("--csv", action="store_true", help="also the CSV cases (writes a CSV copy)")
+    p.add_argument(
+        "--vw", action="store_true", help="also Vowpal Wabbit (writes its text copy and cache)"
+    )
     p.add_argument("--batch-sizes", default="1024,8192", help="B of the *-B cases")
+    p.add_argument(
+        "--scaling",
+        help="larger-than-memory run: comma-separated multiples of --rows (e.g. 1,4,8); "
+        "a default fit on each size, peak RSS against --memory-limit",
+    )
+    p.add_argument(
+        "--memory-limit", type=float, default=300.0, help="MiB bound of --scaling (default 300)"
+    )
     p.add_argument("--cases", help="comma-separated case names (default: all)")
     p.add_argument("--repeat", type=int, help=f"rounds (default {DEFAULTS['repeat']})")
     p.add_argument(
@@ -747,22 +958,28 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         run_worker(args.worker, args.dataset)
         return
-    all_cases = case_names(args.batch_sizes, with_csv=True)
+    all_cases = case_names(args.batch_sizes, with_csv=True, with_vw=True)
     if args.list_cases:
         print("\n".join(all_cases))
         return
-    cases = args.cases.split(",") if args.cases else case_names(args.batch_sizes, args.csv)
+    if args.scaling:
+        run_scaling(args)
+        return
+    cases = args.cases.split(",") if args.cases else case_names(args.batch_sizes, args.csv, args.vw)
     for c in cases:
         parse_case(c)
     want_csv = any(KINDS[parse_case(c)[0]].needs == "csv" for c in cases)
     skipped = {}
     if not sklearn_available():
         skipped = {c: "scikit-learn not installed" for c in cases if c.startswith("sklearn-")}
-        cases = [c for c in cases if c not in skipped]
+    if not vw_available():
+        skipped |= {c: "vowpalwabbit not installed" for c in cases if c == "vw"}
+    cases = [c for c in cases if c not in skipped]
+    want_vw = "vw" in cases
     started = time.time()
     machine, git_start = machine_info(), git_state()
     params = dataset_params(args)
-    directory, meta = ensure_dataset(args.data, params, want_csv)
+    directory, meta = ensure_dataset(args.data, params, want_csv, want_vw)
     warm_page_cache(
         parquet_files(directory, meta) + (csv_files(directory, meta) if want_csv else [])
     )
@@ -778,7 +995,16 @@ def main(argv: list[str] | None = None) -> None:
         f"{params['files']} Parquet files, row groups of {params['row_group']:,}; "
         f"{args.repeat} round(s); optimum MSE {meta['optimum']['mse']:.6f}; {elapsed:.0f} s"
     )
-    print(f"{head}\n\n{table}\n\n{FOOTER.format(sk=sk)}")
+    footer = FOOTER.format(sk=sk)
+    if "vw" in summary and meta.get("vw"):
+        vw = meta["vw"]
+        footer += (
+            f"\nvw = Vowpal Wabbit {_version('vowpalwabbit')}, one pass over its cache file "
+            f"(default learner, squared loss); bringing the data to it took "
+            f"{vw['convert_seconds']:.0f} s (Parquet to VW text, Arrow-formatted) + "
+            f"{vw['cache_seconds']:.0f} s (vw's parse into its cache), not in its rate."
+        )
+    print(f"{head}\n\n{table}\n\n{footer}")
     machine["loadavg_end"] = os.getloadavg()
     git_end = git_state()
     if git_end != git_start:

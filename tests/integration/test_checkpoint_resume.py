@@ -72,6 +72,28 @@ def test_resume_from_any_step_is_bit_identical(tmp_path, synthetic, optimizer, l
         assert resumed.model.history == full.model.history
 
 
+def test_resume_inside_a_shuffle_round_is_bit_identical(tmp_path, synthetic):
+    """Batches of 32 from a 4096-row buffer come in rounds of 16 batches (see
+    batches.round_rows): checkpoints inside a round, at its end and in the drain resume
+    exactly."""
+    data = synthetic(rows=6000, files=2, row_group_size=700)
+    config = FitConfig(
+        target="y", features=tuple(data.features), epochs=2, batch_size=32, shuffle_buffer=4096
+    )
+    full_dir = str(tmp_path / "full")
+    full = train(
+        data.paths, config, RunOptions(checkpoint_dir=full_dir, checkpoint_every=1, keep=10_000)
+    )
+    steps_per_epoch = full.model.history[0]["step"]
+    ckpts = {load_checkpoint(p).step: p for p in glob.glob(f"{full_dir}/ckpt-*.npz")}
+    mid = load_checkpoint(ckpts[7])
+    assert mid.rng_state is not None and mid.rng_state["round"]["out"] == 7 * 32
+    for step in (7, 16, steps_per_epoch - 3, steps_per_epoch + 21):
+        resumed = _resume_from(ckpts[step], str(tmp_path), data.paths, config)
+        assert np.array_equal(_params(resumed), _params(full)), f"resumed at step {step}"
+        assert resumed.model.history == full.model.history
+
+
 def test_two_interruptions_in_one_epoch(tmp_path, synthetic):
     data = synthetic(rows=2000, files=3, row_group_size=150)
     config = FitConfig(

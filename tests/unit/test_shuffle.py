@@ -158,3 +158,55 @@ def test_runs_keep_every_row_once_and_restore_exactly(run):
     if run > 1:  # whole runs of consecutive rows travel together
         first = out[0][:, 0]
         assert np.all(np.diff(first.reshape(-1, run), axis=1) == 1)
+
+
+def _stream(buf: ShuffleBuffer, rows: np.ndarray, batch: int, *, restore_after: int | None = None):
+    """Feed ``rows`` as the stream does (fill while there is space, then draw), optionally
+    moving to a fresh buffer restored from the state after ``restore_after`` batches."""
+    out, fed = [], 0
+    while True:
+        if fed < len(rows) and buf.space():
+            take = min(buf.space(), len(rows) - fed)
+            buf.fill(rows[fed : fed + take])
+            fed += take
+            continue
+        got = buf.draw(batch)
+        if not len(got):
+            return out
+        out.append(np.array(got))
+        if len(out) == restore_after:
+            fresh = ShuffleBuffer(
+                buf.capacity, buf.width, np.random.default_rng(0), block=buf.block, run=buf.run
+            )
+            fresh.restore(*buf.state())
+            buf = fresh
+
+
+@pytest.mark.parametrize("run", [1, 4])
+def test_rounds_of_several_batches_keep_rows_once_and_restore_at_any_batch(run):
+    """Rounds of 4 batches: every row once, exact batch sizes, and a restore after any batch
+    (inside a round, at its end, in the drain) gives the same batches as no restore."""
+    rows = _rows(0, 333)  # a tail at the end for run 4
+    make = lambda: ShuffleBuffer(40, 2, np.random.default_rng(8), block=32, run=run)  # noqa: E731
+    whole = _stream(make(), rows, 8)
+    got = np.concatenate(whole)
+    assert sorted(got[:, 0].tolist()) == rows[:, 0].tolist()
+    assert all(len(b) == 8 for b in whole[:-1])
+    for k in range(1, len(whole)):
+        again = _stream(make(), rows, 8, restore_after=k)
+        assert len(again) == len(whole)
+        assert all(np.array_equal(a, b) for a, b in zip(again, whole, strict=True)), (
+            f"restored after {k}"
+        )
+
+
+def test_no_fill_while_a_round_is_out():
+    buf = ShuffleBuffer(8, 2, np.random.default_rng(0), block=8)
+    buf.fill(_rows(0, 16))
+    buf.draw(2)
+    assert buf.space() == 0
+    with pytest.raises(ValueError):
+        buf.fill(_rows(16, 18))
+    for _ in range(3):
+        buf.draw(2)
+    assert buf.space() == 8
