@@ -541,6 +541,7 @@ def compute_stats(
     from .batches import Prefetcher  # the same decoding path as training
 
     order = stats_order(dataset, max_rows=max_rows, seed=seed)
+    n_units = len(order)
     columns = [*names, target]
     acc: Stats | None = None
     start = 0
