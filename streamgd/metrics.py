@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .losses import identity
+
 __all__ = ["METRICS", "Accumulator", "metric_names"]
 
 AUC_BINS = 1 << 14
@@ -66,6 +68,25 @@ class Accumulator:
         if "hist" in state:
             acc.hist = state["hist"].copy()
         return acc
+
+    def update_scaled(self, t, p, unit: float, center: float, link) -> None:
+        """``update(t * unit + center, link(p * unit + center))`` for a batch in training units
+        (the trainer's standardised target); for regression (identity link) without forming
+        either, since the error and the target's spread only scale by ``unit``."""
+        if self.task != "regression" or link is not identity or len(t) == 0:
+            self.update(t * unit + center, link(p * unit + center))
+            return
+        n0, n = self.n, len(t)
+        self.n += n
+        err = p - t  # float64
+        self.sums[0] += float(err @ err) * (unit * unit)
+        self.sums[1] += float(np.add.reduce(np.abs(err))) * unit
+        mean_t = float(np.add.reduce(t, dtype=np.float64)) / n
+        dev = t - np.float64(mean_t)  # float64
+        mean = mean_t * unit + center
+        delta = mean - self.y_mean
+        self.y_m2 += float(dev @ dev) * (unit * unit) + delta * delta * n0 * n / self.n
+        self.y_mean += delta * n / self.n
 
     def update(self, y: np.ndarray, p: np.ndarray) -> None:
         if len(y) == 0:

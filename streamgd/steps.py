@@ -62,17 +62,21 @@ def train_step(
     table = params[n_feat + 1 :]  # categorical code weights (empty without)
     scale = None if inv_scale is None else (inv_scale if w.ndim == 1 else inv_scale[:, None])
     # matrix products in the batch's precision (float32 while streaming), the rest in float64
-    weff = np.asarray(w if scale is None else w * scale, dtype=x.dtype)
-    p = np.asarray(x @ weff, dtype=np.float64) + params[n_feat]
+    # (few numpy calls per batch: at batch 1024 their fixed cost is most of the step's time)
+    weff = (w if scale is None else w * scale).astype(x.dtype, copy=False)
+    p = (x @ weff).astype(np.float64)
+    p += params[n_feat]
     if codes is not None:
-        p = p + table[codes].sum(axis=1)
+        p += table[codes].sum(axis=1)
     g = loss.gradient(p, t)
     grad = np.empty_like(params)
-    xg = np.asarray(x.T @ np.asarray(g, dtype=x.dtype), dtype=np.float64)
-    grad[:n_feat] = (xg if scale is None else xg * scale) / len(t)
+    xg = x.T @ g.astype(x.dtype)
+    if scale is not None:
+        xg = xg * scale  # float64
+    np.multiply(xg, 1.0 / len(t), out=grad[:n_feat])
     if l2:
         grad[:n_feat] += l2 * w
-    grad[n_feat] = g.mean(axis=0)
+    grad[n_feat] = np.add.reduce(g, axis=0) / len(t)
     if precond is not None:
         if loss.curvature is None:
             grad[:n_feat] = precond @ grad[:n_feat]
@@ -99,12 +103,13 @@ def train_step(
             grad *= clip_grad / norm
     step, opt_state = optimizer.update(grad, opt_state, params, lr)
     new = params + step
-    for weights in (new[:n_feat], new[n_feat + 1 :]):  # views: the intercept is left alone
-        if l1:
-            weights[...] = np.sign(weights) * np.maximum(np.abs(weights) - lr * l1, 0.0)
-        if clip_weights is not None:
-            np.clip(weights, -clip_weights, clip_weights, out=weights)
-    return new, opt_state, float(loss.value(p, t).sum(dtype=np.float64)), p
+    if l1 or clip_weights is not None:
+        for weights in (new[:n_feat], new[n_feat + 1 :]):  # views: not the intercept
+            if l1:
+                weights[...] = np.sign(weights) * np.maximum(np.abs(weights) - lr * l1, 0.0)
+            if clip_weights is not None:
+                np.clip(weights, -clip_weights, clip_weights, out=weights)
+    return new, opt_state, float(np.add.reduce(loss.value(p, t), axis=None)), p
 
 
 def _per_code(flat: np.ndarray, values: np.ndarray, size: int, repeat: int) -> np.ndarray:
@@ -161,6 +166,7 @@ def make_step(config: FitConfig, spec: FeatureSpec, loss: Loss, optimizer: Optim
     inv_scale = 1.0 / spec.scale
     t_scale = spec.target_scale
     step_loss = loss.rescaled(t_scale) if loss.scale_target else loss
+    offsets = spec.code_offsets if spec.categoricals else None  # once, not per batch
 
     def step(params, opt_state, raw, lr):
         t = raw[:, n_feat] if t_scale == 1.0 else raw[:, n_feat] / t_scale
@@ -178,8 +184,8 @@ def make_step(config: FitConfig, spec: FeatureSpec, loss: Loss, optimizer: Optim
             l1=config.l1,
             clip_grad=config.clip_grad,
             clip_weights=config.clip_weights,
-            codes=spec.codes(raw),
-            offsets=spec.code_offsets,
+            codes=None if offsets is None else raw[:, n_feat + 1 :].astype(np.intp) + offsets,
+            offsets=offsets,
         )
         return new, state, loss_sum, p, t
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import signal
 import time
 from collections.abc import Iterator, Sequence
@@ -194,6 +195,7 @@ class Trainer:
             state.epoch_metrics = running.state()
 
         exact = cfg.solver == "normal"
+        on_batch_end = self.callbacks.on_batch_end  # bound once: called every batch
         for raw in stream:
             if exact:  # accumulate the normal equations; solved at the end of the pass
                 t = raw[:, n_feat] if t_scale == 1.0 else raw[:, n_feat] / t_scale
@@ -203,21 +205,22 @@ class Trainer:
                 params, opt_state, loss_sum, p, t = step(
                     params, opt_state, raw, self.schedule(state.step)
                 )
-            if not (np.isfinite(loss_sum) and np.isfinite(params).all()):
+            # the weights' sum is finite exactly when every weight is (or one is ~1e308)
+            if not (math.isfinite(loss_sum) and math.isfinite(np.add.reduce(params, axis=None))):
                 raise DivergedError(
                     f"training diverged at step {state.step + 1} (epoch {state.epoch + 1}): "
                     "the loss or the weights became NaN or infinite; lower --lr "
                     "(the last good checkpoint is kept)"
                 )
             if not exact:
-                running.update(t * unit + t_center, link(p * unit + t_center))
+                running.update_scaled(t, p, unit, t_center, link)
             state.step += 1
             if state.path_stride and state.step % state.path_stride == 0:
                 self._record(state, params)
             state.rows_trained += len(t)
             state.epoch_rows += len(t)
             state.epoch_loss += loss_sum
-            self.callbacks.on_batch_end(state, len(t), loss_sum)
+            on_batch_end(state, len(t), loss_sum)
             if self._stop.signum is not None:
                 sync()
                 self._save(state, "signal")

@@ -125,3 +125,27 @@ def test_no_positive_predictions_give_zero_precision_not_an_error():
     acc.update(np.array([0.0, 1.0, 1.0]), np.array([0.1, 0.2, 0.3]))
     r = acc.result()
     assert r["precision"] == 0.0 and r["recall"] == 0.0 and r["f1"] == 0.0
+
+
+@pytest.mark.parametrize("task", ["regression", "binary"])
+def test_update_scaled_equals_update_on_the_original_units(task):
+    """The trainer's shortcut (errors and spread scaled, never formed in original units)
+    gives the metrics of the plain update on ``t * unit + center`` and ``link(p * ...)``."""
+    from streamgd.losses import get_loss
+
+    rng = np.random.default_rng(3)
+    link = get_loss("squared" if task == "regression" else "logistic").link
+    unit, center = 37.5, 1e4
+    fast, plain = Accumulator(task, auc=False), Accumulator(task, auc=False)
+    for size in (100, 1, 257):
+        t = rng.normal(size=size).astype(np.float32)
+        if task == "binary":
+            t = (t > 0).astype(np.float32)
+            unit, center = 1.0, 0.0
+        p = rng.normal(size=size)
+        fast.update_scaled(t, p, unit, center, link)
+        plain.update(t.astype(np.float64) * unit + center, link(p * unit + center))
+    got, want = fast.result(), plain.result()
+    assert got.keys() == want.keys()
+    for key in want:
+        assert got[key] == pytest.approx(want[key], rel=1e-9), key
