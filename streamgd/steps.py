@@ -195,7 +195,9 @@ def make_step(config: FitConfig, spec: FeatureSpec, loss: Loss, optimizer: Optim
 def _newton_direction(grad, x, c, inv_scale, l2):
     """Solve ``H d = grad`` with ``H`` the Gram matrix of ``[z, 1]`` weighted by the per-row
     curvature ``c`` over the rows of ``x`` (the batch's first ``HESSIAN_ROWS``: a subsampled
-    Gauss-Newton step), eigenvalues floored. For losses whose curvature depends on the
+    Gauss-Newton step), regularised by adding ``floor * I`` (a 34-column eigendecomposition
+    cost 86 us a batch, this solve 11 us; within a factor 2 of flooring the eigenvalues at
+    ``floor`` below it, the same above). For losses whose curvature depends on the
     prediction (logistic, poisson, softmax), where a fixed correlation preconditioner would
     misjudge the step along well-separated directions."""
     z = x if inv_scale is None else x * inv_scale
@@ -204,6 +206,7 @@ def _newton_direction(grad, x, c, inv_scale, l2):
     h = (a * c[:, None]).T @ a / len(z)
     if l2:
         h[:-1, :-1] += l2 * np.eye(z.shape[1])
-    vals, vecs = np.linalg.eigh(h)
-    floor = max(MIN_EIGENVALUE * MIN_CURVATURE, MIN_EIGENVALUE * float(vals.mean()))
-    return vecs @ ((vecs.T @ grad) / np.maximum(vals, floor))
+    d = len(h)
+    floor = max(MIN_EIGENVALUE * MIN_CURVATURE, MIN_EIGENVALUE * float(np.trace(h)) / d)
+    h[np.diag_indices(d)] += floor
+    return np.linalg.solve(h, grad)
