@@ -19,6 +19,7 @@ downloaded whole. See :func:`is_uri`.
 
 from __future__ import annotations
 
+import collections
 import csv as pycsv
 import fnmatch
 import glob
@@ -544,6 +545,16 @@ def to_matrix(
 
 
 @dataclass
+class _Parked:
+    """Pieces of a unit already decoded and the iterator that continues after them."""
+
+    unit: Unit
+    columns: frozenset[str]  # the pieces hold these columns (and maybe more)
+    pieces: collections.deque
+    rest: Iterator[tuple[pa.Table | pa.RecordBatch, int]]
+
+
+@dataclass
 class Dataset:
     """A resolved set of files with one schema fixed up front."""
 
@@ -555,6 +566,8 @@ class Dataset:
     # hive partition columns (the last of ``schema``) and each file's values of them
     partitions: Partitions = NO_PARTITIONS
     notes: tuple[str, ...] = ()  # what a user should know: columns widened between files
+    # pieces of one CSV unit already parsed, and its reader after them (see park)
+    _parked: _Parked | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def num_rows(self) -> int | None:
@@ -584,6 +597,12 @@ class Dataset:
         """Yield ``(table, first_row)`` pieces of one unit; ``first_row`` is the piece's row
         number within its file (0-based), for error messages. Partition columns among
         ``columns`` are constant columns of every piece, like the file's own."""
+        parked = self._unpark(unit, columns)
+        if parked is not None:
+            while parked.pieces:  # handed over one by one, so each is freed once used
+                yield parked.pieces.popleft()
+            yield from parked.rest
+            return
         if not self.partitions.names:
             yield from self._iter_pieces(unit, columns, handle)
             return
@@ -592,6 +611,30 @@ class Dataset:
             own = [self.schema.names[0]]  # a CSV reader without columns reads all: count one
         for table, first_row in self._iter_pieces(unit, own, handle):
             yield self.partitions.add_columns(table, unit.file, columns), first_row
+
+    def park(
+        self,
+        unit: Unit,
+        columns: Sequence[str],
+        pieces: Sequence[tuple[pa.Table | pa.RecordBatch, int]],
+        rest: Iterator[tuple[pa.Table | pa.RecordBatch, int]],
+    ) -> None:
+        """Keep the first ``pieces`` of ``unit`` as :meth:`iter_unit` gave them for
+        ``columns``, and ``rest`` (that iterator, past them), for the next read of the unit:
+        the statistics pass hands the epoch the CSV blocks it parsed (a CSV file cannot be
+        entered in the middle, so parsing them again was ~10% of a fit). The next
+        :meth:`iter_unit` of any unit takes them, or drops them if it cannot use them."""
+        self._unpark(None, ())
+        self._parked = _Parked(unit, frozenset(columns), collections.deque(pieces), rest)
+
+    def _unpark(self, unit: Unit | None, columns: Sequence[str]) -> _Parked | None:
+        parked, self._parked = self._parked, None
+        if parked is None or (parked.unit == unit and parked.columns.issuperset(columns)):
+            return parked
+        close = getattr(parked.rest, "close", None)
+        if close is not None:
+            close()
+        return None
 
     def _iter_pieces(
         self, unit: Unit, columns: Sequence[str], handle: _HandleCache | None
