@@ -105,8 +105,8 @@ class Prefetcher:
         self._args = (dataset, list(order), list(columns), prepare, start, offset)
         # with ``park``, what the first unit's reader gave (a CSV file's blocks, raw), so
         # that close() can leave it to the dataset's next read of that unit (Dataset.park)
-        self._recording: _Recording | None = None
-        self._park = park
+        self._recordings: list[_Recording] = []
+        self._park = [PARK_BYTES] if park else None  # bytes the recordings may still keep
         self._center = center
         self._converters = converters or {}
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
@@ -138,8 +138,9 @@ class Prefetcher:
                 # holds an extra chunk.
                 single = dataset.single_piece(unit)
                 pieces = dataset.iter_unit(unit, columns, handles)
-                if self._park and position == start and unit.row_group < 0 and not skip:
-                    pieces = self._recording = _Recording(unit, columns, pieces)
+                if self._park is not None and unit.row_group < 0 and not skip:
+                    pieces = _Recording(unit, columns, pieces, self._park)
+                    self._recordings.append(pieces)
                 for table, first_row in pieces:
                     for name, convert in self._converters.items():
                         i = table.schema.get_field_index(name)
@@ -161,7 +162,7 @@ class Prefetcher:
                         return
             self._put(self._DONE)
         except BaseException as exc:  # handed to the consumer, which re-raises it
-            self._recording = None
+            self._recordings = []
             self._put(exc)
 
     def __iter__(self) -> Iterator[Chunk]:
@@ -181,30 +182,32 @@ class Prefetcher:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        rec = self._recording
-        if rec is not None and rec.pieces is not None and not self._thread.is_alive():
-            self._args[0].park(rec.unit, rec.columns, rec.pieces, rec.source)
-        self._recording = None
+        if not self._thread.is_alive():
+            for rec in self._recordings:
+                if rec.pieces is not None:
+                    self._args[0].park(rec.unit, rec.columns, rec.pieces, rec.source)
+        self._recordings = []
         # Arrow's allocator keeps freed row groups' memory for reuse: after the statistics
         # pass (float64) that was 40-60 MB of RSS carried through training (0.3-0.8 ms)
         pa.default_memory_pool().release_unused()
 
 
 class _Recording:
-    """Passes on a unit's pieces, keeping them (up to ``PARK_BYTES``; beyond, or on an
-    error, nothing: ``pieces`` is None) and the source to continue from."""
+    """Passes on a unit's pieces, keeping them while ``budget[0]`` (bytes, shared by the
+    recordings of one prefetcher) lasts; beyond it, or on an error, nothing (``pieces`` is
+    None). ``source`` continues after them."""
 
-    def __init__(self, unit, columns: Sequence[str], source: Iterator) -> None:
+    def __init__(self, unit, columns: Sequence[str], source: Iterator, budget: list) -> None:
         self.unit, self.columns, self.source = unit, list(columns), source
         self.pieces: list | None = []
-        self._bytes = 0
+        self._budget = budget
 
     def __iter__(self) -> Iterator:
         try:
             for piece in self.source:
                 if self.pieces is not None:
-                    self._bytes += piece[0].nbytes
-                    if self._bytes > PARK_BYTES:
+                    self._budget[0] -= piece[0].nbytes
+                    if self._budget[0] < 0:
                         self.pieces = None
                     else:
                         self.pieces.append(piece)

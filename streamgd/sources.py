@@ -570,7 +570,9 @@ class Dataset:
     partitions: Partitions = NO_PARTITIONS
     notes: tuple[str, ...] = ()  # what a user should know: columns widened between files
     # pieces of one CSV unit already parsed, and its reader after them (see park)
-    _parked: _Parked | None = field(default=None, init=False, repr=False, compare=False)
+    _parked: dict[Unit, _Parked] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @property
     def num_rows(self) -> int | None:
@@ -625,19 +627,28 @@ class Dataset:
         """Keep the first ``pieces`` of ``unit`` as :meth:`iter_unit` gave them for
         ``columns``, and ``rest`` (that iterator, past them), for the next read of the unit:
         the statistics pass hands the epoch the CSV blocks it parsed (a CSV file cannot be
-        entered in the middle, so parsing them again was ~10% of a fit). The next
-        :meth:`iter_unit` of any unit takes them, or drops them if it cannot use them."""
-        self._unpark(None, ())
-        self._parked = _Parked(unit, frozenset(columns), collections.deque(pieces), rest)
+        entered in the middle, so parsing them again was ~10% of a fit). A read of a parked
+        unit takes its pieces; a read that cannot use them, or of a unit not parked (another
+        order, another pass), drops them all."""
+        self._drop(self._parked.pop(unit, None))
+        self._parked[unit] = _Parked(unit, frozenset(columns), collections.deque(pieces), rest)
 
-    def _unpark(self, unit: Unit | None, columns: Sequence[str]) -> _Parked | None:
-        parked, self._parked = self._parked, None
-        if parked is None or (parked.unit == unit and parked.columns.issuperset(columns)):
+    def _unpark(self, unit: Unit, columns: Sequence[str]) -> _Parked | None:
+        if not self._parked:
+            return None
+        parked = self._parked.pop(unit, None)
+        if parked is not None and parked.columns.issuperset(columns):
             return parked
-        close = getattr(parked.rest, "close", None)
+        for other in [parked, *self._parked.values()]:
+            self._drop(other)
+        self._parked.clear()
+        return None
+
+    @staticmethod
+    def _drop(parked: _Parked | None) -> None:
+        close = getattr(parked and parked.rest, "close", None)
         if close is not None:
             close()
-        return None
 
     def _iter_pieces(
         self, unit: Unit, columns: Sequence[str], handle: _HandleCache | None

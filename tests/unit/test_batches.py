@@ -383,15 +383,15 @@ def test_parked_csv_blocks_are_read_once_and_continue_exactly(layouts, stop_afte
     order = list(range(len(ds.units)))
     full = [c.rows.copy() for c in Prefetcher(ds, order, COLUMNS, trivial_prepare)]
     calls = _count_csv_parses(ds)
-    pre = Prefetcher(ds, order[:1], COLUMNS, trivial_prepare, park=True)
+    pre = Prefetcher(ds, order, COLUMNS, trivial_prepare, park=True)
     for i, _ in enumerate(pre):
         if i + 1 >= stop_after:
             break
     pre.close()
-    assert len(calls) == 1
     again = [c.rows.copy() for c in Prefetcher(ds, order, COLUMNS, trivial_prepare)]
     _assert_same(again, full)
-    assert calls == [ds.files[0].path, ds.files[1].path]  # the first file parsed once in all
+    # every file parsed once in all: what the first pass read ahead of the second file too
+    assert calls == [ds.files[0].path, ds.files[1].path]
 
 
 def test_parked_blocks_are_dropped_by_another_read(layouts):
@@ -399,10 +399,10 @@ def test_parked_blocks_are_dropped_by_another_read(layouts):
     pre = Prefetcher(ds, [0], COLUMNS, trivial_prepare, park=True)
     next(iter(pre))
     pre.close()
-    assert ds._parked is not None
+    assert ds._parked
     # another unit first (a shuffled epoch), or other columns: parsed afresh, memory freed
     other = [c.rows.copy() for c in Prefetcher(ds, [1, 0], ["y"], trivial_prepare)]
-    assert ds._parked is None
+    assert not ds._parked
     assert sum(len(r) for r in other) == 997
 
 
@@ -418,4 +418,4 @@ def test_nothing_is_parked_after_an_error(layouts):
     with pytest.raises(ValueError, match="bad block"):
         list(pre)
     pre.close()
-    assert ds._parked is None
+    assert not ds._parked
