@@ -550,8 +550,16 @@ def compute_stats(
         # the sample wastes a row group's decode (and a wait to stop it) on every fit.
         stop = _units_for(dataset, order, start, max_rows - (acc.rows if acc else 0))
         # float64, unlike training: the statistics see raw values, before any centring
+        # park: the CSV blocks it parsed of the epoch's first file are not parsed again
         prefetch = Prefetcher(
-            dataset, order[:stop], columns, prepare, start=start, depth=1, converters=converters
+            dataset,
+            order[:stop],
+            columns,
+            prepare,
+            start=start,
+            depth=1,
+            converters=converters,
+            park=start == 0,
         )
         try:
             for chunk in prefetch:

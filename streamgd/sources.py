@@ -19,6 +19,7 @@ downloaded whole. See :func:`is_uri`.
 
 from __future__ import annotations
 
+import collections
 import csv as pycsv
 import fnmatch
 import glob
@@ -27,7 +28,9 @@ import io
 import json
 import os
 import posixpath
+import queue
 import re
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -64,6 +67,7 @@ CSV_EXTENSIONS = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", *TSV_EXTENSIONS)
 FORMATS = ("auto", "parquet", "csv")
 # Row groups with more rows than this are read in slices of this many rows (memory bound).
 SLICE_ROWS = 262_144
+PROBE_BLOCK_SIZE = 64 << 10  # bytes of each later CSV file checked by open_dataset
 CSV_BLOCK_SIZE = 1 << 20  # bytes of text per CSV block (4 MB blocks parsed 1.2-1.3x slower)
 _GLOB_CHARS = set("*?[")
 
@@ -544,6 +548,16 @@ def to_matrix(
 
 
 @dataclass
+class _Parked:
+    """Pieces of a unit already decoded and the iterator that continues after them."""
+
+    unit: Unit
+    columns: frozenset[str]  # the pieces hold these columns (and maybe more)
+    pieces: collections.deque
+    rest: Iterator[tuple[pa.Table | pa.RecordBatch, int]]
+
+
+@dataclass
 class Dataset:
     """A resolved set of files with one schema fixed up front."""
 
@@ -555,6 +569,10 @@ class Dataset:
     # hive partition columns (the last of ``schema``) and each file's values of them
     partitions: Partitions = NO_PARTITIONS
     notes: tuple[str, ...] = ()  # what a user should know: columns widened between files
+    # pieces of one CSV unit already parsed, and its reader after them (see park)
+    _parked: dict[Unit, _Parked] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @property
     def num_rows(self) -> int | None:
@@ -584,6 +602,12 @@ class Dataset:
         """Yield ``(table, first_row)`` pieces of one unit; ``first_row`` is the piece's row
         number within its file (0-based), for error messages. Partition columns among
         ``columns`` are constant columns of every piece, like the file's own."""
+        parked = self._unpark(unit, columns)
+        if parked is not None:
+            while parked.pieces:  # handed over one by one, so each is freed once used
+                yield parked.pieces.popleft()
+            yield from parked.rest
+            return
         if not self.partitions.names:
             yield from self._iter_pieces(unit, columns, handle)
             return
@@ -592,6 +616,39 @@ class Dataset:
             own = [self.schema.names[0]]  # a CSV reader without columns reads all: count one
         for table, first_row in self._iter_pieces(unit, own, handle):
             yield self.partitions.add_columns(table, unit.file, columns), first_row
+
+    def park(
+        self,
+        unit: Unit,
+        columns: Sequence[str],
+        pieces: Sequence[tuple[pa.Table | pa.RecordBatch, int]],
+        rest: Iterator[tuple[pa.Table | pa.RecordBatch, int]],
+    ) -> None:
+        """Keep the first ``pieces`` of ``unit`` as :meth:`iter_unit` gave them for
+        ``columns``, and ``rest`` (that iterator, past them), for the next read of the unit:
+        the statistics pass hands the epoch the CSV blocks it parsed (a CSV file cannot be
+        entered in the middle, so parsing them again was ~10% of a fit). A read of a parked
+        unit takes its pieces; a read that cannot use them, or of a unit not parked (another
+        order, another pass), drops them all."""
+        self._drop(self._parked.pop(unit, None))
+        self._parked[unit] = _Parked(unit, frozenset(columns), collections.deque(pieces), rest)
+
+    def _unpark(self, unit: Unit, columns: Sequence[str]) -> _Parked | None:
+        if not self._parked:
+            return None
+        parked = self._parked.pop(unit, None)
+        if parked is not None and parked.columns.issuperset(columns):
+            return parked
+        for other in [parked, *self._parked.values()]:
+            self._drop(other)
+        self._parked.clear()
+        return None
+
+    @staticmethod
+    def _drop(parked: _Parked | None) -> None:
+        close = getattr(parked and parked.rest, "close", None)
+        if close is not None:
+            close()
 
     def _iter_pieces(
         self, unit: Unit, columns: Sequence[str], handle: _HandleCache | None
@@ -643,16 +700,69 @@ class Dataset:
         assert self.csv_schema is not None
         types = {name: self.csv_schema.field(name).type for name in columns}
         reader = _open_csv(src.path, self.csv, types, list(columns))
+        ahead = _ReadAhead(reader)
         row = 0
-        while True:
+        try:
+            for batch in ahead:
+                yield batch, row
+                row += batch.num_rows
+        except (OSError, pa.ArrowException) as exc:
+            raise _csv_error(exc, src.path, self.csv, types, first_row=row) from None
+        finally:
+            ahead.close()
+
+
+class _ReadAhead:
+    """A CSV reader's next blocks, parsed on a thread while the consumer converts the last.
+
+    pyarrow parses a stream's blocks one after another on one core (its threads made no
+    difference here), and converting a block to a matrix took ~7% beside it on the same
+    thread; parsing ahead overlaps the two. At most ``READ_AHEAD`` blocks wait (1 MB of text
+    each, ~1 MB parsed).
+    """
+
+    _END = object()
+
+    def __init__(self, reader: pacsv.CSVStreamingReader) -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=READ_AHEAD)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(reader,), name="streamgd-csv", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, reader: pacsv.CSVStreamingReader) -> None:
+        while not self._stop.is_set():
             try:
-                batch = reader.read_next_batch()
+                item = reader.read_next_batch()
             except StopIteration:
+                item = self._END
+            except BaseException as exc:  # raised where the block would have been
+                item = exc
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if item is self._END or isinstance(item, BaseException):
                 return
-            except (OSError, pa.ArrowException) as exc:
-                raise _csv_error(exc, src.path, self.csv, types, first_row=row) from None
-            yield batch, row
-            row += batch.num_rows
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+READ_AHEAD = 2  # CSV blocks parsed ahead of the consumer (see _ReadAhead)
 
 
 class _HandleCache:
@@ -711,13 +821,14 @@ def _open_csv(
     include: list[str] | None,
     *,
     threads: bool = True,
+    block_size: int | None = None,
 ) -> pacsv.CSVStreamingReader:
     """A streaming reader of one CSV file; pyarrow parses (and checks) the first block here.
 
     ``newlines_in_values`` is always on: without it a quoted line break that falls on a block
     boundary splits the record; on ordinary files it cost nothing measurable (0-3%).
     """
-    read = {"block_size": CSV_BLOCK_SIZE, "use_threads": threads}
+    read = {"block_size": block_size or CSV_BLOCK_SIZE, "use_threads": threads}
     if not options.header:
         read["column_names"] = list(options.columns or ())
     convert = {
@@ -778,6 +889,23 @@ def _probe_csv(
     except (OSError, pa.ArrowException) as exc:
         raise _csv_error(exc, path, options, types, first_row=0) from None
     return reader.schema, batch.num_rows > 0
+
+
+def _check_head(
+    path: str, options: CsvOptions, types: dict[str, pa.DataType]
+) -> tuple[pa.Schema | None, None]:
+    """A file after the types are fixed: its header, and its first ``PROBE_BLOCK_SIZE``
+    bytes parsed with those types. Parsing a whole first block of every file here was ~2%
+    of a fit, and the epoch parsed it again. None if that cannot settle it (an error, which
+    the full probe then reports as it did, or a column the types do not cover, whose type
+    is inferred from a whole block as for the first file)."""
+    try:
+        reader = _open_csv(path, options, types, None, threads=False, block_size=PROBE_BLOCK_SIZE)
+    except (DataError, OSError, pa.ArrowException):
+        return None, None
+    if not set(reader.schema.names) <= set(types):
+        return None, None
+    return reader.schema, None
 
 
 def _given_types(options: CsvOptions) -> dict[str, pa.DataType]:
@@ -952,8 +1080,9 @@ def open_dataset(paths: Sequence[str], fmt: str = "auto", csv: CsvOptions | None
 
     CSV files are parsed as ``csv`` says (default :class:`CsvOptions`). Their column types are
     fixed once, from the first block of the first CSV file with a data row (a header-only file
-    says nothing about types); every other CSV file's first block is parsed with those types
-    here, so a bad value there is reported before training starts.
+    says nothing about types); the first 64 KB of every other CSV file are parsed with those
+    types here (its first block, if it has columns those types do not cover), so a bad value
+    there is reported before training starts.
     """
     options = CsvOptions() if csv is None else csv
     if not isinstance(options, CsvOptions):
@@ -974,9 +1103,11 @@ def open_dataset(paths: Sequence[str], fmt: str = "auto", csv: CsvOptions | None
         if size == 0:
             raise DataError(_empty_message(options), path=path)
         typed = csv_types is not None
-        schema, has_rows = _probe_csv(
-            path, options, csv_types or _given_types(options), rows=not typed
-        )
+        schema, has_rows = _check_head(path, options, csv_types) if typed else (None, None)
+        if schema is None:
+            schema, has_rows = _probe_csv(
+                path, options, csv_types or _given_types(options), rows=not typed
+            )
         if not csv_files:
             _check_dtypes(options, schema, path)
         if not typed and has_rows:

@@ -358,3 +358,64 @@ def test_a_batch_is_valid_until_the_next_is_requested(layouts):
     ds = open_dataset(paths)
     kept = [b.copy() for b in make_stream(ds, batch_size=7, shuffle=False, buffer_size=0)]
     assert np.array_equal(_ids(kept), np.arange(n))
+
+
+# -- the statistics pass's parsed CSV blocks, parked for the epoch ------------------------------
+
+
+def _count_csv_parses(ds) -> list:
+    calls = []
+    original = ds._iter_csv
+
+    def counting(src, columns):
+        calls.append(src.path)
+        yield from original(src, columns)
+
+    ds._iter_csv = counting
+    return calls
+
+
+@pytest.mark.parametrize("stop_after", [1, 3, 1000])
+def test_parked_csv_blocks_are_read_once_and_continue_exactly(layouts, stop_after):
+    """A prefetcher with ``park`` stopped after some chunks (or after the whole first file)
+    leaves what it parsed to the next read of that unit, which continues the same reader."""
+    ds = open_dataset(layouts["csv_files"][0])
+    order = list(range(len(ds.units)))
+    full = [c.rows.copy() for c in Prefetcher(ds, order, COLUMNS, trivial_prepare)]
+    calls = _count_csv_parses(ds)
+    pre = Prefetcher(ds, order, COLUMNS, trivial_prepare, park=True)
+    for i, _ in enumerate(pre):
+        if i + 1 >= stop_after:
+            break
+    pre.close()
+    again = [c.rows.copy() for c in Prefetcher(ds, order, COLUMNS, trivial_prepare)]
+    _assert_same(again, full)
+    # every file parsed once in all: what the first pass read ahead of the second file too
+    assert calls == [ds.files[0].path, ds.files[1].path]
+
+
+def test_parked_blocks_are_dropped_by_another_read(layouts):
+    ds = open_dataset(layouts["csv_files"][0])
+    pre = Prefetcher(ds, [0], COLUMNS, trivial_prepare, park=True)
+    next(iter(pre))
+    pre.close()
+    assert ds._parked
+    # another unit first (a shuffled epoch), or other columns: parsed afresh, memory freed
+    other = [c.rows.copy() for c in Prefetcher(ds, [1, 0], ["y"], trivial_prepare)]
+    assert not ds._parked
+    assert sum(len(r) for r in other) == 997
+
+
+def test_nothing_is_parked_after_an_error(layouts):
+    ds = open_dataset(layouts["csv_files"][0])
+
+    def failing(m, path, first_row):
+        if first_row >= 200:
+            raise ValueError("bad block")
+        return trivial_prepare(m, path, first_row)
+
+    pre = Prefetcher(ds, [0], COLUMNS, failing, park=True)
+    with pytest.raises(ValueError, match="bad block"):
+        list(pre)
+    pre.close()
+    assert not ds._parked

@@ -440,3 +440,22 @@ def test_to_matrix_decodes_numeric_types_and_nulls_as_nan():
         np.testing.assert_array_equal(got, expected)
     # column selection and order follow the request
     np.testing.assert_array_equal(to_matrix(table, ["b", "i"]), expected[:, [2, 0]])
+
+
+def test_later_csv_files_are_checked_by_their_head(tmp_path):
+    """open_dataset parses the first PROBE_BLOCK_SIZE bytes of a later file with the fixed
+    types: a bad value there is an error naming its line before training; one past them is
+    reported when the file is read."""
+    first = tmp_path / "a.csv"
+    first.write_text("x,y\n" + "".join(f"{i},{i * 0.5}\n" for i in range(100)))
+    bad = tmp_path / "b.csv"
+    bad.write_text("x,y\n1,2\nnot a number,3\n")
+    with pytest.raises(sources.DataError, match="line 3"):
+        sources.open_dataset([str(first), str(bad)])
+    late = tmp_path / "c.csv"
+    rows = sources.PROBE_BLOCK_SIZE // 4
+    late.write_text("x,y\n" + "1,2\n" * rows + "oops,3\n")
+    ds = sources.open_dataset([str(first), str(late)])
+    with pytest.raises(sources.DataError, match=f"line {rows + 2}"):
+        for _ in ds.iter_unit(ds.units[1], ["x", "y"]):
+            pass
