@@ -270,7 +270,9 @@ def round_task(
     need = cfg.sync_every * cfg.batch_size
     pieces, counts = [], count_vector(len(spec.names))
     settings = _settings_key(spec, config)
-    select = cfg.holdout_select(keep=False)
+    # --holdout-rows: the worker draws the same rows (a pure function of files, K and seed;
+    # Parquet row counts from metadata), once per process
+    select = cfg.holdout_select(keep=False, dataset=dataset)
     while need > 0 and position < len(order):
         key = (paths, order[position], settings)
         stream = _unit_stream(dataset, order[position], offset, spec, loss, key, select)
@@ -343,8 +345,6 @@ def check_supported(config: FitConfig) -> None:
         raise UsageError("--cluster trains with --solver sgd (the normal solver runs locally)")
     if config.record_path:
         raise UsageError("--record-path is not available with --cluster")
-    if config.holdout_rows:
-        raise UsageError("--holdout-rows is not available with --cluster; use --holdout FRACTION")
 
 
 class DistributedTrainer:

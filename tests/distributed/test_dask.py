@@ -104,6 +104,22 @@ def test_categorical_features_train_on_workers(cluster, tmp_path):
     assert mse <= lstsq_mse(design, y) * 1.01
 
 
+def test_holdout_rows_are_the_same_rows_on_workers(cluster, data):
+    """Workers draw the --holdout-rows reservoir themselves: they train on every other row,
+    and the driver scores exactly the drawn rows."""
+    from streamgd.features import reservoir_rows
+    from streamgd.sources import open_dataset
+
+    config = _config(data, epochs=2, holdout_rows=700)
+    result = train(data.paths, config, RunOptions(cluster=cluster.scheduler_address))
+    assert all(h["rows"] == 16_000 - 700 for h in result.model.history)
+    drawn = reservoir_rows(open_dataset(data.paths, "auto"), 700, seed=0)
+    held = np.concatenate([i * 4000 + drawn.get(p, []) for i, p in enumerate(data.paths)])
+    mse = np.mean((result.model.predict(data.x[held]) - data.y[held]) ** 2)
+    last = result.model.history[-1]
+    assert last["val_rows"] == 700 and last["val_mse"] == pytest.approx(mse, rel=1e-9)
+
+
 def test_sync_every_one_is_synchronous_sgd_over_shards(cluster, data):
     result = train(
         data.paths,

@@ -264,7 +264,3 @@ def test_holdout_rows_errors(synthetic, capsys):
     data = synthetic(rows=300, files=1)
     code, _, err = run_cli(capsys, "fit", *data.paths, "-y", "y", "--holdout-rows", "300")
     assert code == 2 and "would hold out every row: the data has 300 rows" in err
-    code, _, err = run_cli(
-        capsys, "fit", *data.paths, "-y", "y", "--holdout-rows", "30", "--cluster", "local:1"
-    )
-    assert code == 2 and "--holdout-rows is not available with --cluster" in err
