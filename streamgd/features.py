@@ -8,6 +8,7 @@ null targets, imputes or rejects missing features, rejects infinities and bad ta
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -273,38 +274,36 @@ class FeatureSpec:
         target = (self.target,) if has_target else ()
         return (*self.names, *target, *(c.name for c in self.categoricals))
 
-    def converters(self, *, has_target: bool = True) -> dict | None:
+    def converters(self) -> dict | None:
         """Column converters for the prefetcher: categorical values to codes, and class
         labels to class codes (multi-class targets)."""
         out = {c.name: c.converter() for c in self.categoricals}
-        if has_target and self.classes is not None:
+        if self.classes is not None:
             out[self.target] = label_encoder(self.classes, self.target)
         return out or None
 
-    def stream_center(self, *, has_target: bool = True) -> np.ndarray:
-        """What to subtract from each raw matrix column while decoding: the feature centres,
-        the target's (when streamed), and nothing from codes."""
-        target = [self.target_center] if has_target else []
-        return np.concatenate([self.center, target, np.zeros(len(self.categoricals))])
+    def stream_center(self) -> np.ndarray:
+        """What to subtract from each column of :attr:`columns` while decoding: the feature
+        centres, the target's, and nothing from codes."""
+        return np.concatenate([self.center, [self.target_center], np.zeros(len(self.categoricals))])
 
     @property
     def n_codes(self) -> int:
         """Weights of the categorical codes, after the intercept in the parameters."""
         return sum(c.size for c in self.categoricals)
 
-    @property
+    @functools.cached_property  # once per spec: the step reads it every batch
     def code_offsets(self) -> np.ndarray:
         """Where each categorical column's weights start among the code weights."""
         sizes = [c.size for c in self.categoricals]
         return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
 
-    def codes(self, raw: np.ndarray, *, has_target: bool = True) -> np.ndarray | None:
-        """Indices into the code weights, (rows, categoricals), of a raw matrix; None
-        without categorical features."""
+    def codes(self, raw: np.ndarray) -> np.ndarray | None:
+        """Indices into the code weights, (rows, categoricals), of a raw matrix laid out as
+        :attr:`columns`; None without categorical features."""
         if not self.categoricals:
             return None
-        start = len(self.names) + (1 if has_target else 0)
-        return raw[:, start:].astype(np.intp) + self.code_offsets
+        return raw[:, len(self.names) + 1 :].astype(np.intp) + self.code_offsets
 
     def table_codes(self, table) -> np.ndarray | None:
         """Indices into the code weights of a table's categorical columns, as :meth:`codes`."""

@@ -166,7 +166,7 @@ def make_step(config: FitConfig, spec: FeatureSpec, loss: Loss, optimizer: Optim
     inv_scale = 1.0 / spec.scale
     t_scale = spec.target_scale
     step_loss = loss.rescaled(t_scale) if loss.scale_target else loss
-    offsets = spec.code_offsets if spec.categoricals else None  # once, not per batch
+    offsets = spec.code_offsets if spec.categoricals else None
 
     def step(params, opt_state, raw, lr):
         t = raw[:, n_feat] if t_scale == 1.0 else raw[:, n_feat] / t_scale
@@ -184,7 +184,7 @@ def make_step(config: FitConfig, spec: FeatureSpec, loss: Loss, optimizer: Optim
             l1=config.l1,
             clip_grad=config.clip_grad,
             clip_weights=config.clip_weights,
-            codes=None if offsets is None else raw[:, n_feat + 1 :].astype(np.intp) + offsets,
+            codes=spec.codes(raw),
             offsets=offsets,
         )
         return new, state, loss_sum, p, t
