@@ -181,17 +181,16 @@ def _compare(got, want, where: str, exact: bool) -> None:
             _compare(g, w, f"{where}[{i}]", exact)
     elif isinstance(want, float) and not exact:
         assert isinstance(got, float), f"{where}: {got!r} is not a float"
-        assert math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-12) or (
-            math.isnan(got) and math.isnan(want)
-        ), f"{where}: {got!r} != {want!r} (tolerant comparison on another platform)"
-    else:
-        same = got == want or (
-            isinstance(want, float)
-            and isinstance(got, float)
-            and math.isnan(got)
-            and math.isnan(want)
+        close = math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-12)
+        assert close or _nan(got) and _nan(want), (
+            f"{where}: {got!r} != {want!r} (tolerant comparison on another platform)"
         )
-        assert same, f"{where}: {got!r} != {want!r}"
+    else:
+        assert got == want or _nan(got) and _nan(want), f"{where}: {got!r} != {want!r}"
+
+
+def _nan(value) -> bool:
+    return isinstance(value, float) and math.isnan(value)
 
 
 @pytest.mark.parametrize("name", list(CASES))
