@@ -19,9 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from .decode import to_matrix
 from .errors import CheckpointError
 from .shuffle import _BUFFER_STREAM, ShuffleBuffer, epoch_order, epoch_rng
-from .sources import Dataset, _HandleCache, to_matrix
+from .sources import Dataset, HandleCache
 
 __all__ = ["Chunk", "Cursor", "Prefetcher", "BatchStream"]
 
@@ -126,7 +127,7 @@ class Prefetcher:
 
     def _run(self) -> None:
         dataset, order, columns, prepare, start, offset = self._args
-        handles = _HandleCache()
+        handles = HandleCache()
         empty = np.empty((0, len(columns)))
         try:
             for position in range(start, len(order)):

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import DataError, UsageError
-from .sources import Dataset, _HandleCache
+from .sources import Dataset, HandleCache
 
 __all__ = [
     "Categorical",
@@ -160,7 +160,7 @@ def scan_categories(
     if hash_bits is not None:
         return tuple(Categorical(n, bits=hash_bits) for n in names)
     counts: dict[str, dict] = {n: {} for n in names}
-    handles = _HandleCache()
+    handles = HandleCache()
     seen = 0
     for index in order:
         unit = dataset.units[index]

@@ -35,9 +35,10 @@ import numpy as np
 
 from .checkpoint import TrainState
 from .config import FitConfig
+from .decode import to_matrix
 from .errors import DataError, PreemptedError, StreamgdError, UsageError
 from .features import FeatureSpec, count_vector, make_prepare, target_check
-from .sources import Dataset, _HandleCache, open_dataset, to_matrix
+from .sources import Dataset, HandleCache, open_dataset
 
 __all__ = ["connect", "shard_units", "round_task", "DistributedTrainer", "parse_cluster"]
 
@@ -191,7 +192,7 @@ def _unit_pieces(dataset: Dataset, unit_index: int, spec: FeatureSpec, loss, sel
     )
     converters = spec.converters() or {}
     center = spec.stream_center()
-    for table, first_row in dataset.iter_unit(unit, spec.columns, _HandleCache()):
+    for table, first_row in dataset.iter_unit(unit, spec.columns, HandleCache()):
         for name, convert in converters.items():
             i = table.schema.get_field_index(name)
             table = table.set_column(i, name, convert(table.column(name), path, first_row))

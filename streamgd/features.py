@@ -401,9 +401,9 @@ def reservoir_rows(dataset: Dataset, k: int, seed: int) -> dict[str, np.ndarray]
 
 
 def _count_rows(dataset: Dataset, index: int) -> int:
-    from .sources import _HandleCache
+    from .sources import HandleCache
 
-    handles = _HandleCache()
+    handles = HandleCache()
     first = dataset.schema.names[:1]
     return sum(
         table.num_rows
@@ -605,10 +605,10 @@ def scan_classes(dataset: Dataset, target: str) -> tuple[tuple, np.ndarray]:
     sorted; numbers that are whole become ints."""
     import pyarrow.compute as pc
 
-    from .sources import _HandleCache
+    from .sources import HandleCache
 
     counts: dict = {}
-    handles = _HandleCache()
+    handles = HandleCache()
     for unit in dataset.units:
         for table, _ in dataset.iter_unit(unit, [target], handles):
             col = table.column(target)

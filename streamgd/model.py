@@ -126,7 +126,7 @@ class Model:
     def _inputs(self, data) -> tuple[np.ndarray, np.ndarray | None]:
         """The numeric feature matrix and the categorical code indices of ``data``: a table,
         a DataFrame (columns by name), or a numeric array (features in order, no categoricals)."""
-        from .sources import to_matrix
+        from .decode import to_matrix
 
         if isinstance(data, pd.DataFrame):
             data = pa.Table.from_pandas(data, preserve_index=False)

@@ -17,11 +17,12 @@ import pyarrow.parquet as pq
 from .archive import atomic_path
 from .batches import Prefetcher
 from .config import csv_options_from
+from .decode import to_matrix
 from .errors import DataError, UsageError
 from .features import count_vector, describe_counts, make_prepare, target_check
 from .metrics import Accumulator
 from .model import Model
-from .sources import _HandleCache, is_numeric, open_dataset, to_matrix
+from .sources import HandleCache, is_numeric, open_dataset
 from .trainer import single_blas_thread
 
 __all__ = ["predict_files", "evaluate"]
@@ -88,7 +89,7 @@ def _predict_files(
         check_target=None,
         has_target=False,
     )
-    handles = _HandleCache()
+    handles = HandleCache()
     rows = 0
     with atomic_path(out) as tmp:
         writer = None

@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 
 from .archive import _fsync_dir, atomic_write
 from .errors import StreamgdError, UsageError
-from .sources import CsvOptions, Dataset, _HandleCache, open_dataset
+from .sources import CsvOptions, Dataset, HandleCache, open_dataset
 
 __all__ = ["MANIFEST", "MAX_BUCKETS", "bucket_count", "estimate_bytes", "shuffle_files"]
 
@@ -81,7 +81,7 @@ def estimate_bytes(dataset: Dataset) -> int:
     Parquet ones are close for plain columns and low for dictionary-encoded ones. A low
     estimate costs time, not memory: the permute pass scatters a bucket over the budget
     again."""
-    total, handles = 0, _HandleCache()  # opens local files and URIs alike
+    total, handles = 0, HandleCache()  # opens local files and URIs alike
     for f in dataset.files:
         if f.format == "parquet":
             md = handles.parquet(f.path).metadata
@@ -335,7 +335,7 @@ def _publish(staged: str, out_dir: str, names: list[str], previous: list[str], m
 def _input_tables(dataset: Dataset) -> Iterator[pa.Table]:
     """The dataset's rows as tables of its unified schema, one row group or CSV block at a
     time, in file order."""
-    schema, handles = dataset.schema, _HandleCache()
+    schema, handles = dataset.schema, HandleCache()
     for unit in dataset.units:
         for piece, _ in dataset.iter_unit(unit, schema.names, handles):
             table = pa.Table.from_batches([piece]) if isinstance(piece, pa.RecordBatch) else piece

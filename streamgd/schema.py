@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .features import select_features
-from .sources import CsvOptions, Dataset, SourceFile, _open_parquet, is_numeric, open_dataset
+from .sources import CsvOptions, Dataset, SourceFile, is_numeric, open_dataset, open_parquet
 
 __all__ = ["describe_dataset", "render_schema"]
 
@@ -115,7 +115,7 @@ def _parquet_nulls(dataset: Dataset, index: int) -> tuple[dict[str, int], dict[s
     src = dataset.files[index]
     names = [n for n in dataset.schema.names if n not in dataset.partitions.names]
     flat = [n for n in names if not pa.types.is_nested(dataset.schema.field(n).type)]
-    counts = _statistics_nulls(_open_parquet(src.path).metadata, src, flat)
+    counts = _statistics_nulls(open_parquet(src.path).metadata, src, flat)
     rest = [name for name in names if name not in counts]
     if rest:
         counts.update(_stream_counts(dataset, index, rest)[1])

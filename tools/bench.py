@@ -37,7 +37,7 @@ page cache, and one discarded run of the first case precedes the rounds. Every c
 one BLAS thread (``BLAS_THREADS``), as streamgd does.
 
 - ``decode-mmap``: ``decode`` reading each row group through a memory map of its file (as
-  streamgd reads local files; see ``streamgd.sources._HandleCache``): how much of a fit's
+  streamgd reads local files; see ``streamgd.sources.HandleCache``): how much of a fit's
   ratio to ``decode`` comes from reading faster rather than from doing less.
 - ``decode``: the raw decode ceiling. Every row group read with
   ``ParquetFile.read_row_group`` and copied column by column into a reused Fortran-ordered

@@ -417,7 +417,7 @@ def test_row_groups_bigger_than_a_slice_stream_through_workers(
         keep(key, stream)
 
     monkeypatch.setattr(sd, "_keep", spy)
-    monkeypatch.setattr(streamgd.sources, "SLICE_ROWS", 256)
+    monkeypatch.setattr(streamgd.sources.dataset, "SLICE_ROWS", 256)
     sliced = train([big_groups], config, options)
     assert kept and max(kept) <= 256  # a worker holds one slice, not the 3000-row group
     # the statistics pass sums its slices in another order, so equal to float64 rounding only

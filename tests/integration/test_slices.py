@@ -38,7 +38,7 @@ def _fit(path, tmp_path=None, **options):
 
 def test_sliced_reading_gives_the_same_model(one_big_row_group, monkeypatch):
     whole = _fit(one_big_row_group).model
-    monkeypatch.setattr(sources, "SLICE_ROWS", 1000)
+    monkeypatch.setattr(sources.dataset, "SLICE_ROWS", 1000)
     dataset = sources.open_dataset([one_big_row_group])
     unit = dataset.units[0]
     assert not dataset.single_piece(unit)
@@ -53,7 +53,7 @@ def test_sliced_reading_gives_the_same_model(one_big_row_group, monkeypatch):
 
 
 def test_resume_inside_a_sliced_row_group_is_exact(one_big_row_group, monkeypatch, tmp_path):
-    monkeypatch.setattr(sources, "SLICE_ROWS", 700)
+    monkeypatch.setattr(sources.dataset, "SLICE_ROWS", 700)
     full_dir = str(tmp_path / "full")
     full = _fit(one_big_row_group, checkpoint_dir=full_dir, checkpoint_every=7, keep=100)
     for ckpt in CheckpointManager(full_dir).paths():

@@ -38,7 +38,7 @@ SHUFFLES = [(False, 0), (False, 50), (True, 0), (True, 1), (True, 50), (True, 10
 @pytest.fixture(autouse=True)
 def small_csv_blocks(monkeypatch):
     """CSV files are read in many blocks, so a unit yields several chunks."""
-    monkeypatch.setattr(sources, "CSV_BLOCK_SIZE", SMALL_CSV_BLOCK)
+    monkeypatch.setattr(sources.csv, "CSV_BLOCK_SIZE", SMALL_CSV_BLOCK)
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,9 @@ import pytest
 import streamgd
 import streamgd.sources as sources
 from streamgd.batches import Prefetcher
+from streamgd.decode import to_matrix
 from streamgd.errors import DataError, UsageError
-from streamgd.sources import CsvError, CsvOptions, open_dataset, to_matrix
+from streamgd.sources import CsvError, CsvOptions, open_dataset
 
 from .helpers import trivial_prepare
 
@@ -278,7 +279,7 @@ def _check_failure(info, case: Case, path: str) -> None:
 def case(request, monkeypatch):
     case = request.param
     if case.small_blocks:
-        monkeypatch.setattr(sources, "CSV_BLOCK_SIZE", SMALL_BLOCK)
+        monkeypatch.setattr(sources.csv, "CSV_BLOCK_SIZE", SMALL_BLOCK)
     return case
 
 
@@ -395,7 +396,7 @@ def test_fit_on_awkward_csv_files(tmp_path):
 
 
 def test_fit_reports_a_bad_value_with_its_line(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "CSV_BLOCK_SIZE", SMALL_BLOCK)
+    monkeypatch.setattr(sources.csv, "CSV_BLOCK_SIZE", SMALL_BLOCK)
     path = str(tmp_path / "bad.csv")
     with open(path, "wb") as fh:
         fh.write(b"x,y\n" + _numbers(LONG) + b"1,oops\n")
@@ -440,7 +441,7 @@ def test_columns_of_other_files_may_come_in_another_order(tmp_path):
 
 def test_errors_in_a_column_not_read_do_not_matter(tmp_path, monkeypatch):
     """Only the columns asked for are converted; a ragged row is an error whatever is read."""
-    monkeypatch.setattr(sources, "CSV_BLOCK_SIZE", SMALL_BLOCK)
+    monkeypatch.setattr(sources.csv, "CSV_BLOCK_SIZE", SMALL_BLOCK)
     path = str(tmp_path / "a.csv")
     with open(path, "wb") as fh:
         fh.write(b"id,x\n" + _numbers(LONG) + b"oops,1\n")

@@ -11,9 +11,9 @@ import pytest
 
 import streamgd.sources as sources
 from streamgd.errors import DataError
-from streamgd.partitions import parse_partitions, partition_dirs
 from streamgd.schema import describe_dataset, render_schema
 from streamgd.sources import open_dataset
+from streamgd.sources.partitions import parse_partitions, partition_dirs
 
 from .helpers import COLUMNS, write_csv, write_parquet
 
@@ -62,14 +62,14 @@ def test_partition_keys_are_typed_columns_after_the_files_own(tmp_path):
 @pytest.mark.parametrize("slice_rows", [None, 7])  # whole row groups, or slices of them
 def test_every_piece_carries_its_files_values(tmp_path, monkeypatch, slice_rows):
     if slice_rows:
-        monkeypatch.setattr(sources, "SLICE_ROWS", slice_rows)
+        monkeypatch.setattr(sources.dataset, "SLICE_ROWS", slice_rows)
     ds = open_dataset([_hive(tmp_path)])
     table = _read(ds, ["region", "row_id", "year"])
     assert table.to_pydict() == {k: _expected()[k] for k in ["region", "row_id", "year"]}
 
 
 def test_csv_files_get_partition_columns_too(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "CSV_BLOCK_SIZE", 512)  # several blocks per file
+    monkeypatch.setattr(sources.csv, "CSV_BLOCK_SIZE", 512)  # several blocks per file
     ds = open_dataset([_hive(tmp_path, fmt="csv")])
     assert len(list(ds.iter_unit(ds.units[0], COLUMNS))) > 2
     assert _read(ds, ["row_id", "year", "region"]).to_pydict() == {

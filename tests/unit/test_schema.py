@@ -112,7 +112,7 @@ def _awkward_csv(path: str, table: pa.Table) -> None:
 
 
 def test_csv_rows_and_nulls_are_counted_by_streaming(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "CSV_BLOCK_SIZE", 1024)  # several blocks per file
+    monkeypatch.setattr(sources.csv, "CSV_BLOCK_SIZE", 1024)  # several blocks per file
     paths = []
     for i, n in enumerate([700, 0, 333]):
         path = str(tmp_path / f"c{i}.csv")
@@ -174,7 +174,7 @@ def test_target_errors_are_those_of_feature_selection(tmp_path):
 
 def test_a_bad_csv_value_is_reported_with_its_line(tmp_path, monkeypatch):
     """Counting streams every value with the dataset's types, so ``schema`` also checks it."""
-    monkeypatch.setattr(sources, "CSV_BLOCK_SIZE", 1024)
+    monkeypatch.setattr(sources.csv, "CSV_BLOCK_SIZE", 1024)
     path = str(tmp_path / "a.csv")
     with open(path, "w") as fh:
         fh.write("a,b\n" + "".join(f"{i},{i}\n" for i in range(1000)) + "1,x\n")

@@ -13,8 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import streamgd.sources as sources
+from streamgd.decode import to_matrix
 from streamgd.errors import DataError, UsageError
-from streamgd.sources import open_dataset, resolve_paths, to_matrix
+from streamgd.sources import open_dataset, resolve_paths
 
 from .helpers import COLUMNS, id_table, write_csv, write_parquet
 
@@ -316,8 +317,8 @@ def test_a_note_names_a_few_files_and_counts_the_rest(tmp_path):
     ],
 )
 def test_widening_is_symmetric_and_lossless_where_it_can_be(a, b, common):
-    assert sources._widen(a, b) == common
-    assert sources._widen(b, a) == common
+    assert sources.schema.widen(a, b) == common
+    assert sources.schema.widen(b, a) == common
 
 
 def test_incompatible_types_after_a_widening_name_a_file_with_the_other_type(tmp_path):
@@ -343,7 +344,7 @@ def test_parquet_and_csv_mix(tmp_path):
 def test_csv_integers_widened_so_a_later_fraction_parses(tmp_path, monkeypatch):
     """Types come from the first block only; an integer column is read as float64, so a
     '1.5' several blocks later still parses (as does a later empty field, as null)."""
-    monkeypatch.setattr(sources, "CSV_BLOCK_SIZE", 1024)
+    monkeypatch.setattr(sources.csv, "CSV_BLOCK_SIZE", 1024)
     path = str(tmp_path / "ints.csv")
     n = 2000
     with open(path, "w") as fh:
@@ -382,7 +383,7 @@ def test_csv_larger_than_the_default_block_size(tmp_path):
 
 
 def test_csv_parse_error_later_in_the_file_names_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "CSV_BLOCK_SIZE", 1024)
+    monkeypatch.setattr(sources.csv, "CSV_BLOCK_SIZE", 1024)
     path = str(tmp_path / "bad.csv")
     with open(path, "w") as fh:
         fh.write("row_id,y\n")
@@ -450,12 +451,12 @@ def test_later_csv_files_are_checked_by_their_head(tmp_path):
     first.write_text("x,y\n" + "".join(f"{i},{i * 0.5}\n" for i in range(100)))
     bad = tmp_path / "b.csv"
     bad.write_text("x,y\n1,2\nnot a number,3\n")
-    with pytest.raises(sources.DataError, match="line 3"):
+    with pytest.raises(DataError, match="line 3"):
         sources.open_dataset([str(first), str(bad)])
     late = tmp_path / "c.csv"
     rows = sources.PROBE_BLOCK_SIZE // 4
     late.write_text("x,y\n" + "1,2\n" * rows + "oops,3\n")
     ds = sources.open_dataset([str(first), str(late)])
-    with pytest.raises(sources.DataError, match=f"line {rows + 2}"):
+    with pytest.raises(DataError, match=f"line {rows + 2}"):
         for _ in ds.iter_unit(ds.units[1], ["x", "y"]):
             pass

@@ -19,7 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from .errors import DataError
+from ..errors import DataError
 
 __all__ = [
     "Partitions",

@@ -1,0 +1,34 @@
+"""Sources: resolve paths to Parquet/CSV files, fix one schema up front, read them unit by unit.
+
+One job per module: :mod:`.paths` (paths, URIs, globs, listings, filesystems), :mod:`.csv_options`
+(how CSV is parsed), :mod:`.csv` (opening and probing CSV files, read-ahead), :mod:`.csv_errors`
+(locating a CSV parse error), :mod:`.parquet` (opening Parquet files, the handle cache),
+:mod:`.schema` (one schema for all files), :mod:`.partitions` (hive partition columns) and
+:mod:`.dataset` (the :class:`Dataset` and :func:`open_dataset`).
+"""
+
+from .csv import CSV_BLOCK_SIZE, PROBE_BLOCK_SIZE
+from .csv_options import CSV_DTYPES, CsvError, CsvOptions
+from .dataset import SLICE_ROWS, Dataset, SourceFile, Unit, open_dataset
+from .parquet import HandleCache, open_parquet
+from .paths import FORMATS, is_uri, resolve_paths
+from .schema import is_numeric
+
+__all__ = [
+    "FORMATS",
+    "CSV_DTYPES",
+    "CSV_BLOCK_SIZE",
+    "PROBE_BLOCK_SIZE",
+    "SLICE_ROWS",
+    "CsvOptions",
+    "CsvError",
+    "SourceFile",
+    "Unit",
+    "Dataset",
+    "HandleCache",
+    "open_dataset",
+    "open_parquet",
+    "resolve_paths",
+    "is_uri",
+    "is_numeric",
+]

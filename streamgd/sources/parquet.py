@@ -1,0 +1,52 @@
+"""Opening Parquet files, and the handle cache that reads one row group at a time."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import DataError
+from .paths import input_file, is_uri, short_error
+
+__all__ = ["HandleCache", "open_parquet"]
+
+
+class HandleCache:
+    """Opens Parquet files for reading one row group at a time, one file at a time.
+
+    A URI's file stays open while its row groups are read. A local file is read through a
+    memory map, opened afresh for each row group from the footer parsed once (0.05 ms): the
+    decoder then reads the page cache in place instead of copying each column chunk into
+    allocated memory first (decoding was 1.3x faster), and the pages it touched leave the
+    process's RSS as soon as the row group is done (a map held open for a whole file keeps
+    every page read so far resident: 365 MB instead of 155 MB over four 250 MB files).
+    """
+
+    def __init__(self) -> None:
+        self._path: str | None = None
+        self._file: pq.ParquetFile | None = None
+
+    def parquet(self, path: str) -> pq.ParquetFile:
+        if path != self._path:
+            self._file = open_parquet(path)
+            self._path = path
+        assert self._file is not None
+        if is_uri(path):
+            return self._file
+        return open_parquet(path, memory_map=True, metadata=self._file.metadata)
+
+
+def open_parquet(
+    path: str,
+    *,
+    buffer_size: int = 0,
+    memory_map: bool = False,
+    metadata: pq.FileMetaData | None = None,
+) -> pq.ParquetFile:
+    source = None if memory_map else input_file(path)
+    try:
+        if source is None:
+            source = pa.memory_map(path)
+        return pq.ParquetFile(source, pre_buffer=False, buffer_size=buffer_size, metadata=metadata)
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(f"not a readable Parquet file ({short_error(exc)})", path=path) from None
