@@ -9,8 +9,8 @@ from .config import FitConfig, RunOptions
 from .errors import StreamgdError
 from .losses import Loss, register_loss
 from .model import Model, load
-from .predict import evaluate, predict_files
-from .trainer import fit, train
+from .scoring import evaluate, predict_files
+from .training import fit, train
 
 __all__ = [
     "fit",

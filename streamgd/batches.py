@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from .cursor import Cursor
 from .decode import to_matrix
 from .errors import CheckpointError
 from .shuffle import _BUFFER_STREAM, ShuffleBuffer, epoch_order, epoch_rng
@@ -68,16 +69,6 @@ class BufferPool:
         if buf is not None:
             with self._lock:
                 self._free.append(buf)
-
-
-@dataclass
-class Cursor:
-    """Where an epoch's stream stands: units before ``position`` are done, and ``offset`` rows
-    (after null-target rows are dropped) of the unit at ``position`` have been consumed."""
-
-    epoch: int = 0
-    position: int = 0
-    offset: int = 0
 
 
 class Prefetcher:

@@ -3,7 +3,7 @@
 A categorical column travels through the pipeline as one column of integer *codes* (exact in
 float32 up to 2**24), not as one-hot columns: the shuffle buffer and the batches stay as narrow
 as the raw data however many categories there are. The model keeps one weight per code (an
-embedding table after the intercept, see :mod:`streamgd.steps`), which is exactly a linear
+embedding table after the intercept, see :mod:`streamgd.step`), which is exactly a linear
 model over the one-hot expansion.
 
 Two encodings, fixed before training and saved with the model so that predict and evaluate

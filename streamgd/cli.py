@@ -19,7 +19,6 @@ from typing import Any
 import click
 
 from . import __version__
-from .callbacks import JsonLogger, ProgressReporter, json_default, json_safe
 from .categorical import MAX_HASH_BITS
 from .config import DEFAULT_LR, DEFAULT_SCHEDULE, FitConfig, RunOptions
 from .errors import (
@@ -37,6 +36,7 @@ from .optimizers import OPTIMIZERS
 from .schedules import SCHEDULES
 from .solvers import SOLVERS
 from .sources import FORMATS
+from .training.callbacks import JsonLogger, ProgressReporter, json_default, json_safe
 
 EXIT_CODES_HELP = (
     f"Exit codes: 0 success; {EXIT_DATA} data or runtime error; {EXIT_USAGE} usage error; "
@@ -609,7 +609,7 @@ def _fit(ctx, logger, paths, target, features, fmt, output, checkpoint_dir, chec
          checkpoint_interval, keep, resume, init, prefetch, cluster, quiet, as_json,
          metrics_out, settings) -> None:  # fmt: skip
     from .archive import atomic_write
-    from .trainer import train
+    from .training import train
 
     validation = tuple(_flatten(settings.pop("validation", ()))) or None
     settings["categorical"] = tuple(_flatten(settings.pop("categorical", ()))) or None
@@ -754,7 +754,7 @@ def predict(
     as in training.
     """
     from .model import load
-    from .predict import predict_files
+    from .scoring import predict_files
 
     model = load(model_path)
     rows = predict_files(model, list(paths), output, id_columns=_flatten(ids), fmt=fmt)
@@ -773,7 +773,7 @@ def evaluate(model_path: str, paths: tuple[str, ...], fmt: str, as_json: bool) -
     """Metrics of MODEL on labelled PATHS (squared: mse, rmse, mae, r2; logistic: logloss,
     accuracy, precision, recall, f1, auc). Rows with a null target are skipped and counted."""
     from .model import load
-    from .predict import evaluate as run_evaluate
+    from .scoring import evaluate as run_evaluate
 
     result = json_safe(run_evaluate(load(model_path), list(paths), fmt=fmt))
     if as_json:

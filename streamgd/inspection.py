@@ -7,10 +7,10 @@ import os
 from typing import Any
 
 from .archive import read_archive
-from .checkpoint import CHECKPOINT_VERSION, CheckpointManager, TrainState
 from .errors import CheckpointError
 from .model import MODEL_VERSION, load
-from .trainer import model_from_state
+from .training.checkpoint import CHECKPOINT_VERSION, CheckpointManager, TrainState
+from .training.loop import model_from_state
 
 __all__ = ["describe", "render_text"]
 
@@ -27,8 +27,8 @@ def describe(path: str) -> dict[str, Any]:
     )
     if meta["kind"] == "model":
         return load(path).inspect()
-    from .checkpoint import load_checkpoint
     from .config import FitConfig
+    from .training.checkpoint import load_checkpoint
 
     state: TrainState = load_checkpoint(path)
     model = model_from_state(state, FitConfig.from_dict(state.config)).inspect()

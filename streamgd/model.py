@@ -14,9 +14,10 @@ import pandas as pd
 import pyarrow as pa
 
 from .archive import read_archive, write_archive
-from .categorical import OTHER, Categorical
+from .categorical import OTHER
 from .errors import CheckpointError, DataError
 from .features import FeatureSpec
+from .spec_archive import spec_arrays, spec_from, spec_meta
 
 __all__ = ["Model", "load"]
 
@@ -259,49 +260,6 @@ class Model:
         blob = json.dumps(self.history, indent=2, allow_nan=True).encode()
         atomic_write(json_path, lambda fh: fh.write(blob))
         return csv_path, json_path
-
-
-def spec_arrays(spec: FeatureSpec) -> dict[str, np.ndarray]:
-    """The arrays of a FeatureSpec, as stored in model and checkpoint files."""
-    target = np.array([spec.target_center, spec.target_scale])
-    arrays = {
-        "center": spec.center,
-        "scale": spec.scale,
-        "fill": spec.fill,
-        "target_scaling": target,
-    }
-    if spec.precond is not None:
-        arrays["precond"] = spec.precond
-    return arrays
-
-
-def spec_meta(spec: FeatureSpec) -> dict[str, Any]:
-    """The JSON part of a FeatureSpec, as stored in model and checkpoint files."""
-    return {
-        "features": list(spec.names),
-        "target": spec.target,
-        "missing": spec.missing,
-        "classes": None if spec.classes is None else list(spec.classes),
-        "categoricals": [c.to_meta() for c in spec.categoricals],
-        "infinite": spec.infinite,
-    }
-
-
-def spec_from(meta: dict, arrays: dict[str, np.ndarray]) -> FeatureSpec:
-    return FeatureSpec(
-        tuple(meta["features"]),
-        meta["target"],
-        arrays["center"],
-        arrays["scale"],
-        arrays["fill"],
-        meta.get("missing", "impute"),
-        float(arrays["target_scaling"][0]),
-        float(arrays["target_scaling"][1]),
-        arrays.get("precond"),
-        tuple(meta["classes"]) if meta.get("classes") else None,
-        tuple(Categorical.from_meta(c) for c in meta.get("categoricals") or ()),
-        meta.get("infinite", "error"),
-    )
 
 
 def load(path: str) -> Model:

@@ -171,13 +171,13 @@ def _summed_loss(loss, z: np.ndarray, t: np.ndarray, w: np.ndarray, b: np.ndarra
 def _sample(model: Model, data: Sequence[str], *, max_rows: int, fmt: str):
     """Yield ``(z, t)``: standardised feature matrix and training target, chunk by chunk, up
     to ``max_rows`` rows in all."""
-    from .predict import _check_columns
+    from .scoring import check_columns
 
     dataset = open_dataset(data, fmt, csv=csv_options_from(model.config))
     first = dataset.files[0].path
     spec = model.spec
-    _check_columns(dataset.schema, model.features, first, what="feature", numeric=True)
-    _check_columns(dataset.schema, [model.target], first, what="target", numeric=True)
+    check_columns(dataset.schema, model.features, first, what="feature", numeric=True)
+    check_columns(dataset.schema, [model.target], first, what="target", numeric=True)
     prepare = make_prepare(
         model.features,
         model.target,

@@ -20,7 +20,7 @@ import statistics
 import time
 
 import streamgd
-from streamgd.callbacks import Callback
+from streamgd.training.callbacks import Callback
 
 
 class Rounds(Callback):

@@ -29,10 +29,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from streamgd.callbacks import Callback
-from streamgd.checkpoint import CheckpointManager, load_checkpoint
 from streamgd.config import FitConfig, RunOptions
-from streamgd.trainer import train
+from streamgd.training import train
+from streamgd.training.callbacks import Callback
+from streamgd.training.checkpoint import CheckpointManager, load_checkpoint
 
 FEATURES = 32
 ROW_GROUP = 131072

@@ -20,11 +20,11 @@ distributed = pytest.importorskip("distributed")
 from conftest import lstsq_mse, write_synthetic  # noqa: E402
 
 import streamgd  # noqa: E402
-import streamgd.distributed as sd  # noqa: E402
-from streamgd.checkpoint import CheckpointManager  # noqa: E402
+import streamgd.training.distributed as sd  # noqa: E402
 from streamgd.config import FitConfig, RunOptions  # noqa: E402
 from streamgd.errors import DataError, UsageError  # noqa: E402
-from streamgd.trainer import train  # noqa: E402
+from streamgd.training import train  # noqa: E402
+from streamgd.training.checkpoint import CheckpointManager  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore::DeprecationWarning", "ignore::UserWarning", "ignore::ResourceWarning"

@@ -19,10 +19,10 @@ from conftest import Interrupt, StopAt
 from integration_support import invoke_ok, logloss, newton_fit, run_cli
 
 import streamgd
-from streamgd.checkpoint import CheckpointManager
 from streamgd.config import FitConfig, RunOptions
 from streamgd.errors import DataError, UsageError
-from streamgd.trainer import train
+from streamgd.training import train
+from streamgd.training.checkpoint import CheckpointManager
 
 COLORS = ["red", "green", "blue", "black", "white"]
 COLOR_EFFECT = dict(zip(COLORS, [3.0, -2.0, 0.5, 1.0, -1.0], strict=True))

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from conftest import Interrupt, StopAt
 
-from streamgd.checkpoint import CheckpointManager, load_checkpoint
 from streamgd.cli import run
 from streamgd.config import FitConfig, RunOptions
 from streamgd.errors import CheckpointError, DivergedError, UsageError
-from streamgd.trainer import train
+from streamgd.training import train
+from streamgd.training.checkpoint import CheckpointManager, load_checkpoint
 
 
 def _read(path: str) -> bytes:

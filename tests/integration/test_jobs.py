@@ -207,12 +207,14 @@ def test_exit_code_diverged(data, capsys):
 
 
 def test_exit_code_internal_error(data, capsys, monkeypatch):
-    import streamgd.trainer
+    import importlib
+
+    training = importlib.import_module("streamgd.training")  # the package: its name is shadowed
 
     def broken(*args, **kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(streamgd.trainer, "train", broken)
+    monkeypatch.setattr(training, "train", broken)
     assert run(["fit", *data.paths, "--target", "y"]) == EXIT_INTERNAL
     assert "internal error" in capsys.readouterr().err
 

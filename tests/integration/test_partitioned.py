@@ -15,7 +15,7 @@ from integration_support import invoke_ok, lstsq_fit, run_cli
 
 import streamgd
 from streamgd.config import FitConfig, RunOptions
-from streamgd.trainer import train
+from streamgd.training import train
 
 COEF = {"x": 2.0, "year": 3.0}
 

@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import streamgd.sources as sources
-from streamgd.checkpoint import CheckpointManager, load_checkpoint
 from streamgd.config import FitConfig, RunOptions
-from streamgd.trainer import train
+from streamgd.training import train
+from streamgd.training.checkpoint import CheckpointManager, load_checkpoint
 
 
 @pytest.fixture

@@ -11,11 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 
 import streamgd
-from streamgd.checkpoint import CheckpointManager, load_checkpoint
 from streamgd.cli import run
 from streamgd.config import FitConfig, RunOptions
 from streamgd.errors import DataError
-from streamgd.trainer import train
+from streamgd.training import train
+from streamgd.training.checkpoint import CheckpointManager, load_checkpoint
 
 CLASSES = ["bird", "cat", "dog"]
 

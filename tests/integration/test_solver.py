@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import streamgd
-from streamgd.checkpoint import load_checkpoint
 from streamgd.config import FitConfig, RunOptions
 from streamgd.errors import UsageError
-from streamgd.trainer import train
+from streamgd.training import train
+from streamgd.training.checkpoint import load_checkpoint
 
 
 def test_normal_solver_equals_numpy_least_squares(synthetic):

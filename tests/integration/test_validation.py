@@ -12,11 +12,11 @@ import pytest
 from conftest import Interrupt, StopAt
 
 import streamgd
-from streamgd.checkpoint import CheckpointManager
 from streamgd.cli import run
 from streamgd.config import FitConfig, RunOptions
 from streamgd.errors import UsageError
-from streamgd.trainer import train
+from streamgd.training import train
+from streamgd.training.checkpoint import CheckpointManager
 
 
 def _line(path, slope: float, rows: int, seed: int) -> str:
@@ -119,9 +119,9 @@ def test_history_files_beside_the_model(tmp_path, drifting, capsys):
 
 
 def test_recorded_path_is_bounded_and_evenly_spaced(tmp_path, synthetic, monkeypatch):
-    import streamgd.trainer
+    from streamgd.training import loop
 
-    monkeypatch.setattr(streamgd.trainer, "MAX_PATH", 100)
+    monkeypatch.setattr(loop, "MAX_PATH", 100)
     data = synthetic(rows=6000, row_group_size=500)
     model = streamgd.fit(
         data.paths, target="y", features=data.features, batch_size=8, epochs=2, record_path=1

@@ -14,7 +14,7 @@ from streamgd.categorical import Categorical, scan_categories
 from streamgd.losses import get_loss
 from streamgd.optimizers import make_optimizer
 from streamgd.sources import open_dataset
-from streamgd.steps import train_step
+from streamgd.step import train_step
 
 
 def test_one_hot_codes_unseen_and_null():

@@ -10,7 +10,7 @@ import pytest
 from streamgd.config import FitConfig
 from streamgd.errors import CheckpointError, UsageError
 from streamgd.sources import CSV_DTYPES, CsvOptions, open_dataset
-from streamgd.trainer import check_compatible
+from streamgd.training.init import check_compatible
 
 from .helpers import write_csv, write_parquet
 

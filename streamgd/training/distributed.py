@@ -33,12 +33,12 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoint import TrainState
-from .config import FitConfig
-from .decode import to_matrix
-from .errors import DataError, PreemptedError, StreamgdError, UsageError
-from .features import FeatureSpec, count_vector, make_prepare, target_check
-from .sources import Dataset, HandleCache, open_dataset
+from ..config import FitConfig
+from ..decode import to_matrix
+from ..errors import DataError, PreemptedError, StreamgdError, UsageError
+from ..features import FeatureSpec, count_vector, make_prepare, target_check
+from ..sources import Dataset, HandleCache, open_dataset
+from .state import TrainState
 
 __all__ = ["connect", "shard_units", "round_task", "DistributedTrainer", "parse_cluster"]
 
@@ -260,7 +260,7 @@ def round_task(
     round_index: int,
 ) -> dict[str, Any]:
     """Train shard ``shard`` for up to ``sync_every`` batches from ``cursor``; pure."""
-    from .steps import make_step  # the very step the single-process trainer takes
+    from ..step import make_step  # the very step the single-process trainer takes
 
     t0 = time.perf_counter()
     cfg = FitConfig.from_dict(config)
@@ -350,10 +350,10 @@ def check_supported(config: FitConfig) -> None:
 
 class DistributedTrainer:
     """Runs rounds on a Dask cluster; epochs, validation, checkpoints and stopping as on one
-    machine (it borrows those from :class:`~streamgd.trainer.Trainer`)."""
+    machine (it borrows those from :class:`~streamgd.training.loop.Trainer`)."""
 
     def __init__(self, base, cluster: str) -> None:
-        self.base = base  # a streamgd.trainer.Trainer: config, callbacks, checkpoints
+        self.base = base  # a streamgd.training.loop.Trainer: config, callbacks, checkpoints
         self.cluster = cluster
 
     def run(self, state: TrainState) -> TrainState:
@@ -421,7 +421,7 @@ class DistributedTrainer:
             if results:
                 state.params, state.opt_state = _average(results)
                 if not np.isfinite(state.params).all():
-                    from .errors import DivergedError
+                    from ..errors import DivergedError
 
                     raise DivergedError(
                         f"training diverged in round {state.round + 1}: the weights became "

@@ -8,7 +8,6 @@ resume loads it, so an interrupted run continues exactly where it stopped.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import signal
 import time
@@ -17,33 +16,23 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
-from .batches import BatchStream, Cursor
+from ..batches import BatchStream
+from ..config import FitConfig, RunOptions
+from ..cursor import Cursor
+from ..errors import DataError, DivergedError, PreemptedError
+from ..features import count_vector, describe_counts, make_prepare, target_check
+from ..metrics import Accumulator
+from ..model import Model
+from ..scoring import evaluate_model
+from ..solvers import normal_accumulate, normal_init, normal_loss, normal_solve
+from ..sources import Dataset
+from ..step import make_step
 from .callbacks import Callback, CallbackList
-from .categorical import check_categorical, scan_categories
-from .checkpoint import CheckpointManager, TrainState
-from .config import FitConfig, RunOptions
-from .errors import CheckpointError, DataError, DivergedError, PreemptedError, UsageError
-from .features import (
-    FeatureSpec,
-    compute_stats,
-    count_vector,
-    describe_counts,
-    label_encoder,
-    make_prepare,
-    scan_classes,
-    select_features,
-    stats_order,
-    target_check,
-)
-from .metrics import Accumulator
-from .model import Model, load
-from .solvers import normal_accumulate, normal_init, normal_loss, normal_solve
-from .sources import Dataset, open_dataset
-from .steps import make_step, train_step
+from .checkpoint import CheckpointManager
+from .state import TrainState
 
-__all__ = ["fit", "train", "TrainResult", "Trainer", "train_step"]
+__all__ = ["Trainer", "model_from_state", "MAX_PATH"]
 
 
 # Rows stream as float32 (centred first, in float64, so no precision is lost to an offset):
@@ -297,8 +286,6 @@ class Trainer:
     def _validate(self, state: TrainState, entry: dict[str, Any]) -> None:
         """Score the epoch's weights on the --validation files; track the best for
         --patience. Adds ``val_<metric>`` keys (``val_loss`` in the target's units)."""
-        from .predict import evaluate_model
-
         model = model_from_state(state, self.config)
         if self.config.holds_out:  # the held-out rows of the training files themselves
             paths = [f.path for f in self.dataset.files]
@@ -333,258 +320,6 @@ class Trainer:
 MAX_PATH = 4096
 
 
-# -- the API ----------------------------------------------------------------------------------
-def initial_state(dataset: Dataset, config: FitConfig, options: RunOptions) -> TrainState:
-    """A fresh state: features from the schema, statistics from a statistics pass (or the
-    warm-start model's), zero weights (or the model's) and a fresh optimiser."""
-    first = dataset.files[0].path
-    if options.init:
-        return _warm_state(dataset, config, load(options.init), options.init)
-    loss = config.make_loss()
-    multiclass = loss.task == "multiclass"
-    categorical = config.categorical or ()
-    check_categorical(dataset.schema, categorical, config.target, path=first)
-    names = select_features(
-        dataset.schema,
-        config.target,
-        config.features,
-        path=first,
-        labels=multiclass,
-        categorical=categorical,
-    )
-    classes, frequencies = scan_classes(dataset, config.target) if multiclass else (None, None)
-    prepare = make_prepare(
-        names,
-        config.target,
-        missing=config.missing,
-        infinite=config.infinite,
-        fill=None,
-        check_target=target_check(loss),
-        select=config.holdout_select(keep=False, dataset=dataset),
-    )
-    converters = None if classes is None else {config.target: label_encoder(classes, config.target)}
-    stats = compute_stats(
-        dataset,
-        names,
-        config.target,
-        prepare=prepare,
-        max_rows=config.stats_rows,
-        seed=config.seed,
-        converters=converters,
-    )
-    spec = FeatureSpec.from_stats(
-        names,
-        config.target,
-        stats,
-        standardize=config.standardize,
-        missing=config.missing,
-        scale_target=loss.scale_target,
-        precondition=config.precondition,
-    )
-    categoricals = scan_categories(
-        dataset,
-        categorical,
-        stats_order(dataset, max_rows=config.stats_rows, seed=config.seed),
-        max_rows=config.stats_rows,
-        max_categories=config.max_categories,
-        hash_bits=config.hash_bits,
-        select=config.holdout_select(keep=False, dataset=dataset),
-    )
-    spec = dataclasses.replace(spec, categoricals=categoricals, infinite=config.infinite)
-    # weights of the numeric features, the intercept, then one per categorical code
-    n_params = len(names) + 1 + spec.n_codes
-    intercept = len(names)
-    if classes is not None:
-        spec = dataclasses.replace(spec, classes=classes)
-        params = np.zeros((n_params, len(classes)))
-        # start at the class frequencies
-        params[intercept] = np.log(frequencies / frequencies.sum())
-        return TrainState(
-            params=params,
-            opt_state=config.make_optimizer().init(params),
-            spec=spec,
-            config=config.to_dict(),
-            data=dataset.fingerprint(),
-        )
-    params = np.zeros(n_params)
-    if config.solver == "normal":
-        return TrainState(
-            params=params,
-            opt_state=normal_init(len(params)),
-            spec=spec,
-            config=config.to_dict(),
-            data=dataset.fingerprint(),
-        )
-    mean_y = float(stats.mean[len(names)])
-    if loss.name == "logistic":  # start at the base rate: log-odds of the mean target
-        rate = min(max(mean_y, 1e-6), 1 - 1e-6)
-        params[intercept] = np.log(rate / (1 - rate))
-    elif loss.name == "poisson":  # start at the mean count
-        params[intercept] = np.log(max(mean_y, 1e-6))
-
-    optimizer = config.make_optimizer()
-    return TrainState(
-        params=params,
-        opt_state=optimizer.init(params),
-        spec=spec,
-        config=config.to_dict(),
-        data=dataset.fingerprint(),
-    )
-
-
-def _warm_state(dataset: Dataset, config: FitConfig, model: Model, path: str) -> TrainState:
-    categorical = config.categorical or ()
-    names = select_features(
-        dataset.schema,
-        config.target,
-        config.features or model.features,
-        path=dataset.files[0].path,
-        categorical=categorical,
-    )
-    model_categorical = tuple(c.name for c in model.spec.categoricals)
-    if tuple(categorical) != model_categorical:
-        raise UsageError(
-            f"--init {path}: the model's categorical features are "
-            f"[{', '.join(model_categorical)}], this run has [{', '.join(categorical)}]"
-        )
-    if tuple(names) != model.features or config.target != model.target:
-        only_model = sorted(set(model.features) - set(names))
-        only_data = sorted(set(names) - set(model.features))
-        raise UsageError(
-            f"--init {path}: its features do not match: model has "
-            f"[{', '.join(model.features)}] -> {model.target}, this run has "
-            f"[{', '.join(names)}] -> {config.target}"
-            + (f"; only in the model: {', '.join(only_model)}" if only_model else "")
-            + (f"; only in this run: {', '.join(only_data)}" if only_data else "")
-        )
-    if model.loss != config.loss or _loss_params(model.config) != _loss_params(config.to_dict()):
-        raise UsageError(
-            f"--init {path}: the model was trained with --loss {model.loss}, "
-            f"this run uses --loss {config.loss}"
-        )
-    params = model.params()
-    optimizer = config.make_optimizer()
-    step = int(model.summary.get("steps", 0))
-    return TrainState(
-        params=params,
-        opt_state=optimizer.init(params),
-        spec=model.spec,
-        config=config.to_dict(),
-        data=dataset.fingerprint(),
-        step=step,
-    )
-
-
-def _loss_params(settings: dict[str, Any]) -> tuple:
-    return settings.get("huber_delta"), settings.get("quantile")
-
-
-def check_compatible(state: TrainState, config: FitConfig, dataset: Dataset, path: str) -> None:
-    """Refuse a checkpoint whose settings or input files differ, saying what changed."""
-    saved = FitConfig.from_dict(state.config).fingerprint()
-    now = config.fingerprint()
-    changed = [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in now if saved.get(k) != now[k]]
-    if changed:
-        raise CheckpointError(
-            f"{path}: the checkpoint was written with other settings ({'; '.join(changed)}); "
-            "use the same settings, or another --checkpoint-dir to start afresh"
-        )
-    old = {f["path"]: f for f in state.data["files"]}
-    new = {f["path"]: f for f in dataset.fingerprint()["files"]}
-    if old != new:
-        diff = [f"removed {p}" for p in old if p not in new]
-        diff += [f"added {p}" for p in new if p not in old]
-        diff += [f"changed {p}" for p in new if p in old and old[p] != new[p]]
-        raise CheckpointError(
-            f"{path}: the input files differ from the checkpoint's ({'; '.join(diff[:5])}"
-            f"{' ...' if len(diff) > 5 else ''}); resume needs the same files"
-        )
-
-
-@dataclass
-class TrainResult:
-    """What :func:`train` returns: the model, the final state, and how the run went."""
-
-    model: Model
-    state: TrainState
-    trained: bool  # False when a resumed checkpoint had already finished: nothing was done
-    resumed_from: str | None = None
-
-
-def train(
-    paths: Sequence[str],
-    config: FitConfig,
-    options: RunOptions | None = None,
-    *,
-    callbacks: Sequence[Callback] = (),
-) -> TrainResult:
-    """Train, or resume training, and return the model and the final state.
-
-    With ``options.resume`` the newest valid checkpoint is continued (a fresh start when there
-    is none); one that has already finished is returned as it is, without training. Without
-    it, checkpoints of an earlier run in the directory are removed once this run has written
-    its first checkpoint, so that a failed start never loses them.
-    """
-    options = options or RunOptions()
-    with single_blas_thread():
-        return _train(paths, config, options, CallbackList(callbacks))
-
-
-def single_blas_thread():
-    """One BLAS thread while streaming: the prefetch thread decodes with Arrow beside the
-    training thread, and BLAS threads competing with Arrow's for 2 cores cost up to 4x at
-    these matrix sizes; one never costs more than it gives here (see BENCHMARKS.md)."""
-    return threadpool_limits(limits=1, user_api="blas")
-
-
-def _train(
-    paths: Sequence[str], config: FitConfig, options: RunOptions, hooks: CallbackList
-) -> TrainResult:
-    dataset = open_dataset(paths, config.format, csv=config.csv_options())
-    for note in dataset.notes:  # columns widened between files
-        hooks.on_warning(note)
-    manager = None
-    if options.checkpoint_dir:
-        manager = CheckpointManager(
-            options.checkpoint_dir, keep=options.keep, warn=hooks.on_warning
-        )
-        manager.acquire()
-    try:
-        state, resumed_from = None, None
-        if manager is not None and options.resume:
-            found = manager.latest()
-            if found is not None:
-                resumed_from, state = found
-                check_compatible(state, config, dataset, resumed_from)
-                if state.finished and not _wants_more(state, config):
-                    hooks.on_warning(
-                        f"{resumed_from}: training had already finished; nothing to do"
-                    )
-                    return TrainResult(model_from_state(state, config), state, False, resumed_from)
-                hooks.on_resume(state, resumed_from)
-        elif manager is not None:
-            manager.supersede_existing()
-        if state is None:
-            state = initial_state(dataset, config, options)
-        elif state.finished:  # finished its epochs; more were asked for
-            state.finished, state.stop_reason = False, None
-        trainer = Trainer(dataset, config, options, callbacks=hooks.callbacks, manager=manager)
-        if options.cluster:
-            from .distributed import DistributedTrainer
-
-            state = DistributedTrainer(trainer, options.cluster).run(state)
-        else:
-            state = trainer.run(state)
-    finally:
-        if manager is not None:
-            manager.release()
-    return TrainResult(model_from_state(state, config), state, True, resumed_from)
-
-
-def _wants_more(state: TrainState, config: FitConfig) -> bool:
-    return state.stop_reason == "epochs" and state.epoch < config.epochs
-
-
 def model_from_state(state: TrainState, config: FitConfig) -> Model:
     n_feat = len(state.spec.names)
     last = state.history[-1] if state.history else {}
@@ -614,42 +349,3 @@ def model_from_state(state: TrainState, config: FitConfig) -> Model:
         history=list(state.history),
         path=None if state.path is None else state.path.copy(),
     )
-
-
-def fit(
-    paths: str | Sequence[str],
-    *,
-    target: str,
-    callbacks: Sequence[Callback] = (),
-    checkpoint_dir: str | None = None,
-    checkpoint_every: int | None = None,
-    checkpoint_interval: float | None = None,
-    keep: int = 3,
-    resume: bool = False,
-    init: str | None = None,
-    prefetch: int = 1,
-    cluster: str | None = None,
-    **settings: Any,
-) -> Model:
-    """Train a linear model on Parquet/CSV files, streaming them in mini-batches.
-
-    ``settings`` are the fields of :class:`FitConfig` (``loss``, ``optimizer``, ``lr``,
-    ``epochs``, ``batch_size``, ``seed``, ...). Returns the trained :class:`Model`.
-
-    >>> import streamgd  # doctest: +SKIP
-    >>> model = streamgd.fit("data/regression/*.parquet", target="y")  # doctest: +SKIP
-    """
-    if isinstance(paths, str):
-        paths = [paths]
-    config = FitConfig(target=target, **settings)
-    options = RunOptions(
-        checkpoint_dir=checkpoint_dir,
-        checkpoint_every=checkpoint_every,
-        checkpoint_interval=checkpoint_interval,
-        keep=keep,
-        resume=resume,
-        init=init,
-        prefetch=prefetch,
-        cluster=cluster,
-    )
-    return train(list(paths), config, options, callbacks=callbacks).model

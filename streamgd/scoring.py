@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from .archive import atomic_path
 from .batches import Prefetcher
+from .blas import single_blas_thread
 from .config import csv_options_from
 from .decode import to_matrix
 from .errors import DataError, UsageError
@@ -23,12 +24,11 @@ from .features import count_vector, describe_counts, make_prepare, target_check
 from .metrics import Accumulator
 from .model import Model
 from .sources import HandleCache, is_numeric, open_dataset
-from .trainer import single_blas_thread
 
-__all__ = ["predict_files", "evaluate"]
+__all__ = ["predict_files", "evaluate", "evaluate_model", "check_columns"]
 
 
-def _check_columns(
+def check_columns(
     schema: pa.Schema, names: Sequence[str], path: str, *, what: str, numeric: bool
 ) -> None:
     """Every named column exists (and is numeric, for features and targets)."""
@@ -47,9 +47,9 @@ def _check_columns(
 
 def _check_model_columns(schema: pa.Schema, model: Model, path: str) -> None:
     """The model's numeric features are there and numeric; its categorical ones are there."""
-    _check_columns(schema, model.features, path, what="feature", numeric=True)
+    check_columns(schema, model.features, path, what="feature", numeric=True)
     names = [c.name for c in model.spec.categoricals]
-    _check_columns(schema, names, path, what="categorical feature", numeric=False)
+    check_columns(schema, names, path, what="categorical feature", numeric=False)
 
 
 def predict_files(
@@ -73,7 +73,7 @@ def _predict_files(
     dataset = open_dataset(paths, fmt, csv=csv_options_from(model.config))
     first = dataset.files[0].path
     _check_model_columns(dataset.schema, model, first)
-    _check_columns(dataset.schema, id_columns, first, what="--id", numeric=False)
+    check_columns(dataset.schema, id_columns, first, what="--id", numeric=False)
     if column in id_columns:
         raise UsageError(f"the prediction column {column!r} clashes with an --id column")
     out_format = "csv" if out.lower().endswith((".csv", ".tsv")) else "parquet"
@@ -155,7 +155,7 @@ def _evaluate(model: Model, paths: Sequence[str], fmt: str, select=None) -> dict
     first = dataset.files[0].path
     _check_model_columns(dataset.schema, model, first)
     multiclass = model.classes is not None
-    _check_columns(dataset.schema, [model.target], first, what="target", numeric=not multiclass)
+    check_columns(dataset.schema, [model.target], first, what="target", numeric=not multiclass)
     loss = model.make_loss()
     prepare = make_prepare(
         model.features,

@@ -1,0 +1,135 @@
+"""The training API: :func:`fit` (keywords in, a model out) and :func:`train` (a config and
+run options in, the model, final state and how the run went out), resuming from checkpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..blas import single_blas_thread
+from ..config import FitConfig, RunOptions
+from ..model import Model
+from ..sources import open_dataset
+from .callbacks import Callback, CallbackList
+from .checkpoint import CheckpointManager
+from .distributed import DistributedTrainer
+from .init import check_compatible, initial_state
+from .loop import Trainer, model_from_state
+from .state import TrainState
+
+__all__ = ["fit", "train", "TrainResult"]
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the model, the final state, and how the run went."""
+
+    model: Model
+    state: TrainState
+    trained: bool  # False when a resumed checkpoint had already finished: nothing was done
+    resumed_from: str | None = None
+
+
+def train(
+    paths: Sequence[str],
+    config: FitConfig,
+    options: RunOptions | None = None,
+    *,
+    callbacks: Sequence[Callback] = (),
+) -> TrainResult:
+    """Train, or resume training, and return the model and the final state.
+
+    With ``options.resume`` the newest valid checkpoint is continued (a fresh start when there
+    is none); one that has already finished is returned as it is, without training. Without
+    it, checkpoints of an earlier run in the directory are removed once this run has written
+    its first checkpoint, so that a failed start never loses them.
+    """
+    options = options or RunOptions()
+    with single_blas_thread():
+        return _train(paths, config, options, CallbackList(callbacks))
+
+
+def _train(
+    paths: Sequence[str], config: FitConfig, options: RunOptions, hooks: CallbackList
+) -> TrainResult:
+    dataset = open_dataset(paths, config.format, csv=config.csv_options())
+    for note in dataset.notes:  # columns widened between files
+        hooks.on_warning(note)
+    manager = None
+    if options.checkpoint_dir:
+        manager = CheckpointManager(
+            options.checkpoint_dir, keep=options.keep, warn=hooks.on_warning
+        )
+        manager.acquire()
+    try:
+        state, resumed_from = None, None
+        if manager is not None and options.resume:
+            found = manager.latest()
+            if found is not None:
+                resumed_from, state = found
+                check_compatible(state, config, dataset, resumed_from)
+                if state.finished and not _wants_more(state, config):
+                    hooks.on_warning(
+                        f"{resumed_from}: training had already finished; nothing to do"
+                    )
+                    return TrainResult(model_from_state(state, config), state, False, resumed_from)
+                hooks.on_resume(state, resumed_from)
+        elif manager is not None:
+            manager.supersede_existing()
+        if state is None:
+            state = initial_state(dataset, config, options)
+        elif state.finished:  # finished its epochs; more were asked for
+            state.finished, state.stop_reason = False, None
+        trainer = Trainer(dataset, config, options, callbacks=hooks.callbacks, manager=manager)
+        if options.cluster:
+            state = DistributedTrainer(trainer, options.cluster).run(state)
+        else:
+            state = trainer.run(state)
+    finally:
+        if manager is not None:
+            manager.release()
+    return TrainResult(model_from_state(state, config), state, True, resumed_from)
+
+
+def _wants_more(state: TrainState, config: FitConfig) -> bool:
+    return state.stop_reason == "epochs" and state.epoch < config.epochs
+
+
+def fit(
+    paths: str | Sequence[str],
+    *,
+    target: str,
+    callbacks: Sequence[Callback] = (),
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int | None = None,
+    checkpoint_interval: float | None = None,
+    keep: int = 3,
+    resume: bool = False,
+    init: str | None = None,
+    prefetch: int = 1,
+    cluster: str | None = None,
+    **settings: Any,
+) -> Model:
+    """Train a linear model on Parquet/CSV files, streaming them in mini-batches.
+
+    ``settings`` are the fields of :class:`FitConfig` (``loss``, ``optimizer``, ``lr``,
+    ``epochs``, ``batch_size``, ``seed``, ...). Returns the trained :class:`Model`.
+
+    >>> import streamgd  # doctest: +SKIP
+    >>> model = streamgd.fit("data/regression/*.parquet", target="y")  # doctest: +SKIP
+    """
+    if isinstance(paths, str):
+        paths = [paths]
+    config = FitConfig(target=target, **settings)
+    options = RunOptions(
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every,
+        checkpoint_interval=checkpoint_interval,
+        keep=keep,
+        resume=resume,
+        init=init,
+        prefetch=prefetch,
+        cluster=cluster,
+    )
+    return train(list(paths), config, options, callbacks=callbacks).model

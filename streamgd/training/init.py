@@ -1,0 +1,197 @@
+"""The state a run starts from: a fresh one (features from the schema, statistics from a
+statistics pass), a warm start from a saved model, and the check that a checkpoint fits the
+run that would resume it."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from ..categorical import check_categorical, scan_categories
+from ..config import FitConfig, RunOptions
+from ..errors import CheckpointError, UsageError
+from ..features import (
+    FeatureSpec,
+    compute_stats,
+    label_encoder,
+    make_prepare,
+    scan_classes,
+    select_features,
+    stats_order,
+    target_check,
+)
+from ..model import Model, load
+from ..solvers import normal_init
+from ..sources import Dataset
+from .state import TrainState
+
+__all__ = ["initial_state", "check_compatible"]
+
+
+def initial_state(dataset: Dataset, config: FitConfig, options: RunOptions) -> TrainState:
+    """A fresh state: features from the schema, statistics from a statistics pass (or the
+    warm-start model's), zero weights (or the model's) and a fresh optimiser."""
+    first = dataset.files[0].path
+    if options.init:
+        return _warm_state(dataset, config, load(options.init), options.init)
+    loss = config.make_loss()
+    multiclass = loss.task == "multiclass"
+    categorical = config.categorical or ()
+    check_categorical(dataset.schema, categorical, config.target, path=first)
+    names = select_features(
+        dataset.schema,
+        config.target,
+        config.features,
+        path=first,
+        labels=multiclass,
+        categorical=categorical,
+    )
+    classes, frequencies = scan_classes(dataset, config.target) if multiclass else (None, None)
+    prepare = make_prepare(
+        names,
+        config.target,
+        missing=config.missing,
+        infinite=config.infinite,
+        fill=None,
+        check_target=target_check(loss),
+        select=config.holdout_select(keep=False, dataset=dataset),
+    )
+    converters = None if classes is None else {config.target: label_encoder(classes, config.target)}
+    stats = compute_stats(
+        dataset,
+        names,
+        config.target,
+        prepare=prepare,
+        max_rows=config.stats_rows,
+        seed=config.seed,
+        converters=converters,
+    )
+    spec = FeatureSpec.from_stats(
+        names,
+        config.target,
+        stats,
+        standardize=config.standardize,
+        missing=config.missing,
+        scale_target=loss.scale_target,
+        precondition=config.precondition,
+    )
+    categoricals = scan_categories(
+        dataset,
+        categorical,
+        stats_order(dataset, max_rows=config.stats_rows, seed=config.seed),
+        max_rows=config.stats_rows,
+        max_categories=config.max_categories,
+        hash_bits=config.hash_bits,
+        select=config.holdout_select(keep=False, dataset=dataset),
+    )
+    spec = dataclasses.replace(spec, categoricals=categoricals, infinite=config.infinite)
+    # weights of the numeric features, the intercept, then one per categorical code
+    n_params = len(names) + 1 + spec.n_codes
+    intercept = len(names)
+    if classes is not None:
+        spec = dataclasses.replace(spec, classes=classes)
+        params = np.zeros((n_params, len(classes)))
+        # start at the class frequencies
+        params[intercept] = np.log(frequencies / frequencies.sum())
+        return TrainState(
+            params=params,
+            opt_state=config.make_optimizer().init(params),
+            spec=spec,
+            config=config.to_dict(),
+            data=dataset.fingerprint(),
+        )
+    params = np.zeros(n_params)
+    if config.solver == "normal":
+        return TrainState(
+            params=params,
+            opt_state=normal_init(len(params)),
+            spec=spec,
+            config=config.to_dict(),
+            data=dataset.fingerprint(),
+        )
+    mean_y = float(stats.mean[len(names)])
+    if loss.name == "logistic":  # start at the base rate: log-odds of the mean target
+        rate = min(max(mean_y, 1e-6), 1 - 1e-6)
+        params[intercept] = np.log(rate / (1 - rate))
+    elif loss.name == "poisson":  # start at the mean count
+        params[intercept] = np.log(max(mean_y, 1e-6))
+
+    optimizer = config.make_optimizer()
+    return TrainState(
+        params=params,
+        opt_state=optimizer.init(params),
+        spec=spec,
+        config=config.to_dict(),
+        data=dataset.fingerprint(),
+    )
+
+
+def _warm_state(dataset: Dataset, config: FitConfig, model: Model, path: str) -> TrainState:
+    categorical = config.categorical or ()
+    names = select_features(
+        dataset.schema,
+        config.target,
+        config.features or model.features,
+        path=dataset.files[0].path,
+        categorical=categorical,
+    )
+    model_categorical = tuple(c.name for c in model.spec.categoricals)
+    if tuple(categorical) != model_categorical:
+        raise UsageError(
+            f"--init {path}: the model's categorical features are "
+            f"[{', '.join(model_categorical)}], this run has [{', '.join(categorical)}]"
+        )
+    if tuple(names) != model.features or config.target != model.target:
+        only_model = sorted(set(model.features) - set(names))
+        only_data = sorted(set(names) - set(model.features))
+        raise UsageError(
+            f"--init {path}: its features do not match: model has "
+            f"[{', '.join(model.features)}] -> {model.target}, this run has "
+            f"[{', '.join(names)}] -> {config.target}"
+            + (f"; only in the model: {', '.join(only_model)}" if only_model else "")
+            + (f"; only in this run: {', '.join(only_data)}" if only_data else "")
+        )
+    if model.loss != config.loss or _loss_params(model.config) != _loss_params(config.to_dict()):
+        raise UsageError(
+            f"--init {path}: the model was trained with --loss {model.loss}, "
+            f"this run uses --loss {config.loss}"
+        )
+    params = model.params()
+    optimizer = config.make_optimizer()
+    step = int(model.summary.get("steps", 0))
+    return TrainState(
+        params=params,
+        opt_state=optimizer.init(params),
+        spec=model.spec,
+        config=config.to_dict(),
+        data=dataset.fingerprint(),
+        step=step,
+    )
+
+
+def _loss_params(settings: dict[str, Any]) -> tuple:
+    return settings.get("huber_delta"), settings.get("quantile")
+
+
+def check_compatible(state: TrainState, config: FitConfig, dataset: Dataset, path: str) -> None:
+    """Refuse a checkpoint whose settings or input files differ, saying what changed."""
+    saved = FitConfig.from_dict(state.config).fingerprint()
+    now = config.fingerprint()
+    changed = [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in now if saved.get(k) != now[k]]
+    if changed:
+        raise CheckpointError(
+            f"{path}: the checkpoint was written with other settings ({'; '.join(changed)}); "
+            "use the same settings, or another --checkpoint-dir to start afresh"
+        )
+    old = {f["path"]: f for f in state.data["files"]}
+    new = {f["path"]: f for f in dataset.fingerprint()["files"]}
+    if old != new:
+        diff = [f"removed {p}" for p in old if p not in new]
+        diff += [f"added {p}" for p in new if p not in old]
+        diff += [f"changed {p}" for p in new if p in old and old[p] != new[p]]
+        raise CheckpointError(
+            f"{path}: the input files differ from the checkpoint's ({'; '.join(diff[:5])}"
+            f"{' ...' if len(diff) > 5 else ''}); resume needs the same files"
+        )
