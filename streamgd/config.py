@@ -1,4 +1,5 @@
-"""Settings of a training run: one frozen dataclass, validated once, from a declarative table.
+"""Settings of a training run: one frozen dataclass, validated once, from a declarative table
+(:data:`SETTINGS`, one :class:`Setting` per field, constraints from :mod:`constraints`).
 
 :class:`FitConfig` holds everything that decides the trained model (it is fingerprinted into
 checkpoints); how a run is carried out (checkpoint cadence, progress, prefetch depth) lives in
@@ -8,13 +9,13 @@ checkpoints); how a run is carried out (checkpoint cadence, progress, prefetch d
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 
 from .categorical import MAX_HASH_BITS
+from .constraints import Constraint, Flag, Integer, Interval, Names, Options
 from .errors import UsageError
 from .features import INFINITE_POLICIES, MISSING_POLICIES
 from .optimizers import OPTIMIZERS
@@ -22,7 +23,7 @@ from .schedules import SCHEDULES
 from .solvers import SOLVERS
 from .sources import FORMATS
 
-__all__ = ["FitConfig", "RunOptions", "DEFAULT_LR"]
+__all__ = ["FitConfig", "RunOptions", "DEFAULT_LR", "SETTINGS", "Setting"]
 
 # Each optimiser's default learning rate and schedule. With standardised features and the
 # default preconditioning, lr 1 is a Newton step for the squared loss; the decay averages out
@@ -50,32 +51,6 @@ DEFAULT_SCHEDULE = {
 # Losses whose gradient keeps its size at the optimum get 0.3 times the default rate.
 SUBGRADIENT_LOSSES = frozenset({"absolute", "quantile", "hinge"})
 SUBGRADIENT_LR_FACTOR = 0.3
-
-
-def _interval(lo: float | None, hi: float | None = None, *, lo_open: bool = False):
-    def check(v: Any) -> bool:
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            return False
-        if lo is not None and (v <= lo if lo_open else v < lo):
-            return False
-        return hi is None or v <= hi
-
-    if lo is None:
-        text = f"a number <= {hi}"
-    else:
-        upper = f" and <= {hi}" if hi is not None else ""
-        text = f"a number {'>' if lo_open else '>='} {lo}{upper}"
-    return check, text
-
-
-def _choice(options) -> tuple[Callable[[Any], bool], str]:
-    return (lambda v: v in options), "one of " + ", ".join(options)
-
-
-def _integer(lo: int) -> tuple[Callable[[Any], bool], str]:
-    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo), (
-        f"an integer >= {lo}"
-    )
 
 
 @dataclass(frozen=True)
@@ -142,12 +117,11 @@ class FitConfig:
             if value is not None:
                 object.__setattr__(self, name, tuple(value) or None)
         self.csv_options()  # its own checks
-        for name, (check, expected) in _RULES.items():
+        for name, setting in SETTINGS.items():
             value = getattr(self, name)
-            if value is None and name in _NULLABLE:
+            if setting.constraint is None or (value is None and setting.nullable):
                 continue
-            if not check(value):
-                raise UsageError(f"--{name.replace('_', '-')} must be {expected}, got {value!r}")
+            setting.constraint.check(name, value)
         self.make_loss(), self.make_optimizer(), self.make_schedule()  # their own checks
         if self.patience is not None and not self.validates:
             raise UsageError(
@@ -319,82 +293,72 @@ def _set(**hyper: Any) -> dict[str, Any]:
     return {k: v for k, v in hyper.items() if v is not None}
 
 
-_NULLABLE = {
-    "holdout_rows",
-    "categorical",
-    "hash_bits",
-    "holdout",
-    "delimiter",
-    "columns",
-    "null_values",
-    "dtypes",
-    "shards",
-    "clip_grad",
-    "clip_weights",
-    "weight_decay",
-    "step_size",
-    "gamma",
-    "decay_steps",
-    "warmup_steps",
-    "huber_delta",
-    "quantile",
-    "lr",
-    "tol",
-    "features",
-    "schedule",
-    "validation",
-    "patience",
-    "record_path",
-}
-_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "format": _choice(FORMATS),
-    "optimizer": _choice(tuple(OPTIMIZERS)),
-    "solver": _choice(SOLVERS),
-    "schedule": _choice(tuple(SCHEDULES)),
-    "missing": _choice(MISSING_POLICIES),
-    "infinite": _choice(INFINITE_POLICIES),
-    "lr": _interval(0, lo_open=True),
-    "power_t": _interval(0),
-    "momentum": _interval(0, 1),
-    "l2": _interval(0),
-    "l1": _interval(0),
-    "clip_grad": _interval(0, lo_open=True),
-    "clip_weights": _interval(0, lo_open=True),
-    "epochs": _integer(1),
-    "batch_size": _integer(1),
-    "tol": _interval(0, lo_open=True),
-    "seed": _integer(0),
-    "shuffle": ((lambda v: isinstance(v, bool)), "true or false"),
-    "standardize": ((lambda v: isinstance(v, bool)), "true or false"),
-    "precondition": ((lambda v: isinstance(v, bool)), "true or false"),
-    "shuffle_buffer": _integer(0),
-    "shuffle_run": _integer(1),
-    "stats_rows": _integer(0),
-    "features": ((lambda v: all(isinstance(x, str) and x for x in v)), "a list of column names"),
-    "validation": ((lambda v: all(isinstance(x, str) and x for x in v)), "a list of paths"),
-    "categorical": (
-        (lambda v: all(isinstance(x, str) and x for x in v)),
-        "a list of column names",
+@dataclass(frozen=True)
+class Setting:
+    """One FitConfig setting's rule: its constraint, and whether None (unset) is allowed."""
+
+    constraint: Constraint | None  # None: checked elsewhere (the target, the CSV options)
+    nullable: bool = False
+
+
+def _s(constraint: Constraint | None, *, nullable: bool = False) -> Setting:
+    return Setting(constraint, nullable)
+
+
+# The rule of every FitConfig field, in field order (a unit test holds the two together).
+SETTINGS: dict[str, Setting] = {
+    "target": _s(None),
+    "features": _s(Names(), nullable=True),
+    "categorical": _s(Names(), nullable=True),
+    "max_categories": _s(Integer(1)),
+    "hash_bits": _s(Integer(1, MAX_HASH_BITS), nullable=True),
+    "format": _s(Options(FORMATS)),
+    "loss": _s(None),
+    "solver": _s(Options(SOLVERS)),
+    "optimizer": _s(Options(OPTIMIZERS)),
+    "lr": _s(Interval(0, lo_open=True), nullable=True),
+    "schedule": _s(Options(SCHEDULES), nullable=True),
+    "power_t": _s(Interval(0)),
+    "momentum": _s(Interval(0, 1)),
+    "weight_decay": _s(Interval(0), nullable=True),
+    "step_size": _s(Integer(1), nullable=True),
+    "gamma": _s(Interval(0, 1, lo_open=True), nullable=True),
+    "decay_steps": _s(Integer(1), nullable=True),
+    "warmup_steps": _s(Integer(0), nullable=True),
+    "huber_delta": _s(Interval(0, lo_open=True), nullable=True),
+    "quantile": _s(
+        Interval(0, 1, lo_open=True, hi_open=True, describe="a number in (0, 1)"), nullable=True
     ),
-    "max_categories": _integer(1),
-    "hash_bits": (
-        (lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_HASH_BITS),
-        f"an integer from 1 to {MAX_HASH_BITS}",
+    "l2": _s(Interval(0)),
+    "l1": _s(Interval(0)),
+    "clip_grad": _s(Interval(0, lo_open=True), nullable=True),
+    "clip_weights": _s(Interval(0, lo_open=True), nullable=True),
+    "epochs": _s(Integer(1)),
+    "batch_size": _s(Integer(1)),
+    "tol": _s(Interval(0, lo_open=True), nullable=True),
+    "seed": _s(Integer(0)),
+    "shuffle": _s(Flag()),
+    "shuffle_buffer": _s(Integer(0)),
+    "shuffle_run": _s(Integer(1)),
+    "standardize": _s(Flag()),
+    "precondition": _s(Flag()),
+    "missing": _s(Options(MISSING_POLICIES)),
+    "infinite": _s(Options(INFINITE_POLICIES)),
+    "stats_rows": _s(Integer(0)),
+    "validation": _s(Names("paths"), nullable=True),
+    "holdout": _s(
+        Interval(0, 1, lo_open=True, hi_open=True, describe="a fraction in (0, 1)"), nullable=True
     ),
-    "patience": _integer(1),
-    "record_path": _integer(1),
-    "holdout": ((lambda v: isinstance(v, int | float) and 0 < v < 1), "a fraction in (0, 1)"),
-    "holdout_rows": _integer(1),
-    "shards": _integer(1),
-    "header": ((lambda v: isinstance(v, bool)), "true or false"),
-    "sync_every": _integer(1),
-    "weight_decay": _interval(0),
-    "step_size": _integer(1),
-    "gamma": _interval(0, 1, lo_open=True),
-    "decay_steps": _integer(1),
-    "warmup_steps": _integer(0),
-    "huber_delta": _interval(0, lo_open=True),
-    "quantile": ((lambda v: isinstance(v, int | float) and 0 < v < 1), "a number in (0, 1)"),
+    "holdout_rows": _s(Integer(1), nullable=True),
+    "patience": _s(Integer(1), nullable=True),
+    "record_path": _s(Integer(1), nullable=True),
+    "delimiter": _s(None, nullable=True),
+    "header": _s(Flag()),
+    "columns": _s(None, nullable=True),
+    "null_values": _s(None, nullable=True),
+    "dtypes": _s(None, nullable=True),
+    "shards": _s(Integer(1), nullable=True),
+    "sync_every": _s(Integer(1)),
 }
 
 

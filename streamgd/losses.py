@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .constraints import Interval
 from .errors import UsageError
-from .params import check_number
 
 __all__ = [
     "Loss",
@@ -244,7 +244,7 @@ def huber(*, huber_delta: float | None = None, **_: object) -> Loss:
     >>> loss.value(p, y).tolist(), loss.gradient(p, y).tolist()
     ([0.125, 2.5], [0.5, 1.0])
     """
-    delta = check_number("huber_delta", huber_delta, 1.0, lo=0.0, lo_open=True)
+    delta = Interval(lo=0.0, lo_open=True).get("huber_delta", huber_delta, 1.0)
 
     def value(p: Array, y: Array) -> Array:
         r"""Huber loss, :math:`\tfrac12 r^2` for :math:`|r| \le \delta`, else
@@ -309,7 +309,7 @@ def quantile(*, quantile: float | None = None, **_: object) -> Loss:
     >>> loss.value(p, y).round(6).tolist(), loss.gradient(p, y).round(6).tolist()
     ([0.9, 0.1], [-0.9, 0.1])
     """
-    q = check_number("quantile", quantile, 0.5, lo=0.0, lo_open=True, hi=1.0, hi_open=True)
+    q = Interval(lo=0.0, lo_open=True, hi=1.0, hi_open=True).get("quantile", quantile, 0.5)
 
     def value(p: Array, y: Array) -> Array:
         r"""Pinball loss, :math:`\max(q r, (q - 1) r)` with :math:`r = y - p`."""

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .constraints import Interval
 from .errors import UsageError
-from .params import check_number
 
 __all__ = ["Optimizer", "OPTIMIZERS", "make_optimizer"]
 
@@ -77,7 +77,7 @@ def nesterov(*, momentum: float | None = None, **_: object) -> Optimizer:
     >>> step.tolist()  # v = 2: -0.1 * (2 + 0.5 * 2)
     [-0.30000000000000004]
     """
-    mu = check_number("momentum", momentum, 0.9, lo=0.0, hi=1.0)
+    mu = Interval(lo=0.0, hi=1.0).get("momentum", momentum, 0.9)
 
     def init(params: Array) -> State:
         return {"velocity": np.zeros_like(params)}
@@ -100,8 +100,8 @@ def adagrad(
     >>> step.round(9).tolist(), s["sum_sq"].tolist()
     ([-0.1], [4.0])
     """
-    eps = check_number("eps", eps, 1e-10, lo=0.0, lo_open=True)
-    a0 = check_number("initial_accumulator", initial_accumulator, 0.0, lo=0.0)
+    eps = Interval(lo=0.0, lo_open=True).get("eps", eps, 1e-10)
+    a0 = Interval(lo=0.0).get("initial_accumulator", initial_accumulator, 0.0)
 
     def init(params: Array) -> State:
         return {"sum_sq": np.full_like(params, a0)}
@@ -122,8 +122,8 @@ def rmsprop(*, decay: float | None = None, eps: float | None = None, **_: object
     >>> step.round(6).tolist(), s["nu"].round(12).tolist()  # -0.1 * 2 / sqrt(0.4)
     ([-0.316228], [0.4])
     """
-    d = check_number("decay", decay, 0.9, lo=0.0, hi=1.0, hi_open=True)
-    eps = check_number("eps", eps, 1e-8, lo=0.0, lo_open=True)
+    d = Interval(lo=0.0, hi=1.0, hi_open=True).get("decay", decay, 0.9)
+    eps = Interval(lo=0.0, lo_open=True).get("eps", eps, 1e-8)
 
     def init(params: Array) -> State:
         return {"nu": np.zeros_like(params)}
@@ -155,7 +155,7 @@ def adamw(
     >>> (step + 0.0).tolist()  # zero gradient: only the weight decays, by 0.1 * 0.5 * 2
     [-0.1, 0.0]
     """
-    wd = check_number("weight_decay", weight_decay, 0.01, lo=0.0)
+    wd = Interval(lo=0.0).get("weight_decay", weight_decay, 0.01)
     given = {"beta1": beta1, "beta2": beta2, "eps": eps}
     base = adam(**{k: v for k, v in given.items() if v is not None})
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from .constraints import Integer, Interval
 from .errors import UsageError
-from .params import check_integer, check_number
 
 __all__ = ["SCHEDULES", "make_schedule"]
 
@@ -46,8 +46,8 @@ def step_decay(
     >>> step_decay(1.0, step_size=10, gamma=0.5)(25)
     0.25
     """
-    size = check_integer("step_size", step_size, 1000, lo=1)
-    g = check_number("gamma", gamma, 0.5, lo=0.0, lo_open=True, hi=1.0)
+    size = Integer(1).get("step_size", step_size, 1000)
+    g = Interval(lo=0.0, lo_open=True, hi=1.0).get("gamma", gamma, 0.5)
     return lambda step: float(lr * g ** (step // size))
 
 
@@ -57,7 +57,7 @@ def exponential(lr: float, *, gamma: float | None = None, **_: object) -> Schedu
     >>> exponential(1.0, gamma=0.5)(3)
     0.125
     """
-    g = check_number("gamma", gamma, 0.999, lo=0.0, lo_open=True, hi=1.0)
+    g = Interval(lo=0.0, lo_open=True, hi=1.0).get("gamma", gamma, 0.999)
     return lambda step: float(lr * g**step)
 
 
@@ -79,9 +79,9 @@ def cosine(
     >>> [round(sched(t), 4) for t in (0, 3, 4, 9, 14, 100)]
     [0.25, 1.0, 1.0, 0.55, 0.1, 0.1]
     """
-    d = check_integer("decay_steps", decay_steps, 10_000, lo=1)
-    w = check_integer("warmup_steps", warmup_steps, 0, lo=0)
-    f = check_number("min_factor", min_factor, 0.0, lo=0.0, hi=1.0)
+    d = Integer(1).get("decay_steps", decay_steps, 10_000)
+    w = Integer(0).get("warmup_steps", warmup_steps, 0)
+    f = Interval(lo=0.0, hi=1.0).get("min_factor", min_factor, 0.0)
 
     def schedule(step: int) -> float:
         if step < w:

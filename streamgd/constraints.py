@@ -1,0 +1,142 @@
+"""The one vocabulary of allowed values, scikit-learn style: a constraint checks a value at
+the boundary and raises a UsageError naming the option, what is allowed and what was given.
+
+The settings table (:mod:`streamgd.config.settings`) and the algorithm factories (losses,
+optimisers, schedules) use the same objects, so a rule and its wording live in one place. It
+sits outside the ``config`` package because those factories sit below it in the import graph.
+
+>>> Interval(0, 1, lo_open=True).check("gamma", 2.0)
+Traceback (most recent call last):
+...
+streamgd.errors.UsageError: --gamma must be a number > 0 and <= 1, got 2.0
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import Any
+
+from .errors import UsageError
+
+__all__ = ["Constraint", "Interval", "Integer", "Options", "Flag", "Names", "option_name"]
+
+
+def option_name(name: str) -> str:
+    """``batch_size`` -> ``--batch-size``."""
+    return "--" + name.replace("_", "-")
+
+
+class Constraint:
+    """What a value must be: ``allows(value)`` and ``text`` ("a number > 0")."""
+
+    text = ""
+
+    def allows(self, value: Any) -> bool:
+        raise NotImplementedError
+
+    def check(self, name: str, value: Any) -> Any:
+        """``value`` unchanged, or a UsageError ``--name must be TEXT, got VALUE``."""
+        if not self.allows(value):
+            raise UsageError(f"{option_name(name)} must be {self.text}, got {value!r}")
+        return value
+
+    def get(self, name: str, value: Any, default: Any) -> Any:
+        """A factory's hyperparameter: ``default`` when None, else the checked value."""
+        return default if value is None else self.check(name, value)
+
+
+@dataclass(frozen=True)
+class Interval(Constraint):
+    """A finite real number (not a bool) between ``lo`` and ``hi``, ends open as asked."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    describe: str | None = None  # wording that replaces the generated one
+
+    @property
+    def text(self) -> str:  # type: ignore[override]
+        if self.describe is not None:
+            return self.describe
+        parts = []
+        if self.lo is not None:
+            parts.append(f"{'>' if self.lo_open else '>='} {self.lo:g}")
+        if self.hi is not None:
+            parts.append(f"{'<' if self.hi_open else '<='} {self.hi:g}")
+        return "a number " + " and ".join(parts)
+
+    def allows(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+            return False
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return False
+        return self.hi is None or (value < self.hi if self.hi_open else value <= self.hi)
+
+    def get(self, name: str, value: Any, default: Any) -> Any:
+        return default if value is None else float(self.check(name, value))
+
+
+@dataclass(frozen=True)
+class Integer(Constraint):
+    """An integer (not a bool) ``>= lo`` and, when given, ``<= hi``."""
+
+    lo: int = 0
+    hi: int | None = None
+
+    @property
+    def text(self) -> str:  # type: ignore[override]
+        if self.hi is None:
+            return f"an integer >= {self.lo}"
+        return f"an integer from {self.lo} to {self.hi}"
+
+    def allows(self, value: Any) -> bool:
+        ok = isinstance(value, Integral) and not isinstance(value, bool) and value >= self.lo
+        return ok and (self.hi is None or value <= self.hi)
+
+    def get(self, name: str, value: Any, default: Any) -> Any:
+        return default if value is None else int(self.check(name, value))
+
+
+@dataclass(frozen=True)
+class Options(Constraint):
+    """One of a fixed set of names (a registry's keys)."""
+
+    choices: tuple[str, ...]
+
+    def __init__(self, choices: Iterable[str]) -> None:
+        object.__setattr__(self, "choices", tuple(choices))
+
+    @property
+    def text(self) -> str:  # type: ignore[override]
+        return "one of " + ", ".join(self.choices)
+
+    def allows(self, value: Any) -> bool:
+        return value in self.choices
+
+
+@dataclass(frozen=True)
+class Flag(Constraint):
+    """True or false (a bool, not a truthy value)."""
+
+    text = "true or false"
+
+    def allows(self, value: Any) -> bool:
+        return isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Names(Constraint):
+    """A list of non-empty strings (column names, paths)."""
+
+    what: str = "column names"
+
+    @property
+    def text(self) -> str:  # type: ignore[override]
+        return f"a list of {self.what}"
+
+    def allows(self, value: Any) -> bool:
+        return not isinstance(value, str) and all(isinstance(x, str) and x for x in value)
