@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import CheckpointError
 
-__all__ = ["write_archive", "read_archive", "atomic_write", "atomic_path"]
+__all__ = ["write_archive", "read_archive", "atomic_write", "atomic_path", "fsync_dir"]
 
 MAGIC = "streamgd"
 
@@ -36,7 +36,7 @@ def _digest(meta_bytes: bytes, arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def _fsync_dir(directory: str) -> None:
+def fsync_dir(directory: str) -> None:
     with contextlib.suppress(OSError):  # not every platform/filesystem allows it
         fd = os.open(directory, os.O_RDONLY)
         try:
@@ -58,7 +58,7 @@ def atomic_path(path: str) -> Iterator[str]:
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-        _fsync_dir(directory)
+        fsync_dir(directory)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

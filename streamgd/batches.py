@@ -22,7 +22,7 @@ import pyarrow as pa
 from .cursor import Cursor
 from .decode import to_matrix
 from .errors import CheckpointError
-from .shuffle import _BUFFER_STREAM, ShuffleBuffer, epoch_order, epoch_rng
+from .shuffle import BUFFER_STREAM, ShuffleBuffer, epoch_order, epoch_rng
 from .sources import Dataset, HandleCache
 
 __all__ = ["Chunk", "Cursor", "Prefetcher", "BatchStream"]
@@ -272,7 +272,7 @@ class BatchStream:
         self.counts: np.ndarray | None = None  # summed chunk counts of units finished here
         self.buffer: ShuffleBuffer | None = None
         if shuffle and buffer_size > 0:
-            rng = epoch_rng(seed, epoch, _BUFFER_STREAM)
+            rng = epoch_rng(seed, epoch, BUFFER_STREAM)
             self.buffer = ShuffleBuffer(
                 buffer_size,
                 len(self.columns),

@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .archive import _fsync_dir, atomic_write
+from .archive import atomic_write, fsync_dir
 from .errors import StreamgdError, UsageError
 from .sources import CsvOptions, Dataset, HandleCache, open_dataset
 
@@ -327,7 +327,7 @@ def _publish(staged: str, out_dir: str, names: list[str], previous: list[str], m
     for name in sorted(set(previous) - set(names)):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(out_dir, name))
-    _fsync_dir(out_dir)
+    fsync_dir(out_dir)
     manifest(names, True)
 
 

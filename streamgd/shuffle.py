@@ -10,10 +10,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["ORDERS", "epoch_order", "epoch_rng", "ShuffleBuffer"]
+__all__ = ["ORDERS", "BUFFER_STREAM", "epoch_order", "epoch_rng", "ShuffleBuffer"]
 
 _PLAN_STREAM = 0x504C414E  # "PLAN": independent random streams for order and buffer
-_BUFFER_STREAM = 0x42554646  # "BUFF"
+BUFFER_STREAM = 0x42554646  # "BUFF"
 
 
 def epoch_rng(seed: int, epoch: int, stream: int) -> np.random.Generator:

@@ -125,11 +125,6 @@ def test_no_import_cycles():
     assert _cycles(_graph()) == []
 
 
-@pytest.mark.xfail(
-    reason="pending on the data and settings branches: sources._HandleCache, shuffle's "
-    "private stream ids, scoring._check_columns in plotting",
-    strict=False,
-)
 def test_no_module_uses_another_modules_private_names():
     offenders = []
     for name in MODULES:
@@ -148,7 +143,6 @@ PENDING_SPLITS = {
     "streamgd.features",
     "streamgd.losses",
     "streamgd.reshuffle",
-    "streamgd.sources",
 }
 
 
