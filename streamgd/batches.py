@@ -214,21 +214,21 @@ class _Recording:
 PARK_BYTES = 80 << 20
 
 
-# The shuffle buffer exchanges rows in rounds of about this many (whole batches), at most an
-# eighth of the buffer: see ShuffleBuffer. Batches of 8192 rows or more are rounds of one.
-ROUND_ROWS = 8192
+# The shuffle buffer exchanges rows in blocks of about this many (whole batches), at most an
+# eighth of the buffer: see ShuffleBuffer. Batches of 8192 rows or more are exchanges of one batch.
+EXCHANGE_ROWS = 8192
 
 
-def round_rows(batch_size: int, capacity: int) -> int:
-    """The shuffle buffer's round: the smallest multiple of the batch size >= ROUND_ROWS, but
+def exchange_rows(batch_size: int, capacity: int) -> int:
+    """The shuffle buffer's exchange: the smallest multiple of the batch size >= EXCHANGE_ROWS, but
     no more batches than fit eight times in ``capacity`` (and at least one batch).
 
-    >>> round_rows(1024, 65536), round_rows(1000, 65536), round_rows(8192, 65536)
+    >>> exchange_rows(1024, 65536), exchange_rows(1000, 65536), exchange_rows(8192, 65536)
     (8192, 8000, 8192)
-    >>> round_rows(32, 200), round_rows(1024, 16384)
+    >>> exchange_rows(32, 200), exchange_rows(1024, 16384)
     (32, 2048)
     """
-    batches = min(-(-ROUND_ROWS // batch_size), capacity // (8 * batch_size))
+    batches = min(-(-EXCHANGE_ROWS // batch_size), capacity // (8 * batch_size))
     return max(1, batches) * batch_size
 
 
@@ -277,14 +277,14 @@ class BatchStream:
                 buffer_size,
                 len(self.columns),
                 rng,
-                block=round_rows(batch_size, buffer_size),
+                block=exchange_rows(batch_size, buffer_size),
                 dtype=dtype,
                 run=math.gcd(batch_size, run),
             )
             if shuffle_state is not None:
                 try:
                     self.buffer.restore(*shuffle_state)
-                except ValueError as exc:  # a checkpoint of a version with other rounds
+                except ValueError as exc:  # a checkpoint of a version with other exchanges
                     raise CheckpointError(
                         f"cannot restore the checkpoint's shuffle buffer ({exc}): it was "
                         "written by a streamgd with another buffer layout; finish the epoch "
@@ -387,7 +387,7 @@ class BatchStream:
                         arrivals.append(np.array(incoming[:, -1:]))
                     buf.fill(incoming)
                     # the rows were copied: a finished chunk's memory is free for the decoder
-                    # now (not after the round, which would keep one more matrix in use)
+                    # now (not after the exchange, which would keep one more matrix in use)
                     self._release_retired()
                 if arrivals:
                     self.on_first_fill(np.concatenate(arrivals))

@@ -857,7 +857,7 @@ def schema(paths: tuple[str, ...], fmt: str, delimiter, header, columns, null_va
     files have it; CSV files are streamed (and so checked) once. Hive partition columns are
     marked *; columns whose type was widened between files are noted."""
     from .config import csv_options_from
-    from .schema import describe_dataset, render_schema
+    from .describe import describe_dataset, render_schema
 
     csv = csv_options_from(_csv_settings(delimiter, header, columns, null_values, dtypes))
     info = describe_dataset(list(paths), fmt=fmt, csv=csv, target=target)
@@ -897,7 +897,7 @@ def shuffle_command(paths: tuple[str, ...], out_dir: str, seed: int, rows_per_fi
     Parquet files in bounded memory: rows are scattered to random buckets on disk, then each
     bucket is permuted. Every row appears once; the same seed gives the same files."""
     from .config import csv_options_from
-    from .reshuffle import shuffle_files
+    from .external_shuffle import shuffle_files
 
     csv = csv_options_from(_csv_settings(delimiter, header, columns, null_values, dtypes))
     summary = shuffle_files(list(paths), out_dir, fmt=fmt, csv=csv, seed=seed,

@@ -60,13 +60,13 @@ class ShuffleBuffer:
     out.
 
     Rounds: the exchange happens ``block`` rows at a time, which may be several batches
-    (``draw(k)`` with ``k`` dividing ``block``): a round draws ``block`` rows at once and
+    (``draw(k)`` with ``k`` dividing ``block``): an exchange draws ``block`` rows at once and
     emits them ``k`` at a time, each batch freeing its slots, and the pool takes new rows
-    only between rounds. Each batch is still a uniform sample of a pool of ``capacity +
-    block`` rows; per 8192-row round instead of per 1024-row batch, the fixed costs of a
-    fill and a draw (Python calls, small copies) are paid an eighth as often. A round in
+    only between exchanges. Each batch is still a uniform sample of a pool of ``capacity +
+    block`` rows; per 8192-row exchange instead of per 1024-row batch, the fixed costs of a
+    fill and a draw (Python calls, small copies) are paid an eighth as often. An exchange in
     progress is part of the state (its slots, in order, and how many rows are out), kept
-    under the key ``"round"`` of the generator's state dict.
+    under the key ``"exchange"`` of the generator's state dict.
 
     Why runs: every row is copied twice (in and out); moving ``run`` rows at a time as
     contiguous blocks makes both copies cache-friendly (measured: 2.7x less time than single
@@ -107,9 +107,9 @@ class ShuffleBuffer:
         self.free = np.arange(n_slots)  # empty slots, filled in this order
         self.tail = np.empty((0, width), dtype=dtype)  # rows short of a whole run
         self.rng = rng
-        # the round in progress: its slots in draw order, its rows, whether the tail is in
+        # the exchange in progress: its slots in draw order, its rows, whether the tail is in
         # it, and how many of its rows are out (see draw)
-        self._round: tuple[np.ndarray, np.ndarray, bool] | None = None
+        self._exchange: tuple[np.ndarray, np.ndarray, bool] | None = None
         self._out = 0
 
     @property
@@ -124,15 +124,15 @@ class ShuffleBuffer:
         return (self.n_slots - len(self.free)) * self.run + len(self.tail)
 
     def space(self) -> int:
-        """Rows :meth:`fill` can take now (none while a round is being emitted)."""
-        if self._round is not None:
+        """Rows :meth:`fill` can take now (none while an exchange is being emitted)."""
+        if self._exchange is not None:
             return 0
         return len(self.free) * self.run - len(self.tail)
 
     def fill(self, incoming: np.ndarray) -> None:
         """Write rows into the first free slots, whole runs at a time."""
-        if self._round is not None:
-            raise ValueError("a round is being emitted: draw it out before filling")
+        if self._exchange is not None:
+            raise ValueError("an exchange is being emitted: draw it out before filling")
         rows = np.concatenate([self.tail, incoming]) if len(self.tail) else incoming
         q = len(rows) // self.run
         if q > len(self.free) or (q == len(self.free) and len(rows) > q * self.run):
@@ -174,22 +174,22 @@ class ShuffleBuffer:
         return start, len(held)
 
     def draw(self, k: int) -> np.ndarray:
-        """Emit the next ``k`` rows (a multiple of the run dividing ``block``) of the round,
-        drawing a new round first if none is in progress; at the end of the drain, everything
+        """Emit the next ``k`` rows (a multiple of the run dividing ``block``) of the exchange,
+        drawing a new exchange first if none is in progress; at the end of the drain, everything
         left (fewer rows). The batch is a view, valid until the next draw."""
-        if self._round is None:
-            self._start_round()
-        sel, rows, with_tail = self._round  # type: ignore[misc]
+        if self._exchange is None:
+            self._start_exchange()
+        sel, rows, with_tail = self._exchange  # type: ignore[misc]
         lo = self._out
         hi = self._out = min(lo + k, len(rows))
         self.free = np.concatenate([self.free, sel[lo // self.run : -(-hi // self.run)]])
-        if hi == len(rows):  # the round is out
-            self._round = None
+        if hi == len(rows):  # the exchange is out
+            self._exchange = None
             if with_tail:
                 self.tail = self.tail[:0]
         return rows[lo:hi]
 
-    def _start_round(self) -> None:
+    def _start_exchange(self) -> None:
         """Draw ``block`` rows' runs uniformly without replacement (all that is left, and the
         tail, when that is not more), in random order, as one column-major matrix."""
         filled = self.n_slots - len(self.free)
@@ -207,16 +207,16 @@ class ShuffleBuffer:
         at = self.where[sel]
         # [column, run, row of the run] -> a column-major (rows, columns) matrix, one copy
         rows = self.store.take(at, axis=1).reshape(self.width, -1).T
-        self.owner[at] = -1  # no fill comes before the round is out
+        self.owner[at] = -1  # no fill comes before the exchange is out
         if with_tail:
             rows = np.asfortranarray(np.concatenate([rows, self.tail]))
-        self._round, self._out = (sel, rows, with_tail), 0
+        self._exchange, self._out = (sel, rows, with_tail), 0
 
     def state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
         rng_state = self.rng.bit_generator.state
-        if self._round is not None:
-            sel, _, with_tail = self._round
-            rng_state["round"] = {"slots": sel.tolist(), "out": self._out, "tail": with_tail}
+        if self._exchange is not None:
+            sel, _, with_tail = self._exchange
+            rng_state["exchange"] = {"slots": sel.tolist(), "out": self._out, "tail": with_tail}
         return self.slots, self.free.copy(), self.tail.copy(), rng_state
 
     def restore(
@@ -238,9 +238,9 @@ class ShuffleBuffer:
         self.head = n
         self.tail = np.ascontiguousarray(tail, dtype=self.store.dtype).reshape(-1, self.width)
         rng_state = dict(rng_state)
-        in_progress = rng_state.pop("round", None)
+        in_progress = rng_state.pop("exchange", None)
         self.rng.bit_generator.state = rng_state
-        self._round = None
+        self._exchange = None
         if in_progress is not None:  # the same matrix again, so batches keep their layout
             sel = np.asarray(in_progress["slots"], dtype=np.int64)
             self._gather(sel, with_tail=bool(in_progress["tail"]))

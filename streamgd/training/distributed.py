@@ -85,6 +85,9 @@ def connect(spec: str, *, timeout: float | None = None):
                 processes=True,
                 host="127.0.0.1",
                 dashboard_address=None,
+                # no dashboard, and the scheduler's small HTTP server on a free loopback port:
+                # its default 8787 clashes (with a warning) when two local jobs share a machine
+                scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
                 local_directory=tempfile.mkdtemp(prefix="streamgd-dask-"),
             )
             client = Client(cluster, timeout=timeout)

@@ -74,7 +74,7 @@ def test_resume_from_any_step_is_bit_identical(tmp_path, synthetic, optimizer, l
 
 def test_resume_inside_a_shuffle_round_is_bit_identical(tmp_path, synthetic):
     """Batches of 32 from a 4096-row buffer come in rounds of 16 batches (see
-    batches.round_rows): checkpoints inside a round, at its end and in the drain resume
+    batches.exchange_rows): checkpoints inside an exchange, at its end and in the drain resume
     exactly."""
     data = synthetic(rows=6000, files=2, row_group_size=700)
     config = FitConfig(
@@ -87,7 +87,7 @@ def test_resume_inside_a_shuffle_round_is_bit_identical(tmp_path, synthetic):
     steps_per_epoch = full.model.history[0]["step"]
     ckpts = {load_checkpoint(p).step: p for p in glob.glob(f"{full_dir}/ckpt-*.npz")}
     mid = load_checkpoint(ckpts[7])
-    assert mid.rng_state is not None and mid.rng_state["round"]["out"] == 7 * 32
+    assert mid.rng_state is not None and mid.rng_state["exchange"]["out"] == 7 * 32
     for step in (7, 16, steps_per_epoch - 3, steps_per_epoch + 21):
         resumed = _resume_from(ckpts[step], str(tmp_path), data.paths, config)
         assert np.array_equal(_params(resumed), _params(full)), f"resumed at step {step}"

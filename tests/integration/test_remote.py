@@ -31,8 +31,8 @@ from integration_support import read_tables, run_cli, write_synthetic  # noqa: E
 
 import streamgd  # noqa: E402
 from streamgd import sources  # noqa: E402
+from streamgd.describe import describe_dataset  # noqa: E402
 from streamgd.errors import DataError, UsageError  # noqa: E402
-from streamgd.schema import describe_dataset  # noqa: E402
 from streamgd.sources import CsvError, CsvOptions, open_dataset, resolve_paths  # noqa: E402
 
 BUCKET = "streamgd-test"

@@ -142,7 +142,7 @@ PENDING_SPLITS = {
     "streamgd.cli",
     "streamgd.features",
     "streamgd.losses",
-    "streamgd.reshuffle",
+    "streamgd.external_shuffle",
 }
 
 

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import streamgd.sources as sources
+from streamgd.describe import describe_dataset, render_schema
 from streamgd.errors import DataError
-from streamgd.schema import describe_dataset, render_schema
 from streamgd.sources import open_dataset
 from streamgd.sources.partitions import parse_partitions, partition_dirs
 

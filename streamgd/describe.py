@@ -1,4 +1,4 @@
-"""Schema: what a dataset holds, for ``streamgd schema PATHS...``, in bounded memory.
+"""Describe: what a dataset holds, for ``streamgd schema PATHS...``, in bounded memory.
 
 :func:`describe_dataset` reports the unified schema (name, Arrow type, numeric or not), the files,
 the number of rows and the nulls per column, and with a target the default features.

@@ -1,7 +1,7 @@
-"""The external shuffle (``streamgd.reshuffle.shuffle_files``) end to end: every row exactly once
-with its values and types, a well-mixed and seeded order, bounded memory on data several times
-the budget, no partial output after a failure, the output-directory policy, and what it is
-for: training on sorted data with a small shuffle buffer, against numpy least squares."""
+"""The external shuffle (``streamgd.external_shuffle.shuffle_files``) end to end: every row
+exactly once with its values and types, a well-mixed and seeded order, bounded memory on data
+several times the budget, no partial output after a failure, the output-directory policy, and
+what it is for: training on sorted data with a small shuffle buffer, against numpy least squares."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from integration_support import REPO_ROOT, lstsq_mse
 
 import streamgd
 from streamgd.errors import StreamgdError, UsageError
-from streamgd.reshuffle import MANIFEST, shuffle_files
+from streamgd.external_shuffle import MANIFEST, shuffle_files
 from streamgd.sources import open_dataset
 
 ROWS = 30_000
@@ -202,7 +202,7 @@ _MEASURE = textwrap.dedent(
     """
     import json, sys, tracemalloc
     import pyarrow as pa
-    from streamgd.reshuffle import shuffle_files
+    from streamgd.external_shuffle import shuffle_files
 
     tracemalloc.start()
     arrow_before = pa.default_memory_pool().max_memory()

@@ -1,4 +1,5 @@
-"""Reshuffle: rewrite a dataset as Parquet files in a uniformly random row order, out of core.
+"""External shuffle: rewrite a dataset as Parquet files in a uniformly random row order, out
+of core.
 
 A shuffle buffer of ``k`` rows cannot mix data that is sorted or clustered over far more than
 ``k`` rows: every batch still comes from a narrow slice of the order. :func:`shuffle_files`

@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import streamgd.sources as sources
+from streamgd.describe import describe_dataset, render_schema
 from streamgd.errors import DataError, UsageError
-from streamgd.schema import describe_dataset, render_schema
 from streamgd.sources import CsvError, CsvOptions
 
 
