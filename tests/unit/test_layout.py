@@ -142,7 +142,6 @@ PENDING_SPLITS = {
     "streamgd.cli",
     "streamgd.features",
     "streamgd.losses",
-    "streamgd.external_shuffle",
 }
 
 
