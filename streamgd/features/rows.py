@@ -33,6 +33,7 @@ NULL_TARGET, DROPPED, PER_FEATURE = 0, 1, 2
 
 
 def count_vector(n_features: int) -> np.ndarray:
+    """Zero counts for ``n_features`` features, laid out as above."""
     return np.zeros(PER_FEATURE + n_features, dtype=np.int64)
 
 
@@ -86,10 +87,11 @@ def preparer(
     fill: np.ndarray | None,
     check_target: TargetCheck | None,
     has_target: bool = True,
-    select: Callable[[str, np.ndarray], np.ndarray] | None = None,
+    select: Select | None = None,
     infinite: str = "error",
-):
-    """Build the per-chunk function the prefetch thread applies to decoded rows.
+) -> Prepare:
+    """Build the per-chunk function applied to decoded rows (by :class:`~streamgd.decode.Decoder`
+    only, which fixes these arguments per pass: statistics, training, scoring, prediction).
 
     It returns ``(rows, counts)`` with the counts laid out as :func:`count_vector` says.
     Missing features are imputed with ``fill`` (``missing="impute"``), or their rows dropped
