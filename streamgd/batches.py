@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from .cursor import Cursor
-from .decode import to_matrix
+from .decode import Decoder
 from .errors import CheckpointError
 from .shuffle import BUFFER_STREAM, ShuffleBuffer, epoch_order, epoch_rng
 from .sources import Dataset, HandleCache
@@ -28,11 +28,6 @@ from .sources import Dataset, HandleCache
 __all__ = ["Chunk", "Cursor", "Prefetcher", "BatchStream"]
 
 ShuffleState = tuple[np.ndarray, np.ndarray, np.ndarray, dict]  # slots, free, tail, rng
-# converter(column, path, first_row) -> a numeric Arrow array replacing the column (labels)
-Converter = Callable[[pa.ChunkedArray, str, int], pa.Array]
-
-# prepare(matrix, path, first_row) -> (rows to train on, counts); see features.make_prepare
-Prepare = Callable[[np.ndarray, str, int], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass
@@ -72,7 +67,8 @@ class BufferPool:
 
 
 class Prefetcher:
-    """Decodes the units of an epoch, in order, from ``(position, offset)``, on a thread.
+    """Decodes the units of an epoch, in order, from ``(position, offset)``, on a thread,
+    with ``decoder`` (its columns, converters, centring, dtype and row preparation).
 
     Holds at most ``depth`` decoded chunks in its queue, plus the one being decoded.
     """
@@ -83,26 +79,20 @@ class Prefetcher:
         self,
         dataset: Dataset,
         order: Sequence[int],
-        columns: Sequence[str],
-        prepare: Prepare,
+        decoder: Decoder,
         *,
         start: int = 0,
         offset: int = 0,
         depth: int = 2,
-        center: np.ndarray | None = None,
-        dtype: np.dtype | type = np.float64,
-        converters: dict[str, Converter] | None = None,
         park: bool = False,
     ) -> None:
-        self._args = (dataset, list(order), list(columns), prepare, start, offset)
+        self._args = (dataset, list(order), decoder, start, offset)
         # with ``park``, what the first unit's reader gave (a CSV file's blocks, raw), so
         # that close() can leave it to the dataset's next read of that unit (Dataset.park)
         self._recordings: list[_Recording] = []
         self._park = [PARK_BYTES] if park else None  # bytes the recordings may still keep
-        self._center = center
-        self._converters = converters or {}
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
-        self.pool = BufferPool(len(columns), dtype)
+        self.pool = BufferPool(len(decoder.columns), decoder.dtype)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="streamgd-prefetch", daemon=True)
         self._thread.start()
@@ -117,7 +107,8 @@ class Prefetcher:
         return False
 
     def _run(self) -> None:
-        dataset, order, columns, prepare, start, offset = self._args
+        dataset, order, decoder, start, offset = self._args
+        columns = decoder.columns
         handles = HandleCache()
         empty = np.empty((0, len(columns)))
         try:
@@ -134,22 +125,19 @@ class Prefetcher:
                     pieces = _Recording(unit, columns, pieces, self._park)
                     self._recordings.append(pieces)
                 for table, first_row in pieces:
-                    for name, convert in self._converters.items():
-                        i = table.schema.get_field_index(name)
-                        table = table.set_column(
-                            i, name, convert(table.column(name), path, first_row)
-                        )
                     buf = self.pool.get(table.num_rows)
-                    matrix = to_matrix(table, columns, buf, center=self._center)
-                    del table  # not held (17 MB a row group) while the queue is full
-                    rows, counts = prepare(matrix, path, first_row)
+                    # decoder.decode in its two halves, so that the table is not held (17 MB
+                    # a row group) while rows are prepared or the queue is full
+                    matrix = decoder.matrix(table, path=path, first_row=first_row, out=buf)
+                    del table
+                    rows, counts = decoder.prepare(matrix, path, first_row)
                     if skip:
                         dropped = min(skip, len(rows))
                         rows, skip = rows[dropped:], skip - dropped
                     if not self._put(Chunk(position, rows, counts, last=single, buffer=buf)):
                         return
                 if not single:
-                    end = Chunk(position, empty, prepare(empty, path, 0)[1], last=True)
+                    end = Chunk(position, empty, decoder.prepare(empty, path, 0)[1], last=True)
                     if not self._put(end):
                         return
             self._put(self._DONE)
@@ -235,8 +223,8 @@ def exchange_rows(batch_size: int, capacity: int) -> int:
 class BatchStream:
     """One epoch of exact-size batches (only the last may be shorter), resumable from a cursor.
 
-    Iterating yields ``dtype`` matrices whose columns are ``columns`` (minus ``center`` when
-    given). A batch is valid until the next one is requested: without a shuffle buffer it is a
+    Iterating yields matrices as ``decoder`` decodes them (its columns, centred, in its dtype).
+    A batch is valid until the next one is requested: without a shuffle buffer it is a
     view of a recycled decode buffer (copy it to keep it). After each batch, :attr:`cursor`
     and :meth:`shuffle_state` describe the stream exactly; pass them back to continue it.
     """
@@ -244,8 +232,7 @@ class BatchStream:
     def __init__(
         self,
         dataset: Dataset,
-        columns: Sequence[str],
-        prepare: Prepare,
+        decoder: Decoder,
         *,
         epoch: int,
         seed: int,
@@ -255,14 +242,11 @@ class BatchStream:
         prefetch: int = 1,
         cursor: Cursor | None = None,
         shuffle_state: ShuffleState | None = None,
-        center: np.ndarray | None = None,
-        dtype: np.dtype | type = np.float64,
-        converters: dict[str, Converter] | None = None,
         run: int = 1,
         on_first_fill: Callable[[np.ndarray], None] | None = None,
     ) -> None:
-        self.dataset, self.columns, self.prepare = dataset, list(columns), prepare
-        self.center, self.dtype, self.converters = center, dtype, converters
+        self.dataset, self.decoder = dataset, decoder
+        self.columns, self.dtype = list(decoder.columns), decoder.dtype
         # called once with the last column (the target) of the rows that first fill an empty
         # buffer, in arrival order, as a one-column matrix
         self.on_first_fill = on_first_fill
@@ -278,7 +262,7 @@ class BatchStream:
                 len(self.columns),
                 rng,
                 block=exchange_rows(batch_size, buffer_size),
-                dtype=dtype,
+                dtype=self.dtype,
                 run=math.gcd(batch_size, run),
             )
             if shuffle_state is not None:
@@ -357,14 +341,10 @@ class BatchStream:
         self._prefetcher = prefetcher = Prefetcher(
             self.dataset,
             self.order,
-            self.columns,
-            self.prepare,
+            self.decoder,
             start=self.cursor.position,
             offset=self.cursor.offset,
             depth=self.prefetch,
-            center=self.center,
-            dtype=self.dtype,
-            converters=self.converters,
         )
         self._chunks = iter(prefetcher)
         try:

@@ -19,7 +19,6 @@ from typing import Any
 import click
 
 from . import __version__
-from .categorical import MAX_HASH_BITS
 from .config import DEFAULT_LR, DEFAULT_SCHEDULE, FitConfig, RunOptions
 from .errors import (
     EXIT_DATA,
@@ -31,6 +30,7 @@ from .errors import (
     UsageError,
 )
 from .features import INFINITE_POLICIES, MISSING_POLICIES
+from .features.categorical import MAX_HASH_BITS
 from .losses import LOSSES
 from .optimizers import OPTIMIZERS
 from .schedules import SCHEDULES

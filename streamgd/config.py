@@ -12,12 +12,10 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-import numpy as np
-
-from .categorical import MAX_HASH_BITS
 from .constraints import Constraint, Flag, Integer, Interval, Names, Options
 from .errors import UsageError
 from .features import INFINITE_POLICIES, MISSING_POLICIES
+from .features.categorical import MAX_HASH_BITS
 from .optimizers import OPTIMIZERS
 from .schedules import SCHEDULES
 from .solvers import SOLVERS
@@ -176,31 +174,6 @@ class FitConfig:
         """Whether validation rows are held out of the training files themselves."""
         return bool(self.holdout or self.holdout_rows)
 
-    def holdout_select(self, keep: bool, dataset=None):
-        """``select`` for :func:`features.make_prepare`: the training rows (``keep=False``
-        drops the held-out ones) or only the held-out rows (``keep=True``); None without
-        --holdout or --holdout-rows (which needs the ``dataset`` to draw its rows from)."""
-        if self.holdout_rows:
-            held = _reservoir(dataset, self.holdout_rows, self.seed)
-            empty = np.empty(0, dtype=np.int64)
-
-            def select_rows(path, rows):
-                mask = np.isin(rows, held.get(path, empty))
-                return mask if keep else ~mask
-
-            return select_rows
-        if not self.holdout:
-            return None
-        from .features import holdout_mask
-
-        fraction = self.holdout
-
-        def select(path, rows):
-            mask = holdout_mask(path, rows, fraction)
-            return mask if keep else ~mask
-
-        return select
-
     def make_loss(self):
         from .losses import make_loss
 
@@ -248,24 +221,6 @@ class FitConfig:
         d.pop("epochs")
         d.pop("tol")
         return d
-
-
-_RESERVOIRS: dict[str, dict] = {}  # the last draw, so an epoch's selects share it
-
-
-def _reservoir(dataset, k: int, seed: int) -> dict:
-    """The --holdout-rows draw for ``dataset`` (a pure function of its files, ``k``, ``seed``)."""
-    import json
-
-    from .features import reservoir_rows
-
-    if dataset is None:
-        raise UsageError("--holdout-rows needs the dataset to draw its rows from")
-    key = json.dumps([dataset.fingerprint(), k, seed], sort_keys=True, default=str)
-    if key not in _RESERVOIRS:
-        _RESERVOIRS.clear()
-        _RESERVOIRS[key] = reservoir_rows(dataset, k, seed)
-    return _RESERVOIRS[key]
 
 
 def csv_options_from(settings: dict[str, Any]):

@@ -1,14 +1,33 @@
-"""Decoding: Arrow columns of a unit's piece into a float matrix (:func:`to_matrix`)."""
+"""Decoding: the one place where a piece of a unit (an Arrow table) becomes prepared rows.
+
+Every reader of rows, the prefetcher (training, the statistics pass, evaluation, plots), the
+Dask workers and prediction, goes through a :class:`Decoder`, built once from the feature spec,
+the loss's target check, the missing/infinite/fill policy and the row selection. Decoding a
+piece is three steps, always in this order:
+
+1. converters replace columns by numbers (categorical codes, class codes);
+2. :func:`to_matrix` turns the columns into one column-major float matrix (centred on the way
+   when the decoder has a ``center``), into a reused buffer when one is given;
+3. row preparation (:func:`streamgd.features.rows.preparer`) drops, imputes or rejects rows
+   and keeps only the selected ones, returning counts of what it did.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["to_matrix"]
+from .features.classes import label_encoder
+from .features.rows import Prepare, Select, preparer, target_check
+
+__all__ = ["to_matrix", "Decoder", "Converter"]
+
+# converter(column, path, first_row) -> a numeric Arrow array replacing the column (labels)
+Converter = Callable[[pa.ChunkedArray, str, int], pa.Array]
 
 
 def to_matrix(
@@ -50,3 +69,131 @@ def to_matrix(
                 c = out.dtype.type(c)
             np.subtract(values, c, out=out[:, j], casting="same_kind")
     return out
+
+
+@dataclass(frozen=True, eq=False)
+class Decoder:
+    """How pieces of a unit become prepared rows: which ``columns`` to read (and in which
+    order: the matrix's columns), the ``converters`` applied to some of them first, the
+    ``center`` subtracted while decoding, the matrix ``dtype``, and the row preparation
+    ``prepare(matrix, path, first_row) -> (rows, counts)``.
+
+    Build one with a named constructor (``for_statistics``, ``for_training``, ``for_scoring``,
+    ``for_prediction``), once per pass; the constructor is the only place that decides the
+    policies, so the trainer, the Dask workers, evaluation and prediction cannot drift apart.
+    """
+
+    columns: tuple[str, ...]
+    prepare: Prepare
+    converters: Mapping[str, Converter] = field(default_factory=dict)
+    center: np.ndarray | None = None
+    dtype: type = np.float64
+
+    @classmethod
+    def for_statistics(
+        cls,
+        names: Sequence[str],
+        target: str,
+        *,
+        loss,
+        missing: str,
+        infinite: str,
+        classes: Sequence | None = None,
+        select: Select | None = None,
+    ) -> Decoder:
+        """The statistics pass: raw float64 values of the features and the target, missing
+        values left as NaN for the statistics to skip (no fill yet), class labels as codes."""
+        converters = {} if classes is None else {target: label_encoder(classes, target)}
+        prepare = preparer(
+            names,
+            target,
+            missing=missing,
+            infinite=infinite,
+            fill=None,
+            check_target=target_check(loss),
+            select=select,
+        )
+        return cls((*names, target), prepare, converters)
+
+    @classmethod
+    def for_training(
+        cls, spec, *, loss, select: Select | None = None, dtype: type = np.float32
+    ) -> Decoder:
+        """Training (one process or a Dask worker): the spec's columns, centred while decoding
+        into ``dtype`` (the centring in float64 first, so no precision is lost to an offset),
+        missing features filled with the centred mean; scaling is left to the step."""
+        prepare = preparer(
+            spec.names,
+            spec.target,
+            missing=spec.missing,
+            infinite=spec.infinite,
+            fill=(spec.fill - spec.center).astype(dtype),
+            check_target=target_check(loss),
+            select=select,
+        )
+        return cls(spec.columns, prepare, spec.converters() or {}, spec.stream_center(), dtype)
+
+    @classmethod
+    def for_scoring(cls, model, *, select: Select | None = None) -> Decoder:
+        """Evaluation (and the plots' loss surface) of a trained ``model``: raw float64 rows
+        with the target, the model's own training-time missing/infinite policy and fill."""
+        spec = model.spec
+        prepare = preparer(
+            spec.names,
+            spec.target,
+            missing=spec.missing,
+            infinite=spec.infinite,
+            fill=spec.fill,
+            check_target=target_check(model.make_loss()),
+            select=select,
+        )
+        return cls(spec.columns, prepare, spec.converters() or {})
+
+    @classmethod
+    def for_prediction(cls, model) -> Decoder:
+        """Prediction: the numeric features only (no target is needed, and categorical codes
+        come from :meth:`FeatureSpec.table_codes`). One prediction per input row, so a model
+        trained with --missing drop imputes here; only --missing error refuses a missing
+        value."""
+        spec = model.spec
+        prepare = preparer(
+            spec.names,
+            spec.target,
+            missing="error" if spec.missing == "error" else "impute",
+            infinite=spec.infinite,
+            fill=spec.fill,
+            check_target=None,
+            has_target=False,
+        )
+        return cls(spec.names, prepare)
+
+    def matrix(
+        self,
+        table: pa.Table | pa.RecordBatch,
+        *,
+        path: str = "",
+        first_row: int = 0,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Steps 1 and 2: the piece's columns, converted, as one matrix (a view of ``out``
+        when given, else a new ``dtype`` matrix). ``path`` and ``first_row`` locate errors."""
+        for name, convert in self.converters.items():
+            i = table.schema.get_field_index(name)
+            table = table.set_column(i, name, convert(table.column(name), path, first_row))
+        if out is None:
+            out = np.empty((table.num_rows, len(self.columns)), dtype=self.dtype, order="F")
+        return to_matrix(table, self.columns, out, center=self.center)
+
+    def decode(
+        self,
+        table: pa.Table | pa.RecordBatch,
+        path: str,
+        first_row: int,
+        *,
+        out: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """All three steps: the prepared rows of a piece whose first row is ``first_row``
+        (0-based, within the file ``path``) and the counts of what preparation did."""
+        return self.prepare(
+            self.matrix(table, path=path, first_row=first_row, out=out), path, first_row
+        )

@@ -14,9 +14,9 @@ import pandas as pd
 import pyarrow as pa
 
 from .archive import read_archive, write_archive
-from .categorical import OTHER
+from .decode import Decoder
 from .errors import CheckpointError, DataError
-from .features import FeatureSpec
+from .features import OTHER, FeatureSpec
 from .spec_archive import spec_arrays, spec_from, spec_meta
 
 __all__ = ["Model", "load"]
@@ -127,8 +127,6 @@ class Model:
     def _inputs(self, data) -> tuple[np.ndarray, np.ndarray | None]:
         """The numeric feature matrix and the categorical code indices of ``data``: a table,
         a DataFrame (columns by name), or a numeric array (features in order, no categoricals)."""
-        from .decode import to_matrix
-
         if isinstance(data, pd.DataFrame):
             data = pa.Table.from_pandas(data, preserve_index=False)
         categorical = [c.name for c in self.spec.categoricals]
@@ -136,7 +134,7 @@ class Model:
             missing = [n for n in (*self.features, *categorical) if n not in data.schema.names]
             if missing:
                 raise DataError(f"input lacks feature column(s) {', '.join(missing)}")
-            return to_matrix(data, self.features), self.spec.table_codes(data)
+            return Decoder.for_prediction(self).matrix(data), self.spec.table_codes(data)
         if categorical:
             raise DataError(
                 f"the model has categorical features ({', '.join(categorical)}): "

@@ -31,8 +31,8 @@ import numpy as np
 from .archive import atomic_path
 from .batches import Prefetcher
 from .config import csv_options_from
+from .decode import Decoder
 from .errors import DataError, UsageError
-from .features import make_prepare
 from .model import Model
 from .sources import FORMATS, open_dataset
 
@@ -178,20 +178,12 @@ def _sample(model: Model, data: Sequence[str], *, max_rows: int, fmt: str):
     spec = model.spec
     check_columns(dataset.schema, model.features, first, what="feature", numeric=True)
     check_columns(dataset.schema, [model.target], first, what="target", numeric=True)
-    prepare = make_prepare(
-        model.features,
-        model.target,
-        missing=spec.missing,
-        fill=spec.fill,
-        infinite=spec.infinite,
-        check_target=None,
-    )
     order = np.arange(len(dataset.units))
     if dataset.num_rows is not None and dataset.num_rows > max_rows:
         order = np.random.default_rng(SAMPLE_SEED).permutation(len(order))
     scaled = model.make_loss().scale_target
     seen = 0
-    prefetch = Prefetcher(dataset, order, spec.columns, prepare, depth=1)
+    prefetch = Prefetcher(dataset, order, Decoder.for_scoring(model), depth=1)
     try:
         for chunk in prefetch:
             raw = chunk.rows[: max_rows - seen]

@@ -18,9 +18,9 @@ from .archive import atomic_path
 from .batches import Prefetcher
 from .blas import single_blas_thread
 from .config import csv_options_from
-from .decode import to_matrix
+from .decode import Decoder
 from .errors import DataError, UsageError
-from .features import count_vector, describe_counts, make_prepare, target_check
+from .features import count_vector, describe_counts
 from .metrics import Accumulator
 from .model import Model
 from .sources import HandleCache, is_numeric, open_dataset
@@ -78,17 +78,7 @@ def _predict_files(
         raise UsageError(f"the prediction column {column!r} clashes with an --id column")
     out_format = "csv" if out.lower().endswith((".csv", ".tsv")) else "parquet"
     link = model.make_loss().link
-    # one prediction per input row: a model trained with --missing drop imputes here, as
-    # Model.predict does (only --missing error refuses a missing value)
-    prepare = make_prepare(
-        model.features,
-        model.target,
-        missing="error" if model.spec.missing == "error" else "impute",
-        infinite=model.spec.infinite,
-        fill=model.spec.fill,
-        check_target=None,
-        has_target=False,
-    )
+    decoder = Decoder.for_prediction(model)  # one prediction per input row
     handles = HandleCache()
     rows = 0
     with atomic_path(out) as tmp:
@@ -99,7 +89,7 @@ def _predict_files(
                 inputs = model.spec.input_columns(has_target=False)
                 cols = [*inputs, *[c for c in id_columns if c not in inputs]]
                 for table, first_row in dataset.iter_unit(unit, cols, handles):
-                    x, _ = prepare(to_matrix(table, model.features), path, first_row)
+                    x, _ = decoder.decode(table, path, first_row)
                     out = link(model.decision(x, model.spec.table_codes(table)))
                     ids = {c: table.column(c) for c in id_columns}
                     if model.classes is None:
@@ -146,7 +136,7 @@ def evaluate_model(
     model: Model, paths: Sequence[str], *, fmt: str = "auto", select=None
 ) -> dict[str, Any]:
     """:func:`evaluate` for callers that already limit BLAS threads (the trainer); ``select``
-    keeps only some rows (the holdout split, see features.make_prepare)."""
+    keeps only some rows (the holdout split, see holdout.selector)."""
     return _evaluate(model, paths, fmt, select)
 
 
@@ -157,15 +147,6 @@ def _evaluate(model: Model, paths: Sequence[str], fmt: str, select=None) -> dict
     multiclass = model.classes is not None
     check_columns(dataset.schema, [model.target], first, what="target", numeric=not multiclass)
     loss = model.make_loss()
-    prepare = make_prepare(
-        model.features,
-        model.target,
-        missing=model.spec.missing,
-        infinite=model.spec.infinite,
-        fill=model.spec.fill,
-        check_target=target_check(loss),
-        select=select,
-    )
     acc = Accumulator(loss.task)
     n_feat = len(model.features)
     counts = count_vector(n_feat)
@@ -173,9 +154,7 @@ def _evaluate(model: Model, paths: Sequence[str], fmt: str, select=None) -> dict
     prefetch = Prefetcher(
         dataset,
         range(len(dataset.units)),
-        model.spec.columns,
-        prepare,
-        converters=model.spec.converters(),
+        Decoder.for_scoring(model, select=select),
     )
     try:
         for chunk in prefetch:

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from .categorical import Categorical
 from .features import FeatureSpec
+from .features.categorical import Categorical
 
 __all__ = ["spec_arrays", "spec_meta", "spec_from"]
 

@@ -87,6 +87,9 @@ class Dataset:
     _parked: dict[Unit, _Parked] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    # values derived from the files' content once and kept as long as the dataset (the
+    # --holdout-rows draw: see holdout.drawn_rows)
+    memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def num_rows(self) -> int | None:

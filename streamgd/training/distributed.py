@@ -33,10 +33,11 @@ from typing import Any
 
 import numpy as np
 
+from .. import holdout
 from ..config import FitConfig
-from ..decode import to_matrix
+from ..decode import Decoder
 from ..errors import DataError, PreemptedError, StreamgdError, UsageError
-from ..features import FeatureSpec, count_vector, make_prepare, target_check
+from ..features import FeatureSpec, count_vector
 from ..sources import Dataset, HandleCache, open_dataset
 from .state import TrainState
 
@@ -184,23 +185,9 @@ def _unit_pieces(dataset: Dataset, unit_index: int, spec: FeatureSpec, loss, sel
     """Decoded, prepared and centred rows (float32) and counts of each piece of one unit."""
     unit = dataset.units[unit_index]
     path = dataset.files[unit.file].path
-    prepare = make_prepare(
-        spec.names,
-        spec.target,
-        missing=spec.missing,
-        infinite=spec.infinite,
-        fill=(spec.fill - spec.center).astype(np.float32),
-        check_target=target_check(loss),
-        select=select,
-    )
-    converters = spec.converters() or {}
-    center = spec.stream_center()
-    for table, first_row in dataset.iter_unit(unit, spec.columns, HandleCache()):
-        for name, convert in converters.items():
-            i = table.schema.get_field_index(name)
-            table = table.set_column(i, name, convert(table.column(name), path, first_row))
-        out = np.empty((table.num_rows, len(spec.columns)), dtype=np.float32, order="F")
-        yield prepare(to_matrix(table, spec.columns, out, center=center), path, first_row)
+    decoder = Decoder.for_training(spec, loss=loss, select=select)  # as the prefetcher's
+    for table, first_row in dataset.iter_unit(unit, decoder.columns, HandleCache()):
+        yield decoder.decode(table, path, first_row)  # a fresh float32 matrix per piece
 
 
 def _unit_stream(
@@ -276,7 +263,7 @@ def round_task(
     settings = _settings_key(spec, config)
     # --holdout-rows: the worker draws the same rows (a pure function of files, K and seed;
     # Parquet row counts from metadata), once per process
-    select = cfg.holdout_select(keep=False, dataset=dataset)
+    select = holdout.selector(cfg, keep=False, dataset=dataset)
     while need > 0 and position < len(order):
         key = (paths, order[position], settings)
         stream = _unit_stream(dataset, order[position], offset, spec, loss, key, select)

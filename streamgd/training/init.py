@@ -9,22 +9,21 @@ from typing import Any
 
 import numpy as np
 
-from ..categorical import check_categorical, scan_categories
+from .. import holdout
 from ..config import FitConfig, RunOptions
+from ..decode import Decoder
 from ..errors import CheckpointError, UsageError
 from ..features import (
     FeatureSpec,
-    compute_stats,
-    label_encoder,
-    make_prepare,
+    check_categorical,
+    scan_categories,
     scan_classes,
     select_features,
-    stats_order,
-    target_check,
 )
 from ..model import Model, load
 from ..solvers import normal_init
 from ..sources import Dataset
+from ..stats_pass import compute_stats, stats_order
 from .state import TrainState
 
 __all__ = ["initial_state", "check_compatible"]
@@ -49,25 +48,16 @@ def initial_state(dataset: Dataset, config: FitConfig, options: RunOptions) -> T
         categorical=categorical,
     )
     classes, frequencies = scan_classes(dataset, config.target) if multiclass else (None, None)
-    prepare = make_prepare(
+    decoder = Decoder.for_statistics(
         names,
         config.target,
+        loss=loss,
         missing=config.missing,
         infinite=config.infinite,
-        fill=None,
-        check_target=target_check(loss),
-        select=config.holdout_select(keep=False, dataset=dataset),
+        classes=classes,
+        select=holdout.selector(config, keep=False, dataset=dataset),
     )
-    converters = None if classes is None else {config.target: label_encoder(classes, config.target)}
-    stats = compute_stats(
-        dataset,
-        names,
-        config.target,
-        prepare=prepare,
-        max_rows=config.stats_rows,
-        seed=config.seed,
-        converters=converters,
-    )
+    stats = compute_stats(dataset, decoder, max_rows=config.stats_rows, seed=config.seed)
     spec = FeatureSpec.from_stats(
         names,
         config.target,
@@ -84,7 +74,7 @@ def initial_state(dataset: Dataset, config: FitConfig, options: RunOptions) -> T
         max_rows=config.stats_rows,
         max_categories=config.max_categories,
         hash_bits=config.hash_bits,
-        select=config.holdout_select(keep=False, dataset=dataset),
+        select=holdout.selector(config, keep=False, dataset=dataset),
     )
     spec = dataclasses.replace(spec, categoricals=categoricals, infinite=config.infinite)
     # weights of the numeric features, the intercept, then one per categorical code

@@ -17,11 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from .. import holdout
 from ..batches import BatchStream
 from ..config import FitConfig, RunOptions
 from ..cursor import Cursor
+from ..decode import Decoder
 from ..errors import DataError, DivergedError, PreemptedError
-from ..features import count_vector, describe_counts, make_prepare, target_check
+from ..features import count_vector, describe_counts
 from ..metrics import Accumulator
 from ..model import Model
 from ..scoring import evaluate_model
@@ -121,20 +123,15 @@ class Trainer:
         cfg, spec = self.config, state.spec
         n_feat = len(spec.names)
         # Rows arrive centred (subtracted while decoding); scaling is folded into the step.
-        center = spec.stream_center()
-        prepare = make_prepare(
-            spec.names,
-            spec.target,
-            missing=spec.missing,
-            infinite=spec.infinite,
-            fill=(spec.fill - spec.center).astype(STREAM_DTYPE),
-            check_target=target_check(self.loss),
-            select=cfg.holdout_select(keep=False, dataset=self.dataset),
+        decoder = Decoder.for_training(
+            spec,
+            loss=self.loss,
+            select=holdout.selector(cfg, keep=False, dataset=self.dataset),
+            dtype=STREAM_DTYPE,
         )
         stream = BatchStream(
             self.dataset,
-            spec.columns,
-            prepare,
+            decoder,
             epoch=state.epoch,
             seed=cfg.seed,
             batch_size=cfg.batch_size,
@@ -143,9 +140,6 @@ class Trainer:
             prefetch=self.options.prefetch,
             cursor=Cursor(state.cursor.epoch, state.cursor.position, state.cursor.offset),
             shuffle_state=state.shuffle_state(),
-            center=center,
-            dtype=STREAM_DTYPE,
-            converters=spec.converters(),
             run=cfg.shuffle_run,
             on_first_fill=self._check_order if state.epoch == 0 else None,
         )
@@ -289,7 +283,7 @@ class Trainer:
         model = model_from_state(state, self.config)
         if self.config.holds_out:  # the held-out rows of the training files themselves
             paths = [f.path for f in self.dataset.files]
-            select = self.config.holdout_select(keep=True, dataset=self.dataset)
+            select = holdout.selector(self.config, keep=True, dataset=self.dataset)
         else:
             paths, select = list(self.config.validation), None
         scores = evaluate_model(model, paths, fmt=self.config.format, select=select)

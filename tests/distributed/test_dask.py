@@ -107,7 +107,7 @@ def test_categorical_features_train_on_workers(cluster, tmp_path):
 def test_holdout_rows_are_the_same_rows_on_workers(cluster, data):
     """Workers draw the --holdout-rows reservoir themselves: they train on every other row,
     and the driver scores exactly the drawn rows."""
-    from streamgd.features import reservoir_rows
+    from streamgd.holdout import reservoir_rows
     from streamgd.sources import open_dataset
 
     config = _config(data, epochs=2, holdout_rows=700)

@@ -167,7 +167,7 @@ def test_ordered_input_is_warned_about(tmp_path):
 
 
 def test_holdout_rows_are_fixed_scored_and_survive_a_resume(tmp_path, synthetic):
-    from streamgd.features import holdout_mask
+    from streamgd.holdout import holdout_mask
 
     data = synthetic(rows=3000, files=2, row_group_size=300)
     config = FitConfig(
@@ -215,7 +215,7 @@ def test_holdout_and_validation_files_are_exclusive():
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
 def test_holdout_rows_reservoir_is_fixed_scored_and_survives_a_resume(tmp_path, synthetic, fmt):
-    from streamgd.features import reservoir_rows
+    from streamgd.holdout import reservoir_rows
     from streamgd.sources import open_dataset
 
     data = synthetic(rows=3000, files=3, row_group_size=250, fmt=fmt)
@@ -238,16 +238,16 @@ def test_holdout_rows_reservoir_is_fixed_scored_and_survives_a_resume(tmp_path, 
 def test_holdout_rows_reservoir_is_uniform(tmp_path, synthetic, monkeypatch):
     """Every row is drawn with probability K/N: over 400 seeds, inclusion counts per row stay
     within a 5-sigma binomial band, across file boundaries and reservoir blocks."""
-    import streamgd.features as features
+    import streamgd.holdout as holdout
     from streamgd.sources import open_dataset
 
-    monkeypatch.setattr(features, "RESERVOIR_BLOCK", 7)  # many blocks per file
+    monkeypatch.setattr(holdout, "RESERVOIR_BLOCK", 7)  # many blocks per file
     data = synthetic(rows=120, files=3, row_group_size=25)
     dataset = open_dataset(data.paths, "auto")
     k, seeds = 12, 400
     hits = np.zeros(120)
     for seed in range(seeds):
-        drawn = features.reservoir_rows(dataset, k, seed)
+        drawn = holdout.reservoir_rows(dataset, k, seed)
         for i, path in enumerate(data.paths):
             hits[i * 40 + drawn.get(path, np.empty(0, int))] += 1
     p = k / 120

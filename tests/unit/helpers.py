@@ -11,6 +11,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from streamgd.batches import BatchStream
+from streamgd.decode import Decoder
 
 COLUMNS = ["row_id", "y"]
 
@@ -82,7 +83,17 @@ def collect(stream: BatchStream) -> list[np.ndarray]:
     return [b.copy() for b in stream]
 
 
-def make_stream(dataset, *, columns: Sequence[str] = COLUMNS, prepare=trivial_prepare, **kw):
+def make_stream(
+    dataset,
+    *,
+    columns: Sequence[str] = COLUMNS,
+    prepare=trivial_prepare,
+    center=None,
+    dtype=np.float64,
+    converters=None,
+    **kw,
+):
     args = {"epoch": 0, "seed": 0, "batch_size": 64, "shuffle": True, "buffer_size": 50}
     args.update(kw)
-    return BatchStream(dataset, columns, prepare, **args)
+    decoder = Decoder(tuple(columns), prepare, converters or {}, center, dtype)
+    return BatchStream(dataset, decoder, **args)

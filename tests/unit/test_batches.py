@@ -16,7 +16,8 @@ import pytest
 
 import streamgd.sources as sources
 from streamgd.batches import BatchStream, Cursor, Prefetcher
-from streamgd.features import make_prepare
+from streamgd.decode import Decoder
+from streamgd.features.rows import preparer
 from streamgd.shuffle import epoch_order
 from streamgd.sources import open_dataset
 
@@ -233,7 +234,7 @@ def null_target_files(tmp_path):
 def test_null_targets_dropped_counted_and_resumable(null_target_files, shuffle, buffer_size):
     paths, kept, n_null = null_target_files
     ds = open_dataset(paths)
-    prepare = make_prepare(["row_id"], "y", missing="impute", fill=np.zeros(1), check_target=None)
+    prepare = preparer(["row_id"], "y", missing="impute", fill=np.zeros(1), check_target=None)
     kw = dict(
         prepare=prepare, batch_size=16, shuffle=shuffle, buffer_size=buffer_size, seed=2, epoch=0
     )
@@ -281,9 +282,15 @@ def test_prefetcher_start_and_offset_skip_exactly(layouts):
     ds = open_dataset(layouts["csv_files"][0])
     order = list(range(len(ds.units)))
     # a CSV file's blocks end with an empty end-of-unit chunk
-    full = [c.rows.copy() for c in Prefetcher(ds, order, COLUMNS, trivial_prepare) if len(c.rows)]
+    full = [
+        c.rows.copy()
+        for c in Prefetcher(ds, order, Decoder(tuple(COLUMNS), trivial_prepare))
+        if len(c.rows)
+    ]
     unit1 = np.concatenate(full[next(i for i, c in enumerate(full) if c[0, 0] >= 600) :])
-    chunks = list(Prefetcher(ds, order, COLUMNS, trivial_prepare, start=1, offset=250))
+    chunks = list(
+        Prefetcher(ds, order, Decoder(tuple(COLUMNS), trivial_prepare), start=1, offset=250)
+    )
     rows = np.concatenate([c.rows for c in chunks])
     assert np.array_equal(rows, unit1[250:])
     assert all(c.position == 1 for c in chunks)
@@ -294,7 +301,9 @@ def test_prefetcher_decodes_a_bounded_number_of_units_ahead(layouts):
     ds = open_dataset(layouts["one_file_rg64"][0])
     calls = _count_decodes(ds)
     depth = 2
-    pre = Prefetcher(ds, range(len(ds.units)), COLUMNS, trivial_prepare, depth=depth)
+    pre = Prefetcher(
+        ds, range(len(ds.units)), Decoder(tuple(COLUMNS), trivial_prepare), depth=depth
+    )
     try:
         deadline = time.monotonic() + 5
         while not calls and time.monotonic() < deadline:
@@ -381,14 +390,14 @@ def test_parked_csv_blocks_are_read_once_and_continue_exactly(layouts, stop_afte
     leaves what it parsed to the next read of that unit, which continues the same reader."""
     ds = open_dataset(layouts["csv_files"][0])
     order = list(range(len(ds.units)))
-    full = [c.rows.copy() for c in Prefetcher(ds, order, COLUMNS, trivial_prepare)]
+    full = [c.rows.copy() for c in Prefetcher(ds, order, Decoder(tuple(COLUMNS), trivial_prepare))]
     calls = _count_csv_parses(ds)
-    pre = Prefetcher(ds, order, COLUMNS, trivial_prepare, park=True)
+    pre = Prefetcher(ds, order, Decoder(tuple(COLUMNS), trivial_prepare), park=True)
     for i, _ in enumerate(pre):
         if i + 1 >= stop_after:
             break
     pre.close()
-    again = [c.rows.copy() for c in Prefetcher(ds, order, COLUMNS, trivial_prepare)]
+    again = [c.rows.copy() for c in Prefetcher(ds, order, Decoder(tuple(COLUMNS), trivial_prepare))]
     _assert_same(again, full)
     # every file parsed once in all: what the first pass read ahead of the second file too
     assert calls == [ds.files[0].path, ds.files[1].path]
@@ -396,12 +405,12 @@ def test_parked_csv_blocks_are_read_once_and_continue_exactly(layouts, stop_afte
 
 def test_parked_blocks_are_dropped_by_another_read(layouts):
     ds = open_dataset(layouts["csv_files"][0])
-    pre = Prefetcher(ds, [0], COLUMNS, trivial_prepare, park=True)
+    pre = Prefetcher(ds, [0], Decoder(tuple(COLUMNS), trivial_prepare), park=True)
     next(iter(pre))
     pre.close()
     assert ds._parked
     # another unit first (a shuffled epoch), or other columns: parsed afresh, memory freed
-    other = [c.rows.copy() for c in Prefetcher(ds, [1, 0], ["y"], trivial_prepare)]
+    other = [c.rows.copy() for c in Prefetcher(ds, [1, 0], Decoder(("y",), trivial_prepare))]
     assert not ds._parked
     assert sum(len(r) for r in other) == 997
 
@@ -414,7 +423,7 @@ def test_nothing_is_parked_after_an_error(layouts):
             raise ValueError("bad block")
         return trivial_prepare(m, path, first_row)
 
-    pre = Prefetcher(ds, [0], COLUMNS, failing, park=True)
+    pre = Prefetcher(ds, [0], Decoder(tuple(COLUMNS), failing), park=True)
     with pytest.raises(ValueError, match="bad block"):
         list(pre)
     pre.close()

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from streamgd import categorical as cat
-from streamgd.categorical import Categorical, scan_categories
+from streamgd.features import categorical as cat
+from streamgd.features.categorical import Categorical, scan_categories
 from streamgd.losses import get_loss
 from streamgd.optimizers import make_optimizer
 from streamgd.sources import open_dataset

@@ -22,7 +22,7 @@ import pytest
 import streamgd
 import streamgd.sources as sources
 from streamgd.batches import Prefetcher
-from streamgd.decode import to_matrix
+from streamgd.decode import Decoder, to_matrix
 from streamgd.errors import DataError, UsageError
 from streamgd.sources import CsvError, CsvOptions, open_dataset
 
@@ -325,7 +325,9 @@ def test_corpus_through_the_prefetcher(tmp_path, case):
     expect = case.expect
     if isinstance(expect, Fails) and expect.column is not None and expect.column not in columns:
         expect = None  # the trainer never reads a text column: its bad text does not matter
-    prefetcher = Prefetcher(dataset, range(len(dataset.units)), columns, trivial_prepare)
+    prefetcher = Prefetcher(
+        dataset, range(len(dataset.units)), Decoder(tuple(columns), trivial_prepare)
+    )
     try:
         if isinstance(expect, Fails):
             with pytest.raises(DataError) as info:

@@ -11,18 +11,19 @@ import pyarrow.parquet as pq
 import pytest
 
 from streamgd.batches import BatchStream
+from streamgd.decode import Decoder
 from streamgd.errors import DataError, UsageError
 from streamgd.features import (
     MIN_EIGENVALUE,
     FeatureSpec,
     Stats,
-    compute_stats,
-    make_prepare,
     preconditioner,
     select_features,
 )
+from streamgd.features.rows import preparer
 from streamgd.losses import LOSSES
 from streamgd.sources import open_dataset
+from streamgd.stats_pass import compute_stats
 
 
 def _random_data(rng, rows=1200, cols=4, nan_share=0.0):
@@ -148,8 +149,10 @@ def _write_xy(path, x, y, row_group_size):
     return str(path)
 
 
-def _stats_prepare(names):
-    return make_prepare(names, "y", missing="impute", fill=None, check_target=None)
+def _stats_decoder(names):
+    return Decoder.for_statistics(
+        names, "y", loss=LOSSES["squared"], missing="impute", infinite="error"
+    )
 
 
 def test_compute_stats_matches_numpy_over_files(tmp_path):
@@ -158,9 +161,7 @@ def test_compute_stats_matches_numpy_over_files(tmp_path):
     a = _write_xy(tmp_path / "a.parquet", x[:600], y[:600], 128)
     b = _write_xy(tmp_path / "b.parquet", x[600:], y[600:], 77)
     names = ["x0", "x1", "x2"]
-    s = compute_stats(
-        open_dataset([a, b]), names, "y", prepare=_stats_prepare(names), max_rows=0, seed=0
-    )
+    s = compute_stats(open_dataset([a, b]), _stats_decoder(names), max_rows=0, seed=0)
     data = np.c_[x, y]
     assert s.rows == 1000
     np.testing.assert_allclose(s.mean, data.mean(axis=0), rtol=1e-12)
@@ -175,7 +176,7 @@ def test_compute_stats_with_a_row_limit_reads_whole_seeded_row_groups(tmp_path):
     ds = open_dataset([path])
 
     def run(seed):
-        return compute_stats(ds, names, "y", prepare=_stats_prepare(names), max_rows=300, seed=seed)
+        return compute_stats(ds, _stats_decoder(names), max_rows=300, seed=seed)
 
     s = run(1)
     assert s.rows == 300
@@ -196,14 +197,12 @@ def test_compute_stats_with_a_row_group_of_null_targets(tmp_path):
     y[100:200] = np.nan
     path = _write_xy(tmp_path / "a.parquet", x, y, 100)
     names = ["x0", "x1"]
-    s = compute_stats(
-        open_dataset([path]), names, "y", prepare=_stats_prepare(names), max_rows=0, seed=0
-    )
+    s = compute_stats(open_dataset([path]), _stats_decoder(names), max_rows=0, seed=0)
     keep = ~np.isnan(y)
     np.testing.assert_allclose(s.mean, np.c_[x, y][keep].mean(axis=0), rtol=1e-12)
 
 
-# -- make_prepare --------------------------------------------------------------------------------
+# -- preparer ------------------------------------------------------------------------------------
 
 NAMES = ["a", "b", "c"]
 
@@ -215,7 +214,7 @@ def _raw(rng, rows=20):
 # counts: [rows without a target, rows dropped (--missing drop), missing per feature...]
 def test_clean_rows_pass_through_untouched():
     m = _raw(np.random.default_rng(0))
-    prepare = make_prepare(NAMES, "y", missing="impute", fill=np.zeros(3), check_target=None)
+    prepare = preparer(NAMES, "y", missing="impute", fill=np.zeros(3), check_target=None)
     rows, counts = prepare(m.copy(), "f.parquet", 0)
     assert np.array_equal(rows, m) and np.array_equal(counts, [0, 0, 0, 0, 0])
 
@@ -223,7 +222,7 @@ def test_clean_rows_pass_through_untouched():
 def test_null_targets_are_dropped_and_counted():
     m = _raw(np.random.default_rng(1))
     m[[2, 5, 19], 3] = np.nan
-    prepare = make_prepare(NAMES, "y", missing="impute", fill=np.zeros(3), check_target=None)
+    prepare = preparer(NAMES, "y", missing="impute", fill=np.zeros(3), check_target=None)
     rows, counts = prepare(m.copy(), "f.parquet", 0)
     assert np.array_equal(rows, np.delete(m, [2, 5, 19], axis=0))
     assert np.array_equal(counts, [3, 0, 0, 0, 0])
@@ -236,7 +235,7 @@ def test_null_features_are_imputed_with_fill_and_counted_per_column():
     m[6, 3] = np.nan  # a null target too: its row goes, and so does its imputation count
     m[6, 1] = np.nan
     fill = np.array([10.0, 20.0, 30.0])
-    prepare = make_prepare(NAMES, "y", missing="impute", fill=fill, check_target=None)
+    prepare = preparer(NAMES, "y", missing="impute", fill=fill, check_target=None)
     rows, counts = prepare(m.copy(), "f.parquet", 0)
     expected = np.delete(m, 6, axis=0)
     nan = np.isnan(expected)
@@ -248,7 +247,7 @@ def test_null_features_are_imputed_with_fill_and_counted_per_column():
 def test_without_fill_missing_features_stay_nan_for_the_statistics():
     m = _raw(np.random.default_rng(3))
     m[[0, 3], 1] = np.nan
-    prepare = make_prepare(NAMES, "y", missing="impute", fill=None, check_target=None)
+    prepare = preparer(NAMES, "y", missing="impute", fill=None, check_target=None)
     rows, counts = prepare(m.copy(), "f.parquet", 0)
     assert np.array_equal(rows, m, equal_nan=True)
     assert np.array_equal(counts, [0, 0, 0, 2, 0])
@@ -266,7 +265,7 @@ def test_missing_error_names_column_and_one_based_row(cells, column, row):
     m = _raw(np.random.default_rng(4))
     for r, c in cells:
         m[r, c] = np.nan
-    prepare = make_prepare(NAMES, "y", missing="error", fill=np.zeros(3), check_target=None)
+    prepare = preparer(NAMES, "y", missing="error", fill=np.zeros(3), check_target=None)
     with pytest.raises(DataError) as info:
         prepare(m, "data/f.parquet", 100)
     err = info.value
@@ -280,7 +279,7 @@ def test_infinity_is_an_error_with_its_place(missing, value):
     m = _raw(np.random.default_rng(5))
     m[2, 0] = np.nan  # a missing value first does not hide the infinity
     m[12, 2] = value
-    prepare = make_prepare(NAMES, "y", missing=missing, fill=np.zeros(3), check_target=None)
+    prepare = preparer(NAMES, "y", missing=missing, fill=np.zeros(3), check_target=None)
     with pytest.raises(DataError) as info:
         prepare(m, "f.csv", 0)
     assert (info.value.column, info.value.row) == ("c", 13)
@@ -292,7 +291,7 @@ def test_invalid_logistic_target_is_reported_at_its_original_row():
     m[[1, 4], 3] = np.nan  # dropped rows before the bad one shift positions in the chunk
     m[9, 3] = 2.0
     m[15, 3] = 0.5
-    prepare = make_prepare(
+    prepare = preparer(
         NAMES, "y", missing="impute", fill=np.zeros(3), check_target=loss.invalid_target
     )
     with pytest.raises(DataError) as info:
@@ -307,7 +306,7 @@ def test_invalid_logistic_target_is_reported_at_its_original_row():
 
 
 def test_valid_logistic_targets_pass():
-    prepare = make_prepare(
+    prepare = preparer(
         NAMES,
         "y",
         missing="impute",
@@ -326,7 +325,7 @@ def test_data_errors_surface_through_the_stream_with_file_rows(tmp_path):
     y[250] = 3.0
     path = str(tmp_path / "f.parquet")
     pq.write_table(pa.table({"x": ids, "y": y}), path, row_group_size=100)
-    prepare = make_prepare(
+    prepare = preparer(
         ["x"],
         "y",
         missing="impute",
@@ -335,8 +334,7 @@ def test_data_errors_surface_through_the_stream_with_file_rows(tmp_path):
     )
     stream = BatchStream(
         open_dataset([path]),
-        ["x", "y"],
-        prepare,
+        Decoder(("x", "y"), prepare),
         epoch=0,
         seed=0,
         batch_size=32,
@@ -352,7 +350,7 @@ def test_data_errors_surface_through_the_stream_with_file_rows(tmp_path):
 def test_prepare_without_target():
     m = _raw(np.random.default_rng(8))[:, :3]
     m[4, 1] = np.nan
-    prepare = make_prepare(
+    prepare = preparer(
         NAMES,
         "y",
         missing="impute",
@@ -367,13 +365,13 @@ def test_prepare_without_target():
 
 def test_unknown_missing_policy_is_a_usage_error():
     with pytest.raises(UsageError, match="missing"):
-        make_prepare(NAMES, "y", missing="skip", fill=None, check_target=None)
+        preparer(NAMES, "y", missing="skip", fill=None, check_target=None)
 
 
 @pytest.mark.parametrize("missing", ["impute", "error"])
 def test_large_finite_values_are_not_mistaken_for_missing(missing):
     m = np.array([[1e308, 1.0], [1e308, 0.0], [-5.0, 1.0]])
-    prepare = make_prepare(["a"], "y", missing=missing, fill=np.zeros(1), check_target=None)
+    prepare = preparer(["a"], "y", missing=missing, fill=np.zeros(1), check_target=None)
     rows, counts = prepare(m.copy(), "f", 0)
     assert np.array_equal(rows, m) and np.array_equal(counts, [0, 0, 0])
 

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from streamgd.batches import BatchStream
+from streamgd.decode import Decoder
 from streamgd.sources import open_dataset
 
 from .helpers import trivial_prepare
@@ -41,8 +42,7 @@ def test_streaming_memory_is_bounded_by_what_is_in_flight(tmp_path):
 
     stream = BatchStream(
         ds,
-        names,
-        trivial_prepare,
+        Decoder(tuple(names), trivial_prepare),
         epoch=0,
         seed=0,
         batch_size=BATCH,

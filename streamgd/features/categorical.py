@@ -29,8 +29,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .errors import DataError, UsageError
-from .sources import Dataset, HandleCache
+from ..errors import DataError, UsageError
+from ..sources import Dataset, HandleCache
 
 __all__ = [
     "Categorical",

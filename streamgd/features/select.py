@@ -1,0 +1,65 @@
+"""Which columns are features: the numeric columns asked for (or all but the target and the
+categorical ones), checked against the schema; and the names of the missing/infinite policies
+that decide what happens to a row with a missing or infinite value (see :mod:`.rows`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyarrow as pa
+
+from ..errors import DataError, UsageError
+from ..sources import is_numeric
+
+__all__ = ["MISSING_POLICIES", "INFINITE_POLICIES", "select_features"]
+
+MISSING_POLICIES = ("impute", "drop", "error")
+INFINITE_POLICIES = ("error", "missing")  # missing: an infinity is a missing value
+
+
+def select_features(
+    schema: pa.Schema,
+    target: str,
+    features: Sequence[str] | None,
+    *,
+    path: str,
+    labels: bool = False,
+    categorical: Sequence[str] = (),
+) -> tuple[str, ...]:
+    """The numeric feature columns: those asked for, or every numeric column except the target
+    and the ``categorical`` ones. With ``labels`` (multi-class) the target may hold strings as
+    well as numbers."""
+    names = schema.names
+    if target not in names:
+        raise UsageError(f"{path}: no target column {target!r}; columns are: {', '.join(names)}")
+    if not labels and not is_numeric(schema.field(target).type):
+        raise DataError(
+            f"the target must be numeric, but its type is {schema.field(target).type}",
+            path=path,
+            column=target,
+        )
+    if features:
+        chosen = [f for f in dict.fromkeys(features) if f not in categorical]
+        for name in chosen:
+            if name not in names:
+                raise UsageError(
+                    f"{path}: no feature column {name!r}; columns are: {', '.join(names)}"
+                )
+            if name == target:
+                raise UsageError(f"column {name!r} is the target; it cannot also be a feature")
+            if not is_numeric(schema.field(name).type):
+                raise DataError(
+                    f"feature is not numeric (type {schema.field(name).type}); "
+                    "choose numeric columns with --features, or name it with --categorical",
+                    path=path,
+                    column=name,
+                )
+    else:
+        chosen = [
+            f.name
+            for f in schema
+            if f.name != target and f.name not in categorical and is_numeric(f.type)
+        ]
+        if not chosen and not categorical:
+            raise DataError(f"no numeric column besides the target {target!r}", path=path)
+    return tuple(chosen)

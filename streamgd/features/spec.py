@@ -1,0 +1,141 @@
+"""The feature spec: what the statistics pass learned (centres, scales, fill values, the
+preconditioner), the categorical encodings and class labels, saved with the model.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .categorical import Categorical
+from .classes import label_encoder
+from .stats import Stats, preconditioner
+
+__all__ = ["FeatureSpec"]
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Everything needed to turn raw feature values into model inputs, saved with the model.
+
+    ``z = (x - center) / scale``; a missing value is replaced by ``fill`` (the feature's mean
+    from the statistics pass) before scaling. For regression the target is standardised too,
+    ``t = (y - target_center) / target_scale``, so that default learning rates work whatever
+    the target's units; predictions are mapped back.
+    """
+
+    names: tuple[str, ...]
+    target: str
+    center: np.ndarray
+    scale: np.ndarray
+    fill: np.ndarray
+    missing: str = "impute"
+    target_center: float = 0.0
+    target_scale: float = 1.0
+    precond: np.ndarray | None = None  # inverse correlation of the standardised features
+    classes: tuple | None = None  # multi-class: the labels, in code order
+    categoricals: tuple[Categorical, ...] = ()  # encoded as codes after the target column
+    infinite: str = "error"  # or "missing": infinities are treated as missing values
+
+    @staticmethod
+    def from_stats(
+        names: Sequence[str],
+        target: str,
+        stats: Stats,
+        *,
+        standardize: bool,
+        missing: str,
+        scale_target: bool,
+        precondition: bool = False,
+    ) -> FeatureSpec:
+        """``stats`` covers the features and, last, the target."""
+        n = len(names)
+        fill = stats.mean[:n].astype(np.float64)
+        if standardize:
+            # float32-representable, so that float32 data is centred exactly while streaming
+            center = fill.astype(np.float32).astype(np.float64)
+            spread = stats.imputed_std[:n]
+            scale = np.where(spread > 0, spread, 1.0)
+        else:
+            center = np.zeros(n)
+            scale = np.ones(n)
+        t_center, t_scale = 0.0, 1.0
+        if scale_target:
+            t_center = float(np.float32(stats.mean[n]))
+            t_scale = float(stats.std[n]) if stats.std[n] > 0 else 1.0
+        precond = preconditioner(stats.correlation(n)) if standardize and precondition else None
+        return FeatureSpec(
+            tuple(names), target, center, scale, fill, missing, t_center, t_scale, precond
+        )
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Raw matrix columns: the numeric features, the target, then the categorical codes."""
+        return self.input_columns(has_target=True)
+
+    def input_columns(self, *, has_target: bool) -> tuple[str, ...]:
+        """Raw matrix columns with or without the target (which predict does not read)."""
+        target = (self.target,) if has_target else ()
+        return (*self.names, *target, *(c.name for c in self.categoricals))
+
+    def converters(self) -> dict | None:
+        """Column converters for the prefetcher: categorical values to codes, and class
+        labels to class codes (multi-class targets)."""
+        out = {c.name: c.converter() for c in self.categoricals}
+        if self.classes is not None:
+            out[self.target] = label_encoder(self.classes, self.target)
+        return out or None
+
+    def stream_center(self) -> np.ndarray:
+        """What to subtract from each column of :attr:`columns` while decoding: the feature
+        centres, the target's, and nothing from codes."""
+        return np.concatenate([self.center, [self.target_center], np.zeros(len(self.categoricals))])
+
+    @property
+    def n_codes(self) -> int:
+        """Weights of the categorical codes, after the intercept in the parameters."""
+        return sum(c.size for c in self.categoricals)
+
+    @functools.cached_property  # once per spec: the step reads it every batch
+    def code_offsets(self) -> np.ndarray:
+        """Where each categorical column's weights start among the code weights."""
+        sizes = [c.size for c in self.categoricals]
+        return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
+
+    def codes(self, raw: np.ndarray) -> np.ndarray | None:
+        """Indices into the code weights, (rows, categoricals), of a raw matrix laid out as
+        :attr:`columns`; None without categorical features."""
+        if not self.categoricals:
+            return None
+        return raw[:, len(self.names) + 1 :].astype(np.intp) + self.code_offsets
+
+    def table_codes(self, table) -> np.ndarray | None:
+        """Indices into the code weights of a table's categorical columns, as :meth:`codes`."""
+        if not self.categoricals:
+            return None
+        codes = np.column_stack([c.encode(table.column(c.name)) for c in self.categoricals])
+        return codes + self.code_offsets
+
+    def code_labels(self) -> list[str]:
+        """``name=value`` (or ``name#bucket``) for each code weight, in order."""
+        return [label for c in self.categoricals for label in c.labels()]
+
+    def transform(self, raw: np.ndarray) -> np.ndarray:
+        """Standardised features of a raw matrix (its first ``len(names)`` columns)."""
+        return (raw[:, : len(self.names)] - self.center) / self.scale
+
+    def scaled_target(self, raw: np.ndarray) -> np.ndarray:
+        y = raw[:, len(self.names)]
+        if self.target_center == 0.0 and self.target_scale == 1.0:
+            return y
+        return (y - self.target_center) / self.target_scale
+
+    def to_original(self, w: np.ndarray, b: float) -> tuple[np.ndarray, float]:
+        """Coefficients and intercept in original units: ``y = x @ coef + intercept``."""
+        scale = self.scale if np.ndim(w) == 1 else self.scale[:, None]
+        coef = w * self.target_scale / scale
+        intercept = self.target_center + self.target_scale * np.asarray(b) - self.center @ coef
+        return coef, intercept

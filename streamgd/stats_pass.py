@@ -1,0 +1,92 @@
+"""The statistics pass: one read of a sample of the data (or all of it) through the same
+prefetcher and :class:`~streamgd.decode.Decoder` as training, merged into
+:class:`~streamgd.features.Stats`.
+
+It lives here, not in :mod:`streamgd.features`, because it reads through
+:mod:`streamgd.batches`, which decodes with :mod:`streamgd.decode`, which prepares rows with
+:mod:`streamgd.features.rows`: kept in ``features`` it would close an import cycle.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .batches import Prefetcher
+from .decode import Decoder
+from .errors import DataError
+from .features import Stats
+from .sources import Dataset
+
+__all__ = ["stats_order", "compute_stats"]
+
+
+def stats_order(dataset: Dataset, *, max_rows: int, seed: int) -> np.ndarray:
+    """The order in which the statistics pass (and the categorical scan) read units: the file
+    order, or a seeded random one when a sample of ``max_rows`` rows is all they read."""
+    n_units = len(dataset.units)
+    total = dataset.num_rows
+    if max_rows and total is not None and total > max_rows:
+        return np.random.default_rng([seed, 0x53544154]).permutation(n_units)
+    return np.arange(n_units)
+
+
+def compute_stats(dataset: Dataset, decoder: Decoder, *, max_rows: int, seed: int) -> Stats:
+    """The statistics pass: NaN-aware mean and std of every column of ``decoder`` (the
+    features, then the target: see :meth:`Decoder.for_statistics`).
+
+    Reads whole row groups, or CSV blocks, until ``max_rows`` rows were seen; with Parquet and
+    more rows than that, the row groups are picked in a seeded random order so that the sample
+    spans the data (a CSV file's rows are counted only by reading it: CSV gives the first
+    rows). ``max_rows=0`` reads everything.
+    """
+    order = stats_order(dataset, max_rows=max_rows, seed=seed)
+    n_units = len(order)
+    acc: Stats | None = None
+    start = 0
+    while start < n_units and not (max_rows and acc is not None and acc.rows >= max_rows):
+        # Hand the prefetcher only the units that can still be needed: one that decodes past
+        # the sample wastes a row group's decode (and a wait to stop it) on every fit.
+        stop = _units_for(dataset, order, start, max_rows - (acc.rows if acc else 0))
+        # float64, unlike training: the statistics see raw values, before any centring
+        # park: the CSV blocks it parsed of the epoch's first file are not parsed again
+        prefetch = Prefetcher(
+            dataset,
+            order[:stop],
+            decoder,
+            start=start,
+            depth=1,
+            park=start == 0,
+        )
+        try:
+            for chunk in prefetch:
+                part = Stats.of(chunk.rows, overwrite=True)  # released right after
+                prefetch.release(chunk)
+                acc = part if acc is None else acc.merge(part)
+                # whole row groups (a seeded sample); a CSV file may stop after any block
+                whole = chunk.last or dataset.units[order[chunk.position]].rows is None
+                if max_rows and acc.rows >= max_rows and whole:
+                    break
+        finally:
+            prefetch.close()
+        start = stop
+    if acc is None or acc.rows == 0:
+        raise DataError(
+            f"no rows with a target value in {len(dataset.files)} file(s)",
+            path=dataset.files[0].path,
+        )
+    return acc
+
+
+def _units_for(dataset: Dataset, order: np.ndarray, start: int, rows: int) -> int:
+    """The end of the shortest run of ``order`` from ``start`` holding at least ``rows`` rows
+    (all of it when ``rows`` is not positive or a unit's row count is unknown, as for CSV)."""
+    if rows <= 0:
+        return len(order)
+    for stop in range(start, len(order)):
+        n = dataset.units[order[stop]].rows
+        if n is None:
+            return len(order)
+        rows -= n
+        if rows <= 0:
+            return stop + 1
+    return len(order)
