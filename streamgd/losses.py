@@ -15,8 +15,8 @@ Target scaling: the trainer centres and scales a ``scale_target`` loss's target,
 divided by ``s ** scale_power``. Only parameters in the target's units change (huber's delta
 becomes ``delta / s``).
 
-Custom losses come from two functions through :meth:`Loss.custom`; :func:`trigonometric_loss`
-is a worked example.
+Custom losses come from two functions through :meth:`Loss.custom` (the README's "Python API"
+section defines one).
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ __all__ = [
     "identity",
     "sigmoid",
     "softmax",
-    "trigonometric_loss",
 ]
 
 Array = np.ndarray
@@ -136,7 +135,7 @@ class Loss:
         return one number per sample; ``gradient`` is ``d value / d p`` (check it with finite
         differences). ``curvature`` is ``d2 value / d p2``: give it only for a convex loss, as
         the trainer divides preconditioned steps by it. The target reaches the functions in
-        its own units (``scale_target`` is False). See :func:`trigonometric_loss`.
+        its own units (``scale_target`` is False).
 
         >>> mse = Loss.custom("mse", lambda p, y: (p - y) ** 2, lambda p, y: 2 * (p - y))
         >>> float(mse.gradient(np.array([3.0]), np.array([1.0]))[0])
@@ -510,8 +509,8 @@ def register_loss(loss: Loss, *, replace: bool = False) -> Loss:
     checkpoints, and models saved with it. A process that loads such a model registers the
     same loss first. Built-in names cannot be replaced.
 
-    >>> register_loss(trigonometric_loss())  # doctest: +SKIP
-    >>> streamgd.fit(paths, target="y", loss="trigonometric")  # doctest: +SKIP
+    >>> register_loss(Loss.custom("mine", value, gradient))  # doctest: +SKIP
+    >>> streamgd.fit(paths, target="y", loss="mine")  # doctest: +SKIP
     """
     if loss.name in _BUILTIN or (loss.name in LOSSES and not replace):
         raise UsageError(f"a loss named {loss.name!r} exists already")
@@ -525,48 +524,3 @@ def get_loss(name: str) -> Loss:
     if name not in LOSSES:
         raise UsageError(f"--loss must be one of {', '.join(LOSSES)}, got {name!r}")
     return LOSSES[name]
-
-
-# -- a custom loss -----------------------------------------------------------------------------
-_TRIG = np.pi / 50.0
-
-
-def _trigonometric_value(p: Array, y: Array) -> Array:
-    r"""Trigonometric loss of :math:`\theta = p - y`, :math:`\tfrac12 \theta^2
-    \sin(\pi \theta / 50)`, so that the batch mean is
-    :math:`\frac{1}{2N} \sum_i \theta_i^2 \sin(\pi \theta_i / 50)`."""
-    t = p - y
-    return 0.5 * t * t * np.sin(_TRIG * t)
-
-
-def _trigonometric_gradient(p: Array, y: Array) -> Array:
-    r""":math:`\theta \sin(a \theta) + \tfrac12 a \theta^2 \cos(a \theta)`, :math:`a = \pi/50`."""
-    t = p - y
-    return t * np.sin(_TRIG * t) + 0.5 * _TRIG * t * t * np.cos(_TRIG * t)
-
-
-def trigonometric_loss() -> Loss:
-    r"""The classic non-convex "trigonometric" loss, built as any custom loss is:
-    ``l = theta^2 sin(pi theta / 50) / 2`` per sample with ``theta = p - y``, gradient
-    ``theta sin(pi theta / 50) + (pi / 100) theta^2 cos(pi theta / 50)``::
-
-        def value(p, y):
-            t = p - y
-            return 0.5 * t * t * np.sin(np.pi * t / 50)
-
-        def gradient(p, y):
-            t = p - y
-            return t * np.sin(np.pi * t / 50) + np.pi / 100 * t * t * np.cos(np.pi * t / 50)
-
-        loss = Loss.custom("trigonometric", value, gradient)
-
-    It is negative for ``-50 < theta < 0``, so it has no curvature (a Newton step would climb
-    where it is concave) and its minimum is not at ``p = y``.
-
-    >>> loss = trigonometric_loss()
-    >>> float(loss.value(np.array([25.0]), np.array([0.0]))[0])
-    312.5
-    >>> round(float(loss.gradient(np.array([25.0]), np.array([0.0]))[0]), 9)
-    25.0
-    """
-    return Loss.custom("trigonometric", _trigonometric_value, _trigonometric_gradient)

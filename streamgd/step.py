@@ -33,7 +33,7 @@ def train_step(
     clip_weights: float | None = None,
     codes: np.ndarray | None = None,
     offsets: np.ndarray | None = None,
-) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
+) -> tuple[np.ndarray, dict[str, np.ndarray], float, np.ndarray]:
     """One mini-batch step on the linear model ``p = z @ w + b`` with ``z = x * inv_scale``.
 
     ``x`` holds centred features and ``t`` the (scaled) target; the scaling is folded into the
@@ -55,7 +55,8 @@ def train_step(
     gradient is the per-code mean of ``g`` over the batch; with a preconditioner, a
     block-diagonal Newton direction (see :func:`_table_direction`). Regularisation stays a
     plain gradient there, so a code absent from the batch is only decayed.
-    Returns the new parameters, optimiser state and the batch's summed loss (before the update).
+    Returns the new parameters, the optimiser state, the batch's summed loss (before the update)
+    and the batch's predictions ``p`` (before the update; the running training metrics use them).
     """
     n_feat = x.shape[1]
     w = params[:n_feat]  # (features,), or (features, classes) for softmax

@@ -102,8 +102,8 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self, state: TrainState) -> TrainState:
-        if self.config.record_path and not state.path_stride:
-            state.path_stride = self.config.record_path
+        if self.config.record_path and not state.trajectory_stride:
+            state.trajectory_stride = self.config.record_path
             self._record(state, state.params)  # the starting point
         # Overflow is detected explicitly (the divergence guard), not reported as a warning.
         with self._signals(), np.errstate(over="ignore", invalid="ignore"):
@@ -204,7 +204,7 @@ class Trainer:
             if not exact:
                 running.update_scaled(t, p, unit, t_center, link)
             state.step += 1
-            if state.path_stride and state.step % state.path_stride == 0:
+            if state.trajectory_stride and state.step % state.trajectory_stride == 0:
                 self._record(state, params)
             state.rows_trained += len(t)
             state.epoch_rows += len(t)
@@ -306,17 +306,18 @@ class Trainer:
         entry["best_epoch"] = state.best_epoch
 
     def _record(self, state: TrainState, params: np.ndarray) -> None:
-        """Append ``[step, params...]`` to the path every ``path_stride`` steps; past
-        MAX_PATH rows keep every other row and double the stride, so the path stays bounded
-        and evenly spaced."""
+        """Append ``[step, params...]`` to the trajectory every ``trajectory_stride`` steps;
+        past MAX_PATH rows keep every other row and double the stride, so the trajectory stays
+        bounded and evenly spaced."""
         row = np.append(float(state.step), params)[None, :]
-        state.path = row if state.path is None else np.concatenate([state.path, row])
-        if len(state.path) > MAX_PATH:
-            state.path = state.path[::2]
-            state.path_stride *= 2
+        old = state.trajectory
+        state.trajectory = row if old is None else np.concatenate([old, row])
+        if len(state.trajectory) > MAX_PATH:
+            state.trajectory = state.trajectory[::2]
+            state.trajectory_stride *= 2
 
 
-# A recorded weight path holds at most this many rows (see Trainer._record).
+# A recorded weight trajectory holds at most this many rows (see Trainer._record).
 MAX_PATH = 4096
 
 
@@ -347,5 +348,5 @@ def model_from_state(state: TrainState, config: FitConfig) -> Model:
         config=config.to_dict(),
         summary=summary,
         history=list(state.history),
-        path=None if state.path is None else state.path.copy(),
+        trajectory=None if state.trajectory is None else state.trajectory.copy(),
     )

@@ -46,8 +46,8 @@ class TrainState:
     best_epoch: int = 0
     bad_epochs: int = 0
     # the recorded weight-space trajectory (--record-path): rows of [step, params...]
-    path: np.ndarray | None = None
-    path_stride: int = 0
+    trajectory: np.ndarray | None = None
+    trajectory_stride: int = 0
     # distributed training (--cluster): one cursor per shard, and the round counter
     shards: list[dict[str, Any]] | None = None
     round: int = 0
@@ -89,7 +89,7 @@ class TrainState:
             "epoch_counts",
             "epoch_start",
             "best_params",
-            "path",
+            "trajectory",
         ):
             value = getattr(self, name)
             if value is not None:
@@ -111,7 +111,7 @@ class TrainState:
             "best_loss": self.best_loss,
             "best_epoch": self.best_epoch,
             "bad_epochs": self.bad_epochs,
-            "path_stride": self.path_stride,
+            "trajectory_stride": self.trajectory_stride,
             "shards": self.shards,
             "round": self.round,
             "config": self.config,
@@ -149,8 +149,8 @@ class TrainState:
             best_params=arrays.get("best_params"),
             best_epoch=int(meta.get("best_epoch", 0)),
             bad_epochs=int(meta.get("bad_epochs", 0)),
-            path=arrays.get("path"),
-            path_stride=int(meta.get("path_stride", 0)),
+            trajectory=arrays.get("trajectory"),
+            trajectory_stride=int(meta.get("trajectory_stride", 0)),
             shards=meta.get("shards"),
             round=int(meta.get("round", 0)),
         )

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import trigonometric_loss
 
 import streamgd.losses
 from streamgd.errors import UsageError
@@ -20,7 +21,6 @@ from streamgd.losses import (
     get_loss,
     make_loss,
     sigmoid,
-    trigonometric_loss,
 )
 
 # per-sample losses of a scalar prediction; softmax (vector logits) has its own tests below
