@@ -96,6 +96,23 @@ class Loss:
     params: tuple[tuple[str, float], ...] = ()
     # Those of `params` in the target's units: `rescaled` divides them by the target scale.
     target_unit_params: tuple[str, ...] = ()
+    # The inverse link at the target's mean (see `initial_intercept`); None: an intercept of 0.
+    inverse_link: Callable[[Array], Array] | None = field(default=None, compare=False)
+
+    def initial_intercept(self, mean: float | Array) -> float | Array:
+        """The intercept training starts from: that of the best constant model, the inverse
+        link at the target's ``mean`` (the class frequencies for a multi-class loss), so the
+        first steps fit the features rather than the base rate. 0 for losses that take the
+        target centred (``scale_target``) or have no inverse link.
+
+        >>> round(float(get_loss("logistic").initial_intercept(0.75)), 6)  # log(0.75 / 0.25)
+        1.098612
+        >>> get_loss("squared").initial_intercept(12.5)
+        0.0
+        """
+        if self.inverse_link is None:
+            return 0.0 if np.ndim(mean) == 0 else np.zeros(np.shape(mean))
+        return self.inverse_link(mean)
 
     def rescaled(self, target_scale: float) -> Loss:
         """The same loss for targets and predictions divided by ``target_scale`` (``s``):
@@ -209,6 +226,12 @@ def _logistic_gradient(p: Array, y: Array) -> Array:
     return sigmoid(p) - y
 
 
+def _log_odds(rate: float) -> float:
+    """The logit of a base rate, kept off 0 and 1 (a constant target would give infinity)."""
+    rate = min(max(rate, 1e-6), 1 - 1e-6)
+    return np.log(rate / (1 - rate))
+
+
 def _logistic_curvature(p: Array, y: Array) -> Array:
     q = sigmoid(p)
     return q * (1.0 - q)
@@ -223,6 +246,7 @@ _LOGISTIC = Loss(
     "binary",
     expected_target="0 or 1 for --loss logistic",
     curvature=_logistic_curvature,
+    inverse_link=_log_odds,
 )
 
 
@@ -376,6 +400,7 @@ _POISSON = Loss(
     "regression",
     expected_target="a number >= 0 for --loss poisson",
     curvature=_poisson_curvature,
+    inverse_link=lambda mean: np.log(max(mean, 1e-6)),  # the log of the mean count
 )
 
 
@@ -465,6 +490,7 @@ _SOFTMAX = Loss(
     "multiclass",
     expected_target="a class label",
     curvature=_softmax_curvature,
+    inverse_link=np.log,  # of the class frequencies: softmax(log f) = f
 )
 
 

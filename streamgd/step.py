@@ -12,6 +12,7 @@ from .config import FitConfig
 from .features import MIN_EIGENVALUE, FeatureSpec
 from .losses import Loss
 from .optimizers import Optimizer
+from .solvers import BatchUpdate
 
 __all__ = ["train_step", "make_step", "HESSIAN_ROWS", "MIN_CURVATURE"]
 
@@ -161,8 +162,9 @@ MIN_CURVATURE = 0.01
 
 def make_step(config: FitConfig, spec: FeatureSpec, loss: Loss, optimizer: Optimizer):
     """The step both trainers take: ``step(params, opt_state, raw, lr)`` on centred rows
-    ``[features..., target]`` returns ``(params, opt_state, loss_sum, predictions, t)``, with
-    ``t`` the target in training units (standardised for regression losses that scale)."""
+    ``[features..., target]`` returns a :class:`~streamgd.solvers.BatchUpdate`
+    ``(params, opt_state, loss_sum, predictions, target)``, with the target in training units
+    (standardised for regression losses that scale)."""
     n_feat = len(spec.names)
     inv_scale = 1.0 / spec.scale
     t_scale = spec.target_scale
@@ -188,7 +190,7 @@ def make_step(config: FitConfig, spec: FeatureSpec, loss: Loss, optimizer: Optim
             codes=spec.codes(raw),
             offsets=offsets,
         )
-        return new, state, loss_sum, p, t
+        return BatchUpdate(new, state, loss_sum, p, t)
 
     return step
 

@@ -37,6 +37,7 @@ from ..config import FitConfig
 from ..decode import to_matrix
 from ..errors import DataError, PreemptedError, StreamgdError, UsageError
 from ..features import FeatureSpec, count_vector, make_prepare, target_check
+from ..solvers import SOLVERS, get_solver
 from ..sources import Dataset, HandleCache, open_dataset
 from .state import TrainState
 
@@ -345,8 +346,11 @@ def _average(results: list[dict[str, Any]]) -> tuple[np.ndarray, dict[str, np.nd
 
 
 def check_supported(config: FitConfig) -> None:
-    if config.solver != "sgd":
-        raise UsageError("--cluster trains with --solver sgd (the normal solver runs locally)")
+    if not get_solver(config.solver).distributed:
+        able = ", ".join(name for name, s in SOLVERS.items() if s.distributed)
+        raise UsageError(
+            f"--cluster trains with --solver {able} (the {config.solver} solver runs locally)"
+        )
     if config.record_path:
         raise UsageError("--record-path is not available with --cluster")
 

@@ -25,7 +25,7 @@ from ..features import count_vector, describe_counts, make_prepare, target_check
 from ..metrics import Accumulator
 from ..model import Model
 from ..scoring import evaluate_model
-from ..solvers import normal_accumulate, normal_init, normal_loss, normal_solve
+from ..solvers import get_solver
 from ..sources import Dataset
 from ..step import make_step
 from .callbacks import Callback, CallbackList
@@ -63,6 +63,7 @@ class Trainer:
         self.loss = config.make_loss()
         self.optimizer = config.make_optimizer()
         self.schedule = config.make_schedule()
+        self.solver = get_solver(config.solver)
         self.callbacks = CallbackList(callbacks)
         self.manager = manager
         self._stop = _Stop()
@@ -183,17 +184,15 @@ class Trainer:
             state.epoch_counts = base_counts if done is None else base_counts + done
             state.epoch_metrics = running.state()
 
-        exact = cfg.solver == "normal"
+        update = self.solver.make_update(
+            step=step, n_features=n_feat, inv_scale=inv_scale, target_scale=t_scale
+        )
+        metrics = self.solver.train_metrics
         on_batch_end = self.callbacks.on_batch_end  # bound once: called every batch
         for raw in stream:
-            if exact:  # accumulate the normal equations; solved at the end of the pass
-                t = raw[:, n_feat] if t_scale == 1.0 else raw[:, n_feat] / t_scale
-                opt_state = normal_accumulate(opt_state, raw[:, :n_feat], t, inv_scale)
-                loss_sum = 0.0
-            else:
-                params, opt_state, loss_sum, p, t = step(
-                    params, opt_state, raw, self.schedule(state.step)
-                )
+            params, opt_state, loss_sum, p, t = update(
+                params, opt_state, raw, self.schedule(state.step)
+            )
             # the weights' sum is finite exactly when every weight is (or one is ~1e308)
             if not (math.isfinite(loss_sum) and math.isfinite(np.add.reduce(params, axis=None))):
                 raise DivergedError(
@@ -201,7 +200,7 @@ class Trainer:
                     "the loss or the weights became NaN or infinite; lower --lr "
                     "(the last good checkpoint is kept)"
                 )
-            if not exact:
+            if metrics:
                 running.update_scaled(t, p, unit, t_center, link)
             state.step += 1
             if state.trajectory_stride and state.step % state.trajectory_stride == 0:
@@ -221,10 +220,11 @@ class Trainer:
                 sync()
                 self._save(state, "step")
         sync()
-        if exact:
-            state.params = normal_solve(state.opt_state, cfg.l2)
-            state.epoch_loss = normal_loss(state.opt_state, state.params) * state.epoch_rows
-            state.opt_state = normal_init(len(state.params))
+        state.params, state.opt_state, mean_loss = self.solver.finish(
+            state.params, state.opt_state, l2=cfg.l2
+        )
+        if mean_loss is not None:
+            state.epoch_loss = mean_loss * state.epoch_rows
         self._end_epoch(state)
 
     def _end_epoch(self, state: TrainState) -> None:
@@ -241,7 +241,7 @@ class Trainer:
             "lr": self.schedule(state.step),
             **describe_counts(counts, state.spec.names, state.spec.missing),
         }
-        if state.epoch_metrics is not None and self.config.solver != "normal":
+        if state.epoch_metrics is not None and self.solver.train_metrics:
             acc = Accumulator.restore(self.loss.task, state.epoch_metrics, auc=False)
             entry |= {f"train_{k}": v for k, v in acc.result().items()}
         if self.config.validates:
@@ -253,7 +253,7 @@ class Trainer:
         state.epoch_loss, state.epoch_rows = 0.0, 0
         if self.config.tol is not None and update_norm < self.config.tol:
             state.finished, state.stop_reason = True, "tol"
-        if self.config.solver == "normal":  # one pass gives the exact answer; more would repeat it
+        if self.solver.one_pass:  # one pass gives the exact answer; more would repeat it
             state.finished, state.stop_reason = True, "solved"
         patience = self.config.patience
         if patience is not None and state.bad_epochs >= patience:
