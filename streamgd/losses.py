@@ -100,10 +100,9 @@ class Loss:
     inverse_link: Callable[[Array], Array] | None = field(default=None, compare=False)
 
     def initial_intercept(self, mean: float | Array) -> float | Array:
-        """The intercept training starts from: that of the best constant model, the inverse
-        link at the target's ``mean`` (the class frequencies for a multi-class loss), so the
-        first steps fit the features rather than the base rate. 0 for losses that take the
-        target centred (``scale_target``) or have no inverse link.
+        """The intercept training starts from: the best constant model's, the inverse link at
+        the target's ``mean`` (the class frequencies for a multi-class loss), so the first steps
+        fit the features, not the base rate. 0 without an inverse link (a centred target).
 
         >>> round(float(get_loss("logistic").initial_intercept(0.75)), 6)  # log(0.75 / 0.25)
         1.098612
@@ -227,8 +226,7 @@ def _logistic_gradient(p: Array, y: Array) -> Array:
 
 
 def _log_odds(rate: float) -> float:
-    """The logit of a base rate, kept off 0 and 1 (a constant target would give infinity)."""
-    rate = min(max(rate, 1e-6), 1 - 1e-6)
+    rate = min(max(rate, 1e-6), 1 - 1e-6)  # off 0 and 1: a constant target would give inf
     return np.log(rate / (1 - rate))
 
 

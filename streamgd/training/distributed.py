@@ -22,6 +22,7 @@ Dask is imported only here, and only when ``--cluster`` is given.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -35,10 +36,11 @@ import numpy as np
 
 from ..config import FitConfig
 from ..decode import to_matrix
-from ..errors import DataError, PreemptedError, StreamgdError, UsageError
+from ..errors import DataError, StreamgdError, UsageError
 from ..features import FeatureSpec, count_vector, make_prepare, target_check
 from ..solvers import SOLVERS, get_solver
 from ..sources import Dataset, HandleCache, open_dataset
+from .loop import StepReport
 from .state import TrainState
 
 __all__ = ["connect", "shard_units", "round_task", "DistributedTrainer", "parse_cluster"]
@@ -356,118 +358,106 @@ def check_supported(config: FitConfig) -> None:
 
 
 class DistributedTrainer:
-    """Runs rounds on a Dask cluster; epochs, validation, checkpoints and stopping as on one
-    machine (it borrows those from :class:`~streamgd.training.loop.Trainer`)."""
+    """Runs rounds on a Dask cluster: the step source of a
+    :class:`~streamgd.training.loop.Trainer`, whose epoch skeleton (validation, checkpoints,
+    stopping) is the one a single process runs."""
 
     def __init__(self, base, cluster: str) -> None:
         self.base = base  # a streamgd.training.loop.Trainer: config, callbacks, checkpoints
         self.cluster = cluster
+        self.client = None
 
     def run(self, state: TrainState) -> TrainState:
-        base, cfg = self.base, self.base.config
-        check_supported(cfg)
-        dataset = base.dataset
-        n_shards = cfg.shards or 2
-        shards = shard_units(len(dataset.units), n_shards)
-        paths = tuple(f.path for f in dataset.files)
+        check_supported(self.base.config)
+        return self.base.run(state, source=self)
+
+    @contextlib.contextmanager
+    def session(self, state: TrainState) -> Iterator[None]:
+        """Connected to the cluster, whose workers see the input files."""
+        dataset, cfg = self.base.dataset, self.base.config
+        self.shards = shard_units(len(dataset.units), cfg.shards or 2)
+        self.paths = tuple(f.path for f in dataset.files)
         if state.shards is None:
-            state.shards = [_fresh_cursor(state.epoch) for _ in shards]
+            state.shards = [_fresh_cursor(state.epoch) for _ in self.shards]
         client, local = connect(self.cluster)
         try:
-            _check_workers_see_files(client, paths, cfg.format)
-            base.callbacks.on_train_begin(state, dataset)
-            with base._signals(), np.errstate(over="ignore", invalid="ignore"):
-                while not state.finished:
-                    if state.epoch >= cfg.epochs:
-                        state.finished, state.stop_reason = True, "epochs"
-                        break
-                    self._epoch(state, client, shards, paths)
-            base._save(state, "end")
-            base.callbacks.on_train_end(state)
+            _check_workers_see_files(client, self.paths, cfg.format)
+            self.client = client
+            yield
         finally:
+            self.client = None
             client.close()
             if local is not None:
                 local.close()
-        return state
 
-    def _epoch(self, state: TrainState, client, shards, paths) -> None:
-        base, cfg = self.base, self.base.config
-        if state.epoch_start is None:
-            state.epoch_start = state.params.copy()
-        if state.epoch_counts is None:
-            state.epoch_counts = count_vector(len(state.spec.names))
+    def sync(self, state: TrainState) -> None:
+        """Nothing to write back: each round's result goes into the state as it comes."""
+
+    def epoch(self, state: TrainState) -> Iterator[StepReport]:
+        """The epoch's rounds: every unfinished shard trains from the global weights, and
+        the driver averages them."""
+        client = self.client
         spec_future = client.scatter(state.spec, broadcast=True, hash=False)
         while not all(c["done"] for c in state.shards):
             t0 = time.perf_counter()
             futures = [
-                client.submit(
-                    round_task,
-                    paths,
-                    cfg.format,
-                    shards[s],
-                    s,
-                    {k: c[k] for k in ("epoch", "position", "offset")},
-                    state.params,
-                    state.opt_state,
-                    spec_future,
-                    cfg.to_dict(),
-                    state.step,
-                    state.round,
-                    key=f"streamgd-round-{state.round}-shard-{s}-{os.getpid()}",
-                    pure=False,
-                    retries=5,
-                )
+                self._submit(state, s, c, spec_future)
                 for s, c in enumerate(state.shards)
                 if not c["done"]
             ]
-            results = [r for r in client.gather(futures) if r["rows"]]
+            gathered = client.gather(futures)
             wall = time.perf_counter() - t0
-            for r in client.gather(futures):
+            for r in gathered:
                 state.shards[r["shard"]] = {**r["cursor"], "done": r["done"]}
                 state.epoch_counts = state.epoch_counts + r["counts"]
-            if results:
-                state.params, state.opt_state = _average(results)
-                if not np.isfinite(state.params).all():
-                    from ..errors import DivergedError
-
-                    raise DivergedError(
-                        f"training diverged in round {state.round + 1}: the weights became "
-                        "NaN or infinite; lower --lr (the last good checkpoint is kept)"
-                    )
-                rows = sum(r["rows"] for r in results)
-                steps = max(r["steps"] for r in results)
-                state.step += steps
-                state.rows_trained += rows
-                state.epoch_rows += rows
-                state.epoch_loss += sum(r["loss_sum"] for r in results)
-                compute = [r["compute_s"] for r in results]
-                base.callbacks.on_batch_end(state, rows, sum(r["loss_sum"] for r in results))
-                base.callbacks.on_round(
-                    state,
-                    {
-                        "round": state.round + 1,
-                        "shards": len(results),
-                        "rows": rows,
-                        "wall_s": wall,
-                        "compute_max_s": max(compute),
-                        "compute_mean_s": float(np.mean(compute)),
-                        "overhead_s": max(wall - max(compute), 0.0),
-                    },
-                )
+            results = [r for r in gathered if r["rows"]]
             state.round += 1
-            if base._stop.signum is not None:
-                base._save(state, "signal")
-                import signal
+            if not results:
+                yield StepReport(0.0, state.params, 0, steps=0)
+                continue
+            state.params, state.opt_state = _average(results)
+            yield StepReport(
+                sum(r["loss_sum"] for r in results),
+                state.params,
+                sum(r["rows"] for r in results),
+                steps=max(r["steps"] for r in results),
+                timing=_timing(state.round, results, wall),
+            )
+        state.shards = [_fresh_cursor(state.epoch + 1) for _ in self.shards]
 
-                raise PreemptedError(
-                    f"stopped by {signal.Signals(base._stop.signum).name} after round "
-                    f"{state.round}; a checkpoint was written: rerun with --resume to continue"
-                )
-            if base._due(state.step):
-                base._save(state, "step")
-        next_epoch = state.epoch + 1
-        state.shards = [_fresh_cursor(next_epoch) for _ in shards]
-        base._end_epoch(state)
+    def _submit(self, state: TrainState, shard: int, cursor: dict[str, Any], spec_future):
+        cfg = self.base.config
+        return self.client.submit(
+            round_task,
+            self.paths,
+            cfg.format,
+            self.shards[shard],
+            shard,
+            {k: cursor[k] for k in ("epoch", "position", "offset")},
+            state.params,
+            state.opt_state,
+            spec_future,
+            cfg.to_dict(),
+            state.step,
+            state.round,
+            key=f"streamgd-round-{state.round}-shard-{shard}-{os.getpid()}",
+            pure=False,
+            retries=5,
+        )
+
+
+def _timing(round_number: int, results: list[dict[str, Any]], wall: float) -> dict[str, Any]:
+    """A round's timing for the callbacks: wall time, and the shards' compute time."""
+    compute = [r["compute_s"] for r in results]
+    return {
+        "round": round_number,
+        "shards": len(results),
+        "rows": sum(r["rows"] for r in results),
+        "wall_s": wall,
+        "compute_max_s": max(compute),
+        "compute_mean_s": float(np.mean(compute)),
+        "overhead_s": max(wall - max(compute), 0.0),
+    }
 
 
 def _fresh_cursor(epoch: int) -> dict[str, Any]:

@@ -8,12 +8,14 @@ resume loads it, so an interrupted run continues exactly where it stopped.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import signal
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -32,7 +34,7 @@ from .callbacks import Callback, CallbackList
 from .checkpoint import CheckpointManager
 from .state import TrainState
 
-__all__ = ["Trainer", "model_from_state", "MAX_PATH"]
+__all__ = ["Trainer", "LocalSteps", "StepSource", "StepReport", "model_from_state", "MAX_PATH"]
 
 
 # Rows stream as float32 (centred first, in float64, so no precision is lost to an offset):
@@ -47,8 +49,41 @@ class _Stop:
     signum: int | None = None
 
 
+class StepReport(NamedTuple):
+    """What a step (or a Dask round) reports to the epoch skeleton: its summed loss (before
+    the update), the weights after it, the rows it took, how many optimiser steps it counts
+    for, and a Dask round's timing."""
+
+    loss_sum: float
+    params: np.ndarray
+    rows: int
+    steps: int = 1
+    timing: dict[str, Any] | None = None
+
+
+class StepSource(Protocol):
+    """How an epoch's steps are produced: the one thing the single-process trainer
+    (:class:`LocalSteps`) and the Dask trainer differ in. Everything else (the epoch loop,
+    the divergence guard, preemption, checkpoint timing, the epoch's end, validation and
+    early stopping) is :class:`Trainer`'s, shared by both."""
+
+    def session(self, state: TrainState) -> AbstractContextManager[object]:
+        """Around the whole run (a Dask client, say)."""
+        ...
+
+    def epoch(self, state: TrainState) -> Iterator[StepReport]:
+        """Run the rest of the epoch ``state`` is in, reporting after each step."""
+        ...
+
+    def sync(self, state: TrainState) -> None:
+        """Write what the steps hold back between reports (weights, cursor, buffer) into
+        ``state``, before it is saved and at the end of the epoch."""
+        ...
+
+
 class Trainer:
-    """Runs a :class:`TrainState` forward over a dataset under a config."""
+    """Runs a :class:`TrainState` forward over a dataset under a config: the epoch skeleton,
+    with the steps from a :class:`StepSource` (by default this process's :class:`LocalSteps`)."""
 
     def __init__(
         self,
@@ -102,130 +137,70 @@ class Trainer:
                 signal.signal(s, h)
 
     # -- the loop -----------------------------------------------------------------------------
-    def run(self, state: TrainState) -> TrainState:
+    def run(self, state: TrainState, *, source: StepSource | None = None) -> TrainState:
+        """Train ``state`` until it is finished, with the steps from ``source``."""
+        source = source or LocalSteps(self)
         if self.config.record_path and not state.trajectory_stride:
             state.trajectory_stride = self.config.record_path
             self._record(state, state.params)  # the starting point
         # Overflow is detected explicitly (the divergence guard), not reported as a warning.
-        with self._signals(), np.errstate(over="ignore", invalid="ignore"):
+        with source.session(state), self._signals(), np.errstate(over="ignore", invalid="ignore"):
             self.callbacks.on_train_begin(state, self.dataset)
             while not state.finished:
                 if state.epoch >= self.config.epochs:
                     state.finished, state.stop_reason = True, "epochs"
                     break
-                self._run_epoch(state)
+                self._run_epoch(state, source)
             self._save(state, "end")
             self.callbacks.on_train_end(state)
         return state
 
-    def _run_epoch(self, state: TrainState) -> None:
-        cfg, spec = self.config, state.spec
-        n_feat = len(spec.names)
-        # Rows arrive centred (subtracted while decoding); scaling is folded into the step.
-        center = spec.stream_center()
-        prepare = make_prepare(
-            spec.names,
-            spec.target,
-            missing=spec.missing,
-            infinite=spec.infinite,
-            fill=(spec.fill - spec.center).astype(STREAM_DTYPE),
-            check_target=target_check(self.loss),
-            select=cfg.holdout_select(keep=False, dataset=self.dataset),
-        )
-        stream = BatchStream(
-            self.dataset,
-            spec.columns,
-            prepare,
-            epoch=state.epoch,
-            seed=cfg.seed,
-            batch_size=cfg.batch_size,
-            shuffle=cfg.shuffle,
-            buffer_size=cfg.shuffle_buffer,
-            prefetch=self.options.prefetch,
-            cursor=Cursor(state.cursor.epoch, state.cursor.position, state.cursor.offset),
-            shuffle_state=state.shuffle_state(),
-            center=center,
-            dtype=STREAM_DTYPE,
-            converters=spec.converters(),
-            run=cfg.shuffle_run,
-            on_first_fill=self._check_order if state.epoch == 0 else None,
-        )
-        inv_scale = 1.0 / spec.scale
-        t_scale = spec.target_scale
-        self.dataset_target_std = t_scale
-        step = make_step(cfg, spec, self.loss, self.optimizer)
+    def _run_epoch(self, state: TrainState, source: StepSource) -> None:
         if state.epoch_start is None:
             state.epoch_start = state.params.copy()
         if state.epoch_counts is None:
-            state.epoch_counts = count_vector(n_feat)
-        base_counts = state.epoch_counts.copy()
-        params, opt_state = state.params, state.opt_state
-        # running training metrics on each batch's predictions before its update
-        task, link = self.loss.task, self.loss.link
-        running = (
-            Accumulator(task, auc=False)
-            if state.epoch_metrics is None
-            else Accumulator.restore(task, state.epoch_metrics, auc=False)
-        )
-        t_center = spec.target_center if self.loss.scale_target else 0.0
-        unit = t_scale if self.loss.scale_target else 1.0
-
-        def sync() -> None:
-            state.params, state.opt_state = params, opt_state
-            state.cursor = Cursor(stream.cursor.epoch, stream.cursor.position, stream.cursor.offset)
-            shuffled = stream.shuffle_state()
-            state.buffer, state.buffer_free, state.buffer_tail, state.rng_state = shuffled or (
-                None,
-                None,
-                None,
-                None,
-            )
-            done = stream.counts
-            state.epoch_counts = base_counts if done is None else base_counts + done
-            state.epoch_metrics = running.state()
-
-        update = self.solver.make_update(
-            step=step, n_features=n_feat, inv_scale=inv_scale, target_scale=t_scale
-        )
-        metrics = self.solver.train_metrics
+            state.epoch_counts = count_vector(len(state.spec.names))
         on_batch_end = self.callbacks.on_batch_end  # bound once: called every batch
-        for raw in stream:
-            params, opt_state, loss_sum, p, t = update(
-                params, opt_state, raw, self.schedule(state.step)
-            )
+        for report in source.epoch(state):
             # the weights' sum is finite exactly when every weight is (or one is ~1e308)
+            loss_sum, params = report.loss_sum, report.params
             if not (math.isfinite(loss_sum) and math.isfinite(np.add.reduce(params, axis=None))):
                 raise DivergedError(
                     f"training diverged at step {state.step + 1} (epoch {state.epoch + 1}): "
                     "the loss or the weights became NaN or infinite; lower --lr "
                     "(the last good checkpoint is kept)"
                 )
-            if metrics:
-                running.update_scaled(t, p, unit, t_center, link)
-            state.step += 1
-            if state.trajectory_stride and state.step % state.trajectory_stride == 0:
-                self._record(state, params)
-            state.rows_trained += len(t)
-            state.epoch_rows += len(t)
-            state.epoch_loss += loss_sum
-            on_batch_end(state, len(t), loss_sum)
+            if report.steps:
+                state.step += report.steps
+                if state.trajectory_stride and state.step % state.trajectory_stride == 0:
+                    self._record(state, params)
+                state.rows_trained += report.rows
+                state.epoch_rows += report.rows
+                state.epoch_loss += loss_sum
+                on_batch_end(state, report.rows, loss_sum)
+            if report.timing is not None:
+                self.callbacks.on_round(state, report.timing)
             if self._stop.signum is not None:
-                sync()
+                source.sync(state)
                 self._save(state, "signal")
                 raise PreemptedError(
                     f"stopped by {signal.Signals(self._stop.signum).name} at step {state.step}; "
                     "a checkpoint was written: rerun with --resume to continue"
                 )
             if self._due(state.step):
-                sync()
+                source.sync(state)
                 self._save(state, "step")
-        sync()
+        source.sync(state)
+        self._end_pass(state)
+        self._end_epoch(state)
+
+    def _end_pass(self, state: TrainState) -> None:
+        """The solver's end of a pass (the normal equations are solved here)."""
         state.params, state.opt_state, mean_loss = self.solver.finish(
-            state.params, state.opt_state, l2=cfg.l2
+            state.params, state.opt_state, l2=self.config.l2
         )
         if mean_loss is not None:
             state.epoch_loss = mean_loss * state.epoch_rows
-        self._end_epoch(state)
 
     def _end_epoch(self, state: TrainState) -> None:
         if state.epoch_rows == 0:
@@ -263,14 +238,14 @@ class Trainer:
         if not state.finished and state.epoch < self.config.epochs:
             self._save(state, "epoch")
 
-    def _check_order(self, rows: np.ndarray) -> None:
+    def check_order(self, rows: np.ndarray, *, target_scale: float) -> None:
         """Warn when the rows that first fill the shuffle buffer look ordered by the target:
         then the buffer is too small to mix the data and early batches are biased."""
         t = rows[:, -1].astype(np.float64)
         if len(t) < 1000 or t.std() == 0:
             return
         trend = float(np.corrcoef(np.arange(len(t)), t)[0, 1])
-        narrow = self.loss.scale_target and t.std() < 0.25 * self.dataset_target_std
+        narrow = self.loss.scale_target and t.std() < 0.25 * target_scale
         if abs(trend) > 0.3 or narrow:
             why = (
                 f"correlation {trend:+.2f} with the reading order"
@@ -315,6 +290,97 @@ class Trainer:
         if len(state.trajectory) > MAX_PATH:
             state.trajectory = state.trajectory[::2]
             state.trajectory_stride *= 2
+
+
+class LocalSteps:
+    """The single-process step source: an epoch's batches from a :class:`BatchStream`, each
+    through the solver's update. The weights, solver state and running metrics stay here
+    between reports (a step costs tens of microseconds: copying them into the state at every
+    step would show); :meth:`sync` writes them into the state."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+
+    def session(self, state: TrainState) -> AbstractContextManager[object]:  # noqa: ARG002
+        return contextlib.nullcontext()
+
+    def epoch(self, state: TrainState) -> Iterator[StepReport]:
+        trainer, spec = self.trainer, state.spec
+        loss = trainer.loss
+        self.stream = stream = self._stream(state)
+        self.params, self.opt_state = state.params, state.opt_state
+        self.base_counts = state.epoch_counts.copy()
+        # running training metrics on each batch's predictions before its update
+        self.running = running = (
+            Accumulator(loss.task, auc=False)
+            if state.epoch_metrics is None
+            else Accumulator.restore(loss.task, state.epoch_metrics, auc=False)
+        )
+        update = trainer.solver.make_update(
+            step=make_step(trainer.config, spec, loss, trainer.optimizer),
+            n_features=len(spec.names),
+            inv_scale=1.0 / spec.scale,
+            target_scale=spec.target_scale,
+        )
+        metrics, schedule, link = trainer.solver.train_metrics, trainer.schedule, loss.link
+        t_center = spec.target_center if loss.scale_target else 0.0
+        unit = spec.target_scale if loss.scale_target else 1.0
+        for raw in stream:
+            self.params, self.opt_state, loss_sum, p, t = update(
+                self.params, self.opt_state, raw, schedule(state.step)
+            )
+            if metrics:
+                running.update_scaled(t, p, unit, t_center, link)
+            yield StepReport(loss_sum, self.params, len(t))
+
+    def sync(self, state: TrainState) -> None:
+        stream = self.stream
+        state.params, state.opt_state = self.params, self.opt_state
+        state.cursor = Cursor(stream.cursor.epoch, stream.cursor.position, stream.cursor.offset)
+        shuffled = stream.shuffle_state()
+        state.buffer, state.buffer_free, state.buffer_tail, state.rng_state = shuffled or (
+            None,
+            None,
+            None,
+            None,
+        )
+        done = stream.counts
+        state.epoch_counts = self.base_counts if done is None else self.base_counts + done
+        state.epoch_metrics = self.running.state()
+
+    def _stream(self, state: TrainState) -> BatchStream:
+        """The epoch's batches from where ``state`` stands: centred rows (subtracted while
+        decoding; the scaling is folded into the step), through the shuffle buffer."""
+        trainer, cfg, spec = self.trainer, self.trainer.config, state.spec
+        center = spec.stream_center()
+        prepare = make_prepare(
+            spec.names,
+            spec.target,
+            missing=spec.missing,
+            infinite=spec.infinite,
+            fill=(spec.fill - spec.center).astype(STREAM_DTYPE),
+            check_target=target_check(trainer.loss),
+            select=cfg.holdout_select(keep=False, dataset=trainer.dataset),
+        )
+        check_order = functools.partial(trainer.check_order, target_scale=spec.target_scale)
+        return BatchStream(
+            trainer.dataset,
+            spec.columns,
+            prepare,
+            epoch=state.epoch,
+            seed=cfg.seed,
+            batch_size=cfg.batch_size,
+            shuffle=cfg.shuffle,
+            buffer_size=cfg.shuffle_buffer,
+            prefetch=trainer.options.prefetch,
+            cursor=Cursor(state.cursor.epoch, state.cursor.position, state.cursor.offset),
+            shuffle_state=state.shuffle_state(),
+            center=center,
+            dtype=STREAM_DTYPE,
+            converters=spec.converters(),
+            run=cfg.shuffle_run,
+            on_first_fill=check_order if state.epoch == 0 else None,
+        )
 
 
 # A recorded weight trajectory holds at most this many rows (see Trainer._record).
