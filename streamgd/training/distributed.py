@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..config import FitConfig
+from ..cursor import Cursor
 from ..decode import to_matrix
 from ..errors import DataError, StreamgdError, UsageError
 from ..features import FeatureSpec, count_vector, make_prepare, target_check
@@ -257,7 +258,7 @@ def round_task(
     fmt: str,
     units: Sequence[int],
     shard: int,
-    cursor: dict[str, int],
+    cursor: Cursor,
     params: np.ndarray,
     opt_state: dict[str, np.ndarray],
     spec: FeatureSpec,
@@ -272,7 +273,7 @@ def round_task(
     cfg = FitConfig.from_dict(config)
     loss, optimizer, schedule = cfg.make_loss(), cfg.make_optimizer(), cfg.make_schedule()
     dataset = _open(tuple(paths), fmt, cfg.csv_options())
-    epoch, position, offset = cursor["epoch"], cursor["position"], cursor["offset"]
+    epoch, position, offset = cursor.epoch, cursor.position, cursor.offset
     order = _shard_order(units, cfg, epoch, shard)
     need = cfg.sync_every * cfg.batch_size
     pieces, counts = [], count_vector(len(spec.names))
@@ -316,8 +317,7 @@ def round_task(
         "steps": steps,
         "loss_sum": loss_sum,
         "counts": counts,
-        "cursor": {"epoch": epoch, "position": position, "offset": offset},
-        "done": position >= len(order),
+        "cursor": Cursor(epoch, position, offset),
         "compute_s": time.perf_counter() - t0,
         "worker_pid": os.getpid(),
     }
@@ -377,8 +377,8 @@ class DistributedTrainer:
         dataset, cfg = self.base.dataset, self.base.config
         self.shards = shard_units(len(dataset.units), cfg.shards or 2)
         self.paths = tuple(f.path for f in dataset.files)
-        if state.shards is None:
-            state.shards = [_fresh_cursor(state.epoch) for _ in self.shards]
+        if state.dask.shards is None:
+            state.dask.shards = [Cursor(state.epoch) for _ in self.shards]
         client, local = connect(self.cluster)
         try:
             _check_workers_see_files(client, self.paths, cfg.format)
@@ -398,20 +398,17 @@ class DistributedTrainer:
         the driver averages them."""
         client = self.client
         spec_future = client.scatter(state.spec, broadcast=True, hash=False)
-        while not all(c["done"] for c in state.shards):
+        rounds = state.dask
+        while unfinished := [s for s, c in enumerate(rounds.shards) if not self._done(s, c)]:
             t0 = time.perf_counter()
-            futures = [
-                self._submit(state, s, c, spec_future)
-                for s, c in enumerate(state.shards)
-                if not c["done"]
-            ]
+            futures = [self._submit(state, s, spec_future) for s in unfinished]
             gathered = client.gather(futures)
             wall = time.perf_counter() - t0
             for r in gathered:
-                state.shards[r["shard"]] = {**r["cursor"], "done": r["done"]}
-                state.epoch_counts = state.epoch_counts + r["counts"]
+                rounds.shards[r["shard"]] = r["cursor"]
+                state.totals.counts = state.totals.counts + r["counts"]
             results = [r for r in gathered if r["rows"]]
-            state.round += 1
+            rounds.round += 1
             if not results:
                 yield StepReport(0.0, state.params, 0, steps=0)
                 continue
@@ -421,26 +418,30 @@ class DistributedTrainer:
                 state.params,
                 sum(r["rows"] for r in results),
                 steps=max(r["steps"] for r in results),
-                timing=_timing(state.round, results, wall),
+                timing=_timing(rounds.round, results, wall),
             )
-        state.shards = [_fresh_cursor(state.epoch + 1) for _ in self.shards]
+        rounds.shards = [Cursor(state.epoch + 1) for _ in self.shards]
 
-    def _submit(self, state: TrainState, shard: int, cursor: dict[str, Any], spec_future):
-        cfg = self.base.config
+    def _done(self, shard: int, cursor: Cursor) -> bool:
+        """Whether the shard has read all its units this epoch."""
+        return cursor.position >= len(self.shards[shard])
+
+    def _submit(self, state: TrainState, shard: int, spec_future):
+        cfg, round_index = self.base.config, state.dask.round
         return self.client.submit(
             round_task,
             self.paths,
             cfg.format,
             self.shards[shard],
             shard,
-            {k: cursor[k] for k in ("epoch", "position", "offset")},
+            state.dask.shards[shard],
             state.params,
             state.opt_state,
             spec_future,
             cfg.to_dict(),
             state.step,
-            state.round,
-            key=f"streamgd-round-{state.round}-shard-{shard}-{os.getpid()}",
+            round_index,
+            key=f"streamgd-round-{round_index}-shard-{shard}-{os.getpid()}",
             pure=False,
             retries=5,
         )
@@ -458,10 +459,6 @@ def _timing(round_number: int, results: list[dict[str, Any]], wall: float) -> di
         "compute_mean_s": float(np.mean(compute)),
         "overhead_s": max(wall - max(compute), 0.0),
     }
-
-
-def _fresh_cursor(epoch: int) -> dict[str, Any]:
-    return {"epoch": epoch, "position": 0, "offset": 0, "done": False}
 
 
 def _probe(paths: tuple[str, ...], fmt: str) -> str | None:

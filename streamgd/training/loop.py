@@ -8,6 +8,7 @@ resume loads it, so an interrupted run continues exactly where it stopped.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
 import signal
@@ -32,7 +33,7 @@ from ..sources import Dataset
 from ..step import make_step
 from .callbacks import Callback, CallbackList
 from .checkpoint import CheckpointManager
-from .state import TrainState
+from .state import EpochTotals, StreamState, TrainState
 
 __all__ = ["Trainer", "LocalSteps", "StepSource", "StepReport", "model_from_state", "MAX_PATH"]
 
@@ -140,8 +141,8 @@ class Trainer:
     def run(self, state: TrainState, *, source: StepSource | None = None) -> TrainState:
         """Train ``state`` until it is finished, with the steps from ``source``."""
         source = source or LocalSteps(self)
-        if self.config.record_path and not state.trajectory_stride:
-            state.trajectory_stride = self.config.record_path
+        if self.config.record_path and not state.trajectory.stride:
+            state.trajectory.stride = self.config.record_path
             self._record(state, state.params)  # the starting point
         # Overflow is detected explicitly (the divergence guard), not reported as a warning.
         with source.session(state), self._signals(), np.errstate(over="ignore", invalid="ignore"):
@@ -156,10 +157,11 @@ class Trainer:
         return state
 
     def _run_epoch(self, state: TrainState, source: StepSource) -> None:
-        if state.epoch_start is None:
-            state.epoch_start = state.params.copy()
-        if state.epoch_counts is None:
-            state.epoch_counts = count_vector(len(state.spec.names))
+        totals, trajectory = state.totals, state.trajectory
+        if totals.start is None:
+            totals.start = state.params.copy()
+        if totals.counts is None:
+            totals.counts = count_vector(len(state.spec.names))
         on_batch_end = self.callbacks.on_batch_end  # bound once: called every batch
         for report in source.epoch(state):
             # the weights' sum is finite exactly when every weight is (or one is ~1e308)
@@ -172,11 +174,11 @@ class Trainer:
                 )
             if report.steps:
                 state.step += report.steps
-                if state.trajectory_stride and state.step % state.trajectory_stride == 0:
+                if trajectory.stride and state.step % trajectory.stride == 0:
                     self._record(state, params)
                 state.rows_trained += report.rows
-                state.epoch_rows += report.rows
-                state.epoch_loss += loss_sum
+                totals.rows += report.rows
+                totals.loss += loss_sum
                 on_batch_end(state, report.rows, loss_sum)
             if report.timing is not None:
                 self.callbacks.on_round(state, report.timing)
@@ -200,39 +202,37 @@ class Trainer:
             state.params, state.opt_state, l2=self.config.l2
         )
         if mean_loss is not None:
-            state.epoch_loss = mean_loss * state.epoch_rows
+            state.totals.loss = mean_loss * state.totals.rows
 
     def _end_epoch(self, state: TrainState) -> None:
-        if state.epoch_rows == 0:
+        totals = state.totals
+        if totals.rows == 0:
             raise DataError("no rows to train on: every row's target is missing")
-        update_norm = float(np.linalg.norm(state.params - state.epoch_start))
-        counts = state.epoch_counts
+        update_norm = float(np.linalg.norm(state.params - totals.start))
         entry = {
             "epoch": state.epoch + 1,
             "step": state.step,
-            "rows": state.epoch_rows,
+            "rows": totals.rows,
             "loss": state.running_loss(),
             "update_norm": update_norm,
             "lr": self.schedule(state.step),
-            **describe_counts(counts, state.spec.names, state.spec.missing),
+            **describe_counts(totals.counts, state.spec.names, state.spec.missing),
         }
-        if state.epoch_metrics is not None and self.solver.train_metrics:
-            acc = Accumulator.restore(self.loss.task, state.epoch_metrics, auc=False)
+        if totals.metrics is not None and self.solver.train_metrics:
+            acc = Accumulator.restore(self.loss.task, totals.metrics, auc=False)
             entry |= {f"train_{k}": v for k, v in acc.result().items()}
         if self.config.validates:
             self._validate(state, entry)
         state.history.append(entry)
-        state.cursor = Cursor(state.epoch + 1, 0, 0)
-        state.buffer = state.buffer_free = state.buffer_tail = state.rng_state = None
-        state.epoch_start = state.epoch_counts = state.epoch_metrics = None
-        state.epoch_loss, state.epoch_rows = 0.0, 0
+        state.stream = StreamState(Cursor(state.epoch + 1, 0, 0))
+        state.totals = EpochTotals()
         if self.config.tol is not None and update_norm < self.config.tol:
             state.finished, state.stop_reason = True, "tol"
         if self.solver.one_pass:  # one pass gives the exact answer; more would repeat it
             state.finished, state.stop_reason = True, "solved"
         patience = self.config.patience
-        if patience is not None and state.bad_epochs >= patience:
-            state.params = state.best_params.copy()  # type: ignore[union-attr]
+        if patience is not None and state.early.bad_epochs >= patience:
+            state.params = state.early.best_params.copy()  # type: ignore[union-attr]
             state.finished, state.stop_reason = True, "patience"
         self.callbacks.on_epoch_end(state, entry)
         if not state.finished and state.epoch < self.config.epochs:
@@ -273,23 +273,25 @@ class Trainer:
                 entry[f"val_{key}"] = value
         entry["val_rows"] = scores["rows"]
         loss = scores["loss"]
-        if state.best_loss is None or loss < state.best_loss:
-            state.best_loss, state.best_epoch, state.bad_epochs = loss, state.epoch + 1, 0
-            state.best_params = state.params.copy()
+        early = state.early
+        if early.best_loss is None or loss < early.best_loss:
+            early.best_loss, early.best_epoch, early.bad_epochs = loss, state.epoch + 1, 0
+            early.best_params = state.params.copy()
         else:
-            state.bad_epochs += 1
-        entry["best_epoch"] = state.best_epoch
+            early.bad_epochs += 1
+        entry["best_epoch"] = early.best_epoch
 
     def _record(self, state: TrainState, params: np.ndarray) -> None:
         """Append ``[step, params...]`` to the trajectory every ``trajectory_stride`` steps;
         past MAX_PATH rows keep every other row and double the stride, so the trajectory stays
         bounded and evenly spaced."""
         row = np.append(float(state.step), params)[None, :]
-        old = state.trajectory
-        state.trajectory = row if old is None else np.concatenate([old, row])
-        if len(state.trajectory) > MAX_PATH:
-            state.trajectory = state.trajectory[::2]
-            state.trajectory_stride *= 2
+        trajectory = state.trajectory
+        old = trajectory.rows
+        trajectory.rows = row if old is None else np.concatenate([old, row])
+        if len(trajectory.rows) > MAX_PATH:
+            trajectory.rows = trajectory.rows[::2]
+            trajectory.stride *= 2
 
 
 class LocalSteps:
@@ -309,12 +311,12 @@ class LocalSteps:
         loss = trainer.loss
         self.stream = stream = self._stream(state)
         self.params, self.opt_state = state.params, state.opt_state
-        self.base_counts = state.epoch_counts.copy()
+        self.base_counts = state.totals.counts.copy()
         # running training metrics on each batch's predictions before its update
         self.running = running = (
             Accumulator(loss.task, auc=False)
-            if state.epoch_metrics is None
-            else Accumulator.restore(loss.task, state.epoch_metrics, auc=False)
+            if state.totals.metrics is None
+            else Accumulator.restore(loss.task, state.totals.metrics, auc=False)
         )
         update = trainer.solver.make_update(
             step=make_step(trainer.config, spec, loss, trainer.optimizer),
@@ -336,17 +338,10 @@ class LocalSteps:
     def sync(self, state: TrainState) -> None:
         stream = self.stream
         state.params, state.opt_state = self.params, self.opt_state
-        state.cursor = Cursor(stream.cursor.epoch, stream.cursor.position, stream.cursor.offset)
-        shuffled = stream.shuffle_state()
-        state.buffer, state.buffer_free, state.buffer_tail, state.rng_state = shuffled or (
-            None,
-            None,
-            None,
-            None,
-        )
+        state.stream = StreamState.of(stream.cursor, stream.shuffle_state())
         done = stream.counts
-        state.epoch_counts = self.base_counts if done is None else self.base_counts + done
-        state.epoch_metrics = self.running.state()
+        state.totals.counts = self.base_counts if done is None else self.base_counts + done
+        state.totals.metrics = self.running.state()
 
     def _stream(self, state: TrainState) -> BatchStream:
         """The epoch's batches from where ``state`` stands: centred rows (subtracted while
@@ -373,8 +368,8 @@ class LocalSteps:
             shuffle=cfg.shuffle,
             buffer_size=cfg.shuffle_buffer,
             prefetch=trainer.options.prefetch,
-            cursor=Cursor(state.cursor.epoch, state.cursor.position, state.cursor.offset),
-            shuffle_state=state.shuffle_state(),
+            cursor=dataclasses.replace(state.stream.cursor),
+            shuffle_state=state.stream.shuffle_state(),
             center=center,
             dtype=STREAM_DTYPE,
             converters=spec.converters(),
@@ -402,7 +397,7 @@ def model_from_state(state: TrainState, config: FitConfig) -> Model:
     }
     if config.validates:
         summary["final_val_loss"] = last.get("val_loss")
-        summary["best_epoch"] = state.best_epoch
+        summary["best_epoch"] = state.early.best_epoch
     return Model(
         spec=state.spec,
         loss=config.loss,
@@ -414,5 +409,5 @@ def model_from_state(state: TrainState, config: FitConfig) -> Model:
         config=config.to_dict(),
         summary=summary,
         history=list(state.history),
-        trajectory=None if state.trajectory is None else state.trajectory.copy(),
+        trajectory=None if state.trajectory.rows is None else state.trajectory.rows.copy(),
     )
