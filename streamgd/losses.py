@@ -15,8 +15,8 @@ Target scaling: the trainer centres and scales a ``scale_target`` loss's target,
 divided by ``s ** scale_power``. Only parameters in the target's units change (huber's delta
 becomes ``delta / s``).
 
-Custom losses come from two functions through :meth:`Loss.custom`; :func:`trigonometric_loss`
-is a worked example.
+Custom losses come from two functions through :meth:`Loss.custom` (the README's "Python API"
+section defines one).
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ __all__ = [
     "identity",
     "sigmoid",
     "softmax",
-    "trigonometric_loss",
 ]
 
 Array = np.ndarray
@@ -97,6 +96,22 @@ class Loss:
     params: tuple[tuple[str, float], ...] = ()
     # Those of `params` in the target's units: `rescaled` divides them by the target scale.
     target_unit_params: tuple[str, ...] = ()
+    # The inverse link at the target's mean (see `initial_intercept`); None: an intercept of 0.
+    inverse_link: Callable[[Array], Array] | None = field(default=None, compare=False)
+
+    def initial_intercept(self, mean: float | Array) -> float | Array:
+        """The intercept training starts from: the best constant model's, the inverse link at
+        the target's ``mean`` (the class frequencies for a multi-class loss), so the first steps
+        fit the features, not the base rate. 0 without an inverse link (a centred target).
+
+        >>> round(float(get_loss("logistic").initial_intercept(0.75)), 6)  # log(0.75 / 0.25)
+        1.098612
+        >>> get_loss("squared").initial_intercept(12.5)
+        0.0
+        """
+        if self.inverse_link is None:
+            return 0.0 if np.ndim(mean) == 0 else np.zeros(np.shape(mean))
+        return self.inverse_link(mean)
 
     def rescaled(self, target_scale: float) -> Loss:
         """The same loss for targets and predictions divided by ``target_scale`` (``s``):
@@ -136,7 +151,7 @@ class Loss:
         return one number per sample; ``gradient`` is ``d value / d p`` (check it with finite
         differences). ``curvature`` is ``d2 value / d p2``: give it only for a convex loss, as
         the trainer divides preconditioned steps by it. The target reaches the functions in
-        its own units (``scale_target`` is False). See :func:`trigonometric_loss`.
+        its own units (``scale_target`` is False).
 
         >>> mse = Loss.custom("mse", lambda p, y: (p - y) ** 2, lambda p, y: 2 * (p - y))
         >>> float(mse.gradient(np.array([3.0]), np.array([1.0]))[0])
@@ -210,6 +225,11 @@ def _logistic_gradient(p: Array, y: Array) -> Array:
     return sigmoid(p) - y
 
 
+def _log_odds(rate: float) -> float:
+    rate = min(max(rate, 1e-6), 1 - 1e-6)  # off 0 and 1: a constant target would give inf
+    return np.log(rate / (1 - rate))
+
+
 def _logistic_curvature(p: Array, y: Array) -> Array:
     q = sigmoid(p)
     return q * (1.0 - q)
@@ -224,6 +244,7 @@ _LOGISTIC = Loss(
     "binary",
     expected_target="0 or 1 for --loss logistic",
     curvature=_logistic_curvature,
+    inverse_link=_log_odds,
 )
 
 
@@ -377,6 +398,7 @@ _POISSON = Loss(
     "regression",
     expected_target="a number >= 0 for --loss poisson",
     curvature=_poisson_curvature,
+    inverse_link=lambda mean: np.log(max(mean, 1e-6)),  # the log of the mean count
 )
 
 
@@ -466,6 +488,7 @@ _SOFTMAX = Loss(
     "multiclass",
     expected_target="a class label",
     curvature=_softmax_curvature,
+    inverse_link=np.log,  # of the class frequencies: softmax(log f) = f
 )
 
 
@@ -510,8 +533,8 @@ def register_loss(loss: Loss, *, replace: bool = False) -> Loss:
     checkpoints, and models saved with it. A process that loads such a model registers the
     same loss first. Built-in names cannot be replaced.
 
-    >>> register_loss(trigonometric_loss())  # doctest: +SKIP
-    >>> streamgd.fit(paths, target="y", loss="trigonometric")  # doctest: +SKIP
+    >>> register_loss(Loss.custom("mine", value, gradient))  # doctest: +SKIP
+    >>> streamgd.fit(paths, target="y", loss="mine")  # doctest: +SKIP
     """
     if loss.name in _BUILTIN or (loss.name in LOSSES and not replace):
         raise UsageError(f"a loss named {loss.name!r} exists already")
@@ -525,48 +548,3 @@ def get_loss(name: str) -> Loss:
     if name not in LOSSES:
         raise UsageError(f"--loss must be one of {', '.join(LOSSES)}, got {name!r}")
     return LOSSES[name]
-
-
-# -- a custom loss -----------------------------------------------------------------------------
-_TRIG = np.pi / 50.0
-
-
-def _trigonometric_value(p: Array, y: Array) -> Array:
-    r"""Trigonometric loss of :math:`\theta = p - y`, :math:`\tfrac12 \theta^2
-    \sin(\pi \theta / 50)`, so that the batch mean is
-    :math:`\frac{1}{2N} \sum_i \theta_i^2 \sin(\pi \theta_i / 50)`."""
-    t = p - y
-    return 0.5 * t * t * np.sin(_TRIG * t)
-
-
-def _trigonometric_gradient(p: Array, y: Array) -> Array:
-    r""":math:`\theta \sin(a \theta) + \tfrac12 a \theta^2 \cos(a \theta)`, :math:`a = \pi/50`."""
-    t = p - y
-    return t * np.sin(_TRIG * t) + 0.5 * _TRIG * t * t * np.cos(_TRIG * t)
-
-
-def trigonometric_loss() -> Loss:
-    r"""The classic non-convex "trigonometric" loss, built as any custom loss is:
-    ``l = theta^2 sin(pi theta / 50) / 2`` per sample with ``theta = p - y``, gradient
-    ``theta sin(pi theta / 50) + (pi / 100) theta^2 cos(pi theta / 50)``::
-
-        def value(p, y):
-            t = p - y
-            return 0.5 * t * t * np.sin(np.pi * t / 50)
-
-        def gradient(p, y):
-            t = p - y
-            return t * np.sin(np.pi * t / 50) + np.pi / 100 * t * t * np.cos(np.pi * t / 50)
-
-        loss = Loss.custom("trigonometric", value, gradient)
-
-    It is negative for ``-50 < theta < 0``, so it has no curvature (a Newton step would climb
-    where it is concave) and its minimum is not at ``p = y``.
-
-    >>> loss = trigonometric_loss()
-    >>> float(loss.value(np.array([25.0]), np.array([0.0]))[0])
-    312.5
-    >>> round(float(loss.gradient(np.array([25.0]), np.array([0.0]))[0]), 9)
-    25.0
-    """
-    return Loss.custom("trigonometric", _trigonometric_value, _trigonometric_gradient)

@@ -42,7 +42,8 @@ class Model:
     config: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
-    path: np.ndarray | None = None  # recorded [step, weights..., intercept] rows (--record-path)
+    # the recorded weight trajectory: rows of [step, weights..., intercept] (--record-path)
+    trajectory: np.ndarray | None = None
     code_weights: np.ndarray | None = None  # one per categorical code (spec.categoricals)
 
     @property
@@ -207,7 +208,7 @@ class Model:
             },
             "summary": self.summary,
             "history": self.history,
-            "recorded_path_rows": 0 if self.path is None else len(self.path),
+            "recorded_path_rows": 0 if self.trajectory is None else len(self.trajectory),
             "settings": self.config,
         }
 
@@ -230,7 +231,7 @@ class Model:
             | {"weights": self.weights}
             | ({"intercepts": np.asarray(self.intercept)} if np.ndim(self.intercept) else {})
             | ({} if self.code_weights is None else {"code_weights": self.code_weights})
-            | ({} if self.path is None else {"path": self.path}),
+            | ({} if self.trajectory is None else {"trajectory": self.trajectory}),
         )
 
     def save_history(self, model_path: str) -> tuple[str, str]:
@@ -274,7 +275,8 @@ def load(path: str) -> Model:
             config=meta.get("config", {}),
             summary=meta.get("summary", {}),
             history=meta.get("history", []),
-            path=arrays.get("path"),
+            # files before the rename call it "path"
+            trajectory=arrays.get("trajectory", arrays.get("path")),
             code_weights=arrays.get("code_weights"),
         )
     except KeyError as exc:

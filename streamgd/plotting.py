@@ -100,8 +100,8 @@ def surface_grid(model: Model, size: int = GRID_SIZE) -> tuple[np.ndarray, np.nd
         raise UsageError(f"the grid needs at least 2 points per axis, got {size}")
     center = np.array([float(model.weights[0]), model.intercept])
     reach = np.zeros(2)
-    if model.path is not None and len(model.path):
-        reach = np.abs(model.path[:, 1:3] - center).max(axis=0)
+    if model.trajectory is not None and len(model.trajectory):
+        reach = np.abs(model.trajectory[:, 1:3] - center).max(axis=0)
     half = np.maximum(reach * PATH_MARGIN, MIN_HALF_WIDTH)
     unit = np.linspace(-1.0, 1.0, size)
     return center[0] + half[0] * unit, center[1] + half[1] * unit
@@ -249,7 +249,7 @@ def plot_model(
     figure_class, canvas_class = _matplotlib()
     if isinstance(data, str):
         data = [data]
-    path = model.path if model.path is not None and len(model.path) else None
+    path = model.trajectory if model.trajectory is not None and len(model.trajectory) else None
     one_feature = len(model.weights) == 1
     surface = None
     if one_feature and data:  # read the data before drawing anything: errors come first

@@ -1,4 +1,12 @@
-"""Exact solvers: least squares by the normal equations, accumulated in one streaming pass.
+"""Solvers: how a pass over the batches turns into weights, behind a registry.
+
+:data:`SOLVERS` maps each ``--solver`` name to a :class:`Solver`: ``sgd`` takes an optimiser
+step per batch (:mod:`streamgd.step`); ``normal`` accumulates the normal equations over one
+pass and solves them at its end. The trainer asks the solver, never its name, what to do:
+its starting state, its per-batch update, what ends a pass, whether more than one pass makes
+sense, whether it runs under ``--cluster`` and whether it reports running training metrics.
+
+The exact solver: least squares by the normal equations, accumulated in one streaming pass.
 
 The state is a dict of arrays like an optimiser's (so it is checkpointed and resumed the same
 way): ``A'A``, ``A't``, ``t't`` and the row count for ``A = [z, 1]``, the standardised
@@ -9,11 +17,23 @@ iterative optimisers minimise.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
 import numpy as np
 
-__all__ = ["SOLVERS", "normal_init", "normal_accumulate", "normal_solve", "normal_loss"]
-
-SOLVERS = ("sgd", "normal")
+__all__ = [
+    "SOLVERS",
+    "Solver",
+    "GradientDescent",
+    "NormalEquations",
+    "BatchUpdate",
+    "get_solver",
+    "normal_init",
+    "normal_accumulate",
+    "normal_solve",
+    "normal_loss",
+]
 
 
 def normal_init(n_params: int) -> dict[str, np.ndarray]:
@@ -62,3 +82,97 @@ def normal_loss(state: dict[str, np.ndarray], params: np.ndarray) -> float:
     n = max(int(state["rows"]), 1)
     sse = float(state["yty"] - 2 * params @ state["aty"] + params @ state["ata"] @ params)
     return 0.5 * max(sse, 0.0) / n
+
+
+class BatchUpdate(NamedTuple):
+    """What one batch did: the new weights and solver state, the batch's summed loss (before
+    the update), its predictions (``None`` when the solver makes none) and its target in
+    training units."""
+
+    params: np.ndarray
+    opt_state: dict[str, np.ndarray]
+    loss_sum: float
+    predictions: np.ndarray | None
+    target: np.ndarray
+
+
+# update(params, opt_state, raw rows, lr) -> BatchUpdate
+Update = Callable[[np.ndarray, dict[str, np.ndarray], np.ndarray, float], BatchUpdate]
+
+
+class Solver:
+    """The behaviour the trainer needs from a solver (overridden by each entry of
+    :data:`SOLVERS`)."""
+
+    name: str = ""
+    one_pass: bool = False  # one pass gives the exact answer; more epochs would repeat it
+    distributed: bool = False  # runs under --cluster
+    train_metrics: bool = False  # reports running training metrics on its predictions
+
+    def init_state(self, params: np.ndarray, optimizer: Any) -> dict[str, np.ndarray]:
+        """The solver state a run starts from (checkpointed like an optimiser's)."""
+        raise NotImplementedError
+
+    def make_update(
+        self, *, step: Update, n_features: int, inv_scale: np.ndarray, target_scale: float
+    ) -> Update:
+        """The per-batch update; ``step`` is the optimiser step of :func:`streamgd.step.make_step`
+        on centred rows ``[features..., target]``."""
+        raise NotImplementedError
+
+    def finish(
+        self, params: np.ndarray, opt_state: dict[str, np.ndarray], *, l2: float
+    ) -> tuple[np.ndarray, dict[str, np.ndarray], float | None]:
+        """End of a pass: the weights, the state the next pass starts from, and the pass's
+        mean loss when the solver computes it here (``None``: the batches' losses stand)."""
+        return params, opt_state, None
+
+
+class GradientDescent(Solver):
+    """Mini-batch gradient descent: the optimiser's step on every batch."""
+
+    name, distributed, train_metrics = "sgd", True, True
+
+    def init_state(self, params: np.ndarray, optimizer: Any) -> dict[str, np.ndarray]:
+        return optimizer.init(params)
+
+    def make_update(
+        self, *, step: Update, n_features: int, inv_scale: np.ndarray, target_scale: float
+    ) -> Update:
+        return step
+
+
+class NormalEquations(Solver):
+    """Least squares by the normal equations: the batches only add to ``A'A`` and ``A't``
+    (weights unchanged, loss 0 until the end); the pass's end solves them."""
+
+    name, one_pass = "normal", True
+
+    def init_state(self, params: np.ndarray, optimizer: Any) -> dict[str, np.ndarray]:
+        return normal_init(len(params))
+
+    def make_update(
+        self, *, step: Update, n_features: int, inv_scale: np.ndarray, target_scale: float
+    ) -> Update:
+        def update(params, opt_state, raw, lr):  # noqa: ARG001
+            t = raw[:, n_features]
+            if target_scale != 1.0:
+                t = t / target_scale
+            sums = normal_accumulate(opt_state, raw[:, :n_features], t, inv_scale)
+            return BatchUpdate(params, sums, 0.0, None, t)
+
+        return update
+
+    def finish(
+        self, params: np.ndarray, opt_state: dict[str, np.ndarray], *, l2: float
+    ) -> tuple[np.ndarray, dict[str, np.ndarray], float | None]:
+        solved = normal_solve(opt_state, l2)
+        return solved, normal_init(len(solved)), normal_loss(opt_state, solved)
+
+
+SOLVERS: dict[str, Solver] = {s.name: s for s in (GradientDescent(), NormalEquations())}
+
+
+def get_solver(name: str) -> Solver:
+    """The solver registered as ``name`` (the settings have checked that there is one)."""
+    return SOLVERS[name]

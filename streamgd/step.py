@@ -12,6 +12,7 @@ from .config import FitConfig
 from .features import MIN_EIGENVALUE, FeatureSpec
 from .losses import Loss
 from .optimizers import Optimizer
+from .solvers import BatchUpdate
 
 __all__ = ["train_step", "make_step", "HESSIAN_ROWS", "MIN_CURVATURE"]
 
@@ -33,7 +34,7 @@ def train_step(
     clip_weights: float | None = None,
     codes: np.ndarray | None = None,
     offsets: np.ndarray | None = None,
-) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
+) -> tuple[np.ndarray, dict[str, np.ndarray], float, np.ndarray]:
     """One mini-batch step on the linear model ``p = z @ w + b`` with ``z = x * inv_scale``.
 
     ``x`` holds centred features and ``t`` the (scaled) target; the scaling is folded into the
@@ -55,7 +56,8 @@ def train_step(
     gradient is the per-code mean of ``g`` over the batch; with a preconditioner, a
     block-diagonal Newton direction (see :func:`_table_direction`). Regularisation stays a
     plain gradient there, so a code absent from the batch is only decayed.
-    Returns the new parameters, optimiser state and the batch's summed loss (before the update).
+    Returns the new parameters, the optimiser state, the batch's summed loss (before the update)
+    and the batch's predictions ``p`` (before the update; the running training metrics use them).
     """
     n_feat = x.shape[1]
     w = params[:n_feat]  # (features,), or (features, classes) for softmax
@@ -160,8 +162,9 @@ MIN_CURVATURE = 0.01
 
 def make_step(config: FitConfig, spec: FeatureSpec, loss: Loss, optimizer: Optimizer):
     """The step both trainers take: ``step(params, opt_state, raw, lr)`` on centred rows
-    ``[features..., target]`` returns ``(params, opt_state, loss_sum, predictions, t)``, with
-    ``t`` the target in training units (standardised for regression losses that scale)."""
+    ``[features..., target]`` returns a :class:`~streamgd.solvers.BatchUpdate`
+    ``(params, opt_state, loss_sum, predictions, target)``, with the target in training units
+    (standardised for regression losses that scale)."""
     n_feat = len(spec.names)
     inv_scale = 1.0 / spec.scale
     t_scale = spec.target_scale
@@ -187,7 +190,7 @@ def make_step(config: FitConfig, spec: FeatureSpec, loss: Loss, optimizer: Optim
             codes=spec.codes(raw),
             offsets=offsets,
         )
-        return new, state, loss_sum, p, t
+        return BatchUpdate(new, state, loss_sum, p, t)
 
     return step
 

@@ -133,3 +133,26 @@ class StopAt:
     def on_batch_end(self, state, rows, loss_sum):
         if state.step >= self.step:
             raise Interrupt
+
+
+# -- a user-defined loss: the classic non-convex "trigonometric" loss ---------------------------
+_TRIG = np.pi / 50.0
+
+
+def trigonometric_loss():
+    r"""``l = theta^2 sin(pi theta / 50) / 2`` per sample with ``theta = p - y`` (the batch mean
+    is the textbook ``1/(2N) sum theta^2 sin(pi theta / 50)``), gradient
+    ``theta sin(a theta) + (a / 2) theta^2 cos(a theta)`` with ``a = pi / 50``: a loss defined
+    outside the library, as a user would through :meth:`streamgd.Loss.custom`. It is negative
+    for ``-50 < theta < 0``, so it has no curvature and its minimum is not at ``p = y``."""
+    from streamgd import Loss
+
+    def value(p, y):
+        t = p - y
+        return 0.5 * t * t * np.sin(_TRIG * t)
+
+    def gradient(p, y):
+        t = p - y
+        return t * np.sin(_TRIG * t) + 0.5 * _TRIG * t * t * np.cos(_TRIG * t)
+
+    return Loss.custom("trigonometric", value, gradient)

@@ -77,7 +77,7 @@ class ProgressReporter(Callback):
         self._epochs = int(state.config.get("epochs", 0))
         self._rows_per_epoch = dataset.num_rows
         self._epoch_t0 = time.perf_counter()
-        self._epoch_rows0 = state.epoch_rows
+        self._epoch_rows0 = state.totals.rows
         self._open_bar(state)
 
     def _open_bar(self, state: Any) -> None:
@@ -87,7 +87,7 @@ class ProgressReporter(Callback):
 
         self._bar = tqdm(
             total=self._rows_per_epoch,
-            initial=state.epoch_rows,
+            initial=state.totals.rows,
             file=self.stream,
             unit=" rows",
             unit_scale=True,
@@ -100,7 +100,7 @@ class ProgressReporter(Callback):
     def on_resume(self, state: Any, path: str) -> None:
         self._write(
             f"resuming from {path}: epoch {state.epoch + 1}, step {state.step}, "
-            f"{state.epoch_rows} rows into the epoch"
+            f"{state.totals.rows} rows into the epoch"
         )
 
     def on_batch_end(self, state: Any, rows: int, loss_sum: float) -> None:
@@ -183,7 +183,7 @@ class JsonLogger(Callback):
         print(line, file=self.stream, flush=True)
 
     def on_train_begin(self, state: Any, dataset: Any) -> None:
-        self._t0, self._rows0 = time.perf_counter(), state.epoch_rows
+        self._t0, self._rows0 = time.perf_counter(), state.totals.rows
 
     def on_resume(self, state: Any, path: str) -> None:
         self.emit(
@@ -191,7 +191,7 @@ class JsonLogger(Callback):
             checkpoint=path,
             step=state.step,
             epoch=state.epoch + 1,
-            rows_into_epoch=state.epoch_rows,
+            rows_into_epoch=state.totals.rows,
         )
 
     def on_epoch_end(self, state: Any, entry: dict[str, Any]) -> None:

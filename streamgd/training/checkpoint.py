@@ -19,15 +19,34 @@ from ..archive import read_archive, write_archive
 from ..errors import CheckpointError
 from .state import TrainState
 
-__all__ = ["TrainState", "CheckpointManager", "CHECKPOINT_VERSION", "load_checkpoint"]
+__all__ = [
+    "TrainState",
+    "CheckpointManager",
+    "CHECKPOINT_VERSION",
+    "CheckpointVersionError",
+    "load_checkpoint",
+]
 
-CHECKPOINT_VERSION = 1
+# 2: the state grouped into records (stream, totals, early stopping, trajectory, Dask rounds)
+CHECKPOINT_VERSION = 2
 _NAME = re.compile(r"^ckpt-(\d{12})\.npz$")
 LOCK_NAME = "LOCK"
 
 
+class CheckpointVersionError(CheckpointError):
+    """A checkpoint written by an older streamgd, in a format this one does not read."""
+
+
 def load_checkpoint(path: str) -> TrainState:
     meta, arrays = read_archive(path, kind="checkpoint", max_version=CHECKPOINT_VERSION)
+    found = meta.get("version")
+    if found != CHECKPOINT_VERSION:
+        raise CheckpointVersionError(
+            f"{path}: a version {found} checkpoint, written by an older streamgd; this one "
+            f"resumes version {CHECKPOINT_VERSION} checkpoints only. Rerun without --resume "
+            "to start afresh (its first checkpoint replaces the old ones), or delete the "
+            f"checkpoint directory {os.path.dirname(path) or '.'}"
+        )
     try:
         return TrainState.from_archive(meta, arrays)
     except (KeyError, TypeError, ValueError) as exc:
@@ -110,12 +129,16 @@ class CheckpointManager:
 
     def latest(self) -> tuple[str, TrainState] | None:
         """The newest checkpoint that loads and verifies; corrupt ones are skipped with a
-        warning. ``None`` when there is none at all; an error when all are corrupt."""
+        warning. ``None`` when there is none at all; an error when all are corrupt. A
+        checkpoint of an older format is never skipped for an older one (or for a fresh
+        start): it ends the search with an error saying what to do."""
         paths = self.paths()
         errors = []
         for path in paths:
             try:
                 return path, load_checkpoint(path)
+            except CheckpointVersionError:
+                raise
             except CheckpointError as exc:
                 errors.append(str(exc))
                 self.warn(f"skipping unusable checkpoint: {exc}")

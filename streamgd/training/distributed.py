@@ -22,6 +22,7 @@ Dask is imported only here, and only when ``--cluster`` is given.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -35,10 +36,13 @@ import numpy as np
 
 from .. import holdout
 from ..config import FitConfig
+from ..cursor import Cursor
 from ..decode import Decoder
-from ..errors import DataError, PreemptedError, StreamgdError, UsageError
+from ..errors import DataError, StreamgdError, UsageError
 from ..features import FeatureSpec, count_vector
+from ..solvers import SOLVERS, get_solver
 from ..sources import Dataset, HandleCache, open_dataset
+from .loop import StepReport
 from .state import TrainState
 
 __all__ = ["connect", "shard_units", "round_task", "DistributedTrainer", "parse_cluster"]
@@ -241,7 +245,7 @@ def round_task(
     fmt: str,
     units: Sequence[int],
     shard: int,
-    cursor: dict[str, int],
+    cursor: Cursor,
     params: np.ndarray,
     opt_state: dict[str, np.ndarray],
     spec: FeatureSpec,
@@ -256,7 +260,7 @@ def round_task(
     cfg = FitConfig.from_dict(config)
     loss, optimizer, schedule = cfg.make_loss(), cfg.make_optimizer(), cfg.make_schedule()
     dataset = _open(tuple(paths), fmt, cfg.csv_options())
-    epoch, position, offset = cursor["epoch"], cursor["position"], cursor["offset"]
+    epoch, position, offset = cursor.epoch, cursor.position, cursor.offset
     order = _shard_order(units, cfg, epoch, shard)
     need = cfg.sync_every * cfg.batch_size
     pieces, counts = [], count_vector(len(spec.names))
@@ -300,8 +304,7 @@ def round_task(
         "steps": steps,
         "loss_sum": loss_sum,
         "counts": counts,
-        "cursor": {"epoch": epoch, "position": position, "offset": offset},
-        "done": position >= len(order),
+        "cursor": Cursor(epoch, position, offset),
         "compute_s": time.perf_counter() - t0,
         "worker_pid": os.getpid(),
     }
@@ -332,129 +335,117 @@ def _average(results: list[dict[str, Any]]) -> tuple[np.ndarray, dict[str, np.nd
 
 
 def check_supported(config: FitConfig) -> None:
-    if config.solver != "sgd":
-        raise UsageError("--cluster trains with --solver sgd (the normal solver runs locally)")
+    if not get_solver(config.solver).distributed:
+        able = ", ".join(name for name, s in SOLVERS.items() if s.distributed)
+        raise UsageError(
+            f"--cluster trains with --solver {able} (the {config.solver} solver runs locally)"
+        )
     if config.record_path:
         raise UsageError("--record-path is not available with --cluster")
 
 
 class DistributedTrainer:
-    """Runs rounds on a Dask cluster; epochs, validation, checkpoints and stopping as on one
-    machine (it borrows those from :class:`~streamgd.training.loop.Trainer`)."""
+    """Runs rounds on a Dask cluster: the step source of a
+    :class:`~streamgd.training.loop.Trainer`, whose epoch skeleton (validation, checkpoints,
+    stopping) is the one a single process runs."""
 
     def __init__(self, base, cluster: str) -> None:
         self.base = base  # a streamgd.training.loop.Trainer: config, callbacks, checkpoints
         self.cluster = cluster
+        self.client = None
 
     def run(self, state: TrainState) -> TrainState:
-        base, cfg = self.base, self.base.config
-        check_supported(cfg)
-        dataset = base.dataset
-        n_shards = cfg.shards or 2
-        shards = shard_units(len(dataset.units), n_shards)
-        paths = tuple(f.path for f in dataset.files)
-        if state.shards is None:
-            state.shards = [_fresh_cursor(state.epoch) for _ in shards]
+        check_supported(self.base.config)
+        return self.base.run(state, source=self)
+
+    @contextlib.contextmanager
+    def session(self, state: TrainState) -> Iterator[None]:
+        """Connected to the cluster, whose workers see the input files."""
+        dataset, cfg = self.base.dataset, self.base.config
+        self.shards = shard_units(len(dataset.units), cfg.shards or 2)
+        self.paths = tuple(f.path for f in dataset.files)
+        if state.dask.shards is None:
+            state.dask.shards = [Cursor(state.epoch) for _ in self.shards]
         client, local = connect(self.cluster)
         try:
-            _check_workers_see_files(client, paths, cfg.format)
-            base.callbacks.on_train_begin(state, dataset)
-            with base._signals(), np.errstate(over="ignore", invalid="ignore"):
-                while not state.finished:
-                    if state.epoch >= cfg.epochs:
-                        state.finished, state.stop_reason = True, "epochs"
-                        break
-                    self._epoch(state, client, shards, paths)
-            base._save(state, "end")
-            base.callbacks.on_train_end(state)
+            _check_workers_see_files(client, self.paths, cfg.format)
+            self.client = client
+            yield
         finally:
+            self.client = None
             client.close()
             if local is not None:
                 local.close()
-        return state
 
-    def _epoch(self, state: TrainState, client, shards, paths) -> None:
-        base, cfg = self.base, self.base.config
-        if state.epoch_start is None:
-            state.epoch_start = state.params.copy()
-        if state.epoch_counts is None:
-            state.epoch_counts = count_vector(len(state.spec.names))
+    def sync(self, state: TrainState) -> None:
+        """Nothing to write back: each round's result goes into the state as it comes."""
+
+    def epoch(self, state: TrainState) -> Iterator[StepReport]:
+        """The epoch's rounds: every unfinished shard trains from the global weights, and
+        the driver averages them."""
+        client = self.client
         spec_future = client.scatter(state.spec, broadcast=True, hash=False)
-        while not all(c["done"] for c in state.shards):
+        rounds = state.dask
+        while unfinished := [s for s, c in enumerate(rounds.shards) if not self._done(s, c)]:
             t0 = time.perf_counter()
-            futures = [
-                client.submit(
-                    round_task,
-                    paths,
-                    cfg.format,
-                    shards[s],
-                    s,
-                    {k: c[k] for k in ("epoch", "position", "offset")},
-                    state.params,
-                    state.opt_state,
-                    spec_future,
-                    cfg.to_dict(),
-                    state.step,
-                    state.round,
-                    key=f"streamgd-round-{state.round}-shard-{s}-{os.getpid()}",
-                    pure=False,
-                    retries=5,
-                )
-                for s, c in enumerate(state.shards)
-                if not c["done"]
-            ]
-            results = [r for r in client.gather(futures) if r["rows"]]
+            futures = [self._submit(state, s, spec_future) for s in unfinished]
+            gathered = client.gather(futures)
             wall = time.perf_counter() - t0
-            for r in client.gather(futures):
-                state.shards[r["shard"]] = {**r["cursor"], "done": r["done"]}
-                state.epoch_counts = state.epoch_counts + r["counts"]
-            if results:
-                state.params, state.opt_state = _average(results)
-                if not np.isfinite(state.params).all():
-                    from ..errors import DivergedError
+            for r in gathered:
+                rounds.shards[r["shard"]] = r["cursor"]
+                state.totals.counts = state.totals.counts + r["counts"]
+            results = [r for r in gathered if r["rows"]]
+            rounds.round += 1
+            if not results:
+                yield StepReport(0.0, state.params, 0, steps=0)
+                continue
+            state.params, state.opt_state = _average(results)
+            yield StepReport(
+                sum(r["loss_sum"] for r in results),
+                state.params,
+                sum(r["rows"] for r in results),
+                steps=max(r["steps"] for r in results),
+                timing=_timing(rounds.round, results, wall),
+            )
+        rounds.shards = [Cursor(state.epoch + 1) for _ in self.shards]
 
-                    raise DivergedError(
-                        f"training diverged in round {state.round + 1}: the weights became "
-                        "NaN or infinite; lower --lr (the last good checkpoint is kept)"
-                    )
-                rows = sum(r["rows"] for r in results)
-                steps = max(r["steps"] for r in results)
-                state.step += steps
-                state.rows_trained += rows
-                state.epoch_rows += rows
-                state.epoch_loss += sum(r["loss_sum"] for r in results)
-                compute = [r["compute_s"] for r in results]
-                base.callbacks.on_batch_end(state, rows, sum(r["loss_sum"] for r in results))
-                base.callbacks.on_round(
-                    state,
-                    {
-                        "round": state.round + 1,
-                        "shards": len(results),
-                        "rows": rows,
-                        "wall_s": wall,
-                        "compute_max_s": max(compute),
-                        "compute_mean_s": float(np.mean(compute)),
-                        "overhead_s": max(wall - max(compute), 0.0),
-                    },
-                )
-            state.round += 1
-            if base._stop.signum is not None:
-                base._save(state, "signal")
-                import signal
+    def _done(self, shard: int, cursor: Cursor) -> bool:
+        """Whether the shard has read all its units this epoch."""
+        return cursor.position >= len(self.shards[shard])
 
-                raise PreemptedError(
-                    f"stopped by {signal.Signals(base._stop.signum).name} after round "
-                    f"{state.round}; a checkpoint was written: rerun with --resume to continue"
-                )
-            if base._due(state.step):
-                base._save(state, "step")
-        next_epoch = state.epoch + 1
-        state.shards = [_fresh_cursor(next_epoch) for _ in shards]
-        base._end_epoch(state)
+    def _submit(self, state: TrainState, shard: int, spec_future):
+        cfg, round_index = self.base.config, state.dask.round
+        return self.client.submit(
+            round_task,
+            self.paths,
+            cfg.format,
+            self.shards[shard],
+            shard,
+            state.dask.shards[shard],
+            state.params,
+            state.opt_state,
+            spec_future,
+            cfg.to_dict(),
+            state.step,
+            round_index,
+            key=f"streamgd-round-{round_index}-shard-{shard}-{os.getpid()}",
+            pure=False,
+            retries=5,
+        )
 
 
-def _fresh_cursor(epoch: int) -> dict[str, Any]:
-    return {"epoch": epoch, "position": 0, "offset": 0, "done": False}
+def _timing(round_number: int, results: list[dict[str, Any]], wall: float) -> dict[str, Any]:
+    """A round's timing for the callbacks: wall time, and the shards' compute time."""
+    compute = [r["compute_s"] for r in results]
+    return {
+        "round": round_number,
+        "shards": len(results),
+        "rows": sum(r["rows"] for r in results),
+        "wall_s": wall,
+        "compute_max_s": max(compute),
+        "compute_mean_s": float(np.mean(compute)),
+        "overhead_s": max(wall - max(compute), 0.0),
+    }
 
 
 def _probe(paths: tuple[str, ...], fmt: str) -> str | None:

@@ -20,8 +20,9 @@ from ..features import (
     scan_classes,
     select_features,
 )
+from ..losses import Loss
 from ..model import Model, load
-from ..solvers import normal_init
+from ..solvers import get_solver
 from ..sources import Dataset
 from ..stats_pass import compute_stats, stats_order
 from .state import TrainState
@@ -31,11 +32,40 @@ __all__ = ["initial_state", "check_compatible"]
 
 def initial_state(dataset: Dataset, config: FitConfig, options: RunOptions) -> TrainState:
     """A fresh state: features from the schema, statistics from a statistics pass (or the
-    warm-start model's), zero weights (or the model's) and a fresh optimiser."""
-    first = dataset.files[0].path
+    warm-start model's), zero weights but for the loss's starting intercept (or the model's
+    weights) and a fresh solver state."""
     if options.init:
         return _warm_state(dataset, config, load(options.init), options.init)
     loss = config.make_loss()
+    spec, mean = _fresh_spec(dataset, config, loss)
+    # weights of the numeric features, the intercept, then one per categorical code; one
+    # column per class for a multi-class loss
+    classes = () if spec.classes is None else (len(spec.classes),)
+    params = np.zeros((len(spec.names) + 1 + spec.n_codes, *classes))
+    params[len(spec.names)] = loss.initial_intercept(mean)
+    return _state(params, spec, dataset, config)
+
+
+def _state(
+    params: np.ndarray, spec: FeatureSpec, dataset: Dataset, config: FitConfig, *, step: int = 0
+) -> TrainState:
+    """The state that starts training from ``params``: the solver's fresh state, the run's
+    settings and the input files' fingerprint."""
+    solver = get_solver(config.solver)
+    return TrainState(
+        params=params,
+        opt_state=solver.init_state(params, config.make_optimizer()),
+        spec=spec,
+        config=config.to_dict(),
+        data=dataset.fingerprint(),
+        step=step,
+    )
+
+
+def _fresh_spec(dataset: Dataset, config: FitConfig, loss: Loss) -> tuple[FeatureSpec, Any]:
+    """The feature spec from the schema and a statistics pass, and the target's mean (the
+    class frequencies for a multi-class loss) that the starting intercept fits."""
+    first = dataset.files[0].path
     multiclass = loss.task == "multiclass"
     categorical = config.categorical or ()
     check_categorical(dataset.schema, categorical, config.target, path=first)
@@ -67,54 +97,27 @@ def initial_state(dataset: Dataset, config: FitConfig, options: RunOptions) -> T
         scale_target=loss.scale_target,
         precondition=config.precondition,
     )
-    categoricals = scan_categories(
+    spec = dataclasses.replace(
+        spec,
+        categoricals=_categoricals(dataset, config),
+        infinite=config.infinite,
+        classes=classes,
+    )
+    if frequencies is not None:
+        return spec, frequencies / frequencies.sum()
+    return spec, float(stats.mean[len(names)])
+
+
+def _categoricals(dataset: Dataset, config: FitConfig):
+    """The --categorical columns' encodings, from a scan in the statistics pass's order."""
+    return scan_categories(
         dataset,
-        categorical,
+        config.categorical or (),
         stats_order(dataset, max_rows=config.stats_rows, seed=config.seed),
         max_rows=config.stats_rows,
         max_categories=config.max_categories,
         hash_bits=config.hash_bits,
         select=holdout.selector(config, keep=False, dataset=dataset),
-    )
-    spec = dataclasses.replace(spec, categoricals=categoricals, infinite=config.infinite)
-    # weights of the numeric features, the intercept, then one per categorical code
-    n_params = len(names) + 1 + spec.n_codes
-    intercept = len(names)
-    if classes is not None:
-        spec = dataclasses.replace(spec, classes=classes)
-        params = np.zeros((n_params, len(classes)))
-        # start at the class frequencies
-        params[intercept] = np.log(frequencies / frequencies.sum())
-        return TrainState(
-            params=params,
-            opt_state=config.make_optimizer().init(params),
-            spec=spec,
-            config=config.to_dict(),
-            data=dataset.fingerprint(),
-        )
-    params = np.zeros(n_params)
-    if config.solver == "normal":
-        return TrainState(
-            params=params,
-            opt_state=normal_init(len(params)),
-            spec=spec,
-            config=config.to_dict(),
-            data=dataset.fingerprint(),
-        )
-    mean_y = float(stats.mean[len(names)])
-    if loss.name == "logistic":  # start at the base rate: log-odds of the mean target
-        rate = min(max(mean_y, 1e-6), 1 - 1e-6)
-        params[intercept] = np.log(rate / (1 - rate))
-    elif loss.name == "poisson":  # start at the mean count
-        params[intercept] = np.log(max(mean_y, 1e-6))
-
-    optimizer = config.make_optimizer()
-    return TrainState(
-        params=params,
-        opt_state=optimizer.init(params),
-        spec=spec,
-        config=config.to_dict(),
-        data=dataset.fingerprint(),
     )
 
 
@@ -148,16 +151,8 @@ def _warm_state(dataset: Dataset, config: FitConfig, model: Model, path: str) ->
             f"--init {path}: the model was trained with --loss {model.loss}, "
             f"this run uses --loss {config.loss}"
         )
-    params = model.params()
-    optimizer = config.make_optimizer()
-    step = int(model.summary.get("steps", 0))
-    return TrainState(
-        params=params,
-        opt_state=optimizer.init(params),
-        spec=model.spec,
-        config=config.to_dict(),
-        data=dataset.fingerprint(),
-        step=step,
+    return _state(
+        model.params(), model.spec, dataset, config, step=int(model.summary.get("steps", 0))
     )
 
 

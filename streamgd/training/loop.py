@@ -8,12 +8,15 @@ resume loads it, so an interrupted run continues exactly where it stopped.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import math
 import signal
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -27,14 +30,14 @@ from ..features import count_vector, describe_counts
 from ..metrics import Accumulator
 from ..model import Model
 from ..scoring import evaluate_model
-from ..solvers import normal_accumulate, normal_init, normal_loss, normal_solve
+from ..solvers import get_solver
 from ..sources import Dataset
 from ..step import make_step
 from .callbacks import Callback, CallbackList
 from .checkpoint import CheckpointManager
-from .state import TrainState
+from .state import EpochTotals, StreamState, TrainState
 
-__all__ = ["Trainer", "model_from_state", "MAX_PATH"]
+__all__ = ["Trainer", "LocalSteps", "StepSource", "StepReport", "model_from_state", "MAX_PATH"]
 
 
 # Rows stream as float32 (centred first, in float64, so no precision is lost to an offset):
@@ -49,8 +52,41 @@ class _Stop:
     signum: int | None = None
 
 
+class StepReport(NamedTuple):
+    """What a step (or a Dask round) reports to the epoch skeleton: its summed loss (before
+    the update), the weights after it, the rows it took, how many optimiser steps it counts
+    for, and a Dask round's timing."""
+
+    loss_sum: float
+    params: np.ndarray
+    rows: int
+    steps: int = 1
+    timing: dict[str, Any] | None = None
+
+
+class StepSource(Protocol):
+    """How an epoch's steps are produced: the one thing the single-process trainer
+    (:class:`LocalSteps`) and the Dask trainer differ in. Everything else (the epoch loop,
+    the divergence guard, preemption, checkpoint timing, the epoch's end, validation and
+    early stopping) is :class:`Trainer`'s, shared by both."""
+
+    def session(self, state: TrainState) -> AbstractContextManager[object]:
+        """Around the whole run (a Dask client, say)."""
+        ...
+
+    def epoch(self, state: TrainState) -> Iterator[StepReport]:
+        """Run the rest of the epoch ``state`` is in, reporting after each step."""
+        ...
+
+    def sync(self, state: TrainState) -> None:
+        """Write what the steps hold back between reports (weights, cursor, buffer) into
+        ``state``, before it is saved and at the end of the epoch."""
+        ...
+
+
 class Trainer:
-    """Runs a :class:`TrainState` forward over a dataset under a config."""
+    """Runs a :class:`TrainState` forward over a dataset under a config: the epoch skeleton,
+    with the steps from a :class:`StepSource` (by default this process's :class:`LocalSteps`)."""
 
     def __init__(
         self,
@@ -65,6 +101,7 @@ class Trainer:
         self.loss = config.make_loss()
         self.optimizer = config.make_optimizer()
         self.schedule = config.make_schedule()
+        self.solver = get_solver(config.solver)
         self.callbacks = CallbackList(callbacks)
         self.manager = manager
         self._stop = _Stop()
@@ -103,168 +140,114 @@ class Trainer:
                 signal.signal(s, h)
 
     # -- the loop -----------------------------------------------------------------------------
-    def run(self, state: TrainState) -> TrainState:
-        if self.config.record_path and not state.path_stride:
-            state.path_stride = self.config.record_path
+    def run(self, state: TrainState, *, source: StepSource | None = None) -> TrainState:
+        """Train ``state`` until it is finished, with the steps from ``source``."""
+        source = source or LocalSteps(self)
+        if self.config.record_path and not state.trajectory.stride:
+            state.trajectory.stride = self.config.record_path
             self._record(state, state.params)  # the starting point
         # Overflow is detected explicitly (the divergence guard), not reported as a warning.
-        with self._signals(), np.errstate(over="ignore", invalid="ignore"):
+        with source.session(state), self._signals(), np.errstate(over="ignore", invalid="ignore"):
             self.callbacks.on_train_begin(state, self.dataset)
             while not state.finished:
                 if state.epoch >= self.config.epochs:
                     state.finished, state.stop_reason = True, "epochs"
                     break
-                self._run_epoch(state)
+                self._run_epoch(state, source)
             self._save(state, "end")
             self.callbacks.on_train_end(state)
         return state
 
-    def _run_epoch(self, state: TrainState) -> None:
-        cfg, spec = self.config, state.spec
-        n_feat = len(spec.names)
-        # Rows arrive centred (subtracted while decoding); scaling is folded into the step.
-        decoder = Decoder.for_training(
-            spec,
-            loss=self.loss,
-            select=holdout.selector(cfg, keep=False, dataset=self.dataset),
-            dtype=STREAM_DTYPE,
-        )
-        stream = BatchStream(
-            self.dataset,
-            decoder,
-            epoch=state.epoch,
-            seed=cfg.seed,
-            batch_size=cfg.batch_size,
-            shuffle=cfg.shuffle,
-            buffer_size=cfg.shuffle_buffer,
-            prefetch=self.options.prefetch,
-            cursor=Cursor(state.cursor.epoch, state.cursor.position, state.cursor.offset),
-            shuffle_state=state.shuffle_state(),
-            run=cfg.shuffle_run,
-            on_first_fill=self._check_order if state.epoch == 0 else None,
-        )
-        inv_scale = 1.0 / spec.scale
-        t_scale = spec.target_scale
-        self.dataset_target_std = t_scale
-        step = make_step(cfg, spec, self.loss, self.optimizer)
-        if state.epoch_start is None:
-            state.epoch_start = state.params.copy()
-        if state.epoch_counts is None:
-            state.epoch_counts = count_vector(n_feat)
-        base_counts = state.epoch_counts.copy()
-        params, opt_state = state.params, state.opt_state
-        # running training metrics on each batch's predictions before its update
-        task, link = self.loss.task, self.loss.link
-        running = (
-            Accumulator(task, auc=False)
-            if state.epoch_metrics is None
-            else Accumulator.restore(task, state.epoch_metrics, auc=False)
-        )
-        t_center = spec.target_center if self.loss.scale_target else 0.0
-        unit = t_scale if self.loss.scale_target else 1.0
-
-        def sync() -> None:
-            state.params, state.opt_state = params, opt_state
-            state.cursor = Cursor(stream.cursor.epoch, stream.cursor.position, stream.cursor.offset)
-            shuffled = stream.shuffle_state()
-            state.buffer, state.buffer_free, state.buffer_tail, state.rng_state = shuffled or (
-                None,
-                None,
-                None,
-                None,
-            )
-            done = stream.counts
-            state.epoch_counts = base_counts if done is None else base_counts + done
-            state.epoch_metrics = running.state()
-
-        exact = cfg.solver == "normal"
+    def _run_epoch(self, state: TrainState, source: StepSource) -> None:
+        totals, trajectory = state.totals, state.trajectory
+        if totals.start is None:
+            totals.start = state.params.copy()
+        if totals.counts is None:
+            totals.counts = count_vector(len(state.spec.names))
         on_batch_end = self.callbacks.on_batch_end  # bound once: called every batch
-        for raw in stream:
-            if exact:  # accumulate the normal equations; solved at the end of the pass
-                t = raw[:, n_feat] if t_scale == 1.0 else raw[:, n_feat] / t_scale
-                opt_state = normal_accumulate(opt_state, raw[:, :n_feat], t, inv_scale)
-                loss_sum = 0.0
-            else:
-                params, opt_state, loss_sum, p, t = step(
-                    params, opt_state, raw, self.schedule(state.step)
-                )
+        for report in source.epoch(state):
             # the weights' sum is finite exactly when every weight is (or one is ~1e308)
+            loss_sum, params = report.loss_sum, report.params
             if not (math.isfinite(loss_sum) and math.isfinite(np.add.reduce(params, axis=None))):
                 raise DivergedError(
                     f"training diverged at step {state.step + 1} (epoch {state.epoch + 1}): "
                     "the loss or the weights became NaN or infinite; lower --lr "
                     "(the last good checkpoint is kept)"
                 )
-            if not exact:
-                running.update_scaled(t, p, unit, t_center, link)
-            state.step += 1
-            if state.path_stride and state.step % state.path_stride == 0:
-                self._record(state, params)
-            state.rows_trained += len(t)
-            state.epoch_rows += len(t)
-            state.epoch_loss += loss_sum
-            on_batch_end(state, len(t), loss_sum)
+            if report.steps:
+                state.step += report.steps
+                if trajectory.stride and state.step % trajectory.stride == 0:
+                    self._record(state, params)
+                state.rows_trained += report.rows
+                totals.rows += report.rows
+                totals.loss += loss_sum
+                on_batch_end(state, report.rows, loss_sum)
+            if report.timing is not None:
+                self.callbacks.on_round(state, report.timing)
             if self._stop.signum is not None:
-                sync()
+                source.sync(state)
                 self._save(state, "signal")
                 raise PreemptedError(
                     f"stopped by {signal.Signals(self._stop.signum).name} at step {state.step}; "
                     "a checkpoint was written: rerun with --resume to continue"
                 )
             if self._due(state.step):
-                sync()
+                source.sync(state)
                 self._save(state, "step")
-        sync()
-        if exact:
-            state.params = normal_solve(state.opt_state, cfg.l2)
-            state.epoch_loss = normal_loss(state.opt_state, state.params) * state.epoch_rows
-            state.opt_state = normal_init(len(state.params))
+        source.sync(state)
+        self._end_pass(state)
         self._end_epoch(state)
 
+    def _end_pass(self, state: TrainState) -> None:
+        """The solver's end of a pass (the normal equations are solved here)."""
+        state.params, state.opt_state, mean_loss = self.solver.finish(
+            state.params, state.opt_state, l2=self.config.l2
+        )
+        if mean_loss is not None:
+            state.totals.loss = mean_loss * state.totals.rows
+
     def _end_epoch(self, state: TrainState) -> None:
-        if state.epoch_rows == 0:
+        totals = state.totals
+        if totals.rows == 0:
             raise DataError("no rows to train on: every row's target is missing")
-        update_norm = float(np.linalg.norm(state.params - state.epoch_start))
-        counts = state.epoch_counts
+        update_norm = float(np.linalg.norm(state.params - totals.start))
         entry = {
             "epoch": state.epoch + 1,
             "step": state.step,
-            "rows": state.epoch_rows,
+            "rows": totals.rows,
             "loss": state.running_loss(),
             "update_norm": update_norm,
             "lr": self.schedule(state.step),
-            **describe_counts(counts, state.spec.names, state.spec.missing),
+            **describe_counts(totals.counts, state.spec.names, state.spec.missing),
         }
-        if state.epoch_metrics is not None and self.config.solver != "normal":
-            acc = Accumulator.restore(self.loss.task, state.epoch_metrics, auc=False)
+        if totals.metrics is not None and self.solver.train_metrics:
+            acc = Accumulator.restore(self.loss.task, totals.metrics, auc=False)
             entry |= {f"train_{k}": v for k, v in acc.result().items()}
         if self.config.validates:
             self._validate(state, entry)
         state.history.append(entry)
-        state.cursor = Cursor(state.epoch + 1, 0, 0)
-        state.buffer = state.buffer_free = state.buffer_tail = state.rng_state = None
-        state.epoch_start = state.epoch_counts = state.epoch_metrics = None
-        state.epoch_loss, state.epoch_rows = 0.0, 0
+        state.stream = StreamState(Cursor(state.epoch + 1, 0, 0))
+        state.totals = EpochTotals()
         if self.config.tol is not None and update_norm < self.config.tol:
             state.finished, state.stop_reason = True, "tol"
-        if self.config.solver == "normal":  # one pass gives the exact answer; more would repeat it
+        if self.solver.one_pass:  # one pass gives the exact answer; more would repeat it
             state.finished, state.stop_reason = True, "solved"
         patience = self.config.patience
-        if patience is not None and state.bad_epochs >= patience:
-            state.params = state.best_params.copy()  # type: ignore[union-attr]
+        if patience is not None and state.early.bad_epochs >= patience:
+            state.params = state.early.best_params.copy()  # type: ignore[union-attr]
             state.finished, state.stop_reason = True, "patience"
         self.callbacks.on_epoch_end(state, entry)
         if not state.finished and state.epoch < self.config.epochs:
             self._save(state, "epoch")
 
-    def _check_order(self, rows: np.ndarray) -> None:
+    def check_order(self, rows: np.ndarray, *, target_scale: float) -> None:
         """Warn when the rows that first fill the shuffle buffer look ordered by the target:
         then the buffer is too small to mix the data and early batches are biased."""
         t = rows[:, -1].astype(np.float64)
         if len(t) < 1000 or t.std() == 0:
             return
         trend = float(np.corrcoef(np.arange(len(t)), t)[0, 1])
-        narrow = self.loss.scale_target and t.std() < 0.25 * self.dataset_target_std
+        narrow = self.loss.scale_target and t.std() < 0.25 * target_scale
         if abs(trend) > 0.3 or narrow:
             why = (
                 f"correlation {trend:+.2f} with the reading order"
@@ -292,25 +275,104 @@ class Trainer:
                 entry[f"val_{key}"] = value
         entry["val_rows"] = scores["rows"]
         loss = scores["loss"]
-        if state.best_loss is None or loss < state.best_loss:
-            state.best_loss, state.best_epoch, state.bad_epochs = loss, state.epoch + 1, 0
-            state.best_params = state.params.copy()
+        early = state.early
+        if early.best_loss is None or loss < early.best_loss:
+            early.best_loss, early.best_epoch, early.bad_epochs = loss, state.epoch + 1, 0
+            early.best_params = state.params.copy()
         else:
-            state.bad_epochs += 1
-        entry["best_epoch"] = state.best_epoch
+            early.bad_epochs += 1
+        entry["best_epoch"] = early.best_epoch
 
     def _record(self, state: TrainState, params: np.ndarray) -> None:
-        """Append ``[step, params...]`` to the path every ``path_stride`` steps; past
-        MAX_PATH rows keep every other row and double the stride, so the path stays bounded
-        and evenly spaced."""
+        """Append ``[step, params...]`` to the trajectory every ``trajectory_stride`` steps;
+        past MAX_PATH rows keep every other row and double the stride, so the trajectory stays
+        bounded and evenly spaced."""
         row = np.append(float(state.step), params)[None, :]
-        state.path = row if state.path is None else np.concatenate([state.path, row])
-        if len(state.path) > MAX_PATH:
-            state.path = state.path[::2]
-            state.path_stride *= 2
+        trajectory = state.trajectory
+        old = trajectory.rows
+        trajectory.rows = row if old is None else np.concatenate([old, row])
+        if len(trajectory.rows) > MAX_PATH:
+            trajectory.rows = trajectory.rows[::2]
+            trajectory.stride *= 2
 
 
-# A recorded weight path holds at most this many rows (see Trainer._record).
+class LocalSteps:
+    """The single-process step source: an epoch's batches from a :class:`BatchStream`, each
+    through the solver's update. The weights, solver state and running metrics stay here
+    between reports (a step costs tens of microseconds: copying them into the state at every
+    step would show); :meth:`sync` writes them into the state."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+
+    def session(self, state: TrainState) -> AbstractContextManager[object]:  # noqa: ARG002
+        return contextlib.nullcontext()
+
+    def epoch(self, state: TrainState) -> Iterator[StepReport]:
+        trainer, spec = self.trainer, state.spec
+        loss = trainer.loss
+        self.stream = stream = self._stream(state)
+        self.params, self.opt_state = state.params, state.opt_state
+        self.base_counts = state.totals.counts.copy()
+        # running training metrics on each batch's predictions before its update
+        self.running = running = (
+            Accumulator(loss.task, auc=False)
+            if state.totals.metrics is None
+            else Accumulator.restore(loss.task, state.totals.metrics, auc=False)
+        )
+        update = trainer.solver.make_update(
+            step=make_step(trainer.config, spec, loss, trainer.optimizer),
+            n_features=len(spec.names),
+            inv_scale=1.0 / spec.scale,
+            target_scale=spec.target_scale,
+        )
+        metrics, schedule, link = trainer.solver.train_metrics, trainer.schedule, loss.link
+        t_center = spec.target_center if loss.scale_target else 0.0
+        unit = spec.target_scale if loss.scale_target else 1.0
+        for raw in stream:
+            self.params, self.opt_state, loss_sum, p, t = update(
+                self.params, self.opt_state, raw, schedule(state.step)
+            )
+            if metrics:
+                running.update_scaled(t, p, unit, t_center, link)
+            yield StepReport(loss_sum, self.params, len(t))
+
+    def sync(self, state: TrainState) -> None:
+        stream = self.stream
+        state.params, state.opt_state = self.params, self.opt_state
+        state.stream = StreamState.of(stream.cursor, stream.shuffle_state())
+        done = stream.counts
+        state.totals.counts = self.base_counts if done is None else self.base_counts + done
+        state.totals.metrics = self.running.state()
+
+    def _stream(self, state: TrainState) -> BatchStream:
+        """The epoch's batches from where ``state`` stands: centred rows (subtracted while
+        decoding; the scaling is folded into the step), through the shuffle buffer."""
+        trainer, cfg, spec = self.trainer, self.trainer.config, state.spec
+        decoder = Decoder.for_training(
+            spec,
+            loss=trainer.loss,
+            select=holdout.selector(cfg, keep=False, dataset=trainer.dataset),
+            dtype=STREAM_DTYPE,
+        )
+        check_order = functools.partial(trainer.check_order, target_scale=spec.target_scale)
+        return BatchStream(
+            trainer.dataset,
+            decoder,
+            epoch=state.epoch,
+            seed=cfg.seed,
+            batch_size=cfg.batch_size,
+            shuffle=cfg.shuffle,
+            buffer_size=cfg.shuffle_buffer,
+            prefetch=trainer.options.prefetch,
+            cursor=dataclasses.replace(state.stream.cursor),
+            shuffle_state=state.stream.shuffle_state(),
+            run=cfg.shuffle_run,
+            on_first_fill=check_order if state.epoch == 0 else None,
+        )
+
+
+# A recorded weight trajectory holds at most this many rows (see Trainer._record).
 MAX_PATH = 4096
 
 
@@ -329,7 +391,7 @@ def model_from_state(state: TrainState, config: FitConfig) -> Model:
     }
     if config.validates:
         summary["final_val_loss"] = last.get("val_loss")
-        summary["best_epoch"] = state.best_epoch
+        summary["best_epoch"] = state.early.best_epoch
     return Model(
         spec=state.spec,
         loss=config.loss,
@@ -341,5 +403,5 @@ def model_from_state(state: TrainState, config: FitConfig) -> Model:
         config=config.to_dict(),
         summary=summary,
         history=list(state.history),
-        path=None if state.path is None else state.path.copy(),
+        trajectory=None if state.trajectory.rows is None else state.trajectory.rows.copy(),
     )

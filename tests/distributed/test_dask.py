@@ -168,7 +168,7 @@ def test_driver_killed_and_resumed_is_bit_identical(cluster, data, tmp_path):
             return lambda *a: None
 
         def on_round(self, state, timing):
-            if state.round == 5:  # in the second epoch
+            if state.dask.round == 6:  # after the sixth round, in the second epoch
                 raise Crash
 
     options = RunOptions(

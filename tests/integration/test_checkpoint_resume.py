@@ -87,7 +87,7 @@ def test_resume_inside_a_shuffle_round_is_bit_identical(tmp_path, synthetic):
     steps_per_epoch = full.model.history[0]["step"]
     ckpts = {load_checkpoint(p).step: p for p in glob.glob(f"{full_dir}/ckpt-*.npz")}
     mid = load_checkpoint(ckpts[7])
-    assert mid.rng_state is not None and mid.rng_state["exchange"]["out"] == 7 * 32
+    assert mid.stream.rng is not None and mid.stream.rng["exchange"]["out"] == 7 * 32
     for step in (7, 16, steps_per_epoch - 3, steps_per_epoch + 21):
         resumed = _resume_from(ckpts[step], str(tmp_path), data.paths, config)
         assert np.array_equal(_params(resumed), _params(full)), f"resumed at step {step}"
@@ -131,12 +131,14 @@ def test_checkpoint_holds_the_whole_state(tmp_path, synthetic):
         )
     state = load_checkpoint(CheckpointManager(directory).paths()[0])
     assert state.step == 10
-    assert state.cursor.position > 0 or state.cursor.offset > 0  # mid-epoch data cursor
+    cursor = state.stream.cursor
+    assert cursor.position > 0 or cursor.offset > 0  # mid-epoch data cursor
     assert state.buffered_rows == 208  # the buffer's 200 rows rounded up to whole runs of 16
     # slots of 16 rows (the default run, which divides the batch of 32) x 3 features + target
-    assert state.buffer is not None and state.buffer.shape == (200 // 16 + 1 + 32 // 16, 4, 16)
-    assert state.rng_state is not None and state.rng_state["bit_generator"] == "PCG64"
-    assert state.epoch_rows == 10 * 32
+    slots = state.stream.slots
+    assert slots is not None and slots.shape == (200 // 16 + 1 + 32 // 16, 4, 16)
+    assert state.stream.rng is not None and state.stream.rng["bit_generator"] == "PCG64"
+    assert state.totals.rows == 10 * 32
     assert state.spec.names == tuple(data.features)
     assert state.data["files"][0]["row_groups"] == [100] * 5  # fingerprint of the inputs
     assert state.config["batch_size"] == 32
@@ -231,6 +233,62 @@ def test_all_checkpoints_corrupt_is_an_error_and_nothing_is_overwritten(three_ch
         train(data.paths, config, RunOptions(checkpoint_dir=directory, resume=True))
     assert {p: _read(p) for p in paths} == before
     assert sorted(os.listdir(directory)) == sorted([*map(os.path.basename, paths), "LOCK"])
+
+
+def _as_version_1(path: str) -> None:
+    """Rewrite a checkpoint as streamgd wrote version 1: the state's 28 fields flat."""
+    from streamgd.archive import read_archive, write_archive
+
+    meta, arrays = read_archive(path, kind="checkpoint", max_version=2)
+    old_meta = {
+        "step": meta["step"],
+        "cursor": {k: meta[f"stream.cursor.{k}"] for k in ("epoch", "position", "offset")},
+        "rng_state": meta["stream.rng"],
+        "epoch_loss": meta["totals.loss"],
+        "epoch_rows": meta["totals.rows"],
+        "rows_trained": meta["rows_trained"],
+        "history": meta["history"],
+        "finished": meta["finished"],
+        "config": meta["config"],
+        "data": meta["data"],
+        "opt_keys": meta["opt_state"],
+        **meta["spec"],
+    }
+    old_arrays = {"params": arrays["params"]}
+    for key, value in arrays.items():
+        group, _, name = key.partition(".")
+        if group == "spec":
+            old_arrays[name] = value
+        elif group == "opt_state":
+            old_arrays[f"opt.{name}"] = value
+    write_archive(path, kind="checkpoint", version=1, meta=old_meta, arrays=old_arrays)
+
+
+def test_a_version_1_checkpoint_is_refused_saying_what_to_do(three_checkpoints):
+    data, config, directory, paths = three_checkpoints
+    for p in paths:
+        _as_version_1(p)
+    before = {p: _read(p) for p in paths}
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(paths[0])
+    message = str(info.value)
+    assert paths[0] in message and "version 1 checkpoint" in message
+    assert "without --resume" in message and directory in message
+    # resuming is refused with that message (not a silent fresh start, not a fallback) ...
+    with pytest.raises(CheckpointError, match=f"{paths[0]}: a version 1 checkpoint"):
+        train(data.paths, config, RunOptions(checkpoint_dir=directory, resume=True))
+    assert {p: _read(p) for p in paths} == before
+    # ... and a run without --resume starts afresh, replacing them once it has saved
+    train(data.paths, config, RunOptions(checkpoint_dir=directory, checkpoint_every=1))
+    assert all(load_checkpoint(p) for p in CheckpointManager(directory).paths())
+
+
+def test_an_old_checkpoint_behind_a_corrupt_newer_one_is_refused(three_checkpoints):
+    data, config, directory, paths = three_checkpoints
+    _damage(paths[0], "flip")
+    _as_version_1(paths[1])
+    with pytest.raises(CheckpointError, match=f"{paths[1]}: a version 1 checkpoint"):
+        CheckpointManager(directory).latest()
 
 
 def test_failed_checkpoint_write_leaves_no_partial_file(three_checkpoints, monkeypatch):

@@ -7,10 +7,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import lstsq_mse
+from conftest import lstsq_mse, trigonometric_loss
 
 import streamgd
-from streamgd.losses import Loss, register_loss, trigonometric_loss
+from streamgd.losses import Loss, register_loss
 from streamgd.optimizers import OPTIMIZERS
 
 

@@ -106,7 +106,7 @@ def test_one_feature_model_with_data_draws_loss_curves_and_surface(reg_model, re
     assert info["panels"] == ["loss", "surface"]
     assert info["contour"] is True
     assert info["epochs"] == 3 and info["curves"] == ["training"]
-    assert info["path_points"] == len(model.path) > 3
+    assert info["path_points"] == len(model.trajectory) > 3
     assert info["surface_rows"] == 4000
     assert info["format"] == "png" and info["output"] == str(out)
     assert_png(out, panels=2)
@@ -130,7 +130,7 @@ def test_surface_grid_contains_the_path_and_centres_on_the_final_weights(reg_mod
     assert len(grid_w) == len(grid_b) == 61
     assert grid_w[30] == pytest.approx(reg_model.weights[0], abs=1e-12)
     assert grid_b[30] == pytest.approx(reg_model.intercept, abs=1e-12)
-    path = reg_model.path
+    path = reg_model.trajectory
     assert grid_w[0] < path[:, 1].min() and path[:, 1].max() < grid_w[-1]
     assert grid_b[0] < path[:, 2].min() and path[:, 2].max() < grid_b[-1]
 
@@ -204,7 +204,7 @@ def test_without_data_only_the_path_is_drawn(reg_model, tmp_path):
 
 def test_one_feature_model_without_path_or_data_draws_the_loss_curves(reg_paths, tmp_path):
     model = streamgd.fit(reg_paths, target="y", features=["x"], epochs=2)
-    assert model.path is None
+    assert model.trajectory is None
     out = tmp_path / "loss.png"
     info = plot_model(model, str(out))
     assert info["panels"] == ["loss"] and info["path_points"] == 0
@@ -217,7 +217,7 @@ def test_more_features_draw_the_weights_along_the_path(three, tmp_path):
     out = tmp_path / "three.png"
     info = plot_model(model, str(out), data=data.paths)
     assert info["panels"] == ["loss", "weights"]
-    assert info["contour"] is False and info["path_points"] == len(model.path)
+    assert info["contour"] is False and info["path_points"] == len(model.trajectory)
     assert any("one-feature" in note for note in info["notes"])
     assert_png(out, panels=2)
 

@@ -58,7 +58,7 @@ def test_resume_inside_a_sliced_row_group_is_exact(one_big_row_group, monkeypatc
     full = _fit(one_big_row_group, checkpoint_dir=full_dir, checkpoint_every=7, keep=100)
     for ckpt in CheckpointManager(full_dir).paths():
         state = load_checkpoint(ckpt)
-        if state.cursor.offset:  # mid-way through the sliced row group
+        if state.stream.cursor.offset:  # mid-way through the sliced row group
             directory = tmp_path / f"r{state.step}"
             os.makedirs(directory)
             shutil.copy(ckpt, directory)

@@ -126,7 +126,7 @@ def test_recorded_path_is_bounded_and_evenly_spaced(tmp_path, synthetic, monkeyp
     model = streamgd.fit(
         data.paths, target="y", features=data.features, batch_size=8, epochs=2, record_path=1
     )
-    path = model.path
+    path = model.trajectory
     steps = 2 * 6000 // 8
     assert path is not None and 50 <= len(path) <= 100 < steps
     gaps = np.diff(path[:, 0])
@@ -134,7 +134,7 @@ def test_recorded_path_is_bounded_and_evenly_spaced(tmp_path, synthetic, monkeyp
     assert path[0, 0] == 0 and np.all(path[0, 1:] == 0)  # starts at the initial weights
     saved = str(tmp_path / "m.npz")
     model.save(saved)
-    assert np.array_equal(streamgd.load(saved).path, path)
+    assert np.array_equal(streamgd.load(saved).trajectory, path)
     assert path.shape[1] == len(data.features) + 2  # step, weights, intercept
     assert os.path.getsize(saved) < 2_000_000
 
@@ -264,3 +264,23 @@ def test_holdout_rows_errors(synthetic, capsys):
     data = synthetic(rows=300, files=1)
     code, _, err = run_cli(capsys, "fit", *data.paths, "-y", "y", "--holdout-rows", "300")
     assert code == 2 and "would hold out every row: the data has 300 rows" in err
+
+
+def test_a_model_file_that_calls_the_trajectory_path_still_loads(tmp_path, synthetic):
+    """Model files written before the rename store the recorded trajectory as ``path``."""
+    from streamgd.archive import read_archive, write_archive
+    from streamgd.model import MODEL_VERSION
+
+    data = synthetic(rows=1000)
+    model = streamgd.fit(
+        data.paths, target="y", features=data.features, batch_size=50, record_path=2
+    )
+    new, old = str(tmp_path / "new.npz"), str(tmp_path / "old.npz")
+    model.save(new)
+    meta, arrays = read_archive(new, kind="model", max_version=MODEL_VERSION)
+    arrays["path"] = arrays.pop("trajectory")  # the archive as older versions wrote it
+    meta = {k: v for k, v in meta.items() if k not in ("format", "kind", "version")}
+    write_archive(old, kind="model", version=1, meta=meta, arrays=arrays)
+    loaded = streamgd.load(old)
+    assert loaded.trajectory is not None and len(loaded.trajectory) > 3
+    assert np.array_equal(loaded.trajectory, model.trajectory)

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import trigonometric_loss
 
 import streamgd.losses
 from streamgd.errors import UsageError
@@ -20,7 +21,6 @@ from streamgd.losses import (
     get_loss,
     make_loss,
     sigmoid,
-    trigonometric_loss,
 )
 
 # per-sample losses of a scalar prediction; softmax (vector logits) has its own tests below
@@ -487,3 +487,19 @@ def test_softmax_is_logistic_for_two_classes():
     )
     probs = LOSSES["softmax"].link(np.array([[1000.0, 0.0, -1000.0]]))  # no overflow
     assert np.isfinite(probs).all() and probs[0, 0] == 1.0
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_the_starting_intercept_is_the_best_constant_model(name):
+    loss = get_loss(name)
+    if loss.task == "multiclass":
+        frequencies = np.array([0.2, 0.5, 0.3])
+        start = loss.initial_intercept(frequencies)
+        np.testing.assert_allclose(loss.link(start[None, :])[0], frequencies)
+        return
+    mean = 0.25 if loss.task in ("binary", "margin") else 3.0
+    start = loss.initial_intercept(mean)
+    if loss.inverse_link is None:
+        assert start == 0.0  # the target arrives centred, or the loss has no base rate
+    else:
+        assert float(loss.link(np.array([start]))[0]) == pytest.approx(mean)
