@@ -137,9 +137,10 @@ def test_no_module_uses_another_modules_private_names():
 
 
 # Split on the other redesign branches (data side, settings and CLI); losses.py shrinks when the
-# demo loss moves out. Listed so this branch stays green; remove each as its split lands.
+# demo loss moves out, cli/fit.py when its options are generated from the settings.
+# Listed so this branch stays green; remove each as its split lands.
 PENDING_SPLITS = {
-    "streamgd.cli",
+    "streamgd.cli.fit",
     "streamgd.features",
     "streamgd.losses",
     "streamgd.external_shuffle",

@@ -1,9 +1,4 @@
-"""The command line: a thin click layer over the Python API.
-
-Library errors (:class:`~streamgd.errors.StreamgdError`) become one-line messages and exit codes
-here, in one place (:func:`main`); nothing else in the package prints to the terminal except the
-progress reporter.
-"""
+"""The ``fit`` command: train a model from the command line, a TOML job file or the environment."""
 
 from __future__ import annotations
 
@@ -11,155 +6,46 @@ import contextlib
 import dataclasses
 import json
 import os
-import sys
-import traceback
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
 
-from . import __version__
-from .categorical import MAX_HASH_BITS
-from .config import DEFAULT_LR, DEFAULT_SCHEDULE, FitConfig, RunOptions
-from .errors import (
-    EXIT_DATA,
-    EXIT_DIVERGED,
-    EXIT_INTERNAL,
-    EXIT_PREEMPTED,
-    EXIT_USAGE,
-    StreamgdError,
-    UsageError,
+from .. import __version__
+from ..categorical import MAX_HASH_BITS
+from ..config import DEFAULT_LR, DEFAULT_SCHEDULE, FitConfig, RunOptions
+from ..errors import StreamgdError
+from ..features import INFINITE_POLICIES, MISSING_POLICIES
+from ..losses import LOSSES
+from ..optimizers import OPTIMIZERS
+from ..schedules import SCHEDULES
+from ..solvers import SOLVERS
+from ..training.callbacks import JsonLogger, ProgressReporter, json_default, json_safe
+from .options import (
+    EXIT_CODES_HELP,
+    ListOption,
+    csv_options,
+    csv_settings,
+    emit_json,
+    flatten,
+    format_option,
 )
-from .features import INFINITE_POLICIES, MISSING_POLICIES
-from .losses import LOSSES
-from .optimizers import OPTIMIZERS
-from .schedules import SCHEDULES
-from .solvers import SOLVERS
-from .sources import FORMATS
-from .training.callbacks import JsonLogger, ProgressReporter, json_default, json_safe
+from .reports import fit_done_line
 
-EXIT_CODES_HELP = (
-    f"Exit codes: 0 success; {EXIT_DATA} data or runtime error; {EXIT_USAGE} usage error; "
-    f"{EXIT_DIVERGED} training diverged; {EXIT_PREEMPTED} stopped by SIGTERM/SIGINT after "
-    f"writing a checkpoint (rerun with --resume); {EXIT_INTERNAL} internal error (a bug)."
-)
+__all__ = ["fit"]
 
 
 # Defaults come from FitConfig, so the CLI and the Python API cannot drift apart.
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(FitConfig)}
 
 
-class ListOption(click.ParamType):
-    """A comma-separated list; with ``multiple=True`` repeats add up
-    (``--features a,b --features c`` is ``a,b,c``)."""
-
-    name = "list"
-
-    def __init__(self, *, allow_empty: bool = False) -> None:
-        self.allow_empty = allow_empty
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> list[str]:
-        if isinstance(value, list | tuple):
-            return list(value)
-        items = [v.strip() for v in str(value).split(",")]
-        if not self.allow_empty and any(not v for v in items):
-            self.fail(f"empty name in {value!r}", param, ctx)
-        return items
-
-
-def _flatten(values: Sequence[list[str]] | None) -> list[str]:
-    return [v for group in values or () for v in group]
-
-
-def _emit_json(obj: dict[str, Any]) -> None:
-    click.echo(json.dumps(json_safe(obj), indent=2, default=json_default, allow_nan=False))
-
-
-@click.group(
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-    epilog=EXIT_CODES_HELP,
-)
-@click.version_option(__version__, prog_name="streamgd")
-def cli() -> None:
-    """Train linear models (regression, classification, SVM) on Parquet and CSV files larger
-    than memory, streaming them in shuffled mini-batches, with exact checkpoint/resume."""
-
-
-# -- fit ------------------------------------------------------------------------------------
-_paths = click.argument("paths", nargs=-1, required=True, metavar="PATHS...")
-
-
-def _csv_options(f):
-    """--delimiter, --no-header/--columns, --null-values, --dtype (CSV files only)."""
-    for option in reversed(
-        [
-            click.option(
-                "--delimiter",
-                default=None,
-                help="CSV field delimiter, one character or 'tab' [default: ',' and "
-                "a tab for .tsv files].",
-            ),
-            click.option(
-                "--header/--no-header",
-                default=True,
-                show_default=True,
-                help="Whether CSV files start with a header line; with --no-header give --columns.",
-            ),
-            click.option(
-                "--columns",
-                type=ListOption(),
-                multiple=True,
-                help="Column names of header-less CSV files (comma-separated or repeated).",
-            ),
-            click.option(
-                "--null-values",
-                type=ListOption(allow_empty=True),
-                multiple=True,
-                help="Exactly the CSV tokens read as null, e.g. 'NA,?,' (an empty "
-                "item is the empty field) [default: pyarrow's list].",
-            ),
-            click.option(
-                "--dtype",
-                "dtypes",
-                multiple=True,
-                metavar="COLUMN=TYPE",
-                help="Fix a CSV column's type (float64, float32, int64, bool, string) "
-                "instead of inferring it from the first block; repeatable.",
-            ),
-        ]
-    ):
-        f = option(f)
-    return f
-
-
-def _csv_settings(delimiter, header, columns, null_values, dtypes) -> dict[str, Any]:
-    return {
-        "delimiter": delimiter,
-        "header": header,
-        "columns": tuple(_flatten(columns)) or None,
-        "null_values": tuple(_flatten(null_values)) or None,
-        "dtypes": tuple(dtypes) or None,
-    }
-
-
-_format = click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(FORMATS),
-    default="auto",
-    show_default=True,
-    help="Input format; auto: by file extension.",
-)
-
-
 def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     if value:
-        from .jobconfig import read_config
+        from ..jobconfig import read_config
 
         ctx.default_map = {**(ctx.default_map or {}), **read_config(value, ctx.command, ctx)}
 
 
-@cli.command(
+@click.command(
     epilog="Every option can also be set in a --config TOML file (keys: the option names, and "
     "'paths') or an environment variable STREAMGD_<OPTION> (e.g. STREAMGD_BATCH_SIZE); the "
     "command line wins over the environment, which wins over the file. " + EXIT_CODES_HELP,
@@ -212,8 +98,8 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
     help="Hash the categorical values into 2**N weights per column (the hashing trick: no "
     "vocabulary, for unbounded values) instead of one-hot encoding them.",
 )
-@_format
-@_csv_options
+@format_option
+@csv_options
 @click.option(
     "--loss",
     type=click.Choice(list(LOSSES)),
@@ -608,16 +494,16 @@ def fit(
 def _fit(ctx, logger, paths, target, features, fmt, output, checkpoint_dir, checkpoint_every,
          checkpoint_interval, keep, resume, init, prefetch, cluster, quiet, as_json,
          metrics_out, settings) -> None:  # fmt: skip
-    from .archive import atomic_write
-    from .training import train
+    from ..archive import atomic_write
+    from ..training import train
 
-    validation = tuple(_flatten(settings.pop("validation", ()))) or None
-    settings["categorical"] = tuple(_flatten(settings.pop("categorical", ()))) or None
+    validation = tuple(flatten(settings.pop("validation", ()))) or None
+    settings["categorical"] = tuple(flatten(settings.pop("categorical", ()))) or None
     csv_keys = ("delimiter", "header", "columns", "null_values", "dtypes")
-    settings |= _csv_settings(*(settings.pop(k) for k in csv_keys))
+    settings |= csv_settings(*(settings.pop(k) for k in csv_keys))
     config = FitConfig(
         target=target,
-        features=tuple(_flatten(features)) or None,
+        features=tuple(flatten(features)) or None,
         format=fmt,
         validation=validation,
         **settings,
@@ -672,19 +558,14 @@ def _fit(ctx, logger, paths, target, features, fmt, output, checkpoint_dir, chec
     if logger is not None:
         logger.emit("finish", exit_code=0, **json_safe(summary))
     if as_json:
-        _emit_json(summary)
+        emit_json(summary)
     elif not quiet and logger is None:
-        where = f"model written to {output}" if output else "model not saved (no --output)"
-        click.echo(
-            f"done: {summary['epochs']} epoch(s), {summary['steps']} steps, "
-            f"final loss {summary['final_loss']:.6g}; {where}",
-            err=True,
-        )
+        click.echo(fit_done_line(summary, output), err=True)
 
 
 def _effective_toml(ctx: click.Context) -> str:
     """The settings this command line resolves to (file, environment and options merged)."""
-    from .jobconfig import key_of, to_toml
+    from ..jobconfig import key_of, to_toml
 
     skip = {"print_config", "config"}
     values = {}
@@ -693,7 +574,7 @@ def _effective_toml(ctx: click.Context) -> str:
             continue
         value = ctx.params.get(param.name)
         if param.name in ("features", "categorical", "validation", "columns", "null_values"):
-            value = _flatten(value) or None
+            value = flatten(value) or None
         elif isinstance(value, tuple):
             value = list(value) or None
         values[key_of(param)] = value
@@ -719,249 +600,3 @@ def _warnings_to(logger: JsonLogger | None):
         finally:
             warnings.showwarning = old
 
-
-# -- predict / evaluate / inspect -----------------------------------------------------------
-@cli.command(epilog=EXIT_CODES_HELP)
-@click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False))
-@_paths
-@click.option(
-    "--output",
-    "-o",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="Predictions file: .parquet, or .csv (written atomically).",
-)
-@click.option(
-    "--id",
-    "ids",
-    type=ListOption(),
-    multiple=True,
-    help="Columns to copy next to each prediction (comma-separated or repeated).",
-)
-@_format
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
-def predict(
-    model_path: str,
-    paths: tuple[str, ...],
-    output: str,
-    ids: tuple[list[str], ...],
-    fmt: str,
-    as_json: bool,
-) -> None:
-    """Stream predictions of MODEL for the rows of PATHS into --output, in input order.
-
-    Logistic models predict the probability of class 1. Missing features are imputed exactly
-    as in training.
-    """
-    from .model import load
-    from .scoring import predict_files
-
-    model = load(model_path)
-    rows = predict_files(model, list(paths), output, id_columns=_flatten(ids), fmt=fmt)
-    if as_json:
-        _emit_json({"output": output, "rows": rows})
-    else:
-        click.echo(f"{rows} predictions written to {output}", err=True)
-
-
-@cli.command(epilog=EXIT_CODES_HELP)
-@click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False))
-@_paths
-@_format
-@click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
-def evaluate(model_path: str, paths: tuple[str, ...], fmt: str, as_json: bool) -> None:
-    """Metrics of MODEL on labelled PATHS (squared: mse, rmse, mae, r2; logistic: logloss,
-    accuracy, precision, recall, f1, auc). Rows with a null target are skipped and counted."""
-    from .model import load
-    from .scoring import evaluate as run_evaluate
-
-    result = json_safe(run_evaluate(load(model_path), list(paths), fmt=fmt))
-    if as_json:
-        _emit_json(result)
-        return
-    for key, value in result.items():
-        if isinstance(value, float):
-            click.echo(f"{key:<22} {value:.6g}")
-        elif value or key == "rows":
-            click.echo(f"{key:<22} {value}")
-
-
-@cli.command(epilog=EXIT_CODES_HELP)
-@click.argument("path", metavar="MODEL_OR_CHECKPOINT", type=click.Path(exists=True))
-@click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON object.")
-def inspect(path: str, as_json: bool) -> None:
-    """Show a model (features, coefficients in original units, intercept, training summary,
-    history) or a checkpoint (step, epoch, cursor, loss so far, settings). A checkpoint
-    directory shows its newest valid checkpoint."""
-    from .inspection import describe
-
-    info = json_safe(describe(path))
-    if as_json:
-        _emit_json(info)
-    else:
-        from .inspection import render_text
-
-        click.echo(render_text(info))
-
-
-@cli.command(epilog=EXIT_CODES_HELP)
-@click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False))
-@click.argument("data", nargs=-1, metavar="[DATA...]")
-@click.option(
-    "--output",
-    "-o",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="Image file: .png, .svg or .pdf (written atomically).",
-)
-@click.option(
-    "--max-rows",
-    type=click.IntRange(min=1),
-    default=200_000,
-    show_default=True,
-    help="Rows of DATA read for the loss surface.",
-)
-@_format
-@click.option("--json", "as_json", is_flag=True, help="Print what was drawn as one JSON object.")
-def plot(model_path: str, data: tuple[str, ...], output: str, max_rows: int, fmt: str,
-         as_json: bool) -> None:  # fmt: skip
-    """Plot MODEL's loss curves (training and validation per epoch) and, for a one-feature
-    model, the loss surface over (weight, intercept) computed from DATA with the recorded
-    path (--record-path) on top; for more features, the recorded weights against the step.
-    Needs matplotlib: pip install "streamgd[plot]"."""
-    from .model import load
-    from .plotting import plot_model
-
-    info = plot_model(load(model_path), output, data=list(data) or None, max_rows=max_rows,
-                      fmt=fmt)  # fmt: skip
-    if as_json:
-        _emit_json(info)
-        return
-    click.echo(f"{', '.join(info['panels'])} written to {output}", err=True)
-    for note in info.get("notes", []):
-        click.echo(f"note: {note}", err=True)
-
-
-@cli.command(epilog=EXIT_CODES_HELP)
-@_paths
-@_format
-@_csv_options
-@click.option(
-    "--target", "-y", default=None, help="Also say which columns would be features for this target."
-)
-@click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON object.")
-def schema(paths: tuple[str, ...], fmt: str, delimiter, header, columns, null_values, dtypes,
-           target: str | None, as_json: bool) -> None:  # fmt: skip
-    """The unified schema of PATHS: columns and types, row counts, null counts per column,
-    and (with --target) the default features. Parquet counts come from metadata where the
-    files have it; CSV files are streamed (and so checked) once. Hive partition columns are
-    marked *; columns whose type was widened between files are noted."""
-    from .config import csv_options_from
-    from .describe import describe_dataset, render_schema
-
-    csv = csv_options_from(_csv_settings(delimiter, header, columns, null_values, dtypes))
-    info = describe_dataset(list(paths), fmt=fmt, csv=csv, target=target)
-    if as_json:
-        _emit_json(info)
-    else:
-        click.echo(render_schema(info))
-
-
-@cli.command(name="shuffle", epilog=EXIT_CODES_HELP)
-@_paths
-@click.option(
-    "--output",
-    "-o",
-    "out_dir",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Directory for the shuffled Parquet files (part-00000.parquet, ...).",
-)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--rows-per-file", type=click.IntRange(min=1), default=1_000_000, show_default=True)
-@click.option("--row-group-size", type=click.IntRange(min=1), default=131_072, show_default=True)
-@click.option(
-    "--memory-mb",
-    type=click.FloatRange(min=0, min_open=True),
-    default=256,
-    show_default=True,
-    help="Memory budget of the shuffle (buckets are sized to it).",
-)
-@_format
-@_csv_options
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-def shuffle_command(paths: tuple[str, ...], out_dir: str, seed: int, rows_per_file: int,
-                    row_group_size: int, memory_mb: float, fmt: str, delimiter, header,
-                    columns, null_values, dtypes, as_json: bool) -> None:  # fmt: skip
-    """Shuffle PATHS (sorted or clustered data, which a shuffle buffer cannot mix) into new
-    Parquet files in bounded memory: rows are scattered to random buckets on disk, then each
-    bucket is permuted. Every row appears once; the same seed gives the same files."""
-    from .config import csv_options_from
-    from .external_shuffle import shuffle_files
-
-    csv = csv_options_from(_csv_settings(delimiter, header, columns, null_values, dtypes))
-    summary = shuffle_files(list(paths), out_dir, fmt=fmt, csv=csv, seed=seed,
-                            rows_per_file=rows_per_file, row_group_size=row_group_size,
-                            memory_budget_mb=memory_mb)  # fmt: skip
-    if as_json:
-        _emit_json(summary)
-    else:
-        click.echo(f"{summary['rows']} rows shuffled into {len(summary['files'])} file(s) in "
-                   f"{out_dir} ({summary['buckets']} buckets)", err=True)  # fmt: skip
-
-
-# -- the one place where errors become messages and exit codes -------------------------------
-def _json_log_requested(argv: Sequence[str] | None) -> bool:
-    args = list(sys.argv[1:] if argv is None else argv)
-    for i, arg in enumerate(args):
-        if arg == "--log-format" and i + 1 < len(args):
-            return args[i + 1] == "json"
-        if arg.startswith("--log-format="):
-            return arg.split("=", 1)[1] == "json"
-    return os.environ.get("STREAMGD_LOG_FORMAT") == "json"
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Console-script entry point: run the CLI and map errors to exit codes."""
-    code = run(argv)
-    sys.exit(code)
-
-
-def run(argv: Sequence[str] | None = None, *, echo: Callable[[str], None] | None = None) -> int:
-    say = echo or (lambda msg: click.echo(msg, err=True))
-    try:
-        cli.main(
-            args=list(argv) if argv is not None else None,
-            prog_name="streamgd",
-            standalone_mode=False,
-        )
-        return 0
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
-        if _json_log_requested(argv):
-            JsonLogger().emit(
-                "error", message=exc.format_message(), exit_code=EXIT_USAGE, error="UsageError"
-            )
-        else:
-            exc.show()
-        return EXIT_USAGE
-    except click.exceptions.Abort:
-        say("streamgd: aborted")
-        return 130
-    except StreamgdError as exc:
-        if not getattr(exc, "reported", False):
-            prefix = "usage error" if isinstance(exc, UsageError) else "error"
-            say(f"streamgd: {prefix}: {exc}")
-        return exc.exit_code
-    except KeyboardInterrupt:
-        say("streamgd: interrupted")
-        return 130
-    except BrokenPipeError:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), sys.stdout.fileno())
-        return EXIT_DATA
-    except Exception as exc:  # a bug: say so, with the traceback for the report
-        traceback.print_exc(file=sys.stderr)
-        say(f"streamgd: internal error (please report it): {type(exc).__name__}: {exc}")
-        return EXIT_INTERNAL
