@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from ..training.callbacks import json_safe
@@ -147,8 +149,8 @@ def plot(model_path: str, data: tuple[str, ...], output: str, max_rows: int, fmt
     "--target", "-y", default=None, help="Also say which columns would be features for this target."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON object.")
-def schema(paths: tuple[str, ...], fmt: str, delimiter, header, columns, null_values, dtypes,
-           target: str | None, as_json: bool) -> None:  # fmt: skip
+def schema(paths: tuple[str, ...], fmt: str, target: str | None, as_json: bool,
+           **csv_values: Any) -> None:  # fmt: skip
     """The unified schema of PATHS: columns and types, row counts, null counts per column,
     and (with --target) the default features. Parquet counts come from metadata where the
     files have it; CSV files are streamed (and so checked) once. Hive partition columns are
@@ -156,7 +158,7 @@ def schema(paths: tuple[str, ...], fmt: str, delimiter, header, columns, null_va
     from ..config import csv_options_from
     from ..describe import describe_dataset, render_schema
 
-    csv = csv_options_from(csv_settings(delimiter, header, columns, null_values, dtypes))
+    csv = csv_options_from(csv_settings(**csv_values))
     info = describe_dataset(list(paths), fmt=fmt, csv=csv, target=target)
     if as_json:
         emit_json(info)
@@ -188,15 +190,15 @@ def schema(paths: tuple[str, ...], fmt: str, delimiter, header, columns, null_va
 @csv_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def shuffle_command(paths: tuple[str, ...], out_dir: str, seed: int, rows_per_file: int,
-                    row_group_size: int, memory_mb: float, fmt: str, delimiter, header,
-                    columns, null_values, dtypes, as_json: bool) -> None:  # fmt: skip
+                    row_group_size: int, memory_mb: float, fmt: str, as_json: bool,
+                    **csv_values: Any) -> None:  # fmt: skip
     """Shuffle PATHS (sorted or clustered data, which a shuffle buffer cannot mix) into new
     Parquet files in bounded memory: rows are scattered to random buckets on disk, then each
     bucket is permuted. Every row appears once; the same seed gives the same files."""
     from ..config import csv_options_from
     from ..external_shuffle import shuffle_files
 
-    csv = csv_options_from(csv_settings(delimiter, header, columns, null_values, dtypes))
+    csv = csv_options_from(csv_settings(**csv_values))
     summary = shuffle_files(list(paths), out_dir, fmt=fmt, csv=csv, seed=seed,
                             rows_per_file=rows_per_file, row_group_size=row_group_size,
                             memory_budget_mb=memory_mb)  # fmt: skip

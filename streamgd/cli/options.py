@@ -4,12 +4,15 @@ the input-format and CSV options shared by several commands, and the JSON printe
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import click
 
+from ..config import CONFIG_SETTINGS
+from ..constraints import Integer, Interval, Options
 from ..errors import EXIT_DATA, EXIT_DIVERGED, EXIT_INTERNAL, EXIT_PREEMPTED, EXIT_USAGE
+from ..settings import Setting
 from ..sources import FORMATS
 from ..training.callbacks import json_default, json_safe
 
@@ -22,6 +25,10 @@ __all__ = [
     "csv_options",
     "csv_settings",
     "format_option",
+    "SettingOption",
+    "setting_option",
+    "setting_options",
+    "from_command_line",
 ]
 
 EXIT_CODES_HELP = (
@@ -62,57 +69,88 @@ def emit_json(obj: dict[str, Any]) -> None:
 paths_argument = click.argument("paths", nargs=-1, required=True, metavar="PATHS...")
 
 
-def csv_options(f):
-    """--delimiter, --no-header/--columns, --null-values, --dtype (CSV files only)."""
-    for option in reversed(
-        [
-            click.option(
-                "--delimiter",
-                default=None,
-                help="CSV field delimiter, one character or 'tab' [default: ',' and "
-                "a tab for .tsv files].",
-            ),
-            click.option(
-                "--header/--no-header",
-                default=True,
-                show_default=True,
-                help="Whether CSV files start with a header line; with --no-header give --columns.",
-            ),
-            click.option(
-                "--columns",
-                type=ListOption(),
-                multiple=True,
-                help="Column names of header-less CSV files (comma-separated or repeated).",
-            ),
-            click.option(
-                "--null-values",
-                type=ListOption(allow_empty=True),
-                multiple=True,
-                help="Exactly the CSV tokens read as null, e.g. 'NA,?,' (an empty "
-                "item is the empty field) [default: pyarrow's list].",
-            ),
-            click.option(
-                "--dtype",
-                "dtypes",
-                multiple=True,
-                metavar="COLUMN=TYPE",
-                help="Fix a CSV column's type (float64, float32, int64, bool, string) "
-                "instead of inferring it from the first block; repeatable.",
-            ),
-        ]
-    ):
-        f = option(f)
-    return f
+# -- options generated from the settings' declarations ----------------------------------------
+class SettingOption(click.Option):
+    """A click option that knows its help group (``settings.GROUPS``)."""
+
+    def __init__(self, *args: Any, group: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.group = group
 
 
-def csv_settings(delimiter, header, columns, null_values, dtypes) -> dict[str, Any]:
-    return {
-        "delimiter": delimiter,
-        "header": header,
-        "columns": tuple(flatten(columns)) or None,
-        "null_values": tuple(flatten(null_values)) or None,
-        "dtypes": tuple(dtypes) or None,
-    }
+_PATHS = {
+    "file": click.Path(dir_okay=False),
+    "dir": click.Path(file_okay=False),
+    "existing file": click.Path(dir_okay=False, exists=True),
+}
+
+
+def click_type(setting: Setting) -> click.ParamType | None:
+    """The click type that checks what ``setting``'s constraint checks, so that the command
+    line fails as early (and as clearly) as the library would."""
+    c = setting.constraint
+    if setting.many == "list":
+        return ListOption(allow_empty=setting.allow_empty)
+    if isinstance(c, Interval):
+        return click.FloatRange(c.lo, c.hi, min_open=c.lo_open, max_open=c.hi_open)
+    if isinstance(c, Integer):
+        return click.IntRange(c.lo, c.hi)
+    if isinstance(c, Options):
+        return click.Choice(list(c.choices))
+    if setting.choices is not None:
+        return click.Choice(list(setting.choices))
+    if setting.path is not None:
+        return _PATHS[setting.path]
+    return None
+
+
+def setting_option(setting: Setting) -> SettingOption:
+    """The click option of ``setting``: its flags, type, default, help and group."""
+    shown = setting.default is not None and setting.default is not False and not setting.many
+    extra: dict[str, Any] = {"is_flag": True} if setting.is_flag else {"type": click_type(setting)}
+    if not (setting.many or setting.required or setting.default is False):
+        extra["default"] = setting.default  # else click's own "unset"
+    return SettingOption(
+        [*setting.flags, setting.name],
+        group=setting.group,
+        multiple=setting.many is not None,
+        required=setting.required,
+        show_default=shown,
+        metavar=setting.metavar,
+        help=setting.help or None,
+        **extra,
+    )
+
+
+def setting_options(settings: Iterable[Setting]) -> Callable[[Any], Any]:
+    """A decorator adding the options of ``settings`` to a command, in their order."""
+
+    def decorate(f: Any) -> Any:
+        for declared in reversed(list(settings)):
+            f.__click_params__ = [*getattr(f, "__click_params__", []), setting_option(declared)]
+        return f
+
+    return decorate
+
+
+def from_command_line(setting: Setting, value: Any) -> Any:
+    """A setting's value as click parsed it -> the value its dataclass takes (lists become
+    tuples, None when empty)."""
+    if setting.many == "list":
+        return tuple(flatten(value)) or None
+    if setting.many == "repeated":
+        return tuple(value) or None
+    return value
+
+
+# --delimiter, --no-header/--columns, --null-values, --dtype (CSV files only)
+CSV_SETTINGS = [s for s in CONFIG_SETTINGS.values() if s.group == "csv"]
+csv_options = setting_options(CSV_SETTINGS)
+
+
+def csv_settings(**values: Any) -> dict[str, Any]:
+    """The CSV settings from the values of :data:`csv_options`."""
+    return {s.name: from_command_line(s, values[s.name]) for s in CSV_SETTINGS}
 
 
 format_option = click.option(
@@ -123,4 +161,3 @@ format_option = click.option(
     show_default=True,
     help="Input format; auto: by file extension.",
 )
-
