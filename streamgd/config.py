@@ -369,9 +369,7 @@ class FitConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.target, str) or not self.target:
             raise UsageError("a target column is required (--target NAME)")
-        if self.features is not None:
-            object.__setattr__(self, "features", tuple(self.features) or None)
-        for name in ("categorical", "validation", "columns", "null_values", "dtypes"):
+        for name in LIST_SETTINGS:  # any sequence in, a tuple (or None when empty) kept
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, tuple(value) or None)
@@ -485,8 +483,7 @@ class FitConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["features"] = list(self.features) if self.features else None
-        for name in ("categorical", "validation", "columns", "null_values", "dtypes"):
+        for name in LIST_SETTINGS:
             value = getattr(self, name)
             d[name] = list(value) if value is not None else None
         return d
@@ -551,6 +548,7 @@ def _set(**hyper: Any) -> dict[str, Any]:
 # The tables derived from the declarations of FitConfig and RunOptions, in field order.
 CONFIG_SETTINGS: dict[str, Setting] = settings_of(FitConfig)
 SETTINGS: dict[str, Setting] = {**CONFIG_SETTINGS, **RUN_SETTINGS}
+LIST_SETTINGS = tuple(name for name, declared in CONFIG_SETTINGS.items() if declared.many)
 
 
 def split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -23,7 +23,10 @@ __all__ = ["predict", "evaluate", "inspect", "plot", "schema", "shuffle_command"
 
 
 # -- predict / evaluate / inspect -----------------------------------------------------------
-@click.command(epilog=EXIT_CODES_HELP)
+@click.command(
+    epilog=EXIT_CODES_HELP,
+    short_help="Write MODEL's predictions for the rows of PATHS to a Parquet/CSV file.",
+)
 @click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False))
 @paths_argument
 @click.option(
@@ -54,6 +57,11 @@ def predict(
 
     Logistic models predict the probability of class 1. Missing features are imputed exactly
     as in training.
+
+    Example:
+
+    \b
+    streamgd predict model.npz "data/new/*.parquet" -o predictions.parquet --id row_id
     """
     from ..model import load
     from ..scoring import predict_files
@@ -66,14 +74,23 @@ def predict(
         click.echo(f"{rows} predictions written to {output}", err=True)
 
 
-@click.command(epilog=EXIT_CODES_HELP)
+@click.command(
+    epilog=EXIT_CODES_HELP,
+    short_help="Score MODEL on labelled PATHS (mse, r2, logloss, accuracy, auc, ...).",
+)
 @click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False))
 @paths_argument
 @format_option
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 def evaluate(model_path: str, paths: tuple[str, ...], fmt: str, as_json: bool) -> None:
     """Metrics of MODEL on labelled PATHS (squared: mse, rmse, mae, r2; logistic: logloss,
-    accuracy, precision, recall, f1, auc). Rows with a null target are skipped and counted."""
+    accuracy, precision, recall, f1, auc). Rows with a null target are skipped and counted.
+
+    Example:
+
+    \b
+    streamgd evaluate model.npz "data/test/*.parquet" --json
+    """
     from ..model import load
     from ..scoring import evaluate as run_evaluate
 
@@ -86,13 +103,23 @@ def evaluate(model_path: str, paths: tuple[str, ...], fmt: str, as_json: bool) -
         click.echo(text)
 
 
-@click.command(epilog=EXIT_CODES_HELP)
+@click.command(
+    epilog=EXIT_CODES_HELP,
+    short_help="Show a model or a checkpoint: features, coefficients, history, settings.",
+)
 @click.argument("path", metavar="MODEL_OR_CHECKPOINT", type=click.Path(exists=True))
 @click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON object.")
 def inspect(path: str, as_json: bool) -> None:
     """Show a model (features, coefficients in original units, intercept, training summary,
     history) or a checkpoint (step, epoch, cursor, loss so far, settings). A checkpoint
-    directory shows its newest valid checkpoint."""
+    directory shows its newest valid checkpoint.
+
+    Example:
+
+    \b
+    streamgd inspect model.npz
+    streamgd inspect model.npz.ckpt --json
+    """
     from ..inspection import describe
 
     info = json_safe(describe(path))
@@ -104,7 +131,10 @@ def inspect(path: str, as_json: bool) -> None:
         click.echo(render_text(info))
 
 
-@click.command(epilog=EXIT_CODES_HELP)
+@click.command(
+    epilog=EXIT_CODES_HELP,
+    short_help="Plot MODEL's loss curves and, for one feature, its loss surface.",
+)
 @click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False))
 @click.argument("data", nargs=-1, metavar="[DATA...]")
 @click.option(
@@ -128,7 +158,13 @@ def plot(model_path: str, data: tuple[str, ...], output: str, max_rows: int, fmt
     """Plot MODEL's loss curves (training and validation per epoch) and, for a one-feature
     model, the loss surface over (weight, intercept) computed from DATA with the recorded
     path (--record-path) on top; for more features, the recorded weights against the step.
-    Needs matplotlib: pip install "streamgd[plot]"."""
+    Needs matplotlib: pip install "streamgd[plot]".
+
+    Example:
+
+    \b
+    streamgd plot model.npz "data/regression/*.parquet" -o loss.png
+    """
     from ..model import load
     from ..plotting import plot_model
 
@@ -141,7 +177,10 @@ def plot(model_path: str, data: tuple[str, ...], output: str, max_rows: int, fmt
         click.echo(line, err=True)
 
 
-@click.command(epilog=EXIT_CODES_HELP)
+@click.command(
+    epilog=EXIT_CODES_HELP,
+    short_help="Show the unified schema of PATHS: columns, types, row and null counts.",
+)
 @paths_argument
 @format_option
 @csv_options
@@ -154,7 +193,13 @@ def schema(paths: tuple[str, ...], fmt: str, target: str | None, as_json: bool,
     """The unified schema of PATHS: columns and types, row counts, null counts per column,
     and (with --target) the default features. Parquet counts come from metadata where the
     files have it; CSV files are streamed (and so checked) once. Hive partition columns are
-    marked *; columns whose type was widened between files are noted."""
+    marked *; columns whose type was widened between files are noted.
+
+    Example:
+
+    \b
+    streamgd schema "data/regression/*.parquet" --target y
+    """
     from ..config import csv_options_from
     from ..describe import describe_dataset, render_schema
 
@@ -166,7 +211,11 @@ def schema(paths: tuple[str, ...], fmt: str, target: str | None, as_json: bool,
         click.echo(render_schema(info))
 
 
-@click.command(name="shuffle", epilog=EXIT_CODES_HELP)
+@click.command(
+    name="shuffle",
+    epilog=EXIT_CODES_HELP,
+    short_help="Shuffle PATHS into new Parquet files in bounded memory (external shuffle).",
+)
 @paths_argument
 @click.option(
     "--output",
@@ -194,7 +243,13 @@ def shuffle_command(paths: tuple[str, ...], out_dir: str, seed: int, rows_per_fi
                     **csv_values: Any) -> None:  # fmt: skip
     """Shuffle PATHS (sorted or clustered data, which a shuffle buffer cannot mix) into new
     Parquet files in bounded memory: rows are scattered to random buckets on disk, then each
-    bucket is permuted. Every row appears once; the same seed gives the same files."""
+    bucket is permuted. Every row appears once; the same seed gives the same files.
+
+    Example:
+
+    \b
+    streamgd shuffle "sorted/*.parquet" -o shuffled/ --seed 1 --memory-mb 512
+    """
     from ..config import csv_options_from
     from ..external_shuffle import shuffle_files
 
@@ -206,7 +261,6 @@ def shuffle_command(paths: tuple[str, ...], out_dir: str, seed: int, rows_per_fi
         emit_json(summary)
     else:
         click.echo(shuffle_line(summary, out_dir), err=True)
-
 
 
 COMMANDS = (predict, evaluate, inspect, plot, schema, shuffle_command)

@@ -1,6 +1,6 @@
 """The ``fit`` command: train a model from the command line, a TOML job file or the
 environment. Its options are generated from the settings' declarations (FitConfig,
-RunOptions and :class:`OutputOptions` below)."""
+RunOptions and :class:`OutputOptions` below), shown in --help in titled groups."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from ..settings import Setting, setting, settings_of
 from ..training.callbacks import JsonLogger, ProgressReporter, json_default, json_safe
 from .options import (
     EXIT_CODES_HELP,
+    GroupedCommand,
     emit_json,
     from_command_line,
     setting_options,
@@ -82,6 +83,9 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
 
 
 @click.command(
+    cls=GroupedCommand,
+    extra_groups={"config": "jobs", "print_config": "jobs"},
+    short_help="Train a model on Parquet/CSV files, streaming them in mini-batches.",
     epilog="Every option can also be set in a --config TOML file (keys: the option names, and "
     "'paths') or an environment variable STREAMGD_<OPTION> (e.g. STREAMGD_BATCH_SIZE); the "
     "command line wins over the environment, which wins over the file. " + EXIT_CODES_HELP,
@@ -105,6 +109,8 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
 def fit(paths: tuple[str, ...], print_config: bool, **values: Any) -> None:
     """Train a model on PATHS (Parquet/CSV files, globs or directories; key=value directories
     above a file, as in data/region=eu/year=2024/, are hive partition columns).
+
+    Examples:
 
     \b
     streamgd fit "data/regression/*.parquet" --target y -o model.npz

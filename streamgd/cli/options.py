@@ -12,7 +12,7 @@ import click
 from ..config import CONFIG_SETTINGS
 from ..constraints import Integer, Interval, Options
 from ..errors import EXIT_DATA, EXIT_DIVERGED, EXIT_INTERNAL, EXIT_PREEMPTED, EXIT_USAGE
-from ..settings import Setting
+from ..settings import GROUPS, Setting
 from ..sources import FORMATS
 from ..training.callbacks import json_default, json_safe
 
@@ -26,6 +26,7 @@ __all__ = [
     "csv_settings",
     "format_option",
     "SettingOption",
+    "GroupedCommand",
     "setting_option",
     "setting_options",
     "from_command_line",
@@ -161,3 +162,31 @@ format_option = click.option(
     show_default=True,
     help="Input format; auto: by file extension.",
 )
+
+
+class GroupedCommand(click.Command):
+    """A command whose --help lists its options in titled groups, in ``settings.GROUPS``
+    order (click 8 has no option groups). Options without a group of their own are placed
+    by ``extra_groups`` (name -> group); --help goes with the output options."""
+
+    def __init__(self, *args: Any, extra_groups: dict[str, str] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.extra_groups = {"help": "output", **(extra_groups or {})}
+
+    def group_of(self, param: click.Parameter) -> str:
+        name = "help" if "--help" in param.opts else str(param.name)
+        group = getattr(param, "group", None) or self.extra_groups.get(name)
+        if group not in GROUPS:
+            raise ValueError(f"option {param.name!r} of {self.name!r} has no help group")
+        return group
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        records: dict[str, list[tuple[str, str]]] = {group: [] for group in GROUPS}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None and not isinstance(param, click.Argument):
+                records[self.group_of(param)].append(record)
+        for group, title in GROUPS.items():
+            if records[group]:
+                with formatter.section(title):
+                    formatter.write_dl(records[group])
