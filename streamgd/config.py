@@ -9,19 +9,30 @@ checkpoints); how a run is carried out (checkpoint cadence, progress, prefetch d
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
-from .constraints import Constraint, Flag, Integer, Interval, Names, Options
+from .constraints import Flag, Integer, Interval, Names, Options
 from .errors import UsageError
 from .features import INFINITE_POLICIES, MISSING_POLICIES
 from .features.categorical import MAX_HASH_BITS
+from .losses import LOSSES
 from .optimizers import OPTIMIZERS
+from .run_options import RUN_SETTINGS, RunOptions
 from .schedules import SCHEDULES
+from .settings import Setting, check_settings, setting, settings_of, unknown_setting
 from .solvers import SOLVERS
 from .sources import FORMATS
 
-__all__ = ["FitConfig", "RunOptions", "DEFAULT_LR", "SETTINGS", "Setting"]
+__all__ = [
+    "FitConfig",
+    "RunOptions",
+    "DEFAULT_LR",
+    "SETTINGS",
+    "CONFIG_SETTINGS",
+    "RUN_SETTINGS",
+    "split_settings",
+]
 
 # Each optimiser's default learning rate and schedule. With standardised features and the
 # default preconditioning, lr 1 is a Newton step for the squared loss; the decay averages out
@@ -53,73 +64,315 @@ SUBGRADIENT_LR_FACTOR = 0.3
 
 @dataclass(frozen=True)
 class FitConfig:
-    """What to train and how; everything here decides the resulting model."""
+    """What to train and how; everything here decides the resulting model. Each field is a
+    setting's one declaration (see :mod:`streamgd.settings`)."""
 
-    target: str
-    features: tuple[str, ...] | None = None
-    categorical: tuple[str, ...] | None = None  # columns encoded as categories
-    max_categories: int = 1000  # one-hot: the most frequent values kept per column
-    hash_bits: int | None = None  # or: the hashing trick into 2**bits weights per column
-    format: str = "auto"
-    loss: str = "squared"
-    solver: str = "sgd"  # "normal": exact least squares in one pass
-    optimizer: str = "sgd"
-    lr: float | None = None  # None: the optimiser's default (DEFAULT_LR)
-    schedule: str | None = None  # None: the optimiser's default (DEFAULT_SCHEDULE)
-    power_t: float = 0.65
-    momentum: float = 0.9
-    weight_decay: float | None = None  # adamw
-    step_size: int | None = None  # --schedule step
-    gamma: float | None = None  # --schedule step / exponential
-    decay_steps: int | None = None  # --schedule cosine
-    warmup_steps: int | None = None  # --schedule cosine
-    huber_delta: float | None = None  # --loss huber, in the target's units
-    quantile: float | None = None  # --loss quantile
-    l2: float = 0.0
-    l1: float = 0.0  # with l2 too: the elastic net
-    clip_grad: float | None = None  # max L2 norm of a step's direction
-    clip_weights: float | None = None  # clip every weight to +-this (the classic uses 100)
-    epochs: int = 5
-    batch_size: int = 1024
-    tol: float | None = None
-    seed: int = 0
-    shuffle: bool = True
-    shuffle_buffer: int = 65536
-    shuffle_run: int = 16  # rows the shuffle buffer moves together (1: single rows)
-    standardize: bool = True
-    precondition: bool = True
-    missing: str = "impute"
-    infinite: str = "error"  # or "missing"
-    stats_rows: int = 250_000
-    validation: tuple[str, ...] | None = None  # files scored after every epoch
-    holdout: float | None = None  # or: this fraction of the rows, chosen by a hash of the row
-    holdout_rows: int | None = None  # or: this many rows, drawn by reservoir sampling
-    patience: int | None = None  # epochs without a better validation loss before stopping
-    record_path: int | None = None  # record the weights every N steps
-    # how CSV files are parsed (Parquet files ignore these); see sources.CsvOptions
-    delimiter: str | None = None
-    header: bool = True
-    columns: tuple[str, ...] | None = None  # names when header is False
-    null_values: tuple[str, ...] | None = None
-    dtypes: tuple[str, ...] | None = None  # "column=type" entries
-    shards: int | None = None  # --cluster: fixed shards of row groups (default 2)
-    sync_every: int = 10  # --cluster: local steps between model averages
+    # -- data
+    target: str = setting(
+        None, None, "data", "Target column.", flags=("--target", "-y"), required=True
+    )
+    features: tuple[str, ...] | None = setting(
+        None,
+        Names(),
+        "data",
+        "Feature columns, comma-separated or repeated [default: every numeric column except "
+        "the target and the --categorical ones].",
+        flags=("--features", "-f"),
+        many="list",
+    )
+    categorical: tuple[str, ...] | None = setting(
+        None,
+        Names(),
+        "data",
+        "Categorical feature columns (strings, dictionaries, integers...), comma-separated or "
+        "repeated: one-hot encoded with the vocabulary of the statistics pass (values outside "
+        "it share an '(other)' weight, also at predict time), or hashed with --hash-bits.",
+        flags=("--categorical", "-c"),
+        many="list",
+    )
+    max_categories: int = setting(
+        1000,
+        Integer(1),
+        "data",
+        "One-hot: keep the N most frequent values of each categorical column; the rest are "
+        "'(other)'.",
+    )
+    hash_bits: int | None = setting(
+        None,
+        Integer(1, MAX_HASH_BITS),
+        "data",
+        "Hash the categorical values into 2**N weights per column (the hashing trick: no "
+        "vocabulary, for unbounded values) instead of one-hot encoding them.",
+    )
+    format: str = setting(
+        "auto", Options(FORMATS), "data", "Input format; auto: by file extension."
+    )
+    # -- model
+    loss: str = setting(
+        "squared",
+        None,  # make_loss checks it against the live registry (custom losses included)
+        "model",
+        "squared: least squares; huber, absolute, quantile: robust regression; poisson: "
+        "counts (log link); logistic: 0/1 classification (probabilities); hinge: 0/1 "
+        "classification (linear SVM, decision scores).",
+        choices=LOSSES,
+    )
+    # -- optimiser
+    solver: str = setting(
+        "sgd",
+        Options(SOLVERS),
+        "optimiser",
+        "sgd: mini-batch gradient descent with --optimizer; normal: exact least squares "
+        "(--loss squared, with --l2) from X'X and X'y accumulated in one streaming pass.",
+    )
+    optimizer: str = setting("sgd", Options(OPTIMIZERS), "optimiser")
+    lr: float | None = setting(
+        None,
+        Interval(0, lo_open=True),
+        "optimiser",
+        "Learning rate [default: "
+        + ", ".join(f"{k} {v}" for k, v in DEFAULT_LR.items())
+        + "; 0.3 times that for the absolute, quantile and hinge losses].",
+    )
+    # -- schedule
+    schedule: str | None = setting(
+        None,
+        Options(SCHEDULES),
+        "schedule",
+        "Learning-rate schedule over the global step [default: "
+        + ", ".join(f"{k} {v}" for k, v in DEFAULT_SCHEDULE.items())
+        + "].",
+    )
+    power_t: float = setting(
+        0.65, Interval(0), "schedule", "Exponent of --schedule invscaling: lr / (step+1)^power_t."
+    )
+    momentum: float = setting(
+        0.9, Interval(0, 1), "optimiser", "Momentum coefficient of --optimizer momentum."
+    )
+    weight_decay: float | None = setting(
+        None,
+        Interval(0),
+        "optimiser",
+        "Decoupled weight decay of --optimizer adamw [default: 0.01].",
+    )
+    step_size: int | None = setting(
+        None,
+        Integer(1),
+        "schedule",
+        "--schedule step: multiply the rate by --gamma every N steps [default: 1000].",
+    )
+    gamma: float | None = setting(
+        None,
+        Interval(0, 1, lo_open=True),
+        "schedule",
+        "Decay factor of --schedule step [default: 0.5] and exponential (per step) "
+        "[default: 0.999].",
+    )
+    decay_steps: int | None = setting(
+        None,
+        Integer(1),
+        "schedule",
+        "--schedule cosine: steps of the cosine decay after the warm-up [default: 10000].",
+    )
+    warmup_steps: int | None = setting(
+        None, Integer(0), "schedule", "--schedule cosine: steps of linear warm-up [default: 0]."
+    )
+    huber_delta: float | None = setting(
+        None,
+        Interval(0, lo_open=True),
+        "model",
+        "--loss huber: residual size, in the target's units, where the loss turns from "
+        "quadratic to linear [default: 1].",
+    )
+    quantile: float | None = setting(
+        None,
+        Interval(0, 1, lo_open=True, hi_open=True, describe="a number in (0, 1)"),
+        "model",
+        "--loss quantile: the quantile to predict [default: 0.5, the median].",
+    )
+    l2: float = setting(
+        0.0,
+        Interval(0),
+        "model",
+        "L2 penalty l2/2*||w||^2 on the standardised weights (not the intercept).",
+    )
+    l1: float = setting(  # with l2 too: the elastic net
+        0.0,
+        Interval(0),
+        "model",
+        "L1 penalty l1*||w||_1 (proximal: weights become exactly zero); with --l2, the "
+        "elastic net.",
+    )
+    clip_grad: float | None = setting(
+        None,
+        Interval(0, lo_open=True),
+        "model",
+        "Clip each step's gradient (after preconditioning) to this L2 norm.",
+    )
+    clip_weights: float | None = setting(
+        None,
+        Interval(0, lo_open=True),
+        "model",
+        "Clip every standardised weight to [-X, X] after each step (the classic uses 100).",
+    )
+    epochs: int = setting(5, Integer(1), "schedule", "Passes over the data.")
+    batch_size: int = setting(
+        1024,
+        Integer(1),
+        "schedule",
+        "Rows per step (only the last batch of an epoch may be shorter).",
+    )
+    tol: float | None = setting(
+        None,
+        Interval(0, lo_open=True),
+        "schedule",
+        "Stop early when an epoch moves the weights by less than this (L2 norm).",
+    )
+    seed: int = setting(
+        0, Integer(0), "schedule", "Seed of every random choice: same inputs and seed, same model."
+    )
+    shuffle: bool = setting(
+        True,
+        Flag(),
+        "data",
+        "Shuffle row groups and rows each epoch; --no-shuffle keeps file order.",
+    )
+    shuffle_buffer: int = setting(65536, Integer(0), "data", "Rows held in the shuffle buffer.")
+    shuffle_run: int = setting(
+        16,
+        Integer(1),
+        "data",
+        "Rows the shuffle buffer moves together (a run of consecutive rows; 1: single rows). "
+        "Runs are much cheaper to move; a batch still draws batch/run runs from the whole "
+        "buffer.",
+    )
+    standardize: bool = setting(
+        True, Flag(), "optimiser", "Scale features by mean/std from the statistics pass."
+    )
+    precondition: bool = setting(
+        True,
+        Flag(),
+        "optimiser",
+        "Precondition steps by the inverse feature correlation and the loss's curvature "
+        "(needs --standardize).",
+    )
+    missing: str = setting(
+        "impute",
+        Options(MISSING_POLICIES),
+        "data",
+        "impute: skip rows with a null target, fill null features with the mean; drop: skip "
+        "rows with any null; error: stop at the first null.",
+    )
+    infinite: str = setting(
+        "error",
+        Options(INFINITE_POLICIES),
+        "data",
+        "error: stop at the first +-inf (naming file, row and column); missing: treat "
+        "infinities as missing values (then --missing applies).",
+    )
+    stats_rows: int = setting(
+        250_000,
+        Integer(0),
+        "data",
+        "Rows the statistics pass reads (a seeded sample of row groups); 0: all.",
+    )
+    # -- validation
+    validation: tuple[str, ...] | None = setting(
+        None,
+        Names("paths"),
+        "validation",
+        "Validation files (paths/globs/directories, comma-separated or repeated): scored "
+        "after every epoch (val_* in the history).",
+        many="list",
+    )
+    holdout: float | None = setting(
+        None,
+        Interval(0, 1, lo_open=True, hi_open=True, describe="a fraction in (0, 1)"),
+        "validation",
+        "Hold out this fraction of the rows (chosen by a hash of file and row number: the "
+        "same rows every epoch and after a resume) and score them after every epoch.",
+    )
+    holdout_rows: int | None = setting(
+        None,
+        Integer(1),
+        "validation",
+        "Hold out this many rows, drawn uniformly by seeded reservoir sampling over the files "
+        "(the same rows every epoch and after a resume), and score them after every epoch.",
+    )
+    patience: int | None = setting(
+        None,
+        Integer(1),
+        "validation",
+        "Stop after N epochs without a lower validation loss, restoring the best weights.",
+    )
+    record_path: int | None = setting(
+        None,
+        Integer(1),
+        "validation",
+        "Record the weights every N steps (a bounded trajectory, shown by 'plot').",
+    )
+    # -- how CSV files are parsed (Parquet files ignore these); checked by sources.CsvOptions
+    delimiter: str | None = setting(
+        None,
+        None,
+        "csv",
+        "CSV field delimiter, one character or 'tab' [default: ',' and a tab for .tsv files].",
+    )
+    header: bool = setting(
+        True,
+        Flag(),
+        "csv",
+        "Whether CSV files start with a header line; with --no-header give --columns.",
+    )
+    columns: tuple[str, ...] | None = setting(
+        None,
+        None,
+        "csv",
+        "Column names of header-less CSV files (comma-separated or repeated).",
+        many="list",
+    )
+    null_values: tuple[str, ...] | None = setting(
+        None,
+        None,
+        "csv",
+        "Exactly the CSV tokens read as null, e.g. 'NA,?,' (an empty item is the empty "
+        "field) [default: pyarrow's list].",
+        many="list",
+        allow_empty=True,
+    )
+    dtypes: tuple[str, ...] | None = setting(
+        None,
+        None,
+        "csv",
+        "Fix a CSV column's type (float64, float32, int64, bool, string) instead of inferring "
+        "it from the first block; repeatable.",
+        flags=("--dtype",),
+        many="repeated",
+        metavar="COLUMN=TYPE",
+    )
+    # -- distributed
+    shards: int | None = setting(
+        None,
+        Integer(1),
+        "distributed",
+        "With --cluster: fixed shards of row groups, one task each per round [default: 2].",
+    )
+    sync_every: int = setting(
+        10,
+        Integer(1),
+        "distributed",
+        "With --cluster: local steps per shard between model averages (1: synchronous SGD).",
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.target, str) or not self.target:
             raise UsageError("a target column is required (--target NAME)")
-        if self.features is not None:
-            object.__setattr__(self, "features", tuple(self.features) or None)
-        for name in ("categorical", "validation", "columns", "null_values", "dtypes"):
+        for name in LIST_SETTINGS:  # any sequence in, a tuple (or None when empty) kept
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, tuple(value) or None)
         self.csv_options()  # its own checks
-        for name, setting in SETTINGS.items():
-            value = getattr(self, name)
-            if setting.constraint is None or (value is None and setting.nullable):
-                continue
-            setting.constraint.check(name, value)
+        check_settings(self, CONFIG_SETTINGS)
         self.make_loss(), self.make_optimizer(), self.make_schedule()  # their own checks
         if self.patience is not None and not self.validates:
             raise UsageError(
@@ -203,8 +456,7 @@ class FitConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["features"] = list(self.features) if self.features else None
-        for name in ("categorical", "validation", "columns", "null_values", "dtypes"):
+        for name in LIST_SETTINGS:
             value = getattr(self, name)
             d[name] = list(value) if value is not None else None
         return d
@@ -248,101 +500,29 @@ def _set(**hyper: Any) -> dict[str, Any]:
     return {k: v for k, v in hyper.items() if v is not None}
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One FitConfig setting's rule: its constraint, and whether None (unset) is allowed."""
-
-    constraint: Constraint | None  # None: checked elsewhere (the target, the CSV options)
-    nullable: bool = False
+# The tables derived from the declarations of FitConfig and RunOptions, in field order.
+CONFIG_SETTINGS: dict[str, Setting] = settings_of(FitConfig)
+SETTINGS: dict[str, Setting] = {**CONFIG_SETTINGS, **RUN_SETTINGS}
+LIST_SETTINGS = tuple(name for name, declared in CONFIG_SETTINGS.items() if declared.many)
 
 
-def _s(constraint: Constraint | None, *, nullable: bool = False) -> Setting:
-    return Setting(constraint, nullable)
+def split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Keyword settings split into FitConfig's and RunOptions'; a keyword that is neither is
+    a UsageError naming it and the closest setting.
 
-
-# The rule of every FitConfig field, in field order (a unit test holds the two together).
-SETTINGS: dict[str, Setting] = {
-    "target": _s(None),
-    "features": _s(Names(), nullable=True),
-    "categorical": _s(Names(), nullable=True),
-    "max_categories": _s(Integer(1)),
-    "hash_bits": _s(Integer(1, MAX_HASH_BITS), nullable=True),
-    "format": _s(Options(FORMATS)),
-    "loss": _s(None),
-    "solver": _s(Options(SOLVERS)),
-    "optimizer": _s(Options(OPTIMIZERS)),
-    "lr": _s(Interval(0, lo_open=True), nullable=True),
-    "schedule": _s(Options(SCHEDULES), nullable=True),
-    "power_t": _s(Interval(0)),
-    "momentum": _s(Interval(0, 1)),
-    "weight_decay": _s(Interval(0), nullable=True),
-    "step_size": _s(Integer(1), nullable=True),
-    "gamma": _s(Interval(0, 1, lo_open=True), nullable=True),
-    "decay_steps": _s(Integer(1), nullable=True),
-    "warmup_steps": _s(Integer(0), nullable=True),
-    "huber_delta": _s(Interval(0, lo_open=True), nullable=True),
-    "quantile": _s(
-        Interval(0, 1, lo_open=True, hi_open=True, describe="a number in (0, 1)"), nullable=True
-    ),
-    "l2": _s(Interval(0)),
-    "l1": _s(Interval(0)),
-    "clip_grad": _s(Interval(0, lo_open=True), nullable=True),
-    "clip_weights": _s(Interval(0, lo_open=True), nullable=True),
-    "epochs": _s(Integer(1)),
-    "batch_size": _s(Integer(1)),
-    "tol": _s(Interval(0, lo_open=True), nullable=True),
-    "seed": _s(Integer(0)),
-    "shuffle": _s(Flag()),
-    "shuffle_buffer": _s(Integer(0)),
-    "shuffle_run": _s(Integer(1)),
-    "standardize": _s(Flag()),
-    "precondition": _s(Flag()),
-    "missing": _s(Options(MISSING_POLICIES)),
-    "infinite": _s(Options(INFINITE_POLICIES)),
-    "stats_rows": _s(Integer(0)),
-    "validation": _s(Names("paths"), nullable=True),
-    "holdout": _s(
-        Interval(0, 1, lo_open=True, hi_open=True, describe="a fraction in (0, 1)"), nullable=True
-    ),
-    "holdout_rows": _s(Integer(1), nullable=True),
-    "patience": _s(Integer(1), nullable=True),
-    "record_path": _s(Integer(1), nullable=True),
-    "delimiter": _s(None, nullable=True),
-    "header": _s(Flag()),
-    "columns": _s(None, nullable=True),
-    "null_values": _s(None, nullable=True),
-    "dtypes": _s(None, nullable=True),
-    "shards": _s(Integer(1), nullable=True),
-    "sync_every": _s(Integer(1)),
-}
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How a run is carried out; none of it changes the trained model."""
-
-    checkpoint_dir: str | None = None
-    checkpoint_every: int | None = None  # steps
-    checkpoint_interval: float | None = None  # seconds
-    keep: int = 3
-    resume: bool = False
-    init: str | None = None  # warm start from this model file
-    cluster: str | None = None  # train on Dask: local[:N], tcp://HOST:PORT, file:SCHEDULER.json
-    prefetch: int = 1
-    progress: bool = True
-    handle_signals: bool = False
-    extra: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.checkpoint_every is not None and self.checkpoint_every < 1:
-            raise UsageError(f"--checkpoint-every must be >= 1, got {self.checkpoint_every}")
-        if self.checkpoint_interval is not None and self.checkpoint_interval <= 0:
-            raise UsageError(
-                f"--checkpoint-interval must be > 0 seconds, got {self.checkpoint_interval}"
-            )
-        if self.keep < 1:
-            raise UsageError(f"--keep must be >= 1, got {self.keep}")
-        if self.prefetch < 1:
-            raise UsageError(f"--prefetch must be >= 1, got {self.prefetch}")
-        if self.resume and not self.checkpoint_dir:
-            raise UsageError("--resume needs --checkpoint-dir (or --output, which implies one)")
+    >>> split_settings({"epochs": 2, "keep": 1})
+    ({'epochs': 2}, {'keep': 1})
+    >>> split_settings({"epoch": 2})
+    Traceback (most recent call last):
+    ...
+    streamgd.errors.UsageError: unknown setting 'epoch' (did you mean 'epochs'?)
+    """
+    config, run = {}, {}
+    for name, value in settings.items():
+        if name in CONFIG_SETTINGS:
+            config[name] = value
+        elif name in RUN_SETTINGS:
+            run[name] = value
+        else:
+            raise unknown_setting(name, SETTINGS)
+    return config, run

@@ -1,9 +1,11 @@
 """The one vocabulary of allowed values, scikit-learn style: a constraint checks a value at
 the boundary and raises a UsageError naming the option, what is allowed and what was given.
 
-The settings table (:mod:`streamgd.config.settings`) and the algorithm factories (losses,
-optimisers, schedules) use the same objects, so a rule and its wording live in one place. It
-sits outside the ``config`` package because those factories sit below it in the import graph.
+The settings' declarations (:mod:`streamgd.settings`, on the fields of FitConfig and
+RunOptions) and the algorithm factories (losses, optimisers, schedules) use the same objects, so
+a rule and its wording live in one place; the command line's click types are derived from them
+(``streamgd.cli.options.click_type``). It sits apart from ``config`` because those factories
+sit below it in the import graph.
 
 >>> Interval(0, 1, lo_open=True).check("gamma", 2.0)
 Traceback (most recent call last):

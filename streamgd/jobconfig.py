@@ -2,7 +2,9 @@
 writes, so a working command line can become a reviewed file.
 
 Keys are the option names without the leading dashes (``batch-size``; ``batch_size`` is
-accepted too) plus ``paths`` for the inputs. Values are checked with the options' own types,
+accepted too) plus ``paths`` for the inputs. The options of ``fit`` are generated from the
+settings' declarations (:mod:`streamgd.settings`), so its keys are exactly the settings'
+(``Setting.key``). Values are checked with the options' own types,
 so an unknown key or a value of the wrong type is an error naming the file and the key.
 """
 

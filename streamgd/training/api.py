@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..blas import single_blas_thread
-from ..config import FitConfig, RunOptions
+from ..config import FitConfig, RunOptions, split_settings
 from ..model import Model
 from ..sources import open_dataset
 from .callbacks import Callback, CallbackList
@@ -101,35 +101,21 @@ def fit(
     *,
     target: str,
     callbacks: Sequence[Callback] = (),
-    checkpoint_dir: str | None = None,
-    checkpoint_every: int | None = None,
-    checkpoint_interval: float | None = None,
-    keep: int = 3,
-    resume: bool = False,
-    init: str | None = None,
-    prefetch: int = 1,
-    cluster: str | None = None,
     **settings: Any,
 ) -> Model:
     """Train a linear model on Parquet/CSV files, streaming them in mini-batches.
 
-    ``settings`` are the fields of :class:`FitConfig` (``loss``, ``optimizer``, ``lr``,
-    ``epochs``, ``batch_size``, ``seed``, ...). Returns the trained :class:`Model`.
+    ``settings`` are the settings of :class:`FitConfig` (``loss``, ``optimizer``, ``lr``,
+    ``epochs``, ``batch_size``, ``seed``, ...) and of :class:`RunOptions` (``checkpoint_dir``,
+    ``resume``, ``init``, ``cluster``, ...), split by :func:`~streamgd.config.split_settings`:
+    an unknown keyword is a UsageError naming the closest setting. Returns the trained
+    :class:`Model`.
 
     >>> import streamgd  # doctest: +SKIP
     >>> model = streamgd.fit("data/regression/*.parquet", target="y")  # doctest: +SKIP
     """
     if isinstance(paths, str):
         paths = [paths]
-    config = FitConfig(target=target, **settings)
-    options = RunOptions(
-        checkpoint_dir=checkpoint_dir,
-        checkpoint_every=checkpoint_every,
-        checkpoint_interval=checkpoint_interval,
-        keep=keep,
-        resume=resume,
-        init=init,
-        prefetch=prefetch,
-        cluster=cluster,
-    )
-    return train(list(paths), config, options, callbacks=callbacks).model
+    config_settings, run_settings = split_settings({"target": target, **settings})
+    config = FitConfig(**config_settings)
+    return train(list(paths), config, RunOptions(**run_settings), callbacks=callbacks).model

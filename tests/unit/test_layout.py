@@ -136,22 +136,7 @@ def test_no_module_uses_another_modules_private_names():
     assert offenders == []
 
 
-# Split on the other redesign branches (data side, settings and CLI). Listed so this branch
-# stays green; remove each as its split lands.
-PENDING_SPLITS = {
-    "streamgd.cli",
-}
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(n, marks=pytest.mark.xfail(reason="split pending", strict=False))
-        if n in PENDING_SPLITS
-        else n
-        for n in sorted(MODULES)
-    ],
-)
+@pytest.mark.parametrize("name", sorted(MODULES))
 def test_module_size(name):
     lines = len(MODULES[name].read_text().splitlines())
     assert lines <= MAX_LINES, f"{name}: {lines} lines; split it by job"

@@ -1,0 +1,221 @@
+"""The ``fit`` command: train a model from the command line, a TOML job file or the
+environment. Its options are generated from the settings' declarations (FitConfig,
+RunOptions and :class:`OutputOptions` below), shown in --help in titled groups."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+from .. import __version__
+from ..config import CONFIG_SETTINGS, RUN_SETTINGS, FitConfig, RunOptions, split_settings
+from ..constraints import Flag, Options
+from ..errors import StreamgdError
+from ..settings import Setting, setting, settings_of
+from ..training.callbacks import JsonLogger, ProgressReporter, json_default, json_safe
+from .options import (
+    EXIT_CODES_HELP,
+    GroupedCommand,
+    emit_json,
+    from_command_line,
+    setting_options,
+)
+from .reports import fit_done_line
+
+__all__ = ["fit", "OutputOptions", "FIT_SETTINGS"]
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """What ``fit`` writes and prints besides training: settings of the command only."""
+
+    output: str | None = setting(
+        None,
+        None,
+        "output",
+        "Write the model here (atomically), and its history beside it as STEM.history.csv "
+        "and STEM.history.json.",
+        flags=("--output", "-o"),
+        path="file",
+    )
+    quiet: bool = setting(
+        False, Flag(), "output", "No progress or epoch lines on stderr.", flags=("--quiet", "-q")
+    )
+    json: bool = setting(False, Flag(), "output", "Print a JSON summary on stdout.")
+    log_format: str = setting(
+        "text",
+        Options(("text", "json")),
+        "output",
+        "json: every event (start, resume, epoch, checkpoint, warning, finish, error) as one "
+        "JSON object per line on stderr, and nothing else there.",
+    )
+    metrics_out: str | None = setting(
+        None,
+        None,
+        "output",
+        "Write the final metrics and training summary to this JSON file (atomically).",
+        path="file",
+    )
+
+
+OUTPUT_SETTINGS = settings_of(OutputOptions)
+# Every option of ``fit`` but --config and --print-config, in --help's group order (within a
+# group: how a run is carried out, then what decides the model, then the output).
+FIT_SETTINGS: dict[str, Setting] = {
+    s.name: s
+    for s in sorted(
+        [*RUN_SETTINGS.values(), *CONFIG_SETTINGS.values(), *OUTPUT_SETTINGS.values()],
+        key=lambda s: s.group_rank,
+    )
+}
+
+
+def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value:
+        from ..jobconfig import read_config
+
+        ctx.default_map = {**(ctx.default_map or {}), **read_config(value, ctx.command, ctx)}
+
+
+@click.command(
+    cls=GroupedCommand,
+    extra_groups={"config": "jobs", "print_config": "jobs"},
+    short_help="Train a model on Parquet/CSV files, streaming them in mini-batches.",
+    epilog="Every option can also be set in a --config TOML file (keys: the option names, and "
+    "'paths') or an environment variable STREAMGD_<OPTION> (e.g. STREAMGD_BATCH_SIZE); the "
+    "command line wins over the environment, which wins over the file. " + EXIT_CODES_HELP,
+    context_settings={"auto_envvar_prefix": "STREAMGD"},
+)
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    is_eager=True,
+    expose_value=False,
+    callback=_load_config,
+    help="Read settings from this TOML file (command line and environment override it).",
+)
+@click.option(
+    "--print-config",
+    is_flag=True,
+    help="Print the effective settings as TOML and exit, without training.",
+)
+@click.argument("paths", nargs=-1, required=False, metavar="PATHS...")
+@setting_options(FIT_SETTINGS.values())
+def fit(paths: tuple[str, ...], print_config: bool, **values: Any) -> None:
+    """Train a model on PATHS (Parquet/CSV files, globs or directories; key=value directories
+    above a file, as in data/region=eu/year=2024/, are hive partition columns).
+
+    Examples:
+
+    \b
+    streamgd fit "data/regression/*.parquet" --target y -o model.npz
+    streamgd fit data/classification --target y --loss logistic -o clf.npz
+    streamgd fit --config job.toml --resume --log-format json
+    """
+    ctx = click.get_current_context()
+    if print_config:
+        click.echo(_effective_toml(ctx), nl=False)
+        return
+    if not paths:
+        raise click.UsageError("no input PATHS (give them as arguments or as 'paths' in --config)")
+    settings = {name: from_command_line(s, values[name]) for name, s in FIT_SETTINGS.items()}
+    out = OutputOptions(**{name: settings.pop(name) for name in OUTPUT_SETTINGS})
+    logger = JsonLogger() if out.log_format == "json" else None
+    try:
+        _fit(logger, list(paths), out, settings)
+    except StreamgdError as exc:
+        if logger is not None:
+            logger.emit(
+                "error", message=str(exc), exit_code=exc.exit_code, error=type(exc).__name__
+            )
+            exc.reported = True  # type: ignore[attr-defined]
+        raise
+
+
+def _fit(
+    logger: JsonLogger | None, paths: list[str], out: OutputOptions, settings: dict[str, Any]
+) -> None:
+    """Train with the library's own entry (:func:`streamgd.training.train`), then write the
+    model, its history and the summaries."""
+    from ..archive import atomic_write
+    from ..training import train
+
+    config_settings, run_settings = split_settings(settings)
+    config = FitConfig(**config_settings)
+    if run_settings["checkpoint_dir"] is None and out.output is not None:
+        run_settings["checkpoint_dir"] = out.output + ".ckpt"
+    options = RunOptions(**run_settings, handle_signals=True)
+    if logger is not None:
+        run = ("checkpoint_dir", "checkpoint_every", "resume", "init")
+        logger.emit(
+            "start",
+            version=__version__,
+            paths=paths,
+            output=out.output,
+            settings=config.to_dict(),
+            run={name: getattr(options, name) for name in run},
+        )
+        callbacks: list = [logger]
+    else:
+        callbacks = [] if out.quiet else [ProgressReporter()]
+    with _warnings_to(logger):
+        result = train(paths, config, options, callbacks=callbacks)
+    model = result.model
+    if out.output is not None and (result.trained or not os.path.exists(out.output)):
+        model.save(out.output)
+        model.save_history(out.output)
+    summary = {
+        "model": out.output,
+        "checkpoint_dir": options.checkpoint_dir,
+        "trained": result.trained,
+        "resumed_from": result.resumed_from,
+        **model.summary,
+    }
+    if out.metrics_out is not None:
+        report = json_safe({"summary": summary, "history": model.history})
+        text = json.dumps(report, indent=2, default=json_default, allow_nan=False) + "\n"
+        atomic_write(out.metrics_out, lambda fh: fh.write(text.encode()))
+    if logger is not None:
+        logger.emit("finish", exit_code=0, **json_safe(summary))
+    if out.json:
+        emit_json(summary)
+    elif not out.quiet and logger is None:
+        click.echo(fit_done_line(summary, out.output), err=True)
+
+
+def _effective_toml(ctx: click.Context) -> str:
+    """The settings this command line resolves to (file, environment and options merged), as
+    TOML keyed like a --config file."""
+    from ..jobconfig import to_toml
+
+    values: dict[str, Any] = {"paths": list(ctx.params.get("paths") or ()) or None}
+    for name, declared in FIT_SETTINGS.items():
+        value = from_command_line(declared, ctx.params.get(name))
+        values[declared.key] = list(value) if isinstance(value, tuple) else value
+    return to_toml(values, header=f"streamgd {__version__} fit settings (--print-config)")
+
+
+@contextlib.contextmanager
+def _warnings_to(logger: JsonLogger | None):
+    """With a JSON log, Python warnings become ``warning`` events instead of stray text."""
+    if logger is None:
+        yield
+        return
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001
+        logger.emit("warning", message=f"{category.__name__}: {message}")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        old, warnings.showwarning = warnings.showwarning, show
+        try:
+            yield
+        finally:
+            warnings.showwarning = old
+

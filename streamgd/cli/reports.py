@@ -1,0 +1,41 @@
+"""Text summaries the commands print when ``--json`` is not given."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["fit_done_line", "metrics_text", "plot_lines", "shuffle_line"]
+
+
+def fit_done_line(summary: dict[str, Any], output: str | None) -> str:
+    """The line ``fit`` ends with: epochs, steps, final loss and where the model went."""
+    where = f"model written to {output}" if output else "model not saved (no --output)"
+    return (
+        f"done: {summary['epochs']} epoch(s), {summary['steps']} steps, "
+        f"final loss {summary['final_loss']:.6g}; {where}"
+    )
+
+
+def metrics_text(result: dict[str, Any]) -> str:
+    """``evaluate``'s metrics, one ``name value`` line each (empty counts left out)."""
+    lines = []
+    for key, value in result.items():
+        if isinstance(value, float):
+            lines.append(f"{key:<22} {value:.6g}")
+        elif value or key == "rows":
+            lines.append(f"{key:<22} {value}")
+    return "\n".join(lines)
+
+
+def plot_lines(info: dict[str, Any], output: str) -> list[str]:
+    """What ``plot`` drew, and its notes."""
+    return [f"{', '.join(info['panels'])} written to {output}"] + [
+        f"note: {note}" for note in info.get("notes", [])
+    ]
+
+
+def shuffle_line(summary: dict[str, Any], out_dir: str) -> str:
+    return (
+        f"{summary['rows']} rows shuffled into {len(summary['files'])} file(s) in "
+        f"{out_dir} ({summary['buckets']} buckets)"
+    )

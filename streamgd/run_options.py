@@ -1,0 +1,72 @@
+"""How a run is carried out (:class:`RunOptions`): checkpoints, warm start, prefetching, the
+Dask cluster. None of it changes the trained model, so it may change between a run and its
+resume; what decides the model is :class:`~streamgd.config.FitConfig`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .constraints import Flag, Integer, Interval
+from .errors import UsageError
+from .settings import Setting, check_settings, setting, settings_of
+
+__all__ = ["RunOptions", "RUN_SETTINGS"]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run is carried out; none of it changes the trained model (it may change between
+    a run and its resume). Each field but ``handle_signals`` is a setting's one declaration."""
+
+    checkpoint_dir: str | None = setting(
+        None,
+        None,
+        "checkpoints",
+        "Checkpoint directory [default with --output: OUTPUT.ckpt].",
+        path="dir",
+    )
+    checkpoint_every: int | None = setting(
+        None,
+        Integer(1),
+        "checkpoints",
+        "Checkpoint every N steps (also at every epoch end and at the end).",
+    )
+    checkpoint_interval: float | None = setting(
+        None,
+        Interval(0, lo_open=True),
+        "checkpoints",
+        "Checkpoint at most every this many seconds.",
+    )
+    keep: int = setting(3, Integer(1), "checkpoints", "Checkpoints to keep.")
+    resume: bool = setting(
+        False,
+        Flag(),
+        "checkpoints",
+        "Continue from the newest valid checkpoint; start afresh if there is none.",
+    )
+    init: str | None = setting(
+        None,
+        None,
+        "checkpoints",
+        "Warm start from this model (weights, statistics, schedule step).",
+        path="existing file",
+    )
+    prefetch: int = setting(
+        1, Integer(1), "performance", "Decoded row groups/blocks queued ahead of training."
+    )
+    cluster: str | None = setting(
+        None,
+        None,
+        "distributed",
+        "Train data-parallel on Dask: local[:N] (N worker processes here), tcp://HOST:PORT "
+        "or file:SCHEDULER.json. Workers must see the input paths.",
+    )
+    handle_signals: bool = False  # the command line's: SIGTERM/SIGINT checkpoint and stop
+
+    def __post_init__(self) -> None:
+        check_settings(self, RUN_SETTINGS)
+        if self.resume and not self.checkpoint_dir:
+            raise UsageError("--resume needs --checkpoint-dir (or --output, which implies one)")
+
+
+RUN_SETTINGS: dict[str, Setting] = settings_of(RunOptions)
