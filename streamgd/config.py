@@ -21,7 +21,7 @@ from .optimizers import OPTIMIZERS
 from .run_options import RUN_SETTINGS, RunOptions
 from .schedules import SCHEDULES
 from .settings import Setting, check_settings, setting, settings_of, unknown_setting
-from .solvers import SOLVERS
+from .solvers import SOLVERS, get_solver
 from .sources import FORMATS
 
 __all__ = [
@@ -381,20 +381,14 @@ class FitConfig:
             )
         if sum(map(bool, (self.validation, self.holdout, self.holdout_rows))) > 1:
             raise UsageError("use one of --validation, --holdout and --holdout-rows")
-        if self.solver == "normal" and (self.l1 or self.clip_grad or self.clip_weights):
-            raise UsageError("--solver normal supports --l2 only (not --l1 or clipping)")
-        if self.categorical and (self.solver == "normal" or self.record_path):
+        get_solver(self.solver).check(self)  # what the solver cannot do
+        if self.categorical and self.record_path:
             raise UsageError(
                 "--categorical features are trained by gradient descent: they cannot be "
                 "combined with --solver normal or --record-path"
             )
         if self.hash_bits is not None and not self.categorical:
             raise UsageError("--hash-bits encodes --categorical columns: name them too")
-        if self.solver == "normal" and self.loss != "squared":
-            raise UsageError(
-                f"--solver normal solves least squares: it needs --loss squared, "
-                f"got --loss {self.loss}"
-            )
 
     @property
     def learning_rate(self) -> float:

@@ -22,6 +22,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .errors import UsageError
+
 __all__ = [
     "SOLVERS",
     "Solver",
@@ -109,6 +111,10 @@ class Solver:
     distributed: bool = False  # runs under --cluster
     train_metrics: bool = False  # reports running training metrics on its predictions
 
+    def check(self, config: Any) -> None:
+        """Raise a :class:`UsageError` for settings of ``config`` (a ``FitConfig``) this
+        solver cannot honour."""
+
     def init_state(self, params: np.ndarray, optimizer: Any) -> dict[str, np.ndarray]:
         """The solver state a run starts from (checkpointed like an optimiser's)."""
         raise NotImplementedError
@@ -147,6 +153,20 @@ class NormalEquations(Solver):
     (weights unchanged, loss 0 until the end); the pass's end solves them."""
 
     name, one_pass = "normal", True
+
+    def check(self, config: Any) -> None:
+        if config.l1 or config.clip_grad or config.clip_weights:
+            raise UsageError("--solver normal supports --l2 only (not --l1 or clipping)")
+        if config.categorical:
+            raise UsageError(
+                "--categorical features are trained by gradient descent: they cannot be "
+                "combined with --solver normal or --record-path"
+            )
+        if config.loss != "squared":
+            raise UsageError(
+                f"--solver normal solves least squares: it needs --loss squared, "
+                f"got --loss {config.loss}"
+            )
 
     def init_state(self, params: np.ndarray, optimizer: Any) -> dict[str, np.ndarray]:
         return normal_init(len(params))
