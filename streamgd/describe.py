@@ -47,6 +47,40 @@ def describe_dataset(
     between files).
     """
     dataset = open_dataset(paths, fmt, csv=csv)
+    files, nulls, methods = _count_files(dataset)
+    keys = dataset.partitions.names
+    columns = [
+        {
+            "name": f.name,
+            "type": str(f.type),
+            "numeric": bool(is_numeric(f.type)),
+            "nulls": int(nulls[f.name]),
+            "nulls_from": sorted(methods[f.name]),
+            "partition": f.name in keys,
+        }
+        for f in dataset.schema
+    ]
+    features = categorical = None
+    if target is not None:
+        features, categorical = _feature_candidates(dataset, target)
+    formats = {kind: sum(f.format == kind for f in dataset.files) for kind in ("parquet", "csv")}
+    return {
+        "num_files": len(dataset.files),
+        "num_rows": sum(f["rows"] for f in files),
+        "formats": formats,
+        "files": files,
+        "columns": columns,
+        "csv": dataset.csv.to_dict() if formats["csv"] else None,
+        "target": target,
+        "features": features,
+        "categorical_candidates": categorical,
+        "notes": list(dataset.notes),
+    }
+
+
+def _count_files(dataset: Dataset) -> tuple[list[dict], dict[str, int], dict[str, set[str]]]:
+    """One entry per file (its rows and how they were counted), the nulls per column summed
+    over the files, and the methods each column's null count used."""
     keys = dataset.partitions.names
     names = [n for n in dataset.schema.names if n not in keys]  # the files' own columns
     nulls = dict.fromkeys(dataset.schema.names, 0)
@@ -74,40 +108,19 @@ def describe_dataset(
                 "rows_from": METADATA if src.format == "parquet" else STREAMED,
             }
         )
-    columns = [
-        {
-            "name": f.name,
-            "type": str(f.type),
-            "numeric": bool(is_numeric(f.type)),
-            "nulls": int(nulls[f.name]),
-            "nulls_from": sorted(methods[f.name]),
-            "partition": f.name in keys,
-        }
+    return files, nulls, methods
+
+
+def _feature_candidates(dataset: Dataset, target: str) -> tuple[list[str], list[str]]:
+    """The default features for ``target``, and the columns left out for not being numeric:
+    what --categorical could use."""
+    chosen = select_features(dataset.schema, target, None, path=dataset.files[0].path)
+    categorical = [
+        f.name
         for f in dataset.schema
+        if f.name != target and f.name not in chosen and _categorical_type(f.type)
     ]
-    features = categorical = None
-    if target is not None:
-        chosen = select_features(dataset.schema, target, None, path=dataset.files[0].path)
-        features = list(chosen)
-        # the columns left out for not being numeric: what --categorical could use
-        categorical = [
-            f.name
-            for f in dataset.schema
-            if f.name != target and f.name not in chosen and _categorical_type(f.type)
-        ]
-    formats = {kind: sum(f.format == kind for f in dataset.files) for kind in ("parquet", "csv")}
-    return {
-        "num_files": len(dataset.files),
-        "num_rows": sum(f["rows"] for f in files),
-        "formats": formats,
-        "files": files,
-        "columns": columns,
-        "csv": dataset.csv.to_dict() if formats["csv"] else None,
-        "target": target,
-        "features": features,
-        "categorical_candidates": categorical,
-        "notes": list(dataset.notes),
-    }
+    return list(chosen), categorical
 
 
 def _parquet_nulls(dataset: Dataset, index: int) -> tuple[dict[str, int], dict[str, str]]:
