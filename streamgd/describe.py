@@ -177,18 +177,38 @@ def _stream_counts(
 
 def render_schema(info: dict) -> str:
     """The text form of :func:`describe_dataset`'s dict."""
-    formats = info["formats"]
+    lines = _totals(info["formats"], info["num_files"], info["num_rows"])
+    lines += _column_table(info["columns"])
+    if any(c.get("partition") for c in info["columns"]):
+        lines += ["", "* hive partition column: its values come from the key=value directories"]
+    if info.get("notes"):
+        lines += [""] + [f"note: {note}" for note in info["notes"]]
+    if info.get("target") is not None:
+        lines += _target_lines(info)
+    parse = {k: v for k, v in (info.get("csv") or {}).items() if v is not None}
+    if parse and parse != {"header": True}:
+        lines += ["", "CSV options: " + ", ".join(f"{k}={v!r}" for k, v in parse.items())]
+    lines += _file_list(info["files"])
+    return "\n".join(lines)
+
+
+def _totals(formats: dict[str, int], num_files: int, num_rows: int) -> list[str]:
+    """Files per format and the row total, saying how the rows were counted."""
     kinds = ", ".join(f"{n} {_LABELS.get(k, k)}" for k, n in formats.items() if n)
     how = []
     if formats["parquet"]:
         how.append("Parquet from file metadata")
     if formats["csv"]:
         how.append("CSV counted by streaming every file")
-    lines = [
-        f"files: {info['num_files']} ({kinds})",
-        f"rows: {info['num_rows']:,} ({'; '.join(how)})",
+    return [
+        f"files: {num_files} ({kinds})",
+        f"rows: {num_rows:,} ({'; '.join(how)})",
         "",
     ]
+
+
+def _column_table(columns: list[dict]) -> list[str]:
+    """One aligned row per column, null counts right-aligned; partition columns starred."""
     header = ("column", "type", "numeric", "nulls", "nulls from")
     table = [header] + [
         (
@@ -198,42 +218,44 @@ def render_schema(info: dict) -> str:
             f"{c['nulls']:,}",
             "+".join(c["nulls_from"]),
         )
-        for c in info["columns"]
+        for c in columns
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    lines = []
     for row in table:
         cells = [
             cell.rjust(w) if i == 3 else cell.ljust(w)
             for i, (cell, w) in enumerate(zip(row, widths, strict=True))
         ]
         lines.append("  ".join(cells).rstrip())
-    if any(c.get("partition") for c in info["columns"]):
-        lines += ["", "* hive partition column: its values come from the key=value directories"]
-    if info.get("notes"):
-        lines += [""] + [f"note: {note}" for note in info["notes"]]
-    if info.get("target") is not None:
-        lines += [
-            "",
-            f"target: {info['target']}",
-            f"default features ({len(info['features'])}, numeric columns but the target): "
-            + ", ".join(info["features"]),
-        ]
-        if info.get("categorical_candidates"):
-            lines.append(
-                "not numeric, usable with --categorical: "
-                + ", ".join(info["categorical_candidates"])
-            )
-    parse = {k: v for k, v in (info.get("csv") or {}).items() if v is not None}
-    if parse and parse != {"header": True}:
-        lines += ["", "CSV options: " + ", ".join(f"{k}={v!r}" for k, v in parse.items())]
-    lines += ["", "files:"]
-    shown = info["files"][:_FILES_SHOWN]
+    return lines
+
+
+def _target_lines(info: dict) -> list[str]:
+    """The target, the default features, and the non-numeric columns --categorical could use."""
+    lines = [
+        "",
+        f"target: {info['target']}",
+        f"default features ({len(info['features'])}, numeric columns but the target): "
+        + ", ".join(info["features"]),
+    ]
+    if info.get("categorical_candidates"):
+        lines.append(
+            "not numeric, usable with --categorical: " + ", ".join(info["categorical_candidates"])
+        )
+    return lines
+
+
+def _file_list(files: list[dict]) -> list[str]:
+    """The first files with their format and rows, then how many more there are."""
+    lines = ["", "files:"]
+    shown = files[:_FILES_SHOWN]
     width = max((len(f["path"]) for f in shown), default=0)
     for f in shown:
         lines.append(f"  {f['path'].ljust(width)}  {f['format']:<7}  {f['rows']:,} rows")
-    if len(info["files"]) > len(shown):
-        lines.append(f"  ... and {len(info['files']) - len(shown)} more")
-    return "\n".join(lines)
+    if len(files) > len(shown):
+        lines.append(f"  ... and {len(files) - len(shown)} more")
+    return lines
 
 
 def _categorical_type(typ: pa.DataType) -> bool:
