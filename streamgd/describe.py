@@ -47,6 +47,40 @@ def describe_dataset(
     between files).
     """
     dataset = open_dataset(paths, fmt, csv=csv)
+    files, nulls, methods = _count_files(dataset)
+    keys = dataset.partitions.names
+    columns = [
+        {
+            "name": f.name,
+            "type": str(f.type),
+            "numeric": bool(is_numeric(f.type)),
+            "nulls": int(nulls[f.name]),
+            "nulls_from": sorted(methods[f.name]),
+            "partition": f.name in keys,
+        }
+        for f in dataset.schema
+    ]
+    features = categorical = None
+    if target is not None:
+        features, categorical = _feature_candidates(dataset, target)
+    formats = {kind: sum(f.format == kind for f in dataset.files) for kind in ("parquet", "csv")}
+    return {
+        "num_files": len(dataset.files),
+        "num_rows": sum(f["rows"] for f in files),
+        "formats": formats,
+        "files": files,
+        "columns": columns,
+        "csv": dataset.csv.to_dict() if formats["csv"] else None,
+        "target": target,
+        "features": features,
+        "categorical_candidates": categorical,
+        "notes": list(dataset.notes),
+    }
+
+
+def _count_files(dataset: Dataset) -> tuple[list[dict], dict[str, int], dict[str, set[str]]]:
+    """One entry per file (its rows and how they were counted), the nulls per column summed
+    over the files, and the methods each column's null count used."""
     keys = dataset.partitions.names
     names = [n for n in dataset.schema.names if n not in keys]  # the files' own columns
     nulls = dict.fromkeys(dataset.schema.names, 0)
@@ -74,40 +108,19 @@ def describe_dataset(
                 "rows_from": METADATA if src.format == "parquet" else STREAMED,
             }
         )
-    columns = [
-        {
-            "name": f.name,
-            "type": str(f.type),
-            "numeric": bool(is_numeric(f.type)),
-            "nulls": int(nulls[f.name]),
-            "nulls_from": sorted(methods[f.name]),
-            "partition": f.name in keys,
-        }
+    return files, nulls, methods
+
+
+def _feature_candidates(dataset: Dataset, target: str) -> tuple[list[str], list[str]]:
+    """The default features for ``target``, and the columns left out for not being numeric:
+    what --categorical could use."""
+    chosen = select_features(dataset.schema, target, None, path=dataset.files[0].path)
+    categorical = [
+        f.name
         for f in dataset.schema
+        if f.name != target and f.name not in chosen and _categorical_type(f.type)
     ]
-    features = categorical = None
-    if target is not None:
-        chosen = select_features(dataset.schema, target, None, path=dataset.files[0].path)
-        features = list(chosen)
-        # the columns left out for not being numeric: what --categorical could use
-        categorical = [
-            f.name
-            for f in dataset.schema
-            if f.name != target and f.name not in chosen and _categorical_type(f.type)
-        ]
-    formats = {kind: sum(f.format == kind for f in dataset.files) for kind in ("parquet", "csv")}
-    return {
-        "num_files": len(dataset.files),
-        "num_rows": sum(f["rows"] for f in files),
-        "formats": formats,
-        "files": files,
-        "columns": columns,
-        "csv": dataset.csv.to_dict() if formats["csv"] else None,
-        "target": target,
-        "features": features,
-        "categorical_candidates": categorical,
-        "notes": list(dataset.notes),
-    }
+    return list(chosen), categorical
 
 
 def _parquet_nulls(dataset: Dataset, index: int) -> tuple[dict[str, int], dict[str, str]]:
@@ -164,18 +177,38 @@ def _stream_counts(
 
 def render_schema(info: dict) -> str:
     """The text form of :func:`describe_dataset`'s dict."""
-    formats = info["formats"]
+    lines = _totals(info["formats"], info["num_files"], info["num_rows"])
+    lines += _column_table(info["columns"])
+    if any(c.get("partition") for c in info["columns"]):
+        lines += ["", "* hive partition column: its values come from the key=value directories"]
+    if info.get("notes"):
+        lines += [""] + [f"note: {note}" for note in info["notes"]]
+    if info.get("target") is not None:
+        lines += _target_lines(info)
+    parse = {k: v for k, v in (info.get("csv") or {}).items() if v is not None}
+    if parse and parse != {"header": True}:
+        lines += ["", "CSV options: " + ", ".join(f"{k}={v!r}" for k, v in parse.items())]
+    lines += _file_list(info["files"])
+    return "\n".join(lines)
+
+
+def _totals(formats: dict[str, int], num_files: int, num_rows: int) -> list[str]:
+    """Files per format and the row total, saying how the rows were counted."""
     kinds = ", ".join(f"{n} {_LABELS.get(k, k)}" for k, n in formats.items() if n)
     how = []
     if formats["parquet"]:
         how.append("Parquet from file metadata")
     if formats["csv"]:
         how.append("CSV counted by streaming every file")
-    lines = [
-        f"files: {info['num_files']} ({kinds})",
-        f"rows: {info['num_rows']:,} ({'; '.join(how)})",
+    return [
+        f"files: {num_files} ({kinds})",
+        f"rows: {num_rows:,} ({'; '.join(how)})",
         "",
     ]
+
+
+def _column_table(columns: list[dict]) -> list[str]:
+    """One aligned row per column, null counts right-aligned; partition columns starred."""
     header = ("column", "type", "numeric", "nulls", "nulls from")
     table = [header] + [
         (
@@ -185,42 +218,44 @@ def render_schema(info: dict) -> str:
             f"{c['nulls']:,}",
             "+".join(c["nulls_from"]),
         )
-        for c in info["columns"]
+        for c in columns
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    lines = []
     for row in table:
         cells = [
             cell.rjust(w) if i == 3 else cell.ljust(w)
             for i, (cell, w) in enumerate(zip(row, widths, strict=True))
         ]
         lines.append("  ".join(cells).rstrip())
-    if any(c.get("partition") for c in info["columns"]):
-        lines += ["", "* hive partition column: its values come from the key=value directories"]
-    if info.get("notes"):
-        lines += [""] + [f"note: {note}" for note in info["notes"]]
-    if info.get("target") is not None:
-        lines += [
-            "",
-            f"target: {info['target']}",
-            f"default features ({len(info['features'])}, numeric columns but the target): "
-            + ", ".join(info["features"]),
-        ]
-        if info.get("categorical_candidates"):
-            lines.append(
-                "not numeric, usable with --categorical: "
-                + ", ".join(info["categorical_candidates"])
-            )
-    parse = {k: v for k, v in (info.get("csv") or {}).items() if v is not None}
-    if parse and parse != {"header": True}:
-        lines += ["", "CSV options: " + ", ".join(f"{k}={v!r}" for k, v in parse.items())]
-    lines += ["", "files:"]
-    shown = info["files"][:_FILES_SHOWN]
+    return lines
+
+
+def _target_lines(info: dict) -> list[str]:
+    """The target, the default features, and the non-numeric columns --categorical could use."""
+    lines = [
+        "",
+        f"target: {info['target']}",
+        f"default features ({len(info['features'])}, numeric columns but the target): "
+        + ", ".join(info["features"]),
+    ]
+    if info.get("categorical_candidates"):
+        lines.append(
+            "not numeric, usable with --categorical: " + ", ".join(info["categorical_candidates"])
+        )
+    return lines
+
+
+def _file_list(files: list[dict]) -> list[str]:
+    """The first files with their format and rows, then how many more there are."""
+    lines = ["", "files:"]
+    shown = files[:_FILES_SHOWN]
     width = max((len(f["path"]) for f in shown), default=0)
     for f in shown:
         lines.append(f"  {f['path'].ljust(width)}  {f['format']:<7}  {f['rows']:,} rows")
-    if len(info["files"]) > len(shown):
-        lines.append(f"  ... and {len(info['files']) - len(shown)} more")
-    return "\n".join(lines)
+    if len(files) > len(shown):
+        lines.append(f"  ... and {len(files) - len(shown)} more")
+    return lines
 
 
 def _categorical_type(typ: pa.DataType) -> bool:

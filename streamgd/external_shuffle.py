@@ -166,9 +166,7 @@ def shuffle_files(
     os.makedirs(out_dir, exist_ok=True)
     total = estimate_bytes(dataset)
     n_buckets = bucket_count(total, budget) if buckets is None else buckets
-    work = tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir=out_dir)
-    done = False
-    try:
+    with _scratch(out_dir, created=created) as work:
         staged, stats = _shuffle_into(
             dataset,
             work,
@@ -190,15 +188,6 @@ def shuffle_files(
             "input": dataset.fingerprint(),
         }
         _publish(staged, out_dir, stats["files"], previous, manifest)
-        done = True
-    except OSError as exc:  # a full disk, say; reading errors are DataErrors already
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StreamgdError(f"{out_dir}: cannot write the shuffled output ({reason})") from exc
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-        if created and not done:
-            with contextlib.suppress(OSError):
-                os.rmdir(out_dir)  # only if empty
     return {
         "out_dir": out_dir,
         "files": [os.path.join(out_dir, name) for name in stats["files"]],
@@ -209,6 +198,25 @@ def shuffle_files(
         "peak_bytes_estimate": stats["peak"],
         "seconds": time.perf_counter() - start,
     }
+
+
+@contextlib.contextmanager
+def _scratch(out_dir: str, *, created: bool) -> Iterator[str]:
+    """A scratch directory inside ``out_dir``, always removed; on failure ``out_dir`` too when
+    this run created it (and it is empty), and an OSError becomes a StreamgdError."""
+    work = tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir=out_dir)
+    done = False
+    try:
+        yield work
+        done = True
+    except OSError as exc:  # a full disk, say; reading errors are DataErrors already
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StreamgdError(f"{out_dir}: cannot write the shuffled output ({reason})") from exc
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if created and not done:
+            with contextlib.suppress(OSError):
+                os.rmdir(out_dir)  # only if empty
 
 
 def _shuffle_into(

@@ -63,39 +63,47 @@ def _num(v: Any) -> str:
 
 
 def render_text(info: dict[str, Any]) -> str:
-    lines = []
-    if info["kind"] == "checkpoint":
-        lines.append(f"checkpoint {info['path']}")
-        lines.append(
-            f"  step {info['step']}, epoch {info['epoch']}"
-            f"{' (finished)' if info['finished'] else ''}, "
-            f"{info['rows_into_epoch']} rows into the epoch "
-            f"(unit {info['cursor']['position']}, offset {info['cursor']['offset']}), "
-            f"{info['buffer_rows']} rows in the shuffle buffer"
-        )
-        if info["loss_so_far"] is not None:
-            lines.append(f"  running loss this epoch: {_num(info['loss_so_far'])}")
-    else:
-        lines.append(f"model: {info['loss']} loss, target {info['target']}")
+    lines = _heading(info)
+    lines += _coefficients(info)
+    lines += _summary(info.get("summary"))
+    lines += _history(info.get("history"))
+    lines.append("")
+    settings = info.get("settings", {})
+    lines.append("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items() if v is not None))
+    return "\n".join(lines)
+
+
+def _heading(info: dict[str, Any]) -> list[str]:
+    """What the file is: a checkpoint and its position in training, or a model."""
+    if info["kind"] != "checkpoint":
+        return [f"model: {info['loss']} loss, target {info['target']}"]
+    lines = [
+        f"checkpoint {info['path']}",
+        f"  step {info['step']}, epoch {info['epoch']}"
+        f"{' (finished)' if info['finished'] else ''}, "
+        f"{info['rows_into_epoch']} rows into the epoch "
+        f"(unit {info['cursor']['position']}, offset {info['cursor']['offset']}), "
+        f"{info['buffer_rows']} rows in the shuffle buffer",
+    ]
+    if info["loss_so_far"] is not None:
+        lines.append(f"  running loss this epoch: {_num(info['loss_so_far'])}")
+    return lines
+
+
+def _coefficients(info: dict[str, Any]) -> list[str]:
+    """The coefficient table (one column per class when multi-class), then how each categorical
+    feature is encoded."""
     coef = info["coefficients"]
     # numeric features, then categorical codes as name=value (or the largest hashed buckets)
     names = list(next(iter(coef.values())) if info.get("classes") else coef)
     width = max([len(n) for n in names] + [9])
-    lines.append("")
-    if info.get("classes"):  # multi-class: one column of coefficients per class
-        classes = [str(c) for c in info["classes"]]
-        cw = max([len(c) for c in classes] + [11])
-        lines.append(f"  {'feature':<{width}}  " + "  ".join(f"{c:>{cw}}" for c in classes))
-        for name in names:
-            values = [_num(info["coefficients"][c][name]) for c in classes]
-            lines.append(f"  {name:<{width}}  " + "  ".join(f"{v:>{cw}}" for v in values))
-        values = [_num(info["intercept"][c]) for c in classes]
-        lines.append(f"  {'intercept':<{width}}  " + "  ".join(f"{v:>{cw}}" for v in values))
-        lines.append("  (coefficients in original units, per class)")
+    lines = [""]
+    if info.get("classes"):
+        lines += _class_table(info, names, width)
     else:
         lines.append(f"  {'feature':<{width}}  coefficient (original units)")
         for name in names:
-            lines.append(f"  {name:<{width}}  {_num(info['coefficients'][name])}")
+            lines.append(f"  {name:<{width}}  {_num(coef[name])}")
         lines.append(f"  {'intercept':<{width}}  {_num(info['intercept'])}")
     for name, enc in (info.get("categorical") or {}).items():
         if enc["encoding"] == "hash":
@@ -103,29 +111,49 @@ def render_text(info: dict[str, Any]) -> str:
         else:
             what = f"one-hot, {enc['categories']} codes, the last one {enc['other']}"
         lines.append(f"  categorical {name}: {what}")
-    summary = info.get("summary")
-    if summary:
-        lines.append("")
-        lines.append(
-            "training: "
-            + ", ".join(
-                f"{k.replace('_', ' ')} {_num(v)}"
-                for k, v in summary.items()
-                if v not in (None, {}, 0) or k in ("epochs", "steps")
-            )
-        )
-    if info.get("history"):
-        lines.append("")
-        val = any("val_loss" in h for h in info["history"])
-        lines.append("  epoch  loss          rows      update norm" + ("  val loss" if val else ""))
-        for h in info["history"]:
-            row = (
-                f"  {h['epoch']:>5}  {h['loss']:<12.6g}  {h['rows']:<8}  {h['update_norm']:<11.4g}"
-            )
-            if val and h.get("val_loss") is not None:
-                row += f"  {h['val_loss']:.6g}"
-            lines.append(row.rstrip())
-    lines.append("")
-    settings = info.get("settings", {})
-    lines.append("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items() if v is not None))
-    return "\n".join(lines)
+    return lines
+
+
+def _class_table(info: dict[str, Any], names: list[str], width: int) -> list[str]:
+    """Multi-class coefficients: one column per class."""
+    classes = [str(c) for c in info["classes"]]
+    cw = max([len(c) for c in classes] + [11])
+
+    def row(label: str, values: list[str]) -> str:
+        return f"  {label:<{width}}  " + "  ".join(f"{v:>{cw}}" for v in values)
+
+    lines = [row("feature", classes)]
+    for name in names:
+        lines.append(row(name, [_num(info["coefficients"][c][name]) for c in classes]))
+    lines.append(row("intercept", [_num(info["intercept"][c]) for c in classes]))
+    lines.append("  (coefficients in original units, per class)")
+    return lines
+
+
+def _summary(summary: dict[str, Any] | None) -> list[str]:
+    """The training summary on one line, leaving out empty values (but never epochs, steps)."""
+    if not summary:
+        return []
+    return [
+        "",
+        "training: "
+        + ", ".join(
+            f"{k.replace('_', ' ')} {_num(v)}"
+            for k, v in summary.items()
+            if v not in (None, {}, 0) or k in ("epochs", "steps")
+        ),
+    ]
+
+
+def _history(history: list[dict[str, Any]] | None) -> list[str]:
+    """One row per completed epoch; a validation column only when some epoch has one."""
+    if not history:
+        return []
+    val = any("val_loss" in h for h in history)
+    lines = ["", "  epoch  loss          rows      update norm" + ("  val loss" if val else "")]
+    for h in history:
+        row = f"  {h['epoch']:>5}  {h['loss']:<12.6g}  {h['rows']:<8}  {h['update_norm']:<11.4g}"
+        if val and h.get("val_loss") is not None:
+            row += f"  {h['val_loss']:.6g}"
+        lines.append(row.rstrip())
+    return lines

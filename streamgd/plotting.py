@@ -242,10 +242,7 @@ def plot_model(
     point with the smallest objective: ``weight``, ``intercept``, ``loss``) and ``notes``.
     """
     image_format = _image_format(out)
-    if fmt not in FORMATS:
-        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    if not isinstance(max_rows, int | np.integer) or max_rows < 1:
-        raise UsageError(f"max_rows must be an integer >= 1, got {max_rows!r}")
+    _check_data_options(fmt, max_rows)
     figure_class, canvas_class = _matplotlib()
     if isinstance(data, str):
         data = [data]
@@ -255,11 +252,49 @@ def plot_model(
     if one_feature and data:  # read the data before drawing anything: errors come first
         grid_w, grid_b = surface_grid(model)
         surface = loss_surface(model, data, grid_w, grid_b, max_rows=max_rows, fmt=fmt)
+    panels, notes = _choose_panels(
+        one_feature=one_feature, has_surface=surface is not None, path=path, data=data
+    )
+    fig = _figure(figure_class, canvas_class, len(panels))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    curves, scale = _draw_loss_curves(axes[0], model)
+    if "surface" in panels or "path" in panels:
+        _draw_surface(fig, axes[1], model, surface, path)
+    elif "weights" in panels:
+        _draw_weights(axes[1], model, path)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format=image_format, dpi=DPI)
+    return {
+        "output": out,
+        "format": image_format,
+        "panels": panels,
+        "epochs": len(model.history),
+        "curves": curves,
+        "loss_scale": scale,
+        "path_points": 0 if path is None else len(path),
+        "contour": surface is not None,
+        "surface_rows": 0 if surface is None else surface.rows,
+        "surface_minimum": _surface_minimum(surface, notes),
+        "notes": notes,
+    }
 
+
+def _check_data_options(fmt: str, max_rows: int) -> None:
+    if fmt not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if not isinstance(max_rows, int | np.integer) or max_rows < 1:
+        raise UsageError(f"max_rows must be an integer >= 1, got {max_rows!r}")
+
+
+def _choose_panels(
+    *, one_feature: bool, has_surface: bool, path: np.ndarray | None, data: Sequence[str] | None
+) -> tuple[list[str], list[str]]:
+    """The panels to draw after the loss curves, and notes on what could not be drawn."""
     panels = ["loss"]
     notes: list[str] = []
     if one_feature:
-        if surface is not None:
+        if has_surface:
             panels.append("surface")
         elif path is not None:
             panels.append("path")
@@ -271,39 +306,25 @@ def plot_model(
             notes.append("data files not read: the loss surface is drawn for one-feature models")
     if len(panels) == 1 and path is None:
         notes.append("no recorded path (train with record_path / --record-path N to draw it)")
+    return panels, notes
 
+
+def _figure(figure_class, canvas_class, n_panels: int):
+    """A figure of ``n_panels`` side by side, attached to a canvas (no pyplot state)."""
     width, height = PANEL_INCHES
-    fig = figure_class(figsize=(width * len(panels), height), dpi=DPI)
+    fig = figure_class(figsize=(width * n_panels, height), dpi=DPI)
     canvas_class(fig)
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    curves, scale = _draw_loss_curves(axes[0], model)
-    if "surface" in panels or "path" in panels:
-        _draw_surface(fig, axes[1], model, surface, path)
-    elif "weights" in panels:
-        _draw_weights(axes[1], model, path)
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format=image_format, dpi=DPI)
+    return fig
 
-    minimum = None
-    if surface is not None:
-        w_min, b_min, value = surface.minimum()
-        minimum = {"weight": w_min, "intercept": b_min, "loss": value}
-        if surface.on_edge():
-            notes.append("the grid's smallest loss is on its edge: the minimum may lie beyond it")
-    return {
-        "output": out,
-        "format": image_format,
-        "panels": panels,
-        "epochs": len(model.history),
-        "curves": curves,
-        "loss_scale": scale,
-        "path_points": 0 if path is None else len(path),
-        "contour": surface is not None,
-        "surface_rows": 0 if surface is None else surface.rows,
-        "surface_minimum": minimum,
-        "notes": notes,
-    }
+
+def _surface_minimum(surface, notes: list[str]) -> dict[str, float] | None:
+    """The grid point with the smallest loss; notes when it is on the grid's edge."""
+    if surface is None:
+        return None
+    w_min, b_min, value = surface.minimum()
+    if surface.on_edge():
+        notes.append("the grid's smallest loss is on its edge: the minimum may lie beyond it")
+    return {"weight": w_min, "intercept": b_min, "loss": value}
 
 
 def _loss_label(model: Model) -> str:

@@ -70,59 +70,73 @@ def predict_files(
 def _predict_files(
     model: Model, paths: Sequence[str], out: str, id_columns: Sequence[str], fmt: str, column: str
 ) -> int:
+    # the per-chunk loop stays inline: a helper per chunk would add Python calls per chunk
     dataset = open_dataset(paths, fmt, csv=csv_options_from(model.config))
-    first = dataset.files[0].path
-    _check_model_columns(dataset.schema, model, first)
-    check_columns(dataset.schema, id_columns, first, what="--id", numeric=False)
-    if column in id_columns:
-        raise UsageError(f"the prediction column {column!r} clashes with an --id column")
+    _check_prediction_columns(dataset.schema, model, id_columns, column, dataset.files[0].path)
     out_format = "csv" if out.lower().endswith((".csv", ".tsv")) else "parquet"
     link = model.make_loss().link
     decoder = Decoder.for_prediction(model)  # one prediction per input row
     handles = HandleCache()
+    inputs = model.spec.input_columns(has_target=False)
+    cols = [*inputs, *[c for c in id_columns if c not in inputs]]
     rows = 0
     with atomic_path(out) as tmp:
         writer = None
         try:
             for unit in dataset.units:
                 path = dataset.files[unit.file].path
-                inputs = model.spec.input_columns(has_target=False)
-                cols = [*inputs, *[c for c in id_columns if c not in inputs]]
                 for table, first_row in dataset.iter_unit(unit, cols, handles):
                     x, _ = decoder.decode(table, path, first_row)
-                    out = link(model.decision(x, model.spec.table_codes(table)))
+                    pred = link(model.decision(x, model.spec.table_codes(table)))
                     ids = {c: table.column(c) for c in id_columns}
                     if model.classes is None:
-                        result = pa.table({**ids, column: pa.array(out)})
+                        result = pa.table({**ids, column: pa.array(pred)})
                     else:  # the most probable label, then each class's probability
-                        labels = np.asarray(model.classes, dtype=object)[out.argmax(axis=1)]
+                        labels = np.asarray(model.classes, dtype=object)[pred.argmax(axis=1)]
                         probs = {
-                            f"proba_{c}": pa.array(out[:, k]) for k, c in enumerate(model.classes)
+                            f"proba_{c}": pa.array(pred[:, k]) for k, c in enumerate(model.classes)
                         }
                         result = pa.table({**ids, column: pa.array(labels.tolist()), **probs})
                     if writer is None:
-                        writer = (
-                            pacsv.CSVWriter(tmp, result.schema)
-                            if out_format == "csv"
-                            else pq.ParquetWriter(tmp, result.schema)
-                        )
+                        writer = _open_writer(tmp, result.schema, out_format)
                     writer.write_table(result)
                     rows += result.num_rows
         finally:
             if writer is not None:
                 writer.close()
         if writer is None:  # no rows at all: still write a valid, empty file
-            empty = pa.table(
-                {
-                    **{c: pa.array([], dataset.schema.field(c).type) for c in id_columns},
-                    column: pa.array([], pa.float64()),
-                }
-            )
-            if out_format == "csv":
-                pacsv.write_csv(empty, tmp)
-            else:
-                pq.write_table(empty, tmp)
+            id_types = {c: dataset.schema.field(c).type for c in id_columns}
+            _write_empty(tmp, out_format, id_types, column)
     return rows
+
+
+def _check_prediction_columns(
+    schema: pa.Schema, model: Model, id_columns: Sequence[str], column: str, path: str
+) -> None:
+    _check_model_columns(schema, model, path)
+    check_columns(schema, id_columns, path, what="--id", numeric=False)
+    if column in id_columns:
+        raise UsageError(f"the prediction column {column!r} clashes with an --id column")
+
+
+def _open_writer(tmp: str, schema: pa.Schema, out_format: str):
+    if out_format == "csv":
+        return pacsv.CSVWriter(tmp, schema)
+    return pq.ParquetWriter(tmp, schema)
+
+
+def _write_empty(tmp: str, out_format: str, id_types: dict[str, pa.DataType], column: str) -> None:
+    """The id columns and a float prediction column, with no rows."""
+    empty = pa.table(
+        {
+            **{c: pa.array([], t) for c, t in id_types.items()},
+            column: pa.array([], pa.float64()),
+        }
+    )
+    if out_format == "csv":
+        pacsv.write_csv(empty, tmp)
+    else:
+        pq.write_table(empty, tmp)
 
 
 def evaluate(model: Model, paths: Sequence[str], *, fmt: str = "auto") -> dict[str, Any]:

@@ -59,6 +59,7 @@ def train_step(
     Returns the new parameters, the optimiser state, the batch's summed loss (before the update)
     and the batch's predictions ``p`` (before the update; the running training metrics use them).
     """
+    # one body, not split: it runs every batch, where each extra Python call is a visible cost
     n_feat = x.shape[1]
     w = params[:n_feat]  # (features,), or (features, classes) for softmax
     table = params[n_feat + 1 :]  # categorical code weights (empty without)

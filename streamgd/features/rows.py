@@ -100,78 +100,122 @@ def preparer(
     it marks, after every check, so errors still name the right rows. An infinity is an error,
     or with ``infinite="missing"`` a missing value (then ``missing`` decides).
     """
+    _check_policies(missing, infinite)
+    n_feat = len(names)
+    columns = [*names, target] if has_target else list(names)
+
+    def prepare(m: np.ndarray, path: str, first_row: int) -> tuple[np.ndarray, np.ndarray]:
+        # one body, not split: it runs on every chunk; only a NaN, inf or bad target calls out
+        counts = count_vector(n_feat)
+        kept = None  # original positions of the rows that remain, when some were dropped
+        if len(m) and not all_finite(m):  # one cheap pass; details only if needed
+            m, kept = _clean(
+                m,
+                counts,
+                path,
+                first_row,
+                columns=columns,
+                has_target=has_target,
+                missing=missing,
+                infinite=infinite,
+                fill=fill,
+            )
+        if has_target and check_target is not None and len(m):
+            bad = check_target(m[:, n_feat])
+            if bad.any():
+                raise _bad_target(m, bad, kept, path, first_row, target, n_feat, check_target)
+        if select is not None and len(m):
+            positions = first_row + (kept if kept is not None else np.arange(len(m)))
+            m = np.asfortranarray(m[select(path, positions)])
+        return m, counts
+
+    return prepare
+
+
+def _check_policies(missing: str, infinite: str) -> None:
     if missing not in MISSING_POLICIES:
         raise UsageError(f"--missing must be one of {', '.join(MISSING_POLICIES)}, got {missing!r}")
     if infinite not in INFINITE_POLICIES:
         raise UsageError(
             f"--infinite must be one of {', '.join(INFINITE_POLICIES)}, got {infinite!r}"
         )
-    n_feat = len(names)
-    columns = [*names, target] if has_target else list(names)
 
-    def prepare(m: np.ndarray, path: str, first_row: int) -> tuple[np.ndarray, np.ndarray]:
-        counts = count_vector(n_feat)
-        kept = None  # original positions of the rows that remain, when some were dropped
-        if len(m) and not all_finite(m):  # one cheap pass; details only if needed
-            m, kept = _clean(m, counts, path, first_row)
-        if has_target and check_target is not None and len(m):
-            bad = check_target(m[:, n_feat])
-            if bad.any():
-                i = int(np.flatnonzero(bad)[0])
-                raise DataError(
-                    f"target value {m[i, n_feat]:g} is not allowed "
-                    f"(expected {getattr(check_target, 'expected', 'a valid target')})",
-                    path=path,
-                    column=target,
-                    row=first_row + (int(kept[i]) if kept is not None else i) + 1,
-                )
-        if select is not None and len(m):
-            positions = first_row + (kept if kept is not None else np.arange(len(m)))
-            m = np.asfortranarray(m[select(path, positions)])
-        return m, counts
 
-    def _clean(m: np.ndarray, counts: np.ndarray, path: str, first_row: int):
-        nan = np.isnan(m)
-        inf = np.isinf(m)
-        if inf.any():
-            if infinite == "error":
-                r, c = np.argwhere(inf)[0]
-                raise DataError(
-                    "infinite value; expected a finite number (--infinite missing treats "
-                    "infinities as missing values)",
-                    path=path,
-                    column=columns[c],
-                    row=first_row + int(r) + 1,
-                )
-            m = np.where(inf, np.nan, m)
-            m = np.asfortranarray(m)
-            nan |= inf
-        if missing == "error":  # nothing is dropped or imputed: report the first missing value
-            r, c = np.argwhere(nan)[0]
-            what = "target" if has_target and c == n_feat else "value"
+def _bad_target(
+    m: np.ndarray,
+    bad: np.ndarray,
+    kept: np.ndarray | None,
+    path: str,
+    first_row: int,
+    target: str,
+    n_feat: int,
+    check_target: TargetCheck,
+) -> DataError:
+    """The error naming the first row whose target ``check_target`` refuses (``bad``)."""
+    i = int(np.flatnonzero(bad)[0])
+    return DataError(
+        f"target value {m[i, n_feat]:g} is not allowed "
+        f"(expected {getattr(check_target, 'expected', 'a valid target')})",
+        path=path,
+        column=target,
+        row=first_row + (int(kept[i]) if kept is not None else i) + 1,
+    )
+
+
+def _clean(
+    m: np.ndarray,
+    counts: np.ndarray,
+    path: str,
+    first_row: int,
+    *,
+    columns: Sequence[str],
+    has_target: bool,
+    missing: str,
+    infinite: str,
+    fill: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """A chunk with a NaN or an infinity: the error the policies ask for, or the rows kept (with
+    their original positions, None if all) and the counts filled in."""
+    n_feat = len(counts) - PER_FEATURE
+    nan = np.isnan(m)
+    inf = np.isinf(m)
+    if inf.any():
+        if infinite == "error":
+            r, c = np.argwhere(inf)[0]
             raise DataError(
-                f"{what} is missing (--missing impute skips rows without a target and imputes "
-                "the mean, --missing drop drops rows with any missing value)",
+                "infinite value; expected a finite number (--infinite missing treats "
+                "infinities as missing values)",
                 path=path,
                 column=columns[c],
                 row=first_row + int(r) + 1,
             )
-        kept = None
-        if has_target and nan[:, n_feat].any():
-            kept = np.flatnonzero(~nan[:, n_feat])
-            counts[NULL_TARGET] = len(m) - len(kept)
-            m, nan = m[kept], nan[kept]
-        feat_nan = nan[:, :n_feat]
-        counts[PER_FEATURE:] = feat_nan.sum(axis=0)
-        if missing == "drop" and fill is not None and counts[PER_FEATURE:].any():
-            rows = np.flatnonzero(~feat_nan.any(axis=1))
-            counts[DROPPED] = len(m) - len(rows)
-            kept = rows if kept is None else kept[rows]
-            return np.asfortranarray(m[rows]), kept
-        if fill is not None and counts[PER_FEATURE:].any():
-            m = np.array(m, order="F", copy=True)
-            for c in np.flatnonzero(counts[PER_FEATURE:]):
-                m[feat_nan[:, c], c] = fill[c]
-        return m, kept
-
-    return prepare
+        m = np.where(inf, np.nan, m)
+        m = np.asfortranarray(m)
+        nan |= inf
+    if missing == "error":  # nothing is dropped or imputed: report the first missing value
+        r, c = np.argwhere(nan)[0]
+        what = "target" if has_target and c == n_feat else "value"
+        raise DataError(
+            f"{what} is missing (--missing impute skips rows without a target and imputes "
+            "the mean, --missing drop drops rows with any missing value)",
+            path=path,
+            column=columns[c],
+            row=first_row + int(r) + 1,
+        )
+    kept = None
+    if has_target and nan[:, n_feat].any():
+        kept = np.flatnonzero(~nan[:, n_feat])
+        counts[NULL_TARGET] = len(m) - len(kept)
+        m, nan = m[kept], nan[kept]
+    feat_nan = nan[:, :n_feat]
+    counts[PER_FEATURE:] = feat_nan.sum(axis=0)
+    if missing == "drop" and fill is not None and counts[PER_FEATURE:].any():
+        rows = np.flatnonzero(~feat_nan.any(axis=1))
+        counts[DROPPED] = len(m) - len(rows)
+        kept = rows if kept is None else kept[rows]
+        return np.asfortranarray(m[rows]), kept
+    if fill is not None and counts[PER_FEATURE:].any():
+        m = np.array(m, order="F", copy=True)
+        for c in np.flatnonzero(counts[PER_FEATURE:]):
+            m[feat_nan[:, c], c] = fill[c]
+    return m, kept

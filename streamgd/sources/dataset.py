@@ -241,7 +241,29 @@ def open_dataset(paths: Sequence[str], fmt: str = "auto", csv: CsvOptions | None
     options = CsvOptions() if csv is None else csv
     if not isinstance(options, CsvOptions):
         raise UsageError(f"csv must be CsvOptions or None, got {type(options).__name__}")
-    resolved = resolve_with_sizes(paths, fmt)
+    files, schemas, csv_types = _read_metadata(resolve_with_sizes(paths, fmt), options)
+    schema, notes = unify(schemas, [f.path for f in files])
+    partitions = discover_partitions(
+        [f.path for f in files], [partition_dirs(path_parts(f.path)) for f in files]
+    )
+    _check_partitions(partitions, schema, files)
+    csv_schema = None if csv_types is None else pa.schema(list(csv_types.items()))
+    return Dataset(
+        tuple(files),
+        pa.schema([*schema, *partitions.schema]),
+        csv_schema,
+        _units(files),
+        options,
+        partitions=partitions,
+        notes=notes,
+    )
+
+
+def _read_metadata(
+    resolved: Sequence[tuple[str, str, int]], options: CsvOptions
+) -> tuple[list[SourceFile], list[pa.Schema], dict[str, pa.DataType] | None]:
+    """Every file's source record and schema, and the CSV column types fixed for them all
+    (None without CSV files); CSV schemas come back already cast to those types."""
     files: list[SourceFile] = []
     schemas: list[pa.Schema] = []
     csv_types: dict[str, pa.DataType] | None = None
@@ -254,17 +276,8 @@ def open_dataset(paths: Sequence[str], fmt: str = "auto", csv: CsvOptions | None
             files.append(SourceFile(path, kind, size, groups))
             schemas.append(pf.schema_arrow)
             continue
-        if size == 0:
-            raise DataError(empty_message(options), path=path)
-        typed = csv_types is not None
-        schema, has_rows = check_head(path, options, csv_types) if typed else (None, None)
-        if schema is None:
-            schema, has_rows = probe_csv(
-                path, options, csv_types or given_types(options), rows=not typed
-            )
-        if not csv_files:
-            check_dtypes(options, schema, path)
-        if not typed and has_rows:
+        schema, has_rows = _csv_schema(path, size, options, csv_types, first=not csv_files)
+        if csv_types is None and has_rows:
             csv_types = fixed_types(schema, options)
         csv_files.append(len(schemas))
         files.append(SourceFile(path, kind, size))
@@ -275,27 +288,41 @@ def open_dataset(paths: Sequence[str], fmt: str = "auto", csv: CsvOptions | None
         own = fixed_types(schemas[i], options)
         fixed = {**own, **{n: t for n, t in (csv_types or {}).items() if n in own}}
         schemas[i] = pa.schema(list(fixed.items()))
-    schema, notes = unify(schemas, [f.path for f in files])
-    partitions = discover_partitions(
-        [f.path for f in files], [partition_dirs(path_parts(f.path)) for f in files]
-    )
-    _check_partitions(partitions, schema, files)
+    return files, schemas, csv_types
+
+
+def _csv_schema(
+    path: str,
+    size: int,
+    options: CsvOptions,
+    csv_types: dict[str, pa.DataType] | None,
+    *,
+    first: bool,
+) -> tuple[pa.Schema, bool | None]:
+    """One CSV file's schema and whether it has a data row: its head checked against the fixed
+    types, or probed (inferring types only while none are fixed)."""
+    if size == 0:
+        raise DataError(empty_message(options), path=path)
+    typed = csv_types is not None
+    schema, has_rows = check_head(path, options, csv_types) if typed else (None, None)
+    if schema is None:
+        schema, has_rows = probe_csv(
+            path, options, csv_types or given_types(options), rows=not typed
+        )
+    if first:
+        check_dtypes(options, schema, path)
+    return schema, has_rows
+
+
+def _units(files: Sequence[SourceFile]) -> tuple[Unit, ...]:
+    """The units read one at a time: a Parquet file's row groups, a CSV file whole."""
     units = []
     for i, f in enumerate(files):
         if f.format == "parquet":
             units.extend(Unit(i, g, n) for g, n in enumerate(f.row_groups))
         else:
             units.append(Unit(i, -1, None))
-    csv_schema = None if csv_types is None else pa.schema(list(csv_types.items()))
-    return Dataset(
-        tuple(files),
-        pa.schema([*schema, *partitions.schema]),
-        csv_schema,
-        tuple(units),
-        options,
-        partitions=partitions,
-        notes=notes,
-    )
+    return tuple(units)
 
 
 def _check_partitions(partitions: Partitions, schema: pa.Schema, files: list[SourceFile]) -> None:

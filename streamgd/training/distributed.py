@@ -260,14 +260,60 @@ def round_task(
     cfg = FitConfig.from_dict(config)
     loss, optimizer, schedule = cfg.make_loss(), cfg.make_optimizer(), cfg.make_schedule()
     dataset = _open(tuple(paths), fmt, cfg.csv_options())
-    epoch, position, offset = cursor.epoch, cursor.position, cursor.offset
-    order = _shard_order(units, cfg, epoch, shard)
-    need = cfg.sync_every * cfg.batch_size
-    pieces, counts = [], count_vector(len(spec.names))
-    settings = _settings_key(spec, config)
+    order = _shard_order(units, cfg, cursor.epoch, shard)
     # --holdout-rows: the worker draws the same rows (a pure function of files, K and seed;
     # Parquet row counts from metadata), once per process
     select = holdout.selector(cfg, keep=False, dataset=dataset)
+    chunk, counts, position, offset = _take_rows(
+        dataset,
+        paths,
+        order,
+        cursor.position,
+        cursor.offset,
+        need=cfg.sync_every * cfg.batch_size,
+        spec=spec,
+        loss=loss,
+        settings=_settings_key(spec, config),
+        select=select,
+    )
+    if cfg.shuffle and len(chunk):
+        rng = np.random.default_rng([cfg.seed, cursor.epoch, shard, round_index, _ROUND_STREAM])
+        chunk = chunk[rng.permutation(len(chunk))]
+    step = make_step(cfg, spec, loss, optimizer)
+    params, opt_state, loss_sum, steps = _train_chunk(
+        step, chunk, params, opt_state, schedule, batch_size=cfg.batch_size, start_step=start_step
+    )
+    return {
+        "shard": shard,
+        "params": params,
+        "opt_state": opt_state,
+        "rows": len(chunk),
+        "steps": steps,
+        "loss_sum": loss_sum,
+        "counts": counts,
+        "cursor": Cursor(cursor.epoch, position, offset),
+        "compute_s": time.perf_counter() - t0,
+        "worker_pid": os.getpid(),
+    }
+
+
+def _take_rows(
+    dataset: Dataset,
+    paths: tuple[str, ...],
+    order: list[int],
+    position: int,
+    offset: int,
+    *,
+    need: int,
+    spec: FeatureSpec,
+    loss,
+    settings,
+    select,
+) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Up to ``need`` prepared rows from the units in ``order``, starting at ``position`` and
+    ``offset``: the rows, the counts of the units finished, and where the next round starts.
+    A unit left part-way keeps its stream in this process for the next round."""
+    pieces, counts = [], count_vector(len(spec.names))
     while need > 0 and position < len(order):
         key = (paths, order[position], settings)
         stream = _unit_stream(dataset, order[position], offset, spec, loss, key, select)
@@ -284,30 +330,22 @@ def round_task(
         else:
             _keep(key, stream)
     chunk = np.concatenate(pieces) if pieces else np.empty((0, len(spec.columns)), np.float32)
-    if cfg.shuffle and len(chunk):
-        rng = np.random.default_rng([cfg.seed, epoch, shard, round_index, _ROUND_STREAM])
-        chunk = chunk[rng.permutation(len(chunk))]
-    step = make_step(cfg, spec, loss, optimizer)
+    return chunk, counts, position, offset
+
+
+def _train_chunk(
+    step, chunk: np.ndarray, params, opt_state, schedule, *, batch_size: int, start_step: int
+) -> tuple[np.ndarray, dict[str, np.ndarray], float, int]:
+    """The round's batches in order: the new parameters and state, the summed loss, steps."""
     loss_sum, steps = 0.0, 0
-    for start in range(0, len(chunk), cfg.batch_size):
-        raw = chunk[start : start + cfg.batch_size]
+    for start in range(0, len(chunk), batch_size):
+        raw = chunk[start : start + batch_size]
         params, opt_state, batch_loss, _, _ = step(
             params, opt_state, raw, schedule(start_step + steps)
         )
         loss_sum += batch_loss
         steps += 1
-    return {
-        "shard": shard,
-        "params": params,
-        "opt_state": opt_state,
-        "rows": len(chunk),
-        "steps": steps,
-        "loss_sum": loss_sum,
-        "counts": counts,
-        "cursor": Cursor(epoch, position, offset),
-        "compute_s": time.perf_counter() - t0,
-        "worker_pid": os.getpid(),
-    }
+    return params, opt_state, loss_sum, steps
 
 
 def _shard_order(units: Sequence[int], cfg: FitConfig, epoch: int, shard: int) -> list[int]:
