@@ -6,6 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import DataError
+from .fingerprint import Stamp, verify
 from .paths import input_file, is_uri, short_error
 
 __all__ = ["HandleCache", "open_parquet"]
@@ -20,20 +21,32 @@ class HandleCache:
     allocated memory first (decoding was 1.3x faster), and the pages it touched leave the
     process's RSS as soon as the row group is done (a map held open for a whole file keeps
     every page read so far resident: 365 MB instead of 155 MB over four 250 MB files).
+
+    Given the file's ``stamp`` (taken when the dataset was opened), every open is checked
+    against it (see :func:`~streamgd.sources.fingerprint.verify`): the first open of a file
+    reads its footer again and compares digests, size and mtime; each later row group's memory
+    map costs one ``stat`` after mapping, showing that the map is of the stamped file. A file
+    replaced or rewritten since is a :class:`DataError` (exit 1) rather than rows of another
+    file read through the old footer's offsets.
     """
 
     def __init__(self) -> None:
         self._path: str | None = None
         self._file: pq.ParquetFile | None = None
+        self._seen: tuple[int, ...] = ()  # identity of the file last verified
 
-    def parquet(self, path: str) -> pq.ParquetFile:
+    def parquet(self, path: str, stamp: Stamp | None = None) -> pq.ParquetFile:
         if path != self._path:
             self._file = open_parquet(path)
             self._path = path
+            self._seen = () if stamp is None else verify(path, "parquet", stamp, full=True)
         assert self._file is not None
         if is_uri(path):
             return self._file
-        return open_parquet(path, memory_map=True, metadata=self._file.metadata)
+        pf = open_parquet(path, memory_map=True, metadata=self._file.metadata)
+        if stamp is not None:
+            self._seen = verify(path, "parquet", stamp, known=self._seen)
+        return pf
 
 
 def open_parquet(
