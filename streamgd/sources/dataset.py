@@ -29,7 +29,7 @@ from .csv import (
 )
 from .csv_errors import csv_error
 from .csv_options import DEFAULT_CSV, CsvOptions
-from .fingerprint import FINGERPRINT_VERSION, Stamp, stamp_file, verify
+from .fingerprint import FINGERPRINT_VERSION, Stamp, differences, stamp_file, verify
 from .parquet import HandleCache, open_parquet
 from .partitions import NO_PARTITIONS, Partitions, discover_partitions, partition_dirs
 from .paths import path_parts, resolve_with_sizes, short_error
@@ -126,6 +126,33 @@ class Dataset:
     def digest(self) -> str:
         blob = json.dumps(self.fingerprint(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    def check_fingerprint(self, expected: dict) -> None:
+        """Refuse to go on when this dataset's files are not those of ``expected`` (another
+        opening's :meth:`fingerprint`): for a process that opens the input again during a run
+        (a Dask worker), so that a file replaced between the run's start and that opening is
+        reported like one replaced while it is read.
+
+        Raises:
+            DataError: naming the first file that differs and what changed.
+        """
+        now = self.fingerprint()
+        if now == expected:
+            return
+        old = {f["path"]: f for f in expected.get("files", [])}
+        for entry in now["files"]:
+            before = old.get(entry["path"])
+            if before != entry:
+                what = "not an input at the start" if before is None else differences(before, entry)
+                raise DataError(
+                    f"the file changed during the run ({what or 'layout or options changed'}); "
+                    "rerun to train on the new version",
+                    path=entry["path"],
+                )
+        raise DataError(
+            "the input files changed during the run (a file is gone); rerun to train on the "
+            "files as they are now"
+        )
 
     def iter_unit(
         self, unit: Unit, columns: Sequence[str], handle: HandleCache | None = None

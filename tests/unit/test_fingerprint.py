@@ -205,3 +205,13 @@ def test_a_unit_must_give_the_rows_promised(tmp_path):
     dataset._csv_rows[str(csv)] = 3  # what an earlier read of another version of the file gave
     with pytest.raises(DataError, match=r"a\.csv: the file changed during the run \(2 rows"):
         list(dataset.iter_unit(dataset.units[0], ["x"]))
+
+
+def test_a_second_opening_is_checked_against_the_first(tmp_path):
+    """What a process that opens the input again mid-run (a Dask worker) can ask."""
+    path = _write(tmp_path / "a.parquet", 0)
+    expected = open_dataset([path]).fingerprint()
+    open_dataset([path]).check_fingerprint(expected)  # the same files: nothing to say
+    _swap(path, 1)
+    with pytest.raises(DataError, match=r"a\.parquet: the file changed during the run \(.*content"):
+        open_dataset([path]).check_fingerprint(expected)
