@@ -232,6 +232,7 @@ class Dataset:
             raise DataError(
                 f"cannot read row group {unit.row_group} ({short_error(exc)})", path=src.path
             ) from None
+        handle.confirm(src.path, src.stamp)
         _check_rows(src, unit, table.num_rows)
         return table
 
@@ -244,13 +245,15 @@ class Dataset:
         buffered reader, so one huge row group never sits decoded in memory whole (measured:
         a 2M-row group peaked Arrow's pool at 208 MB read whole, 79 MB in slices)."""
         pf = open_parquet(src.path, buffer_size=1 << 20)
-        if src.stamp is not None:  # the footer just parsed is the stamped file's
-            verify(src.path, src.format, src.stamp, full=True)
+        # the footer just parsed is the stamped file's, and each slice was read from it
+        seen = () if src.stamp is None else verify(src.path, src.format, src.stamp, full=True)
         row = first = sum(src.row_groups[: unit.row_group])
         try:
             for batch in pf.iter_batches(
                 batch_size=SLICE_ROWS, row_groups=[unit.row_group], columns=list(columns)
             ):
+                if src.stamp is not None:
+                    seen = verify(src.path, src.format, src.stamp, known=seen)
                 yield batch, row
                 row += batch.num_rows
         except (OSError, pa.ArrowException) as exc:

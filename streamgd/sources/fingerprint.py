@@ -20,16 +20,19 @@ Accepting a newer time with an equal digest would accept exactly those edits; re
 user whose file was only touched one ``touch -d`` (restoring the time, which the message gives)
 or a fresh start. Messages say when the digest is unchanged, so such a user knows it.
 
-Local files are also identified by device and inode (not part of the saved fingerprint: a copy
-of the same data elsewhere keeps its stamp), so :func:`verify`, called on every row group a run
+Local files are also identified by device and inode (not part of the saved fingerprint: a file
+copied back with its time kept keeps its stamp), so :func:`verify`, called on every row group a run
 reads, costs one ``stat`` while the file is the one stamped and reads the footer again only
-when the file behind the path is another one.
+when the file behind the path is another one. A URI's object has no inode and its modification
+time may be to the second, so after each row group read from it :func:`check_footer` reads the
+stamped footer's range again (one small ranged request) and compares it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +50,7 @@ __all__ = [
     "stamp_file",
     "verify",
     "differences",
+    "check_footer",
 ]
 
 # Version of the saved fingerprint (``Dataset.fingerprint()["version"]``). Version 1, without
@@ -68,6 +72,7 @@ class Stamp:
     identity: tuple[int, ...] = field(default=(), compare=False)
     # a Parquet file's rows per row group, as its footer says (only when asked: layout=True)
     row_groups: tuple[int, ...] | None = field(default=None, compare=False)
+    footer_size: int = field(default=0, compare=False)  # a Parquet file's footer, in bytes
 
     def to_dict(self) -> dict[str, Any]:
         return {"size": self.size, "mtime_ns": self.mtime_ns, "digest": self.digest}
@@ -126,10 +131,10 @@ def stamp_file(path: str, fmt: str, *, layout: bool = False) -> Stamp:
             digest = hashlib.sha256(footer).hexdigest()[:32]
             groups = _footer_row_groups(footer, reader.path) if layout else None
         else:
-            digest, groups = _csv_digest(reader), None
+            footer, digest, groups = b"", _csv_digest(reader), None
     finally:
         reader.close()
-    return Stamp(reader.size, reader.mtime_ns, digest, reader.identity, groups)
+    return Stamp(reader.size, reader.mtime_ns, digest, reader.identity, groups, len(footer))
 
 
 def _parquet_footer(reader: _Reader) -> bytes:
@@ -195,6 +200,27 @@ def verify(
     if what:
         raise DataError(_changed(what), path=path)
     return stamp.identity
+
+
+def check_footer(read_at: Callable[[int, int], bytes], path: str, expect: Stamp) -> None:
+    """Check a Parquet file already open (``read_at(offset, n)`` reads it) against ``expect``
+    by one read: the stamped footer's range, its length and magic, which must be where and
+    what they were. For a file behind a URI, whose row groups are fetched by ranged requests
+    of the object's key as it is now, this is one more small request per row group, and shows
+    that the object the row group came from is still the stamped one.
+
+    Raises:
+        DataError: the footer is not there any more, or differs.
+    """
+    n = expect.footer_size
+    try:
+        end = bytes(read_at(expect.size - n - 8, n + 8)) if n and expect.size > n + 8 else b""
+    except (OSError, pa.ArrowException):
+        end = b""
+    if len(end) != n + 8 or hashlib.sha256(end[:n]).hexdigest()[:32] != expect.digest:
+        raise DataError(_changed("content changed"), path=path)
+    if int.from_bytes(end[n : n + 4], "little") != n or end[n + 4 :] not in _PARQUET_MAGIC:
+        raise DataError(_changed("content changed"), path=path)
 
 
 def _changed(what: str) -> str:
