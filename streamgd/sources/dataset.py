@@ -8,6 +8,7 @@ here ever reads a whole Parquet file or a whole dataset at once.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
@@ -28,6 +29,7 @@ from .csv import (
 )
 from .csv_errors import csv_error
 from .csv_options import DEFAULT_CSV, CsvOptions
+from .fingerprint import FINGERPRINT_VERSION, Stamp, differences, stamp_file, verify
 from .parquet import HandleCache, open_parquet
 from .partitions import NO_PARTITIONS, Partitions, discover_partitions, partition_dirs
 from .paths import path_parts, resolve_with_sizes, short_error
@@ -46,6 +48,9 @@ class SourceFile:
     format: str
     size: int
     row_groups: tuple[int, ...] = ()  # rows per row group; empty for CSV
+    # size, mtime and content digest, taken when the dataset is opened (see fingerprint.py);
+    # every read of the file is checked against it
+    stamp: Stamp | None = None
 
     @property
     def num_rows(self) -> int | None:
@@ -90,6 +95,12 @@ class Dataset:
     # values derived from the files' content once and kept as long as the dataset (the
     # --holdout-rows draw: see holdout.drawn_rows)
     memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    # rows a whole read of each CSV file gave (path -> rows): a later read must agree
+    _csv_rows: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if any(f.stamp is None for f in self.files):
+            self.files = tuple(_stamped(f) for f in self.files)
 
     @property
     def num_rows(self) -> int | None:
@@ -97,21 +108,51 @@ class Dataset:
         return None if any(c is None for c in counts) else sum(counts)  # type: ignore[misc]
 
     def fingerprint(self) -> dict:
-        """What identifies the input: paths, sizes and row-group layout of every file, and for
-        a CSV file the parse options that differ from the defaults (key ``"csv"``, only then),
-        so that a resume with other parse options is refused."""
+        """What identifies the input (``"version"`` :data:`FINGERPRINT_VERSION`): for every
+        file its path, row-group layout and stamp (size, ``mtime_ns``, content ``digest``: see
+        :mod:`streamgd.sources.fingerprint`), and for a CSV file the parse options that differ
+        from the defaults (key ``"csv"``, only then), so that a resume with other parse
+        options is refused."""
         files = []
         for f in self.files:
             entry = {"path": f.path, "size": f.size, "row_groups": list(f.row_groups)}
+            entry.update(f.stamp.to_dict() if f.stamp is not None else {})
             parse = self.csv.fingerprint(f.path) if f.format == "csv" else {}
             if parse:
                 entry["csv"] = parse
             files.append(entry)
-        return {"files": files}
+        return {"version": FINGERPRINT_VERSION, "files": files}
 
     def digest(self) -> str:
         blob = json.dumps(self.fingerprint(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    def check_fingerprint(self, expected: dict) -> None:
+        """Refuse to go on when this dataset's files are not those of ``expected`` (another
+        opening's :meth:`fingerprint`): for a process that opens the input again during a run
+        (a Dask worker), so that a file replaced between the run's start and that opening is
+        reported like one replaced while it is read.
+
+        Raises:
+            DataError: naming the first file that differs and what changed.
+        """
+        now = self.fingerprint()
+        if now == expected:
+            return
+        old = {f["path"]: f for f in expected.get("files", [])}
+        for entry in now["files"]:
+            before = old.get(entry["path"])
+            if before != entry:
+                what = "not an input at the start" if before is None else differences(before, entry)
+                raise DataError(
+                    f"the file changed during the run ({what or 'layout or options changed'}); "
+                    "rerun to train on the new version",
+                    path=entry["path"],
+                )
+        raise DataError(
+            "the input files changed during the run (a file is gone); rerun to train on the "
+            "files as they are now"
+        )
 
     def iter_unit(
         self, unit: Unit, columns: Sequence[str], handle: HandleCache | None = None
@@ -184,13 +225,16 @@ class Dataset:
     def _read_row_group(
         self, src: SourceFile, unit: Unit, columns: Sequence[str], handle: HandleCache
     ) -> pa.Table:
-        pf = handle.parquet(src.path)
+        pf = handle.parquet(src.path, src.stamp)  # checks the file against its stamp
         try:
-            return pf.read_row_group(unit.row_group, columns=list(columns))
+            table = pf.read_row_group(unit.row_group, columns=list(columns))
         except (OSError, pa.ArrowException) as exc:
             raise DataError(
                 f"cannot read row group {unit.row_group} ({short_error(exc)})", path=src.path
             ) from None
+        handle.confirm(src.path, src.stamp)
+        _check_rows(src, unit, table.num_rows)
+        return table
 
     def single_piece(self, unit: Unit) -> bool:
         """Whether the unit is read in one piece: a row group of at most ``SLICE_ROWS`` rows."""
@@ -201,22 +245,31 @@ class Dataset:
         buffered reader, so one huge row group never sits decoded in memory whole (measured:
         a 2M-row group peaked Arrow's pool at 208 MB read whole, 79 MB in slices)."""
         pf = open_parquet(src.path, buffer_size=1 << 20)
-        row = sum(src.row_groups[: unit.row_group])
+        # the footer just parsed is the stamped file's, and each slice was read from it
+        seen = () if src.stamp is None else verify(src.path, src.format, src.stamp, full=True)
+        row = first = sum(src.row_groups[: unit.row_group])
         try:
             for batch in pf.iter_batches(
                 batch_size=SLICE_ROWS, row_groups=[unit.row_group], columns=list(columns)
             ):
+                if src.stamp is not None:
+                    seen = verify(src.path, src.format, src.stamp, known=seen)
                 yield batch, row
                 row += batch.num_rows
         except (OSError, pa.ArrowException) as exc:
             raise DataError(
                 f"cannot read row group {unit.row_group} ({short_error(exc)})", path=src.path
             ) from None
+        _check_rows(src, unit, row - first)
 
     def _iter_csv(self, src: SourceFile, columns: Sequence[str]):
         assert self.csv_schema is not None
         types = {name: self.csv_schema.field(name).type for name in columns}
         reader = open_csv(src.path, self.csv, types, list(columns))
+        # the file just opened is the stamped one (head, tail, size, mtime), and still is
+        # when the last block has been read: an append or a rewrite while it was read stops
+        # the run instead of ending the unit early or late
+        seen = () if src.stamp is None else verify(src.path, src.format, src.stamp, full=True)
         ahead = ReadAhead(reader)
         row = 0
         try:
@@ -227,6 +280,14 @@ class Dataset:
             raise csv_error(exc, src.path, self.csv, types, first_row=row) from None
         finally:
             ahead.close()
+        if src.stamp is not None:
+            verify(src.path, src.format, src.stamp, known=seen)
+        if self._csv_rows.setdefault(src.path, row) != row:
+            raise DataError(
+                f"the file changed during the run ({row} rows read now, "
+                f"{self._csv_rows[src.path]} before); rerun to train on the new version",
+                path=src.path,
+            )
 
 
 def open_dataset(paths: Sequence[str], fmt: str = "auto", csv: CsvOptions | None = None) -> Dataset:
@@ -323,6 +384,30 @@ def _units(files: Sequence[SourceFile]) -> tuple[Unit, ...]:
         else:
             units.append(Unit(i, -1, None))
     return tuple(units)
+
+
+def _stamped(src: SourceFile) -> SourceFile:
+    """``src`` with its stamp, taken now; a Parquet file whose footer no longer gives the
+    layout read a moment ago, or a file of another size than listed, was replaced while the
+    dataset was opened."""
+    stamp = stamp_file(src.path, src.format, layout=src.format == "parquet")
+    other_layout = stamp.row_groups is not None and stamp.row_groups != src.row_groups
+    if other_layout or (min(src.size, stamp.size) >= 0 and src.size != stamp.size):
+        raise DataError(
+            "the file changed while the input was being opened; rerun to train on the new version",
+            path=src.path,
+        )
+    return dataclasses.replace(src, stamp=stamp)
+
+
+def _check_rows(src: SourceFile, unit: Unit, rows: int) -> None:
+    """A row group must give the rows the layout at the start promised."""
+    if unit.rows is not None and rows != unit.rows:
+        raise DataError(
+            f"the file changed during the run (row group {unit.row_group} has {rows} rows, "
+            f"{unit.rows} when the run started); rerun to train on the new version",
+            path=src.path,
+        )
 
 
 def _check_partitions(partitions: Partitions, schema: pa.Schema, files: list[SourceFile]) -> None:

@@ -5,6 +5,7 @@ run that would resume it."""
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ from ..losses import Loss
 from ..model import Model, load
 from ..solvers import get_solver
 from ..sources import Dataset
+from ..sources.fingerprint import differences
 from ..stats_pass import compute_stats, stats_order
 from .state import TrainState
 
@@ -170,13 +172,57 @@ def check_compatible(state: TrainState, config: FitConfig, dataset: Dataset, pat
             f"{path}: the checkpoint was written with other settings ({'; '.join(changed)}); "
             "use the same settings, or another --checkpoint-dir to start afresh"
         )
-    old = {f["path"]: f for f in state.data["files"]}
-    new = {f["path"]: f for f in dataset.fingerprint()["files"]}
+    _check_inputs(state.data, dataset.fingerprint(), path)
+
+
+def _check_inputs(saved: dict[str, Any], now: dict[str, Any], path: str) -> None:
+    """Refuse a checkpoint whose input files differ from ``now``'s, naming each file and what
+    changed (size, modification time, content, layout, CSV options). A checkpoint whose
+    fingerprint is of another version (version 1 held no content digest) cannot say whether
+    the files changed, and is refused too."""
+    if saved.get("version") != now["version"]:
+        held = (
+            "paths, sizes and row-group layouts only (an older streamgd)"
+            if saved.get("version") is None
+            else f"a fingerprint of version {saved['version']} (another streamgd)"
+        )
+        raise CheckpointError(
+            f"{path}: the checkpoint identifies its input files by {held}, so it cannot "
+            "tell whether their content changed since; rerun without --resume to start "
+            "afresh (its first checkpoint replaces this one), or finish the run with the "
+            "streamgd that wrote it"
+        )
+    old = {f["path"]: f for f in saved["files"]}
+    new = {f["path"]: f for f in now["files"]}
     if old != new:
         diff = [f"removed {p}" for p in old if p not in new]
         diff += [f"added {p}" for p in new if p not in old]
-        diff += [f"changed {p}" for p in new if p in old and old[p] != new[p]]
+        diff += [_file_change(p, old[p], new[p]) for p in new if p in old and old[p] != new[p]]
         raise CheckpointError(
             f"{path}: the input files differ from the checkpoint's ({'; '.join(diff[:5])}"
-            f"{' ...' if len(diff) > 5 else ''}); resume needs the same files"
+            f"{' ...' if len(diff) > 5 else ''}); resume needs the same files: rerun without "
+            "--resume (or with another --checkpoint-dir) to train on them afresh"
         )
+
+
+def _file_change(name: str, old: dict[str, Any], new: dict[str, Any]) -> str:
+    """``"changed NAME (what)"``; for a file only touched, also how to restore its time.
+
+    >>> old = {"size": 5, "mtime_ns": 1_700_000_000_250_000_000, "digest": "d"}
+    >>> _file_change("a.csv", old, {**old, "digest": "e"})
+    'changed a.csv (content changed)'
+    >>> _file_change("a.csv", old, {**old, "mtime_ns": 1_800_000_000_000_000_000}).split("; ")
+    ['changed a.csv (modification time changed (content digest the same)', \
+'if its data did not change, `touch -d @1700000000.250000000 a.csv` restores the time)']
+    """
+    stamp = differences(old, new)
+    what = [stamp] if stamp else []
+    if old.get("row_groups") != new.get("row_groups"):
+        what.append("row-group layout changed")
+    if old.get("csv") != new.get("csv"):
+        what.append("CSV options changed")
+    mtime = old.get("mtime_ns")
+    if what == [stamp] and stamp.endswith("(content digest the same)") and mtime:
+        touch = f"touch -d @{mtime // 10**9}.{mtime % 10**9:09d} {shlex.quote(name)}"
+        what.append(f"if its data did not change, `{touch}` restores the time")
+    return f"changed {name} ({'; '.join(what) or 'changed'})"

@@ -482,3 +482,38 @@ def test_dask_workers_read_s3(data, tmp_path):
         local = _fit(data.local("data/*.parquet"), data, **kw)
     _same_model(remote, local)
     assert remote.summary["epochs"] == 2
+
+
+# -- input integrity ----------------------------------------------------------------------------
+def _same_size_parquet(path, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(2000, 3))
+    table = pa.table({"x0": x[:, 0], "x1": x[:, 1], "x2": x[:, 2], "y": x.sum(axis=1)})
+    pq.write_table(table, path, row_group_size=250, compression="none", use_dictionary=False)
+
+
+def test_an_s3_object_replaced_mid_read_or_between_runs_is_detected(server, aws_env, tmp_path):
+    """The object's footer is checked after each row group (one ranged request), so rows of
+    an object put in its place are never passed on; a resume names the changed object."""
+    from streamgd.errors import CheckpointError
+    from streamgd.sources import HandleCache
+
+    for seed in (0, 1):
+        _same_size_parquet(tmp_path / f"v{seed}.parquet", seed)
+    assert (tmp_path / "v0.parquet").stat().st_size == (tmp_path / "v1.parquet").stat().st_size
+    client, uri = server.client(), f"{S3}/swap/part.parquet"
+    client.upload_file(str(tmp_path / "v0.parquet"), BUCKET, "swap/part.parquet")
+    dataset = open_dataset([uri])
+    handles = HandleCache()
+    assert len(list(dataset.iter_unit(dataset.units[0], ["x0"], handles))) == 1
+    client.upload_file(str(tmp_path / "v1.parquet"), BUCKET, "swap/part.parquet")
+    with pytest.raises(DataError, match="part.parquet: the file changed during the run"):
+        list(dataset.iter_unit(dataset.units[1], ["x0"], handles))
+
+    client.upload_file(str(tmp_path / "v0.parquet"), BUCKET, "swap/part.parquet")
+    ckpt = str(tmp_path / "ckpt")
+    settings = {"features": ["x0", "x1", "x2"], "epochs": 1, "checkpoint_dir": ckpt}
+    streamgd.fit(uri, target="y", **settings)
+    client.upload_file(str(tmp_path / "v1.parquet"), BUCKET, "swap/part.parquet")
+    with pytest.raises(CheckpointError, match=rf"changed {re.escape(uri)} \(.*content changed"):
+        streamgd.fit(uri, target="y", resume=True, **settings)

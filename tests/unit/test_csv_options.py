@@ -112,12 +112,16 @@ def test_open_dataset_refuses_what_is_not_csv_options(tmp_path):
 # -- the fingerprint --------------------------------------------------------------------------
 
 
-def test_default_options_leave_the_fingerprint_as_it_was(tmp_path):
-    """Checkpoints written before CsvOptions existed still resume with the defaults."""
+def test_default_options_add_nothing_to_the_fingerprint(tmp_path):
+    """Default options leave the fingerprint without a ``csv`` key (only the file's stamp)."""
     path = write_csv(str(tmp_path / "a.csv"), 0, 5)
     dataset = open_dataset([path])
+    stamp = dataset.files[0].stamp
     assert dataset.fingerprint() == {
-        "files": [{"path": path, "size": dataset.files[0].size, "row_groups": []}]
+        "version": 2,
+        "files": [
+            {"path": path, "size": dataset.files[0].size, "row_groups": [], **stamp.to_dict()}
+        ],
     }
     explicit = open_dataset([path], csv=CsvOptions(delimiter=","))  # the same parse
     assert explicit.digest() == dataset.digest()
