@@ -45,7 +45,14 @@ from ..sources import Dataset, HandleCache, open_dataset
 from .loop import StepReport
 from .state import TrainState
 
-__all__ = ["connect", "shard_units", "round_task", "DistributedTrainer", "parse_cluster"]
+__all__ = [
+    "connect",
+    "shard_units",
+    "round_task",
+    "RunInputs",
+    "DistributedTrainer",
+    "parse_cluster",
+]
 
 _ROUND_STREAM = 0x524F554E  # "ROUN": rows shuffled within a round's chunk
 _ORDER_STREAM = 0x5348524400  # "SHRD": a shard's row-group order per epoch
@@ -129,9 +136,29 @@ def shard_units(n_units: int, shards: int) -> list[list[int]]:
 
 
 # -- the round task (runs on a worker) --------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class RunInputs:
+    """The driver's fingerprint of the input (:meth:`Dataset.fingerprint`), sent once per run
+    to the workers; equal (and hashed) by its digest alone, so it keys the workers' cache of
+    opened datasets by input version, not by paths."""
+
+    digest: str
+    fingerprint: dict = dataclasses.field(compare=False, hash=False)
+
+    @classmethod
+    def of(cls, dataset: Dataset) -> RunInputs:
+        return cls(dataset.digest(), dataset.fingerprint())
+
+
 @functools.lru_cache(maxsize=4)
-def _open(paths: tuple[str, ...], fmt: str, csv) -> Dataset:
-    return open_dataset(list(paths), fmt, csv=csv)
+def _open(paths: tuple[str, ...], fmt: str, csv, inputs: RunInputs) -> Dataset:
+    """The input as this worker process opens it, once per input version: a file replaced
+    between the driver's opening and the worker's is refused here (as one replaced while it
+    is read is refused by the reads), and a long-lived worker never keeps reading an old
+    version's layout after an upstream replace."""
+    dataset = open_dataset(list(paths), fmt, csv=csv)
+    dataset.check_fingerprint(inputs.fingerprint)
+    return dataset
 
 
 class _UnitStream:
@@ -252,14 +279,16 @@ def round_task(
     config: dict[str, Any],
     start_step: int,
     round_index: int,
+    inputs: RunInputs,
 ) -> dict[str, Any]:
-    """Train shard ``shard`` for up to ``sync_every`` batches from ``cursor``; pure."""
+    """Train shard ``shard`` for up to ``sync_every`` batches from ``cursor``; pure. ``inputs``
+    is the driver's fingerprint of the files, which the worker's opening must match."""
     from ..step import make_step  # the very step the single-process trainer takes
 
     t0 = time.perf_counter()
     cfg = FitConfig.from_dict(config)
     loss, optimizer, schedule = cfg.make_loss(), cfg.make_optimizer(), cfg.make_schedule()
-    dataset = _open(tuple(paths), fmt, cfg.csv_options())
+    dataset = _open(tuple(paths), fmt, cfg.csv_options(), inputs)
     order = _shard_order(units, cfg, cursor.epoch, shard)
     # --holdout-rows: the worker draws the same rows (a pure function of files, K and seed;
     # Parquet row counts from metadata), once per process
@@ -423,10 +452,11 @@ class DistributedTrainer:
         the driver averages them."""
         client = self.client
         spec_future = client.scatter(state.spec, broadcast=True, hash=False)
+        inputs_future = client.scatter(RunInputs.of(self.base.dataset), broadcast=True, hash=False)
         rounds = state.dask
         while unfinished := [s for s, c in enumerate(rounds.shards) if not self._done(s, c)]:
             t0 = time.perf_counter()
-            futures = [self._submit(state, s, spec_future) for s in unfinished]
+            futures = [self._submit(state, s, spec_future, inputs_future) for s in unfinished]
             gathered = client.gather(futures)
             wall = time.perf_counter() - t0
             for r in gathered:
@@ -451,7 +481,7 @@ class DistributedTrainer:
         """Whether the shard has read all its units this epoch."""
         return cursor.position >= len(self.shards[shard])
 
-    def _submit(self, state: TrainState, shard: int, spec_future):
+    def _submit(self, state: TrainState, shard: int, spec_future, inputs_future):
         cfg, round_index = self.base.config, state.dask.round
         return self.client.submit(
             round_task,
@@ -466,6 +496,7 @@ class DistributedTrainer:
             cfg.to_dict(),
             state.step,
             round_index,
+            inputs_future,
             key=f"streamgd-round-{round_index}-shard-{shard}-{os.getpid()}",
             pure=False,
             retries=5,

@@ -57,3 +57,30 @@ def test_workers_stop_on_a_file_swapped_mid_run(tmp_path):
         options = RunOptions(cluster=cluster.scheduler_address)
         with pytest.raises(DataError, match=rf"{path}: the file changed during the run"):
             train([path], config, options, callbacks=[SwapAfterFirstRound(path)])
+
+
+def test_a_long_lived_cluster_trains_on_a_file_replaced_between_runs(tmp_path):
+    """Workers keep opened datasets between runs; keyed by the input's fingerprint, a file
+    replaced upstream between two runs is opened afresh (not refused as 'changed during the
+    run', nor read through the old version's layout), and the second run's model is the one
+    a fresh cluster gives."""
+    path = str(tmp_path / "part.parquet")
+    config = FitConfig(target="y", features=("x0", "x1"), epochs=2, sync_every=2, batch_size=64)
+    kwargs = dict(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+    )
+    with distributed.LocalCluster(local_directory=str(tmp_path / "a"), **kwargs) as cluster:
+        options = RunOptions(cluster=cluster.scheduler_address)
+        _write(path, 0)
+        first = train([path], config, options).state.params.copy()
+        _write(path + ".new", 1)
+        os.replace(path + ".new", path)
+        second = train([path], config, options).state.params
+    with distributed.LocalCluster(local_directory=str(tmp_path / "b"), **kwargs) as cluster:
+        fresh = train([path], config, RunOptions(cluster=cluster.scheduler_address)).state.params
+    assert not np.array_equal(first, second)
+    np.testing.assert_array_equal(second, fresh)
