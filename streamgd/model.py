@@ -213,28 +213,47 @@ class Model:
         }
 
     # -- persistence --------------------------------------------------------------------------
-    def save(self, path: str) -> None:
-        """Write the model atomically as one checksummed npz+JSON file (no pickle)."""
-        write_archive(
+    def save(self, path: str, *, option: str | None = None) -> str:
+        """Write the model atomically as one checksummed npz+JSON file (no pickle); returns its
+        digest (:meth:`digest`). ``option`` names the setting that chose ``path`` in the message
+        of a failed write (:class:`~streamgd.errors.WriteError`)."""
+        version, meta, arrays = self._archive()
+        return write_archive(
             path,
             kind="model",
-            version=MODEL_VERSION if self.needs_version_2 else 1,
-            meta={
-                "loss": self.loss,
-                **spec_meta(self.spec),
-                "intercept": None if np.ndim(self.intercept) else self.intercept,
-                "config": self.config,
-                "summary": self.summary,
-                "history": self.history,
-            },
-            arrays=spec_arrays(self.spec)
+            version=version,
+            meta=meta,
+            arrays=arrays,
+            what="the model",
+            option=option,
+        )
+
+    def digest(self) -> str:
+        """The SHA-256 that :meth:`save` stores in the file (the same model, the same digest)."""
+        from .archive import archive_digest
+
+        version, meta, arrays = self._archive()
+        return archive_digest(kind="model", version=version, meta=meta, arrays=arrays)
+
+    def _archive(self) -> tuple[int, dict, dict]:
+        meta = {
+            "loss": self.loss,
+            **spec_meta(self.spec),
+            "intercept": None if np.ndim(self.intercept) else self.intercept,
+            "config": self.config,
+            "summary": self.summary,
+            "history": self.history,
+        }
+        arrays = (
+            spec_arrays(self.spec)
             | {"weights": self.weights}
             | ({"intercepts": np.asarray(self.intercept)} if np.ndim(self.intercept) else {})
             | ({} if self.code_weights is None else {"code_weights": self.code_weights})
-            | ({} if self.trajectory is None else {"trajectory": self.trajectory}),
+            | ({} if self.trajectory is None else {"trajectory": self.trajectory})
         )
+        return (MODEL_VERSION if self.needs_version_2 else 1), meta, arrays
 
-    def save_history(self, model_path: str) -> tuple[str, str]:
+    def save_history(self, model_path: str, *, option: str | None = None) -> tuple[str, str]:
         """Write the per-epoch history beside ``model_path`` as ``<stem>.history.csv`` and
         ``<stem>.history.json`` (atomically); returns both paths."""
         import csv
@@ -255,9 +274,12 @@ class Model:
         writer.writeheader()
         writer.writerows(rows)
         csv_path, json_path = f"{stem}.history.csv", f"{stem}.history.json"
-        atomic_write(csv_path, lambda fh: fh.write(text.getvalue().encode()))
+        what = "the training history"
+        atomic_write(
+            csv_path, lambda fh: fh.write(text.getvalue().encode()), what=what, option=option
+        )
         blob = json.dumps(self.history, indent=2, allow_nan=True).encode()
-        atomic_write(json_path, lambda fh: fh.write(blob))
+        atomic_write(json_path, lambda fh: fh.write(blob), what=what, option=option)
         return csv_path, json_path
 
 
