@@ -24,6 +24,7 @@ __all__ = [
     "PreemptedError",
     "EnvironmentFailure",
     "WriteError",
+    "Interrupted",
     "environment_failure",
 ]
 
@@ -100,6 +101,18 @@ class EnvironmentFailure(StreamgdError):
 class WriteError(EnvironmentFailure):
     """A file could not be written (a checkpoint, the model, a metrics or history file,
     predictions); its temporary file was removed and the file it would replace is intact."""
+
+
+class Interrupted(BaseException):  # noqa: N818 - like KeyboardInterrupt, not an error
+    """SIGTERM/SIGINT arrived outside the training loop (start-up, statistics pass), where
+    nothing has been written yet. A ``BaseException``, so that no ``except Exception`` on the
+    way swallows it; the command line turns it into exit 75."""
+
+    exit_code = EXIT_PREEMPTED
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signum)
 
 
 # errno -> (what happened, what to do with {where}: the directory or file, {option})

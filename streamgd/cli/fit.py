@@ -18,6 +18,7 @@ from ..constraints import Flag, Options
 from ..errors import StreamgdError, UsageError
 from ..settings import Setting, setting, settings_of
 from ..training.callbacks import JsonLogger, ProgressReporter, json_default, json_safe
+from . import signals
 from .options import (
     EXIT_CODES_HELP,
     GroupedCommand,
@@ -166,6 +167,8 @@ def _fit(
             callbacks = [] if out.quiet else [ProgressReporter()]
         with _warnings_to(logger):
             result = train(paths, config, options, callbacks=callbacks)
+        # Training is over (and checkpointed): a signal now waits until the files are written.
+        signals.finishing()
         _write_outputs(result, out, options, logger)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -16,7 +17,9 @@ from .. import __version__
 from ..errors import (
     EXIT_DATA,
     EXIT_INTERNAL,
+    EXIT_PREEMPTED,
     EXIT_USAGE,
+    Interrupted,
     StreamgdError,
     UsageError,
 )
@@ -87,6 +90,14 @@ def run(argv: Sequence[str] | None = None, *, echo: Callable[[str], None] | None
             prefix = "usage error" if isinstance(exc, UsageError) else "error"
             say(f"streamgd: {prefix}: {exc}")
         return exc.exit_code
+    except Interrupted as exc:  # start-up or statistics pass: nothing was written yet
+        message = (
+            f"stopped by {signal.Signals(exc.signum).name} before training began; nothing "
+            "was changed on disk: a rerun starts afresh (with --resume, from the newest "
+            "checkpoint if there is one)"
+        )
+        _report(argv, say, message, EXIT_PREEMPTED, "Interrupted")
+        return EXIT_PREEMPTED
     except KeyboardInterrupt:
         say("streamgd: interrupted")
         return 130

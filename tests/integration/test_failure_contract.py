@@ -1,12 +1,18 @@
 """The failure contract at the writers' seams (README "Exit codes"): a write the machine
 refuses is exit 1 with one line naming the path and what to do, leaves no temporary file and
 never a stale model passed off as written; an OSError no seam words is still exit 1, not 70.
+SIGTERM at any moment of ``python -m streamgd fit`` ends in 75 (0 once the model is written).
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 from integration_support import run_cli, write_synthetic
@@ -109,3 +115,64 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path):
     with pytest.raises(WriteError, match=r"no space left.*free space on the device holding"):
         atomic_write(str(target), fail, what="the metrics file", option="--metrics-out")
     assert os.listdir(tmp_path) == ["x.json"] and target.read_text() == "old"
+
+
+# -- signals outside the training loop -----------------------------------------------------
+def test_import_streamgd_imports_no_heavy_library():
+    """So that the console entry point installs its signal handlers before those imports."""
+    code = (
+        "import sys, streamgd, streamgd.cli, streamgd.cli.signals\n"
+        "heavy = [m for m in ('numpy', 'pandas', 'pyarrow', 'dask', 'click') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "assert callable(streamgd.fit) and streamgd.StreamgdError\n"
+        "from streamgd.cli import cli, main, run\n"
+        "assert callable(main) and callable(run) and cli.name == 'cli'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def _sigterm_when(args, event_name, tmp_path):
+    """``python -m streamgd ARGS --log-format json``, SIGTERM once the JSON event
+    ``event_name`` appears (None: 0.3 s after the start, within the imports)."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "streamgd", *map(str, args), "--log-format", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    ) as proc:
+        if event_name is None:
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if event_name is not None and json.loads(line)["event"] == event_name:
+                proc.send_signal(signal.SIGTERM)
+                event_name = None
+        proc.stdout.read()
+    return proc.wait(timeout=60), [json.loads(line) for line in lines]
+
+
+@pytest.mark.parametrize(
+    ("moment", "code"), [(None, 75), ("start", 75), ("epoch", 75), ("finish", 0)]
+)
+def test_sigterm_at_any_moment(data, tmp_path_factory, tmp_path, moment, code):
+    """During the imports or the statistics pass: exit 75, nothing written; during training:
+    a checkpoint, 75; after the model was written: 0."""
+    model, ckpt = tmp_path / "m.npz", tmp_path / "m.ckpt"
+    if moment == "start":  # a statistics pass long enough (~1 s) to be caught in
+        data = write_synthetic(str(tmp_path / "big"), rows=1_500_000, features=3, files=4)
+    args = _fit(data, "-o", model, "--checkpoint-dir", ckpt, "--epochs", "3")
+    got, events = _sigterm_when(args, moment, tmp_path)
+    assert got == code, events
+    written = sorted(p.name for p in ckpt.glob("ckpt-*.npz")) if ckpt.exists() else []
+    if moment in (None, "start"):
+        assert events[-1]["event"] == "error" and events[-1]["exit_code"] == 75
+        assert "nothing was changed on disk" in events[-1]["message"]
+        assert not model.exists() and written == []
+    elif moment == "epoch":
+        assert not model.exists() and written
+    else:
+        assert model.exists() and events[-1]["event"] == "finish"
