@@ -2,11 +2,15 @@
 refuses is exit 1 with one line naming the path and what to do, leaves no temporary file and
 never a stale model passed off as written; an OSError no seam words is still exit 1, not 70.
 SIGTERM at any moment of ``python -m streamgd fit`` ends in 75 (0 once the model is written).
+And the cases of ``tools/fault_injection.py``, which make the failures happen (a full or
+read-only tmpfs, a directory root may not write, a file-size limit, held locks, damaged
+checkpoints, leftovers of a killed write) and print them as README "Failure behaviour"'s table.
 """
 
 from __future__ import annotations
 
 import errno
+import importlib.util
 import json
 import os
 import signal
@@ -15,7 +19,7 @@ import sys
 import time
 
 import pytest
-from integration_support import run_cli, write_synthetic
+from integration_support import REPO_ROOT, run_cli, write_synthetic
 
 import streamgd
 from streamgd.archive import read_archive_digest
@@ -176,3 +180,41 @@ def test_sigterm_at_any_moment(data, tmp_path_factory, tmp_path, moment, code):
         assert not model.exists() and written
     else:
         assert model.exists() and events[-1]["event"] == "finish"
+
+
+# -- the fault-injection cases (tools/fault_injection.py), from outside ----------------------
+def _load_tool():
+    spec = importlib.util.spec_from_file_location(
+        "fault_injection", REPO_ROOT / "tools" / "fault_injection.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["fault_injection"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+faults = _load_tool()
+# the signal cases are test_sigterm_at_any_moment above
+OS_CASES = [name for name in faults.CASES if not name.startswith("SIGTERM")]
+
+
+@pytest.mark.parametrize("name", OS_CASES)
+def test_failure_case(name, tmp_path):
+    """A real fault (tmpfs full or read-only, capabilities dropped, RLIMIT_FSIZE, a held lock,
+    a damaged checkpoint, ...): the exit code, one line without a traceback, the earlier model
+    and checkpoints byte for byte, no temporary file left, and the next run succeeds."""
+    outcome = faults.run_case(name, tmp_path)
+    if outcome.skipped:
+        pytest.skip(outcome.skipped)
+    assert outcome.code == outcome.expected, outcome
+    assert "Traceback" not in outcome.message
+    assert outcome.one_line, outcome
+    assert outcome.untouched, outcome
+    assert outcome.leftovers == [], outcome
+    assert outcome.next_ok, outcome
+
+
+def test_the_table_has_a_row_per_case():
+    table = faults.table([faults.Outcome(name, 1, code=1) for name in faults.CASES])
+    assert table.count("\n") == len(faults.CASES) + 1
