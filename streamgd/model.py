@@ -253,9 +253,12 @@ class Model:
         )
         return (MODEL_VERSION if self.needs_version_2 else 1), meta, arrays
 
-    def save_history(self, model_path: str, *, option: str | None = None) -> tuple[str, str]:
+    def save_history(
+        self, model_path: str, *, option: str | None = None, only_changed: bool = False
+    ) -> tuple[str, str]:
         """Write the per-epoch history beside ``model_path`` as ``<stem>.history.csv`` and
-        ``<stem>.history.json`` (atomically); returns both paths."""
+        ``<stem>.history.json`` (atomically); returns both paths. With ``only_changed``, a file
+        that already holds exactly this history is left as it is."""
         import csv
         import io
         import json
@@ -274,13 +277,36 @@ class Model:
         writer.writeheader()
         writer.writerows(rows)
         csv_path, json_path = f"{stem}.history.csv", f"{stem}.history.json"
-        what = "the training history"
-        atomic_write(
-            csv_path, lambda fh: fh.write(text.getvalue().encode()), what=what, option=option
-        )
-        blob = json.dumps(self.history, indent=2, allow_nan=True).encode()
-        atomic_write(json_path, lambda fh: fh.write(blob), what=what, option=option)
+        blobs = {
+            csv_path: text.getvalue().encode(),
+            json_path: json.dumps(self.history, indent=2, allow_nan=True).encode(),
+        }
+        for path, blob in blobs.items():
+            if only_changed and _holds(path, blob):
+                continue
+            atomic_write(
+                path, lambda fh, b=blob: fh.write(b), what="the training history", option=option
+            )
         return csv_path, json_path
+
+
+def _holds(path: str, blob: bytes) -> bool:
+    """Whether the history file ``path`` holds what ``blob`` does, whatever the order of its
+    columns (a checkpoint keeps an epoch's entries with their keys sorted); False when it
+    cannot be read."""
+    import csv
+    import io
+    import json
+
+    try:
+        with open(path, "rb") as fh:
+            found = fh.read()
+        if path.endswith(".json"):
+            return json.loads(found) == json.loads(blob)
+        rows = [list(csv.DictReader(io.StringIO(b.decode()))) for b in (found, blob)]
+        return rows[0] == rows[1]
+    except (OSError, ValueError):
+        return False
 
 
 def load(path: str) -> Model:

@@ -178,9 +178,12 @@ def _write_outputs(result: Any, out: OutputOptions, options: RunOptions, logger:
     from ..archive import atomic_write
 
     model = result.model
-    if out.output is not None and _model_needs_writing(result, out.output, logger, out.quiet):
-        model.save(out.output, option="--output")
-        model.save_history(out.output, option="--output")
+    if out.output is not None:
+        rewrite = _model_needs_writing(result, out.output, logger, out.quiet)
+        if rewrite:
+            model.save(out.output, option="--output")
+        # a finished run resumed: the history files too are checked, and written when not its
+        model.save_history(out.output, option="--output", only_changed=not rewrite)
     summary = {
         "model": out.output,
         "checkpoint_dir": options.checkpoint_dir,

@@ -4,8 +4,8 @@ Installed before anything heavy is imported (:func:`install`), the handler raise
 :class:`~streamgd.errors.Interrupted` during start-up (imports, opening the dataset, the
 statistics pass): nothing has been written then, so the run ends with exit 75 and a rerun
 starts afresh. The training loop installs its own handler (checkpoint, then exit 75) and puts
-this one back when it returns. Once training is over, :func:`finishing` makes signals wait: the
-model and reports are written and the run exits 0, the signal noted.
+this one back when it returns. Once training is over, :func:`finishing` makes signals
+ignored: the model and reports are written and the run exits 0.
 
 This module imports nothing of streamgd but :mod:`streamgd.errors` (which imports nothing).
 """
@@ -16,15 +16,14 @@ import signal
 
 from ..errors import Interrupted
 
-__all__ = ["install", "finishing", "installed", "received"]
+__all__ = ["install", "finishing", "installed"]
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
-_state: dict[str, object] = {"installed": False, "finishing": False, "received": None}
+_state: dict[str, object] = {"installed": False, "finishing": False}
 
 
 def _handler(signum: int, frame: object) -> None:  # noqa: ARG001
     if _state["finishing"]:
-        _state["received"] = signum
         return
     raise Interrupted(signum)
 
@@ -33,7 +32,7 @@ def install() -> None:
     """Make SIGTERM/SIGINT raise :class:`~streamgd.errors.Interrupted` (main thread only)."""
     for s in _SIGNALS:
         signal.signal(s, _handler)
-    _state.update(installed=True, finishing=False, received=None)
+    _state.update(installed=True, finishing=False)
 
 
 def installed() -> bool:
@@ -41,11 +40,11 @@ def installed() -> bool:
 
 
 def finishing() -> None:
-    """Training is over: from now on a signal is noted, not acted on (the run ends as soon
-    as its files are durably written, with exit 0)."""
+    """Training is over: from now on a signal is ignored (the run ends as soon as its files
+    are durably written, with exit 0). Ignored at the OS level (SIG_IGN), not by a Python
+    handler: the interpreter puts back the default action of signals with a Python handler
+    while it shuts down, and a SIGTERM in those last milliseconds would kill it."""
     _state["finishing"] = True
-
-
-def received() -> int | None:
-    """The signal noted since :func:`finishing`, if any."""
-    return _state["received"]  # type: ignore[return-value]
+    if installed():
+        for s in _SIGNALS:
+            signal.signal(s, signal.SIG_IGN)

@@ -16,7 +16,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from integration_support import REPO_ROOT, run_cli, write_synthetic
@@ -81,6 +80,36 @@ def test_model_write_failing_after_training_is_rewritten_by_resume(data, tmp_pat
     assert model.stat().st_mtime_ns == before
 
 
+def test_resume_of_a_finished_run_restores_its_history_files(data, tmp_path, capsys):
+    """The history beside the model is checked too: a missing or altered file is written
+    again, an intact one (and the model) left as it is."""
+    model, ckpt = tmp_path / "m.npz", tmp_path / "m.ckpt"
+    code, _, err = run_cli(capsys, *_fit(data, "-o", model, "--checkpoint-dir", ckpt))
+    assert code == 0, err
+    csv_path, json_path = tmp_path / "m.history.csv", tmp_path / "m.history.json"
+    good_csv, good_json = csv_path.read_bytes(), json_path.read_bytes()
+    stamps = model.stat().st_mtime_ns, json_path.stat().st_mtime_ns
+    csv_path.unlink()
+    code, _, err = run_cli(capsys, *_fit(data, "-o", model, "--checkpoint-dir", ckpt,
+                                         "--resume"))
+    assert code == 0, err
+    # the same rows (a checkpoint keeps an entry's keys sorted: the columns may be in another order)
+    assert _csv_rows(csv_path.read_bytes()) == _csv_rows(good_csv)
+    assert json_path.read_bytes() == good_json
+    assert (model.stat().st_mtime_ns, json_path.stat().st_mtime_ns) == stamps
+    json_path.write_text("[]")
+    code, _, err = run_cli(capsys, *_fit(data, "-o", model, "--checkpoint-dir", ckpt,
+                                         "--resume"))
+    assert code == 0 and json.loads(json_path.read_bytes()) == json.loads(good_json)
+
+
+def _csv_rows(blob: bytes) -> list[dict]:
+    import csv
+    import io
+
+    return list(csv.DictReader(io.StringIO(blob.decode())))
+
+
 def test_the_finished_checkpoint_records_the_models_digest(data, tmp_path, capsys):
     model, ckpt = tmp_path / "m.npz", tmp_path / "m.ckpt"
     code, _, err = run_cli(capsys, *_fit(data, "-o", model, "--checkpoint-dir", ckpt))
@@ -121,6 +150,19 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path):
     assert os.listdir(tmp_path) == ["x.json"] and target.read_text() == "old"
 
 
+def _load_tool():
+    spec = importlib.util.spec_from_file_location(
+        "fault_injection", REPO_ROOT / "tools" / "fault_injection.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["fault_injection"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+faults = _load_tool()
+
 # -- signals outside the training loop -----------------------------------------------------
 def test_import_streamgd_imports_no_heavy_library():
     """So that the console entry point installs its signal handlers before those imports."""
@@ -138,7 +180,8 @@ def test_import_streamgd_imports_no_heavy_library():
 
 def _sigterm_when(args, event_name, tmp_path):
     """``python -m streamgd ARGS --log-format json``, SIGTERM once the JSON event
-    ``event_name`` appears (None: 0.3 s after the start, within the imports)."""
+    ``event_name`` appears (None: as soon as its handlers are installed, which the entry
+    point does first: then the imports, about a second, are still running)."""
     with subprocess.Popen(
         [sys.executable, "-m", "streamgd", *map(str, args), "--log-format", "json"],
         stdout=subprocess.PIPE,
@@ -147,7 +190,7 @@ def _sigterm_when(args, event_name, tmp_path):
         cwd=tmp_path,
     ) as proc:
         if event_name is None:
-            time.sleep(0.3)
+            assert faults.catches_sigterm(proc.pid)
             proc.send_signal(signal.SIGTERM)
         lines = []
         for line in proc.stderr:
@@ -183,18 +226,6 @@ def test_sigterm_at_any_moment(data, tmp_path_factory, tmp_path, moment, code):
 
 
 # -- the fault-injection cases (tools/fault_injection.py), from outside ----------------------
-def _load_tool():
-    spec = importlib.util.spec_from_file_location(
-        "fault_injection", REPO_ROOT / "tools" / "fault_injection.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["fault_injection"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-faults = _load_tool()
 # the signal cases are test_sigterm_at_any_moment above
 OS_CASES = [name for name in faults.CASES if not name.startswith("SIGTERM")]
 
