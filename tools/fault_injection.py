@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -337,6 +338,61 @@ def enospc_metrics(c: Case) -> Outcome:
                                    "--metrics-out", metrics, "--resume"))
         _next(o, again, note="--resume writes the metrics, trains nothing")
         o.next_ok = o.next_ok and metrics.is_file()
+    return o
+
+
+@case("ENOSPC writing predictions")
+def enospc_predictions(c: Case) -> Outcome:
+    o = Outcome("ENOSPC writing predictions", 1)
+    model, ckpt = c.out / "m.npz", c.out / "m.ckpt"
+    c.baseline(model, ckpt)
+    with tmpfs(c.work / "small") as small:
+        pred = small / "pred.parquet"
+        pred.write_bytes(b"yesterday's predictions")
+        before = snapshot(pred)
+        filler = fill(small)
+        run = streamgd("predict", str(model), *c.data, "-o", str(pred))
+        _finish(o, run, before, small)
+        o.on_disk = "previous predictions intact, no temporary file"
+        filler.unlink()
+        again = streamgd("predict", str(model), *c.data, "-o", str(pred))
+        _next(o, again, note="writes the predictions")
+    return o
+
+
+@case("checkpoint directory deleted while the job runs")
+def vanished_checkpoint_dir(c: Case) -> Outcome:
+    o = Outcome("checkpoint directory deleted while the job runs", 1)
+    model, ckpt = c.out / "m.npz", c.out / "m.ckpt"
+    args = fit_args(c.data, "-o", model, "--checkpoint-dir", ckpt, "--checkpoint-every", "2",
+                    epochs=3)
+
+    deleted = []
+
+    def delete_at_first_checkpoint(event: dict | None, _: float) -> bool:
+        if not deleted and event is not None and event.get("event") == "checkpoint":
+            shutil.rmtree(ckpt, ignore_errors=True)
+            deleted.append(True)
+        return False
+
+    run, _ = _signal_run([a for a in args if a != "-q"], delete_at_first_checkpoint)
+    # Racing the job's next write: either it makes the directory again and goes on (0), or
+    # the deletion lands inside a write and the job stops naming the directory (1).
+    o.expected = run.code if run.code in (0, 1) else 1
+    o.code = run.code
+    o.message = _json_error(run) if run.code else ""
+    o.one_line = "Traceback" not in run.stderr and all(
+        line.startswith("{") for line in run.lines
+    )
+    o.leftovers = temp_files(c.out)
+    o.on_disk = (
+        "the directory made again at the next checkpoint; model written"
+        if run.code == 0
+        else "the write that met the deletion stopped the job (one line naming the directory)"
+    )
+    again = streamgd(*fit_args(c.data, "-o", model, "--checkpoint-dir", ckpt, "--resume",
+                               epochs=3))
+    _next(o, again, note="--resume continues (or finds the run finished)")
     return o
 
 
