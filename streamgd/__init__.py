@@ -5,12 +5,26 @@
 >>> model.predict(table)  # doctest: +SKIP
 """
 
-from .config import FitConfig, RunOptions
-from .errors import StreamgdError
-from .losses import Loss, register_loss
-from .model import Model, load
-from .scoring import evaluate, predict_files
-from .training import fit, train
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# The public names load on first use, so that ``import streamgd`` (and the console entry point,
+# which installs its signal handlers first) does not import numpy, pyarrow and pandas.
+_PUBLIC = {
+    "fit": "training",
+    "train": "training",
+    "load": "model",
+    "evaluate": "scoring",
+    "predict_files": "scoring",
+    "Model": "model",
+    "Loss": "losses",
+    "register_loss": "losses",
+    "FitConfig": "config",
+    "RunOptions": "config",
+    "StreamgdError": "errors",
+}
 
 __all__ = [
     "fit",
@@ -26,3 +40,20 @@ __all__ = [
     "StreamgdError",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    try:  # a submodule not imported yet: streamgd.errors, streamgd.training, ...
+        return importlib.import_module(f".{name}", __name__)
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__name__}.{name}":
+            raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PUBLIC})

@@ -213,30 +213,52 @@ class Model:
         }
 
     # -- persistence --------------------------------------------------------------------------
-    def save(self, path: str) -> None:
-        """Write the model atomically as one checksummed npz+JSON file (no pickle)."""
-        write_archive(
+    def save(self, path: str, *, option: str | None = None) -> str:
+        """Write the model atomically as one checksummed npz+JSON file (no pickle); returns its
+        digest (:meth:`digest`). ``option`` names the setting that chose ``path`` in the message
+        of a failed write (:class:`~streamgd.errors.WriteError`)."""
+        version, meta, arrays = self._archive()
+        return write_archive(
             path,
             kind="model",
-            version=MODEL_VERSION if self.needs_version_2 else 1,
-            meta={
-                "loss": self.loss,
-                **spec_meta(self.spec),
-                "intercept": None if np.ndim(self.intercept) else self.intercept,
-                "config": self.config,
-                "summary": self.summary,
-                "history": self.history,
-            },
-            arrays=spec_arrays(self.spec)
+            version=version,
+            meta=meta,
+            arrays=arrays,
+            what="the model",
+            option=option,
+        )
+
+    def digest(self) -> str:
+        """The SHA-256 that :meth:`save` stores in the file (the same model, the same digest)."""
+        from .archive import archive_digest
+
+        version, meta, arrays = self._archive()
+        return archive_digest(kind="model", version=version, meta=meta, arrays=arrays)
+
+    def _archive(self) -> tuple[int, dict, dict]:
+        meta = {
+            "loss": self.loss,
+            **spec_meta(self.spec),
+            "intercept": None if np.ndim(self.intercept) else self.intercept,
+            "config": self.config,
+            "summary": self.summary,
+            "history": self.history,
+        }
+        arrays = (
+            spec_arrays(self.spec)
             | {"weights": self.weights}
             | ({"intercepts": np.asarray(self.intercept)} if np.ndim(self.intercept) else {})
             | ({} if self.code_weights is None else {"code_weights": self.code_weights})
-            | ({} if self.trajectory is None else {"trajectory": self.trajectory}),
+            | ({} if self.trajectory is None else {"trajectory": self.trajectory})
         )
+        return (MODEL_VERSION if self.needs_version_2 else 1), meta, arrays
 
-    def save_history(self, model_path: str) -> tuple[str, str]:
+    def save_history(
+        self, model_path: str, *, option: str | None = None, only_changed: bool = False
+    ) -> tuple[str, str]:
         """Write the per-epoch history beside ``model_path`` as ``<stem>.history.csv`` and
-        ``<stem>.history.json`` (atomically); returns both paths."""
+        ``<stem>.history.json`` (atomically); returns both paths. With ``only_changed``, a file
+        that already holds exactly this history is left as it is."""
         import csv
         import io
         import json
@@ -255,10 +277,36 @@ class Model:
         writer.writeheader()
         writer.writerows(rows)
         csv_path, json_path = f"{stem}.history.csv", f"{stem}.history.json"
-        atomic_write(csv_path, lambda fh: fh.write(text.getvalue().encode()))
-        blob = json.dumps(self.history, indent=2, allow_nan=True).encode()
-        atomic_write(json_path, lambda fh: fh.write(blob))
+        blobs = {
+            csv_path: text.getvalue().encode(),
+            json_path: json.dumps(self.history, indent=2, allow_nan=True).encode(),
+        }
+        for path, blob in blobs.items():
+            if only_changed and _holds(path, blob):
+                continue
+            atomic_write(
+                path, lambda fh, b=blob: fh.write(b), what="the training history", option=option
+            )
         return csv_path, json_path
+
+
+def _holds(path: str, blob: bytes) -> bool:
+    """Whether the history file ``path`` holds what ``blob`` does, whatever the order of its
+    columns (a checkpoint keeps an epoch's entries with their keys sorted); False when it
+    cannot be read."""
+    import csv
+    import io
+    import json
+
+    try:
+        with open(path, "rb") as fh:
+            found = fh.read()
+        if path.endswith(".json"):
+            return json.loads(found) == json.loads(blob)
+        rows = [list(csv.DictReader(io.StringIO(b.decode()))) for b in (found, blob)]
+        return rows[0] == rows[1]
+    except (OSError, ValueError):
+        return False
 
 
 def load(path: str) -> Model:

@@ -15,9 +15,10 @@ import click
 from .. import __version__
 from ..config import CONFIG_SETTINGS, RUN_SETTINGS, FitConfig, RunOptions, split_settings
 from ..constraints import Flag, Options
-from ..errors import StreamgdError
+from ..errors import StreamgdError, UsageError
 from ..settings import Setting, setting, settings_of
 from ..training.callbacks import JsonLogger, ProgressReporter, json_default, json_safe
+from . import signals
 from .options import (
     EXIT_CODES_HELP,
     GroupedCommand,
@@ -142,7 +143,6 @@ def _fit(
 ) -> None:
     """Train with the library's own entry (:func:`streamgd.training.train`), then write the
     model, its history and the summaries."""
-    from ..archive import atomic_write
     from ..training import train
 
     config_settings, run_settings = split_settings(settings)
@@ -150,25 +150,40 @@ def _fit(
     if run_settings["checkpoint_dir"] is None and out.output is not None:
         run_settings["checkpoint_dir"] = out.output + ".ckpt"
     options = RunOptions(**run_settings, handle_signals=True)
-    if logger is not None:
-        run = ("checkpoint_dir", "checkpoint_every", "resume", "init")
-        logger.emit(
-            "start",
-            version=__version__,
-            paths=paths,
-            output=out.output,
-            settings=config.to_dict(),
-            run={name: getattr(options, name) for name in run},
-        )
-        callbacks: list = [logger]
-    else:
-        callbacks = [] if out.quiet else [ProgressReporter()]
-    with _warnings_to(logger):
-        result = train(paths, config, options, callbacks=callbacks)
+    _check_paths(out)
+    with _output_lock(out.output):
+        if logger is not None:
+            run = ("checkpoint_dir", "checkpoint_every", "resume", "init")
+            logger.emit(
+                "start",
+                version=__version__,
+                paths=paths,
+                output=out.output,
+                settings=config.to_dict(),
+                run={name: getattr(options, name) for name in run},
+            )
+            callbacks: list = [logger]
+        else:
+            callbacks = [] if out.quiet else [ProgressReporter()]
+        with _warnings_to(logger):
+            result = train(paths, config, options, callbacks=callbacks)
+        # Training is over (and checkpointed): a signal now waits until the files are written.
+        signals.finishing()
+        _write_outputs(result, out, options, logger)
+
+
+def _write_outputs(result: Any, out: OutputOptions, options: RunOptions, logger: Any) -> None:
+    """Write the model (unless a finished run's model is already there), its history and the
+    metrics, each durably (fsynced file and directory); only then print that they were."""
+    from ..archive import atomic_write
+
     model = result.model
-    if out.output is not None and (result.trained or not os.path.exists(out.output)):
-        model.save(out.output)
-        model.save_history(out.output)
+    if out.output is not None:
+        rewrite = _model_needs_writing(result, out.output, logger, out.quiet)
+        if rewrite:
+            model.save(out.output, option="--output")
+        # a finished run resumed: the history files too are checked, and written when not its
+        model.save_history(out.output, option="--output", only_changed=not rewrite)
     summary = {
         "model": out.output,
         "checkpoint_dir": options.checkpoint_dir,
@@ -179,13 +194,89 @@ def _fit(
     if out.metrics_out is not None:
         report = json_safe({"summary": summary, "history": model.history})
         text = json.dumps(report, indent=2, default=json_default, allow_nan=False) + "\n"
-        atomic_write(out.metrics_out, lambda fh: fh.write(text.encode()))
+        atomic_write(
+            out.metrics_out,
+            lambda fh: fh.write(text.encode()),
+            what="the metrics file",
+            option="--metrics-out",
+        )
     if logger is not None:
         logger.emit("finish", exit_code=0, **json_safe(summary))
     if out.json:
         emit_json(summary)
     elif not out.quiet and logger is None:
         click.echo(fit_done_line(summary, out.output), err=True)
+
+
+def _model_needs_writing(result: Any, output: str, logger: Any, quiet: bool) -> bool:
+    """A trained model is always written. A finished run resumed is written again unless
+    ``output`` holds exactly its final model (the digest its checkpoint recorded): a write
+    that failed after training, or another file put there since, never passes for it."""
+    from ..archive import read_archive_digest
+    from ..errors import CheckpointError
+    from ..model import MODEL_VERSION
+
+    if result.trained:
+        return True
+    expected = result.model_digest or result.model.digest()
+    try:
+        found = read_archive_digest(output, kind="model", max_version=MODEL_VERSION)[2]
+    except CheckpointError as exc:
+        if not os.path.exists(output):
+            return True
+        why = f"it cannot be used ({exc})"
+    else:
+        if found == expected:
+            return False
+        why = "it is not that run's final model"
+    message = f"{output}: {why}; writing the final model from {result.resumed_from} again"
+    if logger is not None:
+        logger.emit("warning", message=message)
+    elif not quiet:
+        click.echo(f"warning: {message}", err=True)
+    return True
+
+
+def _check_paths(out: OutputOptions) -> None:
+    """Usage mistakes in the output paths, found before any work (exit 2): a directory where
+    the file should be, or a file where its directory should be."""
+    for path, option in ((out.output, "--output"), (out.metrics_out, "--metrics-out")):
+        if path is None:
+            continue
+        if os.path.isdir(path):
+            raise UsageError(f"{option} {path}: is a directory; give a file name")
+        parent = os.path.dirname(os.path.abspath(path))
+        while parent and not os.path.exists(parent):
+            parent = os.path.dirname(parent) if os.path.dirname(parent) != parent else ""
+        if parent and not os.path.isdir(parent):
+            raise UsageError(
+                f"{option} {path}: {parent} is a file, not a directory; give another path"
+            )
+
+
+@contextlib.contextmanager
+def _output_lock(output: str | None):
+    """While a job writes the model at ``output`` no other job may: a lock file beside it
+    (``.NAME.lock``, holding the PID), taken before any work. Then the temporary files a
+    killed write of this model or its history left there are removed."""
+    if output is None:
+        yield
+        return
+    from ..archive import remove_leftovers
+    from ..training.checkpoint import PathLock
+
+    directory, name = os.path.split(os.path.abspath(output))
+    lock = PathLock(
+        os.path.join(directory, f".{name}.lock"),
+        busy=f"{output}: another streamgd job (pid {{pid}}) is writing this model; wait for "
+        "it or use another --output",
+        option="--output",
+    )
+    with lock:
+        stem = os.path.splitext(name)[0]
+        for prefix in (name, f"{stem}.history.csv", f"{stem}.history.json"):
+            remove_leftovers(directory, before=lock.acquired_at or 0.0, stem=prefix)
+        yield
 
 
 def _effective_toml(ctx: click.Context) -> str:

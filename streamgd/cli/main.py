@@ -4,7 +4,9 @@ nothing else in the package prints to the terminal except the progress reporter.
 
 from __future__ import annotations
 
+import errno
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -12,7 +14,15 @@ from collections.abc import Callable, Sequence
 import click
 
 from .. import __version__
-from ..errors import EXIT_DATA, EXIT_INTERNAL, EXIT_USAGE, StreamgdError, UsageError
+from ..errors import (
+    EXIT_DATA,
+    EXIT_INTERNAL,
+    EXIT_PREEMPTED,
+    EXIT_USAGE,
+    Interrupted,
+    StreamgdError,
+    UsageError,
+)
 from ..training.callbacks import JsonLogger
 from .commands import COMMANDS
 from .fit import fit
@@ -80,6 +90,14 @@ def run(argv: Sequence[str] | None = None, *, echo: Callable[[str], None] | None
             prefix = "usage error" if isinstance(exc, UsageError) else "error"
             say(f"streamgd: {prefix}: {exc}")
         return exc.exit_code
+    except Interrupted as exc:  # start-up or statistics pass: nothing was written yet
+        message = (
+            f"stopped by {signal.Signals(exc.signum).name} before training began; nothing "
+            "was changed on disk: a rerun starts afresh (with --resume, from the newest "
+            "checkpoint if there is one)"
+        )
+        _report(argv, say, message, EXIT_PREEMPTED, "Interrupted")
+        return EXIT_PREEMPTED
     except KeyboardInterrupt:
         say("streamgd: interrupted")
         return 130
@@ -87,7 +105,33 @@ def run(argv: Sequence[str] | None = None, *, echo: Callable[[str], None] | None
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), sys.stdout.fileno())
         return EXIT_DATA
+    except OSError as exc:  # the environment, met where no seam words it: still not a bug
+        _report(argv, say, _os_error_line(exc), EXIT_DATA, type(exc).__name__)
+        return EXIT_DATA
     except Exception as exc:  # a bug: say so, with the traceback for the report
         traceback.print_exc(file=sys.stderr)
         say(f"streamgd: internal error (please report it): {type(exc).__name__}: {exc}")
         return EXIT_INTERNAL
+
+
+def _report(
+    argv: Sequence[str] | None, say: Callable[[str], None], message: str, code: int, error: str
+) -> None:
+    if _json_log_requested(argv):
+        JsonLogger().emit("error", message=message, exit_code=code, error=error)
+    else:
+        say(f"streamgd: error: {message}")
+
+
+def _os_error_line(exc: OSError) -> str:
+    """One line for an OSError no seam turned into a StreamgdError: the path and the reason."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    code = errno.errorcode.get(exc.errno or -1)
+    if code:
+        reason = f"{reason} ({code})"
+    if exc.filename is None:
+        return f"{reason}; check the paths given, their permissions and free space"
+    paths = os.fsdecode(exc.filename)
+    if exc.filename2 is not None:
+        paths += f" -> {os.fsdecode(exc.filename2)}"
+    return f"{paths}: {reason}; check that path, its permissions and free space"

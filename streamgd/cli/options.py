@@ -33,9 +33,12 @@ __all__ = [
 ]
 
 EXIT_CODES_HELP = (
-    f"Exit codes: 0 success; {EXIT_DATA} data or runtime error; {EXIT_USAGE} usage error; "
-    f"{EXIT_DIVERGED} training diverged; {EXIT_PREEMPTED} stopped by SIGTERM/SIGINT after "
-    f"writing a checkpoint (rerun with --resume); {EXIT_INTERNAL} internal error (a bug)."
+    "Exit codes: 0 success (also when a signal comes after the model was written); "
+    f"{EXIT_DATA} data or runtime error, or the environment (no space, permissions, read-only "
+    f"filesystem, a lock held by another job); {EXIT_USAGE} usage error; {EXIT_DIVERGED} "
+    f"training diverged; {EXIT_PREEMPTED} stopped by SIGTERM/SIGINT (after writing a checkpoint "
+    f"once training had begun: rerun with --resume; before, nothing written); {EXIT_INTERNAL} "
+    f"internal error (a bug)."
 )
 
 

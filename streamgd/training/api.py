@@ -29,6 +29,9 @@ class TrainResult:
     state: TrainState
     trained: bool  # False when a resumed checkpoint had already finished: nothing was done
     resumed_from: str | None = None
+    # when nothing was trained: the digest of the final model that the finished checkpoint
+    # recorded (None for a checkpoint written before digests were recorded)
+    model_digest: str | None = None
 
 
 def train(
@@ -61,6 +64,7 @@ def _train(
         manager = CheckpointManager(
             options.checkpoint_dir, keep=options.keep, warn=hooks.on_warning
         )
+        manager.model_digest = lambda s: model_from_state(s, config).digest()
         manager.acquire()
     try:
         state, resumed_from = None, None
@@ -73,7 +77,9 @@ def _train(
                     hooks.on_warning(
                         f"{resumed_from}: training had already finished; nothing to do"
                     )
-                    return TrainResult(model_from_state(state, config), state, False, resumed_from)
+                    model = model_from_state(state, config)
+                    recorded = manager.recorded_model_digest
+                    return TrainResult(model, state, False, resumed_from, recorded)
                 hooks.on_resume(state, resumed_from)
         elif manager is not None:
             manager.supersede_existing()

@@ -13,10 +13,11 @@ import errno
 import fcntl
 import os
 import re
+import time
 from collections.abc import Callable
 
-from ..archive import read_archive, write_archive
-from ..errors import CheckpointError
+from ..archive import read_archive, remove_leftovers, write_archive
+from ..errors import CheckpointError, EnvironmentFailure, environment_failure
 from .state import TrainState
 
 __all__ = [
@@ -25,12 +26,17 @@ __all__ = [
     "CHECKPOINT_VERSION",
     "CheckpointVersionError",
     "load_checkpoint",
+    "PathLock",
+    "MODEL_DIGEST_KEY",
 ]
 
 # 2: the state grouped into records (stream, totals, early stopping, trajectory, Dask rounds)
 CHECKPOINT_VERSION = 2
 _NAME = re.compile(r"^ckpt-(\d{12})\.npz$")
 LOCK_NAME = "LOCK"
+# The finished state's checkpoint records the digest of the model it makes (see
+# :func:`streamgd.archive.archive_digest`), so that a rerun can check the file at --output.
+MODEL_DIGEST_KEY = "final_model_sha256"
 
 
 class CheckpointVersionError(CheckpointError):
@@ -38,6 +44,10 @@ class CheckpointVersionError(CheckpointError):
 
 
 def load_checkpoint(path: str) -> TrainState:
+    return _load(path)[0]
+
+
+def _load(path: str) -> tuple[TrainState, dict]:
     meta, arrays = read_archive(path, kind="checkpoint", max_version=CHECKPOINT_VERSION)
     found = meta.get("version")
     if found != CHECKPOINT_VERSION:
@@ -48,9 +58,72 @@ def load_checkpoint(path: str) -> TrainState:
             f"checkpoint directory {os.path.dirname(path) or '.'}"
         )
     try:
-        return TrainState.from_archive(meta, arrays)
+        return TrainState.from_archive(meta, arrays), meta
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: checkpoint lacks or garbles {exc}") from None
+
+
+class PathLock:
+    """An exclusive ``flock`` on the file ``path``, which holds its holder's PID. The OS
+    releases it when its holder dies, so a lock file left by a killed job is simply taken
+    over. ``busy`` words the refusal when another job holds it (``{pid}`` is filled in);
+    ``option`` is the setting that chose the path."""
+
+    def __init__(self, path: str, *, busy: str, option: str) -> None:
+        self.path, self.busy, self.option = path, busy, option
+        self._fd: int | None = None
+        self.acquired_at: float | None = None
+
+    def acquire(self) -> None:
+        path = self.path
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except IsADirectoryError:
+            raise EnvironmentFailure(
+                f"{path}: is a directory where streamgd keeps its lock file; remove it or "
+                f"choose another {self.option}",
+                path=path,
+                errno=errno.EISDIR,
+            ) from None
+        except OSError as exc:
+            raise environment_failure(
+                exc, path, what="the lock file", option=self.option, cls=EnvironmentFailure
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = "another process"
+            with contextlib.suppress(OSError):
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or holder
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise CheckpointError(self.busy.format(pid=holder)) from None
+            raise EnvironmentFailure(
+                f"{path}: cannot be locked ({exc.strerror or exc}); put it on a filesystem "
+                f"that supports locks (flock) or choose another {self.option}",
+                path=path,
+                errno=exc.errno,
+            ) from None
+        with contextlib.suppress(OSError):  # the PID is for messages only
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        self.acquired_at = time.time()
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+                os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> PathLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 class CheckpointManager:
@@ -62,38 +135,27 @@ class CheckpointManager:
         self.directory = directory
         self.keep = keep
         self.warn = warn or (lambda msg: None)
-        self._lock_fd: int | None = None
         self._superseded: list[str] = []
+        self._lock = PathLock(
+            os.path.join(directory, LOCK_NAME),
+            busy=f"{directory}: another streamgd job (pid {{pid}}) is training into this "
+            "checkpoint directory; wait for it or use another --checkpoint-dir",
+            option="--checkpoint-dir",
+        )
+        # Set by the trainer's owner: the digest of the model a finished state makes, recorded
+        # in the last checkpoint; and the digest recorded in the checkpoint found by latest().
+        self.model_digest: Callable[[TrainState], str] | None = None
+        self.recorded_model_digest: str | None = None
 
     # -- the lock -----------------------------------------------------------------------------
     def acquire(self) -> None:
-        """Take the directory's lock, or fail naming the process that holds it. The lock is an
-        ``flock`` on a file, so the OS releases it when its holder dies: a stale lock file left
-        by a killed job is simply taken over."""
-        os.makedirs(self.directory, exist_ok=True)
-        path = os.path.join(self.directory, LOCK_NAME)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
-            os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                raise CheckpointError(
-                    f"{self.directory}: another streamgd job (pid {holder}) is training into "
-                    "this checkpoint directory; wait for it or use another --checkpoint-dir"
-                ) from None
-            raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._lock_fd = fd
+        """Take the directory's lock (see :class:`PathLock`), or fail naming the process that
+        holds it; then remove the temporary files a killed write left behind."""
+        self._lock.acquire()
+        remove_leftovers(self.directory, before=self._lock.acquired_at or time.time())
 
     def release(self) -> None:
-        if self._lock_fd is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-                os.close(self._lock_fd)
-            self._lock_fd = None
+        self._lock.release()
 
     def __enter__(self) -> CheckpointManager:
         self.acquire()
@@ -118,8 +180,18 @@ class CheckpointManager:
     def save(self, state: TrainState) -> str:
         """Write ``state`` atomically as ``ckpt-<step>.npz``, then prune to the newest K."""
         meta, arrays = state.to_archive()
+        if state.finished and self.model_digest is not None:
+            meta[MODEL_DIGEST_KEY] = self.model_digest(state)
         path = os.path.join(self.directory, f"ckpt-{state.step:012d}.npz")
-        write_archive(path, kind="checkpoint", version=CHECKPOINT_VERSION, meta=meta, arrays=arrays)
+        write_archive(
+            path,
+            kind="checkpoint",
+            version=CHECKPOINT_VERSION,
+            meta=meta,
+            arrays=arrays,
+            what="the checkpoint",
+            option="--checkpoint-dir",
+        )
         stale = [p for p in self._superseded if p != path]
         self._superseded = []
         for old in stale + self.paths()[self.keep :]:
@@ -136,15 +208,30 @@ class CheckpointManager:
         errors = []
         for path in paths:
             try:
-                return path, load_checkpoint(path)
+                state, meta = _load(path)
             except CheckpointVersionError:
                 raise
             except CheckpointError as exc:
-                errors.append(str(exc))
-                self.warn(f"skipping unusable checkpoint: {exc}")
+                errors.append((path, _reason(exc, path)))
+                continue
+            for bad, reason in errors:
+                self.warn(f"checkpoint {bad} is {reason}; using the previous one {path}")
+            self.recorded_model_digest = meta.get(MODEL_DIGEST_KEY)
+            return path, state
         if errors:
+            bad, reason = errors[0]
             raise CheckpointError(
                 f"{self.directory}: none of the {len(paths)} checkpoint(s) can be used "
-                f"({errors[0]}); nothing was overwritten"
+                f"(the newest, {bad}, is {reason}); nothing was overwritten: rerun without "
+                "--resume to start afresh"
             )
         return None
+
+
+def _reason(exc: CheckpointError, path: str) -> str:
+    """The message of ``exc`` without the path it begins with."""
+    text = str(exc)
+    text = text[len(path) + 2 :] if text.startswith(f"{path}: ") else text
+    if text.startswith("is "):
+        return text[3:]
+    return text if text.startswith("damaged") else f"unusable ({text})"

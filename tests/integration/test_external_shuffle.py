@@ -201,6 +201,7 @@ def test_the_same_seed_gives_the_same_bytes_another_seed_another_order(
 _MEASURE = textwrap.dedent(
     """
     import json, sys, tracemalloc
+    import pandas  # pyarrow imports it lazily, mid-shuffle otherwise: not the shuffle's memory
     import pyarrow as pa
     from streamgd.external_shuffle import shuffle_files
 
