@@ -36,6 +36,7 @@ def to_matrix(
     out: np.ndarray | None = None,
     *,
     center: np.ndarray | None = None,
+    check: Callable[[int, np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Decode the named columns into one float matrix, nulls as NaN.
 
@@ -49,6 +50,9 @@ def to_matrix(
     so a float32 matrix keeps full relative precision of the centred values even for float64
     data with a large offset (a float32 column is centred in float32: ``center`` should then be
     float32-representable, as the statistics pass makes it).
+
+    ``check(j, values)`` sees column ``j``'s raw values first and returns them, clipped, or
+    raises (the ``--outliers`` bounds, see :func:`streamgd.features.outliers.guard`).
     """
     n = table.num_rows
     out = np.empty((n, len(columns)), dtype=np.float64, order="F") if out is None else out[:n]
@@ -61,13 +65,17 @@ def to_matrix(
             if isinstance(col, pa.ChunkedArray)
             else col.to_numpy(zero_copy_only=False)
         )
+        if check is not None:
+            values = check(j, values)
         c = 0.0 if center is None else center[j]
-        if not c:
-            out[:, j] = values
-        else:  # one pass: 3x faster than a copy followed by an in-place subtract
-            if values.dtype == out.dtype:  # subtract in that precision, not via float64
-                c = out.dtype.type(c)
-            np.subtract(values, c, out=out[:, j], casting="same_kind")
+        # an infinity or NaN is the row preparation's to report, not numpy's to warn about
+        with np.errstate(invalid="ignore", over="ignore"):
+            if not c:
+                out[:, j] = values
+            else:  # one pass: 3x faster than a copy followed by an in-place subtract
+                if values.dtype == out.dtype:  # subtract in that precision, not via float64
+                    c = out.dtype.type(c)
+                np.subtract(values, c, out=out[:, j], casting="same_kind")
     return out
 
 
@@ -88,6 +96,10 @@ class Decoder:
     converters: Mapping[str, Converter] = field(default_factory=dict)
     center: np.ndarray | None = None
     dtype: type = np.float64
+    # the --outliers check of each column's raw values (see features.outliers.guard), and the
+    # statistics pass's screen of whole raw matrices (see features.outliers.Screen)
+    guard: Callable | None = None
+    screen: Callable[[np.ndarray, str, int], np.ndarray] | None = None
 
     @classmethod
     def for_statistics(
@@ -100,9 +112,11 @@ class Decoder:
         infinite: str,
         classes: Sequence | None = None,
         select: Select | None = None,
+        screen: Callable[[np.ndarray, str, int], np.ndarray] | None = None,
     ) -> Decoder:
         """The statistics pass: raw float64 values of the features and the target, missing
-        values left as NaN for the statistics to skip (no fill yet), class labels as codes."""
+        values left as NaN for the statistics to skip (no fill yet), class labels as codes,
+        each matrix passed through ``screen`` (the outlier check) before row preparation."""
         converters = {} if classes is None else {target: label_encoder(classes, target)}
         prepare = preparer(
             names,
@@ -113,7 +127,7 @@ class Decoder:
             check_target=target_check(loss),
             select=select,
         )
-        return cls((*names, target), prepare, converters)
+        return cls((*names, target), prepare, converters, screen=screen)
 
     @classmethod
     def for_training(
@@ -131,7 +145,14 @@ class Decoder:
             check_target=target_check(loss),
             select=select,
         )
-        return cls(spec.columns, prepare, spec.converters() or {}, spec.stream_center(), dtype)
+        return cls(
+            spec.columns,
+            prepare,
+            spec.converters() or {},
+            spec.stream_center(),
+            dtype,
+            guard=spec.outlier_guard(has_target=True),
+        )
 
     @classmethod
     def for_scoring(cls, model, *, select: Select | None = None) -> Decoder:
@@ -147,7 +168,12 @@ class Decoder:
             check_target=target_check(model.make_loss()),
             select=select,
         )
-        return cls(spec.columns, prepare, spec.converters() or {})
+        return cls(
+            spec.columns,
+            prepare,
+            spec.converters() or {},
+            guard=spec.outlier_guard(has_target=True),
+        )
 
     @classmethod
     def for_prediction(cls, model) -> Decoder:
@@ -165,7 +191,7 @@ class Decoder:
             check_target=None,
             has_target=False,
         )
-        return cls(spec.names, prepare)
+        return cls(spec.names, prepare, guard=spec.outlier_guard(has_target=False))
 
     def matrix(
         self,
@@ -182,7 +208,10 @@ class Decoder:
             table = table.set_column(i, name, convert(table.column(name), path, first_row))
         if out is None:
             out = np.empty((table.num_rows, len(self.columns)), dtype=self.dtype, order="F")
-        return to_matrix(table, self.columns, out, center=self.center)
+        guard = self.guard
+        check = None if guard is None else (lambda j, v: guard(j, v, path, first_row))
+        m = to_matrix(table, self.columns, out, center=self.center, check=check)
+        return m if self.screen is None else self.screen(m, path, first_row)
 
     def decode(
         self,
