@@ -131,6 +131,15 @@ class FeatureSpec:
         codes = np.column_stack([c.encode(table.column(c.name)) for c in self.categoricals])
         return codes + self.code_offsets
 
+    def neutral_code_weights(self, weights: np.ndarray) -> np.ndarray:
+        """The code weights prediction uses: each one-hot column's "(other)" weight made
+        neutral when no training value fell there (see :meth:`Categorical.neutral_other`)."""
+        parts = [
+            c.neutral_other(weights[start : start + c.size])
+            for c, start in zip(self.categoricals, self.code_offsets, strict=True)
+        ]
+        return np.concatenate(parts) if parts else weights
+
     def code_labels(self) -> list[str]:
         """``name=value`` (or ``name#bucket``) for each code weight, in order."""
         return [label for c in self.categoricals for label in c.labels()]

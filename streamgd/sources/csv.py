@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from ..errors import DataError, UsageError
@@ -34,6 +35,8 @@ __all__ = [
     "fixed_types",
     "check_dtypes",
     "empty_message",
+    "check_unique",
+    "numbers_as_text",
 ]
 
 PROBE_BLOCK_SIZE = 64 << 10  # bytes of each later CSV file checked by open_dataset
@@ -130,13 +133,26 @@ def open_csv(
     }
     try:
         try:
-            return pacsv.open_csv(input_stream(path), **kwargs)
+            reader = pacsv.open_csv(input_stream(path), **kwargs)
         except pa.ArrowInvalid as exc:
             if "Empty CSV" not in str(exc) and "infer number of columns" not in str(exc):
                 raise
-            return pacsv.open_csv(_terminated_head(path, options, exc), **kwargs)
+            reader = pacsv.open_csv(_terminated_head(path, options, exc), **kwargs)
     except (OSError, pa.ArrowException) as exc:
         raise csv_error(exc, path, options, types or {}, first_row=0) from None
+    check_unique(reader.schema.names, path)
+    return reader
+
+
+def check_unique(names: list[str], path: str) -> None:
+    """Two columns of one name: which would a feature be? An error naming them."""
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DataError(
+            f"duplicate column name(s) {', '.join(map(repr, repeated))}; rename them so that "
+            "each column has its own name",
+            path=path,
+        )
 
 
 def _terminated_head(path: str, options: CsvOptions, exc: Exception) -> pa.BufferReader:
@@ -171,7 +187,33 @@ def probe_csv(
         return reader.schema, False
     except (OSError, pa.ArrowException) as exc:
         raise csv_error(exc, path, options, types, first_row=0) from None
-    return reader.schema, batch.num_rows > 0
+    return numbers_as_text(reader.schema, batch, types), batch.num_rows > 0
+
+
+# A number as pyarrow's CSV reader parses one (and inf, nan), spaces around allowed.
+_NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$|^\s*[-+]?(inf|infinity|nan)\s*$"
+MOSTLY_NUMERIC = 0.9  # share of a text column's values that makes it a numeric column
+
+
+def numbers_as_text(
+    schema: pa.Schema, batch: pa.RecordBatch, given: dict[str, pa.DataType]
+) -> pa.Schema:
+    """The inferred schema, with float64 for each text column whose values in the first block
+    are mostly numbers (at least ``MOSTLY_NUMERIC`` of them): a numeric column with a few bad
+    tokens, which would otherwise be read as text and silently left out of the default
+    features. Parsed as float64, its first bad token is then an error naming its line (and
+    saying how to read the column as text instead). Columns of ``given`` types are left as
+    they are."""
+    fields = []
+    for f in schema:
+        if f.name not in given and pa.types.is_string(f.type):
+            col = batch.column(f.name).drop_null()
+            if len(col):
+                numeric = pc.match_substring_regex(col, _NUMBER, ignore_case=True)
+                if pc.sum(numeric).as_py() >= MOSTLY_NUMERIC * len(col):
+                    f = f.with_type(pa.float64())
+        fields.append(f)
+    return pa.schema(fields)
 
 
 def check_head(

@@ -66,6 +66,11 @@ def csv_error(
         arrow_name, value = detail
         dtype = _type_name(types.get(column) if column else None, arrow_name)
         what = f"cannot parse {_clip(value)} as {dtype}"
+        if column is not None and dtype in ("float64", "float32", "int64"):
+            what += (
+                f" (--dtype {column}=string reads the column as text; --null-values sets "
+                "the tokens read as missing)"
+            )
     elif kind == "utf8":
         what = "the text is not valid UTF-8"
     else:

@@ -136,3 +136,95 @@ def test_clipping_applies_when_predicting(tmp_path):
     table = pa.table({"x1": [1e30, bounds[1, 0]], "x2": [0.0, 0.0]})
     pred = model.predict(table)
     assert pred[0] == pred[1]
+
+
+# -- data surprises -----------------------------------------------------------------------------
+def write_csv_lines(tmp_path, name: str, lines: list[str]) -> str:
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def csv_lines(data: dict) -> list[str]:
+    names = list(data)
+    return [",".join(names)] + [
+        ",".join(repr(float(data[n][i])) for n in names) for i in range(len(data[names[0]]))
+    ]
+
+
+def test_a_numeric_csv_column_with_a_bad_token_is_an_error_naming_the_line(capsys, tmp_path):
+    data = regression(300)
+    lines = csv_lines(data)
+    lines[51] = lines[51].split(",")[0] + ",abc," + lines[51].split(",")[2]
+    path = write_csv_lines(tmp_path, "bad.csv", lines)
+    code, _, err = run_cli(capsys, *fit_args(path, tmp_path, "-q"))
+    one_error_line(code, err, 1, "bad.csv", "line 52", "column 'x2'", "'abc'", "--dtype x2=string")
+    # read as text on request: then it is left out, and the fit is x1's alone
+    code, _, err = run_cli(capsys, *fit_args(path, tmp_path, "-q", "--dtype", "x2=string"))
+    assert code == 0, err
+    assert streamgd.load(str(tmp_path / "m.npz")).features == ("x1",)
+
+
+def test_a_text_column_stays_text(capsys, tmp_path):
+    data = regression(300)
+    lines = csv_lines(data)
+    lines = [line + ("," + ("name" if i == 0 else f"n{i % 7}")) for i, line in enumerate(lines)]
+    path = write_csv_lines(tmp_path, "text.csv", lines)
+    code, _, err = run_cli(capsys, *fit_args(path, tmp_path, "-q"))
+    assert code == 0, err
+    assert streamgd.load(str(tmp_path / "m.npz")).features == ("x1", "x2")
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_duplicate_column_names_are_an_error_naming_them(capsys, tmp_path, kind):
+    data = regression(100)
+    if kind == "csv":
+        lines = csv_lines(data)
+        lines[0] = "x,x,y"
+        path = write_csv_lines(tmp_path, "dup.csv", lines)
+    else:
+        path = str(tmp_path / "dup.parquet")
+        table = pa.table(data).rename_columns(["x", "x", "y"])
+        pq.write_table(table, path)
+    code, _, err = run_cli(capsys, *fit_args(path, tmp_path, "-q"))
+    one_error_line(code, err, 1, f"dup.{kind}", "duplicate column", "'x'")
+
+
+def test_an_extra_unused_column_is_accepted_with_a_note(capsys, tmp_path):
+    data = regression(2000)
+    a = write(tmp_path, {k: v[:1000] for k, v in data.items()}, "a.parquet")
+    b = write(
+        tmp_path, {**{k: v[1000:] for k, v in data.items()}, "z": data["x1"][1000:]}, "b.parquet"
+    )
+    code, _, err = run_cli(
+        capsys, "fit", a, b, "-y", "y", "-o", str(tmp_path / "m.npz"), "--solver", "normal"
+    )
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if "'z'" in line]
+    assert len(notes) == 1 and "a.parquet" in notes[0], err
+    coefs, intercept = streamgd.load(str(tmp_path / "m.npz")).coefficients()
+    coef, oracle = lstsq_fit(np.column_stack([data["x1"], data["x2"]]), data["y"])
+    np.testing.assert_allclose([coefs["x1"], coefs["x2"]], coef, rtol=1e-6)
+    np.testing.assert_allclose(intercept, oracle, rtol=1e-6)
+    code, _, err = run_cli(capsys, "fit", a, b, "-y", "y", "-f", "x1,z", "-q")
+    one_error_line(code, err, 1, "a.parquet", "'z'")
+
+
+def test_an_unseen_category_predicts_as_the_training_population_average(tmp_path):
+    rng = np.random.default_rng(3)
+    n = 3000
+    cat = rng.choice(["a", "b", "c"], size=n, p=[0.6, 0.3, 0.1])
+    x = rng.normal(size=n)
+    y = x + np.select([cat == "a", cat == "b"], [1.0, -2.0], 5.0) + 0.1 * rng.normal(size=n)
+    path = write(tmp_path, {"x": x, "cat": cat, "y": y})
+    model = streamgd.fit(path, target="y", categorical=["cat"], epochs=3)
+    seen = ["a", "b", "c"]
+    counts = np.array([(cat == v).sum() for v in seen], dtype=float)
+    per_value = model.predict(pa.table({"x": [0.0] * 3, "cat": seen}))
+    unseen = model.predict(pa.table({"x": [0.0], "cat": ["never-seen"]}))[0]
+    np.testing.assert_allclose(unseen, per_value @ counts / counts.sum(), rtol=1e-9, atol=1e-9)
+    coefs, _ = model.coefficients()
+    weights = np.array([coefs[f"cat={v}"] for v in seen])
+    np.testing.assert_allclose(coefs["cat=(other)"], weights @ counts / counts.sum(), atol=1e-12)
+    # the weight training left in the model file is untouched (training stays as it was)
+    assert model.code_weights[-1] != pytest.approx(coefs["cat=(other)"] / model.spec.target_scale)
