@@ -20,7 +20,7 @@ import pyarrow.csv as pacsv
 
 from ..errors import DataError, UsageError
 from .csv_errors import csv_error
-from .csv_options import CSV_DTYPES, CsvOptions
+from .csv_options import CSV_DTYPES, CsvOptions, Sniffed, sniff
 from .paths import input_stream
 
 __all__ = [
@@ -96,7 +96,6 @@ class ReadAhead:
 READ_AHEAD = 2  # CSV blocks parsed ahead of the consumer (see ReadAhead)
 
 
-_UTF8_BOM = b"\xef\xbb\xbf"
 _HEAD_LIMIT = 1 << 20  # a header-only file without a line break is read whole up to this size
 
 
@@ -114,7 +113,17 @@ def open_csv(
     ``newlines_in_values`` is always on: without it a quoted line break that falls on a block
     boundary splits the record; on ordinary files it cost nothing measurable (0-3%).
     """
-    read = {"block_size": block_size or CSV_BLOCK_SIZE, "use_threads": threads}
+    try:
+        sniffed = sniff(path)
+    except OSError as exc:
+        raise csv_error(exc, path, options, types or {}, first_row=0) from None
+    read = {
+        "block_size": block_size or CSV_BLOCK_SIZE,
+        "use_threads": threads,
+        "skip_rows": sniffed.skip_lines,
+    }
+    if sniffed.transcoded:
+        read["encoding"] = sniffed.encoding
     if not options.header:
         read["column_names"] = list(options.columns or ())
     convert = {
@@ -127,7 +136,9 @@ def open_csv(
     kwargs = {
         "read_options": pacsv.ReadOptions(**read),
         "parse_options": pacsv.ParseOptions(
-            delimiter=options.delimiter_for(path), newlines_in_values=True
+            delimiter=sniffed.delimiter(options, path),
+            newlines_in_values=True,
+            invalid_row_handler=_skip_blank,
         ),
         "convert_options": pacsv.ConvertOptions(**convert),
     }
@@ -137,7 +148,7 @@ def open_csv(
         except pa.ArrowInvalid as exc:
             if "Empty CSV" not in str(exc) and "infer number of columns" not in str(exc):
                 raise
-            reader = pacsv.open_csv(_terminated_head(path, options, exc), **kwargs)
+            reader = pacsv.open_csv(_terminated_head(path, options, sniffed, exc), **kwargs)
     except (OSError, pa.ArrowException) as exc:
         raise csv_error(exc, path, options, types or {}, first_row=0) from None
     check_unique(reader.schema.names, path)
@@ -155,17 +166,26 @@ def check_unique(names: list[str], path: str) -> None:
         )
 
 
-def _terminated_head(path: str, options: CsvOptions, exc: Exception) -> pa.BufferReader:
+def _skip_blank(row) -> str:
+    """pyarrow's handler of a row with the wrong number of fields: a line of only spaces or
+    tabs is a blank line (skipped, as empty lines are); anything else stays an error."""
+    return "skip" if not row.text.strip(" \t\r") else "error"
+
+
+def _terminated_head(
+    path: str, options: CsvOptions, sniffed: Sniffed, exc: Exception
+) -> pa.BufferReader:
     """pyarrow cannot parse a file whose only line lacks a line break (``a,b``): the whole
     (small) file with one added. A file of nothing but blank lines or a byte-order mark is
     empty."""
     with input_stream(path) as stream:
         head = stream.read(_HEAD_LIMIT + 1)
-    if not head.removeprefix(_UTF8_BOM).strip():
+    text = head[len(sniffed.bom) :].decode(sniffed.codec, errors="replace")
+    if not text.strip():
         raise DataError(empty_message(options), path=path)
     if len(head) > _HEAD_LIMIT:
         raise exc
-    return pa.BufferReader(head + b"\n")
+    return pa.BufferReader(head + "\n".encode(sniffed.codec))
 
 
 def empty_message(options: CsvOptions) -> str:

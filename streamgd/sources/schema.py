@@ -21,13 +21,16 @@ def missing_in(field: pa.Field) -> list[str]:
 
 
 def is_numeric(dtype: pa.DataType) -> bool:
-    """Whether a column of this Arrow type can be used as a numeric feature or target."""
+    """Whether a column of this Arrow type can be used as a numeric feature or target:
+    numbers, booleans, and times (timestamps, dates, times of day and durations, as seconds:
+    see :func:`streamgd.decode.as_float`)."""
     return (
         pa.types.is_integer(dtype)
         or pa.types.is_floating(dtype)
         or pa.types.is_boolean(dtype)
         or pa.types.is_decimal(dtype)
         or pa.types.is_null(dtype)
+        or pa.types.is_temporal(dtype)
     )
 
 

@@ -228,3 +228,116 @@ def test_an_unseen_category_predicts_as_the_training_population_average(tmp_path
     np.testing.assert_allclose(coefs["cat=(other)"], weights @ counts / counts.sum(), atol=1e-12)
     # the weight training left in the model file is untouched (training stays as it was)
     assert model.code_weights[-1] != pytest.approx(coefs["cat=(other)"] / model.spec.target_scale)
+
+
+# -- files from the field -----------------------------------------------------------------------
+def fit_and_compare(capsys, tmp_path, path, columns: dict, *more):
+    """Fit ``path`` with the normal solver and compare with least squares on ``columns``."""
+    code, _, err = run_cli(capsys, *fit_args(path, tmp_path, "--solver", "normal", *more))
+    assert code == 0, err
+    assert "Warning" not in err, err
+    coefs, intercept = streamgd.load(str(tmp_path / "m.npz")).coefficients()
+    names = [n for n in columns if n != "y"]
+    assert sorted(coefs) == sorted(names)
+    x = np.column_stack([columns[n] for n in names])
+    mean = x.mean(axis=0)  # centred: least squares on raw 1e18s would be ill-conditioned
+    coef, oracle = lstsq_fit(x - mean, columns["y"])
+    oracle -= float(mean @ coef)
+    np.testing.assert_allclose([coefs[n] for n in names], coef, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(intercept, oracle, rtol=1e-6, atol=1e-6)
+
+
+def test_integers_beyond_2_53_convert_to_the_nearest_float64(capsys, tmp_path):
+    data = regression(500)
+    big = np.arange(500, dtype=np.int64) * 1024 + 2**60 + 1
+    data["big"] = big
+    path = write(tmp_path, data)
+    as_float = big.astype(np.float64)  # numpy rounds to nearest, as streamgd documents
+    fit_and_compare(capsys, tmp_path, path, {**data, "big": as_float})
+
+
+def test_time_columns_are_seconds(capsys, tmp_path):
+    rng = np.random.default_rng(5)
+    n = 400
+    seconds = 1.7e9 + rng.integers(0, 86400 * 365, size=n)
+    days = rng.integers(0, 20000, size=n)
+    dur = rng.integers(0, 10_000, size=n)
+    y = 1e-6 * (seconds - 1.7e9) - 1e-4 * days + 0.01 * dur + rng.normal(size=n) * 0.01
+    table = pa.table(
+        {
+            "t": pa.array((seconds * 1e6).astype(np.int64), pa.timestamp("us", tz="UTC")),
+            "d": pa.array(days.astype(np.int32), pa.date32()),
+            "dur": pa.array(dur * 1000, pa.duration("ms")),
+            "y": y,
+        }
+    )
+    path = str(tmp_path / "times.parquet")
+    pq.write_table(table, path)
+    expected = {"t": seconds, "d": days * 86400.0, "dur": dur.astype(float), "y": y}
+    fit_and_compare(capsys, tmp_path, path, expected)
+
+
+def test_decimals_convert_to_the_nearest_float64(capsys, tmp_path):
+    import decimal
+
+    data = regression(300)
+    cents = np.random.default_rng(2).integers(0, 10**9, size=300)
+    data["price"] = pa.array([decimal.Decimal(int(c)) / 100 for c in cents], pa.decimal128(12, 2))
+    path = write(tmp_path, data)
+    prices = np.array([float(f"{c / 100:.2f}") for c in cents])  # each the nearest float64
+    from streamgd.decode import as_float
+
+    assert as_float(data["price"]).to_numpy().tolist() == [
+        float(str(d)) for d in data["price"].to_pylist()
+    ]
+    fit_and_compare(capsys, tmp_path, path, {**data, "price": prices})
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32", "utf-16-be", "utf-8-sig"])
+def test_unicode_csv_is_decoded_from_its_bom(capsys, tmp_path, encoding):
+    data = regression(300)
+    text = "\n".join(csv_lines(data)) + "\n"
+    raw = text.encode(encoding)
+    if encoding == "utf-16-be":
+        raw = b"\xfe\xff" + raw
+    path = tmp_path / "u.csv"
+    path.write_bytes(raw)
+    fit_and_compare(capsys, tmp_path, str(path), data)
+    # and a bad value is located on its line
+    lines = csv_lines(data)
+    lines[9] = "1,x,2"
+    raw = ("\n".join(lines) + "\n").encode(encoding)
+    path.write_bytes(b"\xfe\xff" + raw if encoding == "utf-16-be" else raw)
+    code, _, err = run_cli(capsys, *fit_args(str(path), tmp_path, "-q"))
+    one_error_line(code, err, 1, "u.csv", "line 10", "column 'x2'", "'x'")
+
+
+@pytest.mark.parametrize("bom", [b"\xff\xfe", b"\xff\xfe\x00\x00", b"\xef\xbb\xbf", b"\xfe\xff"])
+def test_a_file_of_only_a_bom_is_empty(capsys, tmp_path, bom):
+    path = tmp_path / "bom.csv"
+    path.write_bytes(bom)
+    code, _, err = run_cli(capsys, *fit_args(str(path), tmp_path, "-q"))
+    one_error_line(code, err, 1, "bom.csv", "empty")
+
+
+def test_an_excel_sep_line_is_honoured(capsys, tmp_path):
+    data = regression(300)
+    lines = [line.replace(",", ";") for line in csv_lines(data)]
+    path = write_csv_lines(tmp_path, "excel.csv", ["sep=;", *lines])
+    fit_and_compare(capsys, tmp_path, path, data)
+    lines[20] = "1;oops;2"
+    path = write_csv_lines(tmp_path, "excel.csv", ["sep=;", *lines])
+    code, _, err = run_cli(capsys, *fit_args(path, tmp_path, "-q"))
+    one_error_line(code, err, 1, "excel.csv", "line 22", "column 'x2'", "'oops'")
+
+
+def test_whitespace_only_lines_are_blank_lines(capsys, tmp_path):
+    data = regression(300)
+    lines = csv_lines(data)
+    lines = [*lines[:10], "   ", "\t", *lines[10:50], "  ", *lines[50:]]
+    path = write_csv_lines(tmp_path, "ws.csv", lines)
+    fit_and_compare(capsys, tmp_path, path, data)
+    lines[60] = "1,bad,2"
+    path = write_csv_lines(tmp_path, "ws.csv", lines)
+    code, _, err = run_cli(capsys, *fit_args(path, tmp_path, "-q"))
+    one_error_line(code, err, 1, "ws.csv", "line 61", "'bad'")
