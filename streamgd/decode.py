@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .errors import DataError
 from .features.classes import label_encoder
 from .features.rows import Prepare, Select, preparer, target_check
 
@@ -244,6 +245,12 @@ class Decoder:
     ) -> np.ndarray:
         """Steps 1 and 2: the piece's columns, converted, as one matrix (a view of ``out``
         when given, else a new ``dtype`` matrix). ``path`` and ``first_row`` locate errors."""
+        lacking = [name for name in self.columns if name not in table.schema.names]
+        if lacking:  # a column only some files have (see sources.schema.missing_in)
+            raise DataError(
+                f"this file has no column(s) {', '.join(map(repr, lacking))}, which are used",
+                path=path,
+            )
         for name, convert in self.converters.items():
             i = table.schema.get_field_index(name)
             table = table.set_column(i, name, convert(table.column(name), path, first_row))

@@ -7,6 +7,8 @@ column and row, and for fits the coefficients against a numpy least-squares orac
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -341,3 +343,27 @@ def test_whitespace_only_lines_are_blank_lines(capsys, tmp_path):
     path = write_csv_lines(tmp_path, "ws.csv", lines)
     code, _, err = run_cli(capsys, *fit_args(path, tmp_path, "-q"))
     one_error_line(code, err, 1, "ws.csv", "line 61", "'bad'")
+
+
+def test_schema_of_files_with_a_column_only_some_have(capsys, tmp_path):
+    data = regression(100)
+    a = write(tmp_path, data, "a.parquet")
+    b = write(tmp_path, {**data, "z": data["x1"]}, "b.parquet")
+    (tmp_path / "c.csv").write_text("\n".join(csv_lines(data)) + "\n")
+    code, out, err = run_cli(capsys, "schema", a, b, str(tmp_path / "c.csv"), "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    z = next(c for c in info["columns"] if c["name"] == "z")
+    assert z["nulls"] == 200  # the rows of the two files without it
+    assert any("'z'" in note for note in info["notes"])
+
+
+def test_evaluating_on_a_file_without_a_feature_names_it(capsys, tmp_path):
+    data = regression(200)
+    a = write(tmp_path, data, "a.parquet")
+    c = write(tmp_path, {"x1": data["x1"], "y": data["y"]}, "c.parquet")
+    model = str(tmp_path / "m.npz")
+    code, _, err = run_cli(capsys, "fit", a, "-y", "y", "-o", model, "-q")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "evaluate", model, a, c)
+    one_error_line(code, err, 1, "c.parquet", "'x2'")
