@@ -109,11 +109,7 @@ def as_float(col: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
         return pc.multiply(pc.cast(pc.cast(col, pa.int32()), pa.float64()), 86400.0)
     if pa.types.is_date64(kind):
         return pc.divide(pc.cast(pc.cast(col, pa.int64()), pa.float64(), safe=False), 1000.0)
-    if (
-        pa.types.is_timestamp(kind)
-        or pa.types.is_time(kind)
-        or pa.types.is_duration(kind)
-    ):
+    if pa.types.is_timestamp(kind) or pa.types.is_time(kind) or pa.types.is_duration(kind):
         width = pa.int32() if kind.bit_width == 32 else pa.int64()
         ticks = pc.cast(pc.cast(col, width), pa.float64(), safe=False)
         per_second = _SECONDS[kind.unit]

@@ -27,9 +27,10 @@ def select_features(
     labels: bool = False,
     categorical: Sequence[str] = (),
 ) -> tuple[str, ...]:
-    """The numeric feature columns: those asked for, or every numeric column except the target
-    and the ``categorical`` ones. With ``labels`` (multi-class) the target may hold strings as
-    well as numbers."""
+    """The numeric feature columns: those asked for, or every numeric column except the target,
+    the ``categorical`` ones, times (timestamps, dates, times, durations: numeric, as seconds,
+    when named) and columns some files lack. With ``labels`` (multi-class) the target may hold
+    strings as well as numbers."""
     names = schema.names
     if target not in names:
         raise UsageError(f"{path}: no target column {target!r}; columns are: {', '.join(names)}")
@@ -63,6 +64,7 @@ def select_features(
             if f.name != target
             and f.name not in categorical
             and is_numeric(f.type)
+            and not pa.types.is_temporal(f.type)  # times: when named (data trains as before)
             and not missing_in(f)
         ]
         if not chosen and not categorical:

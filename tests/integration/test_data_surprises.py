@@ -276,7 +276,10 @@ def test_time_columns_are_seconds(capsys, tmp_path):
     path = str(tmp_path / "times.parquet")
     pq.write_table(table, path)
     expected = {"t": seconds, "d": days * 86400.0, "dur": dur.astype(float), "y": y}
-    fit_and_compare(capsys, tmp_path, path, expected)
+    fit_and_compare(capsys, tmp_path, path, expected, "-f", "t,d,dur")
+    # not among the default features: data with a date column trains as it did
+    code, _, err = run_cli(capsys, *fit_args(path, tmp_path, "-q"))
+    one_error_line(code, err, 1, "no numeric column besides the target")
 
 
 def test_decimals_convert_to_the_nearest_float64(capsys, tmp_path):
