@@ -1,8 +1,9 @@
 """Extreme values: found in the statistics pass, then clipped, refused or reported (``--outliers``).
 
-A column's *reference* comes from the first piece the statistics pass reads (a seeded choice, so
-the same every run): its median ``m`` and its interquartile range ``s`` (the mean absolute
-deviation from the median when that range is 0, and 1 when both are). A value is an outlier when
+A column's *reference* comes from the first piece of at least ``MIN_REFERENCE_ROWS`` rows the
+statistics pass reads (a seeded choice, so the same every run): its median ``m`` and its
+interquartile range ``s`` (the mean absolute deviation from the median when that range is 0,
+and 1 when both are). A value is an outlier when
 ``|x - m| > OUTLIER_SPREADS * s``: about 74 standard deviations of normal data, so ordinary data
 never has one, while a sentinel such as 1e30 or 9.99e99 always is one.
 
@@ -39,6 +40,9 @@ __all__ = [
 OUTLIER_POLICIES = ("warn", "clip", "error")
 OUTLIER_SPREADS = 100.0
 HARD_LIMIT = 1e15
+# The reference comes from the first piece of at least this many rows (earlier, smaller
+# pieces, such as a header-only CSV file's, are not screened; training checks their rows).
+MIN_REFERENCE_ROWS = 100
 
 
 def reference(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -105,6 +109,8 @@ class Screen:
 
     def __call__(self, m: np.ndarray, path: str, first_row: int) -> np.ndarray:
         if self.median is None:
+            if len(m) < MIN_REFERENCE_ROWS:  # a quartile of a few rows says little
+                return m
             self.median, self.spread = reference(m)
         low, high = policy_bounds(self.median, self.spread, "error")
         hard_low, hard_high = policy_bounds(self.median, self.spread, self.policy)

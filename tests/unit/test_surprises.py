@@ -77,6 +77,15 @@ def test_screen_refuses_beyond_the_hard_limit_under_warn_and_ignores_infinities(
         s(piece, "f.csv", 0)
 
 
+def test_a_small_first_piece_does_not_set_the_reference():
+    s = screen("error")
+    tiny = base(3)
+    tiny[0, 0] = 1e9  # three rows cannot say what is usual
+    assert s(tiny, "f.csv", 0) is tiny and s.median is None and s.bounds() is None
+    s(base(), "f.csv", 3)
+    assert s.median is not None
+
+
 def test_guard_clips_or_refuses_raw_values_outside_the_bounds():
     bounds = np.array([[-1.0, -np.inf], [1.0, np.inf], [0.0, 0.0]])
     clip = guard(bounds, "clip", ("a", "y"))
