@@ -1,6 +1,6 @@
 """Extreme values: found in the statistics pass, then clipped, refused or reported (``--outliers``).
 
-A column's *reference* comes from the first piece of at least ``MIN_REFERENCE_ROWS`` rows the
+A column's *reference* comes from the first pieces (at least ``MIN_REFERENCE_ROWS`` rows) the
 statistics pass reads (a seeded choice, so the same every run): its median ``m`` and its
 interquartile range ``s`` (the mean absolute deviation from the median when that range is 0,
 and 1 when both are). A value is an outlier when
@@ -40,8 +40,8 @@ __all__ = [
 OUTLIER_POLICIES = ("warn", "clip", "error")
 OUTLIER_SPREADS = 100.0
 HARD_LIMIT = 1e15
-# The reference comes from the first piece of at least this many rows (earlier, smaller
-# pieces, such as a header-only CSV file's, are not screened; training checks their rows).
+# The reference comes from the first pieces holding at least this many rows together (those
+# before the last of them are not screened by the statistics pass; training checks their rows).
 MIN_REFERENCE_ROWS = 100
 
 
@@ -106,12 +106,18 @@ class Screen:
     median: np.ndarray | None = None
     spread: np.ndarray | None = None
     seen: dict[int, _Seen] = field(default_factory=dict)
+    early: list[np.ndarray] = field(default_factory=list)  # small pieces before the reference
 
     def __call__(self, m: np.ndarray, path: str, first_row: int) -> np.ndarray:
         if self.median is None:
-            if len(m) < MIN_REFERENCE_ROWS:  # a quartile of a few rows says little
+            # a quartile of a few rows says little: small first pieces are kept (fewer than
+            # MIN_REFERENCE_ROWS rows in all) until, with this one, there are enough
+            early = [*self.early, m]
+            if sum(map(len, early)) < MIN_REFERENCE_ROWS:
+                self.early.append(m.copy())
                 return m
-            self.median, self.spread = reference(m)
+            self.median, self.spread = reference(np.vstack(early) if self.early else m)
+            self.early.clear()
         low, high = policy_bounds(self.median, self.spread, "error")
         hard_low, hard_high = policy_bounds(self.median, self.spread, self.policy)
         for j in np.flatnonzero(self.checked):

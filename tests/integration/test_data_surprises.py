@@ -64,6 +64,14 @@ def test_a_huge_value_outside_the_statistics_sample_is_found_while_training(caps
     assert "infinite" not in err
 
 
+def test_small_row_groups_still_have_outliers_found(capsys, tmp_path):
+    data = regression(1000)
+    data["x2"][700] = -1e30
+    path = write(tmp_path, data, row_group_size=20)
+    code, _, err = run_cli(capsys, *fit_args(path, tmp_path, "-q", "--no-shuffle"))
+    one_error_line(code, err, 1, "column 'x2'", "row 701", "-1e+30")
+
+
 def clipped_oracle(data: dict, column: str) -> tuple[np.ndarray, float]:
     """Least squares after clipping ``column`` to median +- 100 IQR (of the whole file, which
     is one piece here)."""

@@ -77,13 +77,17 @@ def test_screen_refuses_beyond_the_hard_limit_under_warn_and_ignores_infinities(
         s(piece, "f.csv", 0)
 
 
-def test_a_small_first_piece_does_not_set_the_reference():
+def test_small_first_pieces_set_the_reference_together():
     s = screen("error")
     tiny = base(3)
     tiny[0, 0] = 1e9  # three rows cannot say what is usual
     assert s(tiny, "f.csv", 0) is tiny and s.median is None and s.bounds() is None
-    s(base(), "f.csv", 3)
-    assert s.median is not None
+    for start in range(3, 99, 48):
+        s(base(48), "f.csv", start)
+    assert s.median is None
+    s(base(48), "f.csv", 99)  # 3 + 48 + 48 + 48 rows: enough
+    assert s.median is not None and not s.early
+    assert s.median[0] == pytest.approx(0.5, abs=0.05)
 
 
 def test_guard_clips_or_refuses_raw_values_outside_the_bounds():
