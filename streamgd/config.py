@@ -16,6 +16,7 @@ from .constraints import Flag, Integer, Interval, Names, Options
 from .errors import UsageError
 from .features import INFINITE_POLICIES, MISSING_POLICIES
 from .features.categorical import MAX_HASH_BITS
+from .features.outliers import OUTLIER_POLICIES
 from .losses import LOSSES
 from .optimizers import OPTIMIZERS
 from .run_options import RUN_SETTINGS, RunOptions
@@ -269,6 +270,14 @@ class FitConfig:
         "data",
         "error: stop at the first +-inf (naming file, row and column); missing: treat "
         "infinities as missing values (then --missing applies).",
+    )
+    outliers: str = setting(
+        "warn",
+        Options(OUTLIER_POLICIES),
+        "data",
+        "Values more than 100 interquartile ranges from a column's median (of the statistics "
+        "pass's first piece): warn: use them and say so (but stop at one more than 1e15 from "
+        "the median); clip: clip them to that range; error: stop at the first.",
     )
     stats_rows: int = setting(
         250_000,

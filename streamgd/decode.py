@@ -21,10 +21,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .errors import DataError
 from .features.classes import label_encoder
 from .features.rows import Prepare, Select, preparer, target_check
 
-__all__ = ["to_matrix", "Decoder", "Converter"]
+__all__ = ["to_matrix", "as_float", "Decoder", "Converter"]
 
 # converter(column, path, first_row) -> a numeric Arrow array replacing the column (labels)
 Converter = Callable[[pa.ChunkedArray, str, int], pa.Array]
@@ -36,6 +37,7 @@ def to_matrix(
     out: np.ndarray | None = None,
     *,
     center: np.ndarray | None = None,
+    check: Callable[[int, np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Decode the named columns into one float matrix, nulls as NaN.
 
@@ -49,26 +51,70 @@ def to_matrix(
     so a float32 matrix keeps full relative precision of the centred values even for float64
     data with a large offset (a float32 column is centred in float32: ``center`` should then be
     float32-representable, as the statistics pass makes it).
+
+    ``check(j, values)`` sees column ``j``'s raw values first and returns them, clipped, or
+    raises (the ``--outliers`` bounds, see :func:`streamgd.features.outliers.guard`).
     """
     n = table.num_rows
     out = np.empty((n, len(columns)), dtype=np.float64, order="F") if out is None else out[:n]
     for j, name in enumerate(columns):
         col = table.column(name)
         if not pa.types.is_floating(col.type):
-            col = pc.cast(col, pa.float64())
+            col = as_float(col)
         values = (
             col.to_numpy()
             if isinstance(col, pa.ChunkedArray)
             else col.to_numpy(zero_copy_only=False)
         )
+        if check is not None:
+            values = check(j, values)
         c = 0.0 if center is None else center[j]
-        if not c:
-            out[:, j] = values
-        else:  # one pass: 3x faster than a copy followed by an in-place subtract
-            if values.dtype == out.dtype:  # subtract in that precision, not via float64
-                c = out.dtype.type(c)
-            np.subtract(values, c, out=out[:, j], casting="same_kind")
+        # an infinity or NaN is the row preparation's to report, not numpy's to warn about
+        with np.errstate(invalid="ignore", over="ignore"):
+            if not c:
+                out[:, j] = values
+            else:  # one pass: 3x faster than a copy followed by an in-place subtract
+                if values.dtype == out.dtype:  # subtract in that precision, not via float64
+                    c = out.dtype.type(c)
+                np.subtract(values, c, out=out[:, j], casting="same_kind")
     return out
+
+
+# seconds per unit of Arrow's time units
+_SECONDS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+
+
+def as_float(col: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """A numeric column as float64, nulls kept:
+
+    - integers: rounded to the nearest float64 (exact up to 2**53 in magnitude; beyond,
+      the nearest of the float64 values, which are 2**(e-52) apart: a relative error below
+      1.2e-16, as any float64 arithmetic has);
+    - decimals: through their text, so each is the float64 nearest its exact value;
+    - timestamps: seconds since 1970-01-01 00:00 UTC (the instant, whatever the time zone);
+      dates: seconds since the epoch at midnight UTC; times of day: seconds since midnight;
+      durations: seconds; fractions of a second kept as fractions;
+    - booleans: 0 and 1.
+
+    >>> as_float(pa.array([2**53 + 1, 3])).to_pylist()
+    [9007199254740992.0, 3.0]
+    >>> import datetime
+    >>> as_float(pa.array([datetime.date(1970, 1, 2)])).to_pylist()
+    [86400.0]
+    """
+    kind = col.type
+    if pa.types.is_decimal(kind):
+        return pc.cast(pc.cast(col, pa.string()), pa.float64())
+    if pa.types.is_date32(kind):
+        return pc.multiply(pc.cast(pc.cast(col, pa.int32()), pa.float64()), 86400.0)
+    if pa.types.is_date64(kind):
+        return pc.divide(pc.cast(pc.cast(col, pa.int64()), pa.float64(), safe=False), 1000.0)
+    if pa.types.is_timestamp(kind) or pa.types.is_time(kind) or pa.types.is_duration(kind):
+        width = pa.int32() if kind.bit_width == 32 else pa.int64()
+        ticks = pc.cast(pc.cast(col, width), pa.float64(), safe=False)
+        per_second = _SECONDS[kind.unit]
+        return ticks if per_second == 1 else pc.divide(ticks, float(per_second))
+    return pc.cast(col, pa.float64(), safe=False)
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,6 +134,10 @@ class Decoder:
     converters: Mapping[str, Converter] = field(default_factory=dict)
     center: np.ndarray | None = None
     dtype: type = np.float64
+    # the --outliers check of each column's raw values (see features.outliers.guard), and the
+    # statistics pass's screen of whole raw matrices (see features.outliers.Screen)
+    guard: Callable | None = None
+    screen: Callable[[np.ndarray, str, int], np.ndarray] | None = None
 
     @classmethod
     def for_statistics(
@@ -100,9 +150,11 @@ class Decoder:
         infinite: str,
         classes: Sequence | None = None,
         select: Select | None = None,
+        screen: Callable[[np.ndarray, str, int], np.ndarray] | None = None,
     ) -> Decoder:
         """The statistics pass: raw float64 values of the features and the target, missing
-        values left as NaN for the statistics to skip (no fill yet), class labels as codes."""
+        values left as NaN for the statistics to skip (no fill yet), class labels as codes,
+        each matrix passed through ``screen`` (the outlier check) before row preparation."""
         converters = {} if classes is None else {target: label_encoder(classes, target)}
         prepare = preparer(
             names,
@@ -113,7 +165,7 @@ class Decoder:
             check_target=target_check(loss),
             select=select,
         )
-        return cls((*names, target), prepare, converters)
+        return cls((*names, target), prepare, converters, screen=screen)
 
     @classmethod
     def for_training(
@@ -131,7 +183,14 @@ class Decoder:
             check_target=target_check(loss),
             select=select,
         )
-        return cls(spec.columns, prepare, spec.converters() or {}, spec.stream_center(), dtype)
+        return cls(
+            spec.columns,
+            prepare,
+            spec.converters() or {},
+            spec.stream_center(),
+            dtype,
+            guard=spec.outlier_guard(has_target=True),
+        )
 
     @classmethod
     def for_scoring(cls, model, *, select: Select | None = None) -> Decoder:
@@ -147,7 +206,12 @@ class Decoder:
             check_target=target_check(model.make_loss()),
             select=select,
         )
-        return cls(spec.columns, prepare, spec.converters() or {})
+        return cls(
+            spec.columns,
+            prepare,
+            spec.converters() or {},
+            guard=spec.outlier_guard(has_target=True),
+        )
 
     @classmethod
     def for_prediction(cls, model) -> Decoder:
@@ -165,7 +229,7 @@ class Decoder:
             check_target=None,
             has_target=False,
         )
-        return cls(spec.names, prepare)
+        return cls(spec.names, prepare, guard=spec.outlier_guard(has_target=False))
 
     def matrix(
         self,
@@ -177,12 +241,21 @@ class Decoder:
     ) -> np.ndarray:
         """Steps 1 and 2: the piece's columns, converted, as one matrix (a view of ``out``
         when given, else a new ``dtype`` matrix). ``path`` and ``first_row`` locate errors."""
+        lacking = [name for name in self.columns if name not in table.schema.names]
+        if lacking:  # a column only some files have (see sources.schema.missing_in)
+            raise DataError(
+                f"this file has no column(s) {', '.join(map(repr, lacking))}, which are used",
+                path=path,
+            )
         for name, convert in self.converters.items():
             i = table.schema.get_field_index(name)
             table = table.set_column(i, name, convert(table.column(name), path, first_row))
         if out is None:
             out = np.empty((table.num_rows, len(self.columns)), dtype=self.dtype, order="F")
-        return to_matrix(table, self.columns, out, center=self.center)
+        guard = self.guard
+        check = None if guard is None else (lambda j, v: guard(j, v, path, first_row))
+        m = to_matrix(table, self.columns, out, center=self.center, check=check)
+        return m if self.screen is None else self.screen(m, path, first_row)
 
     def decode(
         self,

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from .features import select_features
 from .sources import CsvOptions, Dataset, SourceFile, is_numeric, open_dataset, open_parquet
+from .sources.schema import missing_in
 
 __all__ = ["describe_dataset", "render_schema"]
 
@@ -87,13 +88,17 @@ def _count_files(dataset: Dataset) -> tuple[list[dict], dict[str, int], dict[str
     methods: dict[str, set[str]] = {name: set() for name in dataset.schema.names}
     files = []
     for index, src in enumerate(dataset.files):
+        # a column this file lacks (see sources.schema.missing_in) is null in all its rows
+        own = [n for n in names if src.path not in missing_in(dataset.schema.field(n))]
         if src.format == "parquet":
             rows = src.num_rows or 0
-            counts, how = _parquet_nulls(dataset, index)
+            counts, how = _parquet_nulls(dataset, index, own)
         else:
-            rows, counts = _stream_counts(dataset, index, names)
-            how = dict.fromkeys(names, STREAMED)
+            rows, counts = _stream_counts(dataset, index, own)
+            how = dict.fromkeys(own, STREAMED)
         for name in names:
+            if name not in own:
+                counts[name], how[name] = rows, STATISTICS if src.format == "parquet" else STREAMED
             nulls[name] += counts[name]
             methods[name].add(how[name])
         for name, value in zip(keys, dataset.partitions.of(index), strict=True):
@@ -123,10 +128,11 @@ def _feature_candidates(dataset: Dataset, target: str) -> tuple[list[str], list[
     return list(chosen), categorical
 
 
-def _parquet_nulls(dataset: Dataset, index: int) -> tuple[dict[str, int], dict[str, str]]:
-    """Null counts of every column of one Parquet file, and how each was found."""
+def _parquet_nulls(
+    dataset: Dataset, index: int, names: Sequence[str]
+) -> tuple[dict[str, int], dict[str, str]]:
+    """Null counts of the columns ``names`` of one Parquet file, and how each was found."""
     src = dataset.files[index]
-    names = [n for n in dataset.schema.names if n not in dataset.partitions.names]
     flat = [n for n in names if not pa.types.is_nested(dataset.schema.field(n).type)]
     counts = _statistics_nulls(open_parquet(src.path).metadata, src, flat)
     rest = [name for name in names if name not in counts]

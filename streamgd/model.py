@@ -78,7 +78,8 @@ class Model:
         if s.categoricals:
             if codes is None:
                 raise DataError("the model has categorical features: their codes are needed")
-            out = out + self.code_weights[codes].sum(axis=1)
+            # unseen values: the neutral "(other)" weight, not what training left there
+            out = out + s.neutral_code_weights(self.code_weights)[codes].sum(axis=1)
         return out * s.target_scale + s.target_center
 
     def predict(self, data: pa.Table | pd.DataFrame | np.ndarray) -> np.ndarray:
@@ -170,7 +171,8 @@ class Model:
         coef, b = self.spec.to_original(self.weights, self.intercept)
         names = list(self.features)
         if self.code_weights is not None:  # one-hot columns: unscaled, in target units
-            coef = np.concatenate([coef, self.code_weights * self.spec.target_scale])
+            codes = self.spec.neutral_code_weights(self.code_weights)  # as predict uses them
+            coef = np.concatenate([coef, codes * self.spec.target_scale])
             names += self.spec.code_labels()
         if self.classes is None:
             return dict(zip(names, map(float, coef), strict=True)), float(b)

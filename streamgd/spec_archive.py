@@ -24,6 +24,8 @@ def spec_arrays(spec: FeatureSpec) -> dict[str, np.ndarray]:
     }
     if spec.precond is not None:
         arrays["precond"] = spec.precond
+    if spec.bounds is not None:  # older files have none: no outlier check
+        arrays["bounds"] = spec.bounds
     return arrays
 
 
@@ -36,6 +38,7 @@ def spec_meta(spec: FeatureSpec) -> dict[str, Any]:
         "classes": None if spec.classes is None else list(spec.classes),
         "categoricals": [c.to_meta() for c in spec.categoricals],
         "infinite": spec.infinite,
+        "outliers": spec.outliers,
     }
 
 
@@ -53,4 +56,6 @@ def spec_from(meta: dict, arrays: dict[str, np.ndarray]) -> FeatureSpec:
         tuple(meta["classes"]) if meta.get("classes") else None,
         tuple(Categorical.from_meta(c) for c in meta.get("categoricals") or ()),
         meta.get("infinite", "error"),
+        meta.get("outliers", "warn"),
+        arrays.get("bounds"),
     )

@@ -65,6 +65,8 @@ class Categorical:
     name: str
     vocabulary: tuple[str | None, ...] | None = None
     bits: int | None = None
+    # one-hot: rows of each code in the scan, "(other)" last (None in older model files)
+    counts: tuple[int, ...] | None = None
 
     @property
     def size(self) -> int:
@@ -109,13 +111,42 @@ class Categorical:
 
         return convert
 
+    def neutral_other(self, weights: np.ndarray) -> np.ndarray:
+        """This column's code weights with the "(other)" weight replaced, when the scan saw
+        no value outside the vocabulary, by the frequency-weighted mean of the others: the
+        training population's average effect of the column. Such an "(other)" weight never
+        met a training row, so what training left there is drift, not data; an unseen value
+        then predicts as the average value does. Otherwise (hashing, "(other)" rows seen, or
+        an older model without counts) ``weights`` as they are.
+
+        >>> c = Categorical("c", ("a", "b"), counts=(3, 1, 0))
+        >>> c.neutral_other(np.array([1.0, 5.0, 9.0])).tolist()
+        [1.0, 5.0, 2.0]
+        """
+        counts = self.counts
+        if self.bits is not None or counts is None or counts[-1] or not sum(counts):
+            return weights
+        freq = np.asarray(counts[:-1], dtype=np.float64) / sum(counts)
+        out = np.array(weights, dtype=np.float64, copy=True)
+        out[-1] = np.tensordot(freq, out[:-1], axes=1)
+        return out
+
     def to_meta(self) -> dict:
-        return {"name": self.name, "vocabulary": self.vocabulary, "bits": self.bits}
+        meta = {"name": self.name, "vocabulary": self.vocabulary, "bits": self.bits}
+        if self.counts is not None:
+            meta["counts"] = list(self.counts)
+        return meta
 
     @staticmethod
     def from_meta(d: dict) -> Categorical:
         vocab = d.get("vocabulary")
-        return Categorical(d["name"], None if vocab is None else tuple(vocab), d.get("bits"))
+        counts = d.get("counts")
+        return Categorical(
+            d["name"],
+            None if vocab is None else tuple(vocab),
+            d.get("bits"),
+            None if counts is None else tuple(int(c) for c in counts),
+        )
 
 
 def check_categorical(schema: pa.Schema, names: Sequence[str], target: str, *, path: str) -> None:
@@ -162,6 +193,7 @@ def scan_categories(
     counts: dict[str, dict] = {n: {} for n in names}
     handles = HandleCache()
     seen = 0
+    rows = dict.fromkeys(names, 0)  # non-pruned total per column, for the "(other)" count
     for index in order:
         unit = dataset.units[index]
         path = dataset.files[unit.file].path
@@ -171,6 +203,7 @@ def scan_categories(
                 table = table.filter(pa.array(keep))
             seen += table.num_rows
             for name in names:
+                rows[name] += table.num_rows
                 tally = counts[name]
                 for item in pc.value_counts(as_text(table.column(name))).to_pylist():
                     tally[item["values"]] = tally.get(item["values"], 0) + item["counts"]
@@ -182,7 +215,11 @@ def scan_categories(
     for name in names:
         tally = counts[name]
         ranked = sorted(tally, key=lambda v: (-tally[v], v is None, v or ""))
-        out.append(Categorical(name, vocabulary=tuple(ranked[:max_categories])))
+        kept = ranked[:max_categories]
+        per_code = [tally[v] for v in kept]
+        # pruned counts are lower bounds: then the rest is positive, as it should be
+        per_code.append(rows[name] - sum(per_code))
+        out.append(Categorical(name, vocabulary=tuple(kept), counts=tuple(per_code)))
     return tuple(out)
 
 

@@ -10,8 +10,9 @@ import pyarrow as pa
 
 from ..errors import DataError, UsageError
 from ..sources import is_numeric
+from ..sources.schema import missing_in
 
-__all__ = ["MISSING_POLICIES", "INFINITE_POLICIES", "select_features"]
+__all__ = ["MISSING_POLICIES", "INFINITE_POLICIES", "select_features", "check_in_every_file"]
 
 MISSING_POLICIES = ("impute", "drop", "error")
 INFINITE_POLICIES = ("error", "missing")  # missing: an infinity is a missing value
@@ -26,12 +27,14 @@ def select_features(
     labels: bool = False,
     categorical: Sequence[str] = (),
 ) -> tuple[str, ...]:
-    """The numeric feature columns: those asked for, or every numeric column except the target
-    and the ``categorical`` ones. With ``labels`` (multi-class) the target may hold strings as
-    well as numbers."""
+    """The numeric feature columns: those asked for, or every numeric column except the target,
+    the ``categorical`` ones, times (timestamps, dates, times, durations: numeric, as seconds,
+    when named) and columns some files lack. With ``labels`` (multi-class) the target may hold
+    strings as well as numbers."""
     names = schema.names
     if target not in names:
         raise UsageError(f"{path}: no target column {target!r}; columns are: {', '.join(names)}")
+    check_in_every_file(schema, [target, *(features or ()), *categorical])
     if not labels and not is_numeric(schema.field(target).type):
         raise DataError(
             f"the target must be numeric, but its type is {schema.field(target).type}",
@@ -58,8 +61,27 @@ def select_features(
         chosen = [
             f.name
             for f in schema
-            if f.name != target and f.name not in categorical and is_numeric(f.type)
+            if f.name != target
+            and f.name not in categorical
+            and is_numeric(f.type)
+            and not pa.types.is_temporal(f.type)  # times: when named (data trains as before)
+            and not missing_in(f)
         ]
         if not chosen and not categorical:
             raise DataError(f"no numeric column besides the target {target!r}", path=path)
     return tuple(chosen)
+
+
+def check_in_every_file(schema: pa.Schema, used) -> None:
+    """A column that is used must be in every file: an error naming a file that lacks it."""
+    for name in dict.fromkeys(used):
+        if name in schema.names:
+            lacking = missing_in(schema.field(name))
+            if lacking:
+                more = f" (and {len(lacking) - 1} more file(s))" if len(lacking) > 1 else ""
+                raise DataError(
+                    f"this file has no column {name!r}, which the other files have and this "
+                    f"run uses{more}",
+                    path=lacking[0],
+                    column=name,
+                )

@@ -12,6 +12,7 @@ import numpy as np
 
 from .categorical import Categorical
 from .classes import label_encoder
+from .outliers import guard
 from .stats import Stats, preconditioner
 
 __all__ = ["FeatureSpec"]
@@ -39,6 +40,10 @@ class FeatureSpec:
     classes: tuple | None = None  # multi-class: the labels, in code order
     categoricals: tuple[Categorical, ...] = ()  # encoded as codes after the target column
     infinite: str = "error"  # or "missing": infinities are treated as missing values
+    outliers: str = "warn"  # or "clip", "error": see features.outliers
+    # (3, features + target): low and high bounds of usable values (raw units) and the
+    # medians they are around (None: no check); see features.outliers
+    bounds: np.ndarray | None = None
 
     @staticmethod
     def from_stats(
@@ -70,6 +75,13 @@ class FeatureSpec:
         return FeatureSpec(
             tuple(names), target, center, scale, fill, missing, t_center, t_scale, precond
         )
+
+    def outlier_guard(self, *, has_target: bool):
+        """The ``--outliers`` check of raw column values (see :func:`.outliers.guard`) for a
+        matrix laid out as :attr:`columns` (or without the target); None without bounds."""
+        if self.bounds is None:
+            return None
+        return guard(self.bounds, self.outliers, (*self.names, self.target))
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -118,6 +130,15 @@ class FeatureSpec:
             return None
         codes = np.column_stack([c.encode(table.column(c.name)) for c in self.categoricals])
         return codes + self.code_offsets
+
+    def neutral_code_weights(self, weights: np.ndarray) -> np.ndarray:
+        """The code weights prediction uses: each one-hot column's "(other)" weight made
+        neutral when no training value fell there (see :meth:`Categorical.neutral_other`)."""
+        parts = [
+            c.neutral_other(weights[start : start + c.size])
+            for c, start in zip(self.categoricals, self.code_offsets, strict=True)
+        ]
+        return np.concatenate(parts) if parts else weights
 
     def code_labels(self) -> list[str]:
         """``name=value`` (or ``name#bucket``) for each code weight, in order."""

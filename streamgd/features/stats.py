@@ -36,38 +36,51 @@ class Stats:
             zeros = np.zeros(k, dtype=np.int64)
             return Stats(0, zeros, np.zeros(k), np.zeros((k, k)), zeros.copy())
         if all_finite(x):  # no missing values: the fast path
-            mean = x.mean(axis=0)
-            dev = np.subtract(x, mean, out=x) if overwrite and x.flags.writeable else x - mean
+            with np.errstate(over="ignore", invalid="ignore"):  # overflow: see finite_columns
+                mean = x.mean(axis=0)
+                dev = np.subtract(x, mean, out=x) if overwrite and x.flags.writeable else x - mean
+                comoment = dev.T @ dev
             count = np.full(x.shape[1], len(x))
-            return Stats(len(x), count, mean, dev.T @ dev, np.zeros(x.shape[1], dtype=np.int64))
+            return Stats(len(x), count, mean, comoment, np.zeros(x.shape[1], dtype=np.int64))
         nan = np.isnan(x)
         count = (~nan).sum(axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             total = np.where(nan, 0.0, x).sum(axis=0)
             mean = np.where(count > 0, total / np.maximum(count, 1), 0.0)
             dev = np.where(nan, 0.0, x - mean)
-        return Stats(len(x), count, mean, dev.T @ dev, nan.sum(axis=0))
+            comoment = dev.T @ dev
+        return Stats(len(x), count, mean, comoment, nan.sum(axis=0))
 
     def merge(self, other: Stats) -> Stats:
         """Chan et al.'s pairwise update of means and co-moments."""
         n = self.count + other.count
-        delta = other.mean - self.mean
-        with np.errstate(invalid="ignore", divide="ignore"):
+        with np.errstate(over="ignore", invalid="ignore"):
+            delta = other.mean - self.mean
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             frac = np.where(n > 0, other.count / np.maximum(n, 1), 0.0)
         mean = self.mean + delta * frac
         # per-column weights n_a n_b / n make the diagonal (the variances) exact with missing
         # values; off the diagonal the cross term is the usual approximation for pairs
         with np.errstate(invalid="ignore", divide="ignore"):
             w = np.where(n > 0, self.count * other.count / np.maximum(n, 1), 0.0)
-        d = delta * np.sqrt(w)
-        cross = np.outer(d, d)
-        return Stats(
-            self.rows + other.rows,
-            n,
-            mean,
-            self.comoment + other.comoment + cross,
-            self.missing + other.missing,
-        )
+        with np.errstate(over="ignore", invalid="ignore"):
+            d = delta * np.sqrt(w)
+            cross = np.outer(d, d)
+            comoment = self.comoment + other.comoment + cross
+        return Stats(self.rows + other.rows, n, mean, comoment, self.missing + other.missing)
+
+    def unusable_columns(self) -> np.ndarray:
+        """Indices of the columns whose mean or variance overflowed float64 (values or spreads
+        beyond about 1e154): their statistics say nothing."""
+        diag = np.diag(self.comoment)
+        return np.flatnonzero(~(np.isfinite(self.mean) & np.isfinite(diag)))
+
+    def largest_share(self, largest: np.ndarray) -> np.ndarray:
+        """The fraction of each column's sum of squared deviations that one value ``largest[j]``
+        away from the mean would hold (1 for a column without spread)."""
+        with np.errstate(all="ignore"):
+            share = np.asarray(largest, dtype=np.float64) ** 2 / np.diag(self.comoment)
+        return np.where(np.isfinite(share), np.minimum(share, 1.0), 1.0)
 
     @property
     def std(self) -> np.ndarray:
@@ -87,7 +100,8 @@ class Stats:
         c = self.comoment[:k, :k]
         d = np.sqrt(np.diag(c))
         d = np.where(d > 0, d, 1.0)
-        corr = c / np.outer(d, d)
+        with np.errstate(over="ignore", invalid="ignore"):
+            corr = c / np.outer(d, d)
         const = np.diag(c) <= 0
         corr[const, :] = 0.0
         corr[:, const] = 0.0

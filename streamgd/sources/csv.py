@@ -15,11 +15,12 @@ import threading
 from collections.abc import Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from ..errors import DataError, UsageError
 from .csv_errors import csv_error
-from .csv_options import CSV_DTYPES, CsvOptions
+from .csv_options import CSV_DTYPES, CsvOptions, Sniffed, sniff
 from .paths import input_stream
 
 __all__ = [
@@ -34,6 +35,8 @@ __all__ = [
     "fixed_types",
     "check_dtypes",
     "empty_message",
+    "check_unique",
+    "numbers_as_text",
 ]
 
 PROBE_BLOCK_SIZE = 64 << 10  # bytes of each later CSV file checked by open_dataset
@@ -93,7 +96,6 @@ class ReadAhead:
 READ_AHEAD = 2  # CSV blocks parsed ahead of the consumer (see ReadAhead)
 
 
-_UTF8_BOM = b"\xef\xbb\xbf"
 _HEAD_LIMIT = 1 << 20  # a header-only file without a line break is read whole up to this size
 
 
@@ -111,7 +113,17 @@ def open_csv(
     ``newlines_in_values`` is always on: without it a quoted line break that falls on a block
     boundary splits the record; on ordinary files it cost nothing measurable (0-3%).
     """
-    read = {"block_size": block_size or CSV_BLOCK_SIZE, "use_threads": threads}
+    try:
+        sniffed = sniff(path)
+    except OSError as exc:
+        raise csv_error(exc, path, options, types or {}, first_row=0) from None
+    read = {
+        "block_size": block_size or CSV_BLOCK_SIZE,
+        "use_threads": threads,
+        "skip_rows": sniffed.skip_lines,
+    }
+    if sniffed.transcoded:
+        read["encoding"] = sniffed.encoding
     if not options.header:
         read["column_names"] = list(options.columns or ())
     convert = {
@@ -124,32 +136,56 @@ def open_csv(
     kwargs = {
         "read_options": pacsv.ReadOptions(**read),
         "parse_options": pacsv.ParseOptions(
-            delimiter=options.delimiter_for(path), newlines_in_values=True
+            delimiter=sniffed.delimiter(options, path),
+            newlines_in_values=True,
+            invalid_row_handler=_skip_blank,
         ),
         "convert_options": pacsv.ConvertOptions(**convert),
     }
     try:
         try:
-            return pacsv.open_csv(input_stream(path), **kwargs)
+            reader = pacsv.open_csv(input_stream(path), **kwargs)
         except pa.ArrowInvalid as exc:
             if "Empty CSV" not in str(exc) and "infer number of columns" not in str(exc):
                 raise
-            return pacsv.open_csv(_terminated_head(path, options, exc), **kwargs)
+            reader = pacsv.open_csv(_terminated_head(path, options, sniffed, exc), **kwargs)
     except (OSError, pa.ArrowException) as exc:
         raise csv_error(exc, path, options, types or {}, first_row=0) from None
+    check_unique(reader.schema.names, path)
+    return reader
 
 
-def _terminated_head(path: str, options: CsvOptions, exc: Exception) -> pa.BufferReader:
+def check_unique(names: list[str], path: str) -> None:
+    """Two columns of one name: which would a feature be? An error naming them."""
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DataError(
+            f"duplicate column name(s) {', '.join(map(repr, repeated))}; rename them so that "
+            "each column has its own name",
+            path=path,
+        )
+
+
+def _skip_blank(row) -> str:
+    """pyarrow's handler of a row with the wrong number of fields: a line of only spaces or
+    tabs is a blank line (skipped, as empty lines are); anything else stays an error."""
+    return "skip" if not row.text.strip(" \t\r") else "error"
+
+
+def _terminated_head(
+    path: str, options: CsvOptions, sniffed: Sniffed, exc: Exception
+) -> pa.BufferReader:
     """pyarrow cannot parse a file whose only line lacks a line break (``a,b``): the whole
     (small) file with one added. A file of nothing but blank lines or a byte-order mark is
     empty."""
     with input_stream(path) as stream:
         head = stream.read(_HEAD_LIMIT + 1)
-    if not head.removeprefix(_UTF8_BOM).strip():
+    text = head[len(sniffed.bom) :].decode(sniffed.codec, errors="replace")
+    if not text.strip():
         raise DataError(empty_message(options), path=path)
     if len(head) > _HEAD_LIMIT:
         raise exc
-    return pa.BufferReader(head + b"\n")
+    return pa.BufferReader(head + "\n".encode(sniffed.codec))
 
 
 def empty_message(options: CsvOptions) -> str:
@@ -171,7 +207,33 @@ def probe_csv(
         return reader.schema, False
     except (OSError, pa.ArrowException) as exc:
         raise csv_error(exc, path, options, types, first_row=0) from None
-    return reader.schema, batch.num_rows > 0
+    return numbers_as_text(reader.schema, batch, types), batch.num_rows > 0
+
+
+# A number as pyarrow's CSV reader parses one (and inf, nan), spaces around allowed.
+_NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$|^\s*[-+]?(inf|infinity|nan)\s*$"
+MOSTLY_NUMERIC = 0.9  # share of a text column's values that makes it a numeric column
+
+
+def numbers_as_text(
+    schema: pa.Schema, batch: pa.RecordBatch, given: dict[str, pa.DataType]
+) -> pa.Schema:
+    """The inferred schema, with float64 for each text column whose values in the first block
+    are mostly numbers (at least ``MOSTLY_NUMERIC`` of them): a numeric column with a few bad
+    tokens, which would otherwise be read as text and silently left out of the default
+    features. Parsed as float64, its first bad token is then an error naming its line (and
+    saying how to read the column as text instead). Columns of ``given`` types are left as
+    they are."""
+    fields = []
+    for f in schema:
+        if f.name not in given and pa.types.is_string(f.type):
+            col = batch.column(f.name).drop_null()
+            if len(col):
+                numeric = pc.match_substring_regex(col, _NUMBER, ignore_case=True)
+                if pc.sum(numeric).as_py() >= MOSTLY_NUMERIC * len(col):
+                    f = f.with_type(pa.float64())
+        fields.append(f)
+    return pa.schema(fields)
 
 
 def check_head(

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from ..errors import DataError
-from .csv_options import CSV_DTYPES, CsvError, CsvOptions
+from .csv_options import CSV_DTYPES, CsvError, CsvOptions, sniff
 from .paths import input_stream, short_error
 
 __all__ = ["csv_error"]
@@ -66,6 +66,11 @@ def csv_error(
         arrow_name, value = detail
         dtype = _type_name(types.get(column) if column else None, arrow_name)
         what = f"cannot parse {_clip(value)} as {dtype}"
+        if column is not None and dtype in ("float64", "float32", "int64"):
+            what += (
+                f" (--dtype {column}=string reads the column as text; --null-values sets "
+                "the tokens read as missing)"
+            )
     elif kind == "utf8":
         what = "the text is not valid UTF-8"
     else:
@@ -116,6 +121,8 @@ def _locate(
             if names is None:
                 names = fields
                 continue
+            if len(names) > 1 and len(fields) == 1 and not fields[0].strip(" \t\r"):
+                continue  # a line of spaces: blank, as pyarrow is told to read it
             row += 1
             if row > first_row and match(fields):
                 return names, _Record(line, row, fields)
@@ -126,17 +133,23 @@ def _locate(
 
 def _records(path: str, options: CsvOptions) -> Iterator[tuple[int, list[str]]]:
     """``(first line, fields)`` of every non-blank record of a CSV file, header included,
-    streamed (decompressed like pyarrow does: by the file name's extension)."""
+    streamed (decompressed like pyarrow does: by the file name's extension; decoded as its
+    byte-order mark says; after a leading ``sep=`` line, which counts as a line)."""
+    sniffed = sniff(path)
     with (
         input_stream(path) as raw,
-        io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="") as text,
+        io.TextIOWrapper(
+            raw, encoding=sniffed.encoding, errors="surrogateescape", newline=""
+        ) as text,
     ):
-        reader = pycsv.reader(text, delimiter=options.delimiter_for(path), strict=False)
-        line = 0  # physical lines consumed so far
+        for _ in range(sniffed.skip_lines):
+            text.readline()
+        reader = pycsv.reader(text, delimiter=sniffed.delimiter(options, path), strict=False)
+        line = sniffed.skip_lines  # physical lines consumed so far
         for fields in reader:
             if fields:  # blank lines give []: pyarrow skips them too
                 yield line + 1, fields
-            line = reader.line_num
+            line = sniffed.skip_lines + reader.line_num
 
 
 def _undecodable(value: str) -> bool:

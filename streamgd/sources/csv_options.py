@@ -4,14 +4,15 @@ raises (:class:`CsvError`)."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 import pyarrow as pa
 
 from ..errors import DataError, UsageError
-from .paths import TSV_EXTENSIONS, file_name
+from .paths import TSV_EXTENSIONS, file_name, input_stream
 
-__all__ = ["CSV_DTYPES", "CsvOptions", "CsvError", "DEFAULT_CSV"]
+__all__ = ["CSV_DTYPES", "CsvOptions", "CsvError", "DEFAULT_CSV", "Sniffed", "sniff"]
 
 
 # name -> Arrow type, for CsvOptions.dtypes (the names are also the ones error messages use)
@@ -159,3 +160,55 @@ class CsvError(DataError):
         where = f"line {line}: " + (f"column {column!r}: " if column is not None else "")
         super().__init__(where + message, path=path)
         self.line, self.row, self.column = line, row, column
+
+
+# Byte-order marks, longest first (UTF-32 LE starts like UTF-16 LE), and the codec that
+# decodes the text after them.
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "utf-32-le"),
+    (b"\x00\x00\xfe\xff", "utf-32-be"),
+    (b"\xef\xbb\xbf", "utf-8"),
+    (b"\xff\xfe", "utf-16-le"),
+    (b"\xfe\xff", "utf-16-be"),
+)
+_SEP_LINE = re.compile(r"sep=(.)\r?\n")  # Excel's first line naming the delimiter
+_SNIFF_BYTES = 64
+
+
+@dataclass(frozen=True)
+class Sniffed:
+    """What a CSV file's first bytes say about how to read it: its byte-order mark and the
+    codec of the text after it (UTF-8 without one), and the delimiter of a leading Excel
+    ``sep=X`` line (None without one; such a line is skipped)."""
+
+    bom: bytes = b""
+    codec: str = "utf-8"
+    sep: str | None = None
+
+    @property
+    def encoding(self) -> str:
+        """The encoding as Python's codecs take it, reading (and dropping) the BOM."""
+        return "utf-8-sig" if self.codec == "utf-8" else self.codec[:6]  # utf-16, utf-32
+
+    @property
+    def transcoded(self) -> bool:
+        """Whether pyarrow must transcode the file (it reads UTF-8 itself)."""
+        return self.codec != "utf-8"
+
+    @property
+    def skip_lines(self) -> int:
+        return 1 if self.sep is not None else 0
+
+    def delimiter(self, options: CsvOptions, path: str) -> str:
+        """The file's delimiter: its ``sep=`` line's, else the options'."""
+        return self.sep if self.sep is not None else options.delimiter_for(path)
+
+
+def sniff(path: str) -> Sniffed:
+    """Read a CSV file's first bytes (decompressed) for a byte-order mark and a ``sep=`` line."""
+    with input_stream(path) as stream:
+        head = stream.read(_SNIFF_BYTES)
+    bom, codec = next(((b, c) for b, c in _BOMS if head.startswith(b)), (b"", "utf-8"))
+    text = head[len(bom) :].decode(codec, errors="replace")
+    match = _SEP_LINE.match(text)
+    return Sniffed(bom, codec, match[1] if match else None)

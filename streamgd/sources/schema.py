@@ -8,48 +8,54 @@ import pyarrow as pa
 
 from ..errors import DataError
 
-__all__ = ["is_numeric", "unify", "widen"]
+__all__ = ["is_numeric", "unify", "widen", "MISSING_IN", "missing_in"]
+
+# Field metadata key of a column that some files lack: the paths of those files, one a line.
+MISSING_IN = b"streamgd.missing_in"
+
+
+def missing_in(field: pa.Field) -> list[str]:
+    """The files that lack this column of a unified schema (empty: every file has it)."""
+    meta = field.metadata or {}
+    return meta[MISSING_IN].decode().split("\n") if MISSING_IN in meta else []
 
 
 def is_numeric(dtype: pa.DataType) -> bool:
-    """Whether a column of this Arrow type can be used as a numeric feature or target."""
+    """Whether a column of this Arrow type can be used as a numeric feature or target:
+    numbers, booleans, and times (timestamps, dates, times of day and durations, as seconds:
+    see :func:`streamgd.decode.as_float`)."""
     return (
         pa.types.is_integer(dtype)
         or pa.types.is_floating(dtype)
         or pa.types.is_boolean(dtype)
         or pa.types.is_decimal(dtype)
         or pa.types.is_null(dtype)
+        or pa.types.is_temporal(dtype)
     )
 
 
 def unify(schemas: list[pa.Schema], paths: list[str]) -> tuple[pa.Schema, tuple[str, ...]]:
-    """One schema for all files, and a note for every column whose type differs between them.
+    """One schema for all files, and a note for every column whose type differs between them
+    or that some files lack.
 
-    Every file must have the same column names. A column's types must be equal, or widen to
-    one type without loss (:func:`widen`: int32 to int64, float32 to float64, ...), or be
-    numbers of other kinds (read as float64, since every number is decoded to float64 anyway);
-    anything else (a string here, a number there) is an error naming both files.
+    A column's types must be equal, or widen to one type without loss (:func:`widen`: int32
+    to int64, float32 to float64, ...), or be numbers of other kinds (read as float64, since
+    every number is decoded to float64 anyway); anything else (a string here, a number there)
+    is an error naming both files. Two columns of one name in a file are an error. A column
+    that only some files have is kept, marked with the files that lack it
+    (:func:`missing_in`): it is left out of the default features, and naming it as a feature,
+    target or categorical column is an error naming such a file.
     """
-    first = schemas[0]
-    fields = {f.name: f for f in first}
-    seen: dict[str, dict[pa.DataType, list[str]]] = {  # column -> type -> files with it
-        f.name: {f.type: [paths[0]]} for f in first
-    }
-    for schema, path in zip(schemas[1:], paths[1:], strict=True):
-        names = set(schema.names)
-        missing = [n for n in first.names if n not in names]
-        extra = [n for n in schema.names if n not in fields]
-        if missing or extra:
-            what = []
-            if missing:
-                what.append(f"lacks column(s) {', '.join(missing)}")
-            if extra:
-                what.append(f"has extra column(s) {', '.join(extra)}")
-            raise DataError(
-                f"schemas disagree: this file {' and '.join(what)} compared with {paths[0]}",
-                path=path,
-            )
+    for schema, path in zip(schemas, paths, strict=True):
+        _check_unique(schema.names, path)
+    fields: dict[str, pa.Field] = {}
+    seen: dict[str, dict[pa.DataType, list[str]]] = {}  # column -> type -> files with it
+    for schema, path in zip(schemas, paths, strict=True):
         for f in schema:
+            if f.name not in fields:
+                fields[f.name] = f
+                seen[f.name] = {f.type: [path]}
+                continue
             ref = fields[f.name]
             seen[f.name].setdefault(f.type, []).append(path)
             if f.type == ref.type:
@@ -65,12 +71,36 @@ def unify(schemas: list[pa.Schema], paths: list[str]) -> tuple[pa.Schema, tuple[
                     column=f.name,
                 )
             fields[f.name] = ref.with_type(common)
-    notes = tuple(
+    notes = [
         _widening_note(name, fields[name].type, seen[name])
-        for name in first.names
+        for name in fields
         if len([t for t in seen[name] if not pa.types.is_null(t)]) > 1
+    ]
+    for name, f in fields.items():
+        lacking = [p for p, schema in zip(paths, schemas, strict=True) if name not in schema.names]
+        if lacking:
+            fields[name] = f.with_metadata({**(f.metadata or {}), MISSING_IN: "\n".join(lacking)})
+            notes.append(_partial_note(name, lacking, len(paths)))
+    return pa.schema(list(fields.values())), tuple(notes)
+
+
+def _check_unique(names: list[str], path: str) -> None:
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DataError(
+            f"duplicate column name(s) {', '.join(map(repr, repeated))}; rename them so that "
+            "each column has its own name",
+            path=path,
+        )
+
+
+def _partial_note(name: str, lacking: list[str], n_files: int) -> str:
+    shown = ", ".join(lacking[:_FILES_NAMED])
+    more = f" and {len(lacking) - _FILES_NAMED} more" if len(lacking) > _FILES_NAMED else ""
+    return (
+        f"column {name!r} is not in {len(lacking)} of {n_files} files ({shown}{more}): "
+        "it is left out of the default features"
     )
-    return pa.schema([fields[n] for n in first.names]), notes
 
 
 def widen(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:

@@ -84,7 +84,7 @@ def _train(
         elif manager is not None:
             manager.supersede_existing()
         if state is None:
-            state = initial_state(dataset, config, options)
+            state = initial_state(dataset, config, options, warn=hooks.on_warning)
         elif state.finished:  # finished its epochs; more were asked for
             state.finished, state.stop_reason = False, None
         trainer = Trainer(dataset, config, options, callbacks=hooks.callbacks, manager=manager)

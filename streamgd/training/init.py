@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
+import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -13,14 +15,16 @@ import numpy as np
 from .. import holdout
 from ..config import FitConfig, RunOptions
 from ..decode import Decoder
-from ..errors import CheckpointError, UsageError
+from ..errors import CheckpointError, DataError, UsageError
 from ..features import (
     FeatureSpec,
+    Stats,
     check_categorical,
     scan_categories,
     scan_classes,
     select_features,
 )
+from ..features.outliers import Screen
 from ..losses import Loss
 from ..model import Model, load
 from ..solvers import get_solver
@@ -32,14 +36,21 @@ from .state import TrainState
 __all__ = ["initial_state", "check_compatible"]
 
 
-def initial_state(dataset: Dataset, config: FitConfig, options: RunOptions) -> TrainState:
+def initial_state(
+    dataset: Dataset,
+    config: FitConfig,
+    options: RunOptions,
+    *,
+    warn: Callable[[str], None] | None = None,
+) -> TrainState:
     """A fresh state: features from the schema, statistics from a statistics pass (or the
     warm-start model's), zero weights but for the loss's starting intercept (or the model's
-    weights) and a fresh solver state."""
+    weights) and a fresh solver state. What the statistics pass found that a user should know
+    (outliers) goes to ``warn`` (a Python warning without one)."""
     if options.init:
         return _warm_state(dataset, config, load(options.init), options.init)
     loss = config.make_loss()
-    spec, mean = _fresh_spec(dataset, config, loss)
+    spec, mean = _fresh_spec(dataset, config, loss, warn=warn or _python_warning)
     # weights of the numeric features, the intercept, then one per categorical code; one
     # column per class for a multi-class loss
     classes = () if spec.classes is None else (len(spec.classes),)
@@ -64,7 +75,13 @@ def _state(
     )
 
 
-def _fresh_spec(dataset: Dataset, config: FitConfig, loss: Loss) -> tuple[FeatureSpec, Any]:
+def _python_warning(message: str) -> None:
+    warnings.warn(message, UserWarning, stacklevel=3)
+
+
+def _fresh_spec(
+    dataset: Dataset, config: FitConfig, loss: Loss, *, warn: Callable[[str], None]
+) -> tuple[FeatureSpec, Any]:
     """The feature spec from the schema and a statistics pass, and the target's mean (the
     class frequencies for a multi-class loss) that the starting intercept fits."""
     first = dataset.files[0].path
@@ -88,8 +105,10 @@ def _fresh_spec(dataset: Dataset, config: FitConfig, loss: Loss) -> tuple[Featur
         infinite=config.infinite,
         classes=classes,
         select=holdout.selector(config, keep=False, dataset=dataset),
+        screen=(screen := _screen(names, config, loss)),
     )
     stats = compute_stats(dataset, decoder, max_rows=config.stats_rows, seed=config.seed)
+    _check_stats(stats, screen, dataset, warn)
     spec = FeatureSpec.from_stats(
         names,
         config.target,
@@ -104,10 +123,37 @@ def _fresh_spec(dataset: Dataset, config: FitConfig, loss: Loss) -> tuple[Featur
         categoricals=_categoricals(dataset, config),
         infinite=config.infinite,
         classes=classes,
+        outliers=config.outliers,
+        bounds=screen.bounds(),
     )
     if frequencies is not None:
         return spec, frequencies / frequencies.sum()
     return spec, float(stats.mean[len(names)])
+
+
+def _screen(names: tuple[str, ...], config: FitConfig, loss: Loss) -> Screen:
+    """The outlier screen of the statistics pass: every numeric feature, and the target of a
+    regression (a classification target is checked by the loss)."""
+    checked = np.ones(len(names) + 1, dtype=bool)
+    checked[-1] = bool(loss.scale_target) and loss.task != "multiclass"
+    return Screen((*names, config.target), checked, config.outliers)
+
+
+def _check_stats(stats: Stats, screen: Screen, dataset: Dataset, warn) -> None:
+    """Refuse statistics that overflowed float64, and report the outliers the screen saw."""
+    bad = stats.unusable_columns()
+    if len(bad):
+        raise DataError(
+            "the column's values spread too widely to compute its mean and variance in "
+            "float64 (beyond about 1e154); rescale the column or leave it out",
+            path=dataset.files[0].path if len(dataset.files) == 1 else None,
+            column=screen.columns[int(bad[0])],
+        )
+    largest = np.zeros(len(screen.columns))
+    for j, seen in screen.seen.items():
+        largest[j] = seen.largest
+    for message in screen.warnings(stats.largest_share(largest)):
+        warn(message)
 
 
 def _categoricals(dataset: Dataset, config: FitConfig):

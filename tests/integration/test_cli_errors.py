@@ -210,11 +210,11 @@ def test_logistic_target_not_0_or_1_in_csv_names_the_row(capsys, table, tmp_path
     assert_one_line_error(*result, EXIT_DATA, path, f"row {bad + 1}", "'y'")
 
 
-def test_schemas_disagree_on_columns(capsys, table, tmp_path):
+def test_a_used_column_one_file_lacks_names_that_file(capsys, table, tmp_path):
     a = write_table(table, tmp_path / "a.parquet")
     b = write_table(table.drop_columns(["x1"]), tmp_path / "b.parquet")
-    result = run_cli(capsys, "fit", a, b, "--target", "y")
-    assert_one_line_error(*result, EXIT_DATA, a, b, "x1")
+    result = run_cli(capsys, "fit", a, b, "--target", "y", "--features", "x0,x1", "-q")
+    assert_one_line_error(*result, EXIT_DATA, b, "'x1'")
 
 
 def test_schemas_disagree_on_types(capsys, table, tmp_path):

@@ -328,11 +328,11 @@ def test_csv_parse_error_names_the_uri_and_the_line(data, monkeypatch):
     expected = f"{uri}: line {BAD_LINE}: column 'x1': cannot parse 'abc' as float64"
     with pytest.raises(CsvError) as first_block:  # in the block open_dataset parses
         open_dataset([uri], csv=CsvOptions(dtypes={"x1": "float64"}))
-    assert str(first_block.value) == expected
+    assert str(first_block.value).startswith(expected)  # then how to read it as text
     monkeypatch.setattr(sources.csv, "CSV_BLOCK_SIZE", 64)  # the bad row in a later block
     with pytest.raises(CsvError) as later_block:
         streamgd.fit(uri, target="y", features=["x0", "x1"], epochs=1)
-    assert str(later_block.value) == expected
+    assert str(later_block.value).startswith(expected)
     assert (later_block.value.path, later_block.value.line) == (uri, BAD_LINE)
 
 

@@ -206,9 +206,14 @@ CASES = [
         small_blocks=True,
     ),
     Case(
-        "spaces-line.csv",  # a line of spaces is not blank: it is a row of one field
-        b"id,x\n1,2\n   \n",
-        Fails("expected 2 fields, got 1", line=3, row=2, at_open=True),
+        "spaces-line.csv",  # a line of only spaces or tabs is a blank line
+        b"id,x\n1,2\n   \n3,4\n\t \n",
+        {"id": [1.0, 3.0], "x": [2.0, 4.0]},
+    ),
+    Case(
+        "spaces-line-then-bad.csv",  # and is not counted as a row
+        b"id,x\n1,2\n   \n3\n",
+        Fails("expected 2 fields, got 1", line=4, row=2, at_open=True),
     ),
     Case(
         "no-header-count.csv",

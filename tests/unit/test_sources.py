@@ -15,7 +15,9 @@ import pytest
 import streamgd.sources as sources
 from streamgd.decode import to_matrix
 from streamgd.errors import DataError, UsageError
+from streamgd.features import select_features
 from streamgd.sources import open_dataset, resolve_paths
+from streamgd.sources.schema import missing_in
 
 from .helpers import COLUMNS, id_table, write_csv, write_parquet
 
@@ -225,24 +227,36 @@ def test_empty_csv_is_a_data_error(tmp_path):
     assert info.value.path == path
 
 
-def test_missing_column_names_both_files(tmp_path):
+def test_a_column_some_files_lack_is_noted_and_marked(tmp_path):
     a = write_parquet(str(tmp_path / "a.parquet"), 0, 3, 3)
     b = str(tmp_path / "b.parquet")
     pq.write_table(pa.table({"row_id": np.arange(3)}), b)
-    with pytest.raises(DataError) as info:
-        open_dataset([a, b])
-    msg = str(info.value)
-    assert a in msg and b in msg and "y" in msg
+    dataset = open_dataset([a, b])
+    assert missing_in(dataset.schema.field("y")) == [b]
+    assert missing_in(dataset.schema.field("row_id")) == []
+    assert any("'y'" in note and b in note for note in dataset.notes)
 
 
-def test_extra_column_names_both_files(tmp_path):
+def test_an_extra_column_is_noted_and_left_out_of_the_default_features(tmp_path):
     a = write_parquet(str(tmp_path / "a.parquet"), 0, 3, 3)
     b = str(tmp_path / "b.parquet")
     pq.write_table(id_table(3, 6).append_column("z", pa.array([1.0, 2.0, 3.0])), b)
+    dataset = open_dataset([a, b])
+    assert missing_in(dataset.schema.field("z")) == [a]
+    assert any("'z'" in note and a in note for note in dataset.notes)
+    assert "z" not in select_features(dataset.schema, "y", None, path=a)
     with pytest.raises(DataError) as info:
-        open_dataset([a, b])
-    msg = str(info.value)
-    assert a in msg and b in msg and "z" in msg
+        select_features(dataset.schema, "y", ["z"], path=a)
+    assert a in str(info.value) and "'z'" in str(info.value)
+
+
+def test_duplicate_column_names_are_an_error_naming_them(tmp_path):
+    path = str(tmp_path / "dup.csv")
+    with open(path, "w") as f:
+        f.write("x,x,y\n1,2,3\n")
+    with pytest.raises(DataError) as info:
+        open_dataset([path])
+    assert "dup.csv" in str(info.value) and "'x'" in str(info.value)
 
 
 @pytest.mark.parametrize("string_first", [False, True])
