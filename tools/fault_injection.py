@@ -293,9 +293,7 @@ def enospc_model(c: Case) -> Outcome:
         _finish(o, run, before, small, ckpt)
         o.on_disk = "previous model intact; finished checkpoint (records the new model's digest)"
         filler.unlink()
-        again = streamgd(
-            *fit_args(c.data, "-o", model, "--checkpoint-dir", ckpt, "--resume"), "-q"
-        )
+        again = streamgd(*fit_args(c.data, "-o", model, "--checkpoint-dir", ckpt, "--resume"), "-q")
         rewrote = model.read_bytes() != before[str(model)]
         _next(o, again, note="--resume rewrites the model from the checkpoint" if rewrote else "")
         o.next_ok = o.next_ok and rewrote
@@ -311,13 +309,15 @@ def enospc_checkpoint(c: Case) -> Outcome:
         c.baseline(model, ckpt)
         before = snapshot(model, ckpt)
         filler = fill(small)
-        run = streamgd(*fit_args(c.data, "-o", model, "--checkpoint-dir", ckpt, "--resume",
-                                 epochs=3))
+        run = streamgd(
+            *fit_args(c.data, "-o", model, "--checkpoint-dir", ckpt, "--resume", epochs=3)
+        )
         _finish(o, run, before, small, c.out)
         o.on_disk = "earlier checkpoints and model intact, no temporary file"
         filler.unlink()
-        again = streamgd(*fit_args(c.data, "-o", model, "--checkpoint-dir", ckpt, "--resume",
-                                   epochs=3))
+        again = streamgd(
+            *fit_args(c.data, "-o", model, "--checkpoint-dir", ckpt, "--resume", epochs=3)
+        )
         _next(o, again, note="--resume continues from the last checkpoint")
     return o
 
@@ -329,13 +329,17 @@ def enospc_metrics(c: Case) -> Outcome:
     with tmpfs(c.work / "small") as small:
         metrics = small / "metrics.json"
         filler = fill(small)
-        run = streamgd(*fit_args(c.data, "-o", model, "--checkpoint-dir", ckpt,
-                                 "--metrics-out", metrics))
+        run = streamgd(
+            *fit_args(c.data, "-o", model, "--checkpoint-dir", ckpt, "--metrics-out", metrics)
+        )
         _finish(o, run, {}, small, c.out)
         o.on_disk = "model and checkpoint written; no metrics file, no temporary file"
         filler.unlink()
-        again = streamgd(*fit_args(c.data, "-o", model, "--checkpoint-dir", ckpt,
-                                   "--metrics-out", metrics, "--resume"))
+        again = streamgd(
+            *fit_args(
+                c.data, "-o", model, "--checkpoint-dir", ckpt, "--metrics-out", metrics, "--resume"
+            )
+        )
         _next(o, again, note="--resume writes the metrics, trains nothing")
         o.next_ok = o.next_ok and metrics.is_file()
     return o
@@ -364,8 +368,9 @@ def enospc_predictions(c: Case) -> Outcome:
 def vanished_checkpoint_dir(c: Case) -> Outcome:
     o = Outcome("checkpoint directory deleted while the job runs", 1)
     model, ckpt = c.out / "m.npz", c.out / "m.ckpt"
-    args = fit_args(c.data, "-o", model, "--checkpoint-dir", ckpt, "--checkpoint-every", "2",
-                    epochs=3)
+    args = fit_args(
+        c.data, "-o", model, "--checkpoint-dir", ckpt, "--checkpoint-every", "2", epochs=3
+    )
 
     deleted = []
 
@@ -381,17 +386,14 @@ def vanished_checkpoint_dir(c: Case) -> Outcome:
     o.expected = run.code if run.code in (0, 1) else 1
     o.code = run.code
     o.message = _json_error(run) if run.code else ""
-    o.one_line = "Traceback" not in run.stderr and all(
-        line.startswith("{") for line in run.lines
-    )
+    o.one_line = "Traceback" not in run.stderr and all(line.startswith("{") for line in run.lines)
     o.leftovers = temp_files(c.out)
     o.on_disk = (
         "the directory made again at the next checkpoint; model written"
         if run.code == 0
         else "the write that met the deletion stopped the job (one line naming the directory)"
     )
-    again = streamgd(*fit_args(c.data, "-o", model, "--checkpoint-dir", ckpt, "--resume",
-                               epochs=3))
+    again = streamgd(*fit_args(c.data, "-o", model, "--checkpoint-dir", ckpt, "--resume", epochs=3))
     _next(o, again, note="--resume continues (or finds the run finished)")
     return o
 
@@ -458,8 +460,9 @@ def eacces_output(c: Case) -> Outcome:
     )
     _finish(o, run, {}, c.out)
     o.on_disk = "nothing written; refused before training"
-    again = streamgd(*fit_args(c.data, "-o", model, "--checkpoint-dir", ckpt),
-                     preexec=_without_root_powers)
+    again = streamgd(
+        *fit_args(c.data, "-o", model, "--checkpoint-dir", ckpt), preexec=_without_root_powers
+    )
     _next(o, again, note="with a writable --output: trains")
     locked.chmod(0o755)
     return o
@@ -480,8 +483,10 @@ def eacces_checkpoint(c: Case) -> Outcome:
     _finish(o, run, before, c.out)
     o.on_disk = "earlier checkpoints and model intact"
     ckpt.chmod(0o755)
-    again = streamgd(*fit_args(c.data, "-o", model, "--checkpoint-dir", ckpt, "--resume",
-                               epochs=3), preexec=_without_root_powers)
+    again = streamgd(
+        *fit_args(c.data, "-o", model, "--checkpoint-dir", ckpt, "--resume", epochs=3),
+        preexec=_without_root_powers,
+    )
     _next(o, again, note="made writable: --resume continues")
     return o
 
@@ -492,12 +497,13 @@ def efbig(c: Case) -> Outcome:
     model, ckpt = c.out / "m.npz", c.out / "m.ckpt"
     c.baseline(model, ckpt)
     before = snapshot(model, ckpt)
-    run = streamgd(*fit_args(c.data, "-o", model, "--checkpoint-dir", ckpt, "--resume",
-                             epochs=3), preexec=_small_file_limit)
+    run = streamgd(
+        *fit_args(c.data, "-o", model, "--checkpoint-dir", ckpt, "--resume", epochs=3),
+        preexec=_small_file_limit,
+    )
     _finish(o, run, before, c.out)
     o.on_disk = "earlier checkpoints and model intact, no temporary file"
-    again = streamgd(*fit_args(c.data, "-o", model, "--checkpoint-dir", ckpt, "--resume",
-                               epochs=3))
+    again = streamgd(*fit_args(c.data, "-o", model, "--checkpoint-dir", ckpt, "--resume", epochs=3))
     _next(o, again, note="--resume continues")
     return o
 
@@ -508,8 +514,9 @@ def eio_fsync(c: Case) -> Outcome:
     model, ckpt = c.out / "m.npz", c.out / "m.ckpt"
     c.baseline(model, ckpt)
     before = snapshot(model, ckpt)
-    run = streamgd(*fit_args(c.data, "-o", model, "--checkpoint-dir", ckpt, epochs=2),
-                   bootstrap=FSYNC_EIO)
+    run = streamgd(
+        *fit_args(c.data, "-o", model, "--checkpoint-dir", ckpt, epochs=2), bootstrap=FSYNC_EIO
+    )
     _finish(o, run, before, c.out)
     o.on_disk = "earlier checkpoints and model intact, no temporary file"
     again = streamgd(*fit_args(c.data, "-o", model, "--checkpoint-dir", ckpt, epochs=2))
@@ -522,8 +529,9 @@ def eio_fsync(c: Case) -> Outcome:
 def output_parent_file(c: Case) -> Outcome:
     o = Outcome("--output's parent is a file (ENOTDIR)", 2)
     (c.out / "file").write_text("x")
-    run = streamgd(*fit_args(c.data, "-o", c.out / "file" / "m.npz",
-                             "--checkpoint-dir", c.out / "ck"))
+    run = streamgd(
+        *fit_args(c.data, "-o", c.out / "file" / "m.npz", "--checkpoint-dir", c.out / "ck")
+    )
     _finish(o, run, {}, c.out)
     o.on_disk = "nothing written; refused before any work"
     o.next_run = "fix the path"
@@ -682,8 +690,7 @@ def damaged_all(c: Case) -> Outcome:
     for name in checkpoints(ckpt):
         _flip_first_byte(ckpt / name)
     before = snapshot(model, ckpt)
-    run = streamgd(*fit_args(c.data, "-o", model, "--checkpoint-dir", ckpt, "--resume",
-                             epochs=3))
+    run = streamgd(*fit_args(c.data, "-o", model, "--checkpoint-dir", ckpt, "--resume", epochs=3))
     _finish(o, run, before, c.out)
     o.one_line = o.one_line and "allow_pickle" not in run.stderr
     o.on_disk = "nothing overwritten"
@@ -762,14 +769,11 @@ def _signal_case(c: Case, name: str, when: Callable, expected: int, rows: int = 
     run, _ = _signal_run([a for a in args if a != "-q"], when)
     o.code = run.code
     o.message = _json_error(run) if run.code else ""
-    o.one_line = "Traceback" not in run.stderr and all(
-        line.startswith("{") for line in run.lines
-    )
+    o.one_line = "Traceback" not in run.stderr and all(line.startswith("{") for line in run.lines)
     o.leftovers = temp_files(c.out)
     found = checkpoints(ckpt)
-    o.on_disk = (
-        ("model written; " if model.exists() else "no model; ")
-        + (f"{len(found)} checkpoint(s)" if found else "no checkpoint")
+    o.on_disk = ("model written; " if model.exists() else "no model; ") + (
+        f"{len(found)} checkpoint(s)" if found else "no checkpoint"
     )
     if expected == 0:
         o.next_ok = model.exists()
@@ -804,6 +808,171 @@ def sigterm_training(c: Case) -> Outcome:
 @case("SIGTERM after the model was written")
 def sigterm_after(c: Case) -> Outcome:
     return _signal_case(c, "SIGTERM after the model was written", _event("finish"), 0)
+
+
+# -- inputs: files replaced, extreme values, odd files -------------------------------------
+def _replace_data(c: Case, seed: int) -> None:
+    """Replace every input file (same names, sizes of the same order, same layout, other
+    values) the way an upstream job does: written aside, then ``os.replace``."""
+    fresh = write_data(c.work / f"upstream-{seed}", seed=seed, rows=_rows(c), files=len(c.data))
+    for new, old in zip(fresh, c.data, strict=True):
+        os.replace(new, old)
+
+
+def _rows(c: Case) -> int:
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in c.data)
+
+
+@case("input file replaced between runs (--resume)")
+def swapped_between_runs(c: Case) -> Outcome:
+    o = Outcome("input file replaced between runs (--resume)", 1)
+    model, ckpt = c.out / "m.npz", c.out / "m.ckpt"
+    args = fit_args(c.data, "-o", model, "--checkpoint-dir", ckpt, "--resume", epochs=3)
+    stopped, _ = _signal_run([a for a in args if a != "-q"], _event("epoch"))
+    if stopped.code != 75:
+        raise RuntimeError(f"the interrupted run ended with {stopped.code}: {stopped.stderr}")
+    before = snapshot(ckpt)
+    _replace_data(c, seed=8)
+    _finish(o, streamgd(*args), before, c.out)
+    o.on_disk = "checkpoints intact; no model"
+    _next(
+        o,
+        streamgd(*[a for a in args if a != "--resume"]),
+        note="without --resume: trains on the new files",
+    )
+    return o
+
+
+@case("input file replaced during the run")
+def swapped_mid_run(c: Case) -> Outcome:
+    o = Outcome("input file replaced during the run", 1)
+    c.data = write_data(c.work / "big", rows=400_000, files=2)
+    model, ckpt = c.out / "m.npz", c.out / "m.ckpt"
+    # epochs enough (~0.15 s each) that the run is still reading when the replacement lands
+    args = fit_args(c.data, "-o", model, "--checkpoint-dir", ckpt, "--resume", epochs=40)
+    replaced = []
+
+    def when(event: dict | None, _: float) -> bool:
+        if event is not None and event.get("event") == "epoch" and not replaced:
+            _replace_data(c, seed=9)  # during the second epoch's first reads, or before them
+            replaced.append(True)
+        return False  # no signal: the replacement is the fault
+
+    run, _ = _signal_run([a for a in args if a != "-q"], when)
+    o.code = run.code
+    o.message = _json_error(run) if run.code else ""
+    o.one_line = "Traceback" not in run.stderr
+    o.leftovers = temp_files(c.out)
+    o.on_disk = ("model written (!)" if model.exists() else "no model") + "; checkpoints kept"
+    _next(
+        o,
+        streamgd(*[a for a in args if a != "--resume"]),
+        note="without --resume: trains on the new files",
+    )
+    return o
+
+
+def _data_case(
+    c: Case,
+    name: str,
+    expected: int,
+    table: pa.Table,
+    *,
+    csv_text: bytes | None,
+    fix: Callable[[Path], list[str]] | None = None,
+    **fit: object,
+) -> Outcome:
+    """A job on one odd file: the exit code and message, and (for a refusal) that the next run
+    on the corrected file trains."""
+    o = Outcome(name, expected)
+    path = c.work / ("odd.csv" if csv_text is not None else "odd.parquet")
+    if csv_text is not None:
+        path.write_bytes(csv_text)
+    else:
+        pq.write_table(table, path)
+    model = c.out / "m.npz"
+    extra = [x for k, v in fit.items() for x in (f"--{k.replace('_', '-')}", v)]
+    run = streamgd(*fit_args([str(path)], "-o", model, *extra))
+    _finish(o, run, {}, c.out)
+    o.on_disk = "model written" if model.exists() else "nothing written"
+    if expected != 0 and fix is not None:
+        _next(o, streamgd(*fit_args(fix(path), "-o", model)), note="on the corrected file")
+    else:
+        o.next_run = "-"
+    return o
+
+
+def _xy(rows: int = 500, seed: int = 3) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 3))
+    return {**{f"x{j}": x[:, j] for j in range(3)}, "y": x @ np.array([1.0, -2.0, 0.5])}
+
+
+def _rewrite(columns: dict[str, np.ndarray]) -> Callable[[Path], list[str]]:
+    def fix(path: Path) -> list[str]:
+        good = path.with_name("fixed.parquet")
+        pq.write_table(pa.table(columns), good)
+        return [str(good)]
+
+    return fix
+
+
+@case("a value of 1e300 in a feature")
+def extreme_value(c: Case) -> Outcome:
+    cols = _xy()
+    bad = {**cols, "x1": cols["x1"].copy()}
+    bad["x1"][123] = 1e300
+    return _data_case(
+        c, "a value of 1e300 in a feature", 1, pa.table(bad), csv_text=None, fix=_rewrite(cols)
+    )
+
+
+def _csv(cols: dict[str, np.ndarray], *, header: list[str] | None = None) -> str:
+    names = header or list(cols)
+    rows = zip(*cols.values(), strict=True)
+    return "\n".join([",".join(names), *(",".join(f"{v:.6g}" for v in r) for r in rows)]) + "\n"
+
+
+@case("a CSV number column with a bad token")
+def csv_bad_token(c: Case) -> Outcome:
+    cols = _xy()
+    lines = _csv(cols).splitlines()
+    lines[52] = lines[52].replace(lines[52].split(",")[2], "abc", 1)
+    return _data_case(
+        c,
+        "a CSV number column with a bad token",
+        1,
+        pa.table(cols),
+        csv_text=("\n".join(lines) + "\n").encode(),
+        fix=_rewrite(cols),
+    )
+
+
+@case("CSV with duplicate column names")
+def csv_duplicate_names(c: Case) -> Outcome:
+    cols = _xy()
+    text = _csv(cols, header=["x0", "x1", "x1", "y"])
+    return _data_case(
+        c,
+        "CSV with duplicate column names",
+        1,
+        pa.table(cols),
+        csv_text=text.encode(),
+        fix=_rewrite(cols),
+    )
+
+
+@case("a UTF-16 CSV (with BOM)")
+def csv_utf16(c: Case) -> Outcome:
+    text = _csv(_xy())
+    return _data_case(c, "a UTF-16 CSV (with BOM)", 0, pa.table({}), csv_text=text.encode("utf-16"))
+
+
+@case("int64 values beyond 2^53")
+def big_integers(c: Case) -> Outcome:
+    cols = _xy()
+    big = {**cols, "x2": (np.arange(len(cols["y"]), dtype=np.int64) + (1 << 60))}
+    return _data_case(c, "int64 values beyond 2^53", 0, pa.table(big), csv_text=None)
 
 
 # -- running them ---------------------------------------------------------------------------
