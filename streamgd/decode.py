@@ -169,11 +169,19 @@ class Decoder:
 
     @classmethod
     def for_training(
-        cls, spec, *, loss, select: Select | None = None, dtype: type = np.float32
+        cls,
+        spec,
+        *,
+        loss,
+        select: Select | None = None,
+        dtype: type = np.float32,
+        notes=None,
     ) -> Decoder:
         """Training (one process or a Dask worker): the spec's columns, centred while decoding
         into ``dtype`` (the centring in float64 first, so no precision is lost to an offset),
-        missing features filled with the centred mean; scaling is left to the step."""
+        missing features filled with the centred mean; scaling is left to the step.
+        ``notes``: an :class:`~streamgd.features.outliers.OutlierNotes` that records the
+        outliers met under ``--outliers warn`` (see :func:`~streamgd.features.outliers.guard`)."""
         prepare = preparer(
             spec.names,
             spec.target,
@@ -189,7 +197,7 @@ class Decoder:
             spec.converters() or {},
             spec.stream_center(),
             dtype,
-            guard=spec.outlier_guard(has_target=True),
+            guard=spec.outlier_guard(has_target=True, notes=notes),
         )
 
     @classmethod

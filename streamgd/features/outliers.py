@@ -15,13 +15,16 @@ never has one, while a sentinel such as 1e30 or 9.99e99 always is one.
 - ``error``: the first outlier stops the run, naming column, file and row.
 
 The bounds are saved in the feature spec, so training, evaluation and prediction treat values
-outside the statistics sample the same way.
+outside the statistics sample the same way. Under ``warn`` the outlier bounds are saved too,
+and training warns once per column about an outlier outside the statistics sample (see
+:class:`OutlierNotes`); evaluation and prediction use such values without a word.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from threading import Lock
 
 import numpy as np
 
@@ -35,6 +38,7 @@ __all__ = [
     "policy_bounds",
     "Screen",
     "guard",
+    "OutlierNotes",
 ]
 
 OUTLIER_POLICIES = ("warn", "clip", "error")
@@ -162,12 +166,22 @@ class Screen:
 
     def bounds(self) -> np.ndarray | None:
         """(3, columns): the policy's low and high bounds in raw units (+-inf for columns not
-        checked) and the medians."""
+        checked) and the medians; under ``warn`` (5, columns), with the outlier bounds
+        ``m +- OUTLIER_SPREADS s`` below them (for training's warning, see :func:`guard`; the
+        widened bounds again for a column this pass has warned about)."""
         if self.median is None:
             return None
-        low, high = policy_bounds(self.median, self.spread, self.policy)
-        limits = np.where(self.checked, np.stack([low, high]), [[-np.inf], [np.inf]])
-        return np.vstack([limits, self.median])
+        rows = [policy_bounds(self.median, self.spread, self.policy)]
+        if self.policy == "warn":
+            # a column this pass warned about has had its warning: its outlier bounds are the
+            # widened ones, so training does not warn about it again
+            low, high = policy_bounds(self.median, self.spread, "error")
+            warned = np.isin(np.arange(len(low)), list(self.seen))
+            rows.append((np.where(warned, rows[0][0], low), np.where(warned, rows[0][1], high)))
+        stacked = []
+        for low, high in rows:
+            stacked.append(np.where(self.checked, np.stack([low, high]), [[-np.inf], [np.inf]]))
+        return np.vstack([stacked[0], self.median, *stacked[1:]])
 
     def warnings(self, share: np.ndarray) -> list[str]:
         """One warning per column with outliers; ``share[j]``: the fraction of column ``j``'s
@@ -208,26 +222,92 @@ def _outlier_error(
     return DataError(f"extreme value {value:g}: {why}; {hint}", path=path, column=column, row=row)
 
 
-def guard(bounds: np.ndarray, policy: str, columns: Sequence[str]):
+class OutlierNotes:
+    """The outliers training meets under ``warn`` (values beyond ``OUTLIER_SPREADS`` spreads,
+    used as they are): the first of each column, as a warning, recorded by :func:`guard` on the
+    prefetch thread and taken once per column by :meth:`drain` on the training thread."""
+
+    def __init__(self) -> None:
+        self._lock = Lock()
+        self._noted: set[int] = set()  # columns with a note, drained or not
+        self._pending: list[tuple[int, str]] = []
+
+    def wants(self, j: int) -> bool:
+        return j not in self._noted  # a set lookup: no lock needed to ask
+
+    def add(self, j: int, message: str) -> None:
+        with self._lock:
+            if j not in self._noted:
+                self._noted.add(j)
+                self._pending.append((j, message))
+
+    def merge(self, items) -> None:
+        """Add (column, warning) pairs, as :meth:`drain_items` gives them (a Dask worker's)."""
+        for j, message in items:
+            self.add(j, message)
+
+    def drain(self) -> list[str]:
+        """The notes not taken yet (each column's at most once)."""
+        return [message for _, message in self.drain_items()]
+
+    def drain_items(self) -> list[tuple[int, str]]:
+        """The notes not taken yet with their column index (a Dask worker's, for the driver's
+        :meth:`add`)."""
+        if not self._pending:
+            return []
+        with self._lock:
+            out, self._pending = self._pending, []
+        return out
+
+
+def _training_note(
+    column: str, value: float, path: str, row: int, median: float, reach: float
+) -> str:
+    return (
+        f"{path}: column {column!r}: a value more than {reach:g} from the median {median:g} "
+        f"(first at row {row}: {value:g}), met in training outside the statistics sample; "
+        "used as it is (--outliers clip clips such values, --outliers error stops at them)"
+    )
+
+
+def guard(
+    bounds: np.ndarray,
+    policy: str,
+    columns: Sequence[str],
+    notes: OutlierNotes | None = None,
+):
     """The check of a column's raw decoded values against a spec's ``bounds`` (low, high and
     median of each column, as :meth:`Screen.bounds` gives them):
     ``check(j, values, path, first_row) -> values``, clipped (a copy) under ``clip``, else the
     first finite value outside them refused. Infinities are left to the ``--infinite``
-    policy. None when no bound is finite."""
+    policy. None when no bound is finite.
+
+    With ``notes`` and the outlier bounds (rows 3 and 4, saved under ``warn`` since they
+    were added; older files have none), a column's first value beyond them but within the
+    policy's bounds is recorded in ``notes`` and used as it is."""
     if bounds is None or not np.isfinite(bounds[:2]).any():
         return None
     low, high, median = bounds[0], bounds[1], bounds[2]
+    tight = notes is not None and policy == "warn" and len(bounds) >= 5
+    # the fast path's bounds: the outlier bounds when noting (inside the policy's)
+    fast_low, fast_high = (bounds[3], bounds[4]) if tight else (low, high)
 
     def check(j: int, values: np.ndarray, path: str, first_row: int) -> np.ndarray:
         if j >= len(columns) or not len(values) or not np.isfinite(bounds[:2, j]).any():
             return values
         with np.errstate(invalid="ignore"):
             lo, hi = np.fmin.reduce(values), np.fmax.reduce(values)
-            if not (lo < low[j] or hi > high[j]):
+            if not (lo < fast_low[j] or hi > fast_high[j]):
                 return values
-            out = np.isfinite(values) & ((values < low[j]) | (values > high[j]))
-        if not out.any():
-            return values
+            if not tight or lo < low[j] or hi > high[j]:
+                out = np.isfinite(values) & ((values < low[j]) | (values > high[j]))
+                if out.any():
+                    return _beyond(j, values, out, path, first_row)
+            if tight and notes.wants(j):  # type: ignore[union-attr]
+                _note(j, values, path, first_row)
+        return values
+
+    def _beyond(j: int, values: np.ndarray, out: np.ndarray, path: str, first_row: int):
         if policy == "clip":
             values = values.copy()
             values[out] = np.clip(values[out], low[j], high[j])
@@ -243,6 +323,24 @@ def guard(bounds: np.ndarray, policy: str, columns: Sequence[str]):
                 float(high[j] - median[j]),
                 policy,
             )
+        )
+
+    def _note(j: int, values: np.ndarray, path: str, first_row: int) -> None:
+        """Record the piece's first value beyond the outlier bounds (if any is finite)."""
+        out = np.isfinite(values) & ((values < fast_low[j]) | (values > fast_high[j]))
+        if not out.any():  # only infinities, left to --infinite
+            return
+        i = int(np.argmax(out))
+        notes.add(  # type: ignore[union-attr]
+            j,
+            _training_note(
+                columns[j],
+                float(values[i]),
+                path,
+                first_row + i + 1,
+                float(median[j]),
+                float(fast_high[j] - median[j]),
+            ),
         )
 
     return check

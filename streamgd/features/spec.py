@@ -42,7 +42,8 @@ class FeatureSpec:
     infinite: str = "error"  # or "missing": infinities are treated as missing values
     outliers: str = "warn"  # or "clip", "error": see features.outliers
     # (3, features + target): low and high bounds of usable values (raw units) and the
-    # medians they are around (None: no check); see features.outliers
+    # medians they are around (None: no check); under warn, two more rows (files since the
+    # training warning): the outlier bounds, m +- 100 spreads; see features.outliers
     bounds: np.ndarray | None = None
 
     @staticmethod
@@ -76,12 +77,13 @@ class FeatureSpec:
             tuple(names), target, center, scale, fill, missing, t_center, t_scale, precond
         )
 
-    def outlier_guard(self, *, has_target: bool):
+    def outlier_guard(self, *, has_target: bool, notes=None):
         """The ``--outliers`` check of raw column values (see :func:`.outliers.guard`) for a
-        matrix laid out as :attr:`columns` (or without the target); None without bounds."""
+        matrix laid out as :attr:`columns` (or without the target); None without bounds.
+        ``notes``: an :class:`.outliers.OutlierNotes` for the outliers training meets."""
         if self.bounds is None:
             return None
-        return guard(self.bounds, self.outliers, (*self.names, self.target))
+        return guard(self.bounds, self.outliers, (*self.names, self.target), notes)
 
     @property
     def columns(self) -> tuple[str, ...]:

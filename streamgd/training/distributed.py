@@ -40,6 +40,7 @@ from ..cursor import Cursor
 from ..decode import Decoder
 from ..errors import DataError, StreamgdError, UsageError
 from ..features import FeatureSpec, count_vector
+from ..features.outliers import OutlierNotes
 from ..solvers import SOLVERS, get_solver
 from ..sources import Dataset, HandleCache, open_dataset
 from .loop import StepReport
@@ -212,11 +213,11 @@ class _UnitStream:
 _UNIT_CACHE: dict[tuple, _UnitStream] = {}
 
 
-def _unit_pieces(dataset: Dataset, unit_index: int, spec: FeatureSpec, loss, select):
+def _unit_pieces(dataset: Dataset, unit_index: int, spec: FeatureSpec, loss, select, notes):
     """Decoded, prepared and centred rows (float32) and counts of each piece of one unit."""
     unit = dataset.units[unit_index]
     path = dataset.files[unit.file].path
-    decoder = Decoder.for_training(spec, loss=loss, select=select)  # as the prefetcher's
+    decoder = Decoder.for_training(spec, loss=loss, select=select, notes=notes)  # as prefetch
     for table, first_row in dataset.iter_unit(unit, decoder.columns, HandleCache()):
         yield decoder.decode(table, path, first_row)  # a fresh float32 matrix per piece
 
@@ -228,8 +229,9 @@ def _unit_stream(
     is taken out of the cache while a task uses it (two threads never share one)."""
     stream = _UNIT_CACHE.pop(key, None)
     if stream is None or offset < stream.start:
-        pieces = _unit_pieces(dataset, unit_index, spec, loss, select)
+        pieces = _unit_pieces(dataset, unit_index, spec, loss, select, notes := OutlierNotes())
         stream = _UnitStream(pieces, len(spec.names))
+        stream.notes = notes  # the outliers its decoder meets (see features.outliers.guard)
     return stream
 
 
@@ -293,7 +295,7 @@ def round_task(
     # --holdout-rows: the worker draws the same rows (a pure function of files, K and seed;
     # Parquet row counts from metadata), once per process
     select = holdout.selector(cfg, keep=False, dataset=dataset)
-    chunk, counts, position, offset = _take_rows(
+    chunk, counts, position, offset, outlier_notes = _take_rows(
         dataset,
         paths,
         order,
@@ -320,6 +322,7 @@ def round_task(
         "steps": steps,
         "loss_sum": loss_sum,
         "counts": counts,
+        "outlier_notes": outlier_notes,  # (column, warning): the driver warns once per column
         "cursor": Cursor(cursor.epoch, position, offset),
         "compute_s": time.perf_counter() - t0,
         "worker_pid": os.getpid(),
@@ -338,11 +341,11 @@ def _take_rows(
     loss,
     settings,
     select,
-) -> tuple[np.ndarray, np.ndarray, int, int]:
+) -> tuple[np.ndarray, np.ndarray, int, int, list]:
     """Up to ``need`` prepared rows from the units in ``order``, starting at ``position`` and
     ``offset``: the rows, the counts of the units finished, and where the next round starts.
-    A unit left part-way keeps its stream in this process for the next round."""
-    pieces, counts = [], count_vector(len(spec.names))
+    A unit left part-way keeps its stream here for the next round. Last, the outliers met."""
+    pieces, counts, notes = [], count_vector(len(spec.names)), []
     while need > 0 and position < len(order):
         key = (paths, order[position], settings)
         stream = _unit_stream(dataset, order[position], offset, spec, loss, key, select)
@@ -353,13 +356,14 @@ def _take_rows(
             pieces.append(piece)
             need -= len(piece)
             offset += len(piece)
+        notes.extend(stream.notes.drain_items())  # (column, warning) of the outliers met
         if stream.done(offset):  # the unit is done: count it, move on
             counts += stream.counts
             position, offset = position + 1, 0
         else:
             _keep(key, stream)
     chunk = np.concatenate(pieces) if pieces else np.empty((0, len(spec.columns)), np.float32)
-    return chunk, counts, position, offset
+    return chunk, counts, position, offset, notes
 
 
 def _train_chunk(
@@ -462,6 +466,7 @@ class DistributedTrainer:
             for r in gathered:
                 rounds.shards[r["shard"]] = r["cursor"]
                 state.totals.counts = state.totals.counts + r["counts"]
+                self.base.outlier_notes.merge(r.get("outlier_notes", ()))
             results = [r for r in gathered if r["rows"]]
             rounds.round += 1
             if not results:

@@ -27,6 +27,7 @@ from ..cursor import Cursor
 from ..decode import Decoder
 from ..errors import DataError, DivergedError, PreemptedError
 from ..features import count_vector, describe_counts
+from ..features.outliers import OutlierNotes
 from ..metrics import Accumulator
 from ..model import Model
 from ..scoring import evaluate_model
@@ -106,6 +107,9 @@ class Trainer:
         self.manager = manager
         self._stop = _Stop()
         self._last_save = time.monotonic()
+        # outliers met in training under --outliers warn: recorded by the decoder's guard on
+        # the prefetch thread, warned about once per column per run (see _note_outliers)
+        self.outlier_notes = OutlierNotes()
 
     # -- checkpoints --------------------------------------------------------------------------
     def _save(self, state: TrainState, reason: str) -> None:
@@ -186,6 +190,7 @@ class Trainer:
                 self.callbacks.on_round(state, report.timing)
             if self._stop.signum is not None:
                 source.sync(state)
+                self._note_outliers()
                 self._save(state, "signal")
                 raise PreemptedError(
                     f"stopped by {signal.Signals(self._stop.signum).name} at step {state.step}; "
@@ -195,8 +200,13 @@ class Trainer:
                 source.sync(state)
                 self._save(state, "step")
         source.sync(state)
+        self._note_outliers()
         self._end_pass(state)
         self._end_epoch(state)
+
+    def _note_outliers(self) -> None:
+        for message in self.outlier_notes.drain():
+            self.callbacks.on_warning(message)
 
     def _end_pass(self, state: TrainState) -> None:
         """The solver's end of a pass (the normal equations are solved here)."""
@@ -354,6 +364,7 @@ class LocalSteps:
             loss=trainer.loss,
             select=holdout.selector(cfg, keep=False, dataset=trainer.dataset),
             dtype=STREAM_DTYPE,
+            notes=trainer.outlier_notes,
         )
         check_order = functools.partial(trainer.check_order, target_scale=spec.target_scale)
         return BatchStream(

@@ -217,6 +217,28 @@ def test_json_log_has_round_timing(cluster, data, tmp_path, capsys):
     assert all(0 <= r["overhead_s"] <= r["wall_s"] for r in rounds)
 
 
+def test_an_outlier_only_workers_meet_is_warned_about_once(cluster, tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from streamgd.cli import run
+
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.normal(size=4000), rng.normal(size=4000)
+    y = 1.0 + 2.0 * x1 - 0.5 * x2 + 0.1 * rng.normal(size=4000)
+    x1[3500] = 1e9  # beyond 100 spreads, in a row group the statistics pass does not read
+    path = str(tmp_path / "d.parquet")
+    pq.write_table(pa.table({"x1": x1, "x2": x2, "y": y}), path, row_group_size=500)
+    args = ["fit", path, "-y", "y", "--cluster", cluster.scheduler_address]
+    args += ["--stats-rows", "500", "--epochs", "2", "--log-format", "json"]
+    assert run(args) == 0
+    out = capsys.readouterr()
+    events = [json.loads(line) for line in (out.out + out.err).splitlines() if line[:1] == "{"]
+    warnings = [e["message"] for e in events if e["event"] == "warning"]
+    assert len(warnings) == 1, warnings
+    assert "column 'x1'" in warnings[0] and "row 3501" in warnings[0], warnings
+
+
 def test_unreachable_scheduler_is_a_clear_error(monkeypatch, data):
     monkeypatch.setattr(sd, "CONNECT_TIMEOUT", 2.0)
     with pytest.raises(DataError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):

@@ -64,6 +64,44 @@ def test_a_huge_value_outside_the_statistics_sample_is_found_while_training(caps
     assert "infinite" not in err
 
 
+def outlier_beyond_the_sample(tmp_path) -> tuple[dict, str]:
+    """An outlier (1e9: beyond 100 spreads, within the hard limit) in a row group that the
+    statistics pass (``--stats-rows 500``) does not read."""
+    data = regression()
+    data["x1"][3500] = 1e9
+    return data, write(tmp_path, data, row_group_size=500)
+
+
+def test_an_outlier_only_training_meets_is_warned_about_once(capsys, tmp_path):
+    data, path = outlier_beyond_the_sample(tmp_path)
+    args = fit_args(path, tmp_path, "--stats-rows", "500", "--solver", "normal")
+    code, _, err = run_cli(capsys, *args)
+    assert code == 0, err
+    assert "Traceback" not in err and "Warning:" not in err, err
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert len(warnings) == 1, err
+    for needle in ("d.parquet", "column 'x1'", "row 3501", "1e+09", "used as it is"):
+        assert needle in warnings[0], (needle, err)
+    # used as it is: the fit is least squares on the data as it is
+    coefs, intercept = streamgd.load(str(tmp_path / "m.npz")).coefficients()
+    coef, oracle_intercept = lstsq_fit(np.column_stack([data["x1"], data["x2"]]), data["y"])
+    np.testing.assert_allclose([coefs["x1"], coefs["x2"]], coef, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(intercept, oracle_intercept, rtol=1e-6, atol=1e-9)
+
+
+def test_an_outlier_only_training_meets_is_once_per_column_quiet_and_json(capsys, tmp_path):
+    _, path = outlier_beyond_the_sample(tmp_path)
+    args = fit_args(path, tmp_path, "--stats-rows", "500", "--epochs", "3")
+    code, _, err = run_cli(capsys, *args, "-q")
+    assert code == 0 and err == "", err
+    code, out, err = run_cli(capsys, *args, "--log-format", "json")
+    assert code == 0, err
+    events = [json.loads(line) for line in (out + err).splitlines() if line.startswith("{")]
+    warnings = [e["message"] for e in events if e["event"] == "warning"]
+    assert len(warnings) == 1, warnings  # three epochs meet it: one warning
+    assert "column 'x1'" in warnings[0] and "row 3501" in warnings[0], warnings
+
+
 def test_small_row_groups_still_have_outliers_found(capsys, tmp_path):
     data = regression(1000)
     data["x2"][700] = -1e30

@@ -16,7 +16,14 @@ import pytest
 from streamgd.decode import as_float
 from streamgd.errors import DataError
 from streamgd.features import Categorical, Stats
-from streamgd.features.outliers import HARD_LIMIT, Screen, guard, policy_bounds, reference
+from streamgd.features.outliers import (
+    HARD_LIMIT,
+    OutlierNotes,
+    Screen,
+    guard,
+    policy_bounds,
+    reference,
+)
 from streamgd.sources.csv import numbers_as_text
 from streamgd.sources.csv_options import sniff
 from streamgd.sources.schema import missing_in, unify
@@ -62,7 +69,13 @@ def test_screen_per_policy(policy):
     assert "f.parquet" in message and "'a'" in message and "row 104" in message
     assert ("clipped" in message) == (policy == "clip")
     bounds = s.bounds()
-    assert bounds.shape == (3, 2) and np.isinf(bounds[:2, 1]).all()
+    # under warn, the outlier bounds (m +- 100 spreads) follow the widened ones and the medians
+    assert bounds.shape == (5 if policy == "warn" else 3, 2) and np.isinf(bounds[:2, 1]).all()
+    if policy == "warn":  # column a has had its warning: training need not repeat it
+        assert np.isinf(bounds[3:, 1]).all() and (bounds[3:, 0] == bounds[:2, 0]).all()
+        fresh = screen(policy)
+        fresh(base(), "f.parquet", 0)
+        assert fresh.bounds()[4, 0] - fresh.bounds()[2, 0] == pytest.approx(50, rel=0.05)
 
 
 def test_screen_refuses_beyond_the_hard_limit_under_warn_and_ignores_infinities():
@@ -102,6 +115,37 @@ def test_guard_clips_or_refuses_raw_values_outside_the_bounds():
         guard(bounds, "error", ("a", "y"))(0, values, "f", 10)
     assert info.value.column == "a"
     assert guard(np.array([[-np.inf], [np.inf], [0.0]]), "warn", ("a",)) is None
+
+
+def test_guard_notes_outliers_training_meets_under_warn_once_per_column():
+    # low, high (widened), median, then the outlier bounds
+    bounds = np.array(
+        [[-1e15, -np.inf], [1e15, np.inf], [0.0, 0.0], [-100.0, -np.inf], [100.0, np.inf]]
+    )
+    notes = OutlierNotes()
+    check = guard(bounds, "warn", ("a", "y"), notes)
+    inside = np.array([0.5, -99.0, np.nan])
+    assert check(0, inside, "f", 0) is inside and notes.drain() == []
+    values = np.array([0.5, 1e9, -1e9])
+    assert check(0, values, "f", 10) is values  # used as it is
+    assert values.tolist() == [0.5, 1e9, -1e9]
+    assert check(0, values, "g", 20) is values  # the column has its note already
+    (message,) = notes.drain()
+    for needle in ("f:", "column 'a'", "row 12", "1e+09", "used as it is"):
+        assert needle in message, message
+    assert notes.drain() == []
+    check(0, values, "f", 30)
+    assert notes.drain() == []  # once per column per run
+    with pytest.raises(DataError, match="1e\\+15"):
+        check(0, np.array([2e15]), "f", 0)
+    # an older file's bounds (no outlier bounds): no note, as before
+    inf_too = OutlierNotes()  # an infinity in the piece (--infinite missing) hides nothing
+    guard(bounds, "warn", ("a", "y"), inf_too)(0, np.array([-np.inf, 5e8]), "f", 0)
+    (message,) = inf_too.drain()
+    assert "row 2" in message and "5e+08" in message, message
+    fresh = OutlierNotes()
+    old = guard(bounds[:3], "warn", ("a", "y"), fresh)
+    assert old(0, values, "f", 0) is values and fresh.drain() == []
 
 
 # -- statistics that overflow -------------------------------------------------------------------
