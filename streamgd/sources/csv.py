@@ -22,6 +22,7 @@ from ..errors import DataError, UsageError
 from .csv_errors import csv_error
 from .csv_options import CSV_DTYPES, CsvOptions, Sniffed, sniff
 from .paths import input_stream
+from .schema import check_unique
 
 __all__ = [
     "CSV_BLOCK_SIZE",
@@ -35,7 +36,6 @@ __all__ = [
     "fixed_types",
     "check_dtypes",
     "empty_message",
-    "check_unique",
     "numbers_as_text",
 ]
 
@@ -153,17 +153,6 @@ def open_csv(
         raise csv_error(exc, path, options, types or {}, first_row=0) from None
     check_unique(reader.schema.names, path)
     return reader
-
-
-def check_unique(names: list[str], path: str) -> None:
-    """Two columns of one name: which would a feature be? An error naming them."""
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise DataError(
-            f"duplicate column name(s) {', '.join(map(repr, repeated))}; rename them so that "
-            "each column has its own name",
-            path=path,
-        )
 
 
 def _skip_blank(row) -> str:

@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from ..errors import DataError
 
-__all__ = ["is_numeric", "unify", "widen", "MISSING_IN", "missing_in"]
+__all__ = ["is_numeric", "unify", "widen", "check_unique", "MISSING_IN", "missing_in"]
 
 # Field metadata key of a column that some files lack: the paths of those files, one a line.
 MISSING_IN = b"streamgd.missing_in"
@@ -47,7 +47,7 @@ def unify(schemas: list[pa.Schema], paths: list[str]) -> tuple[pa.Schema, tuple[
     target or categorical column is an error naming such a file.
     """
     for schema, path in zip(schemas, paths, strict=True):
-        _check_unique(schema.names, path)
+        check_unique(schema.names, path)
     fields: dict[str, pa.Field] = {}
     seen: dict[str, dict[pa.DataType, list[str]]] = {}  # column -> type -> files with it
     for schema, path in zip(schemas, paths, strict=True):
@@ -84,7 +84,8 @@ def unify(schemas: list[pa.Schema], paths: list[str]) -> tuple[pa.Schema, tuple[
     return pa.schema(list(fields.values())), tuple(notes)
 
 
-def _check_unique(names: list[str], path: str) -> None:
+def check_unique(names: list[str], path: str) -> None:
+    """Two columns of one name: which would a feature be? An error naming them."""
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise DataError(
