@@ -1,7 +1,10 @@
-"""streamgd: out-of-core mini-batch gradient descent on Parquet and CSV files.
+"""streamgd: out-of-core mini-batch gradient descent on Parquet and CSV files, and on data
+already in Python (pyarrow tables and datasets, pandas and polars frames, numpy arrays, streams
+of batches).
 
 >>> import streamgd  # doctest: +SKIP
 >>> model = streamgd.fit(["data/regression"], target="y")  # doctest: +SKIP
+>>> model = streamgd.fit(frame, target="y")  # doctest: +SKIP
 >>> model.predict(table)  # doctest: +SKIP
 """
 
@@ -18,6 +21,7 @@ _PUBLIC = {
     "load": "model",
     "evaluate": "scoring",
     "predict_files": "scoring",
+    "describe_dataset": "describe",
     "Model": "model",
     "Loss": "losses",
     "register_loss": "losses",
@@ -32,6 +36,7 @@ __all__ = [
     "load",
     "evaluate",
     "predict_files",
+    "describe_dataset",
     "Model",
     "Loss",
     "register_loss",

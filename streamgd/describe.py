@@ -13,12 +13,13 @@ files' directories (see :mod:`streamgd.partitions`): their nulls are counted fro
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .features import select_features
-from .sources import CsvOptions, Dataset, SourceFile, is_numeric, open_dataset, open_parquet
+from .sources import CsvOptions, Dataset, SourceFile, is_numeric, open_parquet, open_source
 from .sources.schema import missing_in
 
 __all__ = ["describe_dataset", "render_schema"]
@@ -30,13 +31,14 @@ _FILES_SHOWN = 20  # the text lists this many files, then says how many more
 
 
 def describe_dataset(
-    paths: Sequence[str],
+    paths: Any,
     *,
     fmt: str = "auto",
     csv: CsvOptions | None = None,
     target: str | None = None,
 ) -> dict:
-    """Describe the dataset at ``paths`` as a JSON-serialisable dict.
+    """Describe the dataset at ``paths`` (files, or any in-memory source
+    :func:`streamgd.sources.open_source` reads) as a JSON-serialisable dict.
 
     Keys: ``num_files``, ``num_rows`` (exact), ``formats`` (files per format), ``files``
     (``path``, ``format``, ``size``, ``rows``, ``rows_from``: ``"metadata"`` for Parquet,
@@ -47,7 +49,7 @@ def describe_dataset(
     default: numeric, not the target; None without a target), ``notes`` (columns widened
     between files).
     """
-    dataset = open_dataset(paths, fmt, csv=csv)
+    dataset = open_source(paths, fmt, csv=csv)
     files, nulls, methods = _count_files(dataset)
     keys = dataset.partitions.names
     columns = [

@@ -34,7 +34,7 @@ from .config import csv_options_from
 from .decode import Decoder
 from .errors import DataError, UsageError
 from .model import Model
-from .sources import FORMATS, open_dataset
+from .sources import FORMATS, open_source
 
 __all__ = [
     "IMAGE_FORMATS",
@@ -173,7 +173,7 @@ def _sample(model: Model, data: Sequence[str], *, max_rows: int, fmt: str):
     to ``max_rows`` rows in all."""
     from .scoring import check_columns
 
-    dataset = open_dataset(data, fmt, csv=csv_options_from(model.config))
+    dataset = open_source(data, fmt, csv=csv_options_from(model.config))
     first = dataset.files[0].path
     spec = model.spec
     check_columns(dataset.schema, model.features, first, what="feature", numeric=True)

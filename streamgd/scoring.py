@@ -23,7 +23,7 @@ from .errors import DataError, UsageError
 from .features import count_vector, describe_counts
 from .metrics import Accumulator
 from .model import Model
-from .sources import HandleCache, is_numeric, open_dataset
+from .sources import HandleCache, is_numeric, open_source, with_target
 
 __all__ = ["predict_files", "evaluate", "evaluate_model", "check_columns"]
 
@@ -54,7 +54,7 @@ def _check_model_columns(schema: pa.Schema, model: Model, path: str) -> None:
 
 def predict_files(
     model: Model,
-    paths: Sequence[str],
+    paths: Any,
     out: str,
     *,
     id_columns: Sequence[str] = (),
@@ -62,16 +62,19 @@ def predict_files(
     column: str = "prediction",
 ) -> int:
     """Write one prediction per input row to ``out`` (Parquet, or CSV by extension), keeping
-    ``id_columns``. Rows keep their input order. Returns the number of rows written."""
+    ``id_columns``. Rows keep their input order. Returns the number of rows written.
+
+    ``paths`` is any source :func:`streamgd.sources.open_source` reads: files (one ``str`` is
+    one path) or in-memory data."""
     with single_blas_thread():
         return _predict_files(model, paths, out, id_columns, fmt, column)
 
 
 def _predict_files(
-    model: Model, paths: Sequence[str], out: str, id_columns: Sequence[str], fmt: str, column: str
+    model: Model, paths: Any, out: str, id_columns: Sequence[str], fmt: str, column: str
 ) -> int:
     # the per-chunk loop stays inline: a helper per chunk would add Python calls per chunk
-    dataset = open_dataset(paths, fmt, csv=csv_options_from(model.config))
+    dataset = open_source(paths, fmt, csv=csv_options_from(model.config))
     _check_prediction_columns(dataset.schema, model, id_columns, column, dataset.files[0].path)
     out_format = "csv" if out.lower().endswith((".csv", ".tsv")) else "parquet"
     link = model.make_loss().link
@@ -139,23 +142,26 @@ def _write_empty(tmp: str, out_format: str, id_types: dict[str, pa.DataType], co
         pq.write_table(empty, tmp)
 
 
-def evaluate(model: Model, paths: Sequence[str], *, fmt: str = "auto") -> dict[str, Any]:
-    """Metrics of ``model`` on labelled files; rows whose target is null are skipped and
-    counted (``skipped_null_target``), missing features imputed as in training."""
+def evaluate(model: Model, data: Any, y: Any = None, *, fmt: str = "auto") -> dict[str, Any]:
+    """Metrics of ``model`` on labelled data; rows whose target is null are skipped and
+    counted (``skipped_null_target``), missing features imputed as in training.
+
+    ``data`` is any source :func:`streamgd.sources.open_source` reads: files (one ``str`` is
+    one path, a list several), a pyarrow Table, a pandas or polars DataFrame, a numpy ``X``
+    with ``y``, an iterator of batches, ...; with ``y``, the target column is ``y``."""
+    data, _ = with_target(data, y, None if y is None else model.target)
     with single_blas_thread():
-        return _evaluate(model, paths, fmt)
+        return _evaluate(model, data, fmt)
 
 
-def evaluate_model(
-    model: Model, paths: Sequence[str], *, fmt: str = "auto", select=None
-) -> dict[str, Any]:
+def evaluate_model(model: Model, paths: Any, *, fmt: str = "auto", select=None) -> dict[str, Any]:
     """:func:`evaluate` for callers that already limit BLAS threads (the trainer); ``select``
     keeps only some rows (the holdout split, see holdout.selector)."""
     return _evaluate(model, paths, fmt, select)
 
 
-def _evaluate(model: Model, paths: Sequence[str], fmt: str, select=None) -> dict[str, Any]:
-    dataset = open_dataset(paths, fmt, csv=csv_options_from(model.config))
+def _evaluate(model: Model, paths: Any, fmt: str, select=None) -> dict[str, Any]:
+    dataset = open_source(paths, fmt, csv=csv_options_from(model.config))
     first = dataset.files[0].path
     _check_model_columns(dataset.schema, model, first)
     multiclass = model.classes is not None

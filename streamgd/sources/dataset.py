@@ -13,6 +13,7 @@ import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 
@@ -30,12 +31,13 @@ from .csv import (
 from .csv_errors import csv_error
 from .csv_options import DEFAULT_CSV, CsvOptions
 from .fingerprint import FINGERPRINT_VERSION, Stamp, differences, stamp_file, verify
+from .memory import MEMORY_ROWS
 from .parquet import HandleCache, open_parquet
 from .partitions import NO_PARTITIONS, Partitions, discover_partitions, partition_dirs
 from .paths import path_parts, resolve_with_sizes, short_error
 from .schema import unify
 
-__all__ = ["SLICE_ROWS", "SourceFile", "Unit", "Dataset", "open_dataset"]
+__all__ = ["SLICE_ROWS", "SourceFile", "Unit", "Dataset", "open_dataset", "memory_units"]
 
 SLICE_ROWS = 262_144
 
@@ -51,19 +53,27 @@ class SourceFile:
     # size, mtime and content digest, taken when the dataset is opened (see fingerprint.py);
     # every read of the file is checked against it
     stamp: Stamp | None = None
+    # an in-memory source's reader (format "memory": slices of known rows; "stream": batches
+    # read like a CSV file), see sources.memory and sources.streams; None for a file
+    reader: Any = field(default=None, compare=False, repr=False)
 
     @property
     def num_rows(self) -> int | None:
-        return sum(self.row_groups) if self.format == "parquet" else None
+        return sum(self.row_groups) if self.format in ("parquet", "memory") else None
+
+    @property
+    def in_memory(self) -> bool:
+        return self.reader is not None
 
 
 @dataclass(frozen=True)
 class Unit:
-    """A piece of an epoch that is read in one go: a Parquet row group or a whole CSV file."""
+    """A piece of an epoch that is read in one go: a Parquet row group, a whole CSV file, a
+    slice of an in-memory source or a whole stream."""
 
     file: int
-    row_group: int  # -1 for a CSV file
-    rows: int | None  # None when unknown (CSV)
+    row_group: int  # -1 for a CSV file or a stream
+    rows: int | None  # None when unknown (CSV, stream)
 
 
 @dataclass
@@ -101,6 +111,22 @@ class Dataset:
     def __post_init__(self) -> None:
         if any(f.stamp is None for f in self.files):
             self.files = tuple(_stamped(f) for f in self.files)
+
+    @classmethod
+    def of(cls, files: tuple[SourceFile, ...], schema: pa.Schema, **kwargs: Any) -> Dataset:
+        """A dataset of ``files`` read in their units (row groups, CSV files, in-memory
+        slices, streams)."""
+        return cls(files, schema, units=_units(files), **kwargs)
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether the data is held by this process (Dask workers cannot read it)."""
+        return any(f.in_memory for f in self.files)
+
+    @property
+    def one_shot(self) -> bool:
+        """Whether a source is a one-shot iterator: read once, one pass."""
+        return any(getattr(f.reader, "one_shot", False) for f in self.files)
 
     @property
     def num_rows(self) -> int | None:
@@ -212,7 +238,12 @@ class Dataset:
         self, unit: Unit, columns: Sequence[str], handle: HandleCache | None
     ) -> Iterator[tuple[pa.Table | pa.RecordBatch, int]]:
         src = self.files[unit.file]
-        if src.format == "parquet" and self.single_piece(unit):
+        if src.format == "memory":
+            start = unit.row_group * MEMORY_ROWS
+            yield src.reader.read(start, start + (unit.rows or 0), columns), start
+        elif src.format == "stream":
+            yield from src.reader.pieces(columns)
+        elif src.format == "parquet" and self.single_piece(unit):
             first = sum(src.row_groups[: unit.row_group])
             # no reference kept here while suspended: the consumer may drop the table (and
             # the memory map behind it) as soon as it has converted it
@@ -237,7 +268,8 @@ class Dataset:
         return table
 
     def single_piece(self, unit: Unit) -> bool:
-        """Whether the unit is read in one piece: a row group of at most ``SLICE_ROWS`` rows."""
+        """Whether the unit is read in one piece: a row group of at most ``SLICE_ROWS`` rows, or
+        a slice of an in-memory source."""
         return unit.row_group >= 0 and (unit.rows or 0) <= SLICE_ROWS
 
     def _iter_slices(self, src: SourceFile, unit: Unit, columns: Sequence[str]):
@@ -379,11 +411,17 @@ def _units(files: Sequence[SourceFile]) -> tuple[Unit, ...]:
     """The units read one at a time: a Parquet file's row groups, a CSV file whole."""
     units = []
     for i, f in enumerate(files):
-        if f.format == "parquet":
+        if f.format in ("parquet", "memory"):
             units.extend(Unit(i, g, n) for g, n in enumerate(f.row_groups))
         else:
             units.append(Unit(i, -1, None))
     return tuple(units)
+
+
+def memory_units(num_rows: int) -> tuple[int, ...]:
+    """The rows of each slice ("row group") of an in-memory source of ``num_rows`` rows."""
+    full, rest = divmod(num_rows, MEMORY_ROWS)
+    return (MEMORY_ROWS,) * full + ((rest,) if rest else ())
 
 
 def _stamped(src: SourceFile) -> SourceFile:

@@ -3,14 +3,16 @@ run options in, the model, final state and how the run went out), resuming from 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..blas import single_blas_thread
 from ..config import FitConfig, RunOptions, split_settings
+from ..errors import UsageError
 from ..model import Model
-from ..sources import open_dataset
+from ..sources import Dataset, open_source, with_target
 from .callbacks import Callback, CallbackList
 from .checkpoint import CheckpointManager
 from .distributed import DistributedTrainer
@@ -35,13 +37,14 @@ class TrainResult:
 
 
 def train(
-    paths: Sequence[str],
+    source: Any,
     config: FitConfig,
     options: RunOptions | None = None,
     *,
     callbacks: Sequence[Callback] = (),
 ) -> TrainResult:
-    """Train, or resume training, and return the model and the final state.
+    """Train, or resume training, on ``source`` (files or in-memory data: see
+    :func:`streamgd.sources.open_source`) and return the model and the final state.
 
     With ``options.resume`` the newest valid checkpoint is continued (a fresh start when there
     is none); one that has already finished is returned as it is, without training. Without
@@ -50,13 +53,12 @@ def train(
     """
     options = options or RunOptions()
     with single_blas_thread():
-        return _train(paths, config, options, CallbackList(callbacks))
+        return _train(source, config, options, CallbackList(callbacks))
 
 
-def _train(
-    paths: Sequence[str], config: FitConfig, options: RunOptions, hooks: CallbackList
-) -> TrainResult:
-    dataset = open_dataset(paths, config.format, csv=config.csv_options())
+def _train(source: Any, config: FitConfig, options: RunOptions, hooks: CallbackList) -> TrainResult:
+    dataset = open_source(source, config.format, csv=config.csv_options())
+    config = _check_source(dataset, config, options, hooks)
     for note in dataset.notes:  # columns widened between files
         hooks.on_warning(note)
     manager = None
@@ -98,18 +100,57 @@ def _train(
     return TrainResult(model_from_state(state, config), state, True, resumed_from)
 
 
+def _check_source(
+    dataset: Dataset, config: FitConfig, options: RunOptions, hooks: CallbackList
+) -> FitConfig:
+    """What in-memory data allows: Dask workers read files only; a one-shot iterator is read
+    once (one pass, no checkpoint to resume, no held-out rows to score again)."""
+    if options.cluster and dataset.in_memory:
+        raise UsageError(
+            f"{dataset.files[0].path}: --cluster trains from files every worker can read; write "
+            "the data to Parquet (or pass a pyarrow dataset of files) to train on Dask"
+        )
+    if not dataset.one_shot:
+        return config
+    name = dataset.files[0].path
+    if options.checkpoint_dir or options.resume:
+        raise UsageError(
+            f"{name}: a one-shot iterator cannot be resumed from a checkpoint; pass a callable "
+            "that returns a fresh iterator of the same batches (for example lambda: batches())"
+        )
+    if config.holds_out or config.holdout_rows:
+        raise UsageError(
+            f"{name}: held-out rows are scored by reading the data again, which a one-shot "
+            "iterator cannot do; pass a callable that returns a fresh iterator, or validation files"
+        )
+    if config.epochs > 1:
+        hooks.on_warning(
+            f"{name}: a one-shot iterator is read once: training 1 epoch, not {config.epochs} "
+            "(pass a callable that returns a fresh iterator to train more)"
+        )
+        config = dataclasses.replace(config, epochs=1)
+    return config
+
+
 def _wants_more(state: TrainState, config: FitConfig) -> bool:
     return state.stop_reason == "epochs" and state.epoch < config.epochs
 
 
 def fit(
-    paths: str | Sequence[str],
+    data: Any,
+    y: Any = None,
     *,
-    target: str,
+    target: str | None = None,
     callbacks: Sequence[Callback] = (),
     **settings: Any,
 ) -> Model:
-    """Train a linear model on Parquet/CSV files, streaming them in mini-batches.
+    """Train a linear model, streaming ``data`` in mini-batches.
+
+    ``data`` is any source of :func:`streamgd.sources.open_source`: a path, glob, directory or
+    URI (one ``str`` is one path) or a list of them; a pyarrow Table, RecordBatch, dataset or
+    RecordBatchReader; a pandas or polars DataFrame; a numpy ``X`` with ``y``; an iterator of
+    batches (one pass) or a callable returning one (read again for every epoch). With ``y``
+    (an array or Series of targets, one per row of ``data``), the target is ``y``.
 
     ``settings`` are the settings of :class:`FitConfig` (``loss``, ``optimizer``, ``lr``,
     ``epochs``, ``batch_size``, ``seed``, ...) and of :class:`RunOptions` (``checkpoint_dir``,
@@ -119,9 +160,10 @@ def fit(
 
     >>> import streamgd  # doctest: +SKIP
     >>> model = streamgd.fit("data/regression/*.parquet", target="y")  # doctest: +SKIP
+    >>> model = streamgd.fit(frame, target="price")  # doctest: +SKIP
+    >>> model = streamgd.fit(X, y, loss="logistic")  # doctest: +SKIP
     """
-    if isinstance(paths, str):
-        paths = [paths]
+    data, target = with_target(data, y, target)
     config_settings, run_settings = split_settings({"target": target, **settings})
     config = FitConfig(**config_settings)
-    return train(list(paths), config, RunOptions(**run_settings), callbacks=callbacks).model
+    return train(data, config, RunOptions(**run_settings), callbacks=callbacks).model

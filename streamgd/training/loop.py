@@ -274,8 +274,8 @@ class Trainer:
         """Score the epoch's weights on the --validation files; track the best for
         --patience. Adds ``val_<metric>`` keys (``val_loss`` in the target's units)."""
         model = model_from_state(state, self.config)
-        if self.config.holds_out:  # the held-out rows of the training files themselves
-            paths = [f.path for f in self.dataset.files]
+        if self.config.holds_out:  # the held-out rows of the training data itself
+            paths = self.dataset
             select = holdout.selector(self.config, keep=True, dataset=self.dataset)
         else:
             paths, select = list(self.config.validation), None

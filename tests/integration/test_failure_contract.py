@@ -128,7 +128,7 @@ def test_an_oserror_no_seam_words_is_exit_1_naming_the_path(data, tmp_path, caps
     def vanished(*args, **kwargs):
         raise FileNotFoundError(errno.ENOENT, "No such file or directory", "/gone/part-0.parquet")
 
-    monkeypatch.setattr(api, "open_dataset", vanished)
+    monkeypatch.setattr(api, "open_source", vanished)
     code, _, err = run_cli(capsys, *_fit(data, "-o", tmp_path / "m.npz"))
     assert code == 1
     assert err.count("\n") == 1 and "/gone/part-0.parquet" in err and "Traceback" not in err
