@@ -15,7 +15,8 @@ import hashlib
 import json
 import os
 import re
-import tempfile
+import secrets
+import stat
 import zipfile
 from collections.abc import Callable, Iterator
 from typing import IO, Any
@@ -56,7 +57,7 @@ def fsync_dir(directory: str) -> None:
             os.close(fd)
 
 
-# Written by a write that failed halfway (tempfile.mkstemp's 8 random characters):
+# Written by a write that failed halfway (8 random characters, as tempfile.mkstemp's):
 # ``.<name>.<random>.tmp``. Only files of this form are ever removed as leftovers.
 _TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
 # The errors of the machine (space, permissions, wrong kind of path) that a write can meet.
@@ -127,10 +128,7 @@ def atomic_path(path: str, *, what: str = "the file", option: str | None = None)
 
     try:
         os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory
-        )
-        os.close(fd)
+        tmp = _create_temp(directory, os.path.basename(path))
     except OSError as exc:
         raise failed(exc) from None
     try:
@@ -143,6 +141,7 @@ def atomic_path(path: str, *, what: str = "the file", option: str | None = None)
         raise
     try:
         with open(tmp, "rb+") as fh:
+            _keep_mode(fh.fileno(), path)
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
@@ -152,6 +151,36 @@ def atomic_path(path: str, *, what: str = "the file", option: str | None = None)
             raise failed(exc) from None
         raise
     fsync_dir(directory)
+
+
+_TEMP_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"
+
+
+def _create_temp(directory: str, name: str) -> str:
+    """Create an empty ``.<name>.<8 random characters>.tmp`` in ``directory`` the way a
+    plain ``open()`` creates a file: mode 0666 less the umask (``tempfile.mkstemp`` gives 0600,
+    which left models unreadable to a serving process running as another user)."""
+    for _ in range(100):
+        random = "".join(secrets.choice(_TEMP_CHARS) for _ in range(8))
+        tmp = os.path.join(directory, f".{name}.{random}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(errno.EEXIST, "no free temporary name", directory)
+
+
+def _keep_mode(fd: int, path: str) -> None:
+    """Give the temporary file behind ``fd`` the permission bits of the file ``path`` it
+    replaces, as writing that file in place would keep them (a new file keeps the umask's)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if stat.S_ISREG(mode):
+        os.fchmod(fd, stat.S_IMODE(mode) & 0o777)
 
 
 def atomic_write(
