@@ -69,8 +69,12 @@ class FitConfig:
     setting's one declaration (see :mod:`streamgd.settings`)."""
 
     # -- data
-    target: str = setting(
-        None, None, "data", "Target column.", flags=("--target", "-y"), required=True
+    target: str | None = setting(
+        None,
+        None,
+        "data",
+        "Target column [default: the one column named target, label or y].",
+        flags=("--target", "-y"),
     )
     features: tuple[str, ...] | None = setting(
         None,
@@ -374,8 +378,8 @@ class FitConfig:
     )
 
     def __post_init__(self) -> None:
-        if not isinstance(self.target, str) or not self.target:
-            raise UsageError("a target column is required (--target NAME)")
+        if self.target is not None and (not isinstance(self.target, str) or not self.target):
+            raise UsageError(f"--target must be a column name, got {self.target!r}")
         for name in LIST_SETTINGS:  # any sequence in, a tuple (or None when empty) kept
             value = getattr(self, name)
             if value is not None:
@@ -398,6 +402,19 @@ class FitConfig:
             )
         if self.hash_bits is not None and not self.categorical:
             raise UsageError("--hash-bits encodes --categorical columns: name them too")
+
+    def with_target(self, schema, *, warn=None) -> FitConfig:
+        """These settings with the target decided: the one given, or when none was the
+        column :func:`~streamgd.features.select.default_target` finds in ``schema`` (an Arrow
+        schema), announced through ``warn(message)``."""
+        if self.target is not None:
+            return self
+        from .features.select import default_target
+
+        target = default_target(schema)
+        if warn is not None:
+            warn(f"using column {target!r} as the target; pass --target to choose")
+        return dataclasses.replace(self, target=target)
 
     @property
     def learning_rate(self) -> float:

@@ -57,6 +57,7 @@ def _train(
     paths: Sequence[str], config: FitConfig, options: RunOptions, hooks: CallbackList
 ) -> TrainResult:
     dataset = open_dataset(paths, config.format, csv=config.csv_options())
+    config = config.with_target(dataset.schema, warn=hooks.on_warning)  # None: the default
     for note in dataset.notes:  # columns widened between files
         hooks.on_warning(note)
     manager = None
@@ -105,7 +106,7 @@ def _wants_more(state: TrainState, config: FitConfig) -> bool:
 def fit(
     paths: str | Sequence[str],
     *,
-    target: str,
+    target: str | None = None,
     callbacks: Sequence[Callback] = (),
     **settings: Any,
 ) -> Model:
