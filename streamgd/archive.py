@@ -23,7 +23,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from .errors import CheckpointError, environment_failure
+from .errors import CheckpointError, UsageError, environment_failure
 
 __all__ = [
     "write_archive",
@@ -31,6 +31,7 @@ __all__ = [
     "archive_digest",
     "atomic_write",
     "atomic_path",
+    "as_path",
     "fsync_dir",
     "is_temp_name",
     "remove_leftovers",
@@ -77,6 +78,16 @@ _ENVIRONMENT = frozenset(
 )
 
 
+def as_path(path: Any, what: str = "the path") -> str:
+    """``path`` (a string or ``os.PathLike``) as a string; anything else is a UsageError (an
+    integer would be taken by ``open`` as a file descriptor)."""
+    if isinstance(path, str | os.PathLike) and not isinstance(path, bytes):
+        text = os.fspath(path)
+        if isinstance(text, str) and text:
+            return text
+    raise UsageError(f"{what} must be a file name (a str or pathlib.Path), got {path!r}")
+
+
 def is_temp_name(name: str) -> bool:
     """Whether ``name`` is a temporary file of :func:`atomic_path` (not yet renamed)."""
     return bool(_TEMP.match(name))
@@ -121,6 +132,7 @@ def atomic_path(path: str, *, what: str = "the file", option: str | None = None)
     When the machine refuses the write (no space, permissions, a read-only filesystem, a path
     of the wrong kind), a :class:`~streamgd.errors.WriteError` names ``what`` and ``path`` and
     says what to do (``option``: the setting that chose the path); ``path`` is untouched."""
+    path = as_path(path, option or what)
     directory = os.path.dirname(os.path.abspath(path)) or "."
 
     def failed(exc: OSError) -> Exception:
@@ -260,6 +272,7 @@ def read_archive_digest(
 ) -> tuple[dict, dict[str, np.ndarray], str]:
     """:func:`read_archive`, and the file's verified digest."""
     kinds = (kind,) if isinstance(kind, str) else kind
+    path = as_path(path, f"the {' or '.join(kinds)} file")
     try:
         with open(path, "rb") as fh:
             loaded = np.load(fh, allow_pickle=False)

@@ -382,7 +382,8 @@ class FitConfig:
             raise UsageError(f"--target must be a column name, got {self.target!r}")
         for name in LIST_SETTINGS:  # any sequence in, a tuple (or None when empty) kept
             value = getattr(self, name)
-            if value is not None:
+            value = (value,) if isinstance(value, str) else value  # one name, not its letters
+            if value is not None and hasattr(value, "__iter__"):  # else the check says what
                 object.__setattr__(self, name, tuple(value) or None)
         self.csv_options()  # its own checks
         check_settings(self, CONFIG_SETTINGS)
@@ -402,19 +403,6 @@ class FitConfig:
             )
         if self.hash_bits is not None and not self.categorical:
             raise UsageError("--hash-bits encodes --categorical columns: name them too")
-
-    def with_target(self, schema, *, warn=None) -> FitConfig:
-        """These settings with the target decided: the one given, or when none was the
-        column :func:`~streamgd.features.select.default_target` finds in ``schema`` (an Arrow
-        schema), announced through ``warn(message)``."""
-        if self.target is not None:
-            return self
-        from .features.select import default_target
-
-        target = default_target(schema)
-        if warn is not None:
-            warn(f"using column {target!r} as the target; pass --target to choose")
-        return dataclasses.replace(self, target=target)
 
     @property
     def learning_rate(self) -> float:

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from .archive import atomic_path
+from .archive import as_path, atomic_path
 from .batches import Prefetcher
 from .blas import single_blas_thread
 from .config import csv_options_from
@@ -22,7 +22,7 @@ from .decode import Decoder
 from .errors import DataError, UsageError
 from .features import count_vector, describe_counts
 from .metrics import Accumulator
-from .model import Model
+from .model import Model, as_model
 from .sources import HandleCache, is_numeric, open_dataset
 
 __all__ = ["predict_files", "evaluate", "evaluate_model", "check_columns"]
@@ -62,7 +62,10 @@ def predict_files(
     column: str = "prediction",
 ) -> int:
     """Write one prediction per input row to ``out`` (Parquet, or CSV by extension), keeping
-    ``id_columns``. Rows keep their input order. Returns the number of rows written."""
+    ``id_columns`` (one name or a list). Rows keep their input order. Returns the number of
+    rows written. ``model``: a :class:`Model` or the path of a model file."""
+    model, out = as_model(model), as_path(out, "the output")
+    id_columns = [id_columns] if isinstance(id_columns, str) else list(id_columns)
     with single_blas_thread():
         return _predict_files(model, paths, out, id_columns, fmt, column)
 
@@ -141,7 +144,9 @@ def _write_empty(tmp: str, out_format: str, id_types: dict[str, pa.DataType], co
 
 def evaluate(model: Model, paths: Sequence[str], *, fmt: str = "auto") -> dict[str, Any]:
     """Metrics of ``model`` on labelled files; rows whose target is null are skipped and
-    counted (``skipped_null_target``), missing features imputed as in training."""
+    counted (``skipped_null_target``), missing features imputed as in training. ``model``: a
+    :class:`Model` or the path of a model file."""
+    model = as_model(model)
     with single_blas_thread():
         return _evaluate(model, paths, fmt)
 

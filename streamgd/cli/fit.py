@@ -117,9 +117,13 @@ def fit(paths: tuple[str, ...], print_config: bool, **values: Any) -> None:
     """Train a model on PATHS (Parquet/CSV files, globs or directories; key=value directories
     above a file, as in data/region=eu/year=2024/, are hive partition columns).
 
+    Without --target, the one column named target, label or y is the target. Without -o,
+    nothing is saved: the coefficients are printed at the end.
+
     Examples:
 
     \b
+    streamgd fit data/*.parquet
     streamgd fit "data/regression/*.parquet" --target y -o model.npz
     streamgd fit data/classification --target y --loss logistic -o clf.npz
     streamgd fit --config job.toml --resume --log-format json

@@ -4,7 +4,9 @@ that decide what happens to a row with a missing or infinite value (see :mod:`.r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pyarrow as pa
 
@@ -17,6 +19,7 @@ __all__ = [
     "INFINITE_POLICIES",
     "TARGET_NAMES",
     "default_target",
+    "resolve_target",
     "select_features",
     "check_in_every_file",
 ]
@@ -46,6 +49,16 @@ def default_target(schema: pa.Schema) -> str:
         f"no --target given and {why}; pass --target NAME (columns: {', '.join(schema.names)}; "
         "'streamgd schema PATHS' describes them)"
     )
+
+
+def resolve_target(config: Any, schema: pa.Schema, *, warn: Callable[[str], None]) -> Any:
+    """``config`` (a FitConfig) with its target decided: as given, or when it is None the
+    column :func:`default_target` finds in ``schema``, announced through ``warn``."""
+    if config.target is not None:
+        return config
+    target = default_target(schema)
+    warn(f"using column {target!r} as the target; pass --target to choose")
+    return dataclasses.replace(config, target=target)
 
 
 def select_features(

@@ -9,9 +9,11 @@ from typing import Any
 
 from ..blas import single_blas_thread
 from ..config import FitConfig, RunOptions, split_settings
+from ..features.select import resolve_target
 from ..model import Model
+from ..settings import check_instance
 from ..sources import open_dataset
-from .callbacks import Callback, CallbackList
+from .callbacks import Callback, CallbackList, api_callbacks
 from .checkpoint import CheckpointManager
 from .distributed import DistributedTrainer
 from .init import check_compatible, initial_state
@@ -49,6 +51,8 @@ def train(
     its first checkpoint, so that a failed start never loses them.
     """
     options = options or RunOptions()
+    check_instance(config, FitConfig)
+    check_instance(options, RunOptions)
     with single_blas_thread():
         return _train(paths, config, options, CallbackList(callbacks))
 
@@ -57,7 +61,7 @@ def _train(
     paths: Sequence[str], config: FitConfig, options: RunOptions, hooks: CallbackList
 ) -> TrainResult:
     dataset = open_dataset(paths, config.format, csv=config.csv_options())
-    config = config.with_target(dataset.schema, warn=hooks.on_warning)  # None: the default
+    config = resolve_target(config, dataset.schema, warn=hooks.on_warning)  # None: the default
     for note in dataset.notes:  # columns widened between files
         hooks.on_warning(note)
     manager = None
@@ -108,6 +112,8 @@ def fit(
     *,
     target: str | None = None,
     callbacks: Sequence[Callback] = (),
+    verbose: bool = False,
+    quiet: bool = False,
     **settings: Any,
 ) -> Model:
     """Train a linear model on Parquet/CSV files, streaming them in mini-batches.
@@ -116,7 +122,11 @@ def fit(
     ``epochs``, ``batch_size``, ``seed``, ...) and of :class:`RunOptions` (``checkpoint_dir``,
     ``resume``, ``init``, ``cluster``, ...), split by :func:`~streamgd.config.split_settings`:
     an unknown keyword is a UsageError naming the closest setting. Returns the trained
-    :class:`Model`.
+    :class:`Model`. Without ``target``, the one column named ``target``, ``label`` or ``y``.
+
+    Warnings are Python warnings of category :class:`~streamgd.errors.StreamgdWarning`;
+    ``verbose=True`` adds a progress bar (a widget in Jupyter) and one line per epoch on
+    stderr; ``quiet=True`` silences the warnings too.
 
     >>> import streamgd  # doctest: +SKIP
     >>> model = streamgd.fit("data/regression/*.parquet", target="y")  # doctest: +SKIP
@@ -125,4 +135,5 @@ def fit(
         paths = [paths]
     config_settings, run_settings = split_settings({"target": target, **settings})
     config = FitConfig(**config_settings)
-    return train(list(paths), config, RunOptions(**run_settings), callbacks=callbacks).model
+    hooks = api_callbacks(callbacks, verbose=verbose, quiet=quiet)
+    return train(list(paths), config, RunOptions(**run_settings), callbacks=hooks).model

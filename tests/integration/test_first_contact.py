@@ -93,7 +93,12 @@ def test_two_default_target_names_are_a_usage_error(capsys, tmp_path):
 
 def test_the_api_takes_the_default_target_too(tmp_path):
     path = write_table(_table(), tmp_path / "t.parquet")
-    assert streamgd.fit(str(path), epochs=1).target == "y"
+    with pytest.warns(streamgd.errors.StreamgdWarning) as seen:
+        assert streamgd.fit(str(path), epochs=1).target == "y"
+    assert [str(w.message) for w in seen] == [
+        "using column 'y' as the target; pass --target to choose"
+    ]
+    assert seen[0].filename == __file__  # the caller's line, not streamgd's
     with pytest.raises(streamgd.errors.UsageError, match="no column is named target, label or y"):
         streamgd.fit(write_table(pa.table({"x": [1.0, 2.0]}), tmp_path / "n.parquet"))
 
