@@ -15,14 +15,15 @@ import hashlib
 import json
 import os
 import re
-import tempfile
+import secrets
+import stat
 import zipfile
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 import numpy as np
 
-from .errors import CheckpointError, environment_failure
+from .errors import CheckpointError, UsageError, environment_failure
 
 __all__ = [
     "write_archive",
@@ -30,6 +31,7 @@ __all__ = [
     "archive_digest",
     "atomic_write",
     "atomic_path",
+    "as_path",
     "fsync_dir",
     "is_temp_name",
     "remove_leftovers",
@@ -56,7 +58,7 @@ def fsync_dir(directory: str) -> None:
             os.close(fd)
 
 
-# Written by a write that failed halfway (tempfile.mkstemp's 8 random characters):
+# Written by a write that failed halfway (8 random characters, as tempfile.mkstemp's):
 # ``.<name>.<random>.tmp``. Only files of this form are ever removed as leftovers.
 _TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
 # The errors of the machine (space, permissions, wrong kind of path) that a write can meet.
@@ -74,6 +76,16 @@ _ENVIRONMENT = frozenset(
         errno.EIO,
     }
 )
+
+
+def as_path(path: Any, what: str = "the path") -> str:
+    """``path`` (a string or ``os.PathLike``) as a string; anything else is a UsageError (an
+    integer would be taken by ``open`` as a file descriptor)."""
+    if isinstance(path, str | os.PathLike) and not isinstance(path, bytes):
+        text = os.fspath(path)
+        if isinstance(text, str) and text:
+            return text
+    raise UsageError(f"{what} must be a file name (a str or pathlib.Path), got {path!r}")
 
 
 def is_temp_name(name: str) -> bool:
@@ -120,6 +132,7 @@ def atomic_path(path: str, *, what: str = "the file", option: str | None = None)
     When the machine refuses the write (no space, permissions, a read-only filesystem, a path
     of the wrong kind), a :class:`~streamgd.errors.WriteError` names ``what`` and ``path`` and
     says what to do (``option``: the setting that chose the path); ``path`` is untouched."""
+    path = as_path(path, option or what)
     directory = os.path.dirname(os.path.abspath(path)) or "."
 
     def failed(exc: OSError) -> Exception:
@@ -127,10 +140,7 @@ def atomic_path(path: str, *, what: str = "the file", option: str | None = None)
 
     try:
         os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory
-        )
-        os.close(fd)
+        tmp = _create_temp(directory, os.path.basename(path))
     except OSError as exc:
         raise failed(exc) from None
     try:
@@ -143,6 +153,7 @@ def atomic_path(path: str, *, what: str = "the file", option: str | None = None)
         raise
     try:
         with open(tmp, "rb+") as fh:
+            _keep_mode(fh.fileno(), path)
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
@@ -152,6 +163,36 @@ def atomic_path(path: str, *, what: str = "the file", option: str | None = None)
             raise failed(exc) from None
         raise
     fsync_dir(directory)
+
+
+_TEMP_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"
+
+
+def _create_temp(directory: str, name: str) -> str:
+    """Create an empty ``.<name>.<8 random characters>.tmp`` in ``directory`` the way a
+    plain ``open()`` creates a file: mode 0666 less the umask (``tempfile.mkstemp`` gives 0600,
+    which left models unreadable to a serving process running as another user)."""
+    for _ in range(100):
+        random = "".join(secrets.choice(_TEMP_CHARS) for _ in range(8))
+        tmp = os.path.join(directory, f".{name}.{random}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(errno.EEXIST, "no free temporary name", directory)
+
+
+def _keep_mode(fd: int, path: str) -> None:
+    """Give the temporary file behind ``fd`` the permission bits of the file ``path`` it
+    replaces, as writing that file in place would keep them (a new file keeps the umask's)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if stat.S_ISREG(mode):
+        os.fchmod(fd, stat.S_IMODE(mode) & 0o777)
 
 
 def atomic_write(
@@ -231,6 +272,7 @@ def read_archive_digest(
 ) -> tuple[dict, dict[str, np.ndarray], str]:
     """:func:`read_archive`, and the file's verified digest."""
     kinds = (kind,) if isinstance(kind, str) else kind
+    path = as_path(path, f"the {' or '.join(kinds)} file")
     try:
         with open(path, "rb") as fh:
             loaded = np.load(fh, allow_pickle=False)

@@ -69,8 +69,12 @@ class FitConfig:
     setting's one declaration (see :mod:`streamgd.settings`)."""
 
     # -- data
-    target: str = setting(
-        None, None, "data", "Target column.", flags=("--target", "-y"), required=True
+    target: str | None = setting(
+        None,
+        None,
+        "data",
+        "Target column [default: the one column named target, label or y].",
+        flags=("--target", "-y"),
     )
     features: tuple[str, ...] | None = setting(
         None,
@@ -374,11 +378,12 @@ class FitConfig:
     )
 
     def __post_init__(self) -> None:
-        if not isinstance(self.target, str) or not self.target:
-            raise UsageError("a target column is required (--target NAME)")
+        if self.target is not None and (not isinstance(self.target, str) or not self.target):
+            raise UsageError(f"--target must be a column name, got {self.target!r}")
         for name in LIST_SETTINGS:  # any sequence in, a tuple (or None when empty) kept
             value = getattr(self, name)
-            if value is not None:
+            value = (value,) if isinstance(value, str) else value  # one name, not its letters
+            if value is not None and hasattr(value, "__iter__"):  # else the check says what
                 object.__setattr__(self, name, tuple(value) or None)
         self.csv_options()  # its own checks
         check_settings(self, CONFIG_SETTINGS)

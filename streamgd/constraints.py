@@ -141,4 +141,4 @@ class Names(Constraint):
         return f"a list of {self.what}"
 
     def allows(self, value: Any) -> bool:
-        return not isinstance(value, str) and all(isinstance(x, str) and x for x in value)
+        return isinstance(value, list | tuple) and all(isinstance(x, str) and x for x in value)

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .features import select_features
+from .features.categorical import id_like
 from .sources import CsvOptions, Dataset, SourceFile, is_numeric, open_parquet, open_source
 from .sources.schema import missing_in
 
@@ -46,8 +47,10 @@ def describe_dataset(
     ``nulls_from``: the methods used, from ``"statistics"``, ``"streamed"`` and ``"path"``;
     ``partition``: whether it is a hive partition column), ``csv`` (the parse options, when
     there are CSV files), ``target`` and ``features`` (the columns that would be features by
-    default: numeric, not the target; None without a target), ``notes`` (columns widened
-    between files).
+    default: numeric, not the target; None without a target), ``categorical_candidates``
+    (the other columns of strings, dictionaries or booleans: for --categorical) and
+    ``id_like`` (such columns left out of them because every value in the first row group
+    or CSV block differs: identifiers), ``notes`` (columns widened between files).
     """
     dataset = open_source(paths, fmt, csv=csv)
     files, nulls, methods = _count_files(dataset)
@@ -63,9 +66,9 @@ def describe_dataset(
         }
         for f in dataset.schema
     ]
-    features = categorical = None
+    features = categorical = ids = None
     if target is not None:
-        features, categorical = _feature_candidates(dataset, target)
+        features, categorical, ids = _feature_candidates(dataset, target)
     formats = {kind: sum(f.format == kind for f in dataset.files) for kind in ("parquet", "csv")}
     return {
         "num_files": len(dataset.files),
@@ -77,6 +80,7 @@ def describe_dataset(
         "target": target,
         "features": features,
         "categorical_candidates": categorical,
+        "id_like": ids,
         "notes": list(dataset.notes),
     }
 
@@ -118,16 +122,34 @@ def _count_files(dataset: Dataset) -> tuple[list[dict], dict[str, int], dict[str
     return files, nulls, methods
 
 
-def _feature_candidates(dataset: Dataset, target: str) -> tuple[list[str], list[str]]:
+def _feature_candidates(dataset: Dataset, target: str) -> tuple[list[str], list[str], list[str]]:
     """The default features for ``target``, and the columns left out for not being numeric:
-    what --categorical could use."""
+    what --categorical could use, but for identifiers (every value different in the first
+    row group or CSV block read: a one-hot weight per row)."""
     chosen = select_features(dataset.schema, target, None, path=dataset.files[0].path)
     categorical = [
         f.name
         for f in dataset.schema
         if f.name != target and f.name not in chosen and _categorical_type(f.type)
     ]
-    return list(chosen), categorical
+    ids = _id_columns(dataset, [n for n in categorical if n not in dataset.partitions.names])
+    return (
+        list(chosen),
+        [name for name in categorical if name not in ids],
+        [name for name in categorical if name in ids],
+    )
+
+
+def _id_columns(dataset: Dataset, names: list[str]) -> set[str]:
+    """The columns among ``names`` whose values in the dataset's first unit are all
+    different (see :func:`~streamgd.features.categorical.id_like`)."""
+    if not names or not dataset.units:
+        return set()
+    pieces = [table for table, _ in dataset.iter_unit(dataset.units[0], names)]
+    if not pieces:
+        return set()
+    sample = pa.concat_tables(pieces)
+    return {name for name in names if id_like(sample.column(name))}
 
 
 def _parquet_nulls(
@@ -250,6 +272,11 @@ def _target_lines(info: dict) -> list[str]:
     if info.get("categorical_candidates"):
         lines.append(
             "not numeric, usable with --categorical: " + ", ".join(info["categorical_candidates"])
+        )
+    if info.get("id_like"):
+        lines.append(
+            "not numeric, every value different (identifiers, left out): "
+            + ", ".join(info["id_like"])
         )
     return lines
 

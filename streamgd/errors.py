@@ -17,6 +17,7 @@ __all__ = [
     "EXIT_INTERNAL",
     "EXIT_PREEMPTED",
     "StreamgdError",
+    "StreamgdWarning",
     "UsageError",
     "DataError",
     "CheckpointError",
@@ -41,6 +42,12 @@ class StreamgdError(Exception):
     """Base class of every error streamgd raises on purpose."""
 
     exit_code = EXIT_DATA
+
+
+class StreamgdWarning(UserWarning):
+    """What the Python API warns about (columns widened between files, outliers, a default
+    target, ...): the messages the command line prints as ``warning: ...`` lines. Filter or
+    escalate them by this category, e.g. ``warnings.simplefilter("error", StreamgdWarning)``."""
 
 
 class UsageError(StreamgdError):

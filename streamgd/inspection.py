@@ -12,7 +12,7 @@ from .model import MODEL_VERSION, load
 from .training.checkpoint import CHECKPOINT_VERSION, CheckpointManager, TrainState
 from .training.loop import model_from_state
 
-__all__ = ["describe", "render_text"]
+__all__ = ["describe", "render_text", "coefficient_lines"]
 
 
 def describe(path: str) -> dict[str, Any]:
@@ -64,7 +64,7 @@ def _num(v: Any) -> str:
 
 def render_text(info: dict[str, Any]) -> str:
     lines = _heading(info)
-    lines += _coefficients(info)
+    lines += coefficient_lines(info)
     lines += _summary(info.get("summary"))
     lines += _history(info.get("history"))
     lines.append("")
@@ -90,7 +90,7 @@ def _heading(info: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _coefficients(info: dict[str, Any]) -> list[str]:
+def coefficient_lines(info: dict[str, Any]) -> list[str]:
     """The coefficient table (one column per class when multi-class), then how each categorical
     feature is encoded."""
     coef = info["coefficients"]

@@ -6,6 +6,7 @@ reports them in the features' original units.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,11 +16,12 @@ import pyarrow as pa
 
 from .archive import read_archive, write_archive
 from .decode import Decoder
-from .errors import CheckpointError, DataError
+from .errors import CheckpointError, DataError, UsageError
 from .features import OTHER, FeatureSpec
+from .sources import is_numeric
 from .spec_archive import spec_arrays, spec_from, spec_meta
 
-__all__ = ["Model", "load"]
+__all__ = ["Model", "load", "as_model"]
 
 # 2: categorical code weights and the infinite policy. A model without either is still written
 # as version 1, so that older streamgd versions keep reading it; they refuse a version 2 file
@@ -57,6 +59,54 @@ class Model:
     @property
     def classes(self) -> tuple | None:
         return self.spec.classes
+
+    # -- scikit-learn style accessors (original units, like coefficients()) ------------------
+    @property
+    def coef_(self) -> np.ndarray:
+        """The coefficients in original units: shape (n,) for a regression or logistic model,
+        (n_classes, n) for softmax; n is the numeric features in :attr:`features` order, then
+        one entry per categorical code (named as in :meth:`coefficients`)."""
+        coef, _ = self.coefficients()
+        if self.classes is None:
+            return np.array(list(coef.values()), dtype=np.float64)
+        return np.array([list(per.values()) for per in coef.values()], dtype=np.float64)
+
+    @property
+    def intercept_(self) -> float | np.ndarray:
+        """The intercept in original units: a float, or (n_classes,) for softmax."""
+        _, b = self.coefficients()
+        return b if self.classes is None else np.array(list(b.values()), dtype=np.float64)
+
+    @property
+    def feature_names_in_(self) -> np.ndarray:
+        """The input columns the model reads: numeric features, then categorical columns."""
+        names = [*self.features, *(c.name for c in self.spec.categoricals)]
+        return np.array(names, dtype=object)
+
+    @property
+    def n_features_in_(self) -> int:
+        return len(self.feature_names_in_)
+
+    @property
+    def classes_(self) -> np.ndarray | None:
+        """The class labels of a softmax model (None otherwise), as :attr:`classes`."""
+        return None if self.classes is None else np.array(self.classes, dtype=object)
+
+    def __repr__(self) -> str:
+        """One line, e.g. ``<Model squared, 6 features -> y, 5 epochs, final loss 0.125>``."""
+        n = len(self.features)
+        what = f"{n} feature{'s' if n != 1 else ''}"
+        if self.spec.categoricals:
+            what += f" + {len(self.spec.categoricals)} categorical"
+        target = self.target + (f" ({len(self.classes)} classes)" if self.classes else "")
+        parts = [f"{self.loss}, {what} -> {target}"]
+        epochs = self.summary.get("epochs")
+        if epochs is not None:
+            parts.append(f"{epochs} epoch{'s' if epochs != 1 else ''}")
+        loss = self.summary.get("final_loss")
+        if isinstance(loss, int | float):
+            parts.append(f"final loss {loss:.4g}")
+        return f"<Model {', '.join(parts)}>"
 
     @property
     def needs_version_2(self) -> bool:
@@ -136,6 +186,10 @@ class Model:
             missing = [n for n in (*self.features, *categorical) if n not in data.schema.names]
             if missing:
                 raise DataError(f"input lacks feature column(s) {', '.join(missing)}")
+            for name in self.features:  # what pyarrow's cast would refuse, in our words
+                typ = data.schema.field(name).type
+                if not is_numeric(typ):
+                    raise DataError(f"feature is not numeric (type {typ})", column=name)
             return Decoder.for_prediction(self).matrix(data), self.spec.table_codes(data)
         if categorical:
             raise DataError(
@@ -145,7 +199,16 @@ class Model:
         return self._array(data), None
 
     def _array(self, data) -> np.ndarray:
-        x = np.asarray(data, dtype=np.float64)
+        try:
+            x = np.asarray(data, dtype=np.float64)
+        except (TypeError, ValueError):
+            x = None
+        if x is None or x.ndim not in (1, 2):
+            raise UsageError(
+                "expected a pyarrow Table, a pandas DataFrame or a 2-d numeric array of "
+                f"{len(self.features)} feature columns ({', '.join(self.features)}), got "
+                f"{_kind(data)}"
+            )
         if x.ndim == 1:
             x = x.reshape(1, -1) if len(self.features) > 1 else x.reshape(-1, 1)
         if x.shape[1] != len(self.features):
@@ -309,6 +372,28 @@ def _holds(path: str, blob: bytes) -> bool:
         return rows[0] == rows[1]
     except (OSError, ValueError):
         return False
+
+
+def _kind(data: Any) -> str:
+    """What ``data`` is, for a message: its type, and a numpy array's dtype and shape."""
+    if isinstance(data, np.ndarray):
+        return f"a numpy array of {data.dtype} with shape {data.shape}"
+    return f"{type(data).__module__}.{type(data).__qualname__}".removeprefix("builtins.")
+
+
+def as_model(model: Any) -> Model:
+    """``model`` itself, or the model file it names (loaded); anything else is a UsageError.
+
+    >>> as_model(3)
+    Traceback (most recent call last):
+    ...
+    streamgd.errors.UsageError: expected a streamgd Model or the path of a model file, got int
+    """
+    if isinstance(model, Model):
+        return model
+    if isinstance(model, str | os.PathLike):
+        return load(os.fspath(model))
+    raise UsageError(f"expected a streamgd Model or the path of a model file, got {_kind(model)}")
 
 
 def load(path: str) -> Model:

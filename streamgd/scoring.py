@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from .archive import atomic_path
+from .archive import as_path, atomic_path
 from .batches import Prefetcher
 from .blas import single_blas_thread
 from .config import csv_options_from
@@ -22,7 +22,7 @@ from .decode import Decoder
 from .errors import DataError, UsageError
 from .features import count_vector, describe_counts
 from .metrics import Accumulator
-from .model import Model
+from .model import Model, as_model
 from .sources import HandleCache, is_numeric, open_source, with_target
 
 __all__ = ["predict_files", "evaluate", "evaluate_model", "check_columns"]
@@ -62,10 +62,13 @@ def predict_files(
     column: str = "prediction",
 ) -> int:
     """Write one prediction per input row to ``out`` (Parquet, or CSV by extension), keeping
-    ``id_columns``. Rows keep their input order. Returns the number of rows written.
+    ``id_columns`` (one name or a list). Rows keep their input order. Returns the number of
+    rows written. ``model``: a :class:`Model` or the path of a model file.
 
     ``paths`` is any source :func:`streamgd.sources.open_source` reads: files (one ``str`` is
     one path) or in-memory data."""
+    model, out = as_model(model), as_path(out, "the output")
+    id_columns = [id_columns] if isinstance(id_columns, str) else list(id_columns)
     with single_blas_thread():
         return _predict_files(model, paths, out, id_columns, fmt, column)
 
@@ -143,12 +146,14 @@ def _write_empty(tmp: str, out_format: str, id_types: dict[str, pa.DataType], co
 
 
 def evaluate(model: Model, data: Any, y: Any = None, *, fmt: str = "auto") -> dict[str, Any]:
-    """Metrics of ``model`` on labelled data; rows whose target is null are skipped and
-    counted (``skipped_null_target``), missing features imputed as in training.
+    """Metrics of ``model`` (a :class:`Model` or the path of a model file) on labelled data;
+    rows whose target is null are skipped and counted (``skipped_null_target``), missing
+    features imputed as in training.
 
     ``data`` is any source :func:`streamgd.sources.open_source` reads: files (one ``str`` is
     one path, a list several), a pyarrow Table, a pandas or polars DataFrame, a numpy ``X``
     with ``y``, an iterator of batches, ...; with ``y``, the target column is ``y``."""
+    model = as_model(model)
     data, _ = with_target(data, y, None if y is None else model.target)
     with single_blas_thread():
         return _evaluate(model, data, fmt)

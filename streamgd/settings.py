@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -97,7 +98,11 @@ class Setting:
     def check(self, value: Any) -> Any:
         """``value`` unchanged, or a UsageError naming the option, what is allowed and what
         was given."""
-        if self.constraint is None or (value is None and self.nullable):
+        if value is None and self.nullable:
+            return value
+        if self.path is not None and not isinstance(value, str | os.PathLike):
+            raise UsageError(f"{option_name(self.name)} must be a path, got {value!r}")
+        if self.constraint is None:
             return value
         return self.constraint.check(self.name, value)
 
@@ -163,6 +168,15 @@ def check_settings(obj: Any, table: dict[str, Setting]) -> None:
     """Check every setting of ``obj`` (a dataclass instance) against its declaration."""
     for name, declared in table.items():
         declared.check(getattr(obj, name))
+
+
+def check_instance(value: Any, cls: type) -> None:
+    """A UsageError unless ``value`` is a ``cls`` (a FitConfig, say, where a dict was given)."""
+    if not isinstance(value, cls):
+        raise UsageError(
+            f"expected a streamgd.{cls.__name__}, got {type(value).__name__} "
+            "(streamgd.fit takes the settings as keywords)"
+        )
 
 
 def unknown_setting(name: str, known: Iterable[str]) -> UsageError:

@@ -17,7 +17,13 @@ from ..config import CONFIG_SETTINGS, RUN_SETTINGS, FitConfig, RunOptions, split
 from ..constraints import Flag, Options
 from ..errors import StreamgdError, UsageError
 from ..settings import Setting, setting, settings_of
-from ..training.callbacks import JsonLogger, ProgressReporter, json_default, json_safe
+from ..training.callbacks import (
+    Callback,
+    JsonLogger,
+    ProgressReporter,
+    json_default,
+    json_safe,
+)
 from . import signals
 from .options import (
     EXIT_CODES_HELP,
@@ -26,7 +32,7 @@ from .options import (
     from_command_line,
     setting_options,
 )
-from .reports import fit_done_line
+from .reports import NOT_SAVED, coefficients_text, fit_done_line
 
 __all__ = ["fit", "OutputOptions", "FIT_SETTINGS"]
 
@@ -111,9 +117,13 @@ def fit(paths: tuple[str, ...], print_config: bool, **values: Any) -> None:
     """Train a model on PATHS (Parquet/CSV files, globs or directories; key=value directories
     above a file, as in data/region=eu/year=2024/, are hive partition columns).
 
+    Without --target, the one column named target, label or y is the target. Without -o,
+    nothing is saved: the coefficients are printed at the end.
+
     Examples:
 
     \b
+    streamgd fit data/*.parquet
     streamgd fit "data/regression/*.parquet" --target y -o model.npz
     streamgd fit data/classification --target y --loss logistic -o clf.npz
     streamgd fit --config job.toml --resume --log-format json
@@ -165,11 +175,25 @@ def _fit(
             callbacks: list = [logger]
         else:
             callbacks = [] if out.quiet else [ProgressReporter()]
+        if out.output is None and callbacks:  # said as training begins, not after an hour
+            callbacks.insert(0, _WarnAtStart(NOT_SAVED, list(callbacks)))
         with _warnings_to(logger):
             result = train(paths, config, options, callbacks=callbacks)
         # Training is over (and checkpointed): a signal now waits until the files are written.
         signals.finishing()
         _write_outputs(result, out, options, logger)
+
+
+class _WarnAtStart(Callback):
+    """Gives ``message`` to the other callbacks as a warning when training begins (once the
+    data are open and checked, so that an error in them is still the one line printed)."""
+
+    def __init__(self, message: str, callbacks: list[Callback]) -> None:
+        self.message, self.callbacks = message, callbacks
+
+    def on_train_begin(self, state: Any, dataset: Any) -> None:
+        for callback in self.callbacks:
+            callback.on_warning(self.message)
 
 
 def _write_outputs(result: Any, out: OutputOptions, options: RunOptions, logger: Any) -> None:
@@ -204,8 +228,11 @@ def _write_outputs(result: Any, out: OutputOptions, options: RunOptions, logger:
         logger.emit("finish", exit_code=0, **json_safe(summary))
     if out.json:
         emit_json(summary)
-    elif not out.quiet and logger is None:
+        return
+    if not out.quiet and logger is None:
         click.echo(fit_done_line(summary, out.output), err=True)
+    if out.output is None:  # the result would otherwise be lost
+        click.echo(coefficients_text(model))
 
 
 def _model_needs_writing(result: Any, output: str, logger: Any, quiet: bool) -> bool:

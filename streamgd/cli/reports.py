@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["fit_done_line", "metrics_text", "plot_lines", "shuffle_line"]
+__all__ = [
+    "fit_done_line",
+    "coefficients_text",
+    "NOT_SAVED",
+    "metrics_text",
+    "plot_lines",
+    "shuffle_line",
+]
+
+# said when ``fit`` starts without --output (and again at its end)
+NOT_SAVED = "no --output: the model will not be saved (its coefficients are printed at the end)"
 
 
 def fit_done_line(summary: dict[str, Any], output: str | None) -> str:
@@ -13,6 +23,17 @@ def fit_done_line(summary: dict[str, Any], output: str | None) -> str:
     return (
         f"done: {summary['epochs']} epoch(s), {summary['steps']} steps, "
         f"final loss {summary['final_loss']:.6g}; {where}"
+    )
+
+
+def coefficients_text(model: Any) -> str:
+    """A trained model's coefficients in original units, as ``streamgd inspect`` lists them
+    (``fit`` prints them when the model is not saved)."""
+    from ..inspection import coefficient_lines
+
+    info = model.inspect()
+    return "\n".join(
+        [f"model: {info['loss']} loss, target {info['target']}", *coefficient_lines(info)]
     )
 
 

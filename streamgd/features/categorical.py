@@ -38,6 +38,8 @@ __all__ = [
     "OTHER",
     "scan_categories",
     "check_categorical",
+    "id_like",
+    "ID_MIN_ROWS",
 ]
 
 OTHER = "(other)"  # the label of the last one-hot code: rare and unseen values
@@ -45,6 +47,24 @@ MAX_HASH_BITS = 24  # codes travel as float32, exact up to 2**24
 # Distinct values counted exactly per column during the scan; past it the rarest are pruned
 # (Misra-Gries), so memory stays bounded while the frequent values are still found.
 SCAN_CAPACITY = 200_000
+
+
+# A column is id-like when its values in a sample of at least this many rows are all distinct.
+ID_MIN_ROWS = 20
+
+
+def id_like(col: pa.ChunkedArray | pa.Array) -> bool:
+    """Whether ``col`` (a sample of a column) looks like an identifier: at least
+    ``ID_MIN_ROWS`` non-null values, every one different. One-hot encoding such a column
+    gives each row a weight of its own, which fits nothing that generalises.
+
+    >>> id_like(pa.array([f"r{i}" for i in range(25)]))
+    True
+    >>> id_like(pa.array(["a", "b"] * 20))
+    False
+    """
+    values = as_text(col).drop_null()
+    return len(values) >= ID_MIN_ROWS and len(pc.unique(values)) == len(values)
 
 
 def as_text(col: pa.ChunkedArray | pa.Array) -> pa.Array:

@@ -4,7 +4,9 @@ that decide what happens to a row with a missing or infinite value (see :mod:`.r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pyarrow as pa
 
@@ -12,10 +14,51 @@ from ..errors import DataError, UsageError
 from ..sources import is_numeric
 from ..sources.schema import missing_in
 
-__all__ = ["MISSING_POLICIES", "INFINITE_POLICIES", "select_features", "check_in_every_file"]
+__all__ = [
+    "MISSING_POLICIES",
+    "INFINITE_POLICIES",
+    "TARGET_NAMES",
+    "default_target",
+    "resolve_target",
+    "select_features",
+    "check_in_every_file",
+]
 
 MISSING_POLICIES = ("impute", "drop", "error")
 INFINITE_POLICIES = ("error", "missing")  # missing: an infinity is a missing value
+# The column names taken as the target when none is given (exactly one of them must exist).
+TARGET_NAMES = ("target", "label", "y")
+
+
+def default_target(schema: pa.Schema) -> str:
+    """The target when none is given: the one column named ``target``, ``label`` or ``y``;
+    a UsageError listing the columns when there is none or more than one.
+
+    >>> default_target(pa.schema([("x", pa.float64()), ("y", pa.float64())]))
+    'y'
+    """
+    found = [name for name in TARGET_NAMES if name in schema.names]
+    if len(found) == 1:
+        return found[0]
+    why = (
+        f"several columns could be the target ({', '.join(found)})"
+        if found
+        else "no column is named " + ", ".join(TARGET_NAMES[:-1]) + f" or {TARGET_NAMES[-1]}"
+    )
+    raise UsageError(
+        f"no --target given and {why}; pass --target NAME (columns: {', '.join(schema.names)}; "
+        "'streamgd schema PATHS' describes them)"
+    )
+
+
+def resolve_target(config: Any, schema: pa.Schema, *, warn: Callable[[str], None]) -> Any:
+    """``config`` (a FitConfig) with its target decided: as given, or when it is None the
+    column :func:`default_target` finds in ``schema``, announced through ``warn``."""
+    if config.target is not None:
+        return config
+    target = default_target(schema)
+    warn(f"using column {target!r} as the target; pass --target to choose")
+    return dataclasses.replace(config, target=target)
 
 
 def select_features(
@@ -35,9 +78,11 @@ def select_features(
     if target not in names:
         raise UsageError(f"{path}: no target column {target!r}; columns are: {', '.join(names)}")
     check_in_every_file(schema, [target, *(features or ()), *categorical])
-    if not labels and not is_numeric(schema.field(target).type):
+    typ = schema.field(target).type
+    if not labels and not is_numeric(typ):
         raise DataError(
-            f"the target must be numeric, but its type is {schema.field(target).type}",
+            f"the target must be numeric, but its type is {typ}"
+            + ("; for class labels given as text use --loss softmax" if _text(typ) else ""),
             path=path,
             column=target,
         )
@@ -70,6 +115,12 @@ def select_features(
         if not chosen and not categorical:
             raise DataError(f"no numeric column besides the target {target!r}", path=path)
     return tuple(chosen)
+
+
+def _text(typ: pa.DataType) -> bool:
+    if pa.types.is_dictionary(typ):
+        typ = typ.value_type
+    return pa.types.is_string(typ) or pa.types.is_large_string(typ)
 
 
 def check_in_every_file(schema: pa.Schema, used) -> None:

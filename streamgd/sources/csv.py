@@ -152,7 +152,30 @@ def open_csv(
     except (OSError, pa.ArrowException) as exc:
         raise csv_error(exc, path, options, types or {}, first_row=0) from None
     check_unique(reader.schema.names, path)
+    if options.header and options.delimiter is None and sniffed.sep is None:
+        check_one_column(reader.schema.names, path)
     return reader
+
+
+# Delimiters a header read as one column is checked for (see check_one_column), with the
+# way to name each in --delimiter.
+_OTHER_DELIMITERS = {";": "';'", "\t": "tab", "|": "'|'"}
+
+
+def check_one_column(names: list[str], path: str) -> None:
+    """A header that parses as one column holding ``;``, a tab or ``|`` is a file with
+    another delimiter, read with the default one: a UsageError saying which ``--delimiter``
+    to pass (guessing it instead would make the same file parse differently depending on
+    its first line; a real one-column file with such a name passes ``--delimiter ,``)."""
+    if len(names) != 1:
+        return
+    for char, flag in _OTHER_DELIMITERS.items():
+        if char in names[0]:
+            shown = names[0] if len(names[0]) <= 60 else names[0][:57] + "..."
+            raise UsageError(
+                f"{path}: the header reads as one column ({shown!r}); if {flag} separates "
+                f"the fields, pass --delimiter {flag}"
+            )
 
 
 def _skip_blank(row) -> str:

@@ -104,7 +104,7 @@ def _expand_local(raw: str, fmt: str) -> list[tuple[str, int]]:
             if os.path.isfile(p) and not os.path.basename(p).startswith((".", "_"))
         )
         if not matches:
-            raise UsageError(f"{raw}: the pattern matches no file")
+            raise _no_match(raw, path)
     elif os.path.isdir(path):
         matches = _walk(path, fmt)
         if not matches:
@@ -114,6 +114,24 @@ def _expand_local(raw: str, fmt: str) -> list[tuple[str, int]]:
     else:
         raise UsageError(f"{raw}: no such file or directory")
     return [(p, os.path.getsize(p)) for p in matches]
+
+
+def _no_match(raw: str, path: str) -> UsageError:
+    """The error of a local pattern matching no file; when the files it names are further
+    down (``data/*.csv`` with ``data/`` holding only directories of them), it says where."""
+    head, tail = os.path.split(path)
+    if not _GLOB_CHARS & set(head) and os.path.isdir(head or "."):
+        # one or two levels down only: a pattern in a home directory must not walk it all
+        deeper = [p for d in ("*", "*/*") for p in glob.glob(os.path.join(head, d, tail))]
+        places = sorted({os.path.dirname(p) for p in deeper if os.path.isfile(p)})
+        if places:
+            shown = ", ".join(places[:5]) + (", ..." if len(places) > 5 else "")
+            return UsageError(
+                f"{raw}: the pattern matches no file; files in subdirectories do ({shown}): "
+                f"give one of those directories, or '{os.path.join(head, '**', tail)}' "
+                "(quoted) for all of them"
+            )
+    return UsageError(f"{raw}: the pattern matches no file")
 
 
 def _walk(directory: str, fmt: str) -> list[str]:

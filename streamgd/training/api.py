@@ -11,9 +11,11 @@ from typing import Any
 from ..blas import single_blas_thread
 from ..config import FitConfig, RunOptions, split_settings
 from ..errors import UsageError
+from ..features.select import resolve_target
 from ..model import Model
+from ..settings import check_instance
 from ..sources import Dataset, open_source, with_target
-from .callbacks import Callback, CallbackList
+from .callbacks import Callback, CallbackList, api_callbacks
 from .checkpoint import CheckpointManager
 from .distributed import DistributedTrainer
 from .init import check_compatible, initial_state
@@ -52,12 +54,15 @@ def train(
     its first checkpoint, so that a failed start never loses them.
     """
     options = options or RunOptions()
+    check_instance(config, FitConfig)
+    check_instance(options, RunOptions)
     with single_blas_thread():
         return _train(source, config, options, CallbackList(callbacks))
 
 
 def _train(source: Any, config: FitConfig, options: RunOptions, hooks: CallbackList) -> TrainResult:
     dataset = open_source(source, config.format, csv=config.csv_options())
+    config = resolve_target(config, dataset.schema, warn=hooks.on_warning)  # None: the default
     config = _check_source(dataset, config, options, hooks)
     for note in dataset.notes:  # columns widened between files
         hooks.on_warning(note)
@@ -142,6 +147,8 @@ def fit(
     *,
     target: str | None = None,
     callbacks: Sequence[Callback] = (),
+    verbose: bool = False,
+    quiet: bool = False,
     **settings: Any,
 ) -> Model:
     """Train a linear model, streaming ``data`` in mini-batches.
@@ -156,7 +163,11 @@ def fit(
     ``epochs``, ``batch_size``, ``seed``, ...) and of :class:`RunOptions` (``checkpoint_dir``,
     ``resume``, ``init``, ``cluster``, ...), split by :func:`~streamgd.config.split_settings`:
     an unknown keyword is a UsageError naming the closest setting. Returns the trained
-    :class:`Model`.
+    :class:`Model`. Without ``target``, the one column named ``target``, ``label`` or ``y``.
+
+    Warnings are Python warnings of category :class:`~streamgd.errors.StreamgdWarning`;
+    ``verbose=True`` adds a progress bar (a widget in Jupyter) and one line per epoch on
+    stderr; ``quiet=True`` silences the warnings too.
 
     >>> import streamgd  # doctest: +SKIP
     >>> model = streamgd.fit("data/regression/*.parquet", target="y")  # doctest: +SKIP
@@ -166,4 +177,5 @@ def fit(
     data, target = with_target(data, y, target)
     config_settings, run_settings = split_settings({"target": target, **settings})
     config = FitConfig(**config_settings)
-    return train(data, config, RunOptions(**run_settings), callbacks=callbacks).model
+    hooks = api_callbacks(callbacks, verbose=verbose, quiet=quiet)
+    return train(data, config, RunOptions(**run_settings), callbacks=hooks).model

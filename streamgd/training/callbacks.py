@@ -15,6 +15,8 @@ __all__ = [
     "Callback",
     "CallbackList",
     "ProgressReporter",
+    "WarningsCallback",
+    "api_callbacks",
     "JsonLogger",
     "json_safe",
     "json_default",
@@ -57,11 +59,16 @@ def _fmt_rate(rows: float, seconds: float) -> str:
 
 class ProgressReporter(Callback):
     """Progress on stderr: a live bar (rows/s, running loss, epoch, ETA) when stderr is a
-    terminal, and one summary line per epoch either way."""
+    terminal or the code runs in a Jupyter kernel (tqdm's auto mode draws a notebook widget
+    there), and one summary line per epoch either way. ``warnings=False`` leaves warnings to
+    another callback (the Python API's :class:`WarningsCallback`)."""
 
-    def __init__(self, *, stream: IO[str] | None = None, bar: bool | None = None) -> None:
+    def __init__(
+        self, *, stream: IO[str] | None = None, bar: bool | None = None, warnings: bool = True
+    ) -> None:
         self.stream = stream or sys.stderr
-        self.bar_enabled = self.stream.isatty() if bar is None else bar
+        self.bar_enabled = (self.stream.isatty() or _in_notebook()) if bar is None else bar
+        self.warnings = warnings
         self._bar = None
         self._epochs = 0
         self._rows_per_epoch: int | None = None
@@ -83,7 +90,7 @@ class ProgressReporter(Callback):
     def _open_bar(self, state: Any) -> None:
         if not self.bar_enabled:
             return
-        from tqdm import tqdm
+        from tqdm.auto import tqdm
 
         self._bar = tqdm(
             total=self._rows_per_epoch,
@@ -144,7 +151,8 @@ class ProgressReporter(Callback):
         self._rounds.append(timing)
 
     def on_warning(self, message: str) -> None:
-        self._write(f"warning: {message}")
+        if self.warnings:
+            self._write(f"warning: {message}")
 
     def on_train_end(self, state: Any) -> None:
         if self._bar is not None:
@@ -155,6 +163,53 @@ class ProgressReporter(Callback):
                 f"stopped early: the update norm fell below --tol after "
                 f"{len(state.history)} epoch(s)"
             )
+
+
+def _in_notebook() -> bool:
+    """Whether this runs in a Jupyter (IPython) kernel, where stderr is not a terminal but
+    tqdm draws a widget."""
+    return "ipykernel" in sys.modules
+
+
+class WarningsCallback(Callback):
+    """Warnings as Python warnings of category :class:`~streamgd.errors.StreamgdWarning`:
+    shown in notebooks and scripts, and filtered or escalated by the ``warnings`` module."""
+
+    def on_warning(self, message: str) -> None:
+        import os
+        import warnings
+
+        from ..errors import StreamgdWarning
+
+        # attributed to the caller's line (streamgd.fit(...)), not to streamgd's own frames
+        package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+        frame, level = sys._getframe(0), 1
+        while frame is not None and frame.f_code.co_filename.startswith(package):
+            frame, level = frame.f_back, level + 1
+        warnings.warn(message, StreamgdWarning, stacklevel=level)
+
+
+def api_callbacks(callbacks: Sequence[Callback], *, verbose: bool, quiet: bool) -> list[Callback]:
+    """The callbacks of a Python API call: the caller's, plus by default warnings as
+    :class:`WarningsCallback`; ``verbose`` adds a progress bar and epoch lines on stderr;
+    ``quiet`` leaves out the warnings too (errors are still raised)."""
+    from ..errors import UsageError
+
+    if not isinstance(verbose, bool) or not isinstance(quiet, bool):
+        raise UsageError(f"verbose and quiet take True or False, got {verbose!r}, {quiet!r}")
+    if verbose and quiet:
+        raise UsageError("verbose=True and quiet=True contradict each other; give one")
+    if isinstance(callbacks, Callback | str) or not hasattr(callbacks, "__iter__"):
+        raise UsageError(
+            "callbacks takes a list of streamgd.training.callbacks.Callback objects, got "
+            f"{type(callbacks).__name__}"
+        )
+    added: list[Callback] = []
+    if verbose:
+        added.append(ProgressReporter(warnings=False))
+    if not quiet:
+        added.append(WarningsCallback())
+    return [*callbacks, *added]
 
 
 class JsonLogger(Callback):

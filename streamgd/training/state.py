@@ -168,6 +168,10 @@ class TrainState:
     def buffered_rows(self) -> int:
         return self.stream.buffered_rows
 
+    def __repr__(self) -> str:  # one line: the arrays would fill a notebook
+        where = "finished" if self.finished else f"epoch {self.epoch + 1} in progress"
+        return f"<TrainState step {self.step}, {len(self.history)} epoch(s) done, {where}>"
+
     def running_loss(self) -> float | None:
         """Mean loss of this epoch's rows so far, in the target's units."""
         if not self.totals.rows:

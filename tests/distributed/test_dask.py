@@ -231,6 +231,7 @@ def test_an_outlier_only_workers_meet_is_warned_about_once(cluster, tmp_path, ca
     pq.write_table(pa.table({"x1": x1, "x2": x2, "y": y}), path, row_group_size=500)
     args = ["fit", path, "-y", "y", "--cluster", cluster.scheduler_address]
     args += ["--stats-rows", "500", "--epochs", "2", "--log-format", "json"]
+    args += ["-o", str(tmp_path / "m.npz")]  # else a warning says that nothing is saved
     assert run(args) == 0
     out = capsys.readouterr()
     events = [json.loads(line) for line in (out.out + out.err).splitlines() if line[:1] == "{"]

@@ -214,7 +214,9 @@ def test_csv_and_integer_categories(tmp_path):
     y = (store - 102) * 2.0 + (kind == "b") * 5.0 + rng.normal(size=n) * 0.1
     path = str(tmp_path / "d.csv")
     pacsv.write_csv(pa.table({"store": store, "kind": kind, "y": y}), path)
-    model = streamgd.fit(path, target="y", categorical=["store", "kind"], epochs=4, batch_size=256)
+    model = streamgd.fit(
+        path, target="y", categorical=["store", "kind"], epochs=4, batch_size=256, quiet=True
+    )  # quiet: the rows come sorted by nothing, but the small buffer is warned about
     assert model.features == ()  # no numeric feature left: the categories are the model
     coef, _ = model.coefficients()
     assert coef["store=104"] - coef["store=100"] == pytest.approx(8.0, abs=0.05)
@@ -315,7 +317,8 @@ def test_a_hive_partition_key_is_a_categorical_feature(tmp_path):
         x = rng.normal(size=3000)
         y = 2 * x + shift + rng.normal(size=3000) * 0.1
         pq.write_table(pa.table({"x": x, "y": y}), tmp_path / f"region={region}" / "p.parquet")
-    model = streamgd.fit(str(tmp_path), target="y", categorical=["region"], epochs=3)
+    with pytest.warns(streamgd.errors.StreamgdWarning, match="looks ordered"):  # by region
+        model = streamgd.fit(str(tmp_path), target="y", categorical=["region"], epochs=3)
     coef, _ = model.coefficients()
     assert model.features == ("x",) and coef["x"] == pytest.approx(2.0, abs=0.01)
     assert coef["region=us"] - coef["region=eu"] == pytest.approx(-3.0, abs=0.02)

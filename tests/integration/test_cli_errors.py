@@ -120,9 +120,17 @@ def test_invalid_option_values(capsys, reg, args, option):
     assert_click_usage_error(*result, option)
 
 
-def test_fit_without_target(capsys, reg):
-    result = run_cli(capsys, "fit", *reg.paths)
-    assert_click_usage_error(*result, "--target")
+def test_fit_without_target_and_no_column_named_like_one(capsys, table, tmp_path):
+    path = write_table(
+        table.rename_columns(["row_id", "x0", "x1", "x2", "out"]), tmp_path / "t.parquet"
+    )
+    result = run_cli(capsys, "fit", path)
+    assert_one_line_error(
+        *result,
+        EXIT_USAGE,
+        "no --target given and no column is named target, label or y; pass --target NAME "
+        "(columns: row_id, x0, x1, x2, out; 'streamgd schema PATHS' describes them)",
+    )
 
 
 def test_unknown_command(capsys):

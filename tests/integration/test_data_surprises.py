@@ -178,7 +178,8 @@ def test_clipping_applies_when_predicting(tmp_path):
     data = regression(2000)
     data["x1"][0] = 1e30
     path = write(tmp_path, data)
-    model = streamgd.fit(path, target="y", outliers="clip", solver="normal")
+    with pytest.warns(streamgd.errors.StreamgdWarning, match="clipped to the median"):
+        model = streamgd.fit(path, target="y", outliers="clip", solver="normal")
     bounds = model.spec.bounds
     assert bounds is not None and bounds[1, 0] < 1e4
     table = pa.table({"x1": [1e30, bounds[1, 0]], "x2": [0.0, 0.0]})

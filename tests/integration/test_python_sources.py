@@ -19,10 +19,15 @@ from integration_support import lstsq_fit
 
 import streamgd
 from streamgd.config import FitConfig, RunOptions
-from streamgd.errors import CheckpointError, DataError, StreamgdError, UsageError
+from streamgd.errors import (
+    CheckpointError,
+    DataError,
+    StreamgdError,
+    StreamgdWarning,
+    UsageError,
+)
 from streamgd.sources import dataset as dataset_module
 from streamgd.training import train
-from streamgd.training.callbacks import Callback
 from streamgd.training.checkpoint import load_checkpoint
 
 ROWS = 3000
@@ -106,15 +111,11 @@ def test_streams_reach_least_squares(frame):
     np.testing.assert_allclose(_coef(again), oracle, rtol=0.01)
     table = pa.Table.from_pandas(frame, preserve_index=False)
     reader = pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=300))
-    warnings: list[str] = []
-
-    class Warnings(Callback):
-        def on_warning(self, message):
-            warnings.append(message)
-
-    once = streamgd.fit(reader, callbacks=[Warnings()], **settings)
+    with pytest.warns(
+        StreamgdWarning, match="one-shot iterator is read once: training 1 epoch, not 4"
+    ):
+        once = streamgd.fit(reader, **settings)
     assert len(once.history) == 1
-    assert any("one-shot iterator is read once: training 1 epoch, not 4" in w for w in warnings)
     np.testing.assert_allclose(_coef(once), oracle, rtol=0.05)
 
 
@@ -197,8 +198,11 @@ def test_evaluate_and_predict_accept_every_source(tmp_path, frame):
 
 def test_what_is_not_data_is_a_usage_error_naming_the_type(frame):
     for bad in (42, {"a": [1, 2]}, object()):
-        with pytest.raises(UsageError, match=rf"cannot read .*{type(bad).__name__} as data; "
-                           r"expected a path.*pandas"):
+        with pytest.raises(
+            UsageError,
+            match=rf"cannot read .*{type(bad).__name__} as data; "
+            r"expected a path.*pandas",
+        ):
             streamgd.fit(bad, target="y")
     with pytest.raises(UsageError, match="y has 3 values for 3000 rows"):
         streamgd.fit(frame[["a", "b"]], np.zeros(3))

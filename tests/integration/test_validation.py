@@ -149,7 +149,7 @@ def _warnings_of(path, **kw):
         def on_warning(self, message):
             seen.append(message)
 
-    streamgd.fit(str(path), target="y", epochs=1, callbacks=[Catch()], **kw)
+    streamgd.fit(str(path), target="y", epochs=1, callbacks=[Catch()], quiet=True, **kw)
     return seen
 
 

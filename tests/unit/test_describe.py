@@ -158,8 +158,9 @@ def test_a_mixed_dataset_adds_up(tmp_path):
         assert columns[name]["nulls_from"] == ["statistics", "streamed"]
     assert columns["id"]["type"] == "double"  # int64 in Parquet, float64 in CSV
     assert info["target"] == "y" and info["features"] == ["id", "x", "k"]
-    assert info["categorical_candidates"] == ["s"]  # the string column, for --categorical
-    assert "usable with --categorical: s" in render_schema(info)
+    # the string column differs in every row: an identifier, not a --categorical candidate
+    assert info["categorical_candidates"] == [] and info["id_like"] == ["s"]
+    assert "every value different (identifiers, left out): s" in render_schema(info)
     json.dumps(info)  # plain JSON values throughout
 
 

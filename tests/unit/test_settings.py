@@ -29,9 +29,9 @@ def test_tables_follow_the_dataclasses_field_by_field():
 
 def test_nullable_settings_are_exactly_those_defaulting_to_none():
     for f in fields(FitConfig):
-        if f.name != "target":
-            assert SETTINGS[f.name].nullable == (f.default is None), f.name
-    assert SETTINGS["target"].required and not SETTINGS["target"].nullable
+        assert SETTINGS[f.name].nullable == (f.default is None), f.name
+    # the target too: None means the column named target, label or y (decided from the data)
+    assert SETTINGS["target"].nullable and not SETTINGS["target"].required
 
 
 def test_every_setting_has_a_group_a_long_flag_and_help():
