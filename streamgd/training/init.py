@@ -96,7 +96,10 @@ def _fresh_spec(
         labels=multiclass,
         categorical=categorical,
     )
-    classes, frequencies = scan_classes(dataset, config.target) if multiclass else (None, None)
+    classes, frequencies = (None, None)
+    if multiclass:  # a one-shot stream gives its first rows only, as to the statistics pass
+        head = config.stats_rows if dataset.one_shot else 0
+        classes, frequencies = scan_classes(dataset, config.target, max_rows=head)
     decoder = Decoder.for_statistics(
         names,
         config.target,
