@@ -17,6 +17,7 @@ from .errors import UsageError
 from .features import INFINITE_POLICIES, MISSING_POLICIES
 from .features.categorical import MAX_HASH_BITS
 from .features.outliers import OUTLIER_POLICIES
+from .features.weights import check_weight_settings
 from .losses import LOSSES
 from .optimizers import OPTIMIZERS
 from .run_options import RUN_SETTINGS, RunOptions
@@ -107,6 +108,22 @@ class FitConfig:
     )
     format: str = setting(
         "auto", Options(FORMATS), "data", "Input format; auto: by file extension."
+    )
+    weight: str | None = setting(
+        None,
+        None,  # checked by features.weights.check_weight_settings
+        "data",
+        "Column of per-row weights (finite, >= 0; never a feature): the objective is the "
+        "weighted mean loss; evaluate weighs by it too.",
+        metavar="COLUMN",
+    )
+    class_weight: str | None = setting(
+        None,
+        None,  # the API also takes a {label: weight} dict; checked as --weight
+        "model",
+        "logistic, hinge, softmax: 'balanced' (rows / (classes x rows of the class), from the "
+        "statistics pass) or LABEL=WEIGHT pairs, e.g. 'a=2,b=1' (others weigh 1).",
+        metavar="balanced|LABEL=W,...",
     )
     # -- model
     loss: str = setting(
@@ -381,6 +398,7 @@ class FitConfig:
             if value is not None:
                 object.__setattr__(self, name, tuple(value) or None)
         self.csv_options()  # its own checks
+        object.__setattr__(self, "class_weight", check_weight_settings(self))
         check_settings(self, CONFIG_SETTINGS)
         self.make_loss(), self.make_optimizer(), self.make_schedule()  # their own checks
         if self.patience is not None and not self.validates:

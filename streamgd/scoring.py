@@ -52,6 +52,16 @@ def _check_model_columns(schema: pa.Schema, model: Model, path: str) -> None:
     check_columns(schema, names, path, what="categorical feature", numeric=False)
 
 
+def _weight_column(model: Model, schema: pa.Schema, path: str) -> str | None:
+    """The model's ``--weight`` column when the evaluated data has it (then the metrics are
+    weighted by it), else None."""
+    column = model.spec.weight_column
+    if column is None or column not in schema.names:
+        return None
+    check_columns(schema, [column], path, what="weight", numeric=True)
+    return column
+
+
 def predict_files(
     model: Model,
     paths: Sequence[str],
@@ -141,7 +151,10 @@ def _write_empty(tmp: str, out_format: str, id_types: dict[str, pa.DataType], co
 
 def evaluate(model: Model, paths: Sequence[str], *, fmt: str = "auto") -> dict[str, Any]:
     """Metrics of ``model`` on labelled files; rows whose target is null are skipped and
-    counted (``skipped_null_target``), missing features imputed as in training."""
+    counted (``skipped_null_target``), missing features imputed as in training. A model
+    trained with ``--weight`` weighs the rows by that column when the files have it (the
+    result then names it, ``weighted_by``, and gives ``total_weight``); class weights are a
+    training device and do not weigh the metrics."""
     with single_blas_thread():
         return _evaluate(model, paths, fmt)
 
@@ -165,10 +178,11 @@ def _evaluate(model: Model, paths: Sequence[str], fmt: str, select=None) -> dict
     n_feat = len(model.features)
     counts = count_vector(n_feat)
     loss_sum = 0.0
+    weight = _weight_column(model, dataset.schema, first)
     prefetch = Prefetcher(
         dataset,
         range(len(dataset.units)),
-        Decoder.for_scoring(model, select=select),
+        Decoder.for_scoring(model, select=select, weighted=weight is not None),
     )
     try:
         for chunk in prefetch:
@@ -178,12 +192,18 @@ def _evaluate(model: Model, paths: Sequence[str], fmt: str, select=None) -> dict
                 continue
             y = raw[:, n_feat]
             p = model.decision(raw[:, :n_feat], model.spec.codes(raw))
-            loss_sum += float(loss.value(p, y).sum())
-            acc.update(y, loss.link(p))
+            values = loss.value(p, y)
+            w = None if weight is None else raw[:, -1]
+            loss_sum += float(values.sum() if w is None else w @ values)
+            acc.update(y, loss.link(p), w)
             prefetch.release(chunk)
     finally:
         prefetch.close()
-    result: dict[str, Any] = {"rows": acc.n, **acc.result(), "loss": loss_sum / max(acc.n, 1)}
+    total = max(acc.n, 1) if acc.total is None else (acc.total or 1.0)
+    result: dict[str, Any] = {"rows": acc.n, **acc.result(), "loss": loss_sum / total}
+    if weight is not None:  # said in the output: these metrics are weighted
+        result["weighted_by"] = weight
+        result["total_weight"] = float(acc.total or 0.0)
     result |= describe_counts(counts, model.features, model.spec.missing)
     result["files"] = len(dataset.files)
     return result

@@ -335,16 +335,19 @@ class LocalSteps:
             n_features=len(spec.names),
             inv_scale=1.0 / spec.scale,
             target_scale=spec.target_scale,
+            weights=_weights(spec),
         )
         metrics, schedule, link = trainer.solver.train_metrics, trainer.schedule, loss.link
         t_center = spec.target_center if loss.scale_target else 0.0
         unit = spec.target_scale if loss.scale_target else 1.0
+        weighted = spec.weight_column is not None  # running metrics weighted by the column
         for raw in stream:
             self.params, self.opt_state, loss_sum, p, t = update(
                 self.params, self.opt_state, raw, schedule(state.step)
             )
             if metrics:
-                running.update_scaled(t, p, unit, t_center, link)
+                w = raw[:, -1].astype(np.float64) if weighted else None
+                running.update_scaled(t, p, unit, t_center, link, weight=w)
             yield StepReport(loss_sum, self.params, len(t))
 
     def sync(self, state: TrainState) -> None:
@@ -381,6 +384,13 @@ class LocalSteps:
             run=cfg.shuffle_run,
             on_first_fill=check_order if state.epoch == 0 else None,
         )
+
+
+def _weights(spec):
+    """The rows' normalised sample weights for the solver (None: unweighted)."""
+    if spec.weighting is None:
+        return None
+    return functools.partial(spec.weighting.effective, n_features=len(spec.names))
 
 
 # A recorded weight trajectory holds at most this many rows (see Trainer._record).
