@@ -162,9 +162,7 @@ def _code_of(label: str, classes: Sequence | None) -> int | None:
     return None
 
 
-def resolve_class_weights(
-    text: str, classes: Sequence | None, totals: np.ndarray
-) -> np.ndarray:
+def resolve_class_weights(text: str, classes: Sequence | None, totals: np.ndarray) -> np.ndarray:
     """Each class's weight, by code: ``balanced`` gives ``total / (classes x total of the
     class)`` (as scikit-learn; a class the statistics pass did not see weighs 1), pairs give
     their weights (classes not named weigh 1). ``classes``: a multi-class target's labels
