@@ -370,6 +370,9 @@ class LocalSteps:
             notes=trainer.outlier_notes,
         )
         check_order = functools.partial(trainer.check_order, target_scale=spec.target_scale)
+        # the buffer hands the check its rows' last column: with --weight that is the weight
+        # column, not the target, so there is nothing to look at
+        first_fill = state.epoch == 0 and spec.weight_column is None
         return BatchStream(
             trainer.dataset,
             decoder,
@@ -382,7 +385,7 @@ class LocalSteps:
             cursor=dataclasses.replace(state.stream.cursor),
             shuffle_state=state.stream.shuffle_state(),
             run=cfg.shuffle_run,
-            on_first_fill=check_order if state.epoch == 0 else None,
+            on_first_fill=check_order if first_fill else None,
         )
 
 
