@@ -281,7 +281,7 @@ class Trainer:
             paths, select = list(self.config.validation), None
         scores = evaluate_model(model, paths, fmt=self.config.format, select=select)
         for key, value in scores.items():
-            if isinstance(value, float):
+            if isinstance(value, float) and key != "total_weight":  # weighted: val_* weighted
                 entry[f"val_{key}"] = value
         entry["val_rows"] = scores["rows"]
         loss = scores["loss"]

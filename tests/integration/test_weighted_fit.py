@@ -152,6 +152,32 @@ def test_unit_weights_give_the_unweighted_model(tmp_path, loss):
     assert np.allclose(losses[0], losses[1], rtol=1e-6)
 
 
+def test_weighted_categorical_fit_reaches_weighted_least_squares(tmp_path):
+    rng = np.random.default_rng(11)
+    n = 4000
+    x = rng.normal(size=n)
+    group = np.array(["p", "q", "r", "s"])[rng.integers(0, 4, n)]
+    effect = np.select([group == "q", group == "s"], [2.0, -1.0], 0.0)
+    y = 1.5 * x + effect + 1.5 * x**3 * (group == "r") + rng.normal(size=n) * 0.5
+    w = rng.uniform(size=n) * np.where(group == "r", 4.0, 1.0)
+    paths = _write(tmp_path, {"x": x, "group": group, "w": w, "y": y})
+    model = streamgd.fit(
+        paths, target="y", features=("x",), categorical=("group",), weight="w", epochs=6
+    )
+    design = np.c_[x, np.eye(4)[np.searchsorted(["p", "q", "r", "s"], group)]]
+    sw = np.sqrt(w)
+    oracle = np.linalg.lstsq(design * sw[:, None], y * sw, rcond=None)[0]
+
+    def objective(p):
+        return float(w @ (p - y) ** 2) / w.sum()
+
+    best = objective(design @ oracle)
+    got = objective(model.predict(pa.table({"x": x, "group": group})))
+    assert got <= best * 1.001
+    plain = np.linalg.lstsq(design, y, rcond=None)[0]
+    assert objective(design @ plain) > best * 1.01
+
+
 # -- class weights ----------------------------------------------------------------------------
 def test_balanced_class_weights_equal_the_explicit_row_weights(tmp_path):
     x, y, w = _binary(seed=4, base=-2.0)  # unbalanced: about one row in five is positive
