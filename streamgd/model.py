@@ -260,7 +260,6 @@ class Model:
             **spec_meta(self.spec),
             "intercept": None if np.ndim(self.intercept) else self.intercept,
             "config": self.config,
-            "weights": self._weights(),
             "summary": self.summary,
             "history": self.history,
         }
