@@ -331,10 +331,27 @@ class Model:
                 n: {"center": float(c), "scale": float(s)}
                 for n, c, s in zip(self.features, self.spec.center, self.spec.scale, strict=True)
             },
+            "weights": self._weights(),
             "summary": self.summary,
             "history": self.history,
             "recorded_path_rows": 0 if self.trajectory is None else len(self.trajectory),
             "settings": self.config,
+        }
+
+    def _weights(self) -> dict[str, Any] | None:
+        """How training weighed the rows (``inspect``): the --weight column, each class's
+        weight (by label) and the mean weight that normalised them; None: unweighted."""
+        w = self.spec.weighting
+        if w is None:
+            return None
+        labels = self.classes if self.classes is not None else (0, 1)
+        return {
+            "column": w.column,
+            "class_weight": self.config.get("class_weight"),
+            "class_weights": None
+            if w.class_weights is None
+            else {str(c): float(v) for c, v in zip(labels, w.class_weights, strict=True)},
+            "mean_weight": w.mean,
         }
 
     # -- persistence --------------------------------------------------------------------------
