@@ -12,14 +12,17 @@ files' directories (see :mod:`streamgd.partitions`): their nulls are counted fro
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .errors import UsageError
 from .features import select_features
 from .features.categorical import id_like
+from .features.select import default_target
 from .sources import CsvOptions, Dataset, SourceFile, is_numeric, open_parquet, open_source
 from .sources.schema import missing_in
 
@@ -46,11 +49,14 @@ def describe_dataset(
     ``"streamed"`` for CSV), ``columns`` (``name``, ``type``, ``numeric``, ``nulls``,
     ``nulls_from``: the methods used, from ``"statistics"``, ``"streamed"`` and ``"path"``;
     ``partition``: whether it is a hive partition column), ``csv`` (the parse options, when
-    there are CSV files), ``target`` and ``features`` (the columns that would be features by
-    default: numeric, not the target; None without a target), ``categorical_candidates``
-    (the other columns of strings, dictionaries or booleans: for --categorical) and
-    ``id_like`` (such columns left out of them because every value in the first row group
-    or CSV block differs: identifiers), ``notes`` (columns widened between files).
+    there are CSV files), ``target`` (as given, or else the one a fit would use by default: the
+    one column named ``target``, ``label`` or ``y``; None when there is no such column),
+    ``target_from`` (``"given"``, ``"default"`` or None), ``features`` (the columns that would
+    be features by default: numeric, not the target; None without a target),
+    ``categorical_candidates`` (the other columns of strings, dictionaries or booleans: for
+    --categorical) and ``id_like`` (such columns left out of them because every value in
+    the first rows of the first row group or CSV file differs: identifiers), ``notes``
+    (columns widened between files).
     """
     dataset = open_source(paths, fmt, csv=csv)
     files, nulls, methods = _count_files(dataset)
@@ -67,9 +73,14 @@ def describe_dataset(
         for f in dataset.schema
     ]
     features = categorical = ids = None
+    target_from = "given" if target is not None else None
+    if target is None:  # the one fit would use by default, if there is one
+        with contextlib.suppress(UsageError):
+            target, target_from = default_target(dataset.schema), "default"
     if target is not None:
         features, categorical, ids = _feature_candidates(dataset, target)
     formats = {kind: sum(f.format == kind for f in dataset.files) for kind in ("parquet", "csv")}
+    formats |= {f.format: sum(g.format == f.format for g in dataset.files) for f in dataset.files}
     return {
         "num_files": len(dataset.files),
         "num_rows": sum(f["rows"] for f in files),
@@ -78,6 +89,7 @@ def describe_dataset(
         "columns": columns,
         "csv": dataset.csv.to_dict() if formats["csv"] else None,
         "target": target,
+        "target_from": target_from,
         "features": features,
         "categorical_candidates": categorical,
         "id_like": ids,
@@ -140,12 +152,25 @@ def _feature_candidates(dataset: Dataset, target: str) -> tuple[list[str], list[
     )
 
 
+ID_SAMPLE_ROWS = 65_536  # rows of the first unit the identifier check looks at
+
+
 def _id_columns(dataset: Dataset, names: list[str]) -> set[str]:
-    """The columns among ``names`` whose values in the dataset's first unit are all
+    """The columns among ``names`` whose values in the first rows of the dataset's first
+    unit (at most :data:`ID_SAMPLE_ROWS`, so a huge CSV file is not read whole) are all
     different (see :func:`~streamgd.features.categorical.id_like`)."""
     if not names or not dataset.units:
         return set()
-    pieces = [table for table, _ in dataset.iter_unit(dataset.units[0], names)]
+    pieces, rows = [], 0
+    reader = dataset.iter_unit(dataset.units[0], names)
+    for piece, _ in reader:
+        if isinstance(piece, pa.RecordBatch):  # CSV blocks
+            piece = pa.Table.from_batches([piece])
+        pieces.append(piece.slice(0, ID_SAMPLE_ROWS - rows))
+        rows += pieces[-1].num_rows
+        if rows >= ID_SAMPLE_ROWS:
+            break
+    reader.close()
     if not pieces:
         return set()
     sample = pa.concat_tables(pieces)
@@ -265,7 +290,8 @@ def _target_lines(info: dict) -> list[str]:
     """The target, the default features, and the non-numeric columns --categorical could use."""
     lines = [
         "",
-        f"target: {info['target']}",
+        f"target: {info['target']}"
+        + (" (the default: no --target given)" if info.get("target_from") == "default" else ""),
         f"default features ({len(info['features'])}, numeric columns but the target): "
         + ", ".join(info["features"]),
     ]

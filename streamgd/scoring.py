@@ -6,6 +6,7 @@ training-time feature settings: the same columns, imputation values and standard
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -78,9 +79,32 @@ def predict_files(
     ``paths`` is any source :func:`streamgd.sources.open_source` reads: files (one ``str`` is
     one path) or in-memory data."""
     model, out = as_model(model), as_path(out, "the output")
+    output_format(out)  # an extension that says neither format: refused before any work
     id_columns = [id_columns] if isinstance(id_columns, str) else list(id_columns)
     with single_blas_thread():
         return _predict_files(model, paths, out, id_columns, fmt, column)
+
+
+OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".parq": "parquet", ".pq": "parquet"}
+
+
+def output_format(out: str) -> str:
+    """The format of a prediction file, by its extension: ``csv`` or ``parquet``.
+
+    >>> output_format("pred.CSV")
+    'csv'
+    >>> output_format("pred.txt")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    streamgd.errors.UsageError: pred.txt: cannot tell the output format from '.txt'; ...
+    """
+    ext = os.path.splitext(out)[1].lower()
+    if ext not in OUTPUT_FORMATS:
+        raise UsageError(
+            f"{out}: cannot tell the output format from '{ext or 'no extension'}'; name the "
+            "file .parquet (or .parq, .pq) or .csv"
+        )
+    return OUTPUT_FORMATS[ext]
 
 
 def _predict_files(
@@ -89,7 +113,7 @@ def _predict_files(
     # the per-chunk loop stays inline: a helper per chunk would add Python calls per chunk
     dataset = open_source(paths, fmt, csv=csv_options_from(model.config))
     _check_prediction_columns(dataset.schema, model, id_columns, column, dataset.files[0].path)
-    out_format = "csv" if out.lower().endswith((".csv", ".tsv")) else "parquet"
+    out_format = output_format(out)
     link = model.make_loss().link
     decoder = Decoder.for_prediction(model)  # one prediction per input row
     handles = HandleCache()

@@ -118,7 +118,8 @@ def make_classification(rng: np.random.Generator) -> tuple[pa.Table, float]:
 
 def write_dataset(table: pa.Table, outdir: Path) -> list[Path]:
     csvdir = outdir.parent / f"{outdir.name}-csv"  # beside, so a directory holds one copy
-    csvdir.mkdir(parents=True, exist_ok=True)
+    for directory in (outdir, csvdir):
+        directory.mkdir(parents=True, exist_ok=True)
     written = []
     for i in range(N_FILES):
         part = table.slice(i * ROWS_PER_FILE, ROWS_PER_FILE)

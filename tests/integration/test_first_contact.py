@@ -174,3 +174,14 @@ def test_identifier_columns_are_not_categorical_candidates(capsys, tmp_path):
     code, out, err = run_cli(capsys, "schema", path, "--target", "y")
     assert "not numeric, usable with --categorical: city, code" in out.splitlines()
     assert "not numeric, every value different (identifiers, left out): id" in out.splitlines()
+
+
+def test_a_prediction_file_whose_extension_names_no_format_is_refused(capsys, tmp_path):
+    model = str(tmp_path / "m.npz")
+    data = str(DATA_DIR / "regression")
+    assert run_cli(capsys, "fit", data, "--target", "y", "--epochs", "1", "-o", model)[0] == 0
+    code, _, err = run_cli(capsys, "predict", model, data, "-o", str(tmp_path / "pred.txt"))
+    assert code == EXIT_USAGE
+    assert err.count("\n") == 1 and "cannot tell the output format from '.txt'" in err
+    assert not (tmp_path / "pred.txt").exists()
+    assert run_cli(capsys, "predict", model, data, "-o", str(tmp_path / "pred.pq"))[0] == 0

@@ -63,7 +63,10 @@ def test_parquet_counts_come_from_metadata_and_statistics(tmp_path):
         ("s", "string", False),
         ("y", "double", True),
     ]
-    assert info["csv"] is None and info["target"] is None and info["features"] is None
+    assert info["csv"] is None
+    # no --target: the one fit would take by default, said to be the default
+    assert info["target"] == "y" and info["target_from"] == "default"
+    assert info["features"] == ["id", "x", "k"]
 
 
 def test_parquet_without_statistics_is_streamed_column_by_column(tmp_path):
@@ -200,7 +203,14 @@ def test_render_schema(tmp_path):
     assert "target: y" in text and "id, x, k" in text
     assert pq_path in text and csv_path in text
     only_parquet = render_schema(describe_dataset([pq_path]))
-    assert "CSV" not in only_parquet and "target" not in only_parquet
+    assert "CSV" not in only_parquet
+    assert "target: y (the default: no --target given)" in only_parquet
+    no_target = _table(50, 2).rename_columns(["id", "x", "k", "s", "value"])
+    other = str(tmp_path / "other.parquet")
+    pq.write_table(no_target, other)
+    info = describe_dataset([other])
+    assert info["target"] is None and info["target_from"] is None
+    assert "target" not in render_schema(info)
 
 
 def test_render_lists_at_most_twenty_files(tmp_path):
