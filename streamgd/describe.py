@@ -138,7 +138,8 @@ def _feature_candidates(dataset: Dataset, target: str) -> tuple[list[str], list[
     """The default features for ``target``, and the columns left out for not being numeric:
     what --categorical could use, but for identifiers (every value different in the first
     row group or CSV block read: a one-hot weight per row)."""
-    chosen = select_features(dataset.schema, target, None, path=dataset.files[0].path)
+    # labels: a target of text is a class label (softmax), not an error in a description
+    chosen = select_features(dataset.schema, target, None, path=dataset.files[0].path, labels=True)
     categorical = [
         f.name
         for f in dataset.schema

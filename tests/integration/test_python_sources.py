@@ -246,6 +246,9 @@ def test_categorical_and_string_targets_from_a_frame(frame):
     model = streamgd.fit(data, target="label", loss="softmax", categorical=["colour"], epochs=2)
     assert set(model.classes) == {"high", "low"}
     assert streamgd.evaluate(model, data)["accuracy"] > 0.9
+    info = streamgd.describe_dataset(data)  # the default target, a text label: described
+    assert info["target"] == "label" and info["target_from"] == "default"
+    assert info["features"] == ["a", "b", "c"] and info["categorical_candidates"] == ["colour"]
 
 
 def test_a_one_shot_stream_of_a_multiclass_target(frame):
