@@ -40,6 +40,7 @@ from .schema import unify
 __all__ = ["SLICE_ROWS", "SourceFile", "Unit", "Dataset", "open_dataset", "memory_units"]
 
 SLICE_ROWS = 262_144
+THREADED_ROWS = 65_536  # row groups at least this large are decoded on Arrow's thread pool
 
 
 @dataclass(frozen=True)
@@ -258,7 +259,11 @@ class Dataset:
     ) -> pa.Table:
         pf = handle.parquet(src.path, src.stamp)  # checks the file against its stamp
         try:
-            table = pf.read_row_group(unit.row_group, columns=list(columns))
+            # Arrow's thread pool only for large row groups: for a small one its dispatch costs
+            # more than the decode (50 rows x 9 columns: 0.26 ms threaded, 0.09 ms not), and
+            # the training thread wants the other core
+            threads = (unit.rows or 0) >= THREADED_ROWS
+            table = pf.read_row_group(unit.row_group, columns=list(columns), use_threads=threads)
         except (OSError, pa.ArrowException) as exc:
             raise DataError(
                 f"cannot read row group {unit.row_group} ({short_error(exc)})", path=src.path
