@@ -64,9 +64,9 @@ def sample_weights(sample_weight: Any, n: int) -> np.ndarray:
     >>> sample_weights(2, 3).tolist()
     [2.0, 2.0, 2.0]
     """
-    if np.ndim(sample_weight) == 0:
-        return np.full(n, float(sample_weight))
     weights = np.asarray(sample_weight, dtype=np.float64)
+    if weights.ndim == 0:
+        return np.full(n, float(weights))
     if weights.shape != (n,):
         raise ValueError(
             f"sample_weight.shape == {weights.shape}, expected {(n,)}: one weight per row of X"

@@ -64,8 +64,7 @@ def make_init(defaults: dict[str, Any]) -> Callable[..., None]:
         for name in params:
             if name not in defaults:
                 raise TypeError(
-                    f"{type(self).__name__}.__init__() got an unexpected keyword argument "
-                    f"{name!r}"
+                    f"{type(self).__name__}.__init__() got an unexpected keyword argument {name!r}"
                 )
         for name, default in defaults.items():
             setattr(self, name, params.get(name, default))
