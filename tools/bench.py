@@ -83,6 +83,7 @@ Everything (every repeat, medians, machine and library versions, the git commit 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -420,6 +421,46 @@ def case_fit(ctx: Ctx, *, shuffle: bool, csv: bool = False) -> dict:
     return out
 
 
+def case_fit_memory(ctx: Ctx, *, kind: str) -> dict:
+    """``streamgd.fit`` on the same rows already in memory, as a pyarrow Table or a pandas
+    DataFrame (loaded before the clock starts), shuffled like ``fit-shuf``. ``source_mb`` is
+    the process's RSS once the source is loaded, and ``above_source_mb`` the peak RSS of the
+    fit above it (the high-water mark is reset after loading)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import streamgd
+
+    table = pa.concat_tables([pq.read_table(f) for f in ctx.parquet]).combine_chunks()
+    source = table if kind == "table" else table.to_pandas()
+    if kind != "table":
+        del table
+    source_mb = current_rss_mb()
+    reset_peak_rss()
+
+    def work() -> int:
+        model = streamgd.fit(source, target="y", epochs=1, batch_size=ctx.batch_size, seed=0)
+        return int(model.summary["rows_trained"])
+
+    out = timed(work)
+    out["source_mb"] = source_mb
+    out["above_source_mb"] = out["peak_rss_mb"] - source_mb
+    return out
+
+
+def current_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def reset_peak_rss() -> None:
+    """Reset this process's peak RSS (``VmHWM``) to its current RSS (Linux 4.0+)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
 def case_fit_default(ctx: Ctx) -> dict:
     """``streamgd.fit`` with every setting at its default but one epoch (shuffled, batch 1024,
     65,536-row buffer): the larger-than-memory run (``--scaling``)."""
@@ -532,7 +573,7 @@ class Kind:
 
     run: Callable[[Ctx], dict]
     batched: bool = False
-    needs: str | None = None  # "csv" | "sklearn" | "vw"
+    needs: str | None = None  # "csv" | "sklearn" | "vw" | "memory" (only when named)
     baselines: tuple[str, ...] = ("decode",)
 
 
@@ -541,6 +582,8 @@ KINDS: dict[str, Kind] = {
     "decode-mmap": Kind(lambda c: case_decode(c, memory_map=True)),
     "fit-seq": Kind(lambda c: case_fit(c, shuffle=False), batched=True),
     "fit-shuf": Kind(lambda c: case_fit(c, shuffle=True), batched=True),
+    "fit-table": Kind(lambda c: case_fit_memory(c, kind="table"), batched=True, needs="memory"),
+    "fit-frame": Kind(lambda c: case_fit_memory(c, kind="frame"), batched=True, needs="memory"),
     "exact": Kind(case_exact),
     "fit-default": Kind(case_fit_default, needs="scaling"),
     "sklearn": Kind(case_sklearn, batched=True, needs="sklearn"),
@@ -560,7 +603,7 @@ def case_names(batch_sizes: list[int], with_csv: bool, with_vw: bool = False) ->
     for kind_name, kind in KINDS.items():
         if (kind.needs == "csv" and not with_csv) or (kind.needs == "vw" and not with_vw):
             continue
-        if kind.needs == "scaling":
+        if kind.needs in ("scaling", "memory"):
             continue
         names += [f"{kind_name}-{b}" for b in batch_sizes] if kind.batched else [kind_name]
     return names

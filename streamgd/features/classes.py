@@ -17,14 +17,17 @@ __all__ = ["MAX_CLASSES", "scan_classes", "label_encoder"]
 MAX_CLASSES = 1000
 
 
-def scan_classes(dataset: Dataset, target: str) -> tuple[tuple, np.ndarray]:
+def scan_classes(dataset: Dataset, target: str, *, max_rows: int = 0) -> tuple[tuple, np.ndarray]:
     """The distinct non-null labels of the target column and their counts, by one pass over
-    that column alone (bounded memory: one row group or CSV block at a time). Labels are
-    sorted; numbers that are whole become ints."""
+    that column alone (bounded memory: one row group or CSV block at a time), or over its
+    first ``max_rows`` rows (a one-shot stream's first rows, which are all it can give twice).
+    Labels are sorted; numbers that are whole become ints."""
     counts: dict = {}
     handles = HandleCache()
+    seen = 0
     for unit in dataset.units:
         for table, _ in dataset.iter_unit(unit, [target], handles):
+            seen += table.num_rows
             col = table.column(target)
             if pa.types.is_dictionary(col.type):
                 col = col.cast(col.type.value_type)
@@ -37,6 +40,8 @@ def scan_classes(dataset: Dataset, target: str) -> tuple[tuple, np.ndarray]:
                     path=dataset.files[unit.file].path,
                     column=target,
                 )
+            if max_rows and seen >= max_rows:
+                break
     if len(counts) < 2:
         raise DataError(
             f"--loss softmax needs at least 2 classes, found {len(counts)}",

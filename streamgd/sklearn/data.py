@@ -97,7 +97,7 @@ def predict_source(model: Model, source: Any, *, fmt: str = "auto", csv=None) ->
     """The model's output for every row of ``source`` (files, say), in reading order: the
     prediction (a probability of class 1 for a logistic model), or (rows, classes)
     probabilities for a softmax model. Missing features are filled as in training."""
-    dataset = open_source(source, fmt, csv=csv)
+    dataset = open_source(source, fmt, csv=csv, digest=False)
     decoder = Decoder.for_prediction(model)
     link = model.make_loss().link
     handles = HandleCache()

@@ -16,7 +16,7 @@ from .memory import MEMORY_ROWS
 from .parquet import HandleCache, open_parquet
 from .paths import FORMATS, is_uri, resolve_paths
 from .schema import is_numeric
-from .source import ACCEPTED, is_paths, open_source, with_target
+from .source import ACCEPTED, is_paths, open_source, source_kind, with_target
 
 __all__ = [
     "FORMATS",
@@ -34,6 +34,7 @@ __all__ = [
     "open_source",
     "with_target",
     "is_paths",
+    "source_kind",
     "ACCEPTED",
     "MEMORY_ROWS",
     "open_parquet",

@@ -75,7 +75,8 @@ class Stamp:
     footer_size: int = field(default=0, compare=False)  # a Parquet file's footer, in bytes
 
     def to_dict(self) -> dict[str, Any]:
-        return {"size": self.size, "mtime_ns": self.mtime_ns, "digest": self.digest}
+        # "" for in-memory data not hashed (a run without checkpoints): None in fingerprints
+        return {"size": self.size, "mtime_ns": self.mtime_ns, "digest": self.digest or None}
 
 
 class _Reader:

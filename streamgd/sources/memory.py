@@ -84,16 +84,27 @@ class PandasReader(MemoryReader):
         self.schema = _pandas_schema(frame, name)
         self.num_rows = len(frame)
         self.nbytes = int(frame.memory_usage(index=False, deep=False).sum())
+        # numpy-backed number columns, read by slicing their arrays (no pandas per slice)
+        self._arrays = {
+            name: frame[name].to_numpy()
+            for name in frame.columns
+            if isinstance(frame[name].dtype, np.dtype) and frame[name].dtype.kind in "biuf"
+        }
 
     def read(self, start: int, stop: int, columns: Sequence[str]) -> pa.Table:
-        part = self.frame.iloc[start:stop]
-        arrays = [self._column(part, name, start) for name in columns]
+        part = None if all(c in self._arrays for c in columns) else self.frame.iloc[start:stop]
+        arrays = [self._column(part, name, start, stop) for name in columns]
         return pa.Table.from_arrays(
             arrays, schema=pa.schema([self.schema.field(c) for c in columns])
         )
 
-    def _column(self, part: Any, name: str, start: int) -> pa.Array:
+    def _column(self, part: Any, name: str, start: int, stop: int) -> pa.Array:
         kind = self.schema.field(name).type
+        values = self._arrays.get(name)
+        if values is not None:  # NaN is a missing value in pandas: a null, as from_pandas says
+            values = values[start:stop]
+            nan = values.dtype.kind == "f" and bool(np.isnan(values).any())
+            return pa.array(values, type=kind, from_pandas=nan)
         try:
             return pa.Array.from_pandas(part[name], type=kind)
         except (pa.ArrowException, TypeError, ValueError) as exc:
@@ -102,15 +113,27 @@ class PandasReader(MemoryReader):
                 f"cannot convert {part[name].iloc[row - start]!r} to {kind}, the type of the "
                 f"column's first values ({_short(exc)})",
                 path=self.name,
-                row=row,
+                row=row + 1,  # rows count from 1 in messages, as in files
                 column=name,
             ) from None
 
-    def _digest_slice(self, start: int, stop: int) -> bytes:
+    def digest(self) -> str:
+        """SHA-256 of the schema, the row count and every column's content: a number column's
+        bytes, any other column's pandas hashes (by slice)."""
         import pandas as pd
 
-        hashed = pd.util.hash_pandas_object(self.frame.iloc[start:stop], index=False)
-        return np.ascontiguousarray(hashed.to_numpy()).tobytes()
+        h = hashlib.sha256(str(self.schema).encode())
+        h.update(str(self.num_rows).encode())
+        for name in self.frame.columns:
+            values = self._arrays.get(name)
+            if values is not None:
+                h.update(memoryview(np.ascontiguousarray(values)).cast("B"))
+                continue
+            column = self.frame[name]
+            for start in range(0, self.num_rows, MEMORY_ROWS):
+                part = column.iloc[start : start + MEMORY_ROWS]
+                h.update(pd.util.hash_pandas_object(part, index=False).to_numpy().tobytes())
+        return h.hexdigest()
 
 
 class NumpyReader(MemoryReader):
@@ -234,7 +257,7 @@ def _mixed(column: Any, head: Any, source: str, name: str, exc: BaseException) -
     return DataError(
         f"cannot convert {column.iloc[row]!r} to {kind}, the type of the column's first value",
         path=source,
-        row=row,
+        row=row + 1,  # rows count from 1 in messages, as in files
         column=name,
     )
 

@@ -31,7 +31,7 @@ from .fingerprint import Stamp
 from .memory import ArrowReader, MemoryReader, NumpyReader, PandasReader
 from .streams import StreamReader
 
-__all__ = ["ACCEPTED", "open_source", "with_target", "is_paths"]
+__all__ = ["ACCEPTED", "open_source", "with_target", "is_paths", "source_kind"]
 
 ACCEPTED = (
     "a path, glob, directory or URI (str), a list of them, a pyarrow Table, RecordBatch, "
@@ -58,8 +58,13 @@ def open_source(
     csv: CsvOptions | None = None,
     *,
     head_rows: int = HEAD_ROWS,
+    digest: bool = True,
 ) -> Dataset:
     """The :class:`Dataset` that reads ``source`` (see the module docstring).
+
+    In-memory data is hashed for the fingerprint (its ``digest``) only with ``digest``: the
+    hash is a pass over the data (about 0.5 s per GB), needed only to check a checkpoint's
+    data on resume, so a run without checkpoints skips it (``"digest": None``).
 
     Raises:
         UsageError: for anything else, naming the type received and the types accepted.
@@ -73,21 +78,22 @@ def open_source(
     if files is not None:
         return open_dataset(files, fmt, csv=csv)
     if isinstance(source, list | tuple) and source:
-        readers = [_reader(s, f"<{_kind(s)} {i}>", head_rows) for i, s in enumerate(source)]
+        readers = [_reader(s, f"<{source_kind(s)} {i}>", head_rows) for i, s in enumerate(source)]
     else:
-        readers = [_reader(source, f"<{_kind(source)}>", head_rows)]
-    return memory_dataset(readers)
+        readers = [_reader(source, f"<{source_kind(source)}>", head_rows)]
+    return memory_dataset(readers, digest=digest)
 
 
-def memory_dataset(readers: list[MemoryReader | StreamReader]) -> Dataset:
-    """A dataset of in-memory readers (slices of a known number of rows) and streams."""
+def memory_dataset(readers: list[MemoryReader | StreamReader], *, digest: bool = True) -> Dataset:
+    """A dataset of in-memory readers (slices of a known number of rows) and streams, their
+    content hashed for the fingerprint with ``digest``."""
     from .schema import unify
 
     files = []
     for r in readers:
         if isinstance(r, MemoryReader):
             layout = memory_units(r.num_rows)
-            stamp = Stamp(r.nbytes, None, r.digest())
+            stamp = Stamp(r.nbytes, None, r.digest() if digest else "")
             files.append(SourceFile(r.name, "memory", r.nbytes, layout, stamp, reader=r))
         else:
             files.append(
@@ -179,7 +185,8 @@ def _reader(source: Any, name: str, head_rows: int) -> MemoryReader | StreamRead
     )
 
 
-def _kind(source: Any) -> str:
+def source_kind(source: Any) -> str:
+    """What ``source`` is, as named in messages (``pandas.DataFrame``, ``iterator``, ...)."""
     if isinstance(source, pa.Table):
         return "pyarrow.Table"
     if isinstance(source, pa.RecordBatch):

@@ -8,7 +8,8 @@ be is a :class:`~streamgd.errors.DataError` naming the item and the column).
 
 **One-shot iterators.** The passes before training (statistics, categories, classes) read the
 first rows of the data. A one-shot stream keeps the items those passes read, up to
-``head_rows`` rows (the statistics pass's sample), and hands them to the next read before going
+``head_rows`` rows (the statistics pass's sample) and a few items more (what a pass that stops
+there may have read ahead), and hands them to the next read before going
 on with the iterator; the rest is read once, by the training pass. A second read past those
 first rows is an error that says to pass a callable instead.
 """
@@ -25,6 +26,8 @@ import pyarrow as pa
 from ..errors import DataError, UsageError
 
 __all__ = ["StreamReader", "as_arrow"]
+
+READ_AHEAD_ITEMS = 4  # items a one-shot stream keeps past its first rows (prefetch read-ahead)
 
 
 def as_arrow(item: Any, where: str) -> pa.Table | None:
@@ -65,6 +68,7 @@ class StreamReader:
         self._pending = itertools.chain([first], self._pending)
         self._head: list[pa.Table] = []  # one-shot: the first items, replayable
         self._head_held = 0
+        self._head_extra = 0  # items kept past head_rows
         self._live = self._pending if one_shot else None
         self._read_past_head = False
 
@@ -145,7 +149,9 @@ class StreamReader:
         assert self._live is not None
         for item in self._live:
             table = self._table(item, index, self.schema)
-            if self._head_held < self.head_rows:
+            # a few items past the first rows too: a pass that stops there may have read ahead
+            if self._head_held < self.head_rows or self._head_extra < READ_AHEAD_ITEMS:
+                self._head_extra += self._head_held >= self.head_rows
                 self._head.append(table)
                 self._head_held += table.num_rows
             elif not self._read_past_head:

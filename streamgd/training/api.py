@@ -14,7 +14,7 @@ from ..errors import UsageError
 from ..features.select import resolve_target
 from ..model import Model
 from ..settings import check_instance
-from ..sources import Dataset, open_source, with_target
+from ..sources import Dataset, is_paths, open_source, source_kind, with_target
 from .callbacks import Callback, CallbackList, api_callbacks
 from .checkpoint import CheckpointManager
 from .distributed import DistributedTrainer
@@ -44,6 +44,7 @@ def train(
     options: RunOptions | None = None,
     *,
     callbacks: Sequence[Callback] = (),
+    validation: Any = None,
 ) -> TrainResult:
     """Train, or resume training, on ``source`` (files or in-memory data: see
     :func:`streamgd.sources.open_source`) and return the model and the final state.
@@ -52,16 +53,30 @@ def train(
     is none); one that has already finished is returned as it is, without training. Without
     it, checkpoints of an earlier run in the directory are removed once this run has written
     its first checkpoint, so that a failed start never loses them.
+
+    ``validation`` is in-memory validation data (any source but files, which go in
+    ``config.validation``), scored after every epoch; ``config.validation`` then holds its
+    name (see :func:`fit`).
     """
     options = options or RunOptions()
     check_instance(config, FitConfig)
     check_instance(options, RunOptions)
     with single_blas_thread():
-        return _train(source, config, options, CallbackList(callbacks))
+        return _train(source, config, options, CallbackList(callbacks), validation)
 
 
-def _train(source: Any, config: FitConfig, options: RunOptions, hooks: CallbackList) -> TrainResult:
-    dataset = open_source(source, config.format, csv=config.csv_options())
+def _train(
+    source: Any,
+    config: FitConfig,
+    options: RunOptions,
+    hooks: CallbackList,
+    validation: Any = None,
+) -> TrainResult:
+    # in-memory data is hashed only to check a resumed checkpoint's data against it
+    digest = bool(options.checkpoint_dir)
+    dataset = open_source(
+        source, config.format, csv=config.csv_options(), head_rows=config.stats_rows, digest=digest
+    )
     config = resolve_target(config, dataset.schema, warn=hooks.on_warning)  # None: the default
     config = _check_source(dataset, config, options, hooks)
     for note in dataset.notes:  # columns widened between files
@@ -94,7 +109,12 @@ def _train(source: Any, config: FitConfig, options: RunOptions, hooks: CallbackL
             state = initial_state(dataset, config, options, warn=hooks.on_warning)
         elif state.finished:  # finished its epochs; more were asked for
             state.finished, state.stop_reason = False, None
-        trainer = Trainer(dataset, config, options, callbacks=hooks.callbacks, manager=manager)
+        scored = None
+        if validation is not None:
+            scored = open_source(validation, config.format, csv=config.csv_options())
+        trainer = Trainer(
+            dataset, config, options, callbacks=hooks.callbacks, manager=manager, validation=scored
+        )
         if options.cluster:
             state = DistributedTrainer(trainer, options.cluster).run(state)
         else:
@@ -122,6 +142,11 @@ def _check_source(
         raise UsageError(
             f"{name}: a one-shot iterator cannot be resumed from a checkpoint; pass a callable "
             "that returns a fresh iterator of the same batches (for example lambda: batches())"
+        )
+    if not config.stats_rows:
+        raise UsageError(
+            f"{name}: --stats-rows 0 reads all the data before training, which a one-shot "
+            "iterator cannot give twice; keep a sample (the default) or pass a callable"
         )
     if config.holds_out or config.holdout_rows:
         raise UsageError(
@@ -162,8 +187,10 @@ def fit(
     ``settings`` are the settings of :class:`FitConfig` (``loss``, ``optimizer``, ``lr``,
     ``epochs``, ``batch_size``, ``seed``, ...) and of :class:`RunOptions` (``checkpoint_dir``,
     ``resume``, ``init``, ``cluster``, ...), split by :func:`~streamgd.config.split_settings`:
-    an unknown keyword is a UsageError naming the closest setting. Returns the trained
-    :class:`Model`. Without ``target``, the one column named ``target``, ``label`` or ``y``.
+    an unknown keyword is a UsageError naming the closest setting. ``validation`` takes
+    validation files, or data like ``data`` (a DataFrame, a Table, ``(X, y)``, ...). Returns
+    the trained :class:`Model`. Without ``target``, the one column named ``target``,
+    ``label`` or ``y``.
 
     Warnings are Python warnings of category :class:`~streamgd.errors.StreamgdWarning`;
     ``verbose=True`` adds a progress bar (a widget in Jupyter) and one line per epoch on
@@ -175,7 +202,21 @@ def fit(
     >>> model = streamgd.fit(X, y, loss="logistic")  # doctest: +SKIP
     """
     data, target = with_target(data, y, target)
+    validation, settings = _in_memory_validation(settings)
     config_settings, run_settings = split_settings({"target": target, **settings})
     config = FitConfig(**config_settings)
     hooks = api_callbacks(callbacks, verbose=verbose, quiet=quiet)
-    return train(data, config, RunOptions(**run_settings), callbacks=hooks).model
+    options = RunOptions(**run_settings)
+    return train(data, config, options, callbacks=hooks, validation=validation).model
+
+
+def _in_memory_validation(settings: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """``validation=`` given data rather than paths (a DataFrame, ``(X, y)``, a Table...): the
+    data, and the settings with its name in its place (recorded in the model and checkpoints;
+    a resume is given the same data again)."""
+    given = settings.get("validation")
+    if given is None or is_paths(given):
+        return None, settings
+    if isinstance(given, tuple) and len(given) == 2 and not is_paths(given[0]):
+        given, _ = with_target(given[0], given[1], settings.get("target"))
+    return given, {**settings, "validation": (f"<{source_kind(given)}>",)}

@@ -39,8 +39,15 @@ __all__ = ["open_for", "start_state", "continue_state"]
 
 def open_for(source: Any, config: FitConfig) -> Dataset:
     """``source`` (anything :func:`~streamgd.sources.open_source` reads) as a dataset, read
-    with ``config``'s format and CSV options."""
-    return open_source(source, config.format, csv=config.csv_options())
+    with ``config``'s format and CSV options. In-memory data is not hashed: no checkpoint
+    of this state will be checked against it."""
+    return open_source(
+        source,
+        config.format,
+        csv=config.csv_options(),
+        head_rows=config.stats_rows,
+        digest=False,
+    )
 
 
 def start_state(

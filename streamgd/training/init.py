@@ -110,8 +110,12 @@ def _fresh_spec(
         categorical=categorical,
     )
     classes, frequencies = None, None
-    if multiclass:
-        classes, frequencies = known_classes or scan_classes(dataset, config.target)
+    if multiclass and known_classes is not None:
+        classes, frequencies = known_classes
+    elif multiclass:
+        # a one-shot stream gives its first rows only, as to the statistics pass
+        head = config.stats_rows if dataset.one_shot else 0
+        classes, frequencies = scan_classes(dataset, config.target, max_rows=head)
     decoder = Decoder.for_statistics(
         names,
         config.target,

@@ -97,8 +97,12 @@ class Trainer:
         *,
         callbacks: Sequence[Callback] = (),
         manager: CheckpointManager | None = None,
+        validation: Dataset | None = None,
     ) -> None:
         self.dataset, self.config, self.options = dataset, config, options
+        # in-memory validation data (the API's validation=frame), opened once; None: the
+        # --validation files of the config, opened for every epoch's scoring
+        self.validation = validation
         self.loss = config.make_loss()
         self.optimizer = config.make_optimizer()
         self.schedule = config.make_schedule()
@@ -277,6 +281,8 @@ class Trainer:
         if self.config.holds_out:  # the held-out rows of the training data itself
             paths = self.dataset
             select = holdout.selector(self.config, keep=True, dataset=self.dataset)
+        elif self.validation is not None:
+            paths, select = self.validation, None
         else:
             paths, select = list(self.config.validation), None
         scores = evaluate_model(model, paths, fmt=self.config.format, select=select)

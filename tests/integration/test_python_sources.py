@@ -212,8 +212,8 @@ def test_what_is_not_data_is_a_usage_error_naming_the_type(frame):
 
 def test_bad_values_name_the_source_row_and_column(frame):
     mixed = frame.astype({"b": object})
-    mixed.loc[2100, "b"] = "n/a"  # past the first values, which fix the column's type
-    with pytest.raises(DataError, match=r"<pandas.DataFrame>: row 2100: column 'b': cannot "):
+    mixed.loc[2100, "b"] = "n/a"  # the 2101st row: messages count rows from 1, as in files
+    with pytest.raises(DataError, match=r"<pandas.DataFrame>: row 2101: column 'b': cannot "):
         streamgd.fit(mixed, **SETTINGS)
 
     def batches():
@@ -246,3 +246,42 @@ def test_categorical_and_string_targets_from_a_frame(frame):
     model = streamgd.fit(data, target="label", loss="softmax", categorical=["colour"], epochs=2)
     assert set(model.classes) == {"high", "low"}
     assert streamgd.evaluate(model, data)["accuracy"] > 0.9
+
+
+def test_a_one_shot_stream_of_a_multiclass_target(frame):
+    """The classes of a one-shot stream come from its first rows (what the statistics pass
+    reads); a label first seen later is an error naming the stream and the row."""
+    label = np.where(frame["y"] > frame["y"].median(), "high", "low")
+    data = frame.drop(columns="y").assign(label=label)
+
+    def batches(rows):
+        for start in range(0, rows, 250):
+            yield data.iloc[start : min(start + 250, rows)]
+
+    model = streamgd.fit(batches(ROWS), target="label", loss="softmax", stats_rows=1000, quiet=True)
+    assert model.classes == ("high", "low")
+    late = data.assign(label=np.where(np.arange(ROWS) < 2000, data["label"], "other"))
+
+    def late_batches():
+        for start in range(0, ROWS, 250):
+            yield late.iloc[start : start + 250]
+
+    with pytest.raises(DataError, match=r"<iterator>: row 2001: column 'label'"):
+        streamgd.fit(late_batches(), target="label", loss="softmax", stats_rows=1000, quiet=True)
+    with pytest.raises(UsageError, match="stats-rows 0"):
+        streamgd.fit(batches(ROWS), target="label", loss="softmax", stats_rows=0)
+
+
+def test_in_memory_validation_data(frame):
+    """validation= takes data like the training data; it is scored after every epoch exactly
+    as the same rows in a file would be."""
+    train_rows, val_rows = frame.iloc[:2000], frame.iloc[2000:]
+    settings = {**SETTINGS, "epochs": 3, "quiet": True}
+    model = streamgd.fit(train_rows, validation=val_rows, **settings)
+    assert [e["val_rows"] for e in model.history] == [1000] * 3
+    assert model.history[-1]["val_mse"] == streamgd.evaluate(model, val_rows)["mse"]
+    x, y = val_rows[["a", "b", "c"]], val_rows["y"]
+    same = streamgd.fit(train_rows, validation=(x, y), **settings)
+    assert [e["val_loss"] for e in same.history] == [e["val_loss"] for e in model.history]
+    stopped = streamgd.fit(train_rows, validation=val_rows, patience=1, **{**settings, "epochs": 30})
+    assert len(stopped.history) < 30
