@@ -181,7 +181,8 @@ class StreamGDEstimator(BaseEstimator):
                 "X names files, so the target and the weights are columns of the files: give "
                 "target= (and weight=) and pass y=None, sample_weight=None"
             )
-        config = self._config(files=True)
+        # a classifier's loss is decided by the labels the files hold (_prepare_files)
+        config = self._config(files=True, loss=self.loss or "softmax")
         hooks = self._hooks()
         self.fitted_on_files_ = True
         with value_errors():

@@ -26,7 +26,7 @@ from typing import Any
 from ..blas import single_blas_thread
 from ..config import FitConfig, RunOptions
 from ..cursor import Cursor
-from ..errors import UsageError
+from ..errors import DataError, UsageError
 from ..settings import check_instance
 from ..sources import Dataset, open_source
 from .callbacks import Callback, CallbackList
@@ -95,6 +95,7 @@ def continue_state(
         )
     with single_blas_thread():
         dataset = open_for(source, config)
+        _check_columns(state, dataset)
         work = _fresh_pass(state, dataset)
         one_more = dataclasses.replace(config, epochs=state.epoch + 1)
         trainer = Trainer(dataset, one_more, options, callbacks=callbacks)
@@ -103,6 +104,17 @@ def continue_state(
     for f in dataclasses.fields(TrainState):
         setattr(state, f.name, getattr(work, f.name))
     return state
+
+
+def _check_columns(state: TrainState, dataset: Dataset) -> None:
+    """A DataError naming the first column the state reads that the new source lacks."""
+    for name in state.spec.input_columns(has_target=True):
+        if name not in dataset.schema.names:
+            raise DataError(
+                "the data lacks the column, which the state was trained on",
+                path=dataset.files[0].path,
+                column=name,
+            )
 
 
 def _fresh_pass(state: TrainState, dataset: Dataset) -> TrainState:
