@@ -12,17 +12,19 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any
 
+from .config_checks import check_combinations
 from .constraints import Flag, Integer, Interval, Names, Options
 from .errors import UsageError
 from .features import INFINITE_POLICIES, MISSING_POLICIES
 from .features.categorical import MAX_HASH_BITS
 from .features.outliers import OUTLIER_POLICIES
+from .features.weights import check_weight_settings
 from .losses import LOSSES
 from .optimizers import OPTIMIZERS
 from .run_options import RUN_SETTINGS, RunOptions
 from .schedules import SCHEDULES
 from .settings import Setting, check_settings, setting, settings_of, unknown_setting
-from .solvers import SOLVERS, get_solver
+from .solvers import SOLVERS
 from .sources import FORMATS
 
 __all__ = [
@@ -111,6 +113,22 @@ class FitConfig:
     )
     format: str = setting(
         "auto", Options(FORMATS), "data", "Input format; auto: by file extension."
+    )
+    weight: str | None = setting(
+        None,
+        None,  # checked by features.weights.check_weight_settings
+        "data",
+        "Column of per-row weights (finite, >= 0; never a feature): the objective is the "
+        "weighted mean loss; evaluate weighs by it too.",
+        metavar="COLUMN",
+    )
+    class_weight: str | None = setting(
+        None,
+        None,  # the API also takes a {label: weight} dict; checked as --weight
+        "model",
+        "logistic, hinge, softmax: 'balanced' (rows / (classes x rows of the class), from the "
+        "statistics pass) or LABEL=WEIGHT pairs, e.g. 'a=2,b=1' (others weigh 1).",
+        metavar="balanced|LABEL=W,...",
     )
     # -- model
     loss: str = setting(
@@ -386,23 +404,10 @@ class FitConfig:
             if value is not None and hasattr(value, "__iter__"):  # else the check says what
                 object.__setattr__(self, name, tuple(value) or None)
         self.csv_options()  # its own checks
+        object.__setattr__(self, "class_weight", check_weight_settings(self))
         check_settings(self, CONFIG_SETTINGS)
         self.make_loss(), self.make_optimizer(), self.make_schedule()  # their own checks
-        if self.patience is not None and not self.validates:
-            raise UsageError(
-                "--patience stops on the validation loss: it needs --validation, --holdout or "
-                "--holdout-rows"
-            )
-        if sum(map(bool, (self.validation, self.holdout, self.holdout_rows))) > 1:
-            raise UsageError("use one of --validation, --holdout and --holdout-rows")
-        get_solver(self.solver).check(self)  # what the solver cannot do
-        if self.categorical and self.record_path:
-            raise UsageError(
-                "--categorical features are trained by gradient descent: they cannot be "
-                "combined with --solver normal or --record-path"
-            )
-        if self.hash_bits is not None and not self.categorical:
-            raise UsageError("--hash-bits encodes --categorical columns: name them too")
+        check_combinations(self)
 
     @property
     def learning_rate(self) -> float:

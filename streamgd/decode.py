@@ -117,6 +117,20 @@ def as_float(col: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
     return pc.cast(col, pa.float64(), safe=False)
 
 
+def _but_last(screen: Callable[[np.ndarray, str, int], np.ndarray] | None):
+    """``screen`` applied to every column but the last (the weights, which it does not
+    check): the matrix as it was, or with those columns as ``screen`` returned them."""
+    if screen is None:
+        return None
+
+    def apply(m: np.ndarray, path: str, first_row: int) -> np.ndarray:
+        head = m[:, :-1]
+        out = screen(head, path, first_row)
+        return m if out is head else np.asfortranarray(np.column_stack([out, m[:, -1]]))
+
+    return apply
+
+
 @dataclass(frozen=True, eq=False)
 class Decoder:
     """How pieces of a unit become prepared rows: which ``columns`` to read (and in which
@@ -151,10 +165,12 @@ class Decoder:
         classes: Sequence | None = None,
         select: Select | None = None,
         screen: Callable[[np.ndarray, str, int], np.ndarray] | None = None,
+        weight: str | None = None,
     ) -> Decoder:
-        """The statistics pass: raw float64 values of the features and the target, missing
-        values left as NaN for the statistics to skip (no fill yet), class labels as codes,
-        each matrix passed through ``screen`` (the outlier check) before row preparation."""
+        """The statistics pass: raw float64 values of the features and the target (and, last,
+        the ``weight`` column), missing values left as NaN for the statistics to skip (no fill
+        yet), class labels as codes, each matrix passed through ``screen`` (the outlier check)
+        before row preparation."""
         converters = {} if classes is None else {target: label_encoder(classes, target)}
         prepare = preparer(
             names,
@@ -164,8 +180,11 @@ class Decoder:
             fill=None,
             check_target=target_check(loss),
             select=select,
+            weight=weight,
         )
-        return cls((*names, target), prepare, converters, screen=screen)
+        if weight is None:
+            return cls((*names, target), prepare, converters, screen=screen)
+        return cls((*names, target, weight), prepare, converters, screen=_but_last(screen))
 
     @classmethod
     def for_training(
@@ -190,6 +209,7 @@ class Decoder:
             fill=(spec.fill - spec.center).astype(dtype),
             check_target=target_check(loss),
             select=select,
+            weight=spec.weight_column,
         )
         return cls(
             spec.columns,
@@ -201,10 +221,14 @@ class Decoder:
         )
 
     @classmethod
-    def for_scoring(cls, model, *, select: Select | None = None) -> Decoder:
+    def for_scoring(
+        cls, model, *, select: Select | None = None, weighted: bool = False
+    ) -> Decoder:
         """Evaluation (and the plots' loss surface) of a trained ``model``: raw float64 rows
-        with the target, the model's own training-time missing/infinite policy and fill."""
+        with the target, the model's own training-time missing/infinite policy and fill;
+        ``weighted``: with the model's ``--weight`` column last (the data has it)."""
         spec = model.spec
+        weight = spec.weight_column if weighted else None
         prepare = preparer(
             spec.names,
             spec.target,
@@ -213,9 +237,10 @@ class Decoder:
             fill=spec.fill,
             check_target=target_check(model.make_loss()),
             select=select,
+            weight=weight,
         )
         return cls(
-            spec.columns,
+            spec.input_columns(has_target=True, weight=weight is not None),
             prepare,
             spec.converters() or {},
             guard=spec.outlier_guard(has_target=True),

@@ -37,7 +37,12 @@ def metric_names(task: str) -> tuple[str, ...]:
 
 
 class Accumulator:
-    """Accumulates the metrics of one task over batches; ``result()`` gives a dict."""
+    """Accumulates the metrics of one task over batches; ``result()`` gives a dict.
+
+    Weighted metrics: an update with ``weight`` (one per row) counts each row by its weight
+    (the sums, the AUC histograms, the target's mean and spread, and the total that means
+    divide by, ``total``); an accumulator is either weighted or not throughout.
+    """
 
     def __init__(self, task: str, *, auc: bool = True) -> None:
         self.task = task
@@ -46,6 +51,7 @@ class Accumulator:
         self.sums = np.zeros(6)  # regression: err2, |err| / binary: logloss, tp, fp, tn, fn
         self.y_mean = 0.0  # regression: running mean and sum of squared deviations of y
         self.y_m2 = 0.0
+        self.total: float | None = None  # weighted: the rows' summed weight
         if task in ("binary", "margin"):
             self.hist = np.zeros((2, AUC_BINS), dtype=np.int64)
 
@@ -58,6 +64,8 @@ class Accumulator:
         }
         if hasattr(self, "hist"):
             out["hist"] = self.hist.copy()
+        if self.total is not None:
+            out["total"] = np.asarray(self.total)
         return out
 
     @classmethod
@@ -67,14 +75,17 @@ class Accumulator:
         acc.y_mean, acc.y_m2 = (float(v) for v in state["y"])
         if "hist" in state:
             acc.hist = state["hist"].copy()
+        if "total" in state:
+            acc.total = float(state["total"])
         return acc
 
-    def update_scaled(self, t, p, unit: float, center: float, link) -> None:
-        """``update(t * unit + center, link(p * unit + center))`` for a batch in training units
-        (the trainer's standardised target); for regression (identity link) without forming
-        either, since the error and the target's spread only scale by ``unit``."""
-        if self.task != "regression" or link is not identity or len(t) == 0:
-            self.update(t * unit + center, link(p * unit + center))
+    def update_scaled(self, t, p, unit: float, center: float, link, *, weight=None) -> None:
+        """``update(t * unit + center, link(p * unit + center), weight)`` for a batch in
+        training units (the trainer's standardised target); for regression (identity link)
+        without forming either, since the error and the target's spread only scale by
+        ``unit``."""
+        if self.task != "regression" or link is not identity or len(t) == 0 or weight is not None:
+            self.update(t * unit + center, link(p * unit + center), weight)
             return
         n0, n = self.n, len(t)
         self.n += n
@@ -88,8 +99,11 @@ class Accumulator:
         self.y_m2 += float(dev @ dev) * (unit * unit) + delta * delta * n0 * n / self.n
         self.y_mean += delta * n / self.n
 
-    def update(self, y: np.ndarray, p: np.ndarray) -> None:
+    def update(self, y: np.ndarray, p: np.ndarray, weight: np.ndarray | None = None) -> None:
         if len(y) == 0:
+            return
+        if weight is not None:
+            self._update_weighted(y, p, np.asarray(weight, dtype=np.float64))
             return
         n0 = self.n
         self.n += len(y)
@@ -128,8 +142,49 @@ class Accumulator:
         self.hist[1] += np.bincount(idx[pos], minlength=AUC_BINS)
         self.hist[0] += np.bincount(idx[~pos], minlength=AUC_BINS)
 
+    def _update_weighted(self, y: np.ndarray, p: np.ndarray, w: np.ndarray) -> None:
+        """:meth:`update` counting each row by its weight ``w``."""
+        before = self.total or 0.0
+        batch = float(w.sum())
+        self.n += len(y)
+        self.total = before + batch
+        if self.task == "multiclass":
+            codes = np.asarray(y).astype(np.int64)
+            picked = np.clip(p[np.arange(len(codes)), codes], _EPS, 1.0)
+            correct = float(w[p.argmax(axis=1) == codes].sum())
+            self.sums += [-(w * np.log(picked)).sum(), correct, 0.0, 0.0, 0.0, 0.0]
+            return
+        if self.task == "regression":
+            err = p - y
+            self.sums[0] += (w * err) @ err
+            self.sums[1] += w @ np.abs(err)
+            if batch > 0:  # the weighted Chan merge of the target's mean and spread
+                mean = float(w @ y) / batch
+                dev = y - mean
+                delta = mean - self.y_mean
+                self.y_m2 += float((w * dev) @ dev) + delta * delta * before * batch / self.total
+                self.y_mean += delta * batch / self.total
+            return
+        if self.task == "margin":
+            p = 0.5 * (1.0 + np.tanh(0.5 * np.clip(p, -40, 40)))
+        q = np.clip(p, _EPS, 1.0 - _EPS)
+        logloss = -(w * (y * np.log(q) + (1.0 - y) * np.log1p(-q))).sum()
+        pred = p >= 0.5
+        pos = y == 1.0
+        tp, fp = w[pred & pos].sum(), w[pred & ~pos].sum()
+        tn, fn = w[~pred & ~pos].sum(), w[~pred & pos].sum()
+        self.sums += [logloss, tp, fp, tn, fn, 0.0]
+        if not self.auc:
+            return
+        logit = np.log(q) - np.log1p(-q)
+        idx = ((logit + AUC_RANGE) * (AUC_BINS / (2 * AUC_RANGE))).astype(np.int64)
+        np.clip(idx, 0, AUC_BINS - 1, out=idx)
+        self.hist = self.hist.astype(np.float64, copy=False)
+        self.hist[1] += np.bincount(idx[pos], weights=w[pos], minlength=AUC_BINS)
+        self.hist[0] += np.bincount(idx[~pos], weights=w[~pos], minlength=AUC_BINS)
+
     def result(self) -> dict[str, float]:
-        n = max(self.n, 1)
+        n = max(self.n, 1) if self.total is None else (self.total if self.total > 0 else 1.0)
         if self.task == "regression":
             err2, abs_err = self.sums[:2]
             sst = self.y_m2

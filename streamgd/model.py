@@ -11,15 +11,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from .archive import read_archive, write_archive
 from .decode import Decoder
 from .errors import CheckpointError, DataError, UsageError
 from .features import OTHER, FeatureSpec
-from .sources import is_numeric
+from .sources import MEMORY_ROWS, is_numeric, is_paths, open_source
+from .sources.streams import as_arrow
 from .spec_archive import spec_arrays, spec_from, spec_meta
+
+PREDICT_ROWS = MEMORY_ROWS  # rows scored at once by Model.predict
 
 __all__ = ["Model", "load", "as_model"]
 
@@ -132,13 +134,26 @@ class Model:
             out = out + s.neutral_code_weights(self.code_weights)[codes].sum(axis=1)
         return out * s.target_scale + s.target_center
 
-    def predict(self, data: pa.Table | pd.DataFrame | np.ndarray) -> np.ndarray:
-        """Predictions (a probability of class 1 for logistic) for a pyarrow Table, pandas
-        DataFrame (columns by name) or numpy array (columns in :attr:`features` order).
-        Missing feature values are imputed with the training mean (an error for a model trained
-        with ``missing="error"``)."""
+    def predict(self, data: Any) -> np.ndarray:
+        """Predictions (a probability of class 1 for logistic; the class label for softmax)
+        for a pyarrow Table, pandas or polars DataFrame (columns by name), numpy array
+        (columns in :attr:`features` order), or any other source
+        :func:`streamgd.sources.open_source` reads (files, streams: one prediction per row,
+        in their order). The data is scored in slices of 65,536 rows, so it is never copied
+        whole. Missing feature values are imputed with the training mean (an error for a
+        model trained with ``missing="error"``)."""
+        return self._each_piece(data, self._predict_piece)
+
+    def predict_proba(self, data: Any) -> np.ndarray:
+        """Class probabilities, (rows, classes) in :attr:`classes` order (softmax models), or
+        the probability of class 1 (logistic); ``data`` as for :meth:`predict`."""
+        if self.classes is None:
+            return self.predict(data)
+        return self._each_piece(data, self._proba_piece)
+
+    def _predict_piece(self, data: Any, first_row: int) -> np.ndarray:
         x, codes = self._inputs(data)
-        x = self._finite(x)
+        x = self._finite(x, first_row)
         missing = np.isnan(x)
         if missing.any():
             if self.spec.missing == "error":
@@ -146,24 +161,61 @@ class Model:
                 raise DataError(
                     "value is missing and the model was trained with --missing error",
                     column=self.features[c],
-                    row=int(r) + 1,
+                    row=first_row + int(r) + 1,
                 )
             x = np.where(missing, self.spec.fill, x)
         if self.classes is not None:
             return np.asarray(self.classes, dtype=object)[self.decision(x, codes).argmax(axis=1)]
         return self.make_loss().link(self.decision(x, codes))
 
-    def predict_proba(self, data: pa.Table | pd.DataFrame | np.ndarray) -> np.ndarray:
-        """Class probabilities, (rows, classes) in :attr:`classes` order (softmax models), or
-        the probability of class 1 (logistic)."""
-        if self.classes is None:
-            return self.predict(data)
+    def _proba_piece(self, data: Any, first_row: int) -> np.ndarray:
         x, codes = self._inputs(data)
-        x = self._finite(x)
+        x = self._finite(x, first_row)
         x = np.where(np.isnan(x), self.spec.fill, x)
         return self.make_loss().link(self.decision(x, codes))
 
-    def _finite(self, x: np.ndarray) -> np.ndarray:
+    def _each_piece(self, data: Any, score) -> np.ndarray:
+        """``score(piece, first_row)`` of every slice of ``data``, concatenated."""
+        out = [score(piece, first) for piece, first in self._pieces(data)]
+        return np.concatenate(out) if len(out) > 1 else out[0]
+
+    def _pieces(self, data: Any):
+        """``data`` in slices of at most ``PREDICT_ROWS`` rows (one empty slice when it has no
+        row), with each slice's first row."""
+        if isinstance(data, np.ndarray) or isinstance(data, list | tuple) and not is_paths(data):
+            x = self._array(data)
+            for start in range(0, max(len(x), 1), PREDICT_ROWS):
+                yield x[start : start + PREDICT_ROWS], start
+            return
+        if _is_frame(data) or isinstance(data, pa.Table | pa.RecordBatch):
+            n = data.num_rows if isinstance(data, pa.Table | pa.RecordBatch) else len(data)
+            for start in range(0, max(n, 1), PREDICT_ROWS):
+                if isinstance(data, pa.Table | pa.RecordBatch):
+                    yield data.slice(start, PREDICT_ROWS), start
+                else:
+                    yield data.iloc[start : start + PREDICT_ROWS], start
+            return
+        try:
+            dataset = open_source(data)
+        except UsageError:
+            raise UsageError(self._expected(data)) from None
+        columns = [*self.features, *(c.name for c in self.spec.categoricals)]
+        missing = [n for n in columns if n not in dataset.schema.names]
+        if missing:
+            raise DataError(
+                f"input lacks feature column(s) {', '.join(missing)}", path=dataset.files[0].path
+            )
+        empty = True
+        row = 0
+        for unit in dataset.units:
+            for table, _ in dataset.iter_unit(unit, columns):
+                empty = False
+                yield table, row
+                row += table.num_rows
+        if empty:
+            yield pa.table({n: pa.array([], dataset.schema.field(n).type) for n in columns}), 0
+
+    def _finite(self, x: np.ndarray, first_row: int = 0) -> np.ndarray:
         """Infinities are an error, or missing values for a model trained with
         ``infinite="missing"``."""
         inf = np.isinf(x)
@@ -173,14 +225,16 @@ class Model:
             return np.where(inf, np.nan, x)
         r, c = np.argwhere(inf)[0]
         raise DataError(
-            "infinite value; expected a finite number", column=self.features[c], row=int(r) + 1
+            "infinite value; expected a finite number",
+            column=self.features[c],
+            row=first_row + int(r) + 1,
         )
 
     def _inputs(self, data) -> tuple[np.ndarray, np.ndarray | None]:
         """The numeric feature matrix and the categorical code indices of ``data``: a table,
         a DataFrame (columns by name), or a numeric array (features in order, no categoricals)."""
-        if isinstance(data, pd.DataFrame):
-            data = pa.Table.from_pandas(data, preserve_index=False)
+        if _is_frame(data):
+            data = as_arrow(data, "<DataFrame>")
         categorical = [c.name for c in self.spec.categoricals]
         if isinstance(data, pa.Table | pa.RecordBatch):
             missing = [n for n in (*self.features, *categorical) if n not in data.schema.names]
@@ -198,17 +252,23 @@ class Model:
             )
         return self._array(data), None
 
+    def _expected(self, data: Any) -> str:
+        return (
+            "expected a pyarrow Table, a pandas or polars DataFrame, a 2-d numeric array of "
+            f"{len(self.features)} feature columns ({', '.join(self.features)}) or another "
+            f"source of data (files, a stream), got {_kind(data)}"
+        )
+
     def _array(self, data) -> np.ndarray:
+        """A numeric array (or list) of feature rows, as float64 only slice by slice."""
         try:
-            x = np.asarray(data, dtype=np.float64)
+            x = np.asarray(data)
+            if x.dtype.kind not in "biuf":
+                x = np.asarray(data, dtype=np.float64)
         except (TypeError, ValueError):
             x = None
         if x is None or x.ndim not in (1, 2):
-            raise UsageError(
-                "expected a pyarrow Table, a pandas DataFrame or a 2-d numeric array of "
-                f"{len(self.features)} feature columns ({', '.join(self.features)}), got "
-                f"{_kind(data)}"
-            )
+            raise UsageError(self._expected(data))
         if x.ndim == 1:
             x = x.reshape(1, -1) if len(self.features) > 1 else x.reshape(-1, 1)
         if x.shape[1] != len(self.features):
@@ -271,10 +331,27 @@ class Model:
                 n: {"center": float(c), "scale": float(s)}
                 for n, c, s in zip(self.features, self.spec.center, self.spec.scale, strict=True)
             },
+            "weights": self._weights(),
             "summary": self.summary,
             "history": self.history,
             "recorded_path_rows": 0 if self.trajectory is None else len(self.trajectory),
             "settings": self.config,
+        }
+
+    def _weights(self) -> dict[str, Any] | None:
+        """How training weighed the rows (``inspect``): the --weight column, each class's
+        weight (by label) and the mean weight that normalised them; None: unweighted."""
+        w = self.spec.weighting
+        if w is None:
+            return None
+        labels = self.classes if self.classes is not None else (0, 1)
+        return {
+            "column": w.column,
+            "class_weight": self.config.get("class_weight"),
+            "class_weights": None
+            if w.class_weights is None
+            else {str(c): float(v) for c, v in zip(labels, w.class_weights, strict=True)},
+            "mean_weight": w.mean,
         }
 
     # -- persistence --------------------------------------------------------------------------
@@ -372,6 +449,12 @@ def _holds(path: str, blob: bytes) -> bool:
         return rows[0] == rows[1]
     except (OSError, ValueError):
         return False
+
+
+def _is_frame(data: Any) -> bool:
+    """A pandas or polars DataFrame (without importing either)."""
+    module = type(data).__module__.split(".")[0]
+    return module in ("pandas", "polars") and type(data).__name__ == "DataFrame"
 
 
 def _kind(data: Any) -> str:

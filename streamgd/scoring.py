@@ -52,6 +52,16 @@ def _check_model_columns(schema: pa.Schema, model: Model, path: str) -> None:
     check_columns(schema, names, path, what="categorical feature", numeric=False)
 
 
+def _weight_column(model: Model, schema: pa.Schema, path: str) -> str | None:
+    """The model's ``--weight`` column when the evaluated data has it (then the metrics are
+    weighted by it), else None."""
+    column = model.spec.weight_column
+    if column is None or column not in schema.names:
+        return None
+    check_columns(schema, [column], path, what="weight", numeric=True)
+    return column
+
+
 def predict_files(
     model: Model,
     paths: Any,
@@ -148,7 +158,9 @@ def _write_empty(tmp: str, out_format: str, id_types: dict[str, pa.DataType], co
 def evaluate(model: Model, data: Any, y: Any = None, *, fmt: str = "auto") -> dict[str, Any]:
     """Metrics of ``model`` (a :class:`Model` or the path of a model file) on labelled data;
     rows whose target is null are skipped and counted (``skipped_null_target``), missing
-    features imputed as in training.
+    features imputed as in training. A model trained with ``--weight`` weighs the rows by that
+    column when the data has it (the result then names it, ``weighted_by``, and gives
+    ``total_weight``); class weights are a training device and do not weigh the metrics.
 
     ``data`` is any source :func:`streamgd.sources.open_source` reads: files (one ``str`` is
     one path, a list several), a pyarrow Table, a pandas or polars DataFrame, a numpy ``X``
@@ -176,10 +188,11 @@ def _evaluate(model: Model, paths: Any, fmt: str, select=None) -> dict[str, Any]
     n_feat = len(model.features)
     counts = count_vector(n_feat)
     loss_sum = 0.0
+    weight = _weight_column(model, dataset.schema, first)
     prefetch = Prefetcher(
         dataset,
         range(len(dataset.units)),
-        Decoder.for_scoring(model, select=select),
+        Decoder.for_scoring(model, select=select, weighted=weight is not None),
     )
     try:
         for chunk in prefetch:
@@ -189,12 +202,18 @@ def _evaluate(model: Model, paths: Any, fmt: str, select=None) -> dict[str, Any]
                 continue
             y = raw[:, n_feat]
             p = model.decision(raw[:, :n_feat], model.spec.codes(raw))
-            loss_sum += float(loss.value(p, y).sum())
-            acc.update(y, loss.link(p))
+            values = loss.value(p, y)
+            w = None if weight is None else raw[:, -1]
+            loss_sum += float(values.sum() if w is None else w @ values)
+            acc.update(y, loss.link(p), w)
             prefetch.release(chunk)
     finally:
         prefetch.close()
-    result: dict[str, Any] = {"rows": acc.n, **acc.result(), "loss": loss_sum / max(acc.n, 1)}
+    total = max(acc.n, 1) if acc.total is None else (acc.total or 1.0)
+    result: dict[str, Any] = {"rows": acc.n, **acc.result(), "loss": loss_sum / total}
+    if weight is not None:  # said in the output: these metrics are weighted
+        result["weighted_by"] = weight
+        result["total_weight"] = float(acc.total or 0.0)
     result |= describe_counts(counts, model.features, model.spec.missing)
     result["files"] = len(dataset.files)
     return result

@@ -12,7 +12,8 @@ The state is a dict of arrays like an optimiser's (so it is checkpointed and res
 way): ``A'A``, ``A't``, ``t't`` and the row count for ``A = [z, 1]``, the standardised
 features with an intercept column, and the (standardised) target ``t``. Solving gives the
 minimiser of ``mean(0.5 (A w - t)^2) + l2/2 ||w_features||^2``, the same objective the
-iterative optimisers minimise.
+iterative optimisers minimise; with sample weights, the weighted mean (weighted normal
+equations ``A'WA w = A'Wt``, divided by the summed weight).
 """
 
 from __future__ import annotations
@@ -48,13 +49,27 @@ def normal_init(n_params: int) -> dict[str, np.ndarray]:
 
 
 def normal_accumulate(
-    state: dict[str, np.ndarray], x: np.ndarray, t: np.ndarray, inv_scale: np.ndarray
+    state: dict[str, np.ndarray],
+    x: np.ndarray,
+    t: np.ndarray,
+    inv_scale: np.ndarray,
+    weight: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Add a batch (centred features ``x``, target ``t``) to the sums, in float64."""
+    """Add a batch (centred features ``x``, target ``t``) to the sums, in float64; with
+    ``weight`` (one per row) the weighted sums ``A'WA``, ``A'Wt``, ``t'Wt`` and, in place of
+    the row count, the summed weight."""
     a = np.empty((len(t), x.shape[1] + 1))
     np.multiply(x, inv_scale, out=a[:, :-1])
     a[:, -1] = 1.0
     t64 = np.asarray(t, dtype=np.float64)
+    if weight is not None:
+        aw = a * weight[:, None]
+        return {
+            "ata": state["ata"] + aw.T @ a,
+            "aty": state["aty"] + aw.T @ t64,
+            "yty": state["yty"] + (weight * t64) @ t64,
+            "rows": state["rows"] + float(np.sum(weight)),
+        }
     return {
         "ata": state["ata"] + a.T @ a,
         "aty": state["aty"] + a.T @ t64,
@@ -71,7 +86,7 @@ def normal_solve(state: dict[str, np.ndarray], l2: float) -> np.ndarray:
     >>> normal_solve(s, 0.0).round(6).tolist()
     [2.0, 3.0]
     """
-    n = max(int(state["rows"]), 1)
+    n = _rows(state)
     lhs = state["ata"] / n
     if l2:
         lhs = lhs + l2 * np.diag(np.r_[np.ones(len(lhs) - 1), 0.0])
@@ -81,9 +96,18 @@ def normal_solve(state: dict[str, np.ndarray], l2: float) -> np.ndarray:
 
 def normal_loss(state: dict[str, np.ndarray], params: np.ndarray) -> float:
     """Mean half squared error of ``params`` over the accumulated rows, from the sums alone."""
-    n = max(int(state["rows"]), 1)
+    n = _rows(state)
     sse = float(state["yty"] - 2 * params @ state["aty"] + params @ state["ata"] @ params)
     return 0.5 * max(sse, 0.0) / n
+
+
+def _rows(state: dict[str, np.ndarray]) -> float:
+    """What the sums are divided by: the rows (weighted: their summed weight), at least 1
+    when there are none."""
+    rows = state["rows"]
+    if rows.dtype.kind == "i":  # unweighted: the row count, as it always was
+        return max(int(rows), 1)
+    return float(rows) if rows > 0 else 1.0
 
 
 class BatchUpdate(NamedTuple):
@@ -100,6 +124,8 @@ class BatchUpdate(NamedTuple):
 
 # update(params, opt_state, raw rows, lr) -> BatchUpdate
 Update = Callable[[np.ndarray, dict[str, np.ndarray], np.ndarray, float], BatchUpdate]
+# weights(raw rows) -> each row's normalised weight (see features.weights.Weighting.effective)
+Weights = Callable[[np.ndarray], np.ndarray]
 
 
 class Solver:
@@ -120,10 +146,17 @@ class Solver:
         raise NotImplementedError
 
     def make_update(
-        self, *, step: Update, n_features: int, inv_scale: np.ndarray, target_scale: float
+        self,
+        *,
+        step: Update,
+        n_features: int,
+        inv_scale: np.ndarray,
+        target_scale: float,
+        weights: Weights | None = None,
     ) -> Update:
         """The per-batch update; ``step`` is the optimiser step of :func:`streamgd.step.make_step`
-        on centred rows ``[features..., target]``."""
+        on centred rows ``[features..., target, ...]``; ``weights`` gives the rows' sample
+        weights (None: unweighted)."""
         raise NotImplementedError
 
     def finish(
@@ -143,9 +176,15 @@ class GradientDescent(Solver):
         return optimizer.init(params)
 
     def make_update(
-        self, *, step: Update, n_features: int, inv_scale: np.ndarray, target_scale: float
+        self,
+        *,
+        step: Update,
+        n_features: int,
+        inv_scale: np.ndarray,
+        target_scale: float,
+        weights: Weights | None = None,
     ) -> Update:
-        return step
+        return step  # the step weighs the rows itself
 
 
 class NormalEquations(Solver):
@@ -172,13 +211,20 @@ class NormalEquations(Solver):
         return normal_init(len(params))
 
     def make_update(
-        self, *, step: Update, n_features: int, inv_scale: np.ndarray, target_scale: float
+        self,
+        *,
+        step: Update,
+        n_features: int,
+        inv_scale: np.ndarray,
+        target_scale: float,
+        weights: Weights | None = None,
     ) -> Update:
         def update(params, opt_state, raw, lr):  # noqa: ARG001
             t = raw[:, n_features]
             if target_scale != 1.0:
                 t = t / target_scale
-            sums = normal_accumulate(opt_state, raw[:, :n_features], t, inv_scale)
+            w = None if weights is None else weights(raw)
+            sums = normal_accumulate(opt_state, raw[:, :n_features], t, inv_scale, w)
             return BatchUpdate(params, sums, 0.0, None, t)
 
         return update

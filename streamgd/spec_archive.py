@@ -9,6 +9,7 @@ import numpy as np
 
 from .features import FeatureSpec
 from .features.categorical import Categorical
+from .features.weights import Weighting
 
 __all__ = ["spec_arrays", "spec_meta", "spec_from"]
 
@@ -26,6 +27,8 @@ def spec_arrays(spec: FeatureSpec) -> dict[str, np.ndarray]:
         arrays["precond"] = spec.precond
     if spec.bounds is not None:  # older files have none: no outlier check
         arrays["bounds"] = spec.bounds
+    if spec.weighting is not None and spec.weighting.class_weights is not None:
+        arrays["class_weights"] = spec.weighting.class_weights
     return arrays
 
 
@@ -39,6 +42,8 @@ def spec_meta(spec: FeatureSpec) -> dict[str, Any]:
         "categoricals": [c.to_meta() for c in spec.categoricals],
         "infinite": spec.infinite,
         "outliers": spec.outliers,
+        # --weight / --class-weight (absent: unweighted, as every older file)
+        **({} if spec.weighting is None else {"weighting": spec.weighting.to_meta()}),
     }
 
 
@@ -58,4 +63,11 @@ def spec_from(meta: dict, arrays: dict[str, np.ndarray]) -> FeatureSpec:
         meta.get("infinite", "error"),
         meta.get("outliers", "warn"),
         arrays.get("bounds"),
+        _weighting(meta.get("weighting"), arrays.get("class_weights")),
     )
+
+
+def _weighting(meta: dict | None, class_weights: np.ndarray | None) -> Weighting | None:
+    if meta is None:
+        return None
+    return Weighting(meta.get("column"), class_weights, float(meta["mean"]))

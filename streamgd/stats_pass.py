@@ -17,7 +17,7 @@ from .errors import DataError
 from .features import Stats
 from .sources import Dataset
 
-__all__ = ["stats_order", "compute_stats"]
+__all__ = ["stats_order", "compute_stats", "compute_class_stats"]
 
 
 def stats_order(dataset: Dataset, *, max_rows: int, seed: int) -> np.ndarray:
@@ -30,23 +30,64 @@ def stats_order(dataset: Dataset, *, max_rows: int, seed: int) -> np.ndarray:
     return np.arange(n_units)
 
 
-def compute_stats(dataset: Dataset, decoder: Decoder, *, max_rows: int, seed: int) -> Stats:
+def compute_stats(
+    dataset: Dataset, decoder: Decoder, *, max_rows: int, seed: int, weighted: bool = False
+) -> Stats:
     """The statistics pass: NaN-aware mean and std of every column of ``decoder`` (the
-    features, then the target: see :meth:`Decoder.for_statistics`).
+    features, then the target: see :meth:`Decoder.for_statistics`); with ``weighted``, the
+    decoder's last column holds the row weights, and the statistics of the others are
+    weighted by them.
 
     Reads whole row groups, or CSV blocks, until ``max_rows`` rows were seen; with Parquet and
     more rows than that, the row groups are picked in a seeded random order so that the sample
     spans the data (a CSV file's rows are counted only by reading it: CSV gives the first
     rows). ``max_rows=0`` reads everything.
     """
+    return _read(dataset, decoder, max_rows, seed, _summarise(weighted, 0))[0]
+
+
+def compute_class_stats(
+    dataset: Dataset,
+    decoder: Decoder,
+    *,
+    max_rows: int,
+    seed: int,
+    weighted: bool,
+    n_classes: int,
+) -> list[Stats]:
+    """:func:`compute_stats` of the rows of each class apart (the target's codes ``0`` to
+    ``n_classes - 1``), so that class weights known only at the end of the pass can weight
+    them (see :meth:`Stats.scaled`)."""
+    return _read(dataset, decoder, max_rows, seed, _summarise(weighted, n_classes))
+
+
+def _summarise(weighted: bool, n_classes: int):
+    """``rows -> [Stats]``: one of all rows (``n_classes`` 0), or one per class code."""
+
+    def summarise(m: np.ndarray) -> list[Stats]:
+        x, w = (m[:, :-1], m[:, -1]) if weighted else (m, None)
+        if not n_classes:
+            return [Stats.of(x, overwrite=True, weights=w)]  # released right after
+        codes = x[:, -1]
+        parts = []
+        for c in range(n_classes):
+            rows = codes == c
+            parts.append(Stats.of(x[rows], weights=None if w is None else w[rows]))
+        return parts
+
+    return summarise
+
+
+def _read(dataset: Dataset, decoder: Decoder, max_rows: int, seed: int, summarise) -> list[Stats]:
     order = stats_order(dataset, max_rows=max_rows, seed=seed)
     n_units = len(order)
-    acc: Stats | None = None
+    acc: list[Stats] | None = None
+    seen = 0
     start = 0
-    while start < n_units and not (max_rows and acc is not None and acc.rows >= max_rows):
+    while start < n_units and not (max_rows and acc is not None and seen >= max_rows):
         # Hand the prefetcher only the units that can still be needed: one that decodes past
         # the sample wastes a row group's decode (and a wait to stop it) on every fit.
-        stop = _units_for(dataset, order, start, max_rows - (acc.rows if acc else 0))
+        stop = _units_for(dataset, order, start, max_rows - seen)
         # float64, unlike training: the statistics see raw values, before any centring
         # park: the CSV blocks it parsed of the epoch's first file are not parsed again
         prefetch = Prefetcher(
@@ -59,17 +100,20 @@ def compute_stats(dataset: Dataset, decoder: Decoder, *, max_rows: int, seed: in
         )
         try:
             for chunk in prefetch:
-                part = Stats.of(chunk.rows, overwrite=True)  # released right after
+                parts = summarise(chunk.rows)
                 prefetch.release(chunk)
-                acc = part if acc is None else acc.merge(part)
+                if acc is not None:
+                    parts = [a.merge(p) for a, p in zip(acc, parts, strict=True)]
+                acc = parts
+                seen = sum(a.rows for a in acc)
                 # whole row groups (a seeded sample); a CSV file may stop after any block
                 whole = chunk.last or dataset.units[order[chunk.position]].rows is None
-                if max_rows and acc.rows >= max_rows and whole:
+                if max_rows and seen >= max_rows and whole:
                     break
         finally:
             prefetch.close()
         start = stop
-    if acc is None or acc.rows == 0:
+    if acc is None or seen == 0:
         raise DataError(
             f"no rows with a target value in {len(dataset.files)} file(s)",
             path=dataset.files[0].path,

@@ -34,6 +34,7 @@ def train_step(
     clip_weights: float | None = None,
     codes: np.ndarray | None = None,
     offsets: np.ndarray | None = None,
+    sample_weight: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], float, np.ndarray]:
     """One mini-batch step on the linear model ``p = z @ w + b`` with ``z = x * inv_scale``.
 
@@ -56,8 +57,12 @@ def train_step(
     gradient is the per-code mean of ``g`` over the batch; with a preconditioner, a
     block-diagonal Newton direction (see :func:`_table_direction`). Regularisation stays a
     plain gradient there, so a code absent from the batch is only decayed.
-    Returns the new parameters, the optimiser state, the batch's summed loss (before the update)
-    and the batch's predictions ``p`` (before the update; the running training metrics use them).
+    Sample weights: ``sample_weight`` (one per row, normalised to a mean of about 1; see
+    :mod:`streamgd.features.weights`) multiplies each row's gradient ``g``, loss and curvature,
+    so the step is on the batch's weighted loss ``sum w_i l_i / n``.
+    Returns the new parameters, the optimiser state, the batch's summed loss (before the update;
+    weighted) and the batch's predictions ``p`` (before the update; the running training
+    metrics use them).
     """
     # one body, not split: it runs every batch, where each extra Python call is a visible cost
     n_feat = x.shape[1]
@@ -72,6 +77,10 @@ def train_step(
     if codes is not None:
         p += table[codes].sum(axis=1)
     g = loss.gradient(p, t)
+    sw = None
+    if sample_weight is not None:
+        sw = sample_weight if g.ndim == 1 else sample_weight[:, None]
+        g = g * sw
     grad = np.empty_like(params)
     xg = x.T @ g.astype(x.dtype)
     if scale is not None:
@@ -86,6 +95,8 @@ def train_step(
         else:
             m = min(len(t), HESSIAN_ROWS)
             c = loss.curvature(p[:m], t[:m])
+            if sw is not None:
+                c = c * sw[:m]
             head = n_feat + 1
             if grad.ndim == 1:
                 grad[:head] = _newton_direction(grad[:head], x[:m], c, inv_scale, l2)
@@ -96,7 +107,15 @@ def train_step(
                     )
     if len(table):
         grad[n_feat + 1 :] = _table_direction(
-            codes, g, p, t, offsets, len(table), loss=loss, newton=precond is not None
+            codes,
+            g,
+            p,
+            t,
+            offsets,
+            len(table),
+            loss=loss,
+            newton=precond is not None,
+            weight=sample_weight,
         )
         if l2:
             grad[n_feat + 1 :] += l2 * table
@@ -112,7 +131,10 @@ def train_step(
                 weights[...] = np.sign(weights) * np.maximum(np.abs(weights) - lr * l1, 0.0)
             if clip_weights is not None:
                 np.clip(weights, -clip_weights, clip_weights, out=weights)
-    return new, opt_state, float(np.add.reduce(loss.value(p, t), axis=None)), p
+    value = loss.value(p, t)
+    if sample_weight is not None:
+        value = value * (sample_weight if value.ndim == 1 else sample_weight[:, None])
+    return new, opt_state, float(np.add.reduce(value, axis=None)), p
 
 
 def _per_code(flat: np.ndarray, values: np.ndarray, size: int, repeat: int) -> np.ndarray:
@@ -127,26 +149,42 @@ def _per_code(flat: np.ndarray, values: np.ndarray, size: int, repeat: int) -> n
 
 
 def _table_direction(
-    codes, g, p, t, offsets: np.ndarray, size: int, *, loss: Loss, newton: bool
+    codes,
+    g,
+    p,
+    t,
+    offsets: np.ndarray,
+    size: int,
+    *,
+    loss: Loss,
+    newton: bool,
+    weight: np.ndarray | None = None,
 ) -> np.ndarray:
     """The code weights' data gradient (batch mean), or with ``newton`` a block-diagonal
     Newton direction: each code's gradient divided by its curvature in the batch (the one-hot
     columns of a categorical column never overlap, so per column this is exact), minus the
     column's row-weighted mean step (the intercept fits the mean; left in, every column would
     fit it again), times ``2 / (columns + 1)`` (columns that overlap, like a city and its
-    region, fit the same contrasts: this keeps ``lr = 1`` stable even for identical ones)."""
+    region, fit the same contrasts: this keeps ``lr = 1`` stable even for identical ones).
+    With sample weights ``weight``, ``g`` is already weighted; rows count by their weight."""
     n, cols = codes.shape
     flat = codes.ravel()
     grad = _per_code(flat, np.asarray(g, dtype=np.float64), size, cols) / n
     if not newton:
         return grad
-    rows = np.bincount(flat, minlength=size).astype(np.float64)
+    if weight is None:
+        rows = np.bincount(flat, minlength=size).astype(np.float64)
+    else:
+        rows = _per_code(flat, weight, size, cols)
     if g.ndim > 1:
         rows = rows[:, None]
     if loss.curvature is None:
         curv = rows
     else:
-        curv = np.maximum(_per_code(flat, loss.curvature(p, t), size, cols), MIN_CURVATURE * rows)
+        c = loss.curvature(p, t)
+        if weight is not None:
+            c = c * (weight if c.ndim == 1 else weight[:, None])
+        curv = np.maximum(_per_code(flat, c, size, cols), MIN_CURVATURE * rows)
     step = grad * n / np.where(rows > 0, curv, 1.0)  # no rows: no data gradient to scale
     bounds = [*offsets[1:], size]
     for lo, hi in zip(offsets, bounds, strict=True):
@@ -163,7 +201,8 @@ MIN_CURVATURE = 0.01
 
 def make_step(config: FitConfig, spec: FeatureSpec, loss: Loss, optimizer: Optimizer):
     """The step both trainers take: ``step(params, opt_state, raw, lr)`` on centred rows
-    ``[features..., target]`` returns a :class:`~streamgd.solvers.BatchUpdate`
+    ``[features..., target, codes..., weight]`` (:attr:`FeatureSpec.columns`) returns a
+    :class:`~streamgd.solvers.BatchUpdate`
     ``(params, opt_state, loss_sum, predictions, target)``, with the target in training units
     (standardised for regression losses that scale)."""
     n_feat = len(spec.names)
@@ -171,6 +210,7 @@ def make_step(config: FitConfig, spec: FeatureSpec, loss: Loss, optimizer: Optim
     t_scale = spec.target_scale
     step_loss = loss.rescaled(t_scale) if loss.scale_target else loss
     offsets = spec.code_offsets if spec.categoricals else None
+    weighting = spec.weighting
 
     def step(params, opt_state, raw, lr):
         t = raw[:, n_feat] if t_scale == 1.0 else raw[:, n_feat] / t_scale
@@ -190,6 +230,7 @@ def make_step(config: FitConfig, spec: FeatureSpec, loss: Loss, optimizer: Optim
             clip_weights=config.clip_weights,
             codes=spec.codes(raw),
             offsets=offsets,
+            sample_weight=None if weighting is None else weighting.effective(raw, n_feat),
         )
         return BatchUpdate(new, state, loss_sum, p, t)
 

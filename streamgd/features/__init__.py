@@ -9,6 +9,8 @@ categorical columns and class labels are encoded. One job per module:
   and its counts; built only by :class:`streamgd.decode.Decoder`;
 - :mod:`.classes`: class labels of a multi-class target;
 - :mod:`.categorical`: categorical vocabularies, one-hot codes and the hashing trick.
+- :mod:`.weights`: sample weights (``--weight``, ``--class-weight``): their checks, class
+  weights and :class:`~.weights.Weighting`, saved with the spec.
 """
 
 from .categorical import MAX_HASH_BITS, OTHER, Categorical, check_categorical, scan_categories

@@ -1,10 +1,11 @@
 """Row preparation: what happens to a decoded chunk before it is trained on or scored.
 
 Raw rows travel through the pipeline as float matrices whose columns are the features followed
-by the target. :func:`preparer` builds the per-chunk function that drops or rejects null
-targets, imputes or rejects missing features, rejects infinities and bad targets, and keeps
-only the rows of a selection (the holdout split); it reports what it did as a
-:func:`count_vector`. Only :class:`streamgd.decode.Decoder` builds one.
+by the target (then any categorical codes and, last, the ``--weight`` column).
+:func:`preparer` builds the per-chunk function that drops or rejects null targets, imputes or
+rejects missing features, rejects infinities, bad targets and bad weights, and keeps only the
+rows of a selection (the holdout split); it reports what it did as a :func:`count_vector`.
+Only :class:`streamgd.decode.Decoder` builds one.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 
 from ..errors import DataError, UsageError
 from .select import INFINITE_POLICIES, MISSING_POLICIES
+from .weights import bad_weight
 
 __all__ = [
     "count_vector",
@@ -89,6 +91,7 @@ def preparer(
     has_target: bool = True,
     select: Select | None = None,
     infinite: str = "error",
+    weight: str | None = None,
 ) -> Prepare:
     """Build the per-chunk function applied to decoded rows (by :class:`~streamgd.decode.Decoder`
     only, which fixes these arguments per pass: statistics, training, scoring, prediction).
@@ -98,7 +101,9 @@ def preparer(
     (``"drop"``); with ``fill=None`` (the statistics pass) they are left as NaN for the
     statistics to skip. ``select(path, row_numbers)`` (the holdout split) keeps only the rows
     it marks, after every check, so errors still name the right rows. An infinity is an error,
-    or with ``infinite="missing"`` a missing value (then ``missing`` decides).
+    or with ``infinite="missing"`` a missing value (then ``missing`` decides). With ``weight``
+    (the ``--weight`` column, the matrix's last), a weight that is missing, NaN, infinite or
+    negative is an error naming its row, checked first.
     """
     _check_policies(missing, infinite)
     n_feat = len(names)
@@ -107,6 +112,10 @@ def preparer(
     def prepare(m: np.ndarray, path: str, first_row: int) -> tuple[np.ndarray, np.ndarray]:
         # one body, not split: it runs on every chunk; only a NaN, inf or bad target calls out
         counts = count_vector(n_feat)
+        if weight is not None and len(m):
+            error = bad_weight(m[:, -1], weight, path, first_row)
+            if error is not None:
+                raise error
         kept = None  # original positions of the rows that remain, when some were dropped
         if len(m) and not all_finite(m):  # one cheap pass; details only if needed
             m, kept = _clean(

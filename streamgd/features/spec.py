@@ -14,6 +14,7 @@ from .categorical import Categorical
 from .classes import label_encoder
 from .outliers import guard
 from .stats import Stats, preconditioner
+from .weights import Weighting
 
 __all__ = ["FeatureSpec"]
 
@@ -45,6 +46,9 @@ class FeatureSpec:
     # medians they are around (None: no check); under warn, two more rows (files since the
     # training warning): the outlier bounds, m +- 100 spreads; see features.outliers
     bounds: np.ndarray | None = None
+    # --weight and --class-weight (None: every row weighs 1); the weight column is the raw
+    # matrix's last, after the categorical codes
+    weighting: Weighting | None = None
 
     @staticmethod
     def from_stats(
@@ -87,13 +91,20 @@ class FeatureSpec:
 
     @property
     def columns(self) -> tuple[str, ...]:
-        """Raw matrix columns: the numeric features, the target, then the categorical codes."""
-        return self.input_columns(has_target=True)
+        """Raw matrix columns: the numeric features, the target, the categorical codes, then
+        the ``--weight`` column (when there is one)."""
+        return self.input_columns(has_target=True, weight=True)
 
-    def input_columns(self, *, has_target: bool) -> tuple[str, ...]:
-        """Raw matrix columns with or without the target (which predict does not read)."""
+    @property
+    def weight_column(self) -> str | None:
+        return None if self.weighting is None else self.weighting.column
+
+    def input_columns(self, *, has_target: bool, weight: bool = False) -> tuple[str, ...]:
+        """Raw matrix columns with or without the target (which predict does not read) and
+        the weight column (which only training and weighted evaluation read)."""
         target = (self.target,) if has_target else ()
-        return (*self.names, *target, *(c.name for c in self.categoricals))
+        weights = (self.weight_column,) if weight and self.weight_column is not None else ()
+        return (*self.names, *target, *(c.name for c in self.categoricals), *weights)
 
     def converters(self) -> dict | None:
         """Column converters for the prefetcher: categorical values to codes, and class
@@ -105,8 +116,9 @@ class FeatureSpec:
 
     def stream_center(self) -> np.ndarray:
         """What to subtract from each column of :attr:`columns` while decoding: the feature
-        centres, the target's, and nothing from codes."""
-        return np.concatenate([self.center, [self.target_center], np.zeros(len(self.categoricals))])
+        centres, the target's, and nothing from codes or the weights."""
+        rest = len(self.categoricals) + (self.weight_column is not None)
+        return np.concatenate([self.center, [self.target_center], np.zeros(rest)])
 
     @property
     def n_codes(self) -> int:
@@ -124,7 +136,8 @@ class FeatureSpec:
         :attr:`columns`; None without categorical features."""
         if not self.categoricals:
             return None
-        return raw[:, len(self.names) + 1 :].astype(np.intp) + self.code_offsets
+        start = len(self.names) + 1
+        return raw[:, start : start + len(self.categoricals)].astype(np.intp) + self.code_offsets
 
     def table_codes(self, table) -> np.ndarray | None:
         """Indices into the code weights of a table's categorical columns, as :meth:`codes`."""

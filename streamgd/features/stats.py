@@ -19,6 +19,11 @@ class Stats:
 
     ``comoment`` is the matrix of summed products of deviations from the mean (missing values
     count as the mean); its diagonal gives the variances and the whole the correlations.
+
+    Weighted statistics (rows weighted by ``--weight`` and class weights) also carry
+    ``total``, the rows' summed weight, and ``wcount``, each column's summed weight of
+    non-missing values; means and co-moments are then weighted, and variances are the weighted
+    mean square times ``n / (n - 1)`` (so that scaling every weight changes nothing).
     """
 
     rows: int
@@ -26,11 +31,18 @@ class Stats:
     mean: np.ndarray
     comoment: np.ndarray
     missing: np.ndarray
+    total: float | None = None  # weighted statistics: the rows' summed weight (else None)
+    wcount: np.ndarray | None = None  # ... and each column's non-missing values' weight
 
     @staticmethod
-    def of(x: np.ndarray, *, overwrite: bool = False) -> Stats:
-        """The statistics of the rows of ``x``; with ``overwrite``, ``x`` may be used as
-        scratch space (saves allocating, and page-faulting, a copy of it)."""
+    def of(
+        x: np.ndarray, *, overwrite: bool = False, weights: np.ndarray | None = None
+    ) -> Stats:
+        """The statistics of the rows of ``x`` (weighted by ``weights``, one per row, when
+        given); with ``overwrite``, ``x`` may be used as scratch space (saves allocating, and
+        page-faulting, a copy of it)."""
+        if weights is not None:
+            return _weighted(x, np.asarray(weights, dtype=np.float64))
         k = x.shape[1]
         if len(x) == 0:
             zeros = np.zeros(k, dtype=np.int64)
@@ -52,22 +64,51 @@ class Stats:
         return Stats(len(x), count, mean, comoment, nan.sum(axis=0))
 
     def merge(self, other: Stats) -> Stats:
-        """Chan et al.'s pairwise update of means and co-moments."""
-        n = self.count + other.count
+        """Chan et al.'s pairwise update of means and co-moments (weighted: with the columns'
+        summed weights in place of their counts)."""
+        weighted = self.total is not None or other.total is not None
+        n_a, n_b = (self.wcounts, other.wcounts) if weighted else (self.count, other.count)
+        n = n_a + n_b
         with np.errstate(over="ignore", invalid="ignore"):
             delta = other.mean - self.mean
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            frac = np.where(n > 0, other.count / np.maximum(n, 1), 0.0)
+            frac = np.where(n > 0, n_b / np.where(n > 0, n, 1), 0.0)
         mean = self.mean + delta * frac
         # per-column weights n_a n_b / n make the diagonal (the variances) exact with missing
         # values; off the diagonal the cross term is the usual approximation for pairs
         with np.errstate(invalid="ignore", divide="ignore"):
-            w = np.where(n > 0, self.count * other.count / np.maximum(n, 1), 0.0)
+            w = np.where(n > 0, n_a * n_b / np.where(n > 0, n, 1), 0.0)
         with np.errstate(over="ignore", invalid="ignore"):
             d = delta * np.sqrt(w)
             cross = np.outer(d, d)
             comoment = self.comoment + other.comoment + cross
-        return Stats(self.rows + other.rows, n, mean, comoment, self.missing + other.missing)
+        rows, missing = self.rows + other.rows, self.missing + other.missing
+        if not weighted:
+            return Stats(rows, n, mean, comoment, missing)
+        total = self.weight_total + other.weight_total
+        return Stats(rows, self.count + other.count, mean, comoment, missing, total, n)
+
+    @property
+    def weight_total(self) -> float:
+        """The rows' summed weight (their number when unweighted)."""
+        return float(self.rows) if self.total is None else self.total
+
+    @property
+    def wcounts(self) -> np.ndarray:
+        """Each column's summed weight of non-missing values (their count when unweighted)."""
+        return self.count.astype(np.float64) if self.wcount is None else self.wcount
+
+    def scaled(self, factor: float) -> Stats:
+        """The same rows with every weight multiplied by ``factor`` (a class's weight)."""
+        return Stats(
+            self.rows,
+            self.count,
+            self.mean,
+            self.comoment * factor,
+            self.missing,
+            self.weight_total * factor,
+            self.wcounts * factor,
+        )
 
     def unusable_columns(self) -> np.ndarray:
         """Indices of the columns whose mean or variance overflowed float64 (values or spreads
@@ -79,11 +120,15 @@ class Stats:
         """The fraction of each column's sum of squared deviations that one value ``largest[j]``
         away from the mean would hold (1 for a column without spread)."""
         with np.errstate(all="ignore"):
-            share = np.asarray(largest, dtype=np.float64) ** 2 / np.diag(self.comoment)
+            # weighted: the squared deviations in units of one row of the mean weight
+            per_row = 1.0 if self.total is None else self.rows / self.total
+            share = np.asarray(largest, dtype=np.float64) ** 2 / (np.diag(self.comoment) * per_row)
         return np.where(np.isfinite(share), np.minimum(share, 1.0), 1.0)
 
     @property
     def std(self) -> np.ndarray:
+        if self.total is not None:
+            return _weighted_std(np.diag(self.comoment), self.wcounts, self.count)
         var = np.where(self.count > 1, np.diag(self.comoment) / np.maximum(self.count - 1, 1), 0)
         return np.sqrt(np.maximum(var, 0.0))
 
@@ -92,7 +137,11 @@ class Stats:
         """Standard deviation of the columns as training sees them: missing values replaced by
         the mean (so they add rows but no spread). Consistent with :meth:`correlation`, which
         keeps the preconditioner true to the standardised data."""
-        var = np.diag(self.comoment) / max(self.rows - 1, 1)
+        diag = np.diag(self.comoment)
+        if self.total is not None:
+            k = len(diag)
+            return _weighted_std(diag, np.full(k, self.total), np.full(k, self.rows))
+        var = diag / max(self.rows - 1, 1)
         return np.sqrt(np.maximum(var, 0.0))
 
     def correlation(self, k: int) -> np.ndarray:
@@ -107,6 +156,27 @@ class Stats:
         corr[:, const] = 0.0
         corr[const, const] = 1.0
         return corr
+
+
+def _weighted(x: np.ndarray, w: np.ndarray) -> Stats:
+    """:meth:`Stats.of` with a weight per row (NaN: a missing value, skipped)."""
+    k = x.shape[1]
+    nan = np.isnan(x)
+    wcount = (~nan).T.astype(np.float64) @ w
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        total = np.where(nan, 0.0, x * w[:, None]).sum(axis=0) if len(x) else np.zeros(k)
+        mean = np.where(wcount > 0, total / np.where(wcount > 0, wcount, 1.0), 0.0)
+        dev = np.where(nan, 0.0, x - mean)
+        comoment = (dev * w[:, None]).T @ dev
+    count = (~nan).sum(axis=0)
+    return Stats(len(x), count, mean, comoment, nan.sum(axis=0), float(w.sum()), wcount)
+
+
+def _weighted_std(diag: np.ndarray, weight: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Weighted standard deviation: the weighted mean square times ``n / (n - 1)``."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = np.where((count > 1) & (weight > 0), diag / weight * count / (count - 1), 0.0)
+    return np.sqrt(np.maximum(var, 0.0))
 
 
 # Smallest eigenvalue kept when inverting the correlation matrix: a duplicated or nearly

@@ -5,6 +5,7 @@ run that would resume it."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shlex
 import warnings
 from collections.abc import Callable
@@ -25,12 +26,14 @@ from ..features import (
     select_features,
 )
 from ..features.outliers import Screen
+from ..features.select import check_in_every_file
+from ..features.weights import CLASS_WEIGHT_TASKS, Weighting, resolve_class_weights
 from ..losses import Loss
 from ..model import Model, load
 from ..solvers import get_solver
-from ..sources import Dataset
+from ..sources import Dataset, is_numeric
 from ..sources.fingerprint import differences
-from ..stats_pass import compute_stats, stats_order
+from ..stats_pass import compute_class_stats, compute_stats, stats_order
 from .state import TrainState
 
 __all__ = ["initial_state", "check_compatible"]
@@ -109,6 +112,7 @@ def _fresh_spec(
         labels=multiclass,
         categorical=categorical,
     )
+    names = _without_weight(names, dataset, config, first)
     classes, frequencies = None, None
     if multiclass and known_classes is not None:
         classes, frequencies = known_classes
@@ -125,8 +129,13 @@ def _fresh_spec(
         classes=classes,
         select=holdout.selector(config, keep=False, dataset=dataset),
         screen=(screen := _screen(names, config, loss)),
+        weight=config.weight,
     )
-    stats = compute_stats(dataset, decoder, max_rows=config.stats_rows, seed=config.seed)
+    weighting = None
+    if config.weight is None and config.class_weight is None:
+        stats = compute_stats(dataset, decoder, max_rows=config.stats_rows, seed=config.seed)
+    else:
+        stats, weighting, class_totals = _weighted_stats(dataset, decoder, config, loss, classes)
     _check_stats(stats, screen, dataset, warn)
     spec = FeatureSpec.from_stats(
         names,
@@ -144,10 +153,78 @@ def _fresh_spec(
         classes=classes,
         outliers=config.outliers,
         bounds=screen.bounds(),
+        weighting=weighting,
     )
+    if frequencies is not None and weighting is not None:  # the weighted class frequencies
+        return spec, np.maximum(class_totals / class_totals.sum(), 1e-12)
     if frequencies is not None:
         return spec, frequencies / frequencies.sum()
     return spec, float(stats.mean[len(names)])
+
+
+def _without_weight(
+    names: tuple[str, ...], dataset: Dataset, config: FitConfig, first: str
+) -> tuple[str, ...]:
+    """The features without the ``--weight`` column (never a feature), which must be a
+    numeric column of every file."""
+    weight = config.weight
+    if weight is None:
+        return names
+    schema = dataset.schema
+    if weight not in schema.names:
+        raise UsageError(
+            f"{first}: no weight column {weight!r}; columns are: {', '.join(schema.names)}"
+        )
+    check_in_every_file(schema, [weight])
+    if not is_numeric(schema.field(weight).type):
+        raise DataError(
+            f"the weight column must be numeric, but its type is {schema.field(weight).type}",
+            path=first,
+            column=weight,
+        )
+    names = tuple(n for n in names if n != weight)
+    if not names and not config.categorical:
+        raise DataError("no numeric column besides the target and the weight", path=first)
+    return names
+
+
+def _weighted_stats(
+    dataset: Dataset, decoder: Decoder, config: FitConfig, loss: Loss, classes
+) -> tuple[Stats, Weighting, np.ndarray | None]:
+    """The statistics pass weighted by the row weights and class weights, the
+    :class:`Weighting` it settles (class weights, mean weight) and, for a classification
+    loss, each class's total effective weight. Each class's rows are summed apart, so that
+    ``balanced`` weights found at the end of the pass weight them (see README, Design)."""
+    weighted = config.weight is not None
+    rows, seed = config.stats_rows, config.seed
+    if loss.task not in CLASS_WEIGHT_TASKS:
+        stats = compute_stats(dataset, decoder, max_rows=rows, seed=seed, weighted=weighted)
+        return stats, Weighting(config.weight, None, _mean_weight(stats, dataset)), None
+    k = 2 if classes is None else len(classes)
+    parts = compute_class_stats(
+        dataset, decoder, max_rows=rows, seed=seed, weighted=weighted, n_classes=k
+    )
+    totals = np.array([p.weight_total for p in parts])
+    class_weights = None
+    if config.class_weight is not None:
+        class_weights = resolve_class_weights(config.class_weight, classes, totals)
+        parts = [p.scaled(float(c)) for p, c in zip(parts, class_weights, strict=True)]
+        totals = totals * class_weights
+    stats = functools.reduce(Stats.merge, parts)
+    weighting = Weighting(config.weight, class_weights, _mean_weight(stats, dataset))
+    return stats, weighting, totals
+
+
+def _mean_weight(stats: Stats, dataset: Dataset) -> float:
+    """The mean effective weight of the statistics pass's rows (it normalises the weights)."""
+    mean = stats.weight_total / max(stats.rows, 1)
+    if not mean > 0:
+        raise DataError(
+            "every row the statistics pass read weighs 0 (--weight, --class-weight): "
+            "nothing to train on",
+            path=dataset.files[0].path if len(dataset.files) == 1 else None,
+        )
+    return mean
 
 
 def _screen(names: tuple[str, ...], config: FitConfig, loss: Loss) -> Screen:
@@ -197,6 +274,13 @@ def _warm_state(dataset: Dataset, config: FitConfig, model: Model, path: str) ->
         path=dataset.files[0].path,
         categorical=categorical,
     )
+    weighting = (config.weight, config.class_weight)
+    if weighting != (model.config.get("weight"), model.config.get("class_weight")):
+        raise UsageError(
+            f"--init {path}: the model was trained with --weight "
+            f"{model.config.get('weight')} and --class-weight "
+            f"{model.config.get('class_weight')}; this run has {weighting[0]} and {weighting[1]}"
+        )
     model_categorical = tuple(c.name for c in model.spec.categoricals)
     if tuple(categorical) != model_categorical:
         raise UsageError(

@@ -287,7 +287,7 @@ class Trainer:
             paths, select = list(self.config.validation), None
         scores = evaluate_model(model, paths, fmt=self.config.format, select=select)
         for key, value in scores.items():
-            if isinstance(value, float):
+            if isinstance(value, float) and key != "total_weight":  # weighted: val_* weighted
                 entry[f"val_{key}"] = value
         entry["val_rows"] = scores["rows"]
         loss = scores["loss"]
@@ -341,16 +341,19 @@ class LocalSteps:
             n_features=len(spec.names),
             inv_scale=1.0 / spec.scale,
             target_scale=spec.target_scale,
+            weights=_weights(spec),
         )
         metrics, schedule, link = trainer.solver.train_metrics, trainer.schedule, loss.link
         t_center = spec.target_center if loss.scale_target else 0.0
         unit = spec.target_scale if loss.scale_target else 1.0
+        weighted = spec.weight_column is not None  # running metrics weighted by the column
         for raw in stream:
             self.params, self.opt_state, loss_sum, p, t = update(
                 self.params, self.opt_state, raw, schedule(state.step)
             )
             if metrics:
-                running.update_scaled(t, p, unit, t_center, link)
+                w = raw[:, -1].astype(np.float64) if weighted else None
+                running.update_scaled(t, p, unit, t_center, link, weight=w)
             yield StepReport(loss_sum, self.params, len(t))
 
     def sync(self, state: TrainState) -> None:
@@ -373,6 +376,9 @@ class LocalSteps:
             notes=trainer.outlier_notes,
         )
         check_order = functools.partial(trainer.check_order, target_scale=spec.target_scale)
+        # the buffer hands the check its rows' last column: with --weight that is the weight
+        # column, not the target, so there is nothing to look at
+        first_fill = state.epoch == 0 and spec.weight_column is None
         return BatchStream(
             trainer.dataset,
             decoder,
@@ -385,8 +391,15 @@ class LocalSteps:
             cursor=dataclasses.replace(state.stream.cursor),
             shuffle_state=state.stream.shuffle_state(),
             run=cfg.shuffle_run,
-            on_first_fill=check_order if state.epoch == 0 else None,
+            on_first_fill=check_order if first_fill else None,
         )
+
+
+def _weights(spec):
+    """The rows' normalised sample weights for the solver (None: unweighted)."""
+    if spec.weighting is None:
+        return None
+    return functools.partial(spec.weighting.effective, n_features=len(spec.names))
 
 
 # A recorded weight trajectory holds at most this many rows (see Trainer._record).

@@ -104,6 +104,37 @@ def test_categorical_features_train_on_workers(cluster, tmp_path):
     assert mse <= lstsq_mse(design, y) * 1.01
 
 
+def test_sample_weights_train_on_workers(cluster, tmp_path):
+    """--weight reaches the workers through the one decode path and step: the model nears
+    weighted least squares, which here is not the unweighted optimum."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(6)
+    n = 12_000
+    x = rng.normal(size=(n, 2))
+    y = x @ [1.0, -2.0] + 0.8 * x[:, 0] ** 2 + rng.normal(size=n) * 0.5
+    w = rng.uniform(size=n) * np.where(x[:, 0] > 1.0, 5.0, 1.0)
+    paths = []
+    for i, part in enumerate(np.array_split(np.arange(n), 4)):
+        paths.append(str(tmp_path / f"p{i}.parquet"))
+        table = pa.table({"a": x[part, 0], "b": x[part, 1], "w": w[part], "y": y[part]})
+        pq.write_table(table, paths[-1], row_group_size=1000)
+    config = FitConfig(target="y", weight="w", epochs=4, sync_every=4, batch_size=256)
+    result = train(paths, config, RunOptions(cluster=cluster.scheduler_address))
+    assert result.model.features == ("a", "b")
+    design = np.c_[x, np.ones(n)]
+
+    def objective(theta):
+        return float(w @ (design @ theta - y) ** 2) / w.sum()
+
+    sw = np.sqrt(w)
+    best = objective(np.linalg.lstsq(design * sw[:, None], y * sw, rcond=None)[0])
+    coef, intercept = result.model.coefficients()
+    assert objective(np.r_[coef["a"], coef["b"], intercept]) <= best * 1.01
+    assert objective(np.linalg.lstsq(design, y, rcond=None)[0]) > best * 1.05
+
+
 def test_holdout_rows_are_the_same_rows_on_workers(cluster, data):
     """Workers draw the --holdout-rows reservoir themselves: they train on every other row,
     and the driver scores exactly the drawn rows."""

@@ -283,5 +283,43 @@ def test_in_memory_validation_data(frame):
     x, y = val_rows[["a", "b", "c"]], val_rows["y"]
     same = streamgd.fit(train_rows, validation=(x, y), **settings)
     assert [e["val_loss"] for e in same.history] == [e["val_loss"] for e in model.history]
-    stopped = streamgd.fit(train_rows, validation=val_rows, patience=1, **{**settings, "epochs": 30})
+    stopped = streamgd.fit(
+        train_rows, validation=val_rows, patience=1, **{**settings, "epochs": 30}
+    )
     assert len(stopped.history) < 30
+
+
+def test_model_predict_takes_every_source_in_slices(tmp_path, frame, monkeypatch):
+    from streamgd import model as model_module
+
+    model = streamgd.fit(frame, **SETTINGS)
+    whole = model.predict(frame)
+    monkeypatch.setattr(model_module, "PREDICT_ROWS", 700)  # several slices, a short last one
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    path = str(tmp_path / "d.parquet")
+    pq.write_table(table, path, row_group_size=SLICE)
+    x = frame[["a", "b", "c"]].to_numpy()
+    expected = x @ _coef(model) + model.coefficients()[1]
+    np.testing.assert_allclose(whole, expected, rtol=1e-9)
+    for source in (
+        frame,
+        table,
+        x,
+        x.astype(np.float32).tolist(),
+        path,
+        [path],
+        lambda: table.to_batches(max_chunksize=333),
+    ):
+        got = model.predict(source)
+        assert got.shape == (ROWS,)
+        if isinstance(source, list) and not isinstance(source[0], str):  # float32 rows
+            np.testing.assert_allclose(got, whole, atol=1e-4)
+        else:  # the same numbers; slices of other sizes may round the products' sums apart
+            np.testing.assert_allclose(got, whole, rtol=1e-12)
+    assert model.predict(frame.iloc[:0]).shape == (0,)
+    bad = frame.copy()
+    bad.loc[1500, "a"] = np.inf
+    with pytest.raises(DataError, match="row 1501: column 'a': infinite value"):
+        model.predict(bad)
+    with pytest.raises(UsageError, match="expected a pyarrow Table.*got int"):
+        model.predict(5)

@@ -1,0 +1,34 @@
+"""Checks of settings that only make sense together (each setting's own range is checked by
+its constraint, see :mod:`streamgd.constraints`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import UsageError
+from .solvers import get_solver
+
+__all__ = ["check_combinations"]
+
+
+def check_combinations(config: Any) -> None:
+    """Refuse a :class:`~streamgd.config.FitConfig` whose settings contradict each other.
+
+    Raises:
+        UsageError: naming the options that cannot go together.
+    """
+    if config.patience is not None and not config.validates:
+        raise UsageError(
+            "--patience stops on the validation loss: it needs --validation, --holdout or "
+            "--holdout-rows"
+        )
+    if sum(map(bool, (config.validation, config.holdout, config.holdout_rows))) > 1:
+        raise UsageError("use one of --validation, --holdout and --holdout-rows")
+    get_solver(config.solver).check(config)  # what the solver cannot do
+    if config.categorical and config.record_path:
+        raise UsageError(
+            "--categorical features are trained by gradient descent: they cannot be "
+            "combined with --solver normal or --record-path"
+        )
+    if config.hash_bits is not None and not config.categorical:
+        raise UsageError("--hash-bits encodes --categorical columns: name them too")
