@@ -64,6 +64,7 @@ class Prepared:
     y: np.ndarray
     loss: str
     classes: tuple[tuple, np.ndarray] | None = None
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)  # e.g. class weights
 
 
 class StreamGDEstimator(BaseEstimator):
@@ -102,8 +103,6 @@ class StreamGDEstimator(BaseEstimator):
                     "at their defaults, or pass X as a list of files)"
                 )
         settings.update(overrides)
-        if "class_weight" in settings and "class_weight" not in CONFIG_SETTINGS:
-            settings.pop("class_weight")
         with value_errors():
             return FitConfig(**settings)
 
@@ -160,7 +159,7 @@ class StreamGDEstimator(BaseEstimator):
         prepared = self._prepare_y(y, first=first, classes=classes)
         names = column_names(getattr(self, "feature_names_in_", None), x.shape[1])
         target = free_name("y", names)
-        overrides: dict[str, Any] = {"target": target, "loss": prepared.loss}
+        overrides: dict[str, Any] = {"target": target, "loss": prepared.loss, **prepared.settings}
         weight = None
         if sample_weight is not None:
             weight = sample_weights(sample_weight, len(x))

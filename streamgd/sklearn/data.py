@@ -58,19 +58,21 @@ class ArraySource(NumpyReader):
 
 def sample_weights(sample_weight: Any, n: int) -> np.ndarray:
     """``sample_weight`` as n float64 weights (a number: the same weight for every row); a
-    ``ValueError`` for another shape (whether they are finite and >= 0 is the trainer's
-    check, which names the row).
+    ``ValueError`` for another shape or when every weight is zero (whether they are finite
+    and >= 0 is the trainer's check, which names the row).
 
     >>> sample_weights(2, 3).tolist()
     [2.0, 2.0, 2.0]
     """
     weights = np.asarray(sample_weight, dtype=np.float64)
     if weights.ndim == 0:
-        return np.full(n, float(weights))
+        weights = np.full(n, float(weights))
     if weights.shape != (n,):
         raise ValueError(
             f"sample_weight.shape == {weights.shape}, expected {(n,)}: one weight per row of X"
         )
+    if n and not np.any(weights != 0):
+        raise ValueError("every sample_weight is zero: there is nothing to train on")
     return weights
 
 

@@ -14,6 +14,7 @@ from sklearn.utils.multiclass import check_classification_targets, unique_labels
 from ..config import FitConfig
 from ..errors import UsageError
 from ..features import scan_classes
+from ..features.weights import class_weight_pairs
 from ..losses import get_loss
 from ..model import Model
 from ..sources import is_paths
@@ -28,6 +29,15 @@ globs and directories too) whose columns hold the features and the target (``tar
 ``y=None``), streamed without being loaded; ``predict`` and ``score`` take files too, and in a
 ``GridSearchCV`` a list of files is split into folds of whole files.
 """
+
+
+def _pairs(mapping: Any) -> list[tuple[Any, Any]]:
+    if not isinstance(mapping, dict):
+        raise ParameterError(
+            f"class_weight must be 'balanced', a {{label: weight}} dict or 'label=weight,...' "
+            f"text, got {mapping!r}"
+        )
+    return list(mapping.items())
 
 
 def _loss(name: str) -> Any:
@@ -159,7 +169,27 @@ class StreamGDClassifier(ClassifierMixin, StreamGDEstimator):
         counts = None
         if loss == "softmax":  # every class, also those these rows lack (counted as one row)
             counts = (tuple(range(n)), np.maximum(np.bincount(codes, minlength=n), 1))
-        return Prepared(codes.astype(np.float64), loss, counts)
+        weights = {"class_weight": self._class_weight_codes()}
+        return Prepared(codes.astype(np.float64), loss, counts, weights)
+
+    def _class_weight_codes(self) -> Any:
+        """``class_weight`` keyed by class code (the labels train as codes): a
+        ``{label: weight}`` mapping or ``"label=weight,..."`` text; ``"balanced"`` as it is."""
+        given = self.class_weight
+        if given is None or (isinstance(given, str) and given == "balanced"):
+            return given
+        with value_errors():
+            pairs = class_weight_pairs(given) if isinstance(given, str) else _pairs(given)
+        names = [str(label) for label in self.classes_.tolist()]
+        codes = {}
+        for label, weight in pairs:
+            if str(label) not in names:
+                raise ParameterError(
+                    f"class_weight names {label!r}, which is not a class (classes: "
+                    f"{', '.join(names[:10])})"
+                )
+            codes[names.index(str(label))] = weight
+        return codes
 
     def _choose_loss(self, n_classes: int) -> str:
         """The loss: as given, else logistic for two classes and softmax for more."""
