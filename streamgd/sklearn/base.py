@@ -127,6 +127,11 @@ class StreamGDEstimator(BaseEstimator):
                 "partial_fit takes the rows to learn from as an array or DataFrame; to learn "
                 "from files, use fit (it streams them)"
             )
+        if getattr(self, "fitted_on_files_", False):
+            raise ParameterError(
+                "this estimator was fitted on files, whose columns and labels partial_fit "
+                "cannot continue from arrays: fit it on arrays, or fit again on the files"
+            )
         if self.solver != "sgd":
             raise ParameterError(
                 f"partial_fit takes gradient steps: solver must be 'sgd', got {self.solver!r}"

@@ -12,7 +12,6 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
 
 from ..config import FitConfig
-from ..errors import UsageError
 from ..features import scan_classes
 from ..features.weights import class_weight_pairs
 from ..losses import get_loss
@@ -211,14 +210,18 @@ class StreamGDClassifier(ClassifierMixin, StreamGDEstimator):
         """Files hold the labels themselves: 0/1 labels train a logistic model (unless
         ``loss`` says otherwise), any others softmax over the labels found."""
         with value_errors():
-            try:
-                labels, _ = scan_classes(dataset, config.target)
-            except UsageError:
-                raise
+            labels, _ = scan_classes(dataset, config.target)
         self.classes_ = np.array(labels)
-        if self.loss is None and set(labels) == {0, 1}:
-            return "logistic"
-        return self._choose_loss(len(labels) if self.loss is None else max(len(labels), 3))
+        binary = set(labels) == {0, 1}
+        if self.loss is None:
+            return "logistic" if binary else "softmax"
+        name = self._choose_loss(len(labels))
+        if _loss(name).task != "multiclass" and not binary:
+            raise ParameterError(
+                f"loss={name!r} reads the files' target as 0/1, and it holds "
+                f"{', '.join(map(repr, labels[:5]))}: use loss='softmax' (the default)"
+            )
+        return name
 
     def _finish(self, model: Model) -> Model:
         """A softmax model trained on class codes predicts the labels themselves."""

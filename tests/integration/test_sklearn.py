@@ -411,3 +411,10 @@ def test_classifier_on_files(tmp_path, blobs):
     assert list(est.classes_) == [0, 1] and est.model_.loss == "logistic"
     assert est.score(binary) > 0.95
     np.testing.assert_array_equal(est.predict(binary), est.predict(frame[keep]))
+    with pytest.raises(ParameterError, match="fitted on files"):
+        est.partial_fit(frame[keep], flags)
+    two = str(tmp_path / "two.parquet")
+    pq.write_table(pa.table({"u": x[keep, 0], "v": x[keep, 1], "colour": names[keep]}), two)
+    assert StreamGDClassifier(target="colour").fit(two).model_.loss == "softmax"
+    with pytest.raises(ParameterError, match="reads the files' target as 0/1"):
+        StreamGDClassifier(target="colour", loss="hinge").fit(two)
