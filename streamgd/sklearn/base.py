@@ -29,7 +29,15 @@ from .params import FILE_SETTINGS
 __all__ = ["StreamGDEstimator", "ParameterError", "InputError", "Prepared"]
 
 # settings a partial_fit cannot change between calls: they shape the state it continues
-FIXED_BY_STATE = ("loss", "huber_delta", "quantile", "solver", "optimizer", "standardize")
+FIXED_BY_STATE = (
+    "loss",
+    "huber_delta",
+    "quantile",
+    "solver",
+    "optimizer",
+    "standardize",
+    "class_weight",
+)
 
 
 class ParameterError(UsageError, ValueError):
@@ -136,6 +144,8 @@ class StreamGDEstimator(BaseEstimator):
             raise ParameterError(
                 f"partial_fit takes gradient steps: solver must be 'sgd', got {self.solver!r}"
             )
+        if not first:
+            sample_weight = self._weights_as_before(sample_weight)
         source, config, prepared = self._arrays(x, y, sample_weight, first=first, classes=classes)
         hooks = self._hooks()
         with value_errors():
@@ -198,6 +208,19 @@ class StreamGDEstimator(BaseEstimator):
         self.n_features_in_ = self.model_.n_features_in_
         self.feature_names_in_ = self.model_.feature_names_in_
         return self
+
+    def _weights_as_before(self, sample_weight: Any) -> Any:
+        """Whether rows are weighted is decided by the first partial_fit (the weights are
+        normalised by its rows' mean weight): later calls without weights weigh rows 1."""
+        weighted = self.state_.spec.weight_column is not None
+        if weighted and sample_weight is None:
+            return 1.0
+        if not weighted and sample_weight is not None:
+            raise ParameterError(
+                "sample_weight was not given to the first partial_fit, which decides whether "
+                "rows are weighted: give it there too (np.ones for rows that weigh 1), or fit"
+            )
+        return sample_weight
 
     def _check_unchanged(self, config: FitConfig) -> None:
         saved = self.state_.config

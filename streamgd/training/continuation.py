@@ -81,9 +81,11 @@ def continue_state(
     """Run ``state`` forward by one pass over ``source`` (see the module docstring) and
     return it (the same object, updated; on an error it is left as it was).
 
-    ``config`` must be the settings ``state`` was trained with; only ``epochs`` is not used
-    (the pass is always one). A one-shot iterator is fine: it is read once. Checkpoint
-    options in ``options`` are not supported (the state is the caller's to keep).
+    ``config``: the settings that shaped ``state`` (loss, solver, optimiser, standardisation,
+    weighting) must be those it was started with; the others (rate, schedule, penalties,
+    batch size, seed, ...) apply from this pass on; ``epochs`` is not used (the pass is
+    always one). A one-shot iterator is fine: it is read once. Checkpoint options in
+    ``options`` are not supported (the state is the caller's to keep).
     """
     check_instance(config, FitConfig)
     check_instance(state, TrainState)
@@ -108,7 +110,7 @@ def continue_state(
 
 def _check_columns(state: TrainState, dataset: Dataset) -> None:
     """A DataError naming the first column the state reads that the new source lacks."""
-    for name in state.spec.input_columns(has_target=True):
+    for name in state.spec.input_columns(has_target=True, weight=True):
         if name not in dataset.schema.names:
             raise DataError(
                 "the data lacks the column, which the state was trained on",

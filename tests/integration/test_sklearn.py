@@ -309,6 +309,15 @@ def test_partial_fit_with_sample_weight(regression):
     est.partial_fit(x[:300], y[:300], sample_weight=w[:300])
     est.partial_fit(x[300:], y[300:], sample_weight=w[300:])
     assert est.state_.step == 12
+    ones, as_ones = (
+        clone(est).partial_fit(x[:300], y[:300], sample_weight=np.ones(300)) for _ in range(2)
+    )
+    ones.partial_fit(x[300:], y[300:])  # weighted from the first call on: unweighted is 1
+    as_ones.partial_fit(x[300:], y[300:], sample_weight=np.ones(300))
+    np.testing.assert_array_equal(ones.coef_, as_ones.coef_)
+    unweighted = StreamGDRegressor().partial_fit(x[:300], y[:300])
+    with pytest.raises(ParameterError, match="not given to the first partial_fit"):
+        unweighted.partial_fit(x[300:], y[300:], sample_weight=w[300:])
 
 
 # -- pickling and saving -----------------
