@@ -45,15 +45,23 @@ def initial_state(
     options: RunOptions,
     *,
     warn: Callable[[str], None] | None = None,
+    classes: tuple[tuple, np.ndarray] | None = None,
 ) -> TrainState:
     """A fresh state: features from the schema, statistics from a statistics pass (or the
     warm-start model's), zero weights but for the loss's starting intercept (or the model's
     weights) and a fresh solver state. What the statistics pass found that a user should know
-    (outliers) goes to ``warn`` (a Python warning without one)."""
+    (outliers) goes to ``warn`` (a Python warning without one).
+
+    ``classes``: for a softmax loss, the labels and their counts when the caller knows them
+    (scikit-learn's ``partial_fit`` is told every class on its first call, and the first rows
+    need not hold them all); otherwise they come from a scan of the target column. The counts
+    set the starting intercept, so each must be positive."""
     if options.init:
         return _warm_state(dataset, config, load(options.init), options.init)
     loss = config.make_loss()
-    spec, mean = _fresh_spec(dataset, config, loss, warn=warn or _python_warning)
+    spec, mean = _fresh_spec(
+        dataset, config, loss, warn=warn or _python_warning, known_classes=classes
+    )
     # weights of the numeric features, the intercept, then one per categorical code; one
     # column per class for a multi-class loss
     classes = () if spec.classes is None else (len(spec.classes),)
@@ -83,7 +91,12 @@ def _python_warning(message: str) -> None:
 
 
 def _fresh_spec(
-    dataset: Dataset, config: FitConfig, loss: Loss, *, warn: Callable[[str], None]
+    dataset: Dataset,
+    config: FitConfig,
+    loss: Loss,
+    *,
+    warn: Callable[[str], None],
+    known_classes: tuple[tuple, np.ndarray] | None = None,
 ) -> tuple[FeatureSpec, Any]:
     """The feature spec from the schema and a statistics pass, and the target's mean (the
     class frequencies for a multi-class loss) that the starting intercept fits."""
@@ -100,8 +113,11 @@ def _fresh_spec(
         categorical=categorical,
     )
     names = _without_weight(names, dataset, config, first)
-    classes, frequencies = (None, None)
-    if multiclass:  # a one-shot stream gives its first rows only, as to the statistics pass
+    classes, frequencies = None, None
+    if multiclass and known_classes is not None:
+        classes, frequencies = known_classes
+    elif multiclass:
+        # a one-shot stream gives its first rows only, as to the statistics pass
         head = config.stats_rows if dataset.one_shot else 0
         classes, frequencies = scan_classes(dataset, config.target, max_rows=head)
     decoder = Decoder.for_statistics(
