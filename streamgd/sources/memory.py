@@ -70,7 +70,7 @@ class ArrowReader(MemoryReader):
         self.num_rows, self.nbytes = self.table.num_rows, self.table.nbytes
 
     def read(self, start: int, stop: int, columns: Sequence[str]) -> pa.Table:
-        return self.table.slice(start, stop - start).select(list(columns))
+        return self.table.slice(start, stop - start).select(_present(columns, self.schema))
 
 
 class PandasReader(MemoryReader):
@@ -92,6 +92,7 @@ class PandasReader(MemoryReader):
         }
 
     def read(self, start: int, stop: int, columns: Sequence[str]) -> pa.Table:
+        columns = _present(columns, self.schema)
         part = None if all(c in self._arrays for c in columns) else self.frame.iloc[start:stop]
         arrays = [self._column(part, name, start, stop) for name in columns]
         return pa.Table.from_arrays(
@@ -176,6 +177,7 @@ class NumpyReader(MemoryReader):
 
     def read(self, start: int, stop: int, columns: Sequence[str]) -> pa.Table:
         arrays = []
+        columns = _present(columns, self.schema)
         for name in columns:
             if self.y is not None and name == self.target:
                 arrays.append(pa.array(self.y[start:stop], type=self.schema.field(name).type))
@@ -191,6 +193,12 @@ class NumpyReader(MemoryReader):
             return part
         y = self.y[start:stop]
         return part + (y.tobytes() if y.dtype != object else repr(y.tolist()).encode())
+
+
+def _present(columns: Sequence[str], schema: pa.Schema) -> list[str]:
+    """The ``columns`` this source has: in a list of sources, a column some lack is read as
+    the files of a dataset read it (the decoder names the source that lacks a used one)."""
+    return [c for c in columns if c in schema.names]
 
 
 def _plain_columns(table: pa.Table) -> pa.Table:

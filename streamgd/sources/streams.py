@@ -124,7 +124,7 @@ class StreamReader:
 
     def pieces(self, columns: Sequence[str]) -> Iterator[tuple[pa.Table, int]]:
         """``(table, first_row)`` for every item, with the named columns."""
-        columns = list(columns)
+        columns = [c for c in columns if c in self.schema.names]  # as memory._present
         if self.one_shot:
             yield from self._one_shot(columns)
             return

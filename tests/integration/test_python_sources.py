@@ -326,3 +326,14 @@ def test_model_predict_takes_every_source_in_slices(tmp_path, frame, monkeypatch
         model.predict(bad)
     with pytest.raises(UsageError, match="expected a pyarrow Table.*got int"):
         model.predict(5)
+
+
+def test_a_list_of_tables_with_a_column_some_lack(frame):
+    """As with files: a column only some sources have is left out of the default features,
+    and naming it is an error naming a source that lacks it."""
+    first = pa.Table.from_pandas(frame.iloc[:1500], preserve_index=False)
+    second = pa.Table.from_pandas(frame.iloc[1500:].drop(columns="c"), preserve_index=False)
+    model = streamgd.fit([first, second], **{**SETTINGS, "quiet": True})
+    assert model.features == ("a", "b")
+    with pytest.raises(StreamgdError, match=r"<pyarrow.Table 1>.*'c'"):
+        streamgd.fit([first, second], features=["a", "b", "c"], quiet=True, **SETTINGS)
