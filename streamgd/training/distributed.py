@@ -29,6 +29,7 @@ import hashlib
 import os
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -437,6 +438,9 @@ class DistributedTrainer:
         self.paths = tuple(f.path for f in dataset.files)
         if state.dask.shards is None:
             state.dask.shards = [Cursor(state.epoch) for _ in self.shards]
+        # in every task key: two runs of one process (a resumed run, or another fit) must
+        # never meet a key of the other's that the scheduler has not forgotten yet
+        self.run_key = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         client, local = connect(self.cluster)
         try:
             _check_workers_see_files(client, self.paths, cfg.format)
@@ -454,9 +458,13 @@ class DistributedTrainer:
     def epoch(self, state: TrainState) -> Iterator[StepReport]:
         """The epoch's rounds: every unfinished shard trains from the global weights, and
         the driver averages them."""
-        client = self.client
-        spec_future = client.scatter(state.spec, broadcast=True, hash=False)
-        inputs_future = client.scatter(RunInputs.of(self.base.dataset), broadcast=True, hash=False)
+        client, run = self.client, self.run_key
+        # task results, not scattered data: a broadcast scatter right after a worker was
+        # killed could wait for it forever (seen in the tests), and data that only scatter
+        # put on a lost worker cannot be made again, while a task's result can
+        spec_future = client.submit(_hold, state.spec, key=f"streamgd-spec-{state.epoch}-{run}")
+        inputs = RunInputs.of(self.base.dataset)
+        inputs_future = client.submit(_hold, inputs, key=f"streamgd-inputs-{state.epoch}-{run}")
         rounds = state.dask
         while unfinished := [s for s, c in enumerate(rounds.shards) if not self._done(s, c)]:
             t0 = time.perf_counter()
@@ -502,10 +510,15 @@ class DistributedTrainer:
             state.step,
             round_index,
             inputs_future,
-            key=f"streamgd-round-{round_index}-shard-{shard}-{os.getpid()}",
+            key=f"streamgd-round-{round_index}-shard-{shard}-{self.run_key}",
             pure=False,
             retries=5,
         )
+
+
+def _hold(value: Any) -> Any:
+    """A task that returns its argument: data the scheduler can make again (see epoch)."""
+    return value
 
 
 def _timing(round_number: int, results: list[dict[str, Any]], wall: float) -> dict[str, Any]:
