@@ -20,6 +20,7 @@ distributed = pytest.importorskip("distributed")
 from conftest import lstsq_mse, write_synthetic  # noqa: E402
 
 import streamgd  # noqa: E402
+import streamgd.training.cluster as cluster_module  # noqa: E402
 import streamgd.training.distributed as sd  # noqa: E402
 from streamgd.config import FitConfig, RunOptions  # noqa: E402
 from streamgd.errors import DataError, UsageError  # noqa: E402
@@ -272,7 +273,7 @@ def test_an_outlier_only_workers_meet_is_warned_about_once(cluster, tmp_path, ca
 
 
 def test_unreachable_scheduler_is_a_clear_error(monkeypatch, data):
-    monkeypatch.setattr(sd, "CONNECT_TIMEOUT", 2.0)
+    monkeypatch.setattr(cluster_module, "CONNECT_TIMEOUT", 2.0)
     with pytest.raises(DataError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
         train(data.paths, _config(data), RunOptions(cluster="tcp://127.0.0.1:9"))
 
@@ -280,7 +281,7 @@ def test_unreachable_scheduler_is_a_clear_error(monkeypatch, data):
 def test_bad_cluster_specs_are_usage_errors():
     for spec in ("yarn", "local:0", "local:x"):
         with pytest.raises(UsageError, match="--cluster"):
-            sd.parse_cluster(spec)
+            cluster_module.parse_cluster(spec)
 
 
 def test_a_worker_that_leaves_while_asked_about_the_files_is_skipped():
@@ -298,11 +299,11 @@ def test_a_worker_that_leaves_while_asked_about_the_files_is_skipped():
                 raise gone
             return {"tcp://127.0.0.1:4000": gone, "tcp://127.0.0.1:4001": self.answer}
 
-    sd._check_workers_see_files(FakeClient(None), ("/x.pq",), "auto")
+    cluster_module.check_workers_see_files(FakeClient(None), ("/x.pq",), "auto")
     with pytest.raises(DataError, match="worker tcp://127.0.0.1:4001 cannot see /x.pq"):
-        sd._check_workers_see_files(FakeClient("cannot see /x.pq"), ("/x.pq",), "auto")
+        cluster_module.check_workers_see_files(FakeClient("cannot see /x.pq"), ("/x.pq",), "auto")
     with pytest.raises(ZeroDivisionError):  # an error of the check itself is still raised
-        sd._check_workers_see_files(FakeClient(ZeroDivisionError()), ("/x.pq",), "auto")
+        cluster_module.check_workers_see_files(FakeClient(ZeroDivisionError()), ("/x.pq",), "auto")
 
 
 def test_workers_that_cannot_see_the_files_are_named():
@@ -311,7 +312,7 @@ def test_workers_that_cannot_see_the_files_are_named():
             return {"tcp://127.0.0.1:4000": None, "tcp://127.0.0.1:4001": "cannot see /x.pq"}
 
     with pytest.raises(DataError, match="worker tcp://127.0.0.1:4001 cannot see /x.pq"):
-        sd._check_workers_see_files(FakeClient(), ("/x.pq",), "auto")
+        cluster_module.check_workers_see_files(FakeClient(), ("/x.pq",), "auto")
 
 
 @contextlib.contextmanager
