@@ -10,9 +10,18 @@ __all__ = ["Cursor"]
 
 @dataclass
 class Cursor:
-    """Where an epoch's stream stands: units before ``position`` are done, and ``offset`` rows
-    (after null-target rows are dropped) of the unit at ``position`` have been consumed."""
+    """Where an epoch's stream stands.
+
+    Read one unit at a time (``lanes`` None): units before ``position`` are done, and
+    ``offset`` rows (after null-target rows are dropped) of the unit at ``position`` have
+    been consumed. Read several at once (a shuffled stream with a buffer: see
+    :mod:`streamgd.lanes`): units before ``position`` have been given to a lane, ``lanes``
+    holds each open lane's ``[position, rows handed on]``, ``draws`` the lane draws made, and
+    ``offset`` the rows consumed of the slice handed on next.
+    """
 
     epoch: int = 0
     position: int = 0
     offset: int = 0
+    lanes: list[list[int]] | None = None
+    draws: int = 0

@@ -10,10 +10,23 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["ORDERS", "BUFFER_STREAM", "epoch_order", "epoch_rng", "ShuffleBuffer"]
+__all__ = [
+    "ORDERS",
+    "BUFFER_STREAM",
+    "DRAW_BLOCK",
+    "epoch_order",
+    "epoch_rng",
+    "lane_count",
+    "lane_draws",
+    "piece_slices",
+    "slice_rows_for",
+    "ShuffleBuffer",
+]
 
 _PLAN_STREAM = 0x504C414E  # "PLAN": independent random streams for order and buffer
 BUFFER_STREAM = 0x42554646  # "BUFF"
+_LANE_STREAM = 0x4C414E45  # "LANE": which lane hands on the next slice
+_SLICE_STREAM = 0x534C4943  # "SLIC": the order of a piece's slices
 
 
 def epoch_rng(seed: int, epoch: int, stream: int) -> np.random.Generator:
@@ -46,6 +59,61 @@ def epoch_order(n_units: int, *, seed: int, epoch: int, shuffle: bool) -> np.nda
     [0, 1, 2, 3]
     """
     return ORDERS["shuffled" if shuffle else "sequential"](n_units, seed, epoch)
+
+
+# Interleaved reading (see streamgd.lanes): how many units are open at once. Each lane holds
+# one decoded piece (a row group, a slice of a huge one, a CSV block), so the lanes' memory is
+# about LANE_BYTES whatever the piece size, but never fewer than MIN_LANES units.
+LANE_BYTES = 32 << 20
+MIN_LANES, MAX_LANES = 2, 8
+DRAW_BLOCK = 4096  # lane draws are made in blocks of this many, each block seeded on its own
+
+
+def lane_count(piece_bytes: int | None) -> int:
+    """Lanes for pieces of ``piece_bytes`` decoded bytes (None: unknown, small as CSV blocks).
+
+    >>> lane_count(17 << 20), lane_count(3 << 20), lane_count(None), lane_count(100 << 20)
+    (2, 8, 8, 2)
+    """
+    if not piece_bytes:
+        return MAX_LANES
+    return max(MIN_LANES, min(MAX_LANES, LANE_BYTES // piece_bytes))
+
+
+def slice_rows_for(capacity: int) -> int:
+    """The rows a lane hands on at a time, for a shuffle buffer of ``capacity`` rows: a
+    sixteenth of it, so that it holds slices of every lane at once (and not below 1024, so that
+    a slice is worth its handover).
+
+    >>> slice_rows_for(65536), slice_rows_for(50)
+    (4096, 1024)
+    """
+    return max(1024, capacity // 16)
+
+
+def lane_draws(seed: int, epoch: int, block: int) -> np.ndarray:
+    """Block ``block`` of an epoch's lane draws: DRAW_BLOCK uniform numbers in [0, 1); draw
+    ``i`` of the epoch is ``lane_draws(seed, epoch, i // DRAW_BLOCK)[i % DRAW_BLOCK]``, so a
+    resume needs only the number of draws made."""
+    return np.random.default_rng([seed, epoch, _LANE_STREAM, block]).random(DRAW_BLOCK)
+
+
+def piece_slices(
+    n_rows: int, slice_rows: int, *, seed: int, epoch: int, key: tuple[int, int]
+) -> list[tuple[int, int]]:
+    """A piece of ``n_rows`` rows cut into slices of ``slice_rows`` (the last shorter), as
+    ``(start, stop)`` in a random order seeded by ``(seed, epoch, key)`` (``key``: the unit's
+    position and the piece's index in it), so a lane hands on a piece in no fixed direction.
+
+    >>> sorted(piece_slices(10, 4, seed=0, epoch=0, key=(0, 0)))
+    [(0, 4), (4, 8), (8, 10)]
+    """
+    starts = np.arange(0, n_rows, slice_rows)
+    if len(starts) > 1:
+        starts = starts[
+            np.random.default_rng([seed, epoch, _SLICE_STREAM, *key]).permutation(len(starts))
+        ]
+    return [(int(a), min(int(a) + slice_rows, n_rows)) for a in starts]
 
 
 class ShuffleBuffer:
