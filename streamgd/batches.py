@@ -380,8 +380,7 @@ class BatchStream:
             self._current, self._used = chunk, 0
             if chunk.before is not None:  # interleaved: where the schedule stood before it
                 b, c = chunk.before, self.cursor
-                c.position, c.offset, c.draws = b.next, chunk.skip, b.draws
-                c.lanes = [[p, t] for p, t in b.lanes]
+                c.position, c.offset, c.lanes, c.draws = b.next, chunk.skip, b.lanes, b.draws
             return True
         self._current, self._exhausted = None, True
         if self.interleaving is not None:
@@ -391,6 +390,15 @@ class BatchStream:
 
     def _take(self, m: int) -> np.ndarray:
         """The next ``m`` rows in unit order (fewer only when the epoch's data is exhausted)."""
+        parts = self._take_parts(m)
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return np.empty((0, len(self.columns)), dtype=self.dtype)
+        return np.asfortranarray(np.concatenate(parts))  # one layout, however it was cut
+
+    def _take_parts(self, m: int) -> list[np.ndarray]:
+        """The next ``m`` rows in unit order as views of the chunks they are in."""
         parts: list[np.ndarray] = []
         need = m
         while need > 0 and not self._exhausted:
@@ -406,11 +414,7 @@ class BatchStream:
             self.cursor.offset += len(piece)
             need -= len(piece)
             parts.append(piece)
-        if len(parts) == 1:
-            return parts[0]
-        if not parts:
-            return np.empty((0, len(self.columns)), dtype=self.dtype)
-        return np.asfortranarray(np.concatenate(parts))  # one layout, however it was cut
+        return parts
 
     def _finish_chunk(self, chunk: Chunk) -> None:
         if chunk.counts is not None:  # interleaved slices carry none: the unit's end has them
@@ -470,9 +474,11 @@ class BatchStream:
             else:
                 arrivals = [] if (self.on_first_fill is not None and buf.n == 0) else None
                 while buf.space() > 0 and not self._exhausted:
-                    incoming = self._take(buf.space())
+                    # the chunks' views as they are: the buffer copies them in anyway, so
+                    # joining the slices of several chunks first would copy every row twice
+                    incoming = self._take_parts(buf.space())
                     if arrivals is not None:  # the target only: a copy of all would be 17 MB
-                        arrivals.append(np.array(incoming[:, -1:]))
+                        arrivals += [np.array(part[:, -1:]) for part in incoming]
                     buf.fill(incoming)
                     # the rows were copied: a finished chunk's memory is free for the decoder
                     # now (not after the exchange, which would keep one more matrix in use)

@@ -23,5 +23,5 @@ class Cursor:
     epoch: int = 0
     position: int = 0
     offset: int = 0
-    lanes: list[list[int]] | None = None
+    lanes: list[list[int]] | tuple[tuple[int, int], ...] | None = None
     draws: int = 0

@@ -119,6 +119,21 @@ class _Lane:
             close()
 
 
+def _pick(weights: list[int], u: float) -> int:
+    """The index ``j`` with ``sum(weights[:j]) <= u * sum(weights) < sum(weights[:j + 1])``
+    (a few lanes: plain Python is quicker than numpy here).
+
+    >>> _pick([1, 2, 1], 0.0), _pick([1, 2, 1], 0.5), _pick([1, 2, 1], 0.99)
+    (0, 1, 2)
+    """
+    target = u * sum(weights)
+    for j, w in enumerate(weights):
+        target -= w
+        if target < 0:
+            return j
+    return len(weights) - 1
+
+
 def interleave(
     state: LaneState | None,
     *,
@@ -178,8 +193,7 @@ def interleave(
             if draws // DRAW_BLOCK != block:
                 block = draws // DRAW_BLOCK
                 numbers = lane_draws(seed, epoch, block)
-            weights = np.cumsum([weight(lane) for lane in lanes])
-            j = int(np.searchsorted(weights, numbers[draws % DRAW_BLOCK] * weights[-1], "right"))
+            j = _pick([weight(lane) for lane in lanes], float(numbers[draws % DRAW_BLOCK]))
             draws += 1
             lane = lanes[j]
             rows, buffer = lane.next_slice()

@@ -197,28 +197,53 @@ class ShuffleBuffer:
             return 0
         return len(self.free) * self.run - len(self.tail)
 
-    def fill(self, incoming: np.ndarray) -> None:
-        """Write rows into the first free slots, whole runs at a time."""
+    def fill(self, incoming: np.ndarray | list[np.ndarray]) -> None:
+        """Write rows (one matrix, or several in order: the same as their concatenation,
+        without making it) into the first free slots, whole runs at a time."""
         if self._exchange is not None:
             raise ValueError("an exchange is being emitted: draw it out before filling")
-        rows = np.concatenate([self.tail, incoming]) if len(self.tail) else incoming
-        q = len(rows) // self.run
-        if q > len(self.free) or (q == len(self.free) and len(rows) > q * self.run):
+        parts = [incoming] if isinstance(incoming, np.ndarray) else [p for p in incoming if len(p)]
+        if len(self.tail):
+            parts.insert(0, self.tail)
+        n = sum(len(p) for p in parts)
+        q = n // self.run
+        if q > len(self.free) or (q == len(self.free) and n > q * self.run):
             raise ValueError("more incoming rows than free slots")
-        if q:
+        if not q:
+            rest = np.concatenate(parts) if len(parts) > 1 else (parts[0] if parts else self.tail)
+        else:
             at, held = self._claim(q)
-            # a view of column-major rows: [column, run, row of the run]
             start = at + held
-            self.store[:, start : start + q] = rows[: q * self.run].T.reshape(
-                self.width, q, self.run
-            )
+            rest = self._write(parts, start)
             dest = self.free[:q]
             self.owner[start : start + q] = dest
             self.where[dest] = np.arange(start, start + q)
         self.free = self.free[q:]
         # canonical C order: a batch's memory layout decides BLAS's summation order, and a
         # resumed run must sum exactly as an uninterrupted one
-        self.tail = np.ascontiguousarray(rows[q * self.run :], dtype=self.store.dtype)
+        self.tail = np.ascontiguousarray(rest, dtype=self.store.dtype).reshape(-1, self.width)
+
+    def _write(self, parts: list[np.ndarray], pos: int) -> np.ndarray:
+        """Copy the whole runs of ``parts`` (in order, a run may straddle two) to store
+        positions from ``pos``; returns the rows short of a run at the end."""
+        run, width = self.run, self.width
+        carry: np.ndarray | None = None  # rows short of a run, waiting for the next part
+        for rows in parts:
+            if carry is not None:
+                need = run - len(carry)
+                carry = np.concatenate([carry, rows[:need]])
+                rows = rows[need:]
+                if len(carry) < run:
+                    continue
+                self.store[:, pos] = carry.T
+                pos, carry = pos + 1, None
+            k = len(rows) // run
+            if k:  # a view of column-major rows: [column, run, row of the run]
+                self.store[:, pos : pos + k] = rows[: k * run].T.reshape(width, k, run)
+                pos += k
+            if len(rows) > k * run:
+                carry = rows[k * run :]
+        return carry if carry is not None else self.tail[:0]
 
     def _claim(self, q: int) -> tuple[int, int]:
         """Make room for ``q`` runs at the head: the shortest window from the head holding

@@ -309,4 +309,3 @@ def _warnings_to(logger: JsonLogger | None):
             yield
         finally:
             warnings.showwarning = old
-
