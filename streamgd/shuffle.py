@@ -82,13 +82,15 @@ def lane_count(piece_bytes: int | None) -> int:
 
 def slice_rows_for(capacity: int) -> int:
     """The rows a lane hands on at a time, for a shuffle buffer of ``capacity`` rows: a
-    sixteenth of it, so that it holds slices of every lane at once (and not below 1024, so that
-    a slice is worth its handover).
+    64th of it (1024 rows by default), so that the buffer holds slices of every lane at once
+    and a slice of sorted data is a narrow band of it (on 300,000 target-sorted rows in
+    50,000-row groups, 3 epochs: at most 0.21% above the optimum over 4 seeds, against 0.9%
+    with a 16th); not below 256 rows, so that a slice is worth its handover.
 
     >>> slice_rows_for(65536), slice_rows_for(50)
-    (4096, 1024)
+    (1024, 256)
     """
-    return max(1024, capacity // 16)
+    return max(256, capacity // 64)
 
 
 def lane_draws(seed: int, epoch: int, block: int) -> np.ndarray:
