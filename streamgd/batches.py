@@ -380,7 +380,7 @@ class BatchStream:
             self._current, self._used = chunk, 0
             if chunk.before is not None:  # interleaved: where the schedule stood before it
                 b, c = chunk.before, self.cursor
-                c.position, c.offset, c.lanes, c.draws = b.next, chunk.skip, b.lanes, b.draws
+                c.position, c.offset, c.lanes, c.draws = b.width, chunk.skip, b.lanes, b.draws
             return True
         self._current, self._exhausted = None, True
         if self.interleaving is not None:

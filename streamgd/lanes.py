@@ -47,11 +47,12 @@ class Chunk:
 
 @dataclass(frozen=True)
 class LaneState:
-    """Where an interleaved epoch stands between two slices: units of the order before
-    ``next`` have been given to a lane; ``lanes`` holds each open lane's unit (its position
-    in the order) and the rows of it handed on, in lane order; ``draws`` counts the draws."""
+    """Where an interleaved epoch stands between two slices: lane ``j`` of ``width`` reads
+    the units at positions ``j, j + width, j + 2 width, ...`` of the epoch's order, one after
+    another; ``lanes`` holds each lane still reading, in lane order: its unit's position and
+    the rows of that unit handed on; ``draws`` counts the draws made."""
 
-    next: int
+    width: int
     lanes: tuple[tuple[int, int], ...]
     draws: int
 
@@ -148,48 +149,63 @@ def interleave(
     zero_counts: Callable[[int], np.ndarray],
     empty: np.ndarray,
 ) -> Iterator[Chunk]:
-    """The epoch's chunks from ``state`` (None: the epoch's start), the first with ``skip``
-    rows dropped.
+    """The epoch's chunks from ``state`` (None: the epoch's start, ``n_lanes`` lanes), the
+    first with ``skip`` rows dropped.
 
-    Each step draws a lane with probability proportional to the rows its unit has left
-    (``unit_rows[position]`` less those handed on; a unit of unknown size, a CSV file, counts
-    as ``slice_rows``), so lanes opened together end together and a lane's unit is spread
-    over the whole time it is open, and hands on the lane's next slice. ``pieces(position)``
-    reads the unit at that position of the order; ``release`` takes back a piece's pooled
-    buffer that no chunk carries; ``zero_counts(position)`` gives the counts of a unit that
-    had no piece; ``empty`` is a matrix of no rows. A slice that ends its piece carries the
-    piece's buffer (the consumer releases it once done with that chunk, and so with every
-    earlier slice of the piece); the slice that ends a unit is marked ``last`` and carries
-    the unit's counts (a unit without rows is an empty chunk so marked).
+    Each step draws a lane with probability proportional to the rows it has left (its
+    unit's ``unit_rows[position]`` less those handed on, and its later units': a unit of
+    unknown size, a CSV file, counts as the median known unit, or ``slice_rows``), so that
+    the lanes end together and each unit is spread over the whole time it is read, and
+    hands on that lane's next slice. ``pieces(position)`` reads the unit at that position of
+    the order; ``release`` takes back a piece's pooled buffer that no chunk carries;
+    ``zero_counts(position)`` gives the counts of a unit that had no piece; ``empty`` is a
+    matrix of no rows. A slice that ends its piece carries the piece's buffer (the consumer
+    releases it once done with that chunk, and so with every earlier slice of the piece);
+    the slice that ends a unit is marked ``last`` and carries the unit's counts (a unit
+    without rows is an empty chunk so marked).
     """
     n_units = len(unit_rows)
-    if state is None:
-        state = LaneState(0, (), 0)
-    next_, draws = state.next, state.draws
+    width = n_lanes if state is None else state.width
+    draws = 0 if state is None else state.draws
+    known = [r for r in unit_rows if r is not None]
+    typical = int(np.median(known)) if known else slice_rows
+    size = [typical if r is None else r for r in unit_rows]
+    after = [0] * (n_units + width)  # rows of the units at q, q + width, ... (estimated)
+    for q in range(n_units - 1, -1, -1):
+        after[q] = size[q] + after[q + width]
 
     def cut(n_rows: int, position: int, index: int) -> list[tuple[int, int]]:
         return piece_slices(n_rows, slice_rows, seed=seed, epoch=epoch, key=(position, index))
 
     def weight(lane: _Lane) -> int:
-        rows = unit_rows[lane.position]
-        return slice_rows if rows is None else max(rows - lane.taken, 1)
+        return max(size[lane.position] - lane.taken, 1) + after[lane.position + width]
 
-    lanes = [_Lane(p, t, pieces(p), cut, release) for p, t in state.lanes]
+    def opened(position: int) -> Iterator[Chunk]:
+        """Open the lane's unit at ``position``, or the next one with rows (yielding the
+        ends of those without); the lane is ``found[0]`` (None: the lane is done)."""
+        found[0] = None
+        while position < n_units:
+            lane = _Lane(position, 0, pieces(position), cut, release)
+            if not lane.done:
+                found[0] = lane
+                return
+            counts = lane.counts if lane.counts is not None else zero_counts(position)
+            yield Chunk(position, empty, counts, last=True)
+            position += width
+
+    found: list[_Lane | None] = [None]
+    if state is None:
+        lanes: list[_Lane] = []
+        for j in range(min(width, n_units)):
+            yield from opened(j)
+            if found[0] is not None:
+                lanes.append(found[0])
+    else:
+        lanes = [_Lane(p, t, pieces(p), cut, release) for p, t in state.lanes]
     block, numbers = -1, np.empty(0)
     try:
-        while True:
-            # fill the lanes with the next units; a unit without rows ends at once
-            while len(lanes) < n_lanes and next_ < n_units:
-                lane = _Lane(next_, 0, pieces(next_), cut, release)
-                next_ += 1
-                if lane.done:
-                    counts = lane.counts if lane.counts is not None else zero_counts(lane.position)
-                    yield Chunk(lane.position, empty, counts, last=True)
-                else:
-                    lanes.append(lane)
-            if not lanes:
-                return
-            before = LaneState(next_, tuple((lane.position, lane.taken) for lane in lanes), draws)
+        while lanes:
+            before = LaneState(width, tuple((lane.position, lane.taken) for lane in lanes), draws)
             if draws // DRAW_BLOCK != block:
                 block = draws // DRAW_BLOCK
                 numbers = lane_draws(seed, epoch, block)
@@ -198,13 +214,20 @@ def interleave(
             lane = lanes[j]
             rows, buffer = lane.next_slice()
             chunk = Chunk(lane.position, rows, None, last=lane.done, buffer=buffer, before=before)
-            if lane.done:  # the unit's last slice: its counts, and the lane closes
-                chunk.counts = lane.counts
-                lane.close()
-                del lanes[j]
             if skip:
                 chunk.rows, chunk.skip, skip = chunk.rows[skip:], skip, 0
+            if not lane.done:
+                yield chunk
+                continue
+            # the unit's last slice: its counts; the lane goes on to its next unit
+            chunk.counts = lane.counts
+            lane.close()
             yield chunk
+            yield from opened(lane.position + width)
+            if found[0] is None:
+                del lanes[j]
+            else:
+                lanes[j] = found[0]
     finally:
         for lane in lanes:
             lane.close()

@@ -63,20 +63,23 @@ def epoch_order(n_units: int, *, seed: int, epoch: int, shuffle: bool) -> np.nda
 
 # Interleaved reading (see streamgd.lanes): how many units are open at once. Each lane holds
 # one decoded piece (a row group, a slice of a huge one, a CSV block), so the lanes' memory is
-# about LANE_BYTES whatever the piece size, but never fewer than MIN_LANES units.
+# about LANE_BYTES whatever the piece size, but never fewer than MIN_LANES units; CSV files
+# (of unknown size, and each read by its own parsing thread) get CSV_LANES.
 LANE_BYTES = 32 << 20
-MIN_LANES, MAX_LANES = 2, 8
+MIN_LANES, MAX_LANES, CSV_LANES = 2, 32, 8
 DRAW_BLOCK = 4096  # lane draws are made in blocks of this many, each block seeded on its own
 
 
 def lane_count(piece_bytes: int | None) -> int:
-    """Lanes for pieces of ``piece_bytes`` decoded bytes (None: unknown, small as CSV blocks).
+    """Lanes for pieces of ``piece_bytes`` decoded bytes (None: unknown, CSV).
 
     >>> lane_count(17 << 20), lane_count(3 << 20), lane_count(None), lane_count(100 << 20)
-    (2, 8, 8, 2)
+    (2, 10, 8, 2)
+    >>> lane_count(180 << 10)  # 5,000 rows of 9 float32 columns
+    32
     """
     if not piece_bytes:
-        return MAX_LANES
+        return CSV_LANES
     return max(MIN_LANES, min(MAX_LANES, LANE_BYTES // piece_bytes))
 
 

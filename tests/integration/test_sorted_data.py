@@ -35,8 +35,8 @@ def _sorted_data(path, *, n: int, features: int, row_group: int, seed: int = 0) 
 
 @pytest.mark.parametrize(
     "row_group,features,seed",
-    [(50_000, 12, 0), (50_000, 16, 1), (5_000, 8, 2)],
-    ids=["rg50k-f12", "rg50k-f16", "rg5k-f8"],
+    [(50_000, 12, 0), (50_000, 16, 1), (5_000, 8, 2), (5_000, 12, 7)],
+    ids=["rg50k-f12", "rg50k-f16", "rg5k-f8", "rg5k-f12"],
 )
 def test_target_sorted_data_ends_within_one_percent_of_the_optimum(
     tmp_path, row_group, features, seed

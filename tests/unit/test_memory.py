@@ -21,7 +21,7 @@ from streamgd.sources import open_dataset
 
 from .helpers import trivial_prepare
 
-ROWS, WIDTH, ROW_GROUP = 800_000, 8, 10_000
+ROWS, WIDTH, ROW_GROUP = 800_000, 8, 2_500
 BUFFER, BATCH, PREFETCH = 2_000, 256, 2
 
 
