@@ -182,13 +182,22 @@ class Prefetcher:
             zero_counts=zero_counts,
             empty=empty,
         )
+        # handed over GROUP_CHUNKS at a time: a queue handover per 1024-row slice cost more
+        # than making the slice
+        group: list[Chunk] = []
         try:
             for chunk in chunks:
-                if not self._put(chunk):
-                    return
+                group.append(chunk)
+                if len(group) >= GROUP_CHUNKS:
+                    if not self._put(group):
+                        return
+                    group = []
+            if group and not self._put(group):
+                return
             self._put(self._DONE)
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            self._put(exc)
+        except BaseException as exc:  # handed to the consumer (after what came before it)
+            if not group or self._put(group):
+                self._put(exc)
         finally:
             chunks.close()
 
@@ -211,7 +220,10 @@ class Prefetcher:
                 return
             if isinstance(item, BaseException):
                 raise item
-            yield item
+            if isinstance(item, list):  # an interleaved stream's group of chunks
+                yield from item
+            else:
+                yield item
 
     def release(self, chunk: Chunk) -> None:
         """The consumer is done with ``chunk`` (and every view of it): reuse its memory."""
@@ -259,6 +271,10 @@ class _Recording:
 # What the statistics pass may leave parsed for the epoch (Prefetcher park): its 250,000-row
 # sample of 32 float64 columns is 63 MiB. Bounded, so that wide data is parsed again instead.
 PARK_BYTES = 80 << 20
+
+
+# An interleaved stream's chunks go through the prefetch queue this many at a time.
+GROUP_CHUNKS = 16
 
 
 def piece_bytes(dataset: Dataset, width: int, dtype: np.dtype) -> int | None:
@@ -456,13 +472,15 @@ class BatchStream:
             prefetcher.close()
 
     def _slice_depth(self) -> int:
-        """Slices queued ahead when interleaving: ``prefetch`` pieces' worth, so that the
-        next piece is decoded while the consumer takes slices of the others."""
+        """Groups of slices queued ahead when interleaving: ``prefetch`` pieces' worth (at
+        least two groups), so that the next piece is decoded while the consumer takes slices
+        of the others."""
         assert self.interleaving is not None
         size = piece_bytes(self.dataset, len(self.columns), self.dtype)
         itemsize = np.dtype(self.dtype).itemsize
         rows = SLICE_ROWS if size is None else size // (len(self.columns) * itemsize)
-        return max(1, self.prefetch) * max(1, -(-rows // self.interleaving.slice_rows))
+        slices = max(1, self.prefetch) * max(1, -(-rows // self.interleaving.slice_rows))
+        return max(2, -(-slices // GROUP_CHUNKS))
 
     def _batches(self) -> Iterator[np.ndarray]:
         bs, buf = self.batch_size, self.buffer
