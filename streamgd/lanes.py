@@ -4,18 +4,19 @@ Files written by upstream jobs are often in order (by time, user or label), so o
 holds similar rows. A shuffle buffer fed one unit after another then holds the rows of about
 one unit at a time, and its batches are far from a uniform sample (on data sorted by the
 target, 50k-row row groups and the default 65,536-row buffer, three epochs ended 9.3% above
-the least-squares optimum). Here ``lanes`` units are read at once, each front to back in its
-own pieces (a row group, a slice of a huge one, a CSV block), and every step hands on the
-next slice of at most ``slice_rows`` rows of one lane, drawn uniformly at random; a lane
-whose unit ends takes the next unit of the epoch's order (the last ones close). The buffer
-behind it then holds rows of ``lanes`` units at all times, so a batch is a sample of
-``lanes`` row groups instead of one.
+the least-squares optimum). Here the units are read through ``W`` lanes: lane ``j`` reads
+the units at positions ``j, j + W, j + 2W, ...`` of the epoch's order, each front to back in
+its own pieces (a row group, a slice of a huge one, a CSV block), a piece's slices of at most
+``slice_rows`` rows in a seeded random order. Every step draws a lane with probability
+proportional to the rows it has left (so the lanes end together) and hands on its next
+slice. The buffer behind it then holds rows of ``W`` units at all times, so a batch is a
+sample of ``W`` row groups instead of one.
 
 The schedule is a pure function of ``(seed, epoch)`` and the units' pieces: draw ``i`` of
 an epoch is the ``i``-th number of :func:`streamgd.shuffle.lane_draws`, and the state
-between two slices is small (:class:`LaneState`: the next unit to open, each lane's unit and
-the rows handed on of it, the draws made). A resume opens each lane's unit again and skips
-the rows handed on, so every later slice, piece boundary and count is as before.
+between two slices is small (:class:`LaneState`: ``W``, each lane's unit and the rows handed
+on of it, the draws made). A resume opens each lane's unit again and skips the rows handed
+on, so every later slice, piece boundary and count is as before.
 """
 
 from __future__ import annotations
