@@ -174,3 +174,4 @@ def unknown_setting(name: str, known: Iterable[str]) -> UsageError:
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return UsageError(f"unknown setting {name!r}{hint}")
+

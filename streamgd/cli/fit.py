@@ -309,3 +309,4 @@ def _warnings_to(logger: JsonLogger | None):
             yield
         finally:
             warnings.showwarning = old
+

@@ -41,6 +41,7 @@ def cli() -> None:
     than memory, streaming them in shuffled mini-batches, with exact checkpoint/resume."""
 
 
+
 for _command in (fit, *COMMANDS):
     cli.add_command(_command)
 

@@ -42,6 +42,7 @@ EXIT_CODES_HELP = (
 )
 
 
+
 class ListOption(click.ParamType):
     """A comma-separated list; with ``multiple=True`` repeats add up
     (``--features a,b --features c`` is ``a,b,c``)."""
@@ -66,6 +67,7 @@ def flatten(values: Sequence[list[str]] | None) -> list[str]:
 
 def emit_json(obj: dict[str, Any]) -> None:
     click.echo(json.dumps(json_safe(obj), indent=2, default=json_default, allow_nan=False))
+
 
 
 paths_argument = click.argument("paths", nargs=-1, required=True, metavar="PATHS...")

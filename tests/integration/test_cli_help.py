@@ -23,8 +23,6 @@ FIT = cli.commands["fit"]
 
 def _out(*args: str) -> str:
     return invoke_ok(*args).stdout
-
-
 TITLES = list(GROUPS.values())
 
 

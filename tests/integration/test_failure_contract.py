@@ -33,29 +33,18 @@ def data(tmp_path_factory):
 
 
 def _fit(data, *extra):
-    return [
-        "fit",
-        *data.paths,
-        "--target",
-        "y",
-        "--features",
-        "x0,x1,x2",
-        "--epochs",
-        "2",
-        *map(str, extra),
-    ]
+    return ["fit", *data.paths, "--target", "y", "--features", "x0,x1,x2", "--epochs", "2",
+            *map(str, extra)]
 
 
-def test_model_write_failing_after_training_is_rewritten_by_resume(
-    data, tmp_path, capsys, monkeypatch
-):
+def test_model_write_failing_after_training_is_rewritten_by_resume(data, tmp_path, capsys,
+                                                                    monkeypatch):
     """The model write fails after training (here: no space, at Model.save's seam): exit 1,
     one line, the old model kept. ``--resume`` of the finished run then finds that the file
     is not the model its checkpoint recorded, writes it, and only then says it did."""
     model, ckpt = tmp_path / "m.npz", tmp_path / "m.ckpt"
-    code, _, err = run_cli(
-        capsys, *_fit(data, "-o", model, "--checkpoint-dir", ckpt, "--epochs", "1")
-    )
+    code, _, err = run_cli(capsys, *_fit(data, "-o", model, "--checkpoint-dir", ckpt,
+                                         "--epochs", "1"))
     assert code == 0, err
     old = model.read_bytes()
 
@@ -71,7 +60,8 @@ def test_model_write_failing_after_training_is_rewritten_by_resume(
     assert model.read_bytes() == old
     monkeypatch.setattr(Model, "save", real_save)
 
-    code, out, err = run_cli(capsys, *_fit(data, "-o", model, "--checkpoint-dir", ckpt, "--resume"))
+    code, out, err = run_cli(capsys, *_fit(data, "-o", model, "--checkpoint-dir", ckpt,
+                                           "--resume"))
     assert code == 0, err
     assert "writing the final model" in err and "again" in err
     assert err.index("again") < err.index("model written")
@@ -84,7 +74,8 @@ def test_model_write_failing_after_training_is_rewritten_by_resume(
 
     # a third run: the model is that run's, nothing is written
     before = model.stat().st_mtime_ns
-    code, _, err = run_cli(capsys, *_fit(data, "-o", model, "--checkpoint-dir", ckpt, "--resume"))
+    code, _, err = run_cli(capsys, *_fit(data, "-o", model, "--checkpoint-dir", ckpt,
+                                         "--resume"))
     assert code == 0 and "again" not in err
     assert model.stat().st_mtime_ns == before
 
@@ -99,14 +90,16 @@ def test_resume_of_a_finished_run_restores_its_history_files(data, tmp_path, cap
     good_csv, good_json = csv_path.read_bytes(), json_path.read_bytes()
     stamps = model.stat().st_mtime_ns, json_path.stat().st_mtime_ns
     csv_path.unlink()
-    code, _, err = run_cli(capsys, *_fit(data, "-o", model, "--checkpoint-dir", ckpt, "--resume"))
+    code, _, err = run_cli(capsys, *_fit(data, "-o", model, "--checkpoint-dir", ckpt,
+                                         "--resume"))
     assert code == 0, err
     # the same rows (a checkpoint keeps an entry's keys sorted: the columns may be in another order)
     assert _csv_rows(csv_path.read_bytes()) == _csv_rows(good_csv)
     assert json_path.read_bytes() == good_json
     assert (model.stat().st_mtime_ns, json_path.stat().st_mtime_ns) == stamps
     json_path.write_text("[]")
-    code, _, err = run_cli(capsys, *_fit(data, "-o", model, "--checkpoint-dir", ckpt, "--resume"))
+    code, _, err = run_cli(capsys, *_fit(data, "-o", model, "--checkpoint-dir", ckpt,
+                                         "--resume"))
     assert code == 0 and json.loads(json_path.read_bytes()) == json.loads(good_json)
 
 
@@ -126,7 +119,8 @@ def test_the_finished_checkpoint_records_the_models_digest(data, tmp_path, capsy
     assert meta[MODEL_DIGEST_KEY] == streamgd.load(str(model)).digest()
 
 
-def test_an_oserror_no_seam_words_is_exit_1_naming_the_path(data, tmp_path, capsys, monkeypatch):
+def test_an_oserror_no_seam_words_is_exit_1_naming_the_path(data, tmp_path, capsys,
+                                                             monkeypatch):
     """The safety net: an OSError escaping anywhere is the environment (exit 1, one line
     with its path), not a bug (70)."""
     from streamgd.training import api
@@ -168,7 +162,6 @@ def _load_tool():
 
 
 faults = _load_tool()
-
 
 # -- signals outside the training loop -----------------------------------------------------
 def test_import_streamgd_imports_no_heavy_library():
