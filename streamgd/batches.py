@@ -22,23 +22,33 @@ import pyarrow as pa
 from .cursor import Cursor
 from .decode import Decoder
 from .errors import CheckpointError
-from .shuffle import BUFFER_STREAM, ShuffleBuffer, epoch_order, epoch_rng
-from .sources import Dataset, HandleCache
+from .lanes import Chunk, LaneState, Piece, interleave
+from .shuffle import (
+    BUFFER_STREAM,
+    ShuffleBuffer,
+    epoch_order,
+    epoch_rng,
+    lane_count,
+    slice_rows_for,
+)
+from .sources import SLICE_ROWS, Dataset, HandleCache
 
-__all__ = ["Chunk", "Cursor", "Prefetcher", "BatchStream"]
+__all__ = ["Chunk", "Cursor", "Interleaving", "Prefetcher", "BatchStream"]
 
 ShuffleState = tuple[np.ndarray, np.ndarray, np.ndarray, dict]  # slots, free, tail, rng
 
 
-@dataclass
-class Chunk:
-    """Decoded rows of one unit; ``last`` marks the unit's final chunk."""
+@dataclass(frozen=True)
+class Interleaving:
+    """How a :class:`Prefetcher` reads several units at once (see :mod:`streamgd.lanes`):
+    from ``state``, the first chunk less ``skip`` rows, slices of ``slice_rows``."""
 
-    position: int  # index of the unit in the epoch order
-    rows: np.ndarray
-    counts: np.ndarray  # [rows dropped for a null target, values imputed per feature...]
-    last: bool
-    buffer: np.ndarray | None = None  # pooled memory behind ``rows``; see Prefetcher.release
+    state: LaneState | None
+    skip: int
+    n_lanes: int
+    slice_rows: int
+    seed: int
+    epoch: int
 
 
 class BufferPool:
@@ -85,8 +95,10 @@ class Prefetcher:
         offset: int = 0,
         depth: int = 2,
         park: bool = False,
+        interleaving: Interleaving | None = None,
     ) -> None:
         self._args = (dataset, list(order), decoder, start, offset)
+        self._interleaving = interleaving
         # with ``park``, what the first unit's reader gave (a CSV file's blocks, raw), so
         # that close() can leave it to the dataset's next read of that unit (Dataset.park)
         self._recordings: list[_Recording] = []
@@ -107,6 +119,9 @@ class Prefetcher:
         return False
 
     def _run(self) -> None:
+        if self._interleaving is not None:
+            self._run_interleaved(self._interleaving)
+            return
         dataset, order, decoder, start, offset = self._args
         columns = decoder.columns
         handles = HandleCache()
@@ -145,6 +160,59 @@ class Prefetcher:
             self._recordings = []
             self._put(exc)
 
+    def _run_interleaved(self, how: Interleaving) -> None:
+        dataset, order, decoder, _, _ = self._args
+        handles = HandleCache()
+        empty = np.empty((0, len(decoder.columns)), dtype=decoder.dtype)
+
+        def zero_counts(position: int) -> np.ndarray:
+            path = dataset.files[dataset.units[order[position]].file].path
+            return decoder.prepare(empty, path, 0)[1]
+
+        chunks = interleave(
+            how.state,
+            n_lanes=how.n_lanes,
+            skip=how.skip,
+            slice_rows=how.slice_rows,
+            seed=how.seed,
+            epoch=how.epoch,
+            unit_rows=[dataset.units[i].rows for i in order],
+            pieces=lambda position: self._pieces(position, handles),
+            release=self.pool.put,
+            zero_counts=zero_counts,
+            empty=empty,
+        )
+        # handed over GROUP_CHUNKS at a time: a queue handover per 1024-row slice cost more
+        # than making the slice
+        group: list[Chunk] = []
+        try:
+            for chunk in chunks:
+                group.append(chunk)
+                if len(group) >= GROUP_CHUNKS:
+                    if not self._put(group):
+                        return
+                    group = []
+            if group and not self._put(group):
+                return
+            self._put(self._DONE)
+        except BaseException as exc:  # handed to the consumer (after what came before it)
+            if not group or self._put(group):
+                self._put(exc)
+        finally:
+            chunks.close()
+
+    def _pieces(self, position: int, handles: HandleCache) -> Iterator[Piece]:
+        """The decoded pieces of the unit at ``position`` of the order, each in pooled memory."""
+        dataset, order, decoder, _, _ = self._args
+        unit = dataset.units[order[position]]
+        path = dataset.files[unit.file].path
+        for table, first_row in dataset.iter_unit(unit, decoder.columns, handles):
+            buf = self.pool.get(table.num_rows)
+            matrix = decoder.matrix(table, path=path, first_row=first_row, out=buf)
+            del table
+            rows, counts = decoder.prepare(matrix, path, first_row)
+            yield rows, counts, buf
+
     def __iter__(self) -> Iterator[Chunk]:
         while True:
             item = self._queue.get()
@@ -152,7 +220,10 @@ class Prefetcher:
                 return
             if isinstance(item, BaseException):
                 raise item
-            yield item
+            if isinstance(item, list):  # an interleaved stream's group of chunks
+                yield from item
+            else:
+                yield item
 
     def release(self, chunk: Chunk) -> None:
         """The consumer is done with ``chunk`` (and every view of it): reuse its memory."""
@@ -200,6 +271,17 @@ class _Recording:
 # What the statistics pass may leave parsed for the epoch (Prefetcher park): its 250,000-row
 # sample of 32 float64 columns is 63 MiB. Bounded, so that wide data is parsed again instead.
 PARK_BYTES = 80 << 20
+
+
+# An interleaved stream's chunks go through the prefetch queue this many at a time.
+GROUP_CHUNKS = 16
+
+
+def piece_bytes(dataset: Dataset, width: int, dtype: np.dtype) -> int | None:
+    """Decoded bytes of the largest piece a Parquet unit is read in (a row group, or a slice
+    of at most SLICE_ROWS rows); None without Parquet units (CSV blocks: about 1 MB)."""
+    rows = [min(u.rows, SLICE_ROWS) for u in dataset.units if u.rows is not None]
+    return max(rows) * width * np.dtype(dtype).itemsize if rows and max(rows) else None
 
 
 # The shuffle buffer exchanges rows in blocks of about this many (whole batches), at most an
@@ -274,6 +356,8 @@ class BatchStream:
                         "written by a streamgd with another buffer layout; finish the epoch "
                         "with that version, or start afresh"
                     ) from None
+        # with a buffer, units are read several at once (see streamgd.lanes)
+        self.interleaving = self._interleaving(seed, epoch) if self.buffer is not None else None
         self._unit_counts: np.ndarray | None = None
         self._chunks: Iterator[Chunk] | None = None
         self._prefetcher: Prefetcher | None = None
@@ -282,6 +366,27 @@ class BatchStream:
         self._used = 0  # rows of the current chunk consumed
         self._exhausted = False
 
+    def _interleaving(self, seed: int, epoch: int) -> Interleaving:
+        """The lanes from the cursor: a fresh epoch's first units, or a resumed one's state."""
+        assert self.buffer is not None
+        c = self.cursor
+        state = None
+        if c.lanes is not None:
+            state = LaneState(c.position, tuple((p, t) for p, t in c.lanes), c.draws)
+        elif (c.position, c.offset) != (0, 0):
+            raise CheckpointError(
+                "the checkpoint's cursor is of a streamgd that read one unit at a time; "
+                "finish the epoch with that version, or start afresh"
+            )
+        return Interleaving(
+            state,
+            skip=c.offset if state is not None else 0,
+            n_lanes=lane_count(piece_bytes(self.dataset, len(self.columns), self.dtype)),
+            slice_rows=slice_rows_for(self.buffer.capacity),
+            seed=seed,
+            epoch=epoch,
+        )
+
     # -- reading rows in order, keeping the cursor ------------------------------------------
     def _next_chunk(self) -> bool:
         assert self._chunks is not None
@@ -289,12 +394,27 @@ class BatchStream:
             self._retired.append(self._current)
         for chunk in self._chunks:
             self._current, self._used = chunk, 0
+            if chunk.before is not None:  # interleaved: where the schedule stood before it
+                b, c = chunk.before, self.cursor
+                c.position, c.offset, c.lanes, c.draws = b.width, chunk.skip, b.lanes, b.draws
             return True
         self._current, self._exhausted = None, True
+        if self.interleaving is not None:
+            c = self.cursor
+            c.position, c.offset, c.lanes, c.draws = len(self.order), 0, [], 0
         return False
 
     def _take(self, m: int) -> np.ndarray:
         """The next ``m`` rows in unit order (fewer only when the epoch's data is exhausted)."""
+        parts = self._take_parts(m)
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return np.empty((0, len(self.columns)), dtype=self.dtype)
+        return np.asfortranarray(np.concatenate(parts))  # one layout, however it was cut
+
+    def _take_parts(self, m: int) -> list[np.ndarray]:
+        """The next ``m`` rows in unit order as views of the chunks they are in."""
         parts: list[np.ndarray] = []
         need = m
         while need > 0 and not self._exhausted:
@@ -310,21 +430,19 @@ class BatchStream:
             self.cursor.offset += len(piece)
             need -= len(piece)
             parts.append(piece)
-        if len(parts) == 1:
-            return parts[0]
-        if not parts:
-            return np.empty((0, len(self.columns)), dtype=self.dtype)
-        return np.asfortranarray(np.concatenate(parts))  # one layout, however it was cut
+        return parts
 
     def _finish_chunk(self, chunk: Chunk) -> None:
-        unit = self._unit_counts
-        self._unit_counts = chunk.counts.copy() if unit is None else unit + chunk.counts
+        if chunk.counts is not None:  # interleaved slices carry none: the unit's end has them
+            unit = self._unit_counts
+            self._unit_counts = chunk.counts.copy() if unit is None else unit + chunk.counts
         if chunk.last:
             done = self.counts
             self.counts = self._unit_counts if done is None else done + self._unit_counts
             self._unit_counts = None
-            self.cursor.position = chunk.position + 1
-            self.cursor.offset = 0
+            if self.interleaving is None:
+                self.cursor.position = chunk.position + 1
+                self.cursor.offset = 0
 
     def _settle(self) -> None:
         """Move past finished chunks so the cursor never points at the end of a unit."""
@@ -344,13 +462,25 @@ class BatchStream:
             self.decoder,
             start=self.cursor.position,
             offset=self.cursor.offset,
-            depth=self.prefetch,
+            depth=self.prefetch if self.interleaving is None else self._slice_depth(),
+            interleaving=self.interleaving,
         )
         self._chunks = iter(prefetcher)
         try:
             yield from self._batches()
         finally:
             prefetcher.close()
+
+    def _slice_depth(self) -> int:
+        """Groups of slices queued ahead when interleaving: ``prefetch`` pieces' worth (at
+        least two groups), so that the next piece is decoded while the consumer takes slices
+        of the others."""
+        assert self.interleaving is not None
+        size = piece_bytes(self.dataset, len(self.columns), self.dtype)
+        itemsize = np.dtype(self.dtype).itemsize
+        rows = SLICE_ROWS if size is None else size // (len(self.columns) * itemsize)
+        slices = max(1, self.prefetch) * max(1, -(-rows // self.interleaving.slice_rows))
+        return max(2, -(-slices // GROUP_CHUNKS))
 
     def _batches(self) -> Iterator[np.ndarray]:
         bs, buf = self.batch_size, self.buffer
@@ -362,9 +492,11 @@ class BatchStream:
             else:
                 arrivals = [] if (self.on_first_fill is not None and buf.n == 0) else None
                 while buf.space() > 0 and not self._exhausted:
-                    incoming = self._take(buf.space())
+                    # the chunks' views as they are: the buffer copies them in anyway, so
+                    # joining the slices of several chunks first would copy every row twice
+                    incoming = self._take_parts(buf.space())
                     if arrivals is not None:  # the target only: a copy of all would be 17 MB
-                        arrivals.append(np.array(incoming[:, -1:]))
+                        arrivals += [np.array(part[:, -1:]) for part in incoming]
                     buf.fill(incoming)
                     # the rows were copied: a finished chunk's memory is free for the decoder
                     # now (not after the exchange, which would keep one more matrix in use)

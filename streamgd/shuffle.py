@@ -10,10 +10,23 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["ORDERS", "BUFFER_STREAM", "epoch_order", "epoch_rng", "ShuffleBuffer"]
+__all__ = [
+    "ORDERS",
+    "BUFFER_STREAM",
+    "DRAW_BLOCK",
+    "epoch_order",
+    "epoch_rng",
+    "lane_count",
+    "lane_draws",
+    "piece_slices",
+    "slice_rows_for",
+    "ShuffleBuffer",
+]
 
 _PLAN_STREAM = 0x504C414E  # "PLAN": independent random streams for order and buffer
 BUFFER_STREAM = 0x42554646  # "BUFF"
+_LANE_STREAM = 0x4C414E45  # "LANE": which lane hands on the next slice
+_SLICE_STREAM = 0x534C4943  # "SLIC": the order of a piece's slices
 
 
 def epoch_rng(seed: int, epoch: int, stream: int) -> np.random.Generator:
@@ -46,6 +59,66 @@ def epoch_order(n_units: int, *, seed: int, epoch: int, shuffle: bool) -> np.nda
     [0, 1, 2, 3]
     """
     return ORDERS["shuffled" if shuffle else "sequential"](n_units, seed, epoch)
+
+
+# Interleaved reading (see streamgd.lanes): how many units are open at once. Each lane holds
+# one decoded piece (a row group, a slice of a huge one, a CSV block), so the lanes' memory is
+# about LANE_BYTES whatever the piece size, but never fewer than MIN_LANES units; CSV files
+# (of unknown size, and each read by its own parsing thread) get CSV_LANES.
+LANE_BYTES = 32 << 20
+MIN_LANES, MAX_LANES, CSV_LANES = 2, 32, 8
+DRAW_BLOCK = 4096  # lane draws are made in blocks of this many, each block seeded on its own
+
+
+def lane_count(piece_bytes: int | None) -> int:
+    """Lanes for pieces of ``piece_bytes`` decoded bytes (None: unknown, CSV).
+
+    >>> lane_count(17 << 20), lane_count(3 << 20), lane_count(None), lane_count(100 << 20)
+    (2, 10, 8, 2)
+    >>> lane_count(180 << 10)  # 5,000 rows of 9 float32 columns
+    32
+    """
+    if not piece_bytes:
+        return CSV_LANES
+    return max(MIN_LANES, min(MAX_LANES, LANE_BYTES // piece_bytes))
+
+
+def slice_rows_for(capacity: int) -> int:
+    """The rows a lane hands on at a time, for a shuffle buffer of ``capacity`` rows: a
+    64th of it (1024 rows by default), so that the buffer holds slices of every lane at once
+    and a slice of sorted data is a narrow band of it (on 300,000 target-sorted rows in
+    50,000-row groups, 3 epochs: at most 0.21% above the optimum over 4 seeds, against 0.9%
+    with a 16th); not below 256 rows, so that a slice is worth its handover.
+
+    >>> slice_rows_for(65536), slice_rows_for(50)
+    (1024, 256)
+    """
+    return max(256, capacity // 64)
+
+
+def lane_draws(seed: int, epoch: int, block: int) -> np.ndarray:
+    """Block ``block`` of an epoch's lane draws: DRAW_BLOCK uniform numbers in [0, 1); draw
+    ``i`` of the epoch is ``lane_draws(seed, epoch, i // DRAW_BLOCK)[i % DRAW_BLOCK]``, so a
+    resume needs only the number of draws made."""
+    return np.random.default_rng([seed, epoch, _LANE_STREAM, block]).random(DRAW_BLOCK)
+
+
+def piece_slices(
+    n_rows: int, slice_rows: int, *, seed: int, epoch: int, key: tuple[int, int]
+) -> list[tuple[int, int]]:
+    """A piece of ``n_rows`` rows cut into slices of ``slice_rows`` (the last shorter), as
+    ``(start, stop)`` in a random order seeded by ``(seed, epoch, key)`` (``key``: the unit's
+    position and the piece's index in it), so a lane hands on a piece in no fixed direction.
+
+    >>> sorted(piece_slices(10, 4, seed=0, epoch=0, key=(0, 0)))
+    [(0, 4), (4, 8), (8, 10)]
+    """
+    starts = np.arange(0, n_rows, slice_rows)
+    if len(starts) > 1:
+        starts = starts[
+            np.random.default_rng([seed, epoch, _SLICE_STREAM, *key]).permutation(len(starts))
+        ]
+    return [(int(a), min(int(a) + slice_rows, n_rows)) for a in starts]
 
 
 class ShuffleBuffer:
@@ -129,28 +202,53 @@ class ShuffleBuffer:
             return 0
         return len(self.free) * self.run - len(self.tail)
 
-    def fill(self, incoming: np.ndarray) -> None:
-        """Write rows into the first free slots, whole runs at a time."""
+    def fill(self, incoming: np.ndarray | list[np.ndarray]) -> None:
+        """Write rows (one matrix, or several in order: the same as their concatenation,
+        without making it) into the first free slots, whole runs at a time."""
         if self._exchange is not None:
             raise ValueError("an exchange is being emitted: draw it out before filling")
-        rows = np.concatenate([self.tail, incoming]) if len(self.tail) else incoming
-        q = len(rows) // self.run
-        if q > len(self.free) or (q == len(self.free) and len(rows) > q * self.run):
+        parts = [incoming] if isinstance(incoming, np.ndarray) else [p for p in incoming if len(p)]
+        if len(self.tail):
+            parts.insert(0, self.tail)
+        n = sum(len(p) for p in parts)
+        q = n // self.run
+        if q > len(self.free) or (q == len(self.free) and n > q * self.run):
             raise ValueError("more incoming rows than free slots")
-        if q:
+        if not q:
+            rest = np.concatenate(parts) if len(parts) > 1 else (parts[0] if parts else self.tail)
+        else:
             at, held = self._claim(q)
-            # a view of column-major rows: [column, run, row of the run]
             start = at + held
-            self.store[:, start : start + q] = rows[: q * self.run].T.reshape(
-                self.width, q, self.run
-            )
+            rest = self._write(parts, start)
             dest = self.free[:q]
             self.owner[start : start + q] = dest
             self.where[dest] = np.arange(start, start + q)
         self.free = self.free[q:]
         # canonical C order: a batch's memory layout decides BLAS's summation order, and a
         # resumed run must sum exactly as an uninterrupted one
-        self.tail = np.ascontiguousarray(rows[q * self.run :], dtype=self.store.dtype)
+        self.tail = np.ascontiguousarray(rest, dtype=self.store.dtype).reshape(-1, self.width)
+
+    def _write(self, parts: list[np.ndarray], pos: int) -> np.ndarray:
+        """Copy the whole runs of ``parts`` (in order, a run may straddle two) to store
+        positions from ``pos``; returns the rows short of a run at the end."""
+        run, width = self.run, self.width
+        carry: np.ndarray | None = None  # rows short of a run, waiting for the next part
+        for rows in parts:
+            if carry is not None:
+                need = run - len(carry)
+                carry = np.concatenate([carry, rows[:need]])
+                rows = rows[need:]
+                if len(carry) < run:
+                    continue
+                self.store[:, pos] = carry.T
+                pos, carry = pos + 1, None
+            k = len(rows) // run
+            if k:  # a view of column-major rows: [column, run, row of the run]
+                self.store[:, pos : pos + k] = rows[: k * run].T.reshape(width, k, run)
+                pos += k
+            if len(rows) > k * run:
+                carry = rows[k * run :]
+        return carry if carry is not None else self.tail[:0]
 
     def _claim(self, q: int) -> tuple[int, int]:
         """Make room for ``q`` runs at the head: the shortest window from the head holding

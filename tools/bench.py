@@ -46,6 +46,13 @@ one BLAS thread (``BLAS_THREADS``), as streamgd does.
 - ``fit-seq-B`` / ``fit-shuf-B``: one whole ``streamgd.fit(files, target="y", epochs=1,
   batch_size=B, shuffle=False/True, seed=0)`` call, statistics pass included; rows/s =
   ``rows_trained`` / seconds. The training MSE comes from ``streamgd.evaluate`` (untimed).
+- ``epoch-mmap``, ``epoch-seq-B``, ``epoch-shuf-B``: per-epoch figures, start-up apart.
+  ``epoch-mmap`` runs ``decode-mmap`` twice and times the second pass; the fits run two
+  epochs and time the second alone (from the end of the first epoch to the end of the
+  second, by a callback): the marginal cost of an epoch, without the imports, the opening
+  of the files and the statistics pass (the first epoch's time is in the JSON). Their ratio
+  column is to ``epoch-mmap`` of the same round. The mixing of the shuffled stream is
+  measured separately, by ``tools/mixing.py``.
 - ``exact``: the least-squares optimum in one streaming pass (float64 ``[1 X y]' [1 X y]``
   accumulated row group by row group, then ``np.linalg.solve``); its MSE comes from a second,
   untimed pass and must equal the optimum in the sidecar.
@@ -461,6 +468,46 @@ def reset_peak_rss() -> None:
         Path("/proc/self/clear_refs").write_text("5")
 
 
+def case_epoch_mmap(ctx: Ctx) -> dict:
+    """Two passes of ``decode-mmap``; the second is timed (the per-epoch baseline)."""
+    sum(len(m) for m in decoded_row_groups(ctx.parquet, memory_map=True))
+    return case_decode(ctx, memory_map=True)
+
+
+def case_epoch(ctx: Ctx, *, shuffle: bool) -> dict:
+    """``fit-*`` for two epochs; the second epoch alone is timed (its rows and seconds, from
+    the end of the first epoch to the end of the second): the marginal cost of an epoch,
+    without the start-up and the statistics pass. The whole fit's time is kept beside it."""
+    import streamgd
+    from streamgd.training.callbacks import Callback
+
+    ends: list[tuple[float, float, int]] = []
+
+    class EpochClock(Callback):
+        def on_epoch_end(self, state, entry) -> None:
+            ends.append((time.perf_counter(), time.process_time(), int(entry["rows"])))
+
+    start = (time.perf_counter(), time.process_time())
+    model = streamgd.fit(
+        ctx.parquet,
+        target="y",
+        epochs=2,
+        batch_size=ctx.batch_size,
+        shuffle=shuffle,
+        seed=0,
+        callbacks=[EpochClock()],
+    )
+    (t1, c1, _), (t2, c2, rows) = ends
+    return {
+        "rows": rows,
+        "seconds": t2 - t1,
+        "cpu_seconds": c2 - c1,
+        "peak_rss_mb": peak_rss_mb(),
+        "first_epoch_seconds": t1 - start[0],
+        "mse": float(streamgd.evaluate(model, ctx.parquet)["mse"]),
+    }
+
+
 def case_fit_default(ctx: Ctx) -> dict:
     """``streamgd.fit`` with every setting at its default but one epoch (shuffled, batch 1024,
     65,536-row buffer): the larger-than-memory run (``--scaling``)."""
@@ -584,6 +631,15 @@ KINDS: dict[str, Kind] = {
     "fit-shuf": Kind(lambda c: case_fit(c, shuffle=True), batched=True),
     "fit-table": Kind(lambda c: case_fit_memory(c, kind="table"), batched=True, needs="memory"),
     "fit-frame": Kind(lambda c: case_fit_memory(c, kind="frame"), batched=True, needs="memory"),
+
+
+    "epoch-mmap": Kind(case_epoch_mmap, baselines=("epoch-mmap",)),
+    "epoch-seq": Kind(
+        lambda c: case_epoch(c, shuffle=False), batched=True, baselines=("epoch-mmap",)
+    ),
+    "epoch-shuf": Kind(
+        lambda c: case_epoch(c, shuffle=True), batched=True, baselines=("epoch-mmap",)
+    ),
     "exact": Kind(case_exact),
     "fit-default": Kind(case_fit_default, needs="scaling"),
     "sklearn": Kind(case_sklearn, batched=True, needs="sklearn"),
@@ -661,7 +717,7 @@ def run_worker(case: str, directory: Path) -> None:
     from threadpoolctl import threadpool_limits
 
     warm_lazy_imports()
-    if case.startswith("fit"):
+    if case.startswith(("fit", "epoch")):
         import streamgd
 
         # ``import streamgd`` is lazy (its names load on first use, so a signal handler can
@@ -790,8 +846,10 @@ def fmt_rate(v: float) -> str:
 
 
 def markdown_table(summary: dict[str, dict], skipped: dict[str, str], has_csv: bool) -> str:
+    per_epoch = "epoch-mmap" in summary
     head = ["case", "rows/s (median)", "ratio to decode"]
     head += ["ratio to csv-parse"] if has_csv else []
+    head += ["per epoch: ratio to epoch-mmap"] if per_epoch else []
     head += ["MSE vs optimum", "peak RSS MB (after imports)", "n"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for case, s in summary.items():
@@ -800,6 +858,7 @@ def markdown_table(summary: dict[str, dict], skipped: dict[str, str], has_csv: b
         else:
             row = [case, fmt_rate(s["rows_per_s"]), fmt_ratio(s["ratios"].get("decode"))]
             row += [fmt_ratio(s["ratios"].get("csv-parse"))] if has_csv else []
+            row += [fmt_ratio(s["ratios"].get("epoch-mmap"))] if per_epoch else []
             mse = s.get("mse_vs_optimum")
             row += [
                 "" if mse is None else f"{mse * 100:+.3f}%",

@@ -89,7 +89,8 @@ class StreamState:
     @classmethod
     def of(cls, cursor: Cursor, shuffled: tuple | None) -> StreamState:
         """The state of a stream at ``cursor`` with the buffer ``shuffled`` (or none)."""
-        copy = Cursor(cursor.epoch, cursor.position, cursor.offset)
+        lanes = None if cursor.lanes is None else [list(lane) for lane in cursor.lanes]
+        copy = Cursor(cursor.epoch, cursor.position, cursor.offset, lanes, cursor.draws)
         if shuffled is None:
             return cls(copy)
         return cls(copy, *shuffled)

@@ -91,7 +91,9 @@ def test_an_outlier_only_training_meets_is_warned_about_once(capsys, tmp_path):
 
 def test_an_outlier_only_training_meets_is_once_per_column_quiet_and_json(capsys, tmp_path):
     _, path = outlier_beyond_the_sample(tmp_path)
-    args = fit_args(path, tmp_path, "--stats-rows", "500", "--epochs", "3")
+    # the seed: whether the step that meets the 1e9 diverges depends on the batch it lands
+    # in (in the reading order of before issue 17, seeds 3 and 4 diverged)
+    args = fit_args(path, tmp_path, "--stats-rows", "500", "--epochs", "3", "--seed", "1")
     code, _, err = run_cli(capsys, *args, "-q")
     assert code == 0 and err == "", err
     code, out, err = run_cli(capsys, *args, "--log-format", "json")

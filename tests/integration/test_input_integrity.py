@@ -96,7 +96,9 @@ def test_a_swap_mid_run_stops_naming_the_file(tmp_path, parquet):
         state = load_checkpoint(path)
         assert not state.finished
     path, state = manager.latest()
-    assert state.step < ROWS // 32  # stopped within the first epoch
+    # stopped before the run's end: within the first epoch, or (the shuffled stream reads
+    # several row groups at once, here all ten at its start) at the second epoch's first read
+    assert state.step <= ROWS // 32 + 1
     with pytest.raises(CheckpointError, match=rf"changed {parquet} \(.*content changed"):
         train([parquet], _config(), RunOptions(checkpoint_dir=ckpt, resume=True))
 

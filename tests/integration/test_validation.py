@@ -153,13 +153,19 @@ def _warnings_of(path, **kw):
     return seen
 
 
-def test_ordered_input_is_warned_about(tmp_path):
+def test_ordered_input_is_warned_about(tmp_path, monkeypatch):
+    import streamgd.sources as sources
+
+    # one row group too large to be decoded whole (here: above a lowered SLICE_ROWS), read
+    # slice after slice: the order the stream cannot mix (row groups decoded whole, or
+    # several at once, it mixes itself: see streamgd.lanes)
+    monkeypatch.setattr(sources.dataset, "SLICE_ROWS", 5000)
     rng = np.random.default_rng(16)
     x = rng.normal(size=40_000)
     y = 2 * x + rng.normal(size=40_000)
     order = np.argsort(y)
     sorted_path, mixed_path = tmp_path / "sorted.parquet", tmp_path / "mixed.parquet"
-    pq.write_table(pa.table({"x": x[order], "y": y[order]}), sorted_path, row_group_size=5000)
+    pq.write_table(pa.table({"x": x[order], "y": y[order]}), sorted_path, row_group_size=40_000)
     pq.write_table(pa.table({"x": x, "y": y}), mixed_path, row_group_size=5000)
     warned = _warnings_of(sorted_path, shuffle_buffer=2048)
     assert len(warned) == 1 and "looks ordered" in warned[0] and "streamgd shuffle" in warned[0]

@@ -29,6 +29,7 @@ from .helpers import (
     make_stream,
     trivial_prepare,
     write_layout,
+    write_parquet,
 )
 
 BATCH_SIZES = [1, 7, 64, 1000]
@@ -340,10 +341,12 @@ def test_errors_in_prepare_reach_the_consumer_and_stop_the_thread(layouts):
     assert not _prefetch_threads(baseline)
 
 
-def test_abandoning_a_stream_stops_its_thread(layouts):
+@pytest.mark.parametrize("buffer_size", [0, 50])  # one unit at a time; lanes
+def test_abandoning_a_stream_stops_its_thread(tmp_path, buffer_size):
     baseline = frozenset(_prefetch_threads())
-    ds = open_dataset(layouts["one_file_rg64"][0])
-    it = iter(make_stream(ds, batch_size=1))
+    # enough units that the thread is still reading (or waiting to hand over) after a batch
+    ds = open_dataset([write_parquet(str(tmp_path / "many.parquet"), 0, 20_000, 64)])
+    it = iter(make_stream(ds, batch_size=1, buffer_size=buffer_size))
     next(it)
     assert _prefetch_threads(baseline)
     it.close()

@@ -16,11 +16,12 @@ import pyarrow.parquet as pq
 
 from streamgd.batches import BatchStream
 from streamgd.decode import Decoder
+from streamgd.shuffle import lane_count
 from streamgd.sources import open_dataset
 
 from .helpers import trivial_prepare
 
-ROWS, WIDTH, ROW_GROUP = 400_000, 8, 10_000
+ROWS, WIDTH, ROW_GROUP = 800_000, 8, 2_500
 BUFFER, BATCH, PREFETCH = 2_000, 256, 2
 
 
@@ -70,11 +71,13 @@ def test_streaming_memory_is_bounded_by_what_is_in_flight(tmp_path):
 
     row_bytes = WIDTH * 8
     dataset_bytes = ROWS * row_bytes
-    # in flight: the shuffle buffer (plus one batch of slots) and, per row group, the queue
-    # (PREFETCH), the one held back to mark a unit's end, the one being decoded, and the one
-    # the consumer reads; a factor 2 for transient copies (a batch, Arrow-to-numpy columns)
-    in_flight = (BUFFER + BATCH + (PREFETCH + 2) * ROW_GROUP) * row_bytes
+    # in flight: the shuffle buffer (plus one batch of slots) and, per row group, one per
+    # lane (row groups read at once: see streamgd.lanes), the queue (PREFETCH), the one being
+    # decoded, and the one the consumer reads; a factor 2 for transient copies (a batch,
+    # Arrow-to-numpy columns)
+    lanes = lane_count(ROW_GROUP * row_bytes)
+    in_flight = (BUFFER + BATCH + (lanes + PREFETCH + 2) * ROW_GROUP) * row_bytes
     bound = 2 * in_flight
     assert peak < bound, f"peak {peak / 1e6:.1f} MB > bound {bound / 1e6:.1f} MB"
     assert peak < dataset_bytes / 4
-    assert elapsed < 20  # a generous ceiling: about 2 s on 2 cores
+    assert elapsed < 40  # a generous ceiling: about 4 s on 2 cores

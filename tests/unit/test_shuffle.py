@@ -210,3 +210,26 @@ def test_no_fill_while_a_round_is_out():
     for _ in range(3):
         buf.draw(2)
     assert buf.space() == 8
+
+
+@pytest.mark.parametrize("run", [1, 4, 16])
+def test_filling_several_parts_is_filling_their_concatenation(run):
+    """The stream fills the buffer with the views of several chunks at once: the slots,
+    free list and tail (the state) are those of one fill with the joined rows."""
+    sizes = [5, 0, 16, 3, 33, 1, 7]  # runs straddle parts; an empty part; a tail at the end
+    rows = _rows(0, sum(sizes))
+    parts, lo = [], 0
+    for n in sizes:
+        parts.append(np.asfortranarray(rows[lo : lo + n]))
+        lo += n
+    a = ShuffleBuffer(100, 2, np.random.default_rng(3), block=16, run=run)
+    b = ShuffleBuffer(100, 2, np.random.default_rng(3), block=16, run=run)
+    a.fill(rows[:3])
+    b.fill(rows[:3])
+    a.fill(parts)
+    b.fill(np.concatenate(parts))
+    (slots_a, free_a, tail_a, _), (slots_b, free_b, tail_b, _) = a.state(), b.state()
+    assert np.array_equal(free_a, free_b) and np.array_equal(tail_a, tail_b)
+    filled = np.setdiff1d(np.arange(len(slots_a)), free_a)  # free slots hold leftovers
+    assert np.array_equal(slots_a[filled], slots_b[filled])
+    assert np.array_equal(a.draw(16), b.draw(16))
