@@ -12,18 +12,23 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any
 
+# Only light modules here (the names come from ``choices``), so that the settings' declarations
+# and the command line built from them load without numpy and pyarrow.
+from .choices import (
+    FORMATS,
+    INFINITE_POLICIES,
+    LOSSES,
+    MAX_HASH_BITS,
+    MISSING_POLICIES,
+    OPTIMIZERS,
+    OUTLIER_POLICIES,
+    SOLVERS,
+)
 from .constraints import Flag, Integer, Interval, Names, Options
 from .errors import UsageError
-from .features import INFINITE_POLICIES, MISSING_POLICIES
-from .features.categorical import MAX_HASH_BITS
-from .features.outliers import OUTLIER_POLICIES
-from .losses import LOSSES
-from .optimizers import OPTIMIZERS
 from .run_options import RUN_SETTINGS, RunOptions
 from .schedules import SCHEDULES
 from .settings import Setting, check_settings, setting, settings_of, unknown_setting
-from .solvers import SOLVERS, get_solver
-from .sources import FORMATS
 
 __all__ = [
     "FitConfig",
@@ -395,6 +400,8 @@ class FitConfig:
             )
         if sum(map(bool, (self.validation, self.holdout, self.holdout_rows))) > 1:
             raise UsageError("use one of --validation, --holdout and --holdout-rows")
+        from .solvers import get_solver
+
         get_solver(self.solver).check(self)  # what the solver cannot do
         if self.categorical and self.record_path:
             raise UsageError(
