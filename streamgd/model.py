@@ -7,11 +7,11 @@ reports them in the features' original units.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from .archive import read_archive, write_archive
@@ -20,6 +20,9 @@ from .errors import CheckpointError, DataError, UsageError
 from .features import OTHER, FeatureSpec
 from .sources import is_numeric
 from .spec_archive import spec_arrays, spec_from, spec_meta
+
+if TYPE_CHECKING:  # pandas is imported by whoever made a DataFrame, never by training
+    import pandas as pd
 
 __all__ = ["Model", "load", "as_model"]
 
@@ -179,7 +182,8 @@ class Model:
     def _inputs(self, data) -> tuple[np.ndarray, np.ndarray | None]:
         """The numeric feature matrix and the categorical code indices of ``data``: a table,
         a DataFrame (columns by name), or a numeric array (features in order, no categoricals)."""
-        if isinstance(data, pd.DataFrame):
+        pandas = sys.modules.get("pandas")  # a DataFrame exists only once pandas is imported
+        if pandas is not None and isinstance(data, pandas.DataFrame):
             data = pa.Table.from_pandas(data, preserve_index=False)
         categorical = [c.name for c in self.spec.categoricals]
         if isinstance(data, pa.Table | pa.RecordBatch):

@@ -14,16 +14,33 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 COMMANDS = (["--version"], ["--help"], ["fit", "--help"])
 HEAVY = ("numpy", "pyarrow", "pyarrow.parquet", "pandas", "tqdm", "dask", "matplotlib", "fsspec")
-# What a default fit on Parquet files imports before its first batch (the CLI, then the
-# training entry, the Parquet reader and the progress bar's modules).
-FIT_IMPORTS = (
-    "import streamgd.cli.main, streamgd.training.api, streamgd.training.loop, "
-    "streamgd.sources.parquet, pyarrow.parquet"
-)
+# A default fit on a small Parquet file, in process: its peak RSS is the interpreter with
+# everything a fit imports (data, model and buffers are a few hundred KB), and which of the
+# heavy libraries it imported.
+FIT = """
+import sys
+from streamgd.cli.main import run
+assert run(["fit", {path!r}, "--epochs", "1", "-q", "-o", {path!r} + ".npz"]) == 0
+print(",".join(h for h in HEAVY if h in sys.modules))
+"""
+
+
+def small_parquet(directory: str) -> str:
+    """5,000 rows of 8 float32 features and a target, written here (not by the probe)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    x = np.random.default_rng(0).normal(size=(5000, 8)).astype("float32")
+    names = [f"x{i}" for i in range(8)]
+    path = os.path.join(directory, "small.parquet")
+    pq.write_table(pa.Table.from_arrays([*x.T, x.sum(1)], [*names, "y"]), path)
+    return path
 
 
 def timed(args: list[str]) -> tuple[float, float]:
@@ -55,11 +72,15 @@ def import_report(args: list[str]) -> tuple[float, list[str]]:
     return total / 1e6, [h for h in HEAVY if h in names]
 
 
-def rss_after(code: str) -> float:
-    """The resident set (MiB) of an interpreter that ran ``code``."""
-    probe = code + "\nimport resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+def rss_after(code: str) -> tuple[float, str]:
+    """The peak resident set (MiB) of an interpreter that ran ``code``, and the line its code
+    printed before."""
+    # VmHWM, not ru_maxrss: that one keeps the forking parent's peak across exec
+    probe = f"HEAVY = {HEAVY!r}\n{code}\n"
+    probe += "print(next(ln.split()[1] for ln in open('/proc/self/status') if 'VmHWM' in ln))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    return int(out.stdout.split()[-1]) / 1024
+    lines = out.stdout.splitlines()
+    return int(lines[-1]) / 1024, (lines[-2] if len(lines) > 1 else "")
 
 
 def main() -> None:
@@ -76,14 +97,15 @@ def main() -> None:
             f"streamgd {' '.join(args):<12} wall {wall:.3f} s  cpu {cpu:.3f} s  "
             f"importtime {total:.3f} s  heavy imports: {', '.join(heavy) or 'none'}"
         )
-    bare = rss_after("pass")
-    print(f"RSS: bare interpreter {bare:.0f} MiB")
+    tmp = tempfile.mkdtemp()
     for label, code in (
+        ("a bare interpreter", "pass"),
         ("import streamgd.cli.main", "import streamgd.cli.main"),
-        ("a default fit's imports", FIT_IMPORTS),
-        ("numpy + pyarrow.parquet", "import numpy, pyarrow.parquet"),
+        ("import numpy, pyarrow.parquet", "import numpy, pyarrow.parquet"),
+        ("a default fit on a small Parquet file", FIT.format(path=small_parquet(tmp))),
     ):
-        print(f"RSS after {label}: {rss_after(code):.0f} MiB")
+        rss, heavy = rss_after(code)
+        print(f"peak RSS after {label}: {rss:.0f} MiB" + (f" (imported {heavy})" if heavy else ""))
 
 
 if __name__ == "__main__":
