@@ -9,6 +9,9 @@ It lives here, not in :mod:`streamgd.features`, because it reads through
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from time import monotonic
+
 import numpy as np
 
 from .batches import Prefetcher
@@ -17,7 +20,11 @@ from .errors import DataError
 from .features import Stats
 from .sources import Dataset
 
-__all__ = ["stats_order", "compute_stats"]
+__all__ = ["stats_order", "compute_stats", "Progress", "PROGRESS_INTERVAL"]
+
+# progress(rows, total, done): see streamgd.training.callbacks.Callback.on_stats_progress
+Progress = Callable[[int, int | None, bool], None]
+PROGRESS_INTERVAL = 0.25  # seconds between progress calls: a few a second, whatever the data
 
 
 def stats_order(dataset: Dataset, *, max_rows: int, seed: int) -> np.ndarray:
@@ -30,7 +37,14 @@ def stats_order(dataset: Dataset, *, max_rows: int, seed: int) -> np.ndarray:
     return np.arange(n_units)
 
 
-def compute_stats(dataset: Dataset, decoder: Decoder, *, max_rows: int, seed: int) -> Stats:
+def compute_stats(
+    dataset: Dataset,
+    decoder: Decoder,
+    *,
+    max_rows: int,
+    seed: int,
+    progress: Progress | None = None,
+) -> Stats:
     """The statistics pass: NaN-aware mean and std of every column of ``decoder`` (the
     features, then the target: see :meth:`Decoder.for_statistics`).
 
@@ -38,11 +52,15 @@ def compute_stats(dataset: Dataset, decoder: Decoder, *, max_rows: int, seed: in
     more rows than that, the row groups are picked in a seeded random order so that the sample
     spans the data (a CSV file's rows are counted only by reading it: CSV gives the first
     rows). ``max_rows=0`` reads everything.
+
+    ``progress(rows, total, done)`` hears of the rows in the sample so far: once as the pass
+    begins, then at most every :data:`PROGRESS_INTERVAL` seconds, and once with ``done``.
     """
     order = stats_order(dataset, max_rows=max_rows, seed=seed)
     n_units = len(order)
     acc: Stats | None = None
     start = 0
+    report = _Reporter(progress, _sample_size(dataset, max_rows))
     while start < n_units and not (max_rows and acc is not None and acc.rows >= max_rows):
         # Hand the prefetcher only the units that can still be needed: one that decodes past
         # the sample wastes a row group's decode (and a wait to stop it) on every fit.
@@ -62,6 +80,7 @@ def compute_stats(dataset: Dataset, decoder: Decoder, *, max_rows: int, seed: in
                 part = Stats.of(chunk.rows, overwrite=True)  # released right after
                 prefetch.release(chunk)
                 acc = part if acc is None else acc.merge(part)
+                report(acc.rows)
                 # whole row groups (a seeded sample); a CSV file may stop after any block
                 whole = chunk.last or dataset.units[order[chunk.position]].rows is None
                 if max_rows and acc.rows >= max_rows and whole:
@@ -74,7 +93,36 @@ def compute_stats(dataset: Dataset, decoder: Decoder, *, max_rows: int, seed: in
             f"no rows with a target value in {len(dataset.files)} file(s)",
             path=dataset.files[0].path,
         )
+    report(acc.rows, done=True)
     return acc
+
+
+def _sample_size(dataset: Dataset, max_rows: int) -> int | None:
+    """The rows the pass means to read: ``max_rows``, or every row when there are fewer or
+    ``max_rows`` is 0 (None when that is unknown, as for CSV files)."""
+    total = dataset.num_rows
+    if total is None:
+        return max_rows or None
+    return min(total, max_rows) if max_rows else total
+
+
+class _Reporter:
+    """Calls ``progress`` as the pass begins, then at most every :data:`PROGRESS_INTERVAL`
+    seconds (one clock read per decoded piece: nothing next to decoding it), and at the end."""
+
+    def __init__(self, progress: Progress | None, total: int | None) -> None:
+        self.progress, self.total = progress, total
+        self.last = monotonic()
+        if progress is not None:
+            progress(0, total, False)
+
+    def __call__(self, rows: int, *, done: bool = False) -> None:
+        if self.progress is None:
+            return
+        now = monotonic()
+        if done or now - self.last >= PROGRESS_INTERVAL:
+            self.last = now
+            self.progress(rows, self.total, done)
 
 
 def _units_for(dataset: Dataset, order: np.ndarray, start: int, rows: int) -> int:

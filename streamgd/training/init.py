@@ -30,7 +30,7 @@ from ..model import Model, load
 from ..solvers import get_solver
 from ..sources import Dataset
 from ..sources.fingerprint import differences
-from ..stats_pass import compute_stats, stats_order
+from ..stats_pass import Progress, compute_stats, stats_order
 from .state import TrainState
 
 __all__ = ["initial_state", "check_compatible"]
@@ -42,15 +42,19 @@ def initial_state(
     options: RunOptions,
     *,
     warn: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> TrainState:
     """A fresh state: features from the schema, statistics from a statistics pass (or the
     warm-start model's), zero weights but for the loss's starting intercept (or the model's
     weights) and a fresh solver state. What the statistics pass found that a user should know
-    (outliers) goes to ``warn`` (a Python warning without one)."""
+    (outliers) goes to ``warn`` (a Python warning without one); how far it has read, to
+    ``progress`` (see :func:`~streamgd.stats_pass.compute_stats`)."""
     if options.init:
         return _warm_state(dataset, config, load(options.init), options.init)
     loss = config.make_loss()
-    spec, mean = _fresh_spec(dataset, config, loss, warn=warn or _python_warning)
+    spec, mean = _fresh_spec(
+        dataset, config, loss, warn=warn or _python_warning, progress=progress
+    )
     # weights of the numeric features, the intercept, then one per categorical code; one
     # column per class for a multi-class loss
     classes = () if spec.classes is None else (len(spec.classes),)
@@ -80,7 +84,12 @@ def _python_warning(message: str) -> None:
 
 
 def _fresh_spec(
-    dataset: Dataset, config: FitConfig, loss: Loss, *, warn: Callable[[str], None]
+    dataset: Dataset,
+    config: FitConfig,
+    loss: Loss,
+    *,
+    warn: Callable[[str], None],
+    progress: Progress | None = None,
 ) -> tuple[FeatureSpec, Any]:
     """The feature spec from the schema and a statistics pass, and the target's mean (the
     class frequencies for a multi-class loss) that the starting intercept fits."""
@@ -110,7 +119,9 @@ def _fresh_spec(
         select=holdout.selector(config, keep=False, dataset=dataset),
         screen=(screen := _screen(names, config, loss)),
     )
-    stats = compute_stats(dataset, decoder, max_rows=config.stats_rows, seed=config.seed)
+    stats = compute_stats(
+        dataset, decoder, max_rows=config.stats_rows, seed=config.seed, progress=progress
+    )
     _check_stats(stats, screen, dataset, warn)
     spec = FeatureSpec.from_stats(
         names,
