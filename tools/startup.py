@@ -1,9 +1,11 @@
 """Start-up figures of the console command (BENCHMARKS.md, "Start-up"): for each command, the
-median wall and user+system CPU time of several runs, the ``-X importtime`` total, whether
-numpy/pyarrow/pandas were imported, and the interpreter's RSS after the imports a default
-``streamgd fit`` on Parquet files needs.
+median wall and user+system CPU time of several runs of the console script, the median
+``-X importtime`` total (of ``python -m streamgd``), which heavy libraries were imported, and
+the peak RSS of interpreters after some imports and after a default ``streamgd fit`` on a
+small Parquet file.
 
     python tools/startup.py [--runs 11]
+    python tools/startup.py --runs 3 --fit /work/bench-data/*/parquet/*.parquet
 """
 
 from __future__ import annotations
@@ -83,16 +85,54 @@ def rss_after(code: str) -> tuple[float, str]:
     return int(lines[-1]) / 1024, (lines[-2] if len(lines) > 1 else "")
 
 
+def phases(paths: list[str], runs: int) -> None:
+    """Time to the first step of ``streamgd fit PATHS --epochs 2`` (defaults otherwise), from
+    its JSON log: process start to the ``start`` event (imports, settings), the statistics
+    pass (its ``seconds``), and the epochs; the statistics pass as a fraction of an epoch."""
+    import datetime
+    import json
+
+    script = os.path.join(os.path.dirname(sys.executable), "streamgd")
+    for _ in range(runs):
+        t0 = time.time()
+        args = [script, "fit", *paths, "--epochs", "2", "--log-format", "json"]
+        err = subprocess.run(args, capture_output=True, text=True, check=True).stderr
+        wall = time.time() - t0
+        events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+
+        def at(event: dict, t0: float = t0) -> float:
+            return datetime.datetime.fromisoformat(event["time"]).timestamp() - t0
+
+        start = next(e for e in events if e["event"] == "start")
+        stats = [e for e in events if e["event"] == "statistics"][-1]
+        epochs = [e["seconds"] for e in events if e["event"] == "epoch"]
+        print(
+            f"start event {at(start):.2f} s, statistics pass {stats['seconds']:.2f} s "
+            f"({stats['rows']} rows) done at {at(stats):.2f} s, epochs "
+            f"{', '.join(f'{s:.2f}' for s in epochs)} s, exit {wall:.2f} s; statistics / "
+            f"epoch: {stats['seconds'] / statistics.median(epochs):.3f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=11)
-    runs = parser.parse_args().runs
-    exe = [sys.executable, "-m", "streamgd"]
+    parser.add_argument(
+        "--fit", nargs="+", metavar="PATH", help="time the phases of a fit on these files"
+    )
+    ns = parser.parse_args()
+    runs = ns.runs
+    if ns.fit:
+        phases(ns.fit, runs)
+        return
+    script = os.path.join(os.path.dirname(sys.executable), "streamgd")  # the console script
+    exe = [script] if os.path.exists(script) else [sys.executable, "-m", "streamgd"]
     for args in COMMANDS:
         times = [timed([*exe, *args]) for _ in range(runs)]
         wall = statistics.median(t[0] for t in times)
         cpu = statistics.median(t[1] for t in times)
-        total, heavy = import_report(["-m", "streamgd", *args])
+        reports = [import_report(["-m", "streamgd", *args]) for _ in range(5)]
+        total, heavy = statistics.median(r[0] for r in reports), reports[0][1]
         print(
             f"streamgd {' '.join(args):<12} wall {wall:.3f} s  cpu {cpu:.3f} s  "
             f"importtime {total:.3f} s  heavy imports: {', '.join(heavy) or 'none'}"

@@ -89,9 +89,7 @@ class ProgressReporter(Callback):
         if not self.bar_enabled:
             return
         if self._bar is None and not done:
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(
+            self._bar = _tqdm()(
                 total=total,
                 file=self.stream,
                 unit=" rows",
@@ -117,9 +115,7 @@ class ProgressReporter(Callback):
     def _open_bar(self, state: Any) -> None:
         if not self.bar_enabled:
             return
-        from tqdm.auto import tqdm
-
-        self._bar = tqdm(
+        self._bar = _tqdm()(
             total=self._rows_per_epoch,
             initial=state.totals.rows,
             file=self.stream,
@@ -190,6 +186,16 @@ class ProgressReporter(Callback):
                 f"stopped early: the update norm fell below --tol after "
                 f"{len(state.history)} epoch(s)"
             )
+
+
+def _tqdm() -> type:
+    """tqdm's bar: its notebook widget in Jupyter (``tqdm.auto``), else the terminal's, without
+    the asyncio import that ``tqdm.auto`` costs everywhere (tens of ms before the first bar)."""
+    if _in_notebook():
+        from tqdm.auto import tqdm
+    else:
+        from tqdm.std import tqdm
+    return tqdm
 
 
 def _in_notebook() -> bool:
