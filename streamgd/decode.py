@@ -76,6 +76,19 @@ def to_matrix(
     return out
 
 
+def float_array(values: np.ndarray) -> pa.Array:
+    """A 1-d float array as an Arrow array without nulls (NaN stays NaN) sharing its memory,
+    as ``pa.array(values)`` makes it but without the conversion that imports pandas (see
+    :func:`float_values`): predictions, for the file they are written to.
+
+    >>> float_array(np.array([0.5, np.nan])).type
+    DataType(double)
+    """
+    values = np.ascontiguousarray(values)
+    buffers = [None, pa.py_buffer(values)]
+    return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), buffers)
+
+
 def float_values(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """A floating-point column's values as a numpy array, nulls as NaN: a read-only view of
     its buffer when it is one chunk without nulls. Not ``to_numpy``: pyarrow's conversion

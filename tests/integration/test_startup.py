@@ -41,9 +41,12 @@ def test_print_config_imports_no_heavy_library(tmp_path):
     assert not [m for m in HEAVY if m in names]
 
 
-def test_default_fit_on_parquet_does_not_import_pandas(tmp_path):
+def test_default_fit_and_predict_on_parquet_do_not_import_pandas(tmp_path):
     data = write_synthetic(str(tmp_path), rows=3000, features=3, seed=5)
-    names = imported("fit", *data.paths, "--target", "y", "--epochs", "2", "-q")
+    model = str(tmp_path / "m.npz")
+    names = imported("fit", *data.paths, "--target", "y", "--epochs", "2", "-q", "-o", model)
     assert "pyarrow.parquet" in names and "numpy" in names  # it did train
     assert "pandas" not in names
     assert "dask" not in names and "matplotlib" not in names and "tqdm" not in names
+    names = imported("predict", model, *data.paths, "-o", str(tmp_path / "p.parquet"))
+    assert "streamgd.scoring" in names and "pandas" not in names

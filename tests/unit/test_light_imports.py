@@ -1,6 +1,6 @@
 """What keeps start-up light: the names the settings choose from (``streamgd.choices``) agree
-with the registries that implement them, and the decoder's float conversion (which avoids
-pyarrow's pandas-importing ``to_numpy``) gives exactly what ``to_numpy`` gives."""
+with the registries that implement them, and the float conversions between Arrow and numpy
+(which avoid pyarrow's pandas-importing ones) give exactly what pyarrow's give."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from streamgd import choices
-from streamgd.decode import float_values
+from streamgd.decode import float_array, float_values
 from streamgd.losses import _BUILTIN, LOSS_FACTORIES
 from streamgd.optimizers import OPTIMIZERS
 from streamgd.solvers import SOLVERS
@@ -41,3 +41,13 @@ def test_float_values_equal_to_numpy(typ):
             )
             assert got.dtype == expected.dtype
             np.testing.assert_array_equal(got, expected)  # NaN where null, on both sides
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_float_array_equals_pa_array(dtype):
+    values = np.random.default_rng(3).normal(size=(50, 3)).astype(dtype)
+    values[4, 1] = np.nan  # stays a NaN, not a null, as pa.array makes it
+    for column in (values[:, 1], values[10:10, 0]):  # strided, and empty
+        got, expected = float_array(column), pa.array(column)
+        assert got.type == expected.type and got.null_count == expected.null_count == 0
+        np.testing.assert_array_equal(got.to_numpy(), expected.to_numpy())
