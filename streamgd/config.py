@@ -12,20 +12,24 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any
 
+# Only light modules here (the names come from ``choices``), so that the settings' declarations
+# and the command line built from them load without numpy and pyarrow.
+from .choices import (
+    FORMATS,
+    INFINITE_POLICIES,
+    LOSSES,
+    MAX_HASH_BITS,
+    MISSING_POLICIES,
+    OPTIMIZERS,
+    OUTLIER_POLICIES,
+    SOLVERS,
+)
 from .config_checks import check_combinations
 from .constraints import Flag, Integer, Interval, Names, Options
 from .errors import UsageError
-from .features import INFINITE_POLICIES, MISSING_POLICIES
-from .features.categorical import MAX_HASH_BITS
-from .features.outliers import OUTLIER_POLICIES
-from .features.weights import check_weight_settings
-from .losses import LOSSES
-from .optimizers import OPTIMIZERS
 from .run_options import RUN_SETTINGS, RunOptions
 from .schedules import SCHEDULES
 from .settings import Setting, check_settings, setting, settings_of, unknown_setting
-from .solvers import SOLVERS
-from .sources import FORMATS
 
 __all__ = [
     "FitConfig",
@@ -404,6 +408,8 @@ class FitConfig:
             if value is not None and hasattr(value, "__iter__"):  # else the check says what
                 object.__setattr__(self, name, tuple(value) or None)
         self.csv_options()  # its own checks
+        from .features.weights import check_weight_settings  # numpy: not for --help
+
         object.__setattr__(self, "class_weight", check_weight_settings(self))
         check_settings(self, CONFIG_SETTINGS)
         self.make_loss(), self.make_optimizer(), self.make_schedule()  # their own checks

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import UsageError
-from .solvers import get_solver
 
 __all__ = ["check_combinations"]
 
@@ -24,6 +23,8 @@ def check_combinations(config: Any) -> None:
         )
     if sum(map(bool, (config.validation, config.holdout, config.holdout_rows))) > 1:
         raise UsageError("use one of --validation, --holdout and --holdout-rows")
+    from .solvers import get_solver  # numpy: loaded by a fit, not by --help
+
     get_solver(config.solver).check(config)  # what the solver cannot do
     if config.categorical and config.record_path:
         raise UsageError(

@@ -19,7 +19,7 @@ from .archive import as_path, atomic_path
 from .batches import Prefetcher
 from .blas import single_blas_thread
 from .config import csv_options_from
-from .decode import Decoder
+from .decode import Decoder, float_array
 from .errors import DataError, UsageError
 from .features import count_vector, describe_counts
 from .metrics import Accumulator
@@ -130,7 +130,7 @@ def _predict_files(
                     pred = link(model.decision(x, model.spec.table_codes(table)))
                     ids = {c: table.column(c) for c in id_columns}
                     if model.classes is None:
-                        result = pa.table({**ids, column: pa.array(pred)})
+                        result = pa.table({**ids, column: float_array(pred)})
                     else:  # the most probable label, then each class's probability
                         labels = np.asarray(model.classes, dtype=object)[pred.argmax(axis=1)]
                         probs = {

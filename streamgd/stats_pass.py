@@ -9,6 +9,9 @@ It lives here, not in :mod:`streamgd.features`, because it reads through
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from time import monotonic
+
 import numpy as np
 
 from .batches import Prefetcher
@@ -17,7 +20,17 @@ from .errors import DataError
 from .features import Stats
 from .sources import Dataset
 
-__all__ = ["stats_order", "compute_stats", "compute_class_stats"]
+__all__ = [
+    "stats_order",
+    "compute_stats",
+    "compute_class_stats",
+    "Progress",
+    "PROGRESS_INTERVAL",
+]
+
+# progress(rows, total, done): see streamgd.training.callbacks.Callback.on_stats_progress
+Progress = Callable[[int, int | None, bool], None]
+PROGRESS_INTERVAL = 0.25  # seconds between progress calls: a few a second, whatever the data
 
 
 def stats_order(dataset: Dataset, *, max_rows: int, seed: int) -> np.ndarray:
@@ -31,7 +44,13 @@ def stats_order(dataset: Dataset, *, max_rows: int, seed: int) -> np.ndarray:
 
 
 def compute_stats(
-    dataset: Dataset, decoder: Decoder, *, max_rows: int, seed: int, weighted: bool = False
+    dataset: Dataset,
+    decoder: Decoder,
+    *,
+    max_rows: int,
+    seed: int,
+    weighted: bool = False,
+    progress: Progress | None = None,
 ) -> Stats:
     """The statistics pass: NaN-aware mean and std of every column of ``decoder`` (the
     features, then the target: see :meth:`Decoder.for_statistics`); with ``weighted``, the
@@ -42,8 +61,11 @@ def compute_stats(
     more rows than that, the row groups are picked in a seeded random order so that the sample
     spans the data (a CSV file's rows are counted only by reading it: CSV gives the first
     rows). ``max_rows=0`` reads everything.
+
+    ``progress(rows, total, done)`` hears of the rows in the sample so far: once as the pass
+    begins, then at most every :data:`PROGRESS_INTERVAL` seconds, and once with ``done``.
     """
-    return _read(dataset, decoder, max_rows, seed, _summarise(weighted, 0))[0]
+    return _read(dataset, decoder, max_rows, seed, _summarise(weighted, 0), progress)[0]
 
 
 def compute_class_stats(
@@ -54,11 +76,12 @@ def compute_class_stats(
     seed: int,
     weighted: bool,
     n_classes: int,
+    progress: Progress | None = None,
 ) -> list[Stats]:
     """:func:`compute_stats` of the rows of each class apart (the target's codes ``0`` to
     ``n_classes - 1``), so that class weights known only at the end of the pass can weight
     them (see :meth:`Stats.scaled`)."""
-    return _read(dataset, decoder, max_rows, seed, _summarise(weighted, n_classes))
+    return _read(dataset, decoder, max_rows, seed, _summarise(weighted, n_classes), progress)
 
 
 def _summarise(weighted: bool, n_classes: int):
@@ -78,12 +101,20 @@ def _summarise(weighted: bool, n_classes: int):
     return summarise
 
 
-def _read(dataset: Dataset, decoder: Decoder, max_rows: int, seed: int, summarise) -> list[Stats]:
+def _read(
+    dataset: Dataset,
+    decoder: Decoder,
+    max_rows: int,
+    seed: int,
+    summarise,
+    progress: Progress | None = None,
+) -> list[Stats]:
     order = stats_order(dataset, max_rows=max_rows, seed=seed)
     n_units = len(order)
     acc: list[Stats] | None = None
     seen = 0
     start = 0
+    report = _Reporter(progress, _sample_size(dataset, max_rows))
     while start < n_units and not (max_rows and acc is not None and seen >= max_rows):
         # Hand the prefetcher only the units that can still be needed: one that decodes past
         # the sample wastes a row group's decode (and a wait to stop it) on every fit.
@@ -106,6 +137,7 @@ def _read(dataset: Dataset, decoder: Decoder, max_rows: int, seed: int, summaris
                     parts = [a.merge(p) for a, p in zip(acc, parts, strict=True)]
                 acc = parts
                 seen = sum(a.rows for a in acc)
+                report(seen)
                 # whole row groups (a seeded sample); a CSV file may stop after any block
                 whole = chunk.last or dataset.units[order[chunk.position]].rows is None
                 if max_rows and seen >= max_rows and whole:
@@ -118,7 +150,36 @@ def _read(dataset: Dataset, decoder: Decoder, max_rows: int, seed: int, summaris
             f"no rows with a target value in {len(dataset.files)} file(s)",
             path=dataset.files[0].path,
         )
+    report(seen, done=True)
     return acc
+
+
+def _sample_size(dataset: Dataset, max_rows: int) -> int | None:
+    """The rows the pass means to read: ``max_rows``, or every row when there are fewer or
+    ``max_rows`` is 0 (None when that is unknown, as for CSV files)."""
+    total = dataset.num_rows
+    if total is None:
+        return max_rows or None
+    return min(total, max_rows) if max_rows else total
+
+
+class _Reporter:
+    """Calls ``progress`` as the pass begins, then at most every :data:`PROGRESS_INTERVAL`
+    seconds (one clock read per decoded piece: nothing next to decoding it), and at the end."""
+
+    def __init__(self, progress: Progress | None, total: int | None) -> None:
+        self.progress, self.total = progress, total
+        self.last = monotonic()
+        if progress is not None:
+            progress(0, total, False)
+
+    def __call__(self, rows: int, *, done: bool = False) -> None:
+        if self.progress is None:
+            return
+        now = monotonic()
+        if done or now - self.last >= PROGRESS_INTERVAL:
+            self.last = now
+            self.progress(rows, self.total, done)
 
 
 def _units_for(dataset: Dataset, order: np.ndarray, start: int, rows: int) -> int:

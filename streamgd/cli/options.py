@@ -9,11 +9,11 @@ from typing import Any
 
 import click
 
+from ..choices import FORMATS
 from ..config import CONFIG_SETTINGS
 from ..constraints import Integer, Interval, Options
 from ..errors import EXIT_DATA, EXIT_DIVERGED, EXIT_INTERNAL, EXIT_PREEMPTED, EXIT_USAGE
 from ..settings import GROUPS, Setting
-from ..sources import FORMATS
 from ..training.callbacks import json_default, json_safe
 
 __all__ = [

@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..choices import MAX_HASH_BITS
 from ..errors import DataError, UsageError
 from ..sources import Dataset, HandleCache
 
@@ -43,7 +44,6 @@ __all__ = [
 ]
 
 OTHER = "(other)"  # the label of the last one-hot code: rare and unseen values
-MAX_HASH_BITS = 24  # codes travel as float32, exact up to 2**24
 # Distinct values counted exactly per column during the scan; past it the rarest are pruned
 # (Misra-Gries), so memory stays bounded while the frequent values are still found.
 SCAN_CAPACITY = 200_000

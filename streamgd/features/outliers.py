@@ -28,6 +28,7 @@ from threading import Lock
 
 import numpy as np
 
+from ..choices import OUTLIER_POLICIES
 from ..errors import DataError
 
 __all__ = [
@@ -41,7 +42,6 @@ __all__ = [
     "OutlierNotes",
 ]
 
-OUTLIER_POLICIES = ("warn", "clip", "error")
 OUTLIER_SPREADS = 100.0
 HARD_LIMIT = 1e15
 # The reference comes from the first pieces holding at least this many rows together (those

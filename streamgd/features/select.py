@@ -10,6 +10,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from ..choices import INFINITE_POLICIES, MISSING_POLICIES
 from ..errors import DataError, UsageError
 from ..sources import is_numeric
 from ..sources.schema import missing_in
@@ -24,8 +25,6 @@ __all__ = [
     "check_in_every_file",
 ]
 
-MISSING_POLICIES = ("impute", "drop", "error")
-INFINITE_POLICIES = ("error", "missing")  # missing: an infinity is a missing value
 # The column names taken as the target when none is given (exactly one of them must exist).
 TARGET_NAMES = ("target", "label", "y")
 

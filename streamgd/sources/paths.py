@@ -21,6 +21,7 @@ from urllib.parse import quote, unquote
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from ..choices import FORMATS
 from ..errors import DataError, UsageError
 
 __all__ = [
@@ -43,7 +44,6 @@ __all__ = [
 PARQUET_EXTENSIONS = (".parquet", ".parq", ".pq")
 TSV_EXTENSIONS = (".tsv", ".tsv.gz", ".tsv.bz2", ".tsv.zst")  # tab-separated by default
 CSV_EXTENSIONS = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", *TSV_EXTENSIONS)
-FORMATS = ("auto", "parquet", "csv")
 _GLOB_CHARS = set("*?[")
 
 

@@ -106,7 +106,9 @@ def _train(
         elif manager is not None:
             manager.supersede_existing()
         if state is None:
-            state = initial_state(dataset, config, options, warn=hooks.on_warning)
+            state = initial_state(
+                dataset, config, options, warn=hooks.on_warning, progress=hooks.on_stats_progress
+            )
         elif state.finished:  # finished its epochs; more were asked for
             state.finished, state.stop_reason = False, None
         scored = None

@@ -26,6 +26,11 @@ __all__ = [
 class Callback:
     """Base class: override the hooks you need."""
 
+    def on_stats_progress(self, rows: int, total: int | None, done: bool) -> None:
+        """The statistics pass (before training, not on resume or warm start) has ``rows``
+        rows of its sample of ``total`` (None: unknown, as for CSV files); called once with
+        0 as it begins, at most every 0.25 s while it reads, and once with ``done``."""
+
     def on_train_begin(self, state: Any, dataset: Any) -> None: ...
     def on_resume(self, state: Any, path: str) -> None: ...
     def on_batch_end(self, state: Any, rows: int, loss_sum: float) -> None: ...
@@ -80,6 +85,26 @@ class ProgressReporter(Callback):
         else:
             print(text, file=self.stream, flush=True)
 
+    def on_stats_progress(self, rows: int, total: int | None, done: bool) -> None:
+        if not self.bar_enabled:
+            return
+        if self._bar is None and not done:
+            self._bar = _tqdm()(
+                total=total,
+                file=self.stream,
+                unit=" rows",
+                unit_scale=True,
+                dynamic_ncols=True,
+                leave=False,
+                mininterval=0.25,
+                desc="statistics",
+            )
+        if self._bar is not None:
+            self._bar.update(min(rows, total or rows) - self._bar.n)  # whole row groups
+            if done:
+                self._bar.close()
+                self._bar = None
+
     def on_train_begin(self, state: Any, dataset: Any) -> None:
         self._epochs = int(state.config.get("epochs", 0))
         self._rows_per_epoch = dataset.num_rows
@@ -90,9 +115,7 @@ class ProgressReporter(Callback):
     def _open_bar(self, state: Any) -> None:
         if not self.bar_enabled:
             return
-        from tqdm.auto import tqdm
-
-        self._bar = tqdm(
+        self._bar = _tqdm()(
             total=self._rows_per_epoch,
             initial=state.totals.rows,
             file=self.stream,
@@ -165,6 +188,16 @@ class ProgressReporter(Callback):
             )
 
 
+def _tqdm() -> type:
+    """tqdm's bar: its notebook widget in Jupyter (``tqdm.auto``), else the terminal's, without
+    the asyncio import that ``tqdm.auto`` costs everywhere (tens of ms before the first bar)."""
+    if _in_notebook():
+        from tqdm.auto import tqdm
+    else:
+        from tqdm.std import tqdm
+    return tqdm
+
+
 def _in_notebook() -> bool:
     """Whether this runs in a Jupyter (IPython) kernel, where stderr is not a terminal but
     tqdm draws a widget."""
@@ -215,15 +248,20 @@ def api_callbacks(callbacks: Sequence[Callback], *, verbose: bool, quiet: bool) 
 class JsonLogger(Callback):
     """Machine-readable log: one JSON object per line on stderr for every event.
 
-    Events (``"event"`` key): ``start`` (effective settings), ``resume``, ``epoch`` (history
-    entry plus ``rows_per_s`` and ``seconds``), ``checkpoint``, ``warning``, ``finish`` and
-    ``error`` (the last two with ``exit_code``), each with an ISO-8601 UTC ``time``.
+    Events (``"event"`` key): ``start`` (effective settings), ``statistics`` (the statistics
+    pass: ``rows`` of its sample of ``total`` so far, ``seconds``, ``done``; about once a
+    second, and once done), ``resume``, ``epoch`` (history entry plus ``rows_per_s`` and
+    ``seconds``), ``checkpoint``, ``warning``, ``finish`` and ``error`` (the last two with
+    ``exit_code``), each with an ISO-8601 UTC ``time``.
     """
+
+    STATS_INTERVAL = 1.0  # seconds between two "statistics" events before the last
 
     def __init__(self, *, stream: IO[str] | None = None) -> None:
         self.stream = stream or sys.stderr
         self._t0 = time.perf_counter()
         self._rows0 = 0
+        self._stats_t0 = self._stats_last = 0.0
 
     def emit(self, event: str, **fields: Any) -> None:
         import datetime
@@ -236,6 +274,15 @@ class JsonLogger(Callback):
         }
         line = json.dumps(record, default=json_default, allow_nan=False)
         print(line, file=self.stream, flush=True)
+
+    def on_stats_progress(self, rows: int, total: int | None, done: bool) -> None:
+        now = time.perf_counter()
+        if rows == 0 and not done:  # the pass begins
+            self._stats_t0 = self._stats_last = now
+        elif done or now - self._stats_last >= self.STATS_INTERVAL:
+            self._stats_last = now
+            seconds = now - self._stats_t0
+            self.emit("statistics", rows=rows, total=total, seconds=seconds, done=done)
 
     def on_train_begin(self, state: Any, dataset: Any) -> None:
         self._t0, self._rows0 = time.perf_counter(), state.totals.rows

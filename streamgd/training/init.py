@@ -33,7 +33,7 @@ from ..model import Model, load
 from ..solvers import get_solver
 from ..sources import Dataset, is_numeric
 from ..sources.fingerprint import differences
-from ..stats_pass import compute_class_stats, compute_stats, stats_order
+from ..stats_pass import Progress, compute_class_stats, compute_stats, stats_order
 from .state import TrainState
 
 __all__ = ["initial_state", "check_compatible"]
@@ -46,11 +46,13 @@ def initial_state(
     *,
     warn: Callable[[str], None] | None = None,
     classes: tuple[tuple, np.ndarray] | None = None,
+    progress: Progress | None = None,
 ) -> TrainState:
     """A fresh state: features from the schema, statistics from a statistics pass (or the
     warm-start model's), zero weights but for the loss's starting intercept (or the model's
     weights) and a fresh solver state. What the statistics pass found that a user should know
-    (outliers) goes to ``warn`` (a Python warning without one).
+    (outliers) goes to ``warn`` (a Python warning without one); how far it has read, to
+    ``progress`` (see :func:`~streamgd.stats_pass.compute_stats`).
 
     ``classes``: for a softmax loss, the labels and their counts when the caller knows them
     (scikit-learn's ``partial_fit`` is told every class on its first call, and the first rows
@@ -60,7 +62,12 @@ def initial_state(
         return _warm_state(dataset, config, load(options.init), options.init)
     loss = config.make_loss()
     spec, mean = _fresh_spec(
-        dataset, config, loss, warn=warn or _python_warning, known_classes=classes
+        dataset,
+        config,
+        loss,
+        warn=warn or _python_warning,
+        known_classes=classes,
+        progress=progress,
     )
     # weights of the numeric features, the intercept, then one per categorical code; one
     # column per class for a multi-class loss
@@ -97,6 +104,7 @@ def _fresh_spec(
     *,
     warn: Callable[[str], None],
     known_classes: tuple[tuple, np.ndarray] | None = None,
+    progress: Progress | None = None,
 ) -> tuple[FeatureSpec, Any]:
     """The feature spec from the schema and a statistics pass, and the target's mean (the
     class frequencies for a multi-class loss) that the starting intercept fits."""
@@ -133,9 +141,13 @@ def _fresh_spec(
     )
     weighting = None
     if config.weight is None and config.class_weight is None:
-        stats = compute_stats(dataset, decoder, max_rows=config.stats_rows, seed=config.seed)
+        stats = compute_stats(
+            dataset, decoder, max_rows=config.stats_rows, seed=config.seed, progress=progress
+        )
     else:
-        stats, weighting, class_totals = _weighted_stats(dataset, decoder, config, loss, classes)
+        stats, weighting, class_totals = _weighted_stats(
+            dataset, decoder, config, loss, classes, progress
+        )
     _check_stats(stats, screen, dataset, warn)
     spec = FeatureSpec.from_stats(
         names,
@@ -189,7 +201,12 @@ def _without_weight(
 
 
 def _weighted_stats(
-    dataset: Dataset, decoder: Decoder, config: FitConfig, loss: Loss, classes
+    dataset: Dataset,
+    decoder: Decoder,
+    config: FitConfig,
+    loss: Loss,
+    classes,
+    progress: Progress | None = None,
 ) -> tuple[Stats, Weighting, np.ndarray | None]:
     """The statistics pass weighted by the row weights and class weights, the
     :class:`Weighting` it settles (class weights, mean weight) and, for a classification
@@ -198,11 +215,19 @@ def _weighted_stats(
     weighted = config.weight is not None
     rows, seed = config.stats_rows, config.seed
     if loss.task not in CLASS_WEIGHT_TASKS:
-        stats = compute_stats(dataset, decoder, max_rows=rows, seed=seed, weighted=weighted)
+        stats = compute_stats(
+            dataset, decoder, max_rows=rows, seed=seed, weighted=weighted, progress=progress
+        )
         return stats, Weighting(config.weight, None, _mean_weight(stats, dataset)), None
     k = 2 if classes is None else len(classes)
     parts = compute_class_stats(
-        dataset, decoder, max_rows=rows, seed=seed, weighted=weighted, n_classes=k
+        dataset,
+        decoder,
+        max_rows=rows,
+        seed=seed,
+        weighted=weighted,
+        n_classes=k,
+        progress=progress,
     )
     totals = np.array([p.weight_total for p in parts])
     class_weights = None

@@ -146,7 +146,7 @@ def test_json_log_events_in_order_and_nothing_else_on_stderr(tmp_path, data, cap
     captured = capsys.readouterr()
     events = _events(captured.err)  # every line parses
     kinds = [e["event"] for e in events]
-    assert kinds == ["start", "epoch", "checkpoint", "epoch", "checkpoint", "finish"]
+    assert kinds == ["start", "statistics", "epoch", "checkpoint", "epoch", "checkpoint", "finish"]
     assert events[0]["settings"]["batch_size"] == 100 and events[0]["paths"] == data.paths
     assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2]
     assert all(e["rows_per_s"] > 0 and e["loss"] > 0 for e in events if e["event"] == "epoch")

@@ -187,8 +187,12 @@ def test_evaluate_and_predict_accept_every_source(tmp_path, frame):
     assert streamgd.evaluate(model, x, y)["mse"] == pytest.approx(expected["mse"], rel=1e-12)
     path = str(tmp_path / "d.parquet")
     pq.write_table(table, path)
-    assert streamgd.evaluate(model, path)["mse"] == pytest.approx(expected["mse"], rel=1e-12)  # one str: one path
-    assert streamgd.evaluate(model, str(tmp_path))["mse"] == pytest.approx(expected["mse"], rel=1e-12)  # a directory
+    assert streamgd.evaluate(model, path)["mse"] == pytest.approx(
+        expected["mse"], rel=1e-12
+    )  # one str: one path
+    assert streamgd.evaluate(model, str(tmp_path))["mse"] == pytest.approx(
+        expected["mse"], rel=1e-12
+    )  # a directory
     out = str(tmp_path / "p.parquet")
     assert streamgd.predict_files(model, frame, out) == ROWS
     np.testing.assert_array_equal(pq.read_table(out).column("prediction"), model.predict(frame))
