@@ -89,16 +89,7 @@ class ProgressReporter(Callback):
         if not self.bar_enabled:
             return
         if self._bar is None and not done:
-            self._bar = _tqdm()(
-                total=total,
-                file=self.stream,
-                unit=" rows",
-                unit_scale=True,
-                dynamic_ncols=True,
-                leave=False,
-                mininterval=0.25,
-                desc="statistics",
-            )
+            self._bar = self._new_bar(total, "statistics")
         if self._bar is not None:
             self._bar.update(min(rows, total or rows) - self._bar.n)  # whole row groups
             if done:
@@ -115,16 +106,21 @@ class ProgressReporter(Callback):
     def _open_bar(self, state: Any) -> None:
         if not self.bar_enabled:
             return
-        self._bar = _tqdm()(
-            total=self._rows_per_epoch,
-            initial=state.totals.rows,
+        desc = f"epoch {state.epoch + 1}/{self._epochs}"
+        self._bar = self._new_bar(self._rows_per_epoch, desc, initial=state.totals.rows)
+
+    def _new_bar(self, total: int | None, desc: str, *, initial: int = 0):
+        """A progress bar of rows on this reporter's stream, gone once closed."""
+        return _tqdm()(
+            total=total,
+            initial=initial,
             file=self.stream,
             unit=" rows",
             unit_scale=True,
             dynamic_ncols=True,
             leave=False,
             mininterval=0.25,
-            desc=f"epoch {state.epoch + 1}/{self._epochs}",
+            desc=desc,
         )
 
     def on_resume(self, state: Any, path: str) -> None:
