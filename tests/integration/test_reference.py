@@ -7,7 +7,9 @@ without meaning to change behaviour must keep them bit-identical.
 
 Bit-identity is only meaningful on the platform the values were taken on (the BLAS kernels
 and numpy's reductions differ between CPU architectures and versions): there the comparison
-is exact; elsewhere it falls back to a relative tolerance of 1e-6 and says so in the failure.
+is exact; elsewhere it falls back to a tolerance of 1e-6, relative or absolute (another
+BLAS kernel, e.g. Haswell's on AMD against SkylakeX's, sums in another order, which moves
+weights of order 1 by up to ~2e-7 after a few epochs) and says so in the failure.
 
 Regenerate (only when a change is *meant* to change models, and say so in the commit):
 ``STREAMGD_WRITE_REFERENCE=1 python -m pytest tests/integration/test_reference.py``.
@@ -168,7 +170,8 @@ def _load_reference() -> dict:
 
 
 def _compare(got, want, where: str, exact: bool) -> None:
-    """Equal to the bit (``exact``) or within 1e-6 relative, recursively over the JSON."""
+    """Equal to the bit (``exact``) or within 1e-6 relative or absolute, recursively over
+    the JSON."""
     if isinstance(want, dict):
         assert isinstance(got, dict) and sorted(got) == sorted(want), f"{where}: keys differ"
         for key in want:
@@ -179,7 +182,7 @@ def _compare(got, want, where: str, exact: bool) -> None:
             _compare(g, w, f"{where}[{i}]", exact)
     elif isinstance(want, float) and not exact:
         assert isinstance(got, float), f"{where}: {got!r} is not a float"
-        close = math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-12)
+        close = math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-6)
         assert close or _nan(got) and _nan(want), (
             f"{where}: {got!r} != {want!r} (tolerant comparison on another platform)"
         )
