@@ -131,7 +131,9 @@ class Model:
             if codes is None:
                 raise DataError("the model has categorical features: their codes are needed")
             # unseen values: the neutral "(other)" weight, not what training left there
-            out = out + s.neutral_code_weights(self.code_weights)[codes].sum(axis=1)
+            table = s.neutral_code_weights(self.code_weights)[codes]
+            values = s.code_values(x, centred=False)  # slopes (--interactions)
+            out = out + (table if values is None else table * values).sum(axis=1)
         return out * s.target_scale + s.target_center
 
     def predict(self, data: Any) -> np.ndarray:
@@ -199,7 +201,9 @@ class Model:
             dataset = open_source(data)
         except UsageError:
             raise UsageError(self._expected(data)) from None
-        columns = [*self.features, *(c.name for c in self.spec.categoricals)]
+        columns = self.spec.read_columns(
+            [*self.features, *(c.name for c in self.spec.categoricals)]
+        )
         missing = [n for n in columns if n not in dataset.schema.names]
         if missing:
             raise DataError(
@@ -237,10 +241,13 @@ class Model:
             data = as_arrow(data, "<DataFrame>")
         categorical = [c.name for c in self.spec.categoricals]
         if isinstance(data, pa.Table | pa.RecordBatch):
-            missing = [n for n in (*self.features, *categorical) if n not in data.schema.names]
+            # (the columns that --interactions are made of, not the derived ones)
+            needed = self.spec.read_columns([*self.features, *categorical])
+            missing = [n for n in needed if n not in data.schema.names]
             if missing:
                 raise DataError(f"input lacks feature column(s) {', '.join(missing)}")
-            for name in self.features:  # what pyarrow's cast would refuse, in our words
+            derived = () if self.spec.deriver is None else self.spec.deriver.outputs
+            for name in (n for n in self.features if n not in derived):  # pyarrow's refusal
                 typ = data.schema.field(name).type
                 if not is_numeric(typ):
                     raise DataError(f"feature is not numeric (type {typ})", column=name)
@@ -295,7 +302,11 @@ class Model:
         names = list(self.features)
         if self.code_weights is not None:  # one-hot columns: unscaled, in target units
             codes = self.spec.neutral_code_weights(self.code_weights)  # as predict uses them
-            coef = np.concatenate([coef, codes * self.spec.target_scale])
+            codes = codes * self.spec.target_scale
+            for k, j in self.spec.slopes:  # per unit of the (centred) feature they multiply
+                start = self.spec.code_offsets[k]
+                codes[start : start + self.spec.categoricals[k].size] /= self.spec.scale[j]
+            coef = np.concatenate([coef, codes])
             names += self.spec.code_labels()
         if self.classes is None:
             return dict(zip(names, map(float, coef), strict=True)), float(b)
@@ -323,6 +334,11 @@ class Model:
                 )
                 for c in self.spec.categoricals
             },
+            **(
+                {"interactions": {i.name: i.kind for i in self.spec.interactions}}
+                if self.spec.interactions
+                else {}
+            ),
             "classes": None if self.classes is None else list(self.classes),
             "coefficients": coef,
             "intercept": b,
