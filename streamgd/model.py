@@ -81,8 +81,9 @@ class Model:
 
     @property
     def feature_names_in_(self) -> np.ndarray:
-        """The input columns the model reads: numeric features, then categorical columns."""
-        names = [*self.features, *(c.name for c in self.spec.categoricals)]
+        """The input columns the model reads: numeric features, then categorical columns (the
+        columns that --interactions are made of, not the derived ones)."""
+        names = self.spec.read_columns([*self.features, *(c.name for c in self.spec.categoricals)])
         return np.array(names, dtype=object)
 
     @property

@@ -377,8 +377,9 @@ class LocalSteps:
         )
         check_order = functools.partial(trainer.check_order, target_scale=spec.target_scale)
         # the buffer hands the check its rows' last column: with --weight that is the weight
-        # column, not the target, so there is nothing to look at
-        first_fill = state.epoch == 0 and spec.weight_column is None
+        # column, with categorical codes (or --interactions) the last code, not the target,
+        # so there is nothing to look at
+        first_fill = state.epoch == 0 and spec.weight_column is None and not spec.categoricals
         return BatchStream(
             trainer.dataset,
             decoder,
