@@ -134,7 +134,9 @@ class Model:
             # unseen values: the neutral "(other)" weight, not what training left there
             table = s.neutral_code_weights(self.code_weights)[codes]
             values = s.code_values(x, centred=False)  # slopes (--interactions)
-            out = out + (table if values is None else table * values).sum(axis=1)
+            if values is not None:
+                table = table * (values if table.ndim == 2 else values[:, :, None])
+            out = out + table.sum(axis=1)
         return out * s.target_scale + s.target_center
 
     def predict(self, data: Any) -> np.ndarray:
@@ -258,6 +260,9 @@ class Model:
                 f"the model has categorical features ({', '.join(categorical)}): "
                 "pass a pyarrow Table or a pandas DataFrame, not an array"
             )
+        if self.spec.deriver is not None:  # products: the array holds what they are made of
+            x, names = self._array(data), self._array_columns()
+            return self._inputs(pa.table({n: x[:, j] for j, n in enumerate(names)}))
         return self._array(data), None
 
     def _expected(self, data: Any) -> str:
@@ -267,8 +272,15 @@ class Model:
             f"source of data (files, a stream), got {_kind(data)}"
         )
 
+    def _array_columns(self) -> list[str]:
+        """The columns of array input: the features, or what --interactions derive them from."""
+        names = self.features if self.spec.deriver is None else self.feature_names_in_
+        return [str(n) for n in names]
+
     def _array(self, data) -> np.ndarray:
-        """A numeric array (or list) of feature rows, as float64 only slice by slice."""
+        """A numeric array (or list) of rows of :meth:`_array_columns`, as float64 only slice
+        by slice."""
+        names = self._array_columns()
         try:
             x = np.asarray(data)
             if x.dtype.kind not in "biuf":
@@ -278,11 +290,10 @@ class Model:
         if x is None or x.ndim not in (1, 2):
             raise UsageError(self._expected(data))
         if x.ndim == 1:
-            x = x.reshape(1, -1) if len(self.features) > 1 else x.reshape(-1, 1)
-        if x.shape[1] != len(self.features):
+            x = x.reshape(1, -1) if len(names) > 1 else x.reshape(-1, 1)
+        if x.shape[1] != len(names):
             raise DataError(
-                f"expected {len(self.features)} feature columns "
-                f"({', '.join(self.features)}), got {x.shape[1]}"
+                f"expected {len(names)} feature columns ({', '.join(names)}), got {x.shape[1]}"
             )
         return x
 
@@ -302,12 +313,7 @@ class Model:
         coef, b = self.spec.to_original(self.weights, self.intercept)
         names = list(self.features)
         if self.code_weights is not None:  # one-hot columns: unscaled, in target units
-            codes = self.spec.neutral_code_weights(self.code_weights)  # as predict uses them
-            codes = codes * self.spec.target_scale
-            for k, j in self.spec.slopes:  # per unit of the (centred) feature they multiply
-                start = self.spec.code_offsets[k]
-                codes[start : start + self.spec.categoricals[k].size] /= self.spec.scale[j]
-            coef = np.concatenate([coef, codes])
+            coef = np.concatenate([coef, self.spec.original_code_weights(self.code_weights)])
             names += self.spec.code_labels()
         if self.classes is None:
             return dict(zip(names, map(float, coef), strict=True)), float(b)

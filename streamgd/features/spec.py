@@ -192,6 +192,16 @@ class FeatureSpec:
         ]
         return np.concatenate(parts) if parts else weights
 
+    def original_code_weights(self, weights: np.ndarray) -> np.ndarray:
+        """The code weights in target units, as prediction uses them (see
+        :meth:`neutral_code_weights`); a slope's per unit of the centred feature it
+        multiplies."""
+        out = self.neutral_code_weights(weights) * self.target_scale
+        for k, j in self.slopes:
+            start = self.code_offsets[k]
+            out[start : start + self.categoricals[k].size] /= self.scale[j]
+        return out
+
     def code_labels(self) -> list[str]:
         """``name=value`` (or ``name#bucket``) for each code weight, in order."""
         return [label for c in self.categoricals for label in c.labels()]

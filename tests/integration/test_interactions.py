@@ -311,3 +311,34 @@ def test_cli_usage_error_is_one_line_exit_2(data, capsys):
 def test_pairs_shorthand():
     assert parse_terms(["a*b*c:pairs"]) == (("a", "b"), ("a", "c"), ("b", "c"))
     assert parse_terms(["a*b", "c*d*e"]) == (("a", "b"), ("c", "d", "e"))
+
+
+def test_softmax_slopes_and_crosses_fit_as_well_as_the_true_model(tmp_path):
+    """Three classes whose logits need a per-category slope: the fit's log loss comes close
+    to that of the true probabilities."""
+    rng = np.random.default_rng(11)
+    n = 12_000
+    g = np.array(["u", "v"])[rng.integers(0, 2, n)]
+    x = rng.normal(size=n)
+    sign = np.where(g == "u", 1.0, -1.0)
+    logits = np.stack([2 * sign * x, np.zeros(n), -2 * sign * x + 0.5], 1)
+    prob = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    label = (rng.random(n)[:, None] > prob.cumsum(1)).sum(1)
+    path = str(tmp_path / "s.parquet")
+    pq.write_table(pa.table({"x": x, "g": g, "k": label}), path, row_group_size=2000)
+    model = streamgd.fit(path, target="k", loss="softmax", categorical=["g"],
+                         interactions=["x*g"], epochs=5)  # fmt: skip
+    p = model.predict_proba(pa.table({"x": x, "g": g}))
+    ours = -np.mean(np.log(p[np.arange(n), label]))
+    truth = -np.mean(np.log(prob[np.arange(n), label]))
+    plain = streamgd.fit(path, target="k", loss="softmax", categorical=["g"], epochs=5)
+    theirs = plain.predict_proba(pa.table({"x": x, "g": g}))
+    assert ours <= truth * 1.01 < -np.mean(np.log(theirs[np.arange(n), label]))
+
+
+def test_numeric_products_predict_from_an_array_of_the_input_columns(data):
+    table, paths = data
+    model = fit(paths, categorical=None, interactions=("x1*x2",), epochs=1)
+    assert model.features == ("x1", "x2", "x1*x2")
+    x = np.c_[table["x1"].to_numpy(), table["x2"].to_numpy()]
+    np.testing.assert_allclose(model.predict(x), model.predict(table), rtol=1e-12)
