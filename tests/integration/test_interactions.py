@@ -342,3 +342,31 @@ def test_numeric_products_predict_from_an_array_of_the_input_columns(data):
     assert model.features == ("x1", "x2", "x1*x2")
     x = np.c_[table["x1"].to_numpy(), table["x2"].to_numpy()]
     np.testing.assert_allclose(model.predict(x), model.predict(table), rtol=1e-12)
+
+
+def test_null_parts_are_a_value_of_their_own(tmp_path):
+    """A null in a crossed column is a value like any other ("(null)" in the names); a null
+    numeric factor makes the product missing, imputed with its mean."""
+    table = make_table(3000, seed=4)
+    a = table["a"].to_pylist()
+    a = [None if i % 7 == 0 else v for i, v in enumerate(a)]
+    x1 = [None if i % 11 == 0 else v for i, v in enumerate(table["x1"].to_pylist())]
+    table = table.set_column(0, "a", pa.array(a)).set_column(2, "x1", pa.array(x1))
+    path = str(tmp_path / "nulls.parquet")
+    pq.write_table(table, path)
+    model = fit([path], epochs=1)
+    labels = model.spec.code_labels()
+    codes = model.spec.table_codes(table)
+    cross = [c.name for c in model.spec.categoricals].index("a*b")
+    b = table["b"].to_pylist()
+    for row in (0, 7, 14):
+        assert labels[codes[row, cross]] == f"a=(null)*b={b[row]}"
+    assert np.isfinite(model.predict(table)).all()
+    j = model.features.index("x1*x2")
+    present = [v * w for v, w in zip(x1, table["x2"].to_pylist(), strict=True) if v is not None]
+    assert model.spec.fill[j] == pytest.approx(np.mean(present), rel=1e-9)
+    hashed = fit([path], epochs=1, interactions=("a*b",), hash_bits=6)
+    codes = hashed.spec.table_codes(table) - hashed.spec.code_offsets
+    salt = zlib.crc32(b"a*b")
+    texts = [("\x00" if u is None else u) + "\x1f" + v for u, v in zip(a, b, strict=True)]
+    assert codes[:, 2].tolist() == [zlib.crc32(t.encode(), salt) % 64 for t in texts]
