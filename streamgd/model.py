@@ -27,8 +27,8 @@ __all__ = ["Model", "load", "as_model"]
 
 # 2: categorical code weights and the infinite policy. A model without either is still written
 # as version 1, so that older streamgd versions keep reading it; they refuse a version 2 file
-# rather than predict without its categorical weights.
-MODEL_VERSION = 2
+# rather than predict without its categorical weights. 3: --interactions (only then).
+MODEL_VERSION = 3
 
 
 @dataclass
@@ -416,7 +416,8 @@ class Model:
             | ({} if self.code_weights is None else {"code_weights": self.code_weights})
             | ({} if self.trajectory is None else {"trajectory": self.trajectory})
         )
-        return (MODEL_VERSION if self.needs_version_2 else 1), meta, arrays
+        version = 3 if self.spec.interactions else 2 if self.needs_version_2 else 1
+        return version, meta, arrays
 
     def save_history(
         self, model_path: str, *, option: str | None = None, only_changed: bool = False

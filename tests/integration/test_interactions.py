@@ -32,8 +32,8 @@ SLOPE = {"a0": 1.0, "a1": -2.0, "a2": 0.5, "a3": 0.0}
 
 
 def make_table(rows: int, seed: int) -> pa.Table:
-    """Two categorical and two numeric columns; the target needs every interaction kind: a
-    per-(a, b) effect, a per-a slope of x1 and the product x1*x2."""
+    """Three categorical and two numeric columns; the target needs every interaction kind: a
+    per-(a, b) effect, a per-a slope of x1 and the product x1*x2 (c is noise)."""
     rng = np.random.default_rng(seed)
     a = np.array(A)[rng.integers(0, 4, rows)]
     b = np.array(B)[rng.integers(0, 3, rows)]
@@ -44,7 +44,8 @@ def make_table(rows: int, seed: int) -> pa.Table:
     z += x1 * np.vectorize(SLOPE.get)(a) + 0.5 * x1 * x2 - 0.3 * x2
     y = z + rng.normal(size=rows) * 0.5
     label = (rng.random(rows) < 1 / (1 + np.exp(-(z - z.mean()) / 2))).astype(np.float64)
-    return pa.table({"a": a, "b": b, "x1": x1, "x2": x2, "y": y, "label": label})
+    c = np.array(["c0", "c1"])[rng.integers(0, 2, rows)]
+    return pa.table({"a": a, "b": b, "x1": x1, "x2": x2, "y": y, "label": label, "c": c})
 
 
 @pytest.fixture(scope="module")
@@ -72,15 +73,23 @@ def indicator(values: np.ndarray, levels) -> np.ndarray:
     return np.stack([np.array([v == lv for v in values], dtype=float) for lv in levels], 1)
 
 
-def oracle_design(table: pa.Table) -> np.ndarray:
-    """The explicitly expanded design matrix (no intercept): x1, x2, x1*x2, one-hot a and b,
-    one-hot (a, b) pairs, and x1 times one-hot a."""
+def oracle_design(table: pa.Table, terms=TERMS) -> np.ndarray:
+    """The explicitly expanded design matrix (no intercept): x1, x2, one-hot a and b, then
+    for each term of ``terms`` (among TERMS and x1*x2*a) its columns: one-hot (a, b) pairs,
+    x1 times one-hot a, x1*x2, or x1*x2 and x1*x2 times one-hot a."""
     a, b = table["a"].to_numpy(zero_copy_only=False), table["b"].to_numpy(zero_copy_only=False)
     x1, x2 = table["x1"].to_numpy(), table["x2"].to_numpy()
     pairs = np.array([f"{u}|{v}" for u, v in zip(a, b, strict=True)])
     levels = [f"{u}|{v}" for u in A for v in B]
-    blocks = [np.c_[x1, x2, x1 * x2], indicator(a, A), indicator(b, B), indicator(pairs, levels)]
-    blocks.append(x1[:, None] * indicator(a, A))
+    blocks = [np.c_[x1, x2], indicator(a, A), indicator(b, B)]
+    columns = {
+        "a*b": [indicator(pairs, levels)],
+        "x1*a": [x1[:, None] * indicator(a, A)],
+        "x1*x2": [(x1 * x2)[:, None]],
+        "x1*x2*a": [(x1 * x2)[:, None], (x1 * x2)[:, None] * indicator(a, A)],
+    }
+    for term in terms:
+        blocks += columns[term]
     return np.hstack(blocks)
 
 
@@ -105,10 +114,13 @@ def spec_design(table: pa.Table, spec) -> np.ndarray:
     return np.hstack(blocks)
 
 
-@pytest.mark.parametrize("terms", [("a*b",), ("x1*a",), ("x1*x2",), ("x1*x2*a",), TERMS])
+STEP_TERMS = [("a*b",), ("x1*a",), ("x1*x2",), ("x1*x2*a",), ("a*b*c",), ("x1*a*b",), TERMS]
+
+
+@pytest.mark.parametrize("terms", STEP_TERMS)
 def test_one_step_equals_the_step_on_the_expanded_matrix(data, terms):
     table, paths = data
-    config = FitConfig(target="y", features=("x1", "x2"), categorical=("a", "b"),
+    config = FitConfig(target="y", features=("x1", "x2"), categorical=("a", "b", "c"),
                        interactions=terms, precondition=False, lr=0.3, l2=0.01)  # fmt: skip
     state = initial_state(open_dataset(paths), config, RunOptions())
     spec = state.spec
@@ -138,17 +150,19 @@ def test_one_step_equals_the_step_on_the_expanded_matrix(data, terms):
         assert spec.scale[j] == pytest.approx(prod.std(), rel=1e-3)
 
 
-def test_regression_reaches_least_squares_on_the_expanded_matrix(data):
+@pytest.mark.parametrize("terms", [("a*b",), ("x1*a",), ("x1*x2",), ("x1*x2*a",), TERMS])
+def test_regression_reaches_least_squares_on_the_expanded_matrix(data, terms):
     table, paths = data
-    design = np.c_[oracle_design(table), np.ones(table.num_rows)]
+    design = np.c_[oracle_design(table, terms), np.ones(table.num_rows)]
     y = table["y"].to_numpy()
     w = np.linalg.lstsq(design, y, rcond=None)[0]
     best = np.mean((design @ w - y) ** 2)
-    plain = fit(paths, interactions=None, epochs=3)
-    model = fit(paths, epochs=4)
+    model = fit(paths, interactions=terms, epochs=4)
     mse = np.mean((model.predict(table) - y) ** 2)
     assert mse <= best * 1.001, (mse, best)
-    assert np.mean((plain.predict(table) - y) ** 2) > 2 * best  # the crosses are needed
+    if terms == TERMS:
+        plain = fit(paths, interactions=None, epochs=3)
+        assert np.mean((plain.predict(table) - y) ** 2) > 2 * best  # the crosses are needed
 
 
 def newton(x: np.ndarray, y: np.ndarray, iters: int = 30) -> float:
@@ -163,11 +177,12 @@ def newton(x: np.ndarray, y: np.ndarray, iters: int = 30) -> float:
     return logloss(y, 1 / (1 + np.exp(-(a @ w))))
 
 
-def test_logistic_reaches_the_newton_fit_on_the_expanded_matrix(data):
+@pytest.mark.parametrize("terms", [("x1*x2*a",), TERMS])
+def test_logistic_reaches_the_newton_fit_on_the_expanded_matrix(data, terms):
     table, paths = data
     y = table["label"].to_numpy()
-    best = newton(oracle_design(table), y)
-    model = fit(paths, target="label", loss="logistic", epochs=4)
+    best = newton(oracle_design(table, terms), y)
+    model = fit(paths, target="label", loss="logistic", interactions=terms, epochs=4)
     ours = logloss(y, model.predict(table))
     assert ours <= best * 1.001, (ours, best)
 
@@ -370,3 +385,17 @@ def test_null_parts_are_a_value_of_their_own(tmp_path):
     salt = zlib.crc32(b"a*b")
     texts = [("\x00" if u is None else u) + "\x1f" + v for u, v in zip(a, b, strict=True)]
     assert codes[:, 2].tolist() == [zlib.crc32(t.encode(), salt) % 64 for t in texts]
+
+
+def test_model_file_version(data, tmp_path):
+    """A model with interactions is written as version 3: older readers refuse it rather
+    than look for a column named x1*x2."""
+    from streamgd.archive import read_archive
+
+    _, paths = data
+    path = str(tmp_path / "m.npz")
+    fit(paths[:1], categorical=None, interactions=("x1*x2",), epochs=1).save(path)
+    assert read_archive(path, kind="model", max_version=3)[0]["version"] == 3
+    with pytest.raises(streamgd.errors.CheckpointError):
+        read_archive(path, kind="model", max_version=2)
+    assert streamgd.load(path).spec.interactions[0].name == "x1*x2"
