@@ -39,24 +39,18 @@ import pyarrow.compute as pc
 
 from ..errors import DataError, UsageError
 from ..sources import is_numeric
-from .categorical import (
-    NULL_PART,
-    SEPARATOR,
-    Categorical,
-    as_text,
-    cross_label,
-    scan_categories,
-)
+from .categorical import NULL_PART, SEPARATOR, Categorical, as_text, scan_categories
 
 __all__ = [
     "Interaction",
     "Deriver",
     "parse_terms",
     "resolve",
+    "extend_names",
+    "encodings",
     "SEPARATOR",
     "NULL_PART",
     "MAX_DEGREE",
-    "cross_label",
 ]
 
 MAX_DEGREE = 3
@@ -188,10 +182,11 @@ def resolve(
                     f"--interactions {label}: column {part!r} is the --weight column; it "
                     "cannot be part of an interaction"
                 )
-            if part not in categorical and not is_numeric(schema.field(part).type):
+            typ = schema.field(part).type
+            if part not in categorical and not (is_numeric(typ) and _multipliable(typ)):
                 raise UsageError(
-                    f"--interactions {label}: column {part!r} is not numeric (type "
-                    f"{schema.field(part).type}); name it with --categorical too"
+                    f"--interactions {label}: column {part!r} is not a number (type {typ}); "
+                    "name it with --categorical too"
                 )
         if label in schema.names:
             raise UsageError(
@@ -199,6 +194,16 @@ def resolve(
             )
         out.append(Interaction(tuple(term), tuple(p for p in term if p in categorical)))
     return tuple(out)
+
+
+def _multipliable(typ: pa.DataType) -> bool:
+    """Whether products take the type (times and dates are numeric features, not factors)."""
+    return (
+        pa.types.is_integer(typ)
+        or pa.types.is_floating(typ)
+        or pa.types.is_boolean(typ)
+        or pa.types.is_decimal(typ)
+    )
 
 
 def extend_names(names: Sequence[str], interactions: Sequence[Interaction]) -> tuple[str, ...]:
