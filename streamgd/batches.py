@@ -123,9 +123,9 @@ class Prefetcher:
             self._run_interleaved(self._interleaving)
             return
         dataset, order, decoder, start, offset = self._args
-        columns = decoder.columns
+        columns = decoder.reads
         handles = HandleCache()
-        empty = np.empty((0, len(columns)))
+        empty = np.empty((0, len(decoder.columns)))
         try:
             for position in range(start, len(order)):
                 unit = dataset.units[order[position]]
@@ -206,7 +206,7 @@ class Prefetcher:
         dataset, order, decoder, _, _ = self._args
         unit = dataset.units[order[position]]
         path = dataset.files[unit.file].path
-        for table, first_row in dataset.iter_unit(unit, decoder.columns, handles):
+        for table, first_row in dataset.iter_unit(unit, decoder.reads, handles):
             buf = self.pool.get(table.num_rows)
             matrix = decoder.matrix(table, path=path, first_row=first_row, out=buf)
             del table

@@ -49,6 +49,7 @@ def describe(path: str) -> dict[str, Any]:
         "buffer_rows": state.buffered_rows,
         "features": model["features"],
         "categorical": model["categorical"],
+        **({"interactions": model["interactions"]} if "interactions" in model else {}),
         "classes": model["classes"],
         "coefficients": model["coefficients"],
         "intercept": model["intercept"],
@@ -111,7 +112,17 @@ def coefficient_lines(info: dict[str, Any]) -> list[str]:
         else:
             what = f"one-hot, {enc['categories']} codes, the last one {enc['other']}"
         lines.append(f"  categorical {name}: {what}")
+    for name, kind in (info.get("interactions") or {}).items():
+        lines.append(f"  interaction {name}: {INTERACTION_KINDS[kind]}")
     return lines
+
+
+# how `inspect` describes each kind of --interactions term
+INTERACTION_KINDS = {
+    "product": "the product of the numeric columns, a feature standardised like the others",
+    "cross": "one weight per combination of values (a categorical column of its own)",
+    "slope": "one slope per category, per unit of the centred numeric feature (name|value)",
+}
 
 
 def _class_table(info: dict[str, Any], names: list[str], width: int) -> list[str]:

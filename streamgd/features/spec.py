@@ -12,6 +12,7 @@ import numpy as np
 
 from .categorical import Categorical
 from .classes import label_encoder
+from .interactions import Deriver, Interaction
 from .outliers import guard
 from .stats import Stats, preconditioner
 from .weights import Weighting
@@ -49,6 +50,9 @@ class FeatureSpec:
     # --weight and --class-weight (None: every row weighs 1); the weight column is the raw
     # matrix's last, after the categorical codes
     weighting: Weighting | None = None
+    # --interactions (see .interactions): their products are among ``names``, their crosses
+    # and slopes among ``categoricals``; all are derived from each table before decoding
+    interactions: tuple[Interaction, ...] = ()
 
     @staticmethod
     def from_stats(
@@ -106,6 +110,37 @@ class FeatureSpec:
         weights = (self.weight_column,) if weight and self.weight_column is not None else ()
         return (*self.names, *target, *(c.name for c in self.categoricals), *weights)
 
+    @functools.cached_property
+    def deriver(self) -> Deriver | None:
+        """What adds the interactions' columns to a table (None without interactions)."""
+        return Deriver(self.interactions) if self.interactions else None
+
+    def read_columns(self, columns: Sequence[str]) -> list[str]:
+        """The data's columns that ``columns`` (some maybe derived) are made of."""
+        return list(columns) if self.deriver is None else self.deriver.sources(columns)
+
+    @functools.cached_property
+    def slopes(self) -> tuple[tuple[int, int], ...]:
+        """``(categorical, feature)`` index pairs: the categorical columns whose code weights
+        are slopes, and the numeric feature each multiplies (see :meth:`code_values`)."""
+        return tuple(
+            (k, self.names.index(c.slope))
+            for k, c in enumerate(self.categoricals)
+            if c.slope is not None
+        )
+
+    def code_values(self, x: np.ndarray, *, centred: bool) -> np.ndarray | None:
+        """What each code weight multiplies, (rows, categoricals): 1 for a one-hot or hashed
+        column, the standardised feature for a slope; None without slopes. ``x``: the numeric
+        features, raw or (``centred``) with the centres subtracted."""
+        if not self.slopes:
+            return None
+        out = np.ones((len(x), len(self.categoricals)))
+        for k, j in self.slopes:
+            col = x[:, j].astype(np.float64)
+            out[:, k] = (col if centred else col - self.center[j]) / self.scale[j]
+        return out
+
     def converters(self) -> dict | None:
         """Column converters for the prefetcher: categorical values to codes, and class
         labels to class codes (multi-class targets)."""
@@ -143,6 +178,8 @@ class FeatureSpec:
         """Indices into the code weights of a table's categorical columns, as :meth:`codes`."""
         if not self.categoricals:
             return None
+        if self.deriver is not None:
+            table = self.deriver(table, [c.name for c in self.categoricals])
         codes = np.column_stack([c.encode(table.column(c.name)) for c in self.categoricals])
         return codes + self.code_offsets
 
@@ -154,6 +191,16 @@ class FeatureSpec:
             for c, start in zip(self.categoricals, self.code_offsets, strict=True)
         ]
         return np.concatenate(parts) if parts else weights
+
+    def original_code_weights(self, weights: np.ndarray) -> np.ndarray:
+        """The code weights in target units, as prediction uses them (see
+        :meth:`neutral_code_weights`); a slope's per unit of the centred feature it
+        multiplies."""
+        out = self.neutral_code_weights(weights) * self.target_scale
+        for k, j in self.slopes:
+            start = self.code_offsets[k]
+            out[start : start + self.categoricals[k].size] /= self.scale[j]
+        return out
 
     def code_labels(self) -> list[str]:
         """``name=value`` (or ``name#bucket``) for each code weight, in order."""

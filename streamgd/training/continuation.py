@@ -110,7 +110,8 @@ def continue_state(
 
 def _check_columns(state: TrainState, dataset: Dataset) -> None:
     """A DataError naming the first column the state reads that the new source lacks."""
-    for name in state.spec.input_columns(has_target=True, weight=True):
+    spec = state.spec
+    for name in spec.read_columns(spec.input_columns(has_target=True, weight=True)):
         if name not in dataset.schema.names:
             raise DataError(
                 "the data lacks the column, which the state was trained on",

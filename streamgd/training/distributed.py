@@ -144,7 +144,7 @@ def _unit_pieces(dataset: Dataset, unit_index: int, spec: FeatureSpec, loss, sel
     unit = dataset.units[unit_index]
     path = dataset.files[unit.file].path
     decoder = Decoder.for_training(spec, loss=loss, select=select, notes=notes)  # as prefetch
-    for table, first_row in dataset.iter_unit(unit, decoder.columns, HandleCache()):
+    for table, first_row in dataset.iter_unit(unit, decoder.reads, HandleCache()):
         yield decoder.decode(table, path, first_row)  # a fresh float32 matrix per piece
 
 

@@ -25,6 +25,7 @@ from ..features import (
     scan_classes,
     select_features,
 )
+from ..features.interactions import Deriver, encodings, extend_names, parse_terms, resolve
 from ..features.outliers import Screen
 from ..features.select import check_in_every_file
 from ..features.weights import CLASS_WEIGHT_TASKS, Weighting, resolve_class_weights
@@ -121,6 +122,8 @@ def _fresh_spec(
         categorical=categorical,
     )
     names = _without_weight(names, dataset, config, first)
+    interactions = _interactions(dataset, config)
+    names = extend_names(names, interactions)  # products, and what slopes multiply
     classes, frequencies = None, None
     if multiclass and known_classes is not None:
         classes, frequencies = known_classes
@@ -138,6 +141,7 @@ def _fresh_spec(
         select=holdout.selector(config, keep=False, dataset=dataset),
         screen=(screen := _screen(names, config, loss)),
         weight=config.weight,
+        derive=Deriver(interactions) if interactions else None,
     )
     weighting = None
     if config.weight is None and config.class_weight is None:
@@ -160,7 +164,8 @@ def _fresh_spec(
     )
     spec = dataclasses.replace(
         spec,
-        categoricals=_categoricals(dataset, config),
+        categoricals=_categoricals(dataset, config, interactions),
+        interactions=interactions,
         infinite=config.infinite,
         classes=classes,
         outliers=config.outliers,
@@ -277,28 +282,52 @@ def _check_stats(stats: Stats, screen: Screen, dataset: Dataset, warn) -> None:
         warn(message)
 
 
-def _categoricals(dataset: Dataset, config: FitConfig):
-    """The --categorical columns' encodings, from a scan in the statistics pass's order."""
-    return scan_categories(
-        dataset,
-        config.categorical or (),
-        stats_order(dataset, max_rows=config.stats_rows, seed=config.seed),
-        max_rows=config.stats_rows,
-        max_categories=config.max_categories,
-        hash_bits=config.hash_bits,
-        select=holdout.selector(config, keep=False, dataset=dataset),
+def _categoricals(dataset: Dataset, config: FitConfig, interactions=()):
+    """The --categorical columns' encodings, then the --interactions' crosses and slopes,
+    from scans in the statistics pass's order."""
+    order = stats_order(dataset, max_rows=config.stats_rows, seed=config.seed)
+    how = {
+        "max_rows": config.stats_rows,
+        "max_categories": config.max_categories,
+        "hash_bits": config.hash_bits,
+        "select": holdout.selector(config, keep=False, dataset=dataset),
+    }
+    plain = scan_categories(dataset, config.categorical or (), order, **how)
+    return plain + encodings(dataset, interactions, order, **how)
+
+
+def _interactions(dataset: Dataset, config: FitConfig):
+    """The --interactions terms, checked against the data's columns."""
+    if not config.interactions:
+        return ()
+    return resolve(
+        parse_terms(config.interactions),
+        dataset.schema,
+        target=config.target,
+        categorical=config.categorical or (),
+        weight=config.weight,
+        path=dataset.files[0].path,
     )
 
 
 def _warm_state(dataset: Dataset, config: FitConfig, model: Model, path: str) -> TrainState:
     categorical = config.categorical or ()
+    interactions = _interactions(dataset, config)
+    derived = () if model.spec.deriver is None else model.spec.deriver.outputs
     names = select_features(
         dataset.schema,
         config.target,
-        config.features or model.features,
+        config.features or [n for n in model.features if n not in derived],
         path=dataset.files[0].path,
         categorical=categorical,
     )
+    names = extend_names(names, interactions)
+    if interactions != model.spec.interactions:
+        raise UsageError(
+            f"--init {path}: the model's interactions are "
+            f"[{', '.join(i.name for i in model.spec.interactions)}], this run has "
+            f"[{', '.join(i.name for i in interactions)}]"
+        )
     weighting = (config.weight, config.class_weight)
     if weighting != (model.config.get("weight"), model.config.get("class_weight")):
         raise UsageError(
@@ -306,7 +335,7 @@ def _warm_state(dataset: Dataset, config: FitConfig, model: Model, path: str) ->
             f"{model.config.get('weight')} and --class-weight "
             f"{model.config.get('class_weight')}; this run has {weighting[0]} and {weighting[1]}"
         )
-    model_categorical = tuple(c.name for c in model.spec.categoricals)
+    model_categorical = tuple(c.name for c in model.spec.categoricals if c.parts is None)
     if tuple(categorical) != model_categorical:
         raise UsageError(
             f"--init {path}: the model's categorical features are "

@@ -254,14 +254,17 @@ class Trainer:
         if not state.finished and state.epoch < self.config.epochs:
             self._save(state, "epoch")
 
-    def check_order(self, rows: np.ndarray, *, target_scale: float) -> None:
+    def check_order(self, rows: np.ndarray, *, target_scale: float, spread: bool = True) -> None:
         """Warn when the rows that first fill the shuffle buffer look ordered by the target:
-        then the buffer is too small to mix the data and early batches are biased."""
+        then the buffer is too small to mix the data and early batches are biased.
+        ``spread``: whether the column is the target, whose spread can be compared to the
+        statistics pass's (not a categorical code, which the rows end with when there are
+        categorical columns: their trend alone is looked at)."""
         t = rows[:, -1].astype(np.float64)
         if len(t) < 1000 or t.std() == 0:
             return
         trend = float(np.corrcoef(np.arange(len(t)), t)[0, 1])
-        narrow = self.loss.scale_target and t.std() < 0.25 * target_scale
+        narrow = spread and self.loss.scale_target and t.std() < 0.25 * target_scale
         if abs(trend) > 0.3 or narrow:
             why = (
                 f"correlation {trend:+.2f} with the reading order"
@@ -375,7 +378,9 @@ class LocalSteps:
             dtype=STREAM_DTYPE,
             notes=trainer.outlier_notes,
         )
-        check_order = functools.partial(trainer.check_order, target_scale=spec.target_scale)
+        check_order = functools.partial(
+            trainer.check_order, target_scale=spec.target_scale, spread=not spec.categoricals
+        )
         # the buffer hands the check its rows' last column: with --weight that is the weight
         # column, not the target, so there is nothing to look at
         first_fill = state.epoch == 0 and spec.weight_column is None
