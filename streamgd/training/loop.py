@@ -212,6 +212,13 @@ class Trainer:
         for message in self.outlier_notes.drain():
             self.callbacks.on_warning(message)
 
+    def end_epoch(self, state: TrainState) -> None:
+        """The end of an epoch whose steps ran elsewhere (a grid's shared stream, see
+        :mod:`streamgd.search.engine`): the solver's end of pass, the history entry,
+        validation, early stopping; exactly what :meth:`run` does after an epoch's steps."""
+        self._end_pass(state)
+        self._end_epoch(state)
+
     def _end_pass(self, state: TrainState) -> None:
         """The solver's end of a pass (the normal equations are solved here)."""
         state.params, state.opt_state, mean_loss = self.solver.finish(
@@ -363,6 +370,11 @@ class LocalSteps:
         done = stream.counts
         state.totals.counts = self.base_counts if done is None else self.base_counts + done
         state.totals.metrics = self.running.state()
+
+    def stream(self, state: TrainState) -> BatchStream:
+        """The epoch's batches from where ``state`` stands (public for a grid's shared
+        stream, see :mod:`streamgd.search.engine`)."""
+        return self._stream(state)
 
     def _stream(self, state: TrainState) -> BatchStream:
         """The epoch's batches from where ``state`` stands: centred rows (subtracted while

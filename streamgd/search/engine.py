@@ -1,0 +1,205 @@
+"""Many models over one stream: every model of a grid takes its step on the same batch, so the
+data is read, decoded, shuffled and summarised (the statistics pass) once for all of them.
+
+Each model is a :class:`Member`: its own :class:`~streamgd.training.state.TrainState`, the
+:class:`~streamgd.training.loop.Trainer` that ends its epochs (validation, early stopping,
+history) and the update of its own settings (:func:`streamgd.step.make_step`). A batch goes
+through every unfinished member's update in turn; the members' arithmetic is exactly the
+arithmetic of a run of that configuration alone (same functions, same batches, same order),
+so each model is bit-identical to it. A member that stops (``--patience``, ``--tol``) or
+diverges costs nothing more; the stream runs while any member trains.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..config import FitConfig, RunOptions
+from ..errors import DataError, UsageError
+from ..features import count_vector
+from ..metrics import Accumulator
+from ..solvers import Update, get_solver
+from ..sources import Dataset
+from ..step import make_step
+from ..training.callbacks import Callback
+from ..training.init import initial_state
+from ..training.loop import LocalSteps, Trainer
+from ..training.state import EarlyStopping, EpochTotals, StreamState, TrainState, Trajectory
+from .grid import GRID_SETTINGS
+
+__all__ = ["Member", "train_members"]
+
+
+@dataclass
+class Member:
+    """One model of a grid: its settings (``label``: the ones the grid varies), its training
+    state and the trainer that ends its epochs."""
+
+    label: dict[str, Any]
+    config: FitConfig
+    trainer: Trainer
+    state: TrainState
+    update: Update | None = None
+    running: Accumulator | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _Warnings(Callback):
+    """Passes a member's warnings on (once: only the first member's trainer reports them)."""
+
+    def __init__(self, warn: Callable[[str], None]) -> None:
+        self.warn = warn
+
+    def on_warning(self, message: str) -> None:
+        self.warn(message)
+
+
+def _check_shared(configs: Sequence[FitConfig]) -> None:
+    first = configs[0].to_dict_raw()
+    for config in configs[1:]:
+        other = config.to_dict_raw()
+        for name, value in first.items():
+            if name not in _GRID and other[name] != value:
+                raise UsageError(
+                    f"every model of a grid shares --{name.replace('_', '-')}: got {value!r} "
+                    f"and {other[name]!r}"
+                )
+
+
+_GRID = frozenset(GRID_SETTINGS)
+
+
+def train_members(
+    dataset: Dataset,
+    configs: Sequence[FitConfig],
+    labels: Sequence[dict[str, Any]],
+    options: RunOptions,
+    *,
+    warn: Callable[[str], None],
+    on_epoch_end: Callable[[Member, dict[str, Any]], None] | None = None,
+    validation: Dataset | None = None,
+) -> list[Member]:
+    """Train one model per config over one stream of ``dataset`` and return the members,
+    each finished with its own stop reason (``diverged`` for one whose loss or weights
+    became NaN or infinite: it keeps its last finite weights)."""
+    if options.cluster:
+        raise UsageError("a grid of models trains in one process: --cluster takes one model")
+    if options.checkpoint_dir or options.resume:
+        raise UsageError("a grid of models is not checkpointed yet: drop --checkpoint-dir")
+    if options.init:
+        raise UsageError("a grid of models starts from zero weights: drop --init")
+    _check_shared(configs)
+    base = initial_state(dataset, configs[0], options, warn=warn)
+    members = []
+    for i, (config, label) in enumerate(zip(configs, labels, strict=True)):
+        hooks = [_Warnings(warn)] if i == 0 else []
+        trainer = Trainer(dataset, config, options, callbacks=hooks, validation=validation)
+        params = base.params.copy()
+        state = dataclasses.replace(
+            base,
+            params=params,
+            opt_state=get_solver(config.solver).init_state(params, trainer.optimizer),
+            config=config.to_dict(),
+            history=[],
+            stream=StreamState(),
+            totals=EpochTotals(),
+            early=EarlyStopping(),
+            trajectory=Trajectory(),
+        )
+        members.append(Member(dict(label), config, trainer, state))
+    lead = members[0].trainer
+    with np.errstate(over="ignore", invalid="ignore"):
+        while True:
+            active = [m for m in members if not m.state.finished]
+            for m in active:
+                if m.state.epoch >= m.config.epochs:
+                    m.state.finished, m.state.stop_reason = True, "epochs"
+            active = [m for m in active if not m.state.finished]
+            if not active:
+                break
+            _run_epoch(active, lead)
+            for message in lead.outlier_notes.drain():
+                warn(message)
+            for m in active:
+                if m.state.finished and m.state.stop_reason == "diverged":
+                    continue
+                m.trainer.end_epoch(m.state)
+                if on_epoch_end is not None:
+                    on_epoch_end(m, m.state.history[-1])
+    return members
+
+
+def _run_epoch(active: list[Member], lead: Trainer) -> None:
+    """One epoch of the shared stream through every active member's update."""
+    first = active[0].state
+    stream = LocalSteps(lead).stream(first)
+    base_counts = count_vector(len(first.spec.names))
+    params = [m.state.params for m in active]
+    opt = [m.state.opt_state for m in active]
+    for m in active:
+        _begin(m)
+    spec = first.spec
+    weighted = spec.weight_column is not None
+    live = list(range(len(active)))
+    for raw in stream:
+        w = raw[:, -1].astype(np.float64) if weighted else None
+        for i in live:
+            m = active[i]
+            state, totals = m.state, m.state.totals
+            new, new_opt, loss_sum, p, t = m.update(
+                params[i], opt[i], raw, m.trainer.schedule(state.step)
+            )
+            if not (math.isfinite(loss_sum) and math.isfinite(np.add.reduce(new, axis=None))):
+                state.finished, state.stop_reason = True, "diverged"
+                m.extra["diverged_at_step"] = state.step + 1
+                continue
+            params[i], opt[i] = new, new_opt
+            state.step += 1
+            state.rows_trained += len(t)
+            totals.rows += len(t)
+            totals.loss += loss_sum
+            if m.extra["metrics"]:
+                m.running.update_scaled(t, p, *m.extra["units"], weight=w)
+        live = [i for i in live if not active[i].state.finished]
+        if not live:
+            break
+    done = stream.counts
+    for i, m in enumerate(active):
+        state = m.state
+        state.params, state.opt_state = params[i], opt[i]
+        state.stream = StreamState.of(stream.cursor, stream.shuffle_state())
+        state.totals.counts = base_counts if done is None else base_counts + done
+        state.totals.metrics = m.running.state()
+        if state.totals.rows == 0 and not state.finished:
+            raise DataError("no rows to train on: every row's target is missing")
+
+
+def _begin(m: Member) -> None:
+    """A member's update, running metrics and epoch totals at the start of an epoch."""
+    trainer, state, spec = m.trainer, m.state, m.state.spec
+    loss = trainer.loss
+    totals = state.totals
+    totals.start = state.params.copy()
+    totals.counts = count_vector(len(spec.names))
+    m.running = Accumulator(loss.task, auc=False)
+    weights = None
+    if spec.weighting is not None:
+        weights = functools.partial(spec.weighting.effective, n_features=len(spec.names))
+    m.update = trainer.solver.make_update(
+        step=make_step(m.config, spec, loss, trainer.optimizer),
+        n_features=len(spec.names),
+        inv_scale=1.0 / spec.scale,
+        target_scale=spec.target_scale,
+        weights=weights,
+    )
+    t_center = spec.target_center if loss.scale_target else 0.0
+    unit = spec.target_scale if loss.scale_target else 1.0
+    m.extra["metrics"] = trainer.solver.train_metrics
+    m.extra["units"] = (unit, t_center, loss.link)
