@@ -2,10 +2,22 @@
 
 :func:`fit_grid` expands settings given several values (:mod:`.grid`), trains every
 combination over one shared stream (:mod:`.engine`) and ranks them on validation rows
-(:mod:`.leaderboard`).
+(:mod:`.leaderboard`). Importing the package stays light (the command line builds its
+options from :mod:`.grid`); the training modules load on first use of :func:`fit_grid`.
 """
 
-from .api import GridResult, fit_grid
-from .grid import GRID_SETTINGS, expand_grid
+from __future__ import annotations
 
-__all__ = ["fit_grid", "GridResult", "expand_grid", "GRID_SETTINGS"]
+from typing import Any
+
+from .grid import GRID_SETTINGS, expand_grid, is_grid
+
+__all__ = ["fit_grid", "GridResult", "expand_grid", "is_grid", "GRID_SETTINGS"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("fit_grid", "GridResult"):
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -110,7 +110,7 @@ def run_grid(
         hooks.on_warning(note)
 
     def epoch_end(member: Member, entry: dict[str, Any]) -> None:
-        hooks.on_epoch_end(member.state, {**member.label, **entry})
+        hooks.on_epoch_end(member.state, {**entry, "model": member.index, "grid": member.label})
 
     members = train_members(
         dataset, resolved, labels, options, warn=hooks.on_warning, on_epoch_end=epoch_end

@@ -42,6 +42,7 @@ class Member:
     """One model of a grid: its settings (``label``: the ones the grid varies), its training
     state and the trainer that ends its epochs."""
 
+    index: int  # position in the grid
     label: dict[str, Any]
     config: FitConfig
     trainer: Trainer
@@ -113,7 +114,7 @@ def train_members(
             early=EarlyStopping(),
             trajectory=Trajectory(),
         )
-        members.append(Member(dict(label), config, trainer, state))
+        members.append(Member(i, dict(label), config, trainer, state))
     lead = members[0].trainer
     with np.errstate(over="ignore", invalid="ignore"):
         while True:

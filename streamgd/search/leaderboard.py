@@ -56,10 +56,21 @@ def rank(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
 
 
 def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Rank and model first, then the settings, the validation metrics, epochs and stop
+    reason (a model file's JSON keeps its keys sorted: the order is restored here)."""
     seen: dict[str, None] = {}
     for row in rows:
         seen.update(dict.fromkeys(row))
-    return list(seen)
+    last = ("epochs", "stop_reason")
+
+    def place(name: str) -> int:
+        if name in ("rank", "model"):
+            return ("rank", "model").index(name)
+        if name in last:
+            return 4 + last.index(name)
+        return 3 if name.startswith("val_") else 2
+
+    return sorted(seen, key=place)
 
 
 def _cell(value: Any) -> str:

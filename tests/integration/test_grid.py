@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from integration_support import run_cli
 
 import streamgd
 from streamgd.errors import UsageError
@@ -123,3 +124,39 @@ def test_grid_needs_validation_rows(data):
         fit_grid(data, quiet=True, target="y", lr=[0.1, 0.2], epochs=1)
     with pytest.raises(UsageError, match="--cluster"):
         fit_grid(data, quiet=True, target="y", lr=[0.1, 0.2], holdout=0.2, cluster="x:1")
+
+
+def test_command_line_grid_writes_the_best_model_and_leaderboard(data, tmp_path, capsys):
+    out, every = tmp_path / "m.sgd", tmp_path / "all"
+    args = ["fit", data, "--target", "y", "--lr", "0.3,0.03", "--l2", "0,1"]
+    args += ["--epochs", "2", "--holdout", "0.2", "--batch-size", "64", "-o", out]
+    code, _, err = run_cli(
+        capsys, *args, "--all-models", every, "--metrics-out", tmp_path / "x.json"
+    )
+    assert code == 0, err
+    board = json.loads((tmp_path / "m.leaderboard.json").read_text())
+    assert [row["model"] for row in board] == sorted(
+        range(4), key=lambda i: [r["val_loss"] for r in board if r["model"] == i][0]
+    )
+    best = streamgd.load(str(out))
+    chosen = {k: board[0][k] for k in ("lr", "l2")}
+    alone = streamgd.fit(
+        data, quiet=True, target="y", epochs=2, holdout=0.2, batch_size=64, **chosen
+    )
+    assert np.array_equal(best.weights, alone.weights)
+    assert np.array_equal(
+        streamgd.load(str(every / f"model-{board[0]['model']:03d}.sgd")).weights, best.weights
+    )
+    assert (tmp_path / "m.leaderboard.csv").read_text().startswith("rank,model,")
+    assert json.loads((tmp_path / "x.json").read_text())["summary"]["leaderboard"] == board
+    code, shown, _ = run_cli(capsys, "inspect", out)
+    assert code == 0 and "leaderboard (4 models" in shown
+    code, _, err = run_cli(capsys, "fit", data, "--target", "y", "--lr", "0.1,0.2", "--epochs", "1")
+    assert code == 2 and "validation rows" in err
+    job = tmp_path / "job.toml"
+    job.write_text(
+        f'paths = ["{data}"]\ntarget = "y"\nl2 = [0.0, 1.0]\nholdout = 0.2\nepochs = 1\n'
+    )
+    code, printed, err = run_cli(capsys, "fit", "--config", job, "--json", "-q")
+    assert code == 0, err
+    assert json.loads(printed)["models"] == 2
