@@ -30,9 +30,10 @@ from ..sources import Dataset
 from ..step import make_step
 from ..training.callbacks import Callback
 from ..training.init import initial_state
-from ..training.loop import LocalSteps, Trainer
+from ..training.loop import LocalSteps, Trainer, model_from_state
 from ..training.state import EarlyStopping, EpochTotals, StreamState, TrainState, Trajectory
 from .grid import GRID_SETTINGS
+from .scoring import evaluate_models
 
 __all__ = ["Member", "train_members"]
 
@@ -128,13 +129,24 @@ def train_members(
             _run_epoch(active, lead)
             for message in lead.outlier_notes.drain():
                 warn(message)
-            for m in active:
-                if m.state.finished and m.state.stop_reason == "diverged":
-                    continue
-                m.trainer.end_epoch(m.state)
+            ending = [m for m in active if m.state.stop_reason != "diverged"]
+            for m, scores in zip(ending, _end_passes(ending), strict=True):
+                m.trainer.end_epoch(m.state, scores)
                 if on_epoch_end is not None:
                     on_epoch_end(m, m.state.history[-1])
     return members
+
+
+def _end_passes(ending: list[Member]) -> list[dict[str, Any] | None]:
+    """The solvers' ends of pass, then every model's validation scores from one pass over
+    the validation rows (None each without validation)."""
+    for m in ending:
+        m.trainer.end_pass(m.state)
+    if not ending or not ending[0].config.validates:
+        return [None] * len(ending)
+    models = [model_from_state(m.state, m.config) for m in ending]
+    paths, select = ending[0].trainer.validation_data()
+    return evaluate_models(models, paths, fmt=ending[0].config.format, select=select)
 
 
 def _run_epoch(active: list[Member], lead: Trainer) -> None:
