@@ -68,6 +68,8 @@ def fit_grid_command(
 
     config_settings, run_settings = split_settings(settings)
     configs, labels = expand_grid(config_settings)
+    if run_settings["checkpoint_dir"] is None and out.output is not None:
+        run_settings["checkpoint_dir"] = out.output + ".ckpt"  # as a single model's fit
     options = RunOptions(**run_settings)
     if logger is not None:
         logger.emit(

@@ -100,7 +100,13 @@ def run_grid(
             "a grid selects its model on validation rows: add --holdout, --holdout-rows or "
             "--validation"
         )
-    dataset = open_source(data, first.format, csv=first.csv_options(), head_rows=first.stats_rows)
+    dataset = open_source(
+        data,
+        first.format,
+        csv=first.csv_options(),
+        head_rows=first.stats_rows,
+        digest=bool(options.checkpoint_dir),  # in-memory data: checked again on resume
+    )
     if dataset.one_shot:
         raise UsageError(
             "a grid scores held-out rows every epoch: it cannot train on a one-shot iterator"

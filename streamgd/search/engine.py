@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,7 @@ from ..training.callbacks import Callback
 from ..training.init import initial_state
 from ..training.loop import LocalSteps, Trainer, model_from_state
 from ..training.state import EarlyStopping, EpochTotals, StreamState, TrainState, Trajectory
+from .checkpoint import GridCheckpoints
 from .grid import GRID_SETTINGS
 from .scoring import evaluate_models
 
@@ -93,28 +95,30 @@ def train_members(
     became NaN or infinite: it keeps its last finite weights)."""
     if options.cluster:
         raise UsageError("a grid of models trains in one process: --cluster takes one model")
-    if options.checkpoint_dir or options.resume:
-        raise UsageError("a grid of models is not checkpointed yet: drop --checkpoint-dir")
     if options.init:
         raise UsageError("a grid of models starts from zero weights: drop --init")
     _check_shared(configs)
-    base = initial_state(dataset, configs[0], options, warn=warn)
+    saver = _Saver(options, labels, warn) if options.checkpoint_dir else None
+    found = None
+    if saver is not None and options.resume:
+        found = saver.resume()
+    elif saver is not None:
+        saver.store.supersede_existing()
+    if found is None:
+        base = initial_state(dataset, configs[0], options, warn=warn)
+        states = [_fresh(base, config) for config in configs]
+    else:
+        states = found
+        for state, config in zip(states, configs, strict=True):
+            if state.data != dataset.fingerprint() or state.config != config.to_dict():
+                raise UsageError(
+                    f"{options.checkpoint_dir}: the grid checkpoint was written for other data "
+                    "or settings; rerun without --resume to start afresh"
+                )
     members = []
-    for i, (config, label) in enumerate(zip(configs, labels, strict=True)):
+    for i, (config, label, state) in enumerate(zip(configs, labels, states, strict=True)):
         hooks = [_Warnings(warn)] if i == 0 else []
         trainer = Trainer(dataset, config, options, callbacks=hooks, validation=validation)
-        params = base.params.copy()
-        state = dataclasses.replace(
-            base,
-            params=params,
-            opt_state=get_solver(config.solver).init_state(params, trainer.optimizer),
-            config=config.to_dict(),
-            history=[],
-            stream=StreamState(),
-            totals=EpochTotals(),
-            early=EarlyStopping(),
-            trajectory=Trajectory(),
-        )
         members.append(Member(i, dict(label), config, trainer, state))
     lead = members[0].trainer
     with np.errstate(over="ignore", invalid="ignore"):
@@ -126,7 +130,7 @@ def train_members(
             active = [m for m in active if not m.state.finished]
             if not active:
                 break
-            _run_epoch(active, lead)
+            _run_epoch(active, lead, members, saver)
             for message in lead.outlier_notes.drain():
                 warn(message)
             ending = [m for m in active if m.state.stop_reason != "diverged"]
@@ -134,7 +138,54 @@ def train_members(
                 m.trainer.end_epoch(m.state, scores)
                 if on_epoch_end is not None:
                     on_epoch_end(m, m.state.history[-1])
+            if saver is not None:
+                saver.save(members)
     return members
+
+
+def _fresh(base: TrainState, config: FitConfig) -> TrainState:
+    """A model's starting state: the shared statistics and starting weights, its own
+    optimiser state and settings."""
+    params = base.params.copy()
+    return dataclasses.replace(
+        base,
+        params=params,
+        opt_state=get_solver(config.solver).init_state(params, config.make_optimizer()),
+        config=config.to_dict(),
+        history=[],
+        stream=StreamState(),
+        totals=EpochTotals(),
+        early=EarlyStopping(),
+        trajectory=Trajectory(),
+    )
+
+
+class _Saver:
+    """When and where a grid is checkpointed: every ``--checkpoint-every`` batches of the
+    shared stream, every ``--checkpoint-interval`` seconds, and at each epoch's end."""
+
+    def __init__(self, options: RunOptions, labels: Sequence[dict], warn) -> None:
+        self.options, self.labels = options, list(labels)
+        self.store = GridCheckpoints(options.checkpoint_dir, keep=options.keep, warn=warn)
+        self.batches = 0
+        self.last = time.monotonic()
+
+    def resume(self) -> list[TrainState] | None:
+        found = self.store.latest(self.labels)
+        if found is None:
+            return None
+        _, states, self.batches = found
+        return states
+
+    def due(self) -> bool:
+        o = self.options
+        if o.checkpoint_every and self.batches % o.checkpoint_every == 0:
+            return True
+        return bool(o.checkpoint_interval and time.monotonic() - self.last >= o.checkpoint_interval)
+
+    def save(self, members: Sequence[Member]) -> None:
+        self.store.save([m.state for m in members], self.labels, self.batches)
+        self.last = time.monotonic()
 
 
 def _end_passes(ending: list[Member]) -> list[dict[str, Any] | None]:
@@ -149,11 +200,16 @@ def _end_passes(ending: list[Member]) -> list[dict[str, Any] | None]:
     return evaluate_models(models, paths, fmt=ending[0].config.format, select=select)
 
 
-def _run_epoch(active: list[Member], lead: Trainer) -> None:
-    """One epoch of the shared stream through every active member's update."""
+def _run_epoch(
+    active: list[Member], lead: Trainer, members: list[Member], saver: _Saver | None
+) -> None:
+    """One epoch (or the rest of one, after a resume) of the shared stream through every
+    active member's update; checkpoints of every member when due."""
     first = active[0].state
     stream = LocalSteps(lead).stream(first)
-    base_counts = count_vector(len(first.spec.names))
+    if first.totals.counts is None:
+        first.totals.counts = count_vector(len(first.spec.names))
+    base_counts = first.totals.counts.copy()  # the epoch's counts before this stream
     params = [m.state.params for m in active]
     opt = [m.state.opt_state for m in active]
     for m in active:
@@ -183,15 +239,28 @@ def _run_epoch(active: list[Member], lead: Trainer) -> None:
         live = [i for i in live if not active[i].state.finished]
         if not live:
             break
+        if saver is not None:
+            saver.batches += 1
+            if saver.due():
+                _sync(active, params, opt, stream, base_counts)
+                saver.save(members)
+    _sync(active, params, opt, stream, base_counts)
+    for m in active:
+        if m.state.totals.rows == 0 and not m.state.finished:
+            raise DataError("no rows to train on: every row's target is missing")
+
+
+def _sync(active, params, opt, stream, base_counts) -> None:
+    """Write what the loop holds (weights, optimiser states, stream position, counts,
+    running metrics) into the members' states."""
     done = stream.counts
+    shuffled = stream.shuffle_state()
     for i, m in enumerate(active):
         state = m.state
         state.params, state.opt_state = params[i], opt[i]
-        state.stream = StreamState.of(stream.cursor, stream.shuffle_state())
+        state.stream = StreamState.of(stream.cursor, shuffled)
         state.totals.counts = base_counts if done is None else base_counts + done
         state.totals.metrics = m.running.state()
-        if state.totals.rows == 0 and not state.finished:
-            raise DataError("no rows to train on: every row's target is missing")
 
 
 def _begin(m: Member) -> None:
@@ -199,9 +268,13 @@ def _begin(m: Member) -> None:
     trainer, state, spec = m.trainer, m.state, m.state.spec
     loss = trainer.loss
     totals = state.totals
-    totals.start = state.params.copy()
-    totals.counts = count_vector(len(spec.names))
-    m.running = Accumulator(loss.task, auc=False)
+    if totals.start is None:  # else resumed within the epoch
+        totals.start = state.params.copy()
+    m.running = (
+        Accumulator(loss.task, auc=False)
+        if totals.metrics is None
+        else Accumulator.restore(loss.task, totals.metrics, auc=False)
+    )
     weights = None
     if spec.weighting is not None:
         weights = functools.partial(spec.weighting.effective, n_features=len(spec.names))

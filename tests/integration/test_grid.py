@@ -160,3 +160,34 @@ def test_command_line_grid_writes_the_best_model_and_leaderboard(data, tmp_path,
     code, printed, err = run_cli(capsys, "fit", "--config", job, "--json", "-q")
     assert code == 0, err
     assert json.loads(printed)["models"] == 2
+
+
+def test_a_grid_resumed_from_any_checkpoint_ends_bit_identical(data, tmp_path):
+    import shutil
+
+    settings = dict(
+        target="y",
+        lr=[0.3, 0.03],
+        optimizer=["sgd", "adam"],
+        epochs=2,
+        batch_size=128,
+        holdout=0.2,
+        seed=5,
+        shuffle_buffer=256,
+        patience=[1, 5],
+        quiet=True,
+    )
+    full = tmp_path / "full"
+    whole = fit_grid(data, checkpoint_dir=str(full), checkpoint_every=4, keep=1000, **settings)
+    saved = sorted(full.glob("grid-*.npz"))
+    assert len(saved) > 4
+    for picked in (saved[1], saved[len(saved) // 2], saved[-2]):  # mid-epoch and epoch ends
+        again = tmp_path / f"again-{picked.stem}"
+        again.mkdir()
+        shutil.copy(picked, again / picked.name)
+        resumed = fit_grid(data, checkpoint_dir=str(again), resume=True, **settings)
+        for a, b in zip(whole.models, resumed.models, strict=True):
+            _same(a, b)
+        assert resumed.leaderboard == whole.leaderboard
+    with pytest.raises(UsageError, match="another grid"):
+        fit_grid(data, checkpoint_dir=str(full), resume=True, **{**settings, "lr": [0.3]})
