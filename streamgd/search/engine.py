@@ -97,6 +97,8 @@ def train_members(
         raise UsageError("a grid of models trains in one process: --cluster takes one model")
     if options.init:
         raise UsageError("a grid of models starts from zero weights: drop --init")
+    if configs[0].record_path:
+        raise UsageError("--record-path records one model's weights: drop it for a grid")
     _check_shared(configs)
     saver = _Saver(options, labels, warn) if options.checkpoint_dir else None
     found = None
