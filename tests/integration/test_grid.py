@@ -191,3 +191,28 @@ def test_a_grid_resumed_from_any_checkpoint_ends_bit_identical(data, tmp_path):
         assert resumed.leaderboard == whole.leaderboard
     with pytest.raises(UsageError, match="another grid"):
         fit_grid(data, checkpoint_dir=str(full), resume=True, **{**settings, "lr": [0.3]})
+
+
+def test_softmax_categorical_and_normal_solver_grids_on_a_frame_equal_their_runs_alone():
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(1)
+    n = 1500
+    x = rng.normal(size=(n, 3))
+    logits = x @ rng.normal(size=(3, 3)) + rng.normal(size=(n, 3))
+    frame = pd.DataFrame({f"x{j}": x[:, j] for j in range(3)})
+    frame["c"] = np.array(list("pqrs"))[rng.integers(0, 4, n)]
+    frame["k"] = np.array(["a", "b", "c"])[np.argmax(logits, axis=1)]
+    frame["y"] = x @ [1.0, 2.0, 3.0] + rng.normal(size=n)
+    cases = [
+        (dict(target="k", loss="softmax", features=["x0", "x1", "x2"]), dict(l2=[0, 1e-2])),
+        (dict(target="y", categorical=["c"]), dict(optimizer=["adam", "adamw"], l2=[0, 0.1])),
+        (dict(target="y", solver="normal", features=["x0", "x1", "x2"]), dict(l2=[0, 0.1, 10])),
+    ]
+    for fixed, grid in cases:
+        settings = dict(holdout=0.2, epochs=2, batch_size=128, quiet=True, **fixed)
+        result = fit_grid(frame, **settings, **grid)
+        for model, label in zip(result.models, result.labels, strict=True):
+            alone = streamgd.fit(frame, **settings, **label)
+            _same(model, alone)
+            if model.code_weights is not None:
+                assert np.array_equal(model.code_weights, alone.code_weights)
