@@ -150,6 +150,11 @@ def fit(paths: tuple[str, ...], print_config: bool, **values: Any) -> None:
             from .grid_fit import fit_grid_command
 
             fit_grid_command(logger, list(paths), out, settings, **grid)
+        elif grid["all_models"] is not None or grid["select_metric"] != "loss":
+            raise UsageError(
+                "--select-metric and --all-models choose among the models of a grid: give a "
+                "training setting several values (for example --l2 0,1e-4,1e-2)"
+            )
         else:
             _fit(logger, list(paths), out, settings)
     except StreamgdError as exc:

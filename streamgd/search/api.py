@@ -12,6 +12,7 @@ from ..blas import single_blas_thread
 from ..config import RunOptions, split_settings
 from ..errors import UsageError
 from ..features.select import resolve_target
+from ..metrics import metric_names
 from ..model import Model
 from ..sources import open_source, with_target
 from ..training.callbacks import Callback, CallbackList, api_callbacks
@@ -99,6 +100,12 @@ def run_grid(
         raise UsageError(
             "a grid selects its model on validation rows: add --holdout, --holdout-rows or "
             "--validation"
+        )
+    task = first.make_loss().task
+    if select_metric != "loss" and select_metric not in metric_names(task):
+        raise UsageError(
+            f"--select-metric must be loss or one of {', '.join(metric_names(task))} "
+            f"(the metrics of --loss {first.loss}), got {select_metric!r}"
         )
     dataset = open_source(
         data,

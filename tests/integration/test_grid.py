@@ -122,6 +122,8 @@ def test_grid_errors(settings, message):
 def test_grid_needs_validation_rows(data):
     with pytest.raises(UsageError, match="validation rows"):
         fit_grid(data, quiet=True, target="y", lr=[0.1, 0.2], epochs=1)
+    with pytest.raises(UsageError, match="--select-metric must be loss or one of mse"):
+        fit_grid(data, quiet=True, target="y", lr=[0.1, 0.2], holdout=0.2, select_metric="auc")
     with pytest.raises(UsageError, match="--cluster"):
         fit_grid(data, quiet=True, target="y", lr=[0.1, 0.2], holdout=0.2, cluster="x:1")
 
@@ -153,6 +155,8 @@ def test_command_line_grid_writes_the_best_model_and_leaderboard(data, tmp_path,
     assert code == 0 and "leaderboard (4 models" in shown
     code, _, err = run_cli(capsys, "fit", data, "--target", "y", "--lr", "0.1,0.2", "--epochs", "1")
     assert code == 2 and "validation rows" in err
+    code, _, err = run_cli(capsys, "fit", data, "--target", "y", "--select-metric", "r2")
+    assert code == 2 and "models of a grid" in err
     job = tmp_path / "job.toml"
     job.write_text(
         f'paths = ["{data}"]\ntarget = "y"\nl2 = [0.0, 1.0]\nholdout = 0.2\nepochs = 1\n'
