@@ -70,7 +70,7 @@ def fit_grid_command(
     configs, labels = expand_grid(config_settings)
     if run_settings["checkpoint_dir"] is None and out.output is not None:
         run_settings["checkpoint_dir"] = out.output + ".ckpt"  # as a single model's fit
-    options = RunOptions(**run_settings)
+    options = RunOptions(**run_settings, handle_signals=True)
     if logger is not None:
         logger.emit(
             "start",

@@ -12,9 +12,11 @@ diverges costs nothing more; the stream runs while any member trains.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
+import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..config import FitConfig, RunOptions
-from ..errors import DataError, UsageError
+from ..errors import DataError, PreemptedError, UsageError
 from ..features import count_vector
 from ..metrics import Accumulator
 from ..solvers import Update, get_solver
@@ -123,7 +125,8 @@ def train_members(
         trainer = Trainer(dataset, config, options, callbacks=hooks, validation=validation)
         members.append(Member(i, dict(label), config, trainer, state))
     lead = members[0].trainer
-    with np.errstate(over="ignore", invalid="ignore"):
+    signals = saver.signals() if saver is not None else contextlib.nullcontext()
+    with signals, np.errstate(over="ignore", invalid="ignore"):
         while True:
             active = [m for m in members if not m.state.finished]
             for m in active:
@@ -171,6 +174,25 @@ class _Saver:
         self.store = GridCheckpoints(options.checkpoint_dir, keep=options.keep, warn=warn)
         self.batches = 0
         self.last = time.monotonic()
+        self.signum: int | None = None
+
+    @contextlib.contextmanager
+    def signals(self):
+        """With ``handle_signals`` (the command line), SIGTERM/SIGINT ask the loop to write a
+        checkpoint and stop after the current batch."""
+        if not self.options.handle_signals:
+            yield
+            return
+
+        def handler(signum, frame):  # noqa: ARG001
+            self.signum = signum
+
+        old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
 
     def resume(self) -> list[TrainState] | None:
         found = self.store.latest(self.labels)
@@ -243,6 +265,14 @@ def _run_epoch(
             break
         if saver is not None:
             saver.batches += 1
+            if saver.signum is not None:  # SIGTERM/SIGINT: a last checkpoint, then stop
+                _sync(active, params, opt, stream, base_counts)
+                saver.save(members)
+                raise PreemptedError(
+                    f"stopped by {signal.Signals(saver.signum).name} after batch "
+                    f"{saver.batches} of the grid; a checkpoint was written: rerun with "
+                    "--resume to continue"
+                )
             if saver.due():
                 _sync(active, params, opt, stream, base_counts)
                 saver.save(members)

@@ -220,3 +220,34 @@ def test_softmax_categorical_and_normal_solver_grids_on_a_frame_equal_their_runs
             _same(model, alone)
             if model.code_weights is not None:
                 assert np.array_equal(model.code_weights, alone.code_weights)
+
+
+def test_a_grid_stopped_by_sigterm_checkpoints_and_resumes_bit_identically(data, tmp_path):
+    import glob
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from streamgd.errors import EXIT_PREEMPTED
+
+    args = [data, "--target", "y", "--lr", "0.3,0.1,0.03,0.01", "--l2", "0,1e-3", "-q"]
+    args += ["--epochs", "4", "--batch-size", "8", "--holdout", "0.2", "--checkpoint-every", "50"]
+    killed, whole = tmp_path / "killed.sgd", tmp_path / "whole.sgd"
+    cmd = [sys.executable, "-m", "streamgd", "fit", *args]
+    proc = subprocess.Popen([*cmd, "-o", str(killed)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not glob.glob(str(tmp_path / "killed.sgd.ckpt" / "grid-*.npz")):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_PREEMPTED, err
+    assert "rerun with --resume" in err
+    subprocess.run([*cmd, "-o", str(killed), "--resume"], check=True, timeout=300)
+    subprocess.run([*cmd, "-o", str(whole)], check=True, timeout=300)
+    a, b = streamgd.load(str(killed)), streamgd.load(str(whole))
+    assert np.array_equal(a.weights, b.weights) and a.history == b.history
+    assert (tmp_path / "killed.leaderboard.csv").read_text() == (
+        tmp_path / "whole.leaderboard.csv"
+    ).read_text()
