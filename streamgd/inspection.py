@@ -66,8 +66,18 @@ def _num(v: Any) -> str:
 def render_text(info: dict[str, Any]) -> str:
     lines = _heading(info)
     lines += coefficient_lines(info)
-    lines += _summary(info.get("summary"))
+    summary = dict(info.get("summary") or {})
+    board = summary.pop("leaderboard", None)  # a grid's selected model (streamgd.search)
+    lines += _summary(summary)
     lines += _history(info.get("history"))
+    if board:
+        from .search.leaderboard import table
+
+        lines += [
+            "",
+            f"leaderboard ({len(board)} models, by validation {summary.get('select_metric')}):",
+        ]
+        lines += ["  " + line for line in table(board, limit=20).splitlines()]
     lines.append("")
     settings = info.get("settings", {})
     lines.append("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items() if v is not None))

@@ -53,6 +53,11 @@ one BLAS thread (``BLAS_THREADS``), as streamgd does.
   of the files and the statistics pass (the first epoch's time is in the JSON). Their ratio
   column is to ``epoch-mmap`` of the same round. The mixing of the shuffled stream is
   measured separately, by ``tools/mixing.py``.
+- ``fit-holdout``, ``grid-16``, ``separate-16`` (only when named in ``--cases``): one model
+  (``streamgd.fit``, one shuffled epoch, batch 1024, ``holdout=0.1``); a grid of 16 models
+  (``streamgd.search.fit_grid``, ``lr`` 4 values x ``l2`` 4 values, same settings) in one
+  pass; the same 16 as separate fits one after another. rows = one model's rows trained, so
+  the grid cases' cost is printed below the table as their wall time over ``fit-holdout``'s.
 - ``exact``: the least-squares optimum in one streaming pass (float64 ``[1 X y]' [1 X y]``
   accumulated row group by row group, then ``np.linalg.solve``); its MSE comes from a second,
   untimed pass and must equal the optimum in the sidecar.
@@ -493,6 +498,47 @@ def case_fit_cat(ctx: Ctx, *, cross: bool) -> dict:
     return out
 
 
+# The grid cases: one epoch, shuffled, batch 1024, 10% held out (a grid needs validation rows);
+# 16 models = --lr 4 values x --l2 4 values. Their ratio to fit-holdout is the grid's cost.
+GRID_BASE = {"target": "y", "epochs": 1, "holdout": 0.1, "seed": 0}
+GRID_16 = {"lr": [0.3, 0.1, 0.03, 0.01], "l2": [0.0, 1e-5, 1e-4, 1e-3]}
+
+
+def case_fit_holdout(ctx: Ctx) -> dict:
+    """One model with the grid cases' settings: their baseline."""
+    import streamgd
+
+    box = {}
+
+    def work() -> int:
+        box["model"] = streamgd.fit(ctx.parquet, **GRID_BASE)
+        return int(box["model"].summary["rows_trained"])
+
+    return timed(work)
+
+
+def case_grid(ctx: Ctx, *, separate: bool = False) -> dict:
+    """The 16-model grid in one pass (``grid-16``), or as 16 fits one after another
+    (``separate-16``, what a loop over settings costs). rows = one model's rows trained, so
+    the rate's ratio to fit-holdout is one model's wall time over the grid's."""
+    import itertools
+
+    import streamgd
+    from streamgd.search import fit_grid
+
+    box = {}
+
+    def work() -> int:
+        if separate:
+            for lr, l2 in itertools.product(*GRID_16.values()):
+                box["model"] = streamgd.fit(ctx.parquet, lr=lr, l2=l2, **GRID_BASE)
+        else:
+            box["model"] = fit_grid(ctx.parquet, **GRID_16, **GRID_BASE).best
+        return int(box["model"].summary["rows_trained"])
+
+    return timed(work)
+
+
 def case_fit_memory(ctx: Ctx, *, kind: str) -> dict:
     """``streamgd.fit`` on the same rows already in memory, as a pyarrow Table or a pandas
     DataFrame (loaded before the clock starts), shuffled like ``fit-shuf``. ``source_mb`` is
@@ -685,7 +731,7 @@ class Kind:
 
     run: Callable[[Ctx], dict]
     batched: bool = False
-    needs: str | None = None  # "csv" | "sklearn" | "vw" | "memory" | "cat" (only when named)
+    needs: str | None = None  # "csv" | "sklearn" | "vw" | "memory" | "cat" | "grid" (when named)
     baselines: tuple[str, ...] = ("decode",)
 
 
@@ -696,8 +742,11 @@ KINDS: dict[str, Kind] = {
     "fit-shuf": Kind(lambda c: case_fit(c, shuffle=True), batched=True),
     "fit-table": Kind(lambda c: case_fit_memory(c, kind="table"), batched=True, needs="memory"),
     "fit-frame": Kind(lambda c: case_fit_memory(c, kind="frame"), batched=True, needs="memory"),
-
-
+    "fit-holdout": Kind(case_fit_holdout, needs="grid"),
+    "grid-16": Kind(case_grid, needs="grid", baselines=("decode", "fit-holdout")),
+    "separate-16": Kind(
+        lambda c: case_grid(c, separate=True), needs="grid", baselines=("decode", "fit-holdout")
+    ),
     "epoch-mmap": Kind(case_epoch_mmap, baselines=("epoch-mmap",)),
     "epoch-seq": Kind(
         lambda c: case_epoch(c, shuffle=False), batched=True, baselines=("epoch-mmap",)
@@ -728,13 +777,15 @@ def case_names(batch_sizes: list[int], with_csv: bool, with_vw: bool = False) ->
     for kind_name, kind in KINDS.items():
         if (kind.needs == "csv" and not with_csv) or (kind.needs == "vw" and not with_vw):
             continue
-        if kind.needs in ("scaling", "memory", "cat"):
+        if kind.needs in ("scaling", "memory", "cat", "grid"):  # only when named
             continue
         names += [f"{kind_name}-{b}" for b in batch_sizes] if kind.batched else [kind_name]
     return names
 
 
 def parse_case(name: str) -> tuple[str, Kind, int | None]:
+    if name in KINDS and not KINDS[name].batched:  # a name ending in a number (grid-16)
+        return name, KINDS[name], None
     m = re.fullmatch(r"(.+?)(?:-(\d+))?", name)
     kind_name, size = m.group(1), m.group(2)
     kind = KINDS.get(kind_name)
@@ -790,7 +841,7 @@ def run_worker(case: str, directory: Path) -> None:
     from threadpoolctl import threadpool_limits
 
     warm_lazy_imports()
-    if case.startswith(("fit", "epoch")):
+    if case.startswith(("fit", "epoch", "grid", "separate")):
         import streamgd
 
         # ``import streamgd`` is lazy (its names load on first use, so a signal handler can
@@ -1188,6 +1239,12 @@ def main(argv: list[str] | None = None) -> None:
             f"{vw['cache_seconds']:.0f} s (vw's parse into its cache), not in its rate."
         )
     print(f"{head}\n\n{table}\n\n{footer}")
+    for case, s in summary.items():  # the grid cases: wall time over one model's
+        cost = s["ratios"].get("fit-holdout")
+        if cost is not None and case != "fit-holdout":
+            paired = [1 / r for r in cost["paired"]]
+            spread = f" [{min(paired):.2f}-{max(paired):.2f}]" if len(paired) > 1 else ""
+            print(f"{case}: {1 / cost['of_medians']:.2f}x the wall time of fit-holdout{spread}")
     machine["loadavg_end"] = os.getloadavg()
     git_end = git_state()
     if git_end != git_start:

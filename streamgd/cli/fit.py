@@ -16,6 +16,8 @@ from .. import __version__
 from ..config import CONFIG_SETTINGS, RUN_SETTINGS, FitConfig, RunOptions, split_settings
 from ..constraints import Flag, Options
 from ..errors import StreamgdError, UsageError
+from ..search import is_grid
+from ..search.options import GRID_OPTIONS
 from ..settings import Setting, setting, settings_of
 from ..training.callbacks import (
     Callback,
@@ -76,7 +78,12 @@ OUTPUT_SETTINGS = settings_of(OutputOptions)
 FIT_SETTINGS: dict[str, Setting] = {
     s.name: s
     for s in sorted(
-        [*RUN_SETTINGS.values(), *CONFIG_SETTINGS.values(), *OUTPUT_SETTINGS.values()],
+        [
+            *RUN_SETTINGS.values(),
+            *CONFIG_SETTINGS.values(),
+            *OUTPUT_SETTINGS.values(),
+            *GRID_OPTIONS.values(),  # a grid's (streamgd.search)
+        ],
         key=lambda s: s.group_rank,
     )
 }
@@ -136,9 +143,20 @@ def fit(paths: tuple[str, ...], print_config: bool, **values: Any) -> None:
         raise click.UsageError("no input PATHS (give them as arguments or as 'paths' in --config)")
     settings = {name: from_command_line(s, values[name]) for name, s in FIT_SETTINGS.items()}
     out = OutputOptions(**{name: settings.pop(name) for name in OUTPUT_SETTINGS})
+    grid = {name: settings.pop(name) for name in GRID_OPTIONS}
     logger = JsonLogger() if out.log_format == "json" else None
     try:
-        _fit(logger, list(paths), out, settings)
+        if is_grid(settings):  # several values of a training setting: a grid in one pass
+            from .grid_fit import fit_grid_command
+
+            fit_grid_command(logger, list(paths), out, settings, **grid)
+        elif grid["all_models"] is not None or grid["select_metric"] != "loss":
+            raise UsageError(
+                "--select-metric and --all-models choose among the models of a grid: give a "
+                "training setting several values (for example --l2 0,1e-4,1e-2)"
+            )
+        else:
+            _fit(logger, list(paths), out, settings)
     except StreamgdError as exc:
         if logger is not None:
             logger.emit(
