@@ -53,6 +53,7 @@ def describe(path: str) -> dict[str, Any]:
         "coefficients": model["coefficients"],
         "intercept": model["intercept"],
         "history": state.history,
+        "increments": state.continual.runs,  # --continual: one record per run
         "settings": state.config,
         "files": len(state.data.get("files", [])),
     }
@@ -67,6 +68,7 @@ def render_text(info: dict[str, Any]) -> str:
     lines += coefficient_lines(info)
     lines += _summary(info.get("summary"))
     lines += _history(info.get("history"))
+    lines += _increments(info.get("increments") or (info.get("summary") or {}).get("increments"))
     lines.append("")
     settings = info.get("settings", {})
     lines.append("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items() if v is not None))
@@ -140,7 +142,7 @@ def _summary(summary: dict[str, Any] | None) -> list[str]:
         + ", ".join(
             f"{k.replace('_', ' ')} {_num(v)}"
             for k, v in summary.items()
-            if v not in (None, {}, 0) or k in ("epochs", "steps")
+            if (v not in (None, {}, 0) or k in ("epochs", "steps")) and k != "increments"
         ),
     ]
 
@@ -156,4 +158,23 @@ def _history(history: list[dict[str, Any]] | None) -> list[str]:
         if val and h.get("val_loss") is not None:
             row += f"  {h['val_loss']:.6g}"
         lines.append(row.rstrip())
+    return lines
+
+
+def _increments(runs: list[dict[str, Any]] | None) -> list[str]:
+    """--continual: one row per increment, with the model's score on its files before it
+    trained on them (test-then-train: a rising error there is drift or forgetting)."""
+    if not runs:
+        return []
+    metric = next(
+        (k for k in ("mse", "logloss") if any(k in (r["pre_score"] or {}) for r in runs)), "loss"
+    )
+    lines = ["", f"  increment  files  rows      before training ({metric})  training loss"]
+    for r in runs:
+        before = (r.get("pre_score") or {}).get(metric)
+        shown = "-" if before is None else f"{before:.6g}"
+        lines.append(
+            f"  {r['increment']:>9}  {len(r['files']):>5}  {r['rows']:<8}  {shown:<26}  "
+            f"{_num(r.get('train_loss'))}"
+        )
     return lines

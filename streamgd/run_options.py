@@ -106,8 +106,7 @@ class RunOptions:
             raise UsageError("--resume needs --checkpoint-dir (or --output, which implies one)")
         if self.continual and not self.checkpoint_dir:
             raise UsageError(
-                "--continual keeps its ledger in a checkpoint: give --output (or "
-                "--checkpoint-dir)"
+                "--continual keeps its ledger in a checkpoint: give --output (or --checkpoint-dir)"
             )
         if self.continual and self.cluster:
             raise UsageError("--continual trains in this process; leave out --cluster")

@@ -168,8 +168,10 @@ def _fit(
         run_settings["checkpoint_dir"] = out.output + ".ckpt"
     options = RunOptions(**run_settings, handle_signals=True)
     if out.keep_models and not (options.continual and out.output):
-        raise UsageError("--keep-models keeps the models of --continual increments: give "
-                         "--continual and --output")
+        raise UsageError(
+            "--keep-models keeps the models of --continual increments: give "
+            "--continual and --output"
+        )
     _check_paths(out)
     with _output_lock(out.output):
         if logger is not None:
@@ -352,4 +354,3 @@ def _warnings_to(logger: JsonLogger | None):
             yield
         finally:
             warnings.showwarning = old
-

@@ -34,9 +34,7 @@ def keep_version(output: str, increment: int, keep: int) -> str:
     directory, name = os.path.split(os.path.abspath(output))
     stem, ext = os.path.splitext(name)
     pattern = re.compile(re.escape(stem) + r"\.inc-(\d{6})" + re.escape(ext) + "$")
-    kept = sorted(
-        (int(m.group(1)), n) for n in os.listdir(directory) if (m := pattern.match(n))
-    )
+    kept = sorted((int(m.group(1)), n) for n in os.listdir(directory) if (m := pattern.match(n)))
     for _, old in kept[:-keep]:
         with contextlib.suppress(OSError):
             os.unlink(os.path.join(directory, old))

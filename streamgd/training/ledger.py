@@ -103,8 +103,9 @@ def training_order(paths: Sequence[str], seed: int, increment: int) -> list[int]
     sorted order drawn from (``seed``, ``increment``), so the same files give the same order
     however they were listed.
 
-    >>> a = training_order(["b", "a", "c"], 0, 1)
-    >>> [["b", "a", "c"][i] for i in a] == [["c", "b", "a"][i] for i in training_order(["c", "b", "a"], 0, 1)]
+    >>> one, other = ["b", "a", "c"], ["c", "b", "a"]
+    >>> in_order = [one[i] for i in training_order(one, 0, 1)]
+    >>> in_order == [other[i] for i in training_order(other, 0, 1)]
     True
     """
     by_path = sorted(range(len(paths)), key=lambda i: paths[i])

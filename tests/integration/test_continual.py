@@ -1,0 +1,257 @@
+"""--continual: a job over growing paths trains only on new files, from its checkpoint's state,
+scores the model on them first, and keeps its books exactly across interruptions."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from conftest import Interrupt, StopAt
+from integration_support import run_cli
+
+import streamgd
+from streamgd.config import FitConfig, RunOptions
+from streamgd.errors import CheckpointError, DataError, UsageError
+from streamgd.training import train
+from streamgd.training.checkpoint import CheckpointManager, load_checkpoint
+from streamgd.training.continual import restandardize
+from streamgd.training.continuation import continue_state, start_state
+from streamgd.training.loop import model_from_state
+
+
+@pytest.fixture
+def parts(synthetic):
+    """Six files of 300 rows (row groups of 100), the data of six days."""
+    return synthetic(rows=1800, files=6, row_group_size=100)
+
+
+def _config(data, **kw) -> FitConfig:
+    base = {"target": "y", "features": tuple(data.features), "epochs": 2, "batch_size": 50}
+    return FitConfig(**(base | kw))
+
+
+def _run(paths, config, directory, **options):
+    return train(
+        list(paths), config, RunOptions(checkpoint_dir=str(directory), continual=True, **options)
+    )
+
+
+def _params(result) -> np.ndarray:
+    return np.append(result.model.weights, result.model.intercept)
+
+
+def _latest(directory):
+    return load_checkpoint(CheckpointManager(str(directory)).paths()[0])
+
+
+def test_only_new_files_are_trained_and_nothing_new_does_nothing(tmp_path, parts):
+    config, ck = _config(parts), tmp_path / "ck"
+    first = _run(parts.paths[:2], config, ck)
+    assert first.trained and first.continual["increment"] == 0
+    assert first.continual["rows"] == 600 and first.continual["pre_score"] is None
+    second = _run(parts.paths[:3], config, ck)
+    report = second.continual
+    assert report["increment"] == 1 and report["files"] == [parts.paths[2]]
+    assert report["rows"] == 300 and report["rows_trained"] == 600  # 2 passes of the new rows
+    assert second.state.rows_trained == first.state.rows_trained + 600
+    ledger = second.state.continual.ledger
+    assert [e["path"] for e in ledger] == sorted(parts.paths[:3])
+    assert all(e["digest"] and e["rows"] == 300 for e in ledger)
+    assert [e["increment"] for e in ledger] == [0, 0, 1]
+    again = _run(parts.paths[:3], config, ck)
+    assert not again.trained and again.continual["new_files"] == 0
+    assert np.array_equal(_params(again), _params(second))
+    assert len(_latest(ck).continual.runs) == 2
+
+
+def test_an_increment_continues_the_state_as_continue_state_does(tmp_path, parts):
+    """The oracle: the library's one-pass continuation of the first run's state over the new
+    file, by hand; one pass each, so both take the same steps."""
+    config, ck = _config(parts, epochs=1, optimizer="adam"), tmp_path / "ck"
+    _run(parts.paths[:2], config, ck)
+    state = _latest(ck)
+    result = _run(parts.paths[:3], config, ck)
+    expected = continue_state(state, parts.paths[2], config)
+    assert np.array_equal(result.state.params, expected.params)
+    assert result.state.step == expected.step
+    for name, value in expected.opt_state.items():
+        assert np.array_equal(result.state.opt_state[name], value)
+
+
+def test_the_pre_training_score_is_evaluate_of_the_model_before(tmp_path, parts):
+    config, ck = _config(parts), tmp_path / "ck"
+    before = _run(parts.paths[:2], config, ck).model
+    result = _run(parts.paths[:4], config, ck)
+    expected = streamgd.evaluate(before, sorted(parts.paths[2:4]))
+    score = result.continual["pre_score"]
+    for key in ("rows", "mse", "rmse", "mae", "r2", "loss"):
+        assert score[key] == pytest.approx(expected[key], rel=1e-12), key
+    assert result.model.summary["increments"][1]["pre_score"] == score
+
+
+def test_the_order_of_new_files_does_not_depend_on_their_listing(tmp_path, parts):
+    config = _config(parts)
+    listed = [parts.paths[:2] + parts.paths[2:5], parts.paths[:2] + parts.paths[4:1:-1]]
+    results, orders = [], []
+    for k, paths in enumerate(listed):
+        ck = tmp_path / f"ck{k}"
+        _run(paths[:2][::-1] if k else paths[:2], config, ck)
+        results.append(_run(paths, config, ck))
+        orders.append(results[-1].continual["files"])
+    assert orders[0] == orders[1]
+    assert np.array_equal(_params(results[0]), _params(results[1]))
+    other_seed = _config(parts, seed=7)
+    _run(parts.paths[:2], other_seed, tmp_path / "seed7")
+    orders_by_seed = {tuple(_run(listed[0], other_seed, tmp_path / "seed7").continual["files"])}
+    assert sorted(orders[0]) == sorted(orders_by_seed.pop())
+
+
+@pytest.mark.parametrize("stop_in", ["first", "increment"])
+def test_a_run_killed_mid_increment_and_rerun_ends_bit_identical(tmp_path, parts, stop_in):
+    config = _config(parts, optimizer="momentum", shuffle_buffer=120)
+    whole = tmp_path / "whole"
+    _run(parts.paths[:2], config, whole)
+    expected = _run(parts.paths[:4], config, whole)
+    cut = tmp_path / "cut"
+    options = {"checkpoint_every": 1}
+    if stop_in == "first":
+        with pytest.raises(Interrupt):
+            train(
+                parts.paths[:2],
+                config,
+                RunOptions(checkpoint_dir=str(cut), continual=True, **options),
+                callbacks=[StopAt(9)],
+            )
+        assert _latest(cut).continual.pending["increment"] == 0
+        _run(parts.paths[:2], config, cut, **options)
+    else:
+        _run(parts.paths[:2], config, cut, **options)
+    steps = _latest(cut).step
+    with pytest.raises(Interrupt):
+        train(
+            parts.paths[:4],
+            config,
+            RunOptions(checkpoint_dir=str(cut), continual=True, **options),
+            callbacks=[StopAt(steps + 7)],
+        )
+    assert _latest(cut).continual.pending["increment"] == 1
+    resumed = _run(parts.paths[:4], config, cut, **options)
+    assert resumed.resumed_from is not None
+    assert np.array_equal(_params(resumed), _params(expected))
+    assert resumed.model.history == expected.model.history
+    assert resumed.state.continual.runs == expected.state.continual.runs
+    assert resumed.state.continual.ledger == expected.state.continual.ledger
+
+
+def test_a_changed_file_is_an_error_unless_retrained(tmp_path, parts, synthetic):
+    config, ck = _config(parts), tmp_path / "ck"
+    _run(parts.paths[:2], config, ck)
+    other = synthetic(rows=600, files=2, row_group_size=100, seed=5)
+    shutil.copy(other.paths[0], parts.paths[1])  # the partition is rewritten upstream
+    with pytest.raises(DataError, match="changed since increment 0") as info:
+        _run(parts.paths[:2], config, ck)
+    assert parts.paths[1] in str(info.value)
+    result = _run(parts.paths[:2], config, ck, retrain_changed=True)
+    assert result.continual["files"] == [parts.paths[1]]
+    assert result.continual["changed"] == [parts.paths[1]]
+    assert _run(parts.paths[:2], config, ck).continual["new_files"] == 0
+
+
+def test_a_removed_file_is_an_error_unless_ignored(tmp_path, parts):
+    config, ck = _config(parts), tmp_path / "ck"
+    _run(parts.paths[:3], config, ck)
+    with pytest.raises(DataError, match="no longer among the input files") as info:
+        _run(parts.paths[1:4], config, ck)
+    assert parts.paths[0] in str(info.value)
+    result = _run(parts.paths[1:4], config, ck, ignore_removed=True)
+    assert result.continual["files"] == [parts.paths[3]]
+    assert result.continual["removed"] == [parts.paths[0]]
+    assert parts.paths[0] not in {e["path"] for e in result.state.continual.ledger}
+
+
+def test_two_runs_at_once_are_refused_by_the_lock(tmp_path, parts):
+    config, ck = _config(parts), tmp_path / "ck"
+    _run(parts.paths[:2], config, ck)
+    with CheckpointManager(str(ck)), pytest.raises(CheckpointError, match=f"pid {os.getpid()}"):
+        _run(parts.paths[:3], config, ck)
+
+
+def test_a_checkpoint_of_an_ordinary_run_is_refused(tmp_path, parts):
+    config, ck = _config(parts), tmp_path / "ck"
+    train(parts.paths[:2], config, RunOptions(checkpoint_dir=str(ck)))
+    with pytest.raises(CheckpointError, match="without --continual"):
+        _run(parts.paths[:3], config, ck)
+
+
+def test_continual_needs_a_checkpoint_directory():
+    with pytest.raises(UsageError, match="--continual"):
+        RunOptions(continual=True)
+    with pytest.raises(UsageError, match="add --continual"):
+        RunOptions(checkpoint_dir="x", replay=10)
+
+
+@pytest.mark.parametrize("loss", ["squared", "logistic"])
+def test_refreshed_statistics_leave_predictions_unchanged(tmp_path, synthetic, loss):
+    task = "regression" if loss == "squared" else "binary"
+    data = synthetic(rows=1200, files=2, row_group_size=100, task=task)
+    config = _config(data, loss=loss)
+    result = _run(data.paths[:1], config, tmp_path / "ck")
+    other = synthetic(rows=600, files=1, task=task, seed=3, scales=True)
+    fresh = start_state(other.paths[0], config)
+    assert not np.allclose(fresh.spec.scale, result.state.spec.scale)
+    moved = restandardize(result.state, fresh.spec, config)
+    assert np.array_equal(moved.spec.scale, fresh.spec.scale)
+    x = other.x
+    before = model_from_state(result.state, config).predict(x)
+    after = model_from_state(moved, config).predict(x)
+    np.testing.assert_allclose(after, before, rtol=1e-10, atol=1e-12)
+
+
+def test_refresh_stats_trains_the_increment_in_the_new_scale(tmp_path, parts):
+    config, ck = _config(parts), tmp_path / "ck"
+    first = _run(parts.paths[:1], config, ck).state
+    result = _run(parts.paths[:2], config, ck, refresh_stats=True)
+    fresh = start_state(parts.paths[1], config)
+    assert np.array_equal(result.state.spec.scale, fresh.spec.scale)
+    assert not np.array_equal(result.state.spec.scale, first.spec.scale)
+    assert np.array_equal(result.state.spec.fill, first.spec.fill)  # imputation stays
+
+
+# -- the command line -------------------------------------------------------------------------
+def test_cli_reports_keeps_models_and_shows_increments(tmp_path, parts, capsys):
+    out = str(tmp_path / "m.npz")
+    args = ["fit", "--target", "y", "--features", ",".join(parts.features), "--continual"]
+    args += ["-o", out, "--keep-models", "2", "--epochs", "1", "-q"]
+    for day in range(1, 5):
+        code, stdout, err = run_cli(capsys, *args, *parts.paths[:day], "--json")
+        assert code == 0, err
+        report = json.loads(stdout)["continual"]
+        assert report["increment"] == day - 1 and report["new_files"] == 1
+    kept = sorted(n for n in os.listdir(tmp_path) if ".inc-" in n)
+    assert kept == ["m.inc-000002.npz", "m.inc-000003.npz"]
+    with open(out, "rb") as a, open(tmp_path / kept[-1], "rb") as b:
+        assert a.read() == b.read()
+    code, stdout, err = run_cli(capsys, *args, *parts.paths[:4], "--json")
+    assert code == 0 and json.loads(stdout)["continual"]["new_files"] == 0
+    code, stdout, _ = run_cli(capsys, *args, *parts.paths[:4], "--log-format", "json")
+    events = [json.loads(line)["event"] for line in _.splitlines()]
+    assert "increment" in events
+    code, stdout, _ = run_cli(capsys, "inspect", out)
+    assert code == 0 and "increment" in stdout and "before training" in stdout
+    code, stdout, _ = run_cli(capsys, "inspect", out, "--json")
+    assert [r["increment"] for r in json.loads(stdout)["summary"]["increments"]] == [0, 1, 2, 3]
+
+
+def test_cli_changed_file_is_one_line_exit_1(tmp_path, parts, synthetic, capsys):
+    out = str(tmp_path / "m.npz")
+    args = ["fit", "--target", "y", "--continual", "-o", out, "-q", *parts.paths[:2]]
+    assert run_cli(capsys, *args)[0] == 0
+    shutil.copy(synthetic(rows=300, files=1, seed=9).paths[0], parts.paths[0])
+    code, _, err = run_cli(capsys, *args)
+    assert code == 1 and parts.paths[0] in err and "--retrain-changed" in err
+    assert len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(capsys, "fit", "--target", "y", "--keep-models", "2", parts.paths[0])
+    assert code == 2 and "--keep-models" in err
