@@ -40,6 +40,7 @@ from .checkpoint import CheckpointManager
 from .continuation import fresh_pass
 from .init import check_compatible, check_settings, initial_state
 from .loop import Trainer, model_from_state
+from .replay import update_reservoir, with_replay
 from .state import TrainState
 
 __all__ = ["run_continual", "restandardize"]
@@ -69,9 +70,7 @@ def run_continual(
         )
     if books.pending is not None:  # an increment was cut short: finish it exactly
         sub = _pending_files(dataset, books.pending, path)
-        check_compatible(state, config, sub, path)
-        hooks.on_resume(state, path)
-        return (*_train(state, sub, config, options, hooks, manager), path)
+        return (*_train(state, sub, config, options, hooks, manager, resumed=path), path)
     found_now = ledger.compare(
         books.ledger or [],
         dataset,
@@ -182,19 +181,32 @@ def _train(
     options: RunOptions,
     hooks: CallbackList,
     manager: CheckpointManager,
+    *,
+    resumed: str | None = None,
 ) -> tuple[TrainState, dict[str, Any]]:
-    """Run the increment in progress to its end, then enter it in the books and checkpoint."""
+    """Run the increment in progress to its end, then enter it in the books and checkpoint.
+    ``resumed``: the checkpoint it was cut short in, whose input it must be."""
     pending = state.continual.pending
     assert pending is not None  # set by every caller
     run_config = dataclasses.replace(config, epochs=pending["until"])
     state.config = run_config.to_dict()  # the epochs this state now runs to
-    trainer = Trainer(sub, run_config, options, callbacks=hooks.callbacks, manager=manager)
+    source, replayed = with_replay(sub, state) if options.replay else (sub, 0)
+    if resumed is not None:
+        check_compatible(state, config, source, resumed)
+        hooks.on_resume(state, resumed)
+    else:
+        state.data = source.fingerprint()
+    trainer = Trainer(source, run_config, options, callbacks=hooks.callbacks, manager=manager)
     state = trainer.run(state)
     books = state.continual
+    if options.replay:
+        number = pending["increment"]
+        update_reservoir(state, sub, options.replay, seed=config.seed, increment=number)
     record = {
         "increment": pending["increment"],
         "files": pending["files"],
-        "rows": state.history[-1]["rows"] if state.history else 0,  # per pass
+        "rows": (state.history[-1]["rows"] if state.history else 0) - replayed,  # per pass
+        "replayed": replayed,
         "rows_trained": state.rows_trained - pending["rows_before"],
         "epochs": len(state.history) - pending["epochs_before"],
         "step": state.step,

@@ -255,3 +255,42 @@ def test_cli_changed_file_is_one_line_exit_1(tmp_path, parts, synthetic, capsys)
     assert len(err.strip().splitlines()) == 1
     code, _, err = run_cli(capsys, "fit", "--target", "y", "--keep-models", "2", parts.paths[0])
     assert code == 2 and "--keep-models" in err
+
+
+# -- replay -----------------------------------------------------------------------------------
+def test_replay_keeps_a_bounded_reservoir_and_mixes_it_in(tmp_path, parts):
+    config, ck = _config(parts, epochs=1), tmp_path / "ck"
+    first = _run(parts.paths[:2], config, ck, replay=200)
+    books = first.state.continual
+    assert books.replay.shape == (200, len(parts.features) + 1) and books.replay_seen == 600
+    rows = {tuple(r) for r in np.c_[parts.x[:600], parts.y[:600]]}
+    assert all(tuple(r) in rows for r in books.replay)  # rows of the files trained on
+    second = _run(parts.paths[:3], config, ck, replay=200)
+    assert second.continual["rows"] == 300 and second.continual["replayed"] == 200
+    assert second.model.history[-1]["rows"] == 500
+    assert second.state.continual.replay_seen == 900
+    again = tmp_path / "again"
+    _run(parts.paths[:2], config, again, replay=200)
+    same = _run(parts.paths[:3], config, again, replay=200)
+    assert np.array_equal(same.state.continual.replay, second.state.continual.replay)
+    assert np.array_equal(_params(same), _params(second))
+
+
+def test_replay_resumes_exactly(tmp_path, parts):
+    config = _config(parts, shuffle_buffer=120)
+    whole = tmp_path / "whole"
+    _run(parts.paths[:2], config, whole, replay=150)
+    expected = _run(parts.paths[:4], config, whole, replay=150)
+    cut = tmp_path / "cut"
+    _run(parts.paths[:2], config, cut, replay=150, checkpoint_every=1)
+    steps = _latest(cut).step
+    with pytest.raises(Interrupt):
+        train(
+            parts.paths[:4],
+            config,
+            RunOptions(checkpoint_dir=str(cut), continual=True, replay=150, checkpoint_every=1),
+            callbacks=[StopAt(steps + 5)],
+        )
+    resumed = _run(parts.paths[:4], config, cut, replay=150, checkpoint_every=1)
+    assert np.array_equal(_params(resumed), _params(expected))
+    assert np.array_equal(resumed.state.continual.replay, expected.state.continual.replay)
