@@ -3,9 +3,13 @@ scores the model on them first, and keeps its books exactly across interruptions
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -294,3 +298,53 @@ def test_replay_resumes_exactly(tmp_path, parts):
     resumed = _run(parts.paths[:4], config, cut, replay=150, checkpoint_every=1)
     assert np.array_equal(_params(resumed), _params(expected))
     assert np.array_equal(resumed.state.continual.replay, expected.state.continual.replay)
+
+
+# -- a process killed for real ----------------------------------------------------------------
+def _job(data, out: str, files: int, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "streamgd",
+        "fit",
+        *data.paths[:files],
+        "--target",
+        "y",
+        "--features",
+        ",".join(data.features),
+        "--batch-size",
+        "16",
+        "--shuffle-buffer",
+        "500",
+        "--continual",
+        "-o",
+        out,
+        "-q",
+        *extra,
+    ]
+
+
+def test_sigkill_mid_increment_then_the_next_run_ends_bit_identical(tmp_path, synthetic):
+    data = synthetic(rows=16_000, files=4, row_group_size=1000)
+    ref, out = str(tmp_path / "ref.npz"), str(tmp_path / "m.npz")
+    for path in (ref, out):
+        assert subprocess.run(_job(data, path, 1), timeout=120).returncode == 0
+    assert subprocess.run(_job(data, ref, 4), timeout=120).returncode == 0
+    first_steps = _latest(out + ".ckpt").step
+    args = _job(data, out, 4, "--checkpoint-every", "7")
+    proc = subprocess.Popen(args)
+    deadline = time.monotonic() + 60
+    killed = False
+    while proc.poll() is None and time.monotonic() < deadline:
+        names = glob.glob(out + ".ckpt/ckpt-*.npz")
+        if names and max(int(n[-16:-4]) for n in names) >= first_steps + 300:
+            proc.kill()
+            killed = True
+            break
+        time.sleep(0.002)
+    proc.wait(timeout=60)
+    assert killed, "the increment finished before the kill: make the data larger"
+    assert _latest(out + ".ckpt").continual.pending["increment"] == 1
+    assert subprocess.run(args, timeout=120).returncode == 0
+    with open(ref, "rb") as a, open(out, "rb") as b:
+        assert a.read() == b.read()
