@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from ..decode import float_values
 from ..errors import UsageError
 from ..features import FeatureSpec
 from ..sources import Dataset
@@ -84,10 +86,7 @@ def update_reservoir(
     for unit in sub.units:
         for table, _ in sub.iter_unit(unit, columns):
             block = np.column_stack(
-                [
-                    np.asarray(table.column(c).to_numpy(zero_copy_only=False), dtype=np.float64)
-                    for c in columns
-                ]
+                [float_values(pc.cast(table.column(c), pa.float64())) for c in columns]
             )
             block = block[~np.isnan(block[:, target])]
             reservoir, seen = _offer(reservoir, block, seen, capacity, rng)
