@@ -163,18 +163,20 @@ def _history(history: list[dict[str, Any]] | None) -> list[str]:
 
 def _increments(runs: list[dict[str, Any]] | None) -> list[str]:
     """--continual: one row per increment, with the model's score on its files before it
-    trained on them (test-then-train: a rising error there is drift or forgetting)."""
+    trained on them (test-then-train: a jump there is drift or forgetting). The loss before
+    and the training loss are in the same units (the training loss is the pass's mean)."""
     if not runs:
         return []
-    metric = next(
-        (k for k in ("mse", "logloss") if any(k in (r["pre_score"] or {}) for r in runs)), "loss"
-    )
-    lines = ["", f"  increment  files  rows      before training ({metric})  training loss"]
-    for r in runs:
-        before = (r.get("pre_score") or {}).get(metric)
-        shown = "-" if before is None else f"{before:.6g}"
+    scores = [r.get("pre_score") or {} for r in runs]
+    metric = next((k for k in ("mse", "logloss") if any(k in s for s in scores)), "rows")
+    lines = [
+        "",
+        f"  increment  files  rows      {metric + ' before':<14}  loss before   training loss",
+    ]
+    for r, score in zip(runs, scores, strict=True):
+        cells = [_num(score.get(metric, "-")), _num(score.get("loss", "-"))]
         lines.append(
-            f"  {r['increment']:>9}  {len(r['files']):>5}  {r['rows']:<8}  {shown:<26}  "
-            f"{_num(r.get('train_loss'))}"
+            f"  {r['increment']:>9}  {len(r['files']):>5}  {r['rows']:<8}  {cells[0]:<14}  "
+            f"{cells[1]:<12}  {_num(r.get('train_loss'))}"
         )
     return lines

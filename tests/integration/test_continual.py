@@ -238,15 +238,24 @@ def test_cli_reports_keeps_models_and_shows_increments(tmp_path, parts, capsys):
     assert kept == ["m.inc-000002.npz", "m.inc-000003.npz"]
     with open(out, "rb") as a, open(tmp_path / kept[-1], "rb") as b:
         assert a.read() == b.read()
+    assert streamgd.load(str(tmp_path / kept[0])).summary["increments"][-1]["increment"] == 2
     code, stdout, err = run_cli(capsys, *args, *parts.paths[:4], "--json")
     assert code == 0 and json.loads(stdout)["continual"]["new_files"] == 0
     code, stdout, _ = run_cli(capsys, *args, *parts.paths[:4], "--log-format", "json")
     events = [json.loads(line)["event"] for line in _.splitlines()]
     assert "increment" in events
+    metrics = str(tmp_path / "metrics.json")
+    code, _, err = run_cli(capsys, *args, *parts.paths[:5], "--metrics-out", metrics)
+    assert code == 0, err
+    with open(metrics) as fh:
+        written = json.load(fh)["summary"]
+    assert written["continual"]["increment"] == 4 and len(written["increments"]) == 5
     code, stdout, _ = run_cli(capsys, "inspect", out)
-    assert code == 0 and "increment" in stdout and "before training" in stdout
+    assert code == 0 and "mse before" in stdout
+    code, stdout, _ = run_cli(capsys, "inspect", out + ".ckpt", "--json")
+    assert [r["increment"] for r in json.loads(stdout)["increments"]] == [0, 1, 2, 3, 4]
     code, stdout, _ = run_cli(capsys, "inspect", out, "--json")
-    assert [r["increment"] for r in json.loads(stdout)["summary"]["increments"]] == [0, 1, 2, 3]
+    assert [r["increment"] for r in json.loads(stdout)["summary"]["increments"]] == [0, 1, 2, 3, 4]
 
 
 def test_cli_changed_file_is_one_line_exit_1(tmp_path, parts, synthetic, capsys):
