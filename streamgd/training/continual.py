@@ -11,9 +11,9 @@ seeded order that does not depend on how they were listed.
 
 The increment in progress is recorded in the state (``continual.pending``: its files in
 training order, the epoch it ends at, the score before training), so a run killed in the middle
-is resumed exactly by the next run, as ``--resume`` would; only when its passes are done is it
-entered in the ledger and in the history of increments (``continual.runs``), in one atomic
-checkpoint.
+is resumed exactly by the next run, as ``--resume`` would, which then goes on to the files that
+came meanwhile; only when its passes are done is an increment entered in the ledger and in the
+history of increments (``continual.runs``), in one atomic checkpoint.
 
 The standardisation statistics are those of the first run, so the weights of all increments
 are in one scale. ``--refresh-stats`` takes new ones from the increment's files and
@@ -68,15 +68,19 @@ def run_continual(
             f"{path}: the checkpoint is of a run without --continual, which keeps no ledger of "
             "the files trained on; give the continual job its own --output (or --checkpoint-dir)"
         )
-    if books.pending is not None:  # an increment was cut short: finish it exactly
+    finished = None
+    if books.pending is not None:  # an increment was cut short: finish it exactly, then go on
         sub = _pending_files(dataset, books.pending, path)
-        return (*_train(state, sub, config, options, hooks, manager, resumed=path), path)
+        state, finished = _train(state, sub, config, options, hooks, manager, resumed=path)
+        books = state.continual
     found_now = ledger.compare(
         books.ledger or [],
         dataset,
         retrain_changed=options.retrain_changed,
         ignore_removed=options.ignore_removed,
     )
+    if not found_now.new and finished is not None and not found_now.removed:
+        return state, finished, path
     if not found_now.new:
         if found_now.removed:  # accepted: the ledger forgets them
             books.ledger = ledger.updated(books.ledger or [], [], found_now.removed)

@@ -357,3 +357,27 @@ def test_sigkill_mid_increment_then_the_next_run_ends_bit_identical(tmp_path, sy
     assert subprocess.run(args, timeout=120).returncode == 0
     with open(ref, "rb") as a, open(out, "rb") as b:
         assert a.read() == b.read()
+
+
+def test_the_run_that_finishes_a_cut_increment_goes_on_to_newer_files(tmp_path, parts):
+    config = _config(parts)
+    whole = tmp_path / "whole"
+    for day in (2, 3, 4):
+        expected = _run(parts.paths[:day], config, whole)
+    cut = tmp_path / "cut"
+    _run(parts.paths[:2], config, cut)
+    steps = _latest(cut).step
+    with pytest.raises(Interrupt):
+        train(
+            parts.paths[:3],
+            config,
+            RunOptions(checkpoint_dir=str(cut), continual=True, checkpoint_every=1),
+            callbacks=[StopAt(steps + 3)],
+        )
+    result = _run(parts.paths[:4], config, cut)
+    assert [r["files"] for r in result.state.continual.runs][1:] == [
+        [parts.paths[2]],
+        [parts.paths[3]],
+    ]
+    assert result.continual["increment"] == 2
+    assert np.array_equal(_params(result), _params(expected))
