@@ -85,8 +85,9 @@ class RunOptions:
         None,
         Integer(1),
         "jobs",
-        "--continual: keep a seeded reservoir of this many earlier rows in the checkpoint and "
-        "mix them into each increment's training.",
+        "--continual: keep a seeded reservoir of this many earlier rows in the checkpoint "
+        "(numeric columns: ROWS x columns x 8 bytes) and mix them into each increment's "
+        "shuffle.",
     )
     prefetch: int = setting(
         1, Integer(1), "performance", "Decoded row groups/blocks queued ahead of training."
