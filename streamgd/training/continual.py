@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..config import FitConfig, RunOptions
-from ..errors import CheckpointError, DataError
+from ..errors import CheckpointError, DataError, UsageError
 from ..features import FeatureSpec
 from ..scoring import evaluate_model
 from ..solvers import get_solver
@@ -57,6 +57,11 @@ def run_continual(
     the checkpoint directory of ``manager`` (locked by the caller). Returns the final state,
     the run's report (what :meth:`~.callbacks.Callback.on_increment` is given) and the
     checkpoint it started from (None for the first run)."""
+    if dataset.in_memory:
+        raise UsageError(
+            f"{dataset.files[0].path}: --continual keeps a ledger of files; give it paths or "
+            "globs (for in-memory data, continue_state or partial_fit runs a state forward)"
+        )
     found = manager.latest()
     if found is None:
         return _first_run(dataset, config, options, hooks, manager)

@@ -12,6 +12,7 @@ import sys
 import time
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from conftest import Interrupt, StopAt
 from integration_support import run_cli
@@ -188,6 +189,16 @@ def test_a_checkpoint_of_an_ordinary_run_is_refused(tmp_path, parts):
     train(parts.paths[:2], config, RunOptions(checkpoint_dir=str(ck)))
     with pytest.raises(CheckpointError, match="without --continual"):
         _run(parts.paths[:3], config, ck)
+
+
+def test_continual_needs_files(tmp_path, parts):
+    table = {"x0": [1.0, 2.0], "x1": [0.0, 1.0], "x2": [3.0, 1.0], "y": [1.0, 0.0]}
+    with pytest.raises(UsageError, match="ledger of files"):
+        train(
+            pa.table(table),
+            _config(parts),
+            RunOptions(checkpoint_dir=str(tmp_path / "ck"), continual=True),
+        )
 
 
 def test_continual_needs_a_checkpoint_directory():
