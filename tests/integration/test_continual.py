@@ -108,10 +108,15 @@ def test_the_order_of_new_files_does_not_depend_on_their_listing(tmp_path, parts
         orders.append(results[-1].continual["files"])
     assert orders[0] == orders[1]
     assert np.array_equal(_params(results[0]), _params(results[1]))
-    other_seed = _config(parts, seed=7)
-    _run(parts.paths[:2], other_seed, tmp_path / "seed7")
-    orders_by_seed = {tuple(_run(listed[0], other_seed, tmp_path / "seed7").continual["files"])}
-    assert sorted(orders[0]) == sorted(orders_by_seed.pop())
+    # the order is drawn, not the sorted one, for some seed
+    drawn = set()
+    for seed in range(4):
+        ck = tmp_path / f"seed{seed}"
+        _run(parts.paths[:2], _config(parts, seed=seed, epochs=1), ck)
+        drawn.add(
+            tuple(_run(listed[0], _config(parts, seed=seed, epochs=1), ck).continual["files"])
+        )
+    assert len(drawn) > 1
 
 
 @pytest.mark.parametrize("stop_in", ["first", "increment"])
