@@ -14,7 +14,7 @@ import click
 
 from .. import __version__
 from ..config import CONFIG_SETTINGS, RUN_SETTINGS, FitConfig, RunOptions, split_settings
-from ..constraints import Flag, Options
+from ..constraints import Flag, Integer, Options
 from ..errors import StreamgdError, UsageError
 from ..search import is_grid
 from ..search.options import GRID_OPTIONS
@@ -62,6 +62,13 @@ class OutputOptions:
         "output",
         "json: every event (start, resume, epoch, checkpoint, warning, finish, error) as one "
         "JSON object per line on stderr, and nothing else there.",
+    )
+    keep_models: int | None = setting(
+        None,
+        Integer(1),
+        "output",
+        "--continual: also keep the models of the last N increments beside --output, as "
+        "STEM.inc-NNNNNN.EXT.",
     )
     metrics_out: str | None = setting(
         None,
@@ -178,6 +185,11 @@ def _fit(
     if run_settings["checkpoint_dir"] is None and out.output is not None:
         run_settings["checkpoint_dir"] = out.output + ".ckpt"
     options = RunOptions(**run_settings, handle_signals=True)
+    if out.keep_models and not (options.continual and out.output):
+        raise UsageError(
+            "--keep-models keeps the models of --continual increments: give "
+            "--continual and --output"
+        )
     _check_paths(out)
     with _output_lock(out.output):
         if logger is not None:
@@ -224,6 +236,10 @@ def _write_outputs(result: Any, out: OutputOptions, options: RunOptions, logger:
         rewrite = _model_needs_writing(result, out.output, logger, out.quiet)
         if rewrite:
             model.save(out.output, option="--output")
+        if out.keep_models and result.continual and result.continual["trained"]:
+            from .versions import keep_version
+
+            keep_version(out.output, result.continual["increment"], out.keep_models)
         # a finished run resumed: the history files too are checked, and written when not its
         model.save_history(out.output, option="--output", only_changed=not rewrite)
     summary = {
@@ -233,6 +249,8 @@ def _write_outputs(result: Any, out: OutputOptions, options: RunOptions, logger:
         "resumed_from": result.resumed_from,
         **model.summary,
     }
+    if result.continual is not None:
+        summary["continual"] = result.continual
     if out.metrics_out is not None:
         report = json_safe({"summary": summary, "history": model.history})
         text = json.dumps(report, indent=2, default=json_default, allow_nan=False) + "\n"
@@ -354,4 +372,3 @@ def _warnings_to(logger: JsonLogger | None):
             yield
         finally:
             warnings.showwarning = old
-

@@ -37,7 +37,7 @@ from ..sources.fingerprint import differences
 from ..stats_pass import Progress, compute_class_stats, compute_stats, stats_order
 from .state import TrainState
 
-__all__ = ["initial_state", "check_compatible"]
+__all__ = ["initial_state", "check_compatible", "check_settings"]
 
 
 def initial_state(
@@ -367,6 +367,13 @@ def _loss_params(settings: dict[str, Any]) -> tuple:
 
 def check_compatible(state: TrainState, config: FitConfig, dataset: Dataset, path: str) -> None:
     """Refuse a checkpoint whose settings or input files differ, saying what changed."""
+    check_settings(state, config, path)
+    _check_inputs(state.data, dataset.fingerprint(), path)
+
+
+def check_settings(state: TrainState, config: FitConfig, path: str) -> None:
+    """Refuse a checkpoint whose settings (but ``epochs`` and ``tol``) differ from
+    ``config``'s, saying which."""
     saved = FitConfig.from_dict(state.config).fingerprint()
     now = config.fingerprint()
     changed = [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in now if saved.get(k) != now[k]]
@@ -375,7 +382,6 @@ def check_compatible(state: TrainState, config: FitConfig, dataset: Dataset, pat
             f"{path}: the checkpoint was written with other settings ({'; '.join(changed)}); "
             "use the same settings, or another --checkpoint-dir to start afresh"
         )
-    _check_inputs(state.data, dataset.fingerprint(), path)
 
 
 def _check_inputs(saved: dict[str, Any], now: dict[str, Any], path: str) -> None:

@@ -451,6 +451,8 @@ def model_from_state(state: TrainState, config: FitConfig) -> Model:
     if config.validates:
         summary["final_val_loss"] = last.get("val_loss")
         summary["best_epoch"] = state.early.best_epoch
+    if state.continual.runs:  # --continual: one record per increment (see training.continual)
+        summary["increments"] = [dict(run) for run in state.continual.runs]
     return Model(
         spec=state.spec,
         loss=config.loss,
