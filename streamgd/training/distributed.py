@@ -45,7 +45,7 @@ from ..solvers import SOLVERS, get_solver
 from ..sources import Dataset, HandleCache, open_dataset
 from .cluster import check_workers_see_files, connect
 from .loop import StepReport
-from .rounds import RoundProtocol
+from .rounds import RoundProtocol, average
 from .state import TrainState
 
 __all__ = ["shard_units", "round_task", "RunInputs", "DistributedTrainer"]
@@ -325,22 +325,6 @@ def _shard_order(units: Sequence[int], cfg: FitConfig, epoch: int, shard: int) -
 
 
 # -- the driver ---------------------------------------------------------------------------------
-def _average(results: list[dict[str, Any]]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Row-weighted mean of the shards' weights and optimiser states (integer counters, like
-    Adam's step count, take the largest)."""
-    weights = np.array([r["rows"] for r in results], dtype=np.float64)
-    weights /= weights.sum()
-    params = sum(w * r["params"] for w, r in zip(weights, results, strict=True))
-    state: dict[str, np.ndarray] = {}
-    for key in results[0]["opt_state"]:
-        values = [np.asarray(r["opt_state"][key]) for r in results]
-        if np.issubdtype(values[0].dtype, np.integer):
-            state[key] = np.max(values, axis=0)
-        else:
-            state[key] = sum(w * v for w, v in zip(weights, values, strict=True))
-    return params, state
-
-
 def check_supported(config: FitConfig) -> None:
     if not get_solver(config.solver).distributed:
         able = ", ".join(name for name, s in SOLVERS.items() if s.distributed)
@@ -426,7 +410,7 @@ class DistributedTrainer:
             if not results:
                 yield StepReport(0.0, state.params, 0, steps=0)
                 continue
-            state.params, state.opt_state = _average(results)
+            state.params, state.opt_state = average(results)
             timing = _timing(rounds.round, results, outcome.wall_s)
             timing["late"] = len(outcome.late)
             yield StepReport(

@@ -16,8 +16,10 @@ What travels, and how (issue 19, the cheap fixes):
 - the round's shared inputs (weights, optimiser state, step) go inside the tasks while they
   are small, and as one ``hold`` task that the workers fetch from each other once they reach
   ``HOLD_BYTES``: then they pass the scheduler once per round, not once per task.
-- one ``client.map`` per round (not one ``submit`` per shard), and one gather that fetches
-  the results from the workers directly (``direct=True``), not through the scheduler.
+- one ``client.map`` per round (not one ``submit`` per shard), and one gather; it fetches
+  the results from the workers directly (``direct=True``), not through the scheduler, when
+  they are as large as ``HOLD_BYTES`` (small results come faster through the scheduler: a
+  direct gather first asks the scheduler where they are, then each worker).
 
 ``quorum`` below 1 ends a round when that share of its shards is done (straggler-tolerant
 mode); the late shards' tasks are cancelled and their cursors stay where they were, so they
@@ -40,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["HOLD_BYTES", "RoundOutcome", "RoundProtocol", "hold", "nbytes"]
+__all__ = ["HOLD_BYTES", "RoundOutcome", "RoundProtocol", "average", "hold", "nbytes"]
 
 HOLD_BYTES = 64 * 1024  # shared inputs from this size travel as one held task result
 
@@ -85,9 +87,11 @@ class RoundProtocol:
         quorum: float = 1.0,
         retries: int = 5,
         hold_bytes: int = HOLD_BYTES,
+        direct: bool | None = None,
     ) -> None:
         self.client, self.run_key = client, run_key
         self.quorum, self.retries, self.hold_bytes = quorum, retries, hold_bytes
+        self.direct = direct  # None: a direct gather when the state reaches hold_bytes
         self.required: set[int] = set()  # shards left out of the last round: waited for now
 
     def put(self, name: str, value: Any):
@@ -106,7 +110,8 @@ class RoundProtocol:
     ) -> RoundOutcome:
         """One round: ``task`` for each shard of ``shards`` (with its item of ``own``)."""
         t0 = time.perf_counter()
-        if nbytes(shared) >= self.hold_bytes:
+        large = nbytes(shared) >= self.hold_bytes
+        if large:
             shared = self.put(f"shared-{round_index}", shared)
         keys = [f"streamgd-round-{round_index}-shard-{s}-{self.run_key}" for s in shards]
         futures = self.client.map(
@@ -122,7 +127,8 @@ class RoundProtocol:
         late: list[int] = []
         if self.quorum < 1.0 and len(shards) > 1:
             futures, late = self._quorum(futures, list(shards))
-        results = self.client.gather(futures, direct=True)
+        direct = large if self.direct is None else self.direct
+        results = self.client.gather(futures, direct=direct)
         return RoundOutcome(list(results), late, time.perf_counter() - t0)
 
     def _quorum(self, futures: list, shards: list[int]) -> tuple[list, list[int]]:
@@ -143,3 +149,19 @@ class RoundProtocol:
             self.client.cancel([f for f, s in zip(futures, shards, strict=True) if s not in done])
         self.required = set(late)
         return [f for f, s in zip(futures, shards, strict=True) if s in done], late
+
+
+def average(results: list[dict[str, Any]]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Row-weighted mean of the shards' weights and optimiser states (integer counters, like
+    Adam's step count, take the largest)."""
+    weights = np.array([r["rows"] for r in results], dtype=np.float64)
+    weights /= weights.sum()
+    params = sum(w * r["params"] for w, r in zip(weights, results, strict=True))
+    state: dict[str, np.ndarray] = {}
+    for key in results[0]["opt_state"]:
+        values = [np.asarray(r["opt_state"][key]) for r in results]
+        if np.issubdtype(values[0].dtype, np.integer):
+            state[key] = np.max(values, axis=0)
+        else:
+            state[key] = sum(w * v for w, v in zip(weights, values, strict=True))
+    return params, state
