@@ -140,7 +140,8 @@ def measure_case(client, protocol: str, n: int, args, state_floats: int) -> dict
         inputs_f = client.submit(lambda v: v, "fingerprint", key=f"inputs-{run}", pure=False)
     overheads, walls, cpu_driver, cpu_sched = [], [], [], []
     for r in range(args.rounds + 3):
-        s0, d0, t0 = client.run_on_scheduler(time.process_time), time.process_time(), time.perf_counter()
+        s0 = client.run_on_scheduler(time.process_time)
+        d0, t0 = time.process_time(), time.perf_counter()
         if protocol == "after":
             outcome = proto.run(
                 emulated_task, r, shards, [None] * n, static=static_f,

@@ -12,8 +12,8 @@ Usage::
 so both see the same machine load, and prints the ratio of their median overheads. A fitted
 line o(N) = a + b N (least squares over the medians) is printed for each tree.
 
-The machines these run on are shared and noisy (and may have fewer cores than N: say so): read the ratios and the slopes, not the
-absolute times.
+The machines these run on are shared and noisy (and may have fewer cores than N: say so): read
+the ratios and the slopes, not the absolute times.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def worker(args: argparse.Namespace) -> None:
     kept = rounds[skip:]
     # the period between round events, minus the slowest task's compute: the round's overhead
     # plus the driver's own gap between rounds (averaging, callbacks, the next submit)
-    gaps = [b["at"] - a["at"] - b["compute_max_s"] for a, b in zip(kept, kept[1:])]
+    gaps = [b["at"] - a["at"] - b["compute_max_s"] for a, b in zip(kept, kept[1:], strict=False)]
     print(
         json.dumps(
             {

@@ -86,11 +86,12 @@ class RoundProtocol:
         *,
         quorum: float = 1.0,
         retries: int = 5,
-        hold_bytes: int = HOLD_BYTES,
+        hold_bytes: int | None = None,
         direct: bool | None = None,
     ) -> None:
         self.client, self.run_key = client, run_key
-        self.quorum, self.retries, self.hold_bytes = quorum, retries, hold_bytes
+        self.quorum, self.retries = quorum, retries
+        self.hold_bytes = HOLD_BYTES if hold_bytes is None else hold_bytes
         self.direct = direct  # None: a direct gather when the state reaches hold_bytes
         self.required: set[int] = set()  # shards left out of the last round: waited for now
 
