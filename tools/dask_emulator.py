@@ -52,6 +52,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(HERE))
 
+from dask_actor_rounds import ActorProtocol  # noqa: E402
+
 from streamgd.training.rounds import RoundProtocol, average  # noqa: E402
 
 
@@ -93,7 +95,8 @@ class Cluster:
         self.dir = tempfile.mkdtemp(prefix="streamgd-emu-")
         self.file = os.path.join(self.dir, "scheduler.json")
         bin_dir = Path(sys.executable).parent
-        env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(HERE)}
+        path = os.pathsep.join([str(HERE), str(HERE / "tools")])
+        env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": path}
         quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
         self.procs = [
             subprocess.Popen(
@@ -123,16 +126,22 @@ class Cluster:
 
 def measure_case(client, protocol: str, n: int, args, state_floats: int) -> dict:
     """``args.rounds`` rounds of ``n`` shards: medians of wall and overhead, CPU per round."""
+    # the tasks by reference (as the trainer's are), not pickled by value from __main__
+    from dask_emulator import emulated_task, emulated_task_before
+
     params = np.zeros(state_floats // 2, np.float32)
     opt_state = {"m": np.zeros(state_floats - len(params), np.float32)}
     static = static_inputs(n, args.compute_ms / 1e3, args.cv)
     run = uuid.uuid4().hex[:12]
     direct = {"auto": None, "yes": True, "no": False}[args.direct]
-    proto = RoundProtocol(
-        client, run, quorum=args.quorum, direct=direct, hold_bytes=args.hold_kb * 1024
-    )
+    if protocol == "actors":
+        proto = ActorProtocol(client, run)
+    else:
+        proto = RoundProtocol(
+            client, run, quorum=args.quorum, direct=direct, hold_bytes=args.hold_kb * 1024
+        )
     shards = list(range(n))
-    if protocol == "after":
+    if protocol != "before":
         static_f = proto.put("static-0", static)
     else:
         emu = {"compute_s": static["compute_s"], "cv": static["cv"]}
@@ -142,7 +151,7 @@ def measure_case(client, protocol: str, n: int, args, state_floats: int) -> dict
     for r in range(args.rounds + 3):
         s0 = client.run_on_scheduler(time.process_time)
         d0, t0 = time.process_time(), time.perf_counter()
-        if protocol == "after":
+        if protocol != "before":
             outcome = proto.run(
                 emulated_task, r, shards, [None] * n, static=static_f,
                 shared=(params, opt_state, r, r),
@@ -199,7 +208,9 @@ def measure(args) -> dict:
     threads = math.ceil(max(counts) / processes)
     cluster = Cluster(processes, threads)
     cases: list[dict] = []
-    protocols = ["before", "after"] if args.protocol == "both" else [args.protocol]
+    protocols = {"both": ["before", "after"], "all": ["before", "after", "actors"]}.get(
+        args.protocol, [args.protocol]
+    )
     try:
         with Client(scheduler_file=cluster.file, timeout=60) as client:
             client.wait_for_workers(processes, timeout=120)
@@ -283,7 +294,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quorum", type=float, default=1.0, help="the round protocol's quorum")
     ap.add_argument("--hold-kb", type=int, default=64, help="shared state held from this size")
     ap.add_argument("--direct", choices=["auto", "yes", "no"], default="auto", help="gather")
-    ap.add_argument("--protocol", choices=["before", "after", "both"], default="both")
+    protocols = ["before", "after", "actors", "both", "all"]
+    ap.add_argument("--protocol", choices=protocols, default="all")
     ap.add_argument("--state-floats", type=int, default=34, help="weights + state, small case")
     ap.add_argument("--state-mb", type=float, nargs="*", default=[1.0, 4.0])
     ap.add_argument("--state-n", type=int, default=8, help="N of the state-size cases")
@@ -303,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
         costs = measure(args)
         if args.json:
             Path(args.json).write_text(json.dumps(costs, indent=1))
-    for protocol in ("before", "after"):
+    for protocol in ("before", "after", "actors"):
         if protocol not in costs:
             continue
         c = costs[protocol]
