@@ -21,7 +21,8 @@ and projects, for given N, ``--sync-every``, state size and data size, the effic
 
 where C = sync_every * batch_size / rate is one task's compute and S(N) = 1 + cv * z(N) the
 expected slowest of N tasks whose compute varies with coefficient of variation ``cv``
-(z(N) the expected maximum of N standard normals; with ``--quorum q`` the q-quantile instead).
+(z(N) the expected maximum of N standard normals; with ``--quorum q`` the q-quantile instead,
+and only the share q of the compute is kept: the late shards' work is thrown away).
 
 Usage::
 
@@ -272,12 +273,14 @@ def project(cost: dict, n: int, sync_every: int, args) -> tuple[float, float]:
         from statistics import NormalDist
 
         straggle = 1 + args.cv * NormalDist().inv_cdf(args.quorum)
+        compute_used = compute * args.quorum  # the late shards' work is thrown away
     else:
         straggle = 1 + args.cv * expected_max_normal(n)
+        compute_used = compute
     serial = cost["scheduler_cpu_per_task_s"] + cost["driver_cpu_per_task_s"]
     state = cost["state_s_per_mb_per_task"] * args.project_state_mb
     round_s = compute * straggle + cost["a_s"] + (serial + state) * n
-    efficiency = compute / round_s
+    efficiency = compute_used / round_s
     rows = args.data_tb * 1e12 / (4 * (args.project_features + 1))
     epoch_min = rows / (n * args.rate) / efficiency / 60
     return efficiency, epoch_min

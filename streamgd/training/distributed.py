@@ -4,7 +4,9 @@ The row groups are dealt round-robin into ``shards`` fixed shards. Each round, e
 that has not finished the epoch starts from the global weights and optimiser state, trains on
 its next ``sync_every`` mini-batches, and returns its weights, state and row count; the driver
 takes the row-weighted average (Zinkevich et al. 2010, McDonald et al. 2010, Stich 2018).
-``sync_every=1`` is plain synchronous data-parallel SGD.
+``sync_every=1`` is plain synchronous data-parallel SGD. How a round's inputs reach the
+workers and its results come back, and the straggler-tolerant rounds of ``quorum`` below 1,
+are :mod:`.rounds`' job.
 
 A round task is a pure function of (its shard's row groups, its cursor, the weights, the
 settings, the seed, the round): a task that Dask retries after a worker dies returns exactly
