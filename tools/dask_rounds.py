@@ -10,7 +10,11 @@ Usage::
 
 ``--compare DIR`` runs every case for this tree and for the checkout at DIR in turn (ABAB...),
 so both see the same machine load, and prints the ratio of their median overheads. A fitted
-line o(N) = a + b N (least squares over the medians) is printed for each tree.
+line o(N) = a + b N (least squares over the medians) is printed for each tree, for three
+measures: the overhead inside a round (wall - slowest compute), the same plus the driver's gap
+between rounds, and the whole period between rounds. Compare trees by the period when they
+may time different work inside their tasks (the tree of before issue 19 parsed and hashed the
+settings in every task, which counts as "compute" there).
 
 The machines these run on are shared and noisy (and may have fewer cores than N: say so): read
 the ratios and the slopes, not the absolute times.
