@@ -119,13 +119,23 @@ def test_grid_errors(settings, message):
         expand_grid(settings)
 
 
-def test_grid_needs_validation_rows(data):
+def test_grid_needs_validation_rows(data, tmp_path):
     with pytest.raises(UsageError, match="validation rows"):
         fit_grid(data, quiet=True, target="y", lr=[0.1, 0.2], epochs=1)
     with pytest.raises(UsageError, match="--select-metric must be loss or one of mse"):
         fit_grid(data, quiet=True, target="y", lr=[0.1, 0.2], holdout=0.2, select_metric="auc")
     with pytest.raises(UsageError, match="--cluster"):
         fit_grid(data, quiet=True, target="y", lr=[0.1, 0.2], holdout=0.2, cluster="x:1")
+    with pytest.raises(UsageError, match="not a continual job"):
+        fit_grid(
+            data,
+            quiet=True,
+            target="y",
+            lr=[0.1, 0.2],
+            holdout=0.2,
+            continual=True,
+            checkpoint_dir=str(tmp_path),
+        )
 
 
 def test_command_line_grid_writes_the_best_model_and_leaderboard(data, tmp_path, capsys):
