@@ -30,3 +30,4 @@ MAX_HASH_BITS = 24  # categorical codes travel as float32, exact up to 2**24
 LOSSES = ("squared", "logistic", "huber", "absolute", "quantile", "poisson", "hinge", "softmax")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
 SOLVERS = ("sgd", "normal")
+ROUND_PROTOCOLS = ("tasks", "peer")  # --cluster: how rounds run (training/rounds.py, peer.py)
