@@ -320,7 +320,8 @@ class Decoder:
     ) -> np.ndarray:
         """Steps 1 and 2: the piece's columns, converted, as one matrix (a view of ``out``
         when given, else a new ``dtype`` matrix). ``path`` and ``first_row`` locate errors."""
-        lacking = [name for name in self.reads if name not in table.schema.names]
+        names = set(table.schema.names)
+        lacking = [name for name in self.reads if name not in names]
         if lacking:  # a column only some files have (see sources.schema.missing_in)
             raise DataError(
                 f"this file has no column(s) {', '.join(map(repr, lacking))}, which are used",

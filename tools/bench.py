@@ -772,12 +772,86 @@ KINDS: dict[str, Kind] = {
 }
 
 
+# -- many small files (issue 17, item 5) -------------------------------------------------------
+# ``fit-files-4`` and ``fit-files-2000`` (only when named in ``--cases``): a default
+# ``streamgd.fit`` (shuffled, batch 1024, one epoch, statistics pass included) on the first
+# FILES_ROWS rows of the dataset, copied once (untimed, by the first worker that needs them)
+# as 4 files of one row group each and as 2000 files of 50 rows; ``fit-files-2000``'s ratio
+# to ``fit-files-4`` of the same round is the cost of the file count, printed below the table.
+FILES_ROWS = 100_000
+FILES_COUNTS = (4, 2000)
+
+
+def files_copy(ctx: Ctx, count: int) -> list[str]:
+    """The first FILES_ROWS rows in ``count`` files (written once, a marker file last)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = Path(ctx.parquet[0]).parent / f"files-{count}"
+    if not (root / "complete").exists():
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir()
+        pieces, have = [], 0
+        for path in ctx.parquet:
+            pf = pq.ParquetFile(path)
+            for i in range(pf.num_row_groups):
+                pieces.append(pf.read_row_group(i))
+                have += pieces[-1].num_rows
+                if have >= FILES_ROWS:
+                    break
+            if have >= FILES_ROWS:
+                break
+        table = pa.concat_tables(pieces).slice(0, FILES_ROWS)
+        per = -(-FILES_ROWS // count)
+        for k in range(count):
+            part = table.slice(k * per, per)
+            pq.write_table(part, root / f"part-{k:05d}.parquet", row_group_size=per)
+        (root / "complete").write_text(str(count))
+    return sorted(str(p) for p in root.glob("part-*.parquet"))
+
+
+def case_fit_files(ctx: Ctx, count: int) -> dict:
+    import streamgd
+
+    files = files_copy(ctx, count)
+
+    def work() -> int:
+        model = streamgd.fit(files, target="y", epochs=1, seed=0)
+        return int(model.summary["rows_trained"])
+
+    return timed(work)
+
+
+def print_files_ratios(summary: dict[str, dict]) -> None:
+    base = f"fit-files-{FILES_COUNTS[0]}"
+    for case, s in summary.items():
+        r = s["ratios"].get(base)
+        if r is not None and case != base:
+            spread = (
+                f" [{min(r['paired']):.2f}-{max(r['paired']):.2f}]" if len(r["paired"]) > 1 else ""
+            )
+            print(f"{case}: {r['of_medians']:.2f}x the rows/s of {base}{spread}")
+
+
+KINDS.update(
+    {
+        f"fit-files-{n}": Kind(
+            lambda c, n=n: case_fit_files(c, n),
+            needs="files",
+            baselines=("decode", f"fit-files-{FILES_COUNTS[0]}"),
+        )
+        for n in FILES_COUNTS
+    }
+)
+# -- end of many small files -------------------------------------------------------------------
+
+
 def case_names(batch_sizes: list[int], with_csv: bool, with_vw: bool = False) -> list[str]:
     names = []
     for kind_name, kind in KINDS.items():
         if (kind.needs == "csv" and not with_csv) or (kind.needs == "vw" and not with_vw):
             continue
-        if kind.needs in ("scaling", "memory", "cat", "grid"):  # only when named
+        if kind.needs in ("scaling", "memory", "cat", "grid", "files"):  # only when named
             continue
         names += [f"{kind_name}-{b}" for b in batch_sizes] if kind.batched else [kind_name]
     return names
@@ -1245,6 +1319,7 @@ def main(argv: list[str] | None = None) -> None:
             paired = [1 / r for r in cost["paired"]]
             spread = f" [{min(paired):.2f}-{max(paired):.2f}]" if len(paired) > 1 else ""
             print(f"{case}: {1 / cost['of_medians']:.2f}x the wall time of fit-holdout{spread}")
+    print_files_ratios(summary)
     machine["loadavg_end"] = os.getloadavg()
     git_end = git_state()
     if git_end != git_start:
