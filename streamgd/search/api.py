@@ -128,8 +128,9 @@ def run_grid(
     for note in dataset.notes:
         hooks.on_warning(note)
 
-    def epoch_end(member: Member, entry: dict[str, Any]) -> None:
-        hooks.on_epoch_end(member.state, {**entry, "model": member.index, "grid": member.label})
+    def epoch_end(member: Member, entry: dict[str, Any], ending: int) -> None:
+        shown = {**entry, "model": member.index, "grid": member.label, "grid_ending": ending}
+        hooks.on_epoch_end(member.state, shown)
 
     if first.cv:
         return _run_cv(dataset, resolved, labels, options, hooks, epoch_end, select_metric)

@@ -91,12 +91,13 @@ def train_members(
     options: RunOptions,
     *,
     warn: Callable[[str], None],
-    on_epoch_end: Callable[[Member, dict[str, Any]], None] | None = None,
+    on_epoch_end: Callable[[Member, dict[str, Any], int], None] | None = None,
     validation: Dataset | None = None,
 ) -> list[Member]:
     """Train one model per config over one stream of ``dataset`` and return the members,
     each finished with its own stop reason (``diverged`` for one whose loss or weights
-    became NaN or infinite: it keeps its last finite weights)."""
+    became NaN or infinite: it keeps its last finite weights). ``on_epoch_end(member, entry,
+    n)``: after each member's epoch, ``n`` the number of members ending that epoch."""
     if options.cluster:
         raise UsageError("a grid of models trains in one process: --cluster takes one model")
     if options.init:
@@ -143,8 +144,8 @@ def train_members(
             ending = [m for m in active if m.state.stop_reason != "diverged"]
             for m, scores in zip(ending, _end_passes(ending), strict=True):
                 m.trainer.end_epoch(m.state, scores)
-                if on_epoch_end is not None:
-                    on_epoch_end(m, m.state.history[-1])
+                if on_epoch_end is not None:  # with how many models end this epoch
+                    on_epoch_end(m, m.state.history[-1], len(ending))
             if saver is not None:
                 saver.save(members)
     return members

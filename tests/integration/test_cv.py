@@ -260,3 +260,43 @@ def test_a_cv_run_stopped_by_sigterm_resumes_bit_identically(data, tmp_path):
     assert (tmp_path / "killed.leaderboard.csv").read_text() == (
         tmp_path / "whole.leaderboard.csv"
     ).read_text()
+
+
+def test_grid_command_line_locks_its_output_prints_one_line_per_epoch_and_refuses_lists(
+    data, tmp_path, capsys
+):
+    from streamgd.training.checkpoint import PathLock
+
+    out = tmp_path / "m.sgd"
+    args = ["fit", data, "--target", "y", "--lr", "0.1,0.01", "--cv", "3", "--epochs", "2"]
+    lock = PathLock(str(tmp_path / ".m.sgd.lock"), busy="held by {pid}", option="--output")
+    lock.acquire()
+    try:
+        code, _, err = run_cli(capsys, *args, "-o", out)
+    finally:
+        lock.release()
+    assert code == 1 and "another streamgd job" in err and not out.exists()
+    code, _, err = run_cli(capsys, *args, "-o", out)
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == 2 and all("8 models, best val_loss" in line for line in lines)
+    assert "(mean of 3 folds) at lr=" in lines[-1]
+    code, _, err = run_cli(capsys, "fit", data, "--target", "y", "--batch-size", "10,20")
+    assert code == 2 and "--batch-size takes one value: it changes the data path" in err
+
+
+def test_cv_on_a_frame_with_categorical_codes_equals_its_runs_alone():
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(2)
+    n = 1200
+    frame = pd.DataFrame({"x0": rng.normal(size=n), "x1": rng.normal(size=n)})
+    frame["c"] = np.array(list("pqrs"))[rng.integers(0, 4, n)]
+    frame["y"] = 2 * frame.x0 - frame.x1 + (frame.c == "q") + rng.normal(size=n)
+    settings = dict(target="y", categorical=["c"], cv=3, epochs=2, batch_size=64, quiet=True)
+    result = fit_grid(frame, **settings, optimizer=["sgd", "adam"])
+    for i, label in enumerate(result.labels):
+        _same(result.models[i], streamgd.fit(frame, **{**settings, "cv": None, **label}))
+        for k, model in enumerate(result.fold_models[i]):
+            alone = streamgd.fit(frame, **settings, **label, cv_fold=k)
+            _same(model, alone)
+            assert np.array_equal(model.code_weights, alone.code_weights)
