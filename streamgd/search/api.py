@@ -41,14 +41,21 @@ class GridResult:
     fold_models: list[list[Model]] | None = None
 
     def save_all(self, directory: str) -> list[str]:
-        """Write every model to ``directory`` as ``model-<index>.sgd`` (its grid position)
-        and return the paths."""
+        """Write every model to ``directory`` as ``model-<index>.sgd`` (its grid position;
+        with ``cv``, the model on all rows, and its fold models as
+        ``model-<index>-fold<k>.sgd``) and return the paths."""
         os.makedirs(directory, exist_ok=True)
         paths = []
         for i, model in enumerate(self.models):
-            path = os.path.join(directory, f"model-{i:03d}.sgd")
-            model.save(path, option="--all-models")
-            paths.append(path)
+            named = [(f"model-{i:03d}.sgd", model)]
+            if self.fold_models is not None:
+                named += [
+                    (f"model-{i:03d}-fold{k}.sgd", m) for k, m in enumerate(self.fold_models[i])
+                ]
+            for name, m in named:
+                path = os.path.join(directory, name)
+                m.save(path, option="--all-models")
+                paths.append(path)
         return paths
 
     def write_leaderboard(self, path: str) -> None:

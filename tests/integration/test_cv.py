@@ -192,8 +192,12 @@ def test_cv_refusals(data):
 def test_command_line_cv_of_one_configuration_and_a_grid(data, tmp_path, capsys):
     out = tmp_path / "m.sgd"
     args = ["fit", data, "--target", "y", "--cv", "3", "--epochs", "2", "--batch-size", "64"]
-    code, _, err = run_cli(capsys, *args, "-o", out)
+    code, _, err = run_cli(capsys, *args, "-o", out, "--all-models", tmp_path / "all")
     assert code == 0, err
+    written = sorted(p.name for p in (tmp_path / "all").iterdir())
+    assert written == ["model-000-fold0.sgd", "model-000-fold1.sgd", "model-000-fold2.sgd"] + [
+        "model-000.sgd"
+    ]
     board = json.loads((tmp_path / "m.leaderboard.json").read_text())
     assert len(board) == 1 and board[0]["folds"] == 3 and "val_loss_std" in board[0]
     whole = streamgd.fit(data, target="y", epochs=2, batch_size=64, quiet=True)
@@ -300,3 +304,18 @@ def test_cv_on_a_frame_with_categorical_codes_equals_its_runs_alone():
             alone = streamgd.fit(frame, **settings, **label, cv_fold=k)
             _same(model, alone)
             assert np.array_equal(model.code_weights, alone.code_weights)
+
+
+def test_one_fold_model_alone_resumes_bit_identically(data, tmp_path):
+    import shutil
+
+    settings = dict(target="y", cv=4, cv_fold=2, epochs=2, batch_size=64, seed=3, quiet=True)
+    full = tmp_path / "full"
+    whole = streamgd.fit(data, checkpoint_dir=str(full), checkpoint_every=7, keep=1000, **settings)
+    saved = sorted(full.glob("ckpt-*.npz"))
+    assert len(saved) > 4
+    picked = saved[len(saved) // 3]
+    again = tmp_path / "again"
+    again.mkdir()
+    shutil.copy(picked, again / picked.name)
+    _same(whole, streamgd.fit(data, checkpoint_dir=str(again), resume=True, **settings))
