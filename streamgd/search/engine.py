@@ -98,8 +98,8 @@ def train_members(
     each finished with its own stop reason (``diverged`` for one whose loss or weights
     became NaN or infinite: it keeps its last finite weights). ``on_epoch_end(member, entry,
     n)``: after each member's epoch, ``n`` the number of members ending that epoch."""
-    if options.cluster:
-        raise UsageError("a grid of models trains in one process: --cluster takes one model")
+    if options.cluster and any(c.cv for c in configs):
+        raise UsageError("--cv trains in one process: drop --cluster (a grid without --cv can)")
     if options.init:
         raise UsageError("a grid of models starts from zero weights: drop --init")
     if configs[0].record_path:
@@ -129,7 +129,13 @@ def train_members(
         members.append(Member(i, dict(label), config, trainer, state))
     lead = members[0].trainer
     signals = saver.signals() if saver is not None else contextlib.nullcontext()
-    with signals, np.errstate(over="ignore", invalid="ignore"):
+    cluster = None
+    if options.cluster:  # Dask: each round's rows read once, every model averaged on its own
+        from .cluster import ClusterEpochs
+
+        cluster = ClusterEpochs(lead, options.cluster, configs)
+    session = cluster.session() if cluster is not None else contextlib.nullcontext()
+    with signals, session, np.errstate(over="ignore", invalid="ignore"):
         while True:
             active = [m for m in members if not m.state.finished]
             for m in active:
@@ -138,7 +144,10 @@ def train_members(
             active = [m for m in active if not m.state.finished]
             if not active:
                 break
-            _run_epoch(active, lead, members, saver)
+            if cluster is not None:
+                cluster.epoch(active, members, saver)
+            else:
+                _run_epoch(active, lead, members, saver)
             for message in lead.outlier_notes.drain():
                 warn(message)
             ending = [m for m in active if m.state.stop_reason != "diverged"]

@@ -206,7 +206,9 @@ def round_task(
     ``static`` holds what stays for the epoch (sent once: paths, format, every shard's units,
     feature spec, settings, and ``inputs``, the driver's fingerprint of the files, which the
     worker's opening must match); ``shared`` what every shard of the round shares (weights,
-    optimiser state, global step, round number)."""
+    optimiser state, global step, round number). With ``static["models"]`` (a grid's
+    settings, one per model), ``shared`` holds one weights, state and step per model, and the
+    result one ``models`` entry per model (see :func:`_grid_round`)."""
     from ..step import make_step  # the very step the single-process trainer takes
 
     t0 = time.perf_counter()
@@ -234,17 +236,26 @@ def round_task(
     if cfg.shuffle and len(chunk):
         rng = np.random.default_rng([cfg.seed, cursor.epoch, shard, round_index, _ROUND_STREAM])
         chunk = chunk[rng.permutation(len(chunk))]
-    step = make_step(cfg, spec, loss, optimizer)
-    params, opt_state, loss_sum, steps = _train_chunk(
-        step, chunk, params, opt_state, schedule, batch_size=cfg.batch_size, start_step=start_step
-    )
+    if "models" in static:  # a grid (streamgd.search.cluster): every model on these rows
+        trained: dict[str, Any] = {
+            "models": _grid_round(static, spec, chunk, params, opt_state, start_step)
+        }
+    else:
+        step = make_step(cfg, spec, loss, optimizer)
+        params, opt_state, loss_sum, steps = _train_chunk(
+            step,
+            chunk,
+            params,
+            opt_state,
+            schedule,
+            batch_size=cfg.batch_size,
+            start_step=start_step,
+        )
+        trained = {"params": params, "opt_state": opt_state, "steps": steps, "loss_sum": loss_sum}
     return {
         "shard": shard,
-        "params": params,
-        "opt_state": opt_state,
+        **trained,
         "rows": len(chunk),
-        "steps": steps,
-        "loss_sum": loss_sum,
         "counts": counts,
         "outlier_notes": outlier_notes,  # (column, warning): the driver warns once per column
         "cursor": Cursor(cursor.epoch, position, offset),
@@ -265,6 +276,42 @@ def _prepared(token: str, spec: FeatureSpec, config: dict[str, Any]) -> tuple[Fi
         _PREPARED.clear()
         _PREPARED[token] = found
     return found
+
+
+# The FitConfig of each model of a grid's epoch this process saw last (as _PREPARED).
+_GRID_CONFIGS: dict[str, list[FitConfig]] = {}
+
+
+def _grid_round(static, spec, chunk, params, opt_states, start_steps) -> list:
+    """A grid's round on one shard: each model (``static["models"]``, its settings) takes
+    the steps its run alone would take on ``chunk`` (the same step function, batches and
+    schedule), from its own weights, optimiser state and step; None for a model the driver
+    no longer trains (``params`` None)."""
+    from ..step import make_step
+
+    token = static["token"]
+    configs = _GRID_CONFIGS.get(token)
+    if configs is None:
+        configs = [FitConfig.from_dict(c) for c in static["models"]]
+        _GRID_CONFIGS.clear()
+        _GRID_CONFIGS[token] = configs
+    out: list[dict[str, Any] | None] = []
+    for cfg, weights, state, start in zip(configs, params, opt_states, start_steps, strict=True):
+        if weights is None:
+            out.append(None)
+            continue
+        step = make_step(cfg, spec, cfg.make_loss(), cfg.make_optimizer())
+        weights, state, loss_sum, steps = _train_chunk(
+            step,
+            chunk,
+            weights,
+            state,
+            cfg.make_schedule(),
+            batch_size=cfg.batch_size,
+            start_step=start,
+        )
+        out.append({"params": weights, "opt_state": state, "steps": steps, "loss_sum": loss_sum})
+    return out
 
 
 def _take_rows(
