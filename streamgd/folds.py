@@ -74,6 +74,7 @@ def fold_rows(raw: np.ndarray, fold: int | None) -> np.ndarray:
     ([2.0], [1.0, 2.0, 3.0])
     """
     rows = raw[:, :-1]
-    if fold is None:
-        return rows
+    if fold is None:  # laid out as the untagged batch would be (products sum by layout):
+        # a view of a column-major batch, a row-major copy of a row-major one (Dask chunks)
+        return np.ascontiguousarray(rows) if raw.flags.c_contiguous else rows
     return np.asfortranarray(rows[raw[:, -1] != fold])

@@ -149,7 +149,9 @@ def _apply(member, i: int, results: list[dict[str, Any]]) -> None:
     :meth:`streamgd.training.distributed.DistributedTrainer.epoch` and the trainer's
     divergence guard); a model whose loss or weights became NaN or infinite stops,
     ``diverged``, with its last finite weights."""
-    own = [{"rows": r["rows"], **r["models"][i]} for r in results]
+    own = [r["models"][i] for r in results if r["models"][i]["rows"]]  # its rows (--cv)
+    if not own:
+        return
     params, opt_state = average(own)
     loss_sum = sum(x["loss_sum"] for x in own)
     state = member.state

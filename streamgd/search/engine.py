@@ -98,8 +98,6 @@ def train_members(
     each finished with its own stop reason (``diverged`` for one whose loss or weights
     became NaN or infinite: it keeps its last finite weights). ``on_epoch_end(member, entry,
     n)``: after each member's epoch, ``n`` the number of members ending that epoch."""
-    if options.cluster and any(c.cv for c in configs):
-        raise UsageError("--cv trains in one process: drop --cluster (a grid without --cv can)")
     if options.init:
         raise UsageError("a grid of models starts from zero weights: drop --init")
     if configs[0].record_path:

@@ -197,8 +197,8 @@ def _check_cv(config: FitConfig, options: RunOptions) -> None:
             "streamgd.search.fit_grid (as 'streamgd fit --cv K' does), or train one fold's "
             "model with --cv-fold"
         )
-    if options.cluster or options.continual:
-        raise UsageError("--cv trains in one process: drop --cluster and --continual")
+    if options.continual:
+        raise UsageError("--cv splits one dataset into folds: drop --continual")
 
 
 def _wants_more(state: TrainState, config: FitConfig) -> bool:

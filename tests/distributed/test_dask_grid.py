@@ -14,7 +14,6 @@ distributed = pytest.importorskip("distributed")
 from conftest import write_synthetic  # noqa: E402
 
 import streamgd  # noqa: E402
-from streamgd.errors import UsageError  # noqa: E402
 from streamgd.search import fit_grid  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(
@@ -93,6 +92,13 @@ def test_a_grid_on_dask_resumes_bit_identically_from_a_mid_epoch_checkpoint(
         _same(a, b)
 
 
-def test_cv_on_dask_is_refused(data):
-    with pytest.raises(UsageError, match="--cv trains in one process"):
-        fit_grid(data.paths, target="y", cv=3, lr=[0.1, 0.2], cluster="127.0.0.1:1", quiet=True)
+def test_cv_on_dask_every_model_equals_its_run_alone_on_dask(cluster, data):
+    settings = {**_base(data, cluster), "holdout": None, "cv": 3, "lr": [0.1, 0.02]}
+    result = fit_grid(data.paths, **settings)
+    for i, label in enumerate(result.labels):
+        whole = streamgd.fit(data.paths, **{**settings, "cv": None, **label})
+        _same(result.models[i], whole)
+        for k, model in enumerate(result.fold_models[i]):
+            _same(model, streamgd.fit(data.paths, **{**settings, **label, "cv_fold": k}))
+        rows = [m.history[-1]["rows"] + m.history[-1]["val_rows"] for m in result.fold_models[i]]
+        assert rows == [12_000] * 3  # each fold model: the rows outside its fold, scored on it

@@ -185,8 +185,8 @@ def test_cv_refusals(data):
         streamgd.fit(data, target="y", cv=3, quiet=True)
     with pytest.raises(UsageError, match="--patience"):
         fit_grid(data, target="y", cv=3, lr=[0.1, 0.2], patience=2, quiet=True)
-    with pytest.raises(UsageError, match="--cluster"):
-        fit_grid(data, target="y", cv=3, lr=[0.1, 0.2], cluster="x:1", quiet=True)
+    with pytest.raises(UsageError, match="--continual"):
+        streamgd.fit(data, target="y", cv=3, cv_fold=0, continual=True, quiet=True)
 
 
 def test_command_line_cv_of_one_configuration_and_a_grid(data, tmp_path, capsys):
