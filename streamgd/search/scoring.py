@@ -21,6 +21,7 @@ from ..batches import Prefetcher
 from ..config import csv_options_from
 from ..decode import Decoder
 from ..features import count_vector, describe_counts
+from ..folds import take_rows
 from ..metrics import Accumulator
 from ..model import Model
 from ..scoring import check_columns
@@ -103,5 +104,5 @@ def _parts(rows, folds: Sequence[int | None]) -> dict[int | None, Any]:
     row preparation selects them: a column-major copy of the fold's rows, without the fold."""
     if folds[0] is None:
         return {None: rows}
-    tags = rows[:, -1]
-    return {f: np.asfortranarray(rows[tags == f])[:, :-1] for f in set(folds)}
+    tags, kept = rows[:, -1], rows[:, :-1]
+    return {f: take_rows(kept, np.flatnonzero(tags == f)) for f in set(folds)}
