@@ -58,21 +58,24 @@ def evaluate_models(
         Decoder.for_scoring(lead, select=select, weighted=weight is not None, tag=tag),
     )
     own = [None] * len(models) if folds is None else list(folds)
+    groups: dict[int | None, list[int]] = {}  # the models of each fold, in model order
+    for i, f in enumerate(own):
+        groups.setdefault(f, []).append(i)
     try:
         for chunk in prefetch:
             counts += chunk.counts
-            parts = _parts(chunk.rows, own)
-            codes = {f: lead.spec.codes(raw) for f, raw in parts.items() if len(raw)}
-            for i, (model, loss, acc) in enumerate(zip(models, losses, accs, strict=True)):
-                raw = parts[own[i]]
+            for f, members in groups.items():  # one fold's rows in memory at a time
+                raw = _part(chunk.rows, f)
                 if len(raw) == 0:
                     continue
                 y = raw[:, n_feat]
                 w = None if weight is None else raw[:, -1]
-                p = model.decision(raw[:, :n_feat], codes[own[i]])
-                values = loss.value(p, y)
-                sums[i] += float(values.sum() if w is None else w @ values)
-                acc.update(y, loss.link(p), w)
+                codes = lead.spec.codes(raw)
+                for i in members:
+                    p = models[i].decision(raw[:, :n_feat], codes)
+                    values = losses[i].value(p, y)
+                    sums[i] += float(values.sum() if w is None else w @ values)
+                    accs[i].update(y, losses[i].link(p), w)
             prefetch.release(chunk)
     finally:
         prefetch.close()
@@ -90,10 +93,9 @@ def evaluate_models(
     return results
 
 
-def _parts(rows, folds: Sequence[int | None]) -> dict[int | None, Any]:
-    """A chunk's rows for each fold in ``folds`` (None: every row of an untagged chunk), as
-    row preparation selects them: a column-major copy of the fold's rows, without the fold."""
-    if folds[0] is None:
-        return {None: rows}
-    tags, kept = rows[:, -1], rows[:, :-1]
-    return {f: take_rows(kept, np.flatnonzero(tags == f)) for f in set(folds)}
+def _part(rows, fold: int | None):
+    """A chunk's rows of fold ``fold`` (None: every row of an untagged chunk), as row
+    preparation selects them: a column-major copy of the fold's rows, without the fold."""
+    if fold is None:
+        return rows
+    return take_rows(rows[:, :-1], np.flatnonzero(rows[:, -1] == fold))
