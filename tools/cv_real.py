@@ -11,7 +11,8 @@ For each dataset (``load_diabetes``: 442 rows, 10 features, regression, squared 
 
 then both models on all training rows (the one ``-o`` would get) are scored on the untouched
 test file, since the selected configuration's CV score is optimistic (it is the best of many
-on the same folds). Batch size and epochs are shared by both (they decide the data path, so a
+on the same folds). The files are named by relative paths, as a row's fold hashes its path as
+given. Batch size and epochs are shared by both (they decide the data path, so a
 grid cannot vary them): 32 rows and 20 epochs, which these few hundred rows need (the default
 batch of 1024 would be one step per epoch); the all-defaults run (batch 1024, 5 epochs) is
 shown too. Everything is seeded: the same numbers on every run.
@@ -22,6 +23,7 @@ Run: ``python tools/cv_real.py`` (a few seconds; needs scikit-learn for the data
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 from pathlib import Path
 
@@ -58,9 +60,9 @@ def write_split(name: str, directory: Path, seed: int = 0) -> tuple[str, str]:
     paths = []
     for part, rows in (("train", ~is_test), ("test", is_test)):
         cols = {n: x[rows, j] for j, n in enumerate(names)}
-        path = directory / f"{name}-{part}.parquet"
-        pq.write_table(pa.table({**cols, "target": y[rows]}), path)
-        paths.append(str(path))
+        path = f"{name}-{part}.parquet"  # relative: a row's fold hashes the path as given
+        pq.write_table(pa.table({**cols, "target": y[rows]}), directory / path)
+        paths.append(path)
     return paths[0], paths[1]
 
 
@@ -95,6 +97,7 @@ def main() -> None:
     p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated names")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)  # the same relative paths, so the same folds, on every run
         for name in args.datasets.split(","):
             res = run(name, Path(tmp))
             m = res["metric"]
