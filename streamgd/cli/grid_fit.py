@@ -120,6 +120,7 @@ def fit_grid_command(
         "model": out.output,
         "models": len(result.models),
         "selected": result.best_index,
+        **({"cv": len(result.fold_models[0])} if result.fold_models else {}),
         **{k: v for k, v in best.summary.items() if k != "leaderboard"},
         "leaderboard": board,
     }

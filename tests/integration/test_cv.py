@@ -207,7 +207,8 @@ def test_command_line_cv_of_one_configuration_and_a_grid(data, tmp_path, capsys)
     code, printed, err = run_cli(capsys, "fit", "--config", job, "--json", "-q")
     assert code == 0, err
     summary = json.loads(printed)
-    assert summary["models"] == 2 and summary["leaderboard"][0]["l2"] == 0.0
+    assert summary["models"] == 2 and summary["cv"] == 3
+    assert summary["leaderboard"][0]["l2"] == 0.0
     code, _, err = run_cli(capsys, "fit", data, "--target", "y", "--cv", "3", "--holdout", "0.1")
     assert code == 2 and "own fold" in err
 
