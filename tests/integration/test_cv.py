@@ -290,7 +290,7 @@ def test_grid_command_line_locks_its_output_prints_one_line_per_epoch_and_refuse
     assert code == 2 and "--batch-size takes one value: it changes the data path" in err
 
 
-def test_cv_on_a_frame_with_categorical_codes_equals_its_runs_alone():
+def test_cv_on_a_frame_with_categorical_codes_and_interactions_equals_its_runs_alone():
     pd = pytest.importorskip("pandas")
     rng = np.random.default_rng(2)
     n = 1200
@@ -298,6 +298,7 @@ def test_cv_on_a_frame_with_categorical_codes_equals_its_runs_alone():
     frame["c"] = np.array(list("pqrs"))[rng.integers(0, 4, n)]
     frame["y"] = 2 * frame.x0 - frame.x1 + (frame.c == "q") + rng.normal(size=n)
     settings = dict(target="y", categorical=["c"], cv=3, epochs=2, batch_size=64, quiet=True)
+    settings["interactions"] = ["x0*c"]  # derived columns: validation reads their sources
     result = fit_grid(frame, **settings, optimizer=["sgd", "adam"])
     for i, label in enumerate(result.labels):
         _same(result.models[i], streamgd.fit(frame, **{**settings, "cv": None, **label}))
