@@ -16,6 +16,11 @@ def check_combinations(config: Any) -> None:
     Raises:
         UsageError: naming the options that cannot go together.
     """
+    if config.patience is not None and config.cv and config.cv_fold is None:
+        raise UsageError(
+            "--patience stops on validation rows, which the model on all rows of --cv has "
+            "none of: drop --patience (or select on --holdout rows without --cv)"
+        )
     if config.patience is not None and not config.validates:
         raise UsageError(
             "--patience stops on the validation loss: it needs --validation, --holdout or "
