@@ -186,6 +186,13 @@ class Decoder:
     # --interactions: adds the derived columns (products, crosses) to each piece first (see
     # features.interactions.Deriver); the data is read for ``reads``, their sources
     derive: Callable | None = None
+    # --cv: prepared rows end with one more column, each row's fold (see streamgd.folds)
+    tagged: bool = False
+
+    @property
+    def width(self) -> int:
+        """Columns of the prepared rows: :attr:`columns`, and the fold when tagged."""
+        return len(self.columns) + self.tagged
 
     @property
     def reads(self) -> list[str]:
@@ -238,12 +245,14 @@ class Decoder:
         select: Select | None = None,
         dtype: type = np.float32,
         notes=None,
+        tag: Callable[[str, np.ndarray], np.ndarray] | None = None,
     ) -> Decoder:
         """Training (one process or a Dask worker): the spec's columns, centred while decoding
         into ``dtype`` (the centring in float64 first, so no precision is lost to an offset),
         missing features filled with the centred mean; scaling is left to the step.
         ``notes``: an :class:`~streamgd.features.outliers.OutlierNotes` that records the
-        outliers met under ``--outliers warn`` (see :func:`~streamgd.features.outliers.guard`)."""
+        outliers met under ``--outliers warn`` (see :func:`~streamgd.features.outliers.guard`).
+        ``tag``: each row's ``--cv`` fold, appended as the last column (:mod:`streamgd.folds`)."""
         prepare = preparer(
             spec.names,
             spec.target,
@@ -253,6 +262,7 @@ class Decoder:
             check_target=target_check(loss),
             select=select,
             weight=spec.weight_column,
+            tag=tag,
         )
         return cls(
             spec.columns,
@@ -262,15 +272,22 @@ class Decoder:
             dtype,
             guard=spec.outlier_guard(has_target=True, notes=notes),
             derive=spec.deriver,
+            tagged=tag is not None,
         )
 
     @classmethod
     def for_scoring(
-        cls, model, *, select: Select | None = None, weighted: bool = False
+        cls,
+        model,
+        *,
+        select: Select | None = None,
+        weighted: bool = False,
+        tag: Callable[[str, np.ndarray], np.ndarray] | None = None,
     ) -> Decoder:
         """Evaluation (and the plots' loss surface) of a trained ``model``: raw float64 rows
         with the target, the model's own training-time missing/infinite policy and fill;
-        ``weighted``: with the model's ``--weight`` column last (the data has it)."""
+        ``weighted``: with the model's ``--weight`` column last (the data has it); ``tag``:
+        each row's ``--cv`` fold after it (scoring every fold's model in one pass)."""
         spec = model.spec
         weight = spec.weight_column if weighted else None
         prepare = preparer(
@@ -282,6 +299,7 @@ class Decoder:
             check_target=target_check(model.make_loss()),
             select=select,
             weight=weight,
+            tag=tag,
         )
         return cls(
             spec.input_columns(has_target=True, weight=weight is not None),
@@ -289,6 +307,7 @@ class Decoder:
             spec.converters() or {},
             guard=spec.outlier_guard(has_target=True),
             derive=spec.deriver,
+            tagged=tag is not None,
         )
 
     @classmethod

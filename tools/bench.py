@@ -58,6 +58,12 @@ one BLAS thread (``BLAS_THREADS``), as streamgd does.
   (``streamgd.search.fit_grid``, ``lr`` 4 values x ``l2`` 4 values, same settings) in one
   pass; the same 16 as separate fits one after another. rows = one model's rows trained, so
   the grid cases' cost is printed below the table as their wall time over ``fit-holdout``'s.
+- ``cv5x4`` and ``sklearn-gridcv`` (only when named): 5-fold cross-validation of 4
+  configurations (``l2`` 4 values) in one pass, 24 models (``fit_grid(cv=5)``, same settings
+  as ``grid-16`` without the holdout; its rows are scaled by 0.9, the share ``fit-holdout``
+  trains on, so its cost line is a wall-time ratio too); and scikit-learn's ``GridSearchCV``
+  of ``SGDRegressor`` over the same 4 ``alpha`` values, 5 folds, one epoch each, on the first
+  ``SKLEARN_CV_ROWS`` rows held in memory (loaded and scaled untimed), for scale.
 - ``exact``: the least-squares optimum in one streaming pass (float64 ``[1 X y]' [1 X y]``
   accumulated row group by row group, then ``np.linalg.solve``); its MSE comes from a second,
   untimed pass and must equal the optimum in the sidecar.
@@ -539,6 +545,78 @@ def case_grid(ctx: Ctx, *, separate: bool = False) -> dict:
     return timed(work)
 
 
+# --- k-fold cross-validation cases (issue 15 item 2) -------------------------------------------
+# cv5x4: 5-fold CV of 4 configurations (--l2 4 values) in one pass: 4 x (5 folds + 1 model on
+# all rows) = 24 models, one shuffled epoch, batch 1024, no holdout (the folds validate).
+# sklearn-gridcv: scikit-learn's GridSearchCV over SGDRegressor (alpha = the same 4 values,
+# 5 folds, one epoch each, then the refit on all rows) on the first SKLEARN_CV_ROWS rows, held
+# in memory (loaded and scaled before the clock starts): the in-memory way, for scale.
+CV_GRID = {"l2": [0.0, 1e-5, 1e-4, 1e-3]}
+SKLEARN_CV_ROWS = 1_000_000
+
+
+def case_cv(ctx: Ctx) -> dict:
+    """``fit_grid(cv=5, l2=4 values)``. rows = the model on all rows' rows x 0.9, the rows
+    fit-holdout trains (it holds 10% out), so that the rate's ratio to fit-holdout is its wall
+    time over the CV's."""
+    from streamgd.search import fit_grid
+
+    settings = {k: v for k, v in GRID_BASE.items() if k != "holdout"}
+    box = {}
+
+    def work() -> int:
+        box["result"] = fit_grid(ctx.parquet, cv=5, **CV_GRID, **settings)
+        return round(0.9 * box["result"].best.summary["rows_trained"])
+
+    out = timed(work)
+    out["models"] = 6 * len(CV_GRID["l2"])
+    out["leaderboard"] = box["result"].leaderboard
+    return out
+
+
+def case_sklearn_gridcv(ctx: Ctx) -> dict:
+    """GridSearchCV(SGDRegressor) on an in-memory sample; rows = the sample's rows."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import SGDRegressor
+    from sklearn.model_selection import GridSearchCV, KFold
+    from sklearn.preprocessing import StandardScaler
+
+    parts, have = [], 0
+    for m in decoded_row_groups(ctx.parquet):
+        parts.append(np.array(m[: SKLEARN_CV_ROWS - have], dtype=np.float64))
+        have += len(parts[-1])
+        if have >= SKLEARN_CV_ROWS:
+            break
+    data = np.concatenate(parts)
+    x = StandardScaler().fit_transform(data[:, : ctx.n_feat])
+    y = data[:, ctx.n_feat]
+    del data, parts
+    settings = {**SKLEARN_SETTINGS, "penalty": "l2", "max_iter": 1, "tol": None}
+    search = GridSearchCV(
+        SGDRegressor(**settings),
+        {"alpha": CV_GRID["l2"]},
+        cv=KFold(5, shuffle=True, random_state=0),
+        scoring="neg_mean_squared_error",
+        n_jobs=1,
+    )
+
+    def work() -> int:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            search.fit(x, y)
+        return len(y)
+
+    out = timed(work)
+    out["best"] = {"alpha": search.best_params_["alpha"], "cv_mse": -search.best_score_}
+    out["fits"] = 5 * len(CV_GRID["l2"]) + 1
+    return out
+
+
+# --- end of the cross-validation cases ------------------------------------------------------
+
+
 def case_fit_memory(ctx: Ctx, *, kind: str) -> dict:
     """``streamgd.fit`` on the same rows already in memory, as a pyarrow Table or a pandas
     DataFrame (loaded before the clock starts), shuffled like ``fit-shuf``. ``source_mb`` is
@@ -747,6 +825,9 @@ KINDS: dict[str, Kind] = {
     "separate-16": Kind(
         lambda c: case_grid(c, separate=True), needs="grid", baselines=("decode", "fit-holdout")
     ),
+    # the cross-validation cases (only when named)
+    "cv5x4": Kind(case_cv, needs="grid", baselines=("decode", "fit-holdout")),
+    "sklearn-gridcv": Kind(case_sklearn_gridcv, needs="grid"),
     "epoch-mmap": Kind(case_epoch_mmap, baselines=("epoch-mmap",)),
     "epoch-seq": Kind(
         lambda c: case_epoch(c, shuffle=False), batched=True, baselines=("epoch-mmap",)
@@ -915,7 +996,7 @@ def run_worker(case: str, directory: Path) -> None:
     from threadpoolctl import threadpool_limits
 
     warm_lazy_imports()
-    if case.startswith(("fit", "epoch", "grid", "separate")):
+    if case.startswith(("fit", "epoch", "grid", "separate", "cv")):
         import streamgd
 
         # ``import streamgd`` is lazy (its names load on first use, so a signal handler can
