@@ -183,6 +183,13 @@ class Decoder:
     # statistics pass's screen of whole raw matrices (see features.outliers.Screen)
     guard: Callable | None = None
     screen: Callable[[np.ndarray, str, int], np.ndarray] | None = None
+    # text columns among ``columns`` (see features.text), each ``2 * slots`` matrix columns
+    texts: tuple = ()
+
+    @property
+    def width(self) -> int:
+        """Columns of the matrix: ``columns``, each text column expanded to its slots."""
+        return len(self.columns) + sum(2 * t.slots - 1 for t in self.texts)
 
     @classmethod
     def for_statistics(
@@ -249,12 +256,11 @@ class Decoder:
             spec.stream_center(),
             dtype,
             guard=spec.outlier_guard(has_target=True, notes=notes),
+            texts=spec.texts,
         )
 
     @classmethod
-    def for_scoring(
-        cls, model, *, select: Select | None = None, weighted: bool = False
-    ) -> Decoder:
+    def for_scoring(cls, model, *, select: Select | None = None, weighted: bool = False) -> Decoder:
         """Evaluation (and the plots' loss surface) of a trained ``model``: raw float64 rows
         with the target, the model's own training-time missing/infinite policy and fill;
         ``weighted``: with the model's ``--weight`` column last (the data has it)."""
@@ -271,10 +277,11 @@ class Decoder:
             weight=weight,
         )
         return cls(
-            spec.input_columns(has_target=True, weight=weight is not None),
+            spec.input_columns(has_target=True, weight=weight is not None, text=True),
             prepare,
             spec.converters() or {},
             guard=spec.outlier_guard(has_target=True),
+            texts=spec.texts,
         )
 
     @classmethod
@@ -315,11 +322,43 @@ class Decoder:
             i = table.schema.get_field_index(name)
             table = table.set_column(i, name, convert(table.column(name), path, first_row))
         if out is None:
-            out = np.empty((table.num_rows, len(self.columns)), dtype=self.dtype, order="F")
+            out = np.empty((table.num_rows, self.width), dtype=self.dtype, order="F")
         guard = self.guard
         check = None if guard is None else (lambda j, v: guard(j, v, path, first_row))
+        if self.texts:
+            return self._with_text(table, out, guard, path, first_row)
         m = to_matrix(table, self.columns, out, center=self.center, check=check)
         return m if self.screen is None else self.screen(m, path, first_row)
+
+    def _with_text(self, table, out: np.ndarray, guard, path: str, first_row: int) -> np.ndarray:
+        """Step 2 with text columns: the other columns by :func:`to_matrix` in runs, each text
+        column's slots (bucket indices, then values) from its hashed bag of words."""
+        texts = {t.name: t for t in self.texts}
+        out = out[: table.num_rows]
+        j = at = 0  # read column, matrix column
+        while j < len(self.columns):
+            text = texts.get(self.columns[j])
+            if text is not None:
+                idx, val = text.encode(table.column(text.name))
+                out[:, at : at + text.slots] = idx
+                out[:, at + text.slots : at + 2 * text.slots] = val
+                j, at = j + 1, at + 2 * text.slots
+                continue
+            end = j
+            while end < len(self.columns) and self.columns[end] not in texts:
+                end += 1
+            first = j
+            check = (
+                None
+                if guard is None
+                else (lambda k, v, first=first: guard(first + k, v, path, first_row))
+            )
+            center = None if self.center is None else self.center[j:end]
+            to_matrix(
+                table, self.columns[j:end], out[:, at : at + end - j], center=center, check=check
+            )
+            at, j = at + end - j, end
+        return out if self.screen is None else self.screen(out, path, first_row)
 
     def decode(
         self,

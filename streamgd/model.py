@@ -17,6 +17,7 @@ from .archive import read_archive, write_archive
 from .decode import Decoder
 from .errors import CheckpointError, DataError, UsageError
 from .features import OTHER, FeatureSpec
+from .features.text import bag_sum
 from .sources import MEMORY_ROWS, is_numeric, is_paths, open_source
 from .sources.streams import as_arrow
 from .spec_archive import spec_arrays, spec_from, spec_meta
@@ -83,7 +84,7 @@ class Model:
     def feature_names_in_(self) -> np.ndarray:
         """The input columns the model reads: numeric features, then categorical columns."""
         names = [*self.features, *(c.name for c in self.spec.categoricals)]
-        return np.array(names, dtype=object)
+        return np.array([*names, *(t.name for t in self.spec.texts)], dtype=object)
 
     @property
     def n_features_in_(self) -> int:
@@ -112,7 +113,7 @@ class Model:
 
     @property
     def needs_version_2(self) -> bool:
-        return bool(self.spec.categoricals) or self.spec.infinite != "error"
+        return bool(self.spec.categoricals or self.spec.texts) or self.spec.infinite != "error"
 
     def params(self) -> np.ndarray:
         """The weights as the trainer holds them: numeric features, intercept, codes."""
@@ -122,9 +123,10 @@ class Model:
         return np.concatenate(parts)
 
     # -- prediction ---------------------------------------------------------------------------
-    def decision(self, x: np.ndarray, codes: np.ndarray | None = None) -> np.ndarray:
+    def decision(self, x: np.ndarray, codes: np.ndarray | None = None, text=None) -> np.ndarray:
         """Linear output in target units for a raw feature matrix (missing values filled) and,
-        with categorical features, their code indices (see :meth:`FeatureSpec.codes`)."""
+        with categorical features, their code indices (see :meth:`FeatureSpec.codes`), with
+        text columns their slots (see :meth:`FeatureSpec.table_text`)."""
         s = self.spec
         out = s.transform(x) @ self.weights + self.intercept
         if s.categoricals:
@@ -132,6 +134,10 @@ class Model:
                 raise DataError("the model has categorical features: their codes are needed")
             # unseen values: the neutral "(other)" weight, not what training left there
             out = out + s.neutral_code_weights(self.code_weights)[codes].sum(axis=1)
+        if s.texts:
+            if text is None:
+                raise DataError("the model has text columns: their buckets are needed")
+            out = out + bag_sum(self.code_weights, *text)
         return out * s.target_scale + s.target_center
 
     def predict(self, data: Any) -> np.ndarray:
@@ -152,7 +158,7 @@ class Model:
         return self._each_piece(data, self._proba_piece)
 
     def _predict_piece(self, data: Any, first_row: int) -> np.ndarray:
-        x, codes = self._inputs(data)
+        x, codes, text = self._inputs(data)
         x = self._finite(x, first_row)
         missing = np.isnan(x)
         if missing.any():
@@ -165,14 +171,14 @@ class Model:
                 )
             x = np.where(missing, self.spec.fill, x)
         if self.classes is not None:
-            return np.asarray(self.classes, dtype=object)[self.decision(x, codes).argmax(axis=1)]
-        return self.make_loss().link(self.decision(x, codes))
+            return np.asarray(self.classes, dtype=object)[self.decision(x, codes, text).argmax(1)]
+        return self.make_loss().link(self.decision(x, codes, text))
 
     def _proba_piece(self, data: Any, first_row: int) -> np.ndarray:
-        x, codes = self._inputs(data)
+        x, codes, text = self._inputs(data)
         x = self._finite(x, first_row)
         x = np.where(np.isnan(x), self.spec.fill, x)
-        return self.make_loss().link(self.decision(x, codes))
+        return self.make_loss().link(self.decision(x, codes, text))
 
     def _each_piece(self, data: Any, score) -> np.ndarray:
         """``score(piece, first_row)`` of every slice of ``data``, concatenated."""
@@ -199,7 +205,7 @@ class Model:
             dataset = open_source(data)
         except UsageError:
             raise UsageError(self._expected(data)) from None
-        columns = [*self.features, *(c.name for c in self.spec.categoricals)]
+        columns = list(self.spec.read_columns(has_target=False))
         missing = [n for n in columns if n not in dataset.schema.names]
         if missing:
             raise DataError(
@@ -230,12 +236,13 @@ class Model:
             row=first_row + int(r) + 1,
         )
 
-    def _inputs(self, data) -> tuple[np.ndarray, np.ndarray | None]:
-        """The numeric feature matrix and the categorical code indices of ``data``: a table,
-        a DataFrame (columns by name), or a numeric array (features in order, no categoricals)."""
+    def _inputs(self, data) -> tuple[np.ndarray, np.ndarray | None, tuple | None]:
+        """The numeric feature matrix, the categorical code indices and the text slots of
+        ``data``: a table, a DataFrame (columns by name), or a numeric array (features in
+        order, no categoricals or text)."""
         if _is_frame(data):
             data = as_arrow(data, "<DataFrame>")
-        categorical = [c.name for c in self.spec.categoricals]
+        categorical = [c.name for c in self.spec.categoricals] + [t.name for t in self.spec.texts]
         if isinstance(data, pa.Table | pa.RecordBatch):
             missing = [n for n in (*self.features, *categorical) if n not in data.schema.names]
             if missing:
@@ -244,13 +251,14 @@ class Model:
                 typ = data.schema.field(name).type
                 if not is_numeric(typ):
                     raise DataError(f"feature is not numeric (type {typ})", column=name)
-            return Decoder.for_prediction(self).matrix(data), self.spec.table_codes(data)
+            x = Decoder.for_prediction(self).matrix(data)
+            return x, self.spec.table_codes(data), self.spec.table_text(data)
         if categorical:
             raise DataError(
                 f"the model has categorical features ({', '.join(categorical)}): "
                 "pass a pyarrow Table or a pandas DataFrame, not an array"
             )
-        return self._array(data), None
+        return self._array(data), None, None
 
     def _expected(self, data: Any) -> str:
         return (
@@ -307,7 +315,7 @@ class Model:
 
     def inspect(self) -> dict[str, Any]:
         coef, b = self.coefficients()
-        hashed = any(c.bits is not None for c in self.spec.categoricals)
+        hashed = any(c.bits is not None for c in self.spec.categoricals) or bool(self.spec.texts)
         if hashed:  # 2**bits buckets each: list the numeric features and the largest codes
             coef = _largest(coef, set(self.features))
         return {

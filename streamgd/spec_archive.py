@@ -9,6 +9,7 @@ import numpy as np
 
 from .features import FeatureSpec
 from .features.categorical import Categorical
+from .features.text import TextColumn
 from .features.weights import Weighting
 
 __all__ = ["spec_arrays", "spec_meta", "spec_from"]
@@ -44,6 +45,7 @@ def spec_meta(spec: FeatureSpec) -> dict[str, Any]:
         "outliers": spec.outliers,
         # --weight / --class-weight (absent: unweighted, as every older file)
         **({} if spec.weighting is None else {"weighting": spec.weighting.to_meta()}),
+        **({"texts": [t.to_meta() for t in spec.texts]} if spec.texts else {}),
     }
 
 
@@ -64,6 +66,7 @@ def spec_from(meta: dict, arrays: dict[str, np.ndarray]) -> FeatureSpec:
         meta.get("outliers", "warn"),
         arrays.get("bounds"),
         _weighting(meta.get("weighting"), arrays.get("class_weights")),
+        tuple(TextColumn.from_meta(t) for t in meta.get("texts") or ()),
     )
 
 

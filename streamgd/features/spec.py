@@ -14,6 +14,7 @@ from .categorical import Categorical
 from .classes import label_encoder
 from .outliers import guard
 from .stats import Stats, preconditioner
+from .text import TextColumn
 from .weights import Weighting
 
 __all__ = ["FeatureSpec"]
@@ -49,6 +50,10 @@ class FeatureSpec:
     # --weight and --class-weight (None: every row weighs 1); the weight column is the raw
     # matrix's last, after the categorical codes
     weighting: Weighting | None = None
+    # --text columns (see features.text): in the training matrix after the categorical codes,
+    # ``slots`` bucket columns then ``slots`` value columns each; their weights follow the
+    # categorical code weights
+    texts: tuple[TextColumn, ...] = ()
 
     @staticmethod
     def from_stats(
@@ -91,20 +96,36 @@ class FeatureSpec:
 
     @property
     def columns(self) -> tuple[str, ...]:
-        """Raw matrix columns: the numeric features, the target, the categorical codes, then
-        the ``--weight`` column (when there is one)."""
-        return self.input_columns(has_target=True, weight=True)
+        """Columns read into the training matrix: the numeric features, the target, the
+        categorical codes, the text columns (each ``2 * slots`` matrix columns, see
+        :attr:`width`), then the ``--weight`` column (when there is one)."""
+        return self.input_columns(has_target=True, weight=True, text=True)
+
+    @property
+    def width(self) -> int:
+        """Columns of the training matrix (:attr:`columns` with each text column expanded)."""
+        return len(self.columns) + sum(2 * t.slots - 1 for t in self.texts)
 
     @property
     def weight_column(self) -> str | None:
         return None if self.weighting is None else self.weighting.column
 
-    def input_columns(self, *, has_target: bool, weight: bool = False) -> tuple[str, ...]:
-        """Raw matrix columns with or without the target (which predict does not read) and
-        the weight column (which only training and weighted evaluation read)."""
+    def input_columns(
+        self, *, has_target: bool, weight: bool = False, text: bool = False
+    ) -> tuple[str, ...]:
+        """Raw matrix columns with or without the target (which predict does not read), the
+        text columns (read by training into slots; scoring reads them as :meth:`table_text`)
+        and the weight column (which only training and weighted evaluation read)."""
         target = (self.target,) if has_target else ()
         weights = (self.weight_column,) if weight and self.weight_column is not None else ()
-        return (*self.names, *target, *(c.name for c in self.categoricals), *weights)
+        texts = tuple(t.name for t in self.texts) if text else ()
+        return (*self.names, *target, *(c.name for c in self.categoricals), *texts, *weights)
+
+    def read_columns(self, *, has_target: bool, weight: bool = False) -> tuple[str, ...]:
+        """The columns scoring and prediction read from a table: :meth:`input_columns` and
+        the text columns (which they encode with :meth:`table_text`)."""
+        columns = self.input_columns(has_target=has_target, weight=weight)
+        return (*columns, *(t.name for t in self.texts if t.name not in columns))
 
     def converters(self) -> dict | None:
         """Column converters for the prefetcher: categorical values to codes, and class
@@ -117,13 +138,50 @@ class FeatureSpec:
     def stream_center(self) -> np.ndarray:
         """What to subtract from each column of :attr:`columns` while decoding: the feature
         centres, the target's, and nothing from codes or the weights."""
-        rest = len(self.categoricals) + (self.weight_column is not None)
+        rest = len(self.categoricals) + len(self.texts) + (self.weight_column is not None)
         return np.concatenate([self.center, [self.target_center], np.zeros(rest)])
 
     @property
     def n_codes(self) -> int:
-        """Weights of the categorical codes, after the intercept in the parameters."""
+        """Weights of the categorical codes then of the text buckets, after the intercept in
+        the parameters."""
+        return self.n_category_codes + sum(t.size for t in self.texts)
+
+    @property
+    def n_category_codes(self) -> int:
+        """Weights of the categorical codes (the text buckets' follow them)."""
         return sum(c.size for c in self.categoricals)
+
+    def text(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """The text slots of a training matrix laid out as :attr:`columns`: indices into the
+        code weights (rows, slots of every text column) and their values; None without
+        text columns."""
+        if not self.texts:
+            return None
+        start = len(self.names) + 1 + len(self.categoricals)
+        offset = self.n_category_codes
+        idx, val = [], []
+        for t in self.texts:
+            idx.append(raw[:, start : start + t.slots].astype(np.intp) + offset)
+            val.append(raw[:, start + t.slots : start + 2 * t.slots])
+            start += 2 * t.slots
+            offset += t.size
+        if len(idx) == 1:
+            return idx[0], val[0]
+        return np.hstack(idx), np.hstack(val)
+
+    def table_text(self, table) -> tuple[np.ndarray, np.ndarray] | None:
+        """The text slots of a table's text columns, as :meth:`text` (float64 values)."""
+        if not self.texts:
+            return None
+        offset = self.n_category_codes
+        idx, val = [], []
+        for t in self.texts:
+            i, v = t.encode(table.column(t.name))
+            idx.append(i + offset)
+            val.append(v)
+            offset += t.size
+        return np.hstack(idx).astype(np.intp), np.hstack(val)
 
     @functools.cached_property  # once per spec: the step reads it every batch
     def code_offsets(self) -> np.ndarray:
@@ -151,13 +209,17 @@ class FeatureSpec:
         neutral when no training value fell there (see :meth:`Categorical.neutral_other`)."""
         parts = [
             c.neutral_other(weights[start : start + c.size])
-            for c, start in zip(self.categoricals, self.code_offsets, strict=True)
-        ]
+            for c, start in zip(self.categoricals, self.code_offsets, strict=False)
+        ]  # (code_offsets is [0] without categoricals)
+        if parts and self.texts:  # the text buckets' weights as they are
+            parts.append(weights[self.n_category_codes :])
         return np.concatenate(parts) if parts else weights
 
     def code_labels(self) -> list[str]:
-        """``name=value`` (or ``name#bucket``) for each code weight, in order."""
-        return [label for c in self.categoricals for label in c.labels()]
+        """``name=value`` (or ``name#bucket``) for each code weight, in order, then
+        ``name~token`` (or ``name#bucket``) for each text bucket."""
+        labels = [label for c in self.categoricals for label in c.labels()]
+        return labels + [label for t in self.texts for label in t.labels()]
 
     def transform(self, raw: np.ndarray) -> np.ndarray:
         """Standardised features of a raw matrix (its first ``len(names)`` columns)."""

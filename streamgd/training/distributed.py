@@ -288,7 +288,7 @@ def _take_rows(
             position, offset = position + 1, 0
         else:
             _keep(key, stream)
-    chunk = np.concatenate(pieces) if pieces else np.empty((0, len(spec.columns)), np.float32)
+    chunk = np.concatenate(pieces) if pieces else np.empty((0, spec.width), np.float32)
     return chunk, counts, position, offset, notes
 
 

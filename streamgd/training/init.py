@@ -27,6 +27,7 @@ from ..features import (
 )
 from ..features.outliers import Screen
 from ..features.select import check_in_every_file
+from ..features.text import TextColumn, check_text, scan_texts
 from ..features.weights import CLASS_WEIGHT_TASKS, Weighting, resolve_class_weights
 from ..losses import Loss
 from ..model import Model, load
@@ -112,13 +113,14 @@ def _fresh_spec(
     multiclass = loss.task == "multiclass"
     categorical = config.categorical or ()
     check_categorical(dataset.schema, categorical, config.target, path=first)
+    check_text(dataset.schema, config.text or (), config.target, path=first)
     names = select_features(
         dataset.schema,
         config.target,
         config.features,
         path=first,
         labels=multiclass,
-        categorical=categorical,
+        categorical=(*categorical, *(config.text or ())),  # neither is a numeric feature
     )
     names = _without_weight(names, dataset, config, first)
     classes, frequencies = None, None
@@ -161,6 +163,7 @@ def _fresh_spec(
     spec = dataclasses.replace(
         spec,
         categoricals=_categoricals(dataset, config),
+        texts=_texts(dataset, config, warn),
         infinite=config.infinite,
         classes=classes,
         outliers=config.outliers,
@@ -195,7 +198,7 @@ def _without_weight(
             column=weight,
         )
     names = tuple(n for n in names if n != weight)
-    if not names and not config.categorical:
+    if not names and not config.categorical and not config.text:
         raise DataError("no numeric column besides the target and the weight", path=first)
     return names
 
@@ -288,6 +291,33 @@ def _categoricals(dataset: Dataset, config: FitConfig):
         hash_bits=config.hash_bits,
         select=holdout.selector(config, keep=False, dataset=dataset),
     )
+
+
+def _texts(dataset: Dataset, config: FitConfig, warn) -> tuple[TextColumn, ...]:
+    """The --text columns' encodings, with what a scan in the statistics pass's order saw
+    (the tokens naming buckets; rows with more distinct tokens than --text-slots: warned)."""
+    norm = None if config.text_norm == "none" else config.text_norm
+    columns = [
+        TextColumn(
+            name, config.text_bits, config.ngrams, config.text_binary, norm, config.text_slots
+        )
+        for name in config.text or ()
+    ]
+    texts = scan_texts(
+        dataset,
+        columns,
+        stats_order(dataset, max_rows=config.stats_rows, seed=config.seed),
+        max_rows=config.stats_rows,
+        select=holdout.selector(config, keep=False, dataset=dataset),
+    )
+    for t in texts:
+        if t.truncated:
+            warn(
+                f"text column {t.name!r}: {t.truncated} of {t.rows} rows of the statistics "
+                f"pass have more than {t.slots} distinct tokens; each keeps its first "
+                f"{t.slots} (raise --text-slots to keep more)"
+            )
+    return texts
 
 
 def _warm_state(dataset: Dataset, config: FitConfig, model: Model, path: str) -> TrainState:

@@ -1,0 +1,322 @@
+"""Text columns: a hashed bag of words (``--text``).
+
+A text value is lower-cased (Unicode, Arrow's ``utf8_lower``) and split on runs of non-word
+characters (``[^\\p{L}\\p{N}_]+``: Unicode letters, digits and the underscore make words, as
+Python's ``\\w`` does); empty pieces are dropped, a null text has no tokens. With ``ngrams=N``
+the word n-grams ``2..N`` of each row (words joined by one space) are tokens too. Each token's
+bucket is ``abs(murmurhash3_32(utf8, seed=0) as int32) mod 2**bits``: the hash and bucket of
+scikit-learn's ``HashingVectorizer(alternate_sign=False)`` with ``token_pattern=r"(?u)\\b\\w+\\b"``
+(its default pattern drops one-character words; this tokenizer keeps them), identical in every
+process and platform. A bucket's value is the row's count of its tokens (or 1 with ``binary``),
+then optionally divided by the row's L2 norm (over all its buckets).
+
+Rows are variable-length, but the pipeline moves a fixed-width float matrix (the shuffle
+buffer, checkpoints, the Dask chunks), so each text column travels as ``slots`` pairs of
+columns: ``slots`` bucket indices then ``slots`` values (exact in float32: indices below 2**24,
+counts below 2**24). Unused slots have value 0, which adds nothing to the prediction and
+nothing to any gradient. A row with more distinct buckets than ``slots`` keeps its first ones
+(unigrams in text order, then bigrams...); the statistics pass counts how often that happens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..errors import DataError, UsageError
+from ..sources import Dataset, HandleCache
+from .categorical import as_text
+
+__all__ = [
+    "TextColumn",
+    "tokens",
+    "murmur3_32",
+    "buckets",
+    "bag_sum",
+    "scan_texts",
+    "check_text",
+]
+
+SPLIT = r"[^\p{L}\p{N}_]+"  # runs of non-word characters (RE2 syntax, Unicode classes)
+NAMED_TOKENS = 20_000  # inspect names the buckets of at most this many frequent tokens
+SCAN_CAPACITY = 200_000  # distinct tokens counted exactly during the scan (then pruned)
+
+_C1, _C2 = np.uint32(0xCC9E2D51), np.uint32(0x1B873593)
+
+
+def _rotl(x: np.ndarray, r: int) -> np.ndarray:
+    return (x << np.uint32(r)) | (x >> np.uint32(32 - r))
+
+
+def murmur3_32(strings: pa.Array, seed: int = 0) -> np.ndarray:
+    """MurmurHash3 (x86, 32-bit) of each string's UTF-8 bytes, uint32, vectorised over the
+    strings (one numpy pass per 4 bytes of the longest one).
+
+    >>> murmur3_32(pa.array(["", "hello"])).tolist()  # the reference implementation's values
+    [0, 613153351]
+    """
+    strings = strings.cast(pa.string()) if strings.type != pa.string() else strings
+    n = len(strings)
+    offsets_buf, data_buf = strings.buffers()[1:3]
+    offsets = np.frombuffer(offsets_buf, np.int32, count=n + 1, offset=strings.offset * 4)
+    data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    starts = offsets[:-1].astype(np.int64)
+    lengths = np.diff(offsets).astype(np.int64)
+    h = np.full(n, seed, dtype=np.uint32)
+    blocks = lengths // 4
+    for b in range(int(blocks.max()) if n else 0):
+        rows = np.flatnonzero(blocks > b)
+        at = starts[rows] + 4 * b
+        k = _word(data, at, 4)
+        k = _rotl(k * _C1, 15) * _C2
+        x = _rotl(h[rows] ^ k, 13)
+        h[rows] = x * np.uint32(5) + np.uint32(0xE6546B64)
+    tail = lengths & 3
+    rows = np.flatnonzero(tail)
+    if len(rows):
+        at = starts[rows] + 4 * blocks[rows]
+        k = np.zeros(len(rows), np.uint32)
+        for i in range(3):
+            has = tail[rows] > i
+            k[has] |= data[at[has] + i].astype(np.uint32) << np.uint32(8 * i)
+        h[rows] ^= _rotl(k * _C1, 15) * _C2
+    h ^= lengths.astype(np.uint32)
+    h ^= h >> np.uint32(16)
+    h *= np.uint32(0x85EBCA6B)
+    h ^= h >> np.uint32(13)
+    h *= np.uint32(0xC2B2AE35)
+    h ^= h >> np.uint32(16)
+    return h
+
+
+def _word(data: np.ndarray, at: np.ndarray, width: int) -> np.ndarray:
+    """The little-endian uint32 of ``width`` bytes of ``data`` at each offset ``at``."""
+    k = np.zeros(len(at), np.uint32)
+    for i in range(width):
+        k |= data[at + i].astype(np.uint32) << np.uint32(8 * i)
+    return k
+
+
+def tokens(col: pa.ChunkedArray | pa.Array, ngrams: int = 1) -> tuple[pa.Array, np.ndarray]:
+    """The tokens of a text column (flat) and the row each comes from: each row's words in
+    text order, then its bigrams, ... up to ``ngrams``-grams (words joined by a space).
+
+    >>> t, rows = tokens(pa.array(["Good, GOOD film!", None, "bad"]), ngrams=2)
+    >>> t.to_pylist(), rows.tolist()
+    (['good', 'good', 'film', 'bad', 'good good', 'good film'], [0, 0, 0, 2, 0, 0])
+    """
+    parts = pc.split_pattern_regex(pc.utf8_lower(as_text(col)), pattern=SPLIT)
+    flat = pc.list_flatten(parts)
+    parents = pc.list_parent_indices(parts)
+    keep = pc.greater(pc.binary_length(flat), 0)
+    words = flat.filter(keep)
+    rows = parents.filter(keep).to_numpy(zero_copy_only=False).astype(np.int64)
+    grams, owners = [words], [rows]
+    for n in range(2, ngrams + 1):
+        m = len(words) - n + 1
+        if m <= 0:
+            break
+        start = np.flatnonzero(rows[:m] == rows[n - 1 : n - 1 + m])
+        pieces = [words.take(pa.array(start + i)) for i in range(n)]
+        grams.append(pc.binary_join_element_wise(*pieces, " "))
+        owners.append(rows[start])
+    return pa.concat_arrays([g.cast(pa.string()) for g in grams]), np.concatenate(owners)
+
+
+def bucket_of(hashes: np.ndarray, bits: int) -> np.ndarray:
+    """The bucket of each hash: ``abs(h as int32) mod 2**bits`` (scikit-learn's)."""
+    return np.abs(hashes.view(np.int32).astype(np.int64)) & ((1 << bits) - 1)
+
+
+@dataclass(frozen=True)
+class TextColumn:
+    """How one text column is encoded, and what its statistics-pass scan saw: ``rows``
+    scanned, ``truncated`` of them with more distinct buckets than ``slots``, and ``named``:
+    (bucket, token) for the buckets of the most frequent tokens (for ``inspect``)."""
+
+    name: str
+    bits: int = 18
+    ngrams: int = 1
+    binary: bool = False
+    norm: str | None = None  # or "l2"
+    slots: int = 64
+    named: tuple[tuple[int, str], ...] = ()
+    rows: int = 0
+    truncated: int = 0
+
+    @property
+    def size(self) -> int:
+        return 1 << self.bits
+
+    def labels(self) -> list[str]:
+        """``name~token`` for the buckets named by the scan, else ``name#bucket``."""
+        names = dict(self.named)
+        return [
+            f"{self.name}~{names[i]}" if i in names else f"{self.name}#{i}"
+            for i in range(self.size)
+        ]
+
+    def encode(self, col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        """``(buckets, values)``, each (rows, slots): see :func:`buckets`."""
+        idx, val, _ = buckets(
+            col, bits=self.bits, ngrams=self.ngrams, binary=self.binary, norm=self.norm,
+            slots=self.slots,
+        )  # fmt: skip
+        return idx, val
+
+    def to_meta(self) -> dict:
+        return {
+            "name": self.name,
+            "bits": self.bits,
+            "ngrams": self.ngrams,
+            "binary": self.binary,
+            "norm": self.norm,
+            "slots": self.slots,
+            "named": [[int(b), t] for b, t in self.named],
+            "rows": self.rows,
+            "truncated": self.truncated,
+        }
+
+    @staticmethod
+    def from_meta(d: dict) -> TextColumn:
+        return TextColumn(
+            d["name"],
+            int(d["bits"]),
+            int(d.get("ngrams", 1)),
+            bool(d.get("binary", False)),
+            d.get("norm"),
+            int(d.get("slots", 64)),
+            tuple((int(b), str(t)) for b, t in d.get("named") or ()),
+            int(d.get("rows", 0)),
+            int(d.get("truncated", 0)),
+        )
+
+
+def buckets(
+    col: pa.ChunkedArray | pa.Array,
+    *,
+    bits: int,
+    ngrams: int = 1,
+    binary: bool = False,
+    norm: str | None = None,
+    slots: int = 64,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A text column's hashed bag of words as fixed slots: bucket indices (rows, slots) int64,
+    values (rows, slots) float64 (0 in unused slots), and each row's number of distinct
+    buckets (more than ``slots``: the row was truncated to its first ``slots`` buckets, in the
+    order their tokens first appear). Values are counts (1 with ``binary``), divided by the
+    row's L2 norm over all its buckets with ``norm="l2"``.
+
+    >>> idx, val, distinct = buckets(pa.array(["a b a", None]), bits=4, slots=3)
+    >>> val.tolist(), distinct.tolist()
+    ([[2.0, 1.0, 0.0], [0.0, 0.0, 0.0]], [2, 0])
+    """
+    n = len(col)
+    toks, rows = tokens(col, ngrams)
+    size = 1 << bits
+    key = rows * size + bucket_of(murmur3_32(toks), bits)
+    uniq, first, counts = np.unique(key, return_index=True, return_counts=True)
+    row, bucket = uniq // size, uniq % size
+    value = np.ones(len(uniq)) if binary else counts.astype(np.float64)
+    if norm == "l2":
+        value = value / np.sqrt(np.bincount(row, value * value, minlength=n))[row]
+    order = np.lexsort((first, row))  # by row, then first appearance
+    row, bucket, value = row[order], bucket[order], value[order]
+    distinct = np.bincount(row, minlength=n)
+    pos = np.arange(len(row)) - np.searchsorted(row, row)
+    kept = pos < slots
+    idx = np.zeros((n, slots), np.int64)
+    val = np.zeros((n, slots), np.float64)
+    idx[row[kept], pos[kept]] = bucket[kept]
+    val[row[kept], pos[kept]] = value[kept]
+    return idx, val, distinct
+
+
+def bag_sum(weights: np.ndarray, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
+    """Each row's ``sum_s weights[idx[:, s]] * val[:, s]`` (per class for 2-d ``weights``):
+    the linear model's part from the text slots."""
+    val = val.astype(np.float64, copy=False)
+    if weights.ndim == 1:
+        return np.einsum("ij,ij->i", weights[idx], val)
+    return np.einsum("ijk,ij->ik", weights[idx], val)
+
+
+def check_text(schema: pa.Schema, names: Sequence[str], target: str, *, path: str) -> None:
+    """Each ``--text`` column exists, is not the target, and holds strings."""
+    for name in names:
+        if name not in schema.names:
+            raise UsageError(
+                f"{path}: no text column {name!r}; columns are: {', '.join(schema.names)}"
+            )
+        if name == target:
+            raise UsageError(f"column {name!r} is the target; it cannot also be a text column")
+        typ = schema.field(name).type
+        if pa.types.is_dictionary(typ):
+            typ = typ.value_type
+        if not (pa.types.is_string(typ) or pa.types.is_large_string(typ)):
+            raise DataError(
+                f"cannot be a text column (type {typ}); expected strings", path=path, column=name
+            )
+
+
+def scan_texts(
+    dataset: Dataset,
+    texts: Sequence[TextColumn],
+    order: Sequence[int],
+    *,
+    max_rows: int,
+    select=None,
+) -> tuple[TextColumn, ...]:
+    """``texts`` with what the statistics pass's units (``order``, until ``max_rows`` rows;
+    0: all) show: the rows truncated to ``slots`` buckets and the most frequent token of each
+    bucket (among the ``NAMED_TOKENS`` most frequent), reading only the text columns."""
+    if not texts:
+        return ()
+    names = [t.name for t in texts]
+    tallies: list[dict] = [{} for _ in texts]
+    rows = [0] * len(texts)
+    truncated = [0] * len(texts)
+    handles = HandleCache()
+    seen = 0
+    for index in order:
+        unit = dataset.units[index]
+        path = dataset.files[unit.file].path
+        for table, first_row in dataset.iter_unit(unit, names, handles):
+            if select is not None:
+                keep = select(path, first_row + np.arange(table.num_rows))
+                table = table.filter(pa.array(keep))
+            seen += table.num_rows
+            for j, t in enumerate(texts):
+                col = table.column(t.name)
+                _, _, distinct = buckets(col, bits=t.bits, ngrams=t.ngrams, slots=t.slots)
+                rows[j] += table.num_rows
+                truncated[j] += int((distinct > t.slots).sum())
+                tally = tallies[j]
+                for item in pc.value_counts(tokens(col, t.ngrams)[0]).to_pylist():
+                    tally[item["values"]] = tally.get(item["values"], 0) + item["counts"]
+                if len(tally) > SCAN_CAPACITY:
+                    cut = sorted(tally.values(), reverse=True)[SCAN_CAPACITY // 2]
+                    tallies[j] = {v: c - cut for v, c in tally.items() if c > cut}
+        if max_rows and seen >= max_rows:
+            break
+    out = []
+    for j, t in enumerate(texts):
+        tally = tallies[j]
+        top = sorted(tally, key=lambda v: (-tally[v], v))[:NAMED_TOKENS]
+        named: dict[int, str] = {}
+        if top:
+            for b, token in zip(
+                bucket_of(murmur3_32(pa.array(top)), t.bits).tolist(), top, strict=True
+            ):
+                named.setdefault(b, token)  # the most frequent token of the bucket
+        pairs = tuple(sorted(named.items()))
+        out.append(
+            TextColumn(
+                t.name, t.bits, t.ngrams, t.binary, t.norm, t.slots, pairs, rows[j], truncated[j]
+            )
+        )
+    return tuple(out)
