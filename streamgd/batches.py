@@ -123,7 +123,7 @@ class Prefetcher:
             self._run_interleaved(self._interleaving)
             return
         dataset, order, decoder, start, offset = self._args
-        columns = decoder.columns
+        columns = decoder.reads
         handles = HandleCache()
         empty = np.empty((0, decoder.width))
         try:
@@ -206,7 +206,7 @@ class Prefetcher:
         dataset, order, decoder, _, _ = self._args
         unit = dataset.units[order[position]]
         path = dataset.files[unit.file].path
-        for table, first_row in dataset.iter_unit(unit, decoder.columns, handles):
+        for table, first_row in dataset.iter_unit(unit, decoder.reads, handles):
             buf = self.pool.get(table.num_rows)
             matrix = decoder.matrix(table, path=path, first_row=first_row, out=buf)
             del table

@@ -247,6 +247,13 @@ class FitConfig(DataSettings):
         "distributed",
         "With --cluster: local steps per shard between model averages (1: synchronous SGD).",
     )
+    quorum: float = setting(
+        1.0,
+        Interval(0.0, 1.0, lo_open=True),
+        "distributed",
+        "With --cluster: a round ends when this share of its shards is done; the late ones "
+        "are cancelled and retake their rows next round (1: wait for all, reproducible).",
+    )
 
     def __post_init__(self) -> None:
         if self.target is not None and (not isinstance(self.target, str) or not self.target):

@@ -31,5 +31,9 @@ def check_combinations(config: Any) -> None:
             "--categorical features are trained by gradient descent: they cannot be "
             "combined with --solver normal or --record-path"
         )
+    if config.interactions:
+        from .features.interactions import parse_terms  # pyarrow: loaded by a fit
+
+        parse_terms(config.interactions)  # the syntax; the columns are checked on the data
     if config.hash_bits is not None and not config.categorical:
         raise UsageError("--hash-bits encodes --categorical columns: name them too")

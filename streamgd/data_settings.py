@@ -71,6 +71,17 @@ class DataSettings:
         "Hash the categorical values into 2**N weights per column (the hashing trick: no "
         "vocabulary, for unbounded values) instead of one-hot encoding them.",
     )
+    interactions: tuple[str, ...] | None = setting(
+        None,
+        Names("interaction terms"),
+        "data",
+        "Feature crosses computed while streaming, comma-separated or repeated: a*b or a*b*c "
+        "(categorical x categorical: one weight per combination, like --categorical; numeric "
+        "x categorical: one slope per category; numeric x numeric: the product, a new "
+        "feature); a*b*c:pairs for every pair of the columns.",
+        many="list",
+        metavar="TERMS",
+    )
     # -- text columns: a hashed bag of words each (see features.text)
     text: tuple[str, ...] | None = setting(
         None,

@@ -191,6 +191,16 @@ class Decoder:
         """Columns of the matrix: ``columns``, each text column expanded to its slots."""
         return len(self.columns) + sum(2 * t.slots - 1 for t in self.texts)
 
+    # --interactions: adds the derived columns (products, crosses) to each piece first (see
+    # features.interactions.Deriver); the data is read for ``reads``, their sources
+    derive: Callable | None = None
+
+    @property
+    def reads(self) -> list[str]:
+        """The data's columns this decoder reads: :attr:`columns`, derived ones replaced by
+        the columns they are made of."""
+        return list(self.columns) if self.derive is None else self.derive.sources(self.columns)
+
     @classmethod
     def for_statistics(
         cls,
@@ -204,6 +214,7 @@ class Decoder:
         select: Select | None = None,
         screen: Callable[[np.ndarray, str, int], np.ndarray] | None = None,
         weight: str | None = None,
+        derive: Callable | None = None,
     ) -> Decoder:
         """The statistics pass: raw float64 values of the features and the target (and, last,
         the ``weight`` column), missing values left as NaN for the statistics to skip (no fill
@@ -221,8 +232,10 @@ class Decoder:
             weight=weight,
         )
         if weight is None:
-            return cls((*names, target), prepare, converters, screen=screen)
-        return cls((*names, target, weight), prepare, converters, screen=_but_last(screen))
+            return cls((*names, target), prepare, converters, screen=screen, derive=derive)
+        return cls(
+            (*names, target, weight), prepare, converters, screen=_but_last(screen), derive=derive
+        )
 
     @classmethod
     def for_training(
@@ -257,6 +270,7 @@ class Decoder:
             dtype,
             guard=spec.outlier_guard(has_target=True, notes=notes),
             texts=spec.texts,
+            derive=spec.deriver,
         )
 
     @classmethod
@@ -282,6 +296,7 @@ class Decoder:
             spec.converters() or {},
             guard=spec.outlier_guard(has_target=True),
             texts=spec.texts,
+            derive=spec.deriver,
         )
 
     @classmethod
@@ -300,7 +315,8 @@ class Decoder:
             check_target=None,
             has_target=False,
         )
-        return cls(spec.names, prepare, guard=spec.outlier_guard(has_target=False))
+        guard = spec.outlier_guard(has_target=False)
+        return cls(spec.names, prepare, guard=guard, derive=spec.deriver)
 
     def matrix(
         self,
@@ -312,12 +328,14 @@ class Decoder:
     ) -> np.ndarray:
         """Steps 1 and 2: the piece's columns, converted, as one matrix (a view of ``out``
         when given, else a new ``dtype`` matrix). ``path`` and ``first_row`` locate errors."""
-        lacking = [name for name in self.columns if name not in table.schema.names]
+        lacking = [name for name in self.reads if name not in table.schema.names]
         if lacking:  # a column only some files have (see sources.schema.missing_in)
             raise DataError(
                 f"this file has no column(s) {', '.join(map(repr, lacking))}, which are used",
                 path=path,
             )
+        if self.derive is not None:
+            table = self.derive(table, self.columns)
         for name, convert in self.converters.items():
             i = table.schema.get_field_index(name)
             table = table.set_column(i, name, convert(table.column(name), path, first_row))

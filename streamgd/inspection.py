@@ -49,10 +49,12 @@ def describe(path: str) -> dict[str, Any]:
         "buffer_rows": state.buffered_rows,
         "features": model["features"],
         "categorical": model["categorical"],
+        **({"interactions": model["interactions"]} if "interactions" in model else {}),
         "classes": model["classes"],
         "coefficients": model["coefficients"],
         "intercept": model["intercept"],
         "history": state.history,
+        "increments": state.continual.runs,  # --continual: one record per run
         "settings": state.config,
         "files": len(state.data.get("files", [])),
     }
@@ -65,8 +67,19 @@ def _num(v: Any) -> str:
 def render_text(info: dict[str, Any]) -> str:
     lines = _heading(info)
     lines += coefficient_lines(info)
-    lines += _summary(info.get("summary"))
+    summary = dict(info.get("summary") or {})
+    board = summary.pop("leaderboard", None)  # a grid's selected model (streamgd.search)
+    lines += _summary(summary)
     lines += _history(info.get("history"))
+    if board:
+        from .search.leaderboard import table
+
+        lines += [
+            "",
+            f"leaderboard ({len(board)} models, by validation {summary.get('select_metric')}):",
+        ]
+        lines += ["  " + line for line in table(board, limit=20).splitlines()]
+    lines += _increments(info.get("increments") or summary.get("increments"))
     lines.append("")
     settings = info.get("settings", {})
     lines.append("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items() if v is not None))
@@ -111,7 +124,17 @@ def coefficient_lines(info: dict[str, Any]) -> list[str]:
         else:
             what = f"one-hot, {enc['categories']} codes, the last one {enc['other']}"
         lines.append(f"  categorical {name}: {what}")
+    for name, kind in (info.get("interactions") or {}).items():
+        lines.append(f"  interaction {name}: {INTERACTION_KINDS[kind]}")
     return lines
+
+
+# how `inspect` describes each kind of --interactions term
+INTERACTION_KINDS = {
+    "product": "the product of the numeric columns, a feature standardised like the others",
+    "cross": "one weight per combination of values (a categorical column of its own)",
+    "slope": "one slope per category, per unit of the centred numeric feature (name|value)",
+}
 
 
 def _class_table(info: dict[str, Any], names: list[str], width: int) -> list[str]:
@@ -140,7 +163,7 @@ def _summary(summary: dict[str, Any] | None) -> list[str]:
         + ", ".join(
             f"{k.replace('_', ' ')} {_num(v)}"
             for k, v in summary.items()
-            if v not in (None, {}, 0) or k in ("epochs", "steps")
+            if (v not in (None, {}, 0) or k in ("epochs", "steps")) and k != "increments"
         ),
     ]
 
@@ -156,4 +179,25 @@ def _history(history: list[dict[str, Any]] | None) -> list[str]:
         if val and h.get("val_loss") is not None:
             row += f"  {h['val_loss']:.6g}"
         lines.append(row.rstrip())
+    return lines
+
+
+def _increments(runs: list[dict[str, Any]] | None) -> list[str]:
+    """--continual: one row per increment, with the model's score on its files before it
+    trained on them (test-then-train: a jump there is drift or forgetting). The loss before
+    and the training loss are in the same units (the training loss is the pass's mean)."""
+    if not runs:
+        return []
+    scores = [r.get("pre_score") or {} for r in runs]
+    metric = next((k for k in ("mse", "logloss") if any(k in s for s in scores)), "rows")
+    lines = [
+        "",
+        f"  increment  files  rows      {metric + ' before':<14}  loss before   training loss",
+    ]
+    for r, score in zip(runs, scores, strict=True):
+        cells = [_num(score.get(metric, "-")), _num(score.get("loss", "-"))]
+        lines.append(
+            f"  {r['increment']:>9}  {len(r['files']):>5}  {r['rows']:<8}  {cells[0]:<14}  "
+            f"{cells[1]:<12}  {_num(r.get('train_loss'))}"
+        )
     return lines

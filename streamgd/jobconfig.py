@@ -62,7 +62,8 @@ def _check(path: str, key: str, param: click.Parameter, value: Any, ctx: click.C
             raise UsageError(f"{path}: key {key!r} must be a list of strings, got {value!r}")
         items = [str(v) for v in value]
     else:
-        if isinstance(value, list | dict):
+        grid = isinstance(value, list) and getattr(param.type, "takes_list", False)
+        if isinstance(value, list | dict) and not grid:  # a grid setting takes a list
             raise UsageError(f"{path}: key {key!r} must be a single value, got {value!r}")
         if isinstance(param, click.Option) and param.is_flag and not isinstance(value, bool):
             raise UsageError(f"{path}: key {key!r} must be true or false, got {value!r}")

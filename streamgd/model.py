@@ -17,7 +17,6 @@ from .archive import read_archive, write_archive
 from .decode import Decoder
 from .errors import CheckpointError, DataError, UsageError
 from .features import OTHER, FeatureSpec
-from .features.text import bag_sum
 from .sources import MEMORY_ROWS, is_numeric, is_paths, open_source
 from .sources.streams import as_arrow
 from .spec_archive import spec_arrays, spec_from, spec_meta
@@ -28,8 +27,9 @@ __all__ = ["Model", "load", "as_model"]
 
 # 2: categorical code weights and the infinite policy. A model without either is still written
 # as version 1, so that older streamgd versions keep reading it; they refuse a version 2 file
-# rather than predict without its categorical weights.
-MODEL_VERSION = 2
+# rather than predict without its categorical weights. 3: --interactions (only then). 4: --text
+# columns (only then: a version 3 reader would not know the text buckets' weights).
+MODEL_VERSION = 4
 
 
 @dataclass
@@ -82,8 +82,9 @@ class Model:
 
     @property
     def feature_names_in_(self) -> np.ndarray:
-        """The input columns the model reads: numeric features, then categorical columns."""
-        names = [*self.features, *(c.name for c in self.spec.categoricals)]
+        """The input columns the model reads: numeric features, categorical columns (the
+        columns that --interactions are made of, not the derived ones), then text columns."""
+        names = self.spec.read_columns([*self.features, *(c.name for c in self.spec.categoricals)])
         return np.array([*names, *(t.name for t in self.spec.texts)], dtype=object)
 
     @property
@@ -124,20 +125,21 @@ class Model:
 
     # -- prediction ---------------------------------------------------------------------------
     def decision(self, x: np.ndarray, codes: np.ndarray | None = None, text=None) -> np.ndarray:
-        """Linear output in target units for a raw feature matrix (missing values filled) and,
-        with categorical features, their code indices (see :meth:`FeatureSpec.codes`), with
-        text columns their slots (see :meth:`FeatureSpec.table_text`)."""
+        """Linear output in target units for a raw feature matrix (missing values filled), the
+        categorical code indices (:meth:`FeatureSpec.codes`), the text slots (``table_text``)."""
         s = self.spec
         out = s.transform(x) @ self.weights + self.intercept
         if s.categoricals:
             if codes is None:
                 raise DataError("the model has categorical features: their codes are needed")
             # unseen values: the neutral "(other)" weight, not what training left there
-            out = out + s.neutral_code_weights(self.code_weights)[codes].sum(axis=1)
+            table = s.neutral_code_weights(self.code_weights)[codes]
+            values = s.code_values(x, centred=False)  # slopes (--interactions)
+            if values is not None:
+                table = table * (values if table.ndim == 2 else values[:, :, None])
+            out = out + table.sum(axis=1)
         if s.texts:
-            if text is None:
-                raise DataError("the model has text columns: their buckets are needed")
-            out = out + bag_sum(self.code_weights, *text)
+            out = out + s.text_sum(self.code_weights, text)
         return out * s.target_scale + s.target_center
 
     def predict(self, data: Any) -> np.ndarray:
@@ -205,7 +207,7 @@ class Model:
             dataset = open_source(data)
         except UsageError:
             raise UsageError(self._expected(data)) from None
-        columns = list(self.spec.read_columns(has_target=False))
+        columns = self.spec.read_columns(self.spec.input_columns(has_target=False, text=True))
         missing = [n for n in columns if n not in dataset.schema.names]
         if missing:
             raise DataError(
@@ -237,17 +239,19 @@ class Model:
         )
 
     def _inputs(self, data) -> tuple[np.ndarray, np.ndarray | None, tuple | None]:
-        """The numeric feature matrix, the categorical code indices and the text slots of
-        ``data``: a table, a DataFrame (columns by name), or a numeric array (features in
-        order, no categoricals or text)."""
+        """The numeric features, categorical codes and text slots of ``data``: a table, a
+        DataFrame (columns by name), or a numeric array (features in order, no codes or text)."""
         if _is_frame(data):
             data = as_arrow(data, "<DataFrame>")
         categorical = [c.name for c in self.spec.categoricals] + [t.name for t in self.spec.texts]
         if isinstance(data, pa.Table | pa.RecordBatch):
-            missing = [n for n in (*self.features, *categorical) if n not in data.schema.names]
+            # (the columns that --interactions are made of, not the derived ones)
+            needed = self.spec.read_columns([*self.features, *categorical])
+            missing = [n for n in needed if n not in data.schema.names]
             if missing:
                 raise DataError(f"input lacks feature column(s) {', '.join(missing)}")
-            for name in self.features:  # what pyarrow's cast would refuse, in our words
+            derived = () if self.spec.deriver is None else self.spec.deriver.outputs
+            for name in (n for n in self.features if n not in derived):  # pyarrow's refusal
                 typ = data.schema.field(name).type
                 if not is_numeric(typ):
                     raise DataError(f"feature is not numeric (type {typ})", column=name)
@@ -258,6 +262,9 @@ class Model:
                 f"the model has categorical features ({', '.join(categorical)}): "
                 "pass a pyarrow Table or a pandas DataFrame, not an array"
             )
+        if self.spec.deriver is not None:  # products: the array holds what they are made of
+            x, names = self._array(data), self._array_columns()
+            return self._inputs(pa.table({n: x[:, j] for j, n in enumerate(names)}))
         return self._array(data), None, None
 
     def _expected(self, data: Any) -> str:
@@ -267,8 +274,15 @@ class Model:
             f"source of data (files, a stream), got {_kind(data)}"
         )
 
+    def _array_columns(self) -> list[str]:
+        """The columns of array input: the features, or what --interactions derive them from."""
+        names = self.features if self.spec.deriver is None else self.feature_names_in_
+        return [str(n) for n in names]
+
     def _array(self, data) -> np.ndarray:
-        """A numeric array (or list) of feature rows, as float64 only slice by slice."""
+        """A numeric array (or list) of rows of :meth:`_array_columns`, as float64 only slice
+        by slice."""
+        names = self._array_columns()
         try:
             x = np.asarray(data)
             if x.dtype.kind not in "biuf":
@@ -278,11 +292,10 @@ class Model:
         if x is None or x.ndim not in (1, 2):
             raise UsageError(self._expected(data))
         if x.ndim == 1:
-            x = x.reshape(1, -1) if len(self.features) > 1 else x.reshape(-1, 1)
-        if x.shape[1] != len(self.features):
+            x = x.reshape(1, -1) if len(names) > 1 else x.reshape(-1, 1)
+        if x.shape[1] != len(names):
             raise DataError(
-                f"expected {len(self.features)} feature columns "
-                f"({', '.join(self.features)}), got {x.shape[1]}"
+                f"expected {len(names)} feature columns ({', '.join(names)}), got {x.shape[1]}"
             )
         return x
 
@@ -302,8 +315,7 @@ class Model:
         coef, b = self.spec.to_original(self.weights, self.intercept)
         names = list(self.features)
         if self.code_weights is not None:  # one-hot columns: unscaled, in target units
-            codes = self.spec.neutral_code_weights(self.code_weights)  # as predict uses them
-            coef = np.concatenate([coef, codes * self.spec.target_scale])
+            coef = np.concatenate([coef, self.spec.original_code_weights(self.code_weights)])
             names += self.spec.code_labels()
         if self.classes is None:
             return dict(zip(names, map(float, coef), strict=True)), float(b)
@@ -331,6 +343,11 @@ class Model:
                 )
                 for c in self.spec.categoricals
             },
+            **(
+                {"interactions": {i.name: i.kind for i in self.spec.interactions}}
+                if self.spec.interactions
+                else {}
+            ),
             "classes": None if self.classes is None else list(self.classes),
             "coefficients": coef,
             "intercept": b,
@@ -401,7 +418,9 @@ class Model:
             | ({} if self.code_weights is None else {"code_weights": self.code_weights})
             | ({} if self.trajectory is None else {"trajectory": self.trajectory})
         )
-        return (MODEL_VERSION if self.needs_version_2 else 1), meta, arrays
+        version = 2 if self.needs_version_2 else 1
+        version = 4 if self.spec.texts else 3 if self.spec.interactions else version
+        return version, meta, arrays
 
     def save_history(
         self, model_path: str, *, option: str | None = None, only_changed: bool = False

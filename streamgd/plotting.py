@@ -176,7 +176,8 @@ def _sample(model: Model, data: Sequence[str], *, max_rows: int, fmt: str):
     dataset = open_source(data, fmt, csv=csv_options_from(model.config))
     first = dataset.files[0].path
     spec = model.spec
-    check_columns(dataset.schema, model.features, first, what="feature", numeric=True)
+    numeric = spec.read_columns(model.features)  # (what --interactions are made of)
+    check_columns(dataset.schema, numeric, first, what="feature", numeric=True)
     check_columns(dataset.schema, [model.target], first, what="target", numeric=True)
     order = np.arange(len(dataset.units))
     if dataset.num_rows is not None and dataset.num_rows > max_rows:

@@ -51,6 +51,44 @@ class RunOptions:
         "Warm start from this model (weights, statistics, schedule step).",
         path="existing file",
     )
+    continual: bool = setting(
+        False,
+        Flag(),
+        "jobs",
+        "A job run again and again over growing PATHS: train only on the files new since its "
+        "last completed run, continuing from its checkpoint (which keeps the ledger of files "
+        "trained on), for --epochs passes over the new rows; nothing new: exit 0. Needs -o or "
+        "--checkpoint-dir.",
+    )
+    retrain_changed: bool = setting(
+        False,
+        Flag(),
+        "jobs",
+        "--continual: a file trained on that has changed since is trained on again (default: "
+        "an error naming it).",
+    )
+    ignore_removed: bool = setting(
+        False,
+        Flag(),
+        "jobs",
+        "--continual: a file trained on that is gone is dropped from the ledger (default: an "
+        "error naming it).",
+    )
+    refresh_stats: bool = setting(
+        False,
+        Flag(),
+        "jobs",
+        "--continual: take the standardisation statistics from this increment's files and "
+        "re-express the weights for them exactly (default: fixed by the first run).",
+    )
+    replay: int | None = setting(
+        None,
+        Integer(1),
+        "jobs",
+        "--continual: keep a seeded reservoir of this many earlier rows in the checkpoint "
+        "(numeric columns: ROWS x columns x 8 bytes) and mix them into each increment's "
+        "shuffle.",
+    )
     prefetch: int = setting(
         1, Integer(1), "performance", "Decoded row groups/blocks queued ahead of training."
     )
@@ -67,6 +105,17 @@ class RunOptions:
         check_settings(self, RUN_SETTINGS)
         if self.resume and not self.checkpoint_dir:
             raise UsageError("--resume needs --checkpoint-dir (or --output, which implies one)")
+        if self.continual and not self.checkpoint_dir:
+            raise UsageError(
+                "--continual keeps its ledger in a checkpoint: give --output (or --checkpoint-dir)"
+            )
+        if self.continual and self.cluster:
+            raise UsageError("--continual trains in this process; leave out --cluster")
+        continual_only = ("retrain_changed", "ignore_removed", "refresh_stats", "replay")
+        for name in continual_only:
+            if getattr(self, name) and not self.continual:
+                flag = "--" + name.replace("_", "-")
+                raise UsageError(f"{flag} applies to --continual runs only; add --continual")
 
 
 RUN_SETTINGS: dict[str, Setting] = settings_of(RunOptions)

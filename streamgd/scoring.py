@@ -48,10 +48,12 @@ def check_columns(
 
 def _check_model_columns(schema: pa.Schema, model: Model, path: str) -> None:
     """The model's numeric features are there and numeric; its categorical ones are there."""
-    check_columns(schema, model.features, path, what="feature", numeric=True)
-    names = [c.name for c in model.spec.categoricals]
+    spec = model.spec  # (the columns that --interactions are made of)
+    names = spec.read_columns([c.name for c in spec.categoricals])
+    numeric = [n for n in spec.read_columns(model.features) if n not in names]
+    check_columns(schema, numeric, path, what="feature", numeric=True)
     check_columns(schema, names, path, what="categorical feature", numeric=False)
-    texts = [t.name for t in model.spec.texts]
+    texts = [t.name for t in spec.texts]
     check_columns(schema, texts, path, what="text column", numeric=False)
 
 
@@ -119,7 +121,7 @@ def _predict_files(
     link = model.make_loss().link
     decoder = Decoder.for_prediction(model)  # one prediction per input row
     handles = HandleCache()
-    inputs = model.spec.read_columns(has_target=False)
+    inputs = model.spec.read_columns(model.spec.input_columns(has_target=False, text=True))
     cols = [*inputs, *[c for c in id_columns if c not in inputs]]
     rows = 0
     with atomic_path(out) as tmp:

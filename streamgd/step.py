@@ -37,6 +37,7 @@ def train_step(
     codes: np.ndarray | None = None,
     offsets: np.ndarray | None = None,
     sample_weight: np.ndarray | None = None,
+    code_values: np.ndarray | None = None,
     text: tuple[np.ndarray, np.ndarray] | None = None,
     text_start: int = 0,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], float, np.ndarray]:
@@ -61,6 +62,9 @@ def train_step(
     gradient is the per-code mean of ``g`` over the batch; with a preconditioner, a
     block-diagonal Newton direction (see :func:`_table_direction`). Regularisation stays a
     plain gradient there, so a code absent from the batch is only decayed.
+    Slopes (``--interactions`` of a numeric and a categorical column): ``code_values`` (rows,
+    columns) multiply each picked code weight, ``p += sum_j params[n + 1 + codes[:, j]] *
+    code_values[:, j]`` (1 for a one-hot column; see :meth:`FeatureSpec.code_values`).
     Sample weights: ``sample_weight`` (one per row, normalised to a mean of about 1; see
     :mod:`streamgd.features.weights`) multiplies each row's gradient ``g``, loss and curvature,
     so the step is on the batch's weighted loss ``sum w_i l_i / n``.
@@ -83,7 +87,11 @@ def train_step(
     p = (x @ weff).astype(np.float64)
     p += params[n_feat]
     if codes is not None:
-        p += table[codes].sum(axis=1)
+        if code_values is None:
+            p += table[codes].sum(axis=1)
+        else:
+            cv = code_values if table.ndim == 1 else code_values[:, :, None]
+            p += (table[codes] * cv).sum(axis=1)
     if text is not None:
         p += bag_sum(table, *text)
     g = loss.gradient(p, t)
@@ -129,6 +137,7 @@ def train_step(
                 loss=loss,
                 newton=precond is not None,
                 weight=sample_weight,
+                values=code_values,
             )
         if text is not None:
             grad[n_feat + 1 + cat :], shift = text_direction(
@@ -184,6 +193,7 @@ def _table_direction(
     loss: Loss,
     newton: bool,
     weight: np.ndarray | None = None,
+    values: np.ndarray | None = None,
 ) -> np.ndarray:
     """The code weights' data gradient (batch mean), or with ``newton`` a block-diagonal
     Newton direction: each code's gradient divided by its curvature in the batch (the one-hot
@@ -191,7 +201,12 @@ def _table_direction(
     column's row-weighted mean step (the intercept fits the mean; left in, every column would
     fit it again), times ``2 / (columns + 1)`` (columns that overlap, like a city and its
     region, fit the same contrasts: this keeps ``lr = 1`` stable even for identical ones).
-    With sample weights ``weight``, ``g`` is already weighted; rows count by their weight."""
+    With sample weights ``weight``, ``g`` is already weighted; rows count by their weight.
+    With ``values`` (slopes), see :func:`_slope_direction`."""
+    if values is not None:
+        return _slope_direction(
+            codes, g, p, t, offsets, size, loss=loss, newton=newton, weight=weight, values=values
+        )
     n, cols = codes.shape
     flat = codes.ravel()
     grad = _per_code(flat, np.asarray(g, dtype=np.float64), size, cols) / n
@@ -214,6 +229,49 @@ def _table_direction(
     bounds = [*offsets[1:], size]
     for lo, hi in zip(offsets, bounds, strict=True):
         step[lo:hi] -= (rows[lo:hi] * step[lo:hi]).sum(axis=0) / n
+    return step * (2.0 / (cols + 1))
+
+
+def _per_code_of(flat: np.ndarray, values: np.ndarray, by: np.ndarray, size: int) -> np.ndarray:
+    """Sums of ``values[i, j] * by[i]`` (``by``: one per row, or (rows, classes)) over the codes
+    of ``flat``, the row-major ravel of (rows, columns) codes."""
+    if by.ndim == 1:
+        return np.bincount(flat, weights=(values * by[:, None]).ravel(), minlength=size)
+    return np.stack(
+        [np.bincount(flat, weights=(values * b[:, None]).ravel(), minlength=size) for b in by.T],
+        axis=1,
+    )
+
+
+def _slope_direction(codes, g, p, t, offsets, size, *, loss, newton, weight, values):
+    """:func:`_table_direction` when code weights multiply ``values`` (rows, columns): the
+    gradient sums ``g * value`` per code; the Newton scaling divides by the per-code sum of
+    ``curvature * value**2``, and takes out of each column's step its component along the
+    column's common direction (for a one-hot column the intercept's, for a slope column the
+    numeric feature's, which both fit too), weighted by those sums."""
+    n, cols = codes.shape
+    flat = codes.ravel()
+    g = np.asarray(g, dtype=np.float64)
+    grad = _per_code_of(flat, values, g, size) / n
+    if not newton:
+        return grad
+    squares = values * values
+    ones = np.ones(n) if weight is None else np.asarray(weight, dtype=np.float64)
+    rows = _per_code_of(flat, squares, ones, size)
+    if g.ndim > 1:
+        rows = rows[:, None]
+    if loss.curvature is None:
+        curv = rows
+    else:
+        c = loss.curvature(p, t)
+        if weight is not None:
+            c = c * (weight if c.ndim == 1 else weight[:, None])
+        curv = np.maximum(_per_code_of(flat, squares, c, size), MIN_CURVATURE * rows)
+    step = grad * n / np.where(rows > 0, curv, 1.0)
+    bounds = [*offsets[1:], size]
+    for lo, hi in zip(offsets, bounds, strict=True):
+        total = rows[lo:hi].sum(axis=0)
+        step[lo:hi] -= (rows[lo:hi] * step[lo:hi]).sum(axis=0) / np.where(total > 0, total, 1.0)
     return step * (2.0 / (cols + 1))
 
 
@@ -257,6 +315,7 @@ def make_step(config: FitConfig, spec: FeatureSpec, loss: Loss, optimizer: Optim
             codes=spec.codes(raw),
             offsets=offsets,
             sample_weight=None if weighting is None else weighting.effective(raw, n_feat),
+            code_values=spec.code_values(raw[:, :n_feat], centred=True),
             text=spec.text(raw),
             text_start=spec.n_category_codes,
         )

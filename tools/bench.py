@@ -53,6 +53,11 @@ one BLAS thread (``BLAS_THREADS``), as streamgd does.
   of the files and the statistics pass (the first epoch's time is in the JSON). Their ratio
   column is to ``epoch-mmap`` of the same round. The mixing of the shuffled stream is
   measured separately, by ``tools/mixing.py``.
+- ``fit-holdout``, ``grid-16``, ``separate-16`` (only when named in ``--cases``): one model
+  (``streamgd.fit``, one shuffled epoch, batch 1024, ``holdout=0.1``); a grid of 16 models
+  (``streamgd.search.fit_grid``, ``lr`` 4 values x ``l2`` 4 values, same settings) in one
+  pass; the same 16 as separate fits one after another. rows = one model's rows trained, so
+  the grid cases' cost is printed below the table as their wall time over ``fit-holdout``'s.
 - ``exact``: the least-squares optimum in one streaming pass (float64 ``[1 X y]' [1 X y]``
   accumulated row group by row group, then ``np.linalg.solve``); its MSE comes from a second,
   untimed pass and must equal the optimum in the sidecar.
@@ -65,6 +70,10 @@ one BLAS thread (``BLAS_THREADS``), as streamgd does.
   its binary cache of the data; the MSE from a test-only pass (untimed). Bringing the data to
   VW is timed once, separately, when the copy is written: Parquet to VW's text format
   (formatted by Arrow, row group by row group), then VW's parse of it into its cache.
+- ``fit-cat`` and ``fit-cross`` (only when named in ``--cases``): ``fit-shuf-1024`` on a
+  copy of the data with two string columns (``x0`` and ``x1`` cut into 40 and 25 bins),
+  one-hot encoded with ``categorical=["c0", "c1"]``; ``fit-cross`` adds their cross
+  (``interactions=["c0*c1"]``), and its ratio to ``fit-cat`` is the cost of the cross.
 - ``fit-default`` (``--scaling F1,F2,...`` only): ``streamgd.fit`` with default settings
   (shuffled, batch 1024) for one epoch on datasets of ``--rows`` x each factor, each in its
   own process, rounds interleaved; the table gives each one's peak RSS (VmHWM) against
@@ -169,7 +178,7 @@ def files_intact(directory: Path, listing: dict[str, int]) -> bool:
 
 
 def ensure_dataset(
-    root: Path, params: dict, want_csv: bool, want_vw: bool = False
+    root: Path, params: dict, want_csv: bool, want_vw: bool = False, want_cat: bool = False
 ) -> tuple[Path, dict]:
     """Reuse the dataset if its sidecar matches ``params`` and its files are intact, else
     (re)generate it; add the CSV copy and the exact optimum if missing."""
@@ -187,6 +196,10 @@ def ensure_dataset(
     if want_vw and not (meta.get("vw") and (directory / meta["vw"]["cache"]).is_file()):
         log("writing the Vowpal Wabbit copy and cache ...")
         meta["vw"] = write_vw_copy(directory, meta)
+        write_sidecar(directory, meta)
+    if want_cat and not (meta.get("cat") and files_intact(directory, meta["cat"])):
+        log("writing the copy with categorical columns ...")
+        meta["cat"] = write_cat_copy(directory, meta)
         write_sidecar(directory, meta)
     if "optimum" not in meta:
         log("computing the exact least-squares optimum ...")
@@ -260,6 +273,37 @@ def write_csv_copy(directory: Path, meta: dict) -> dict[str, int]:
     return listing
 
 
+CAT_LEVELS = (40, 25)  # values of the categorical columns c0 and c1 of the "cat" copy
+
+
+def write_cat_copy(directory: Path, meta: dict) -> dict[str, int]:
+    """The same rows with two string columns added, ``c0`` and ``c1``: ``x0`` and ``x1`` cut
+    into ``CAT_LEVELS`` equal-width bins of +-3 standard deviations (``"k17"``), for the
+    ``fit-cat`` and ``fit-cross`` cases (1000 pairs of values)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (directory / "cat").mkdir(exist_ok=True)
+    mu, sigma = meta["truth"]["mu"], meta["truth"]["sigma"]
+    listing = {}
+    for src in parquet_files(directory, meta):
+        name = f"cat/{Path(src).stem}.parquet"
+        pf = pq.ParquetFile(src)
+        writer = None
+        for i in range(pf.num_row_groups):
+            t = pf.read_row_group(i)
+            for j, levels in enumerate(CAT_LEVELS):
+                z = (t[f"x{j}"].to_numpy() - mu[j]) / sigma[j]
+                k = np.clip(((z + 3) / 6 * levels).astype(int), 0, levels - 1)
+                t = t.append_column(f"c{j}", pa.array(np.char.add("k", k.astype(str))))
+            if writer is None:
+                writer = pq.ParquetWriter(directory / name, t.schema)
+            writer.write_table(t)
+        writer.close()
+        listing[name] = (directory / name).stat().st_size
+    return listing
+
+
 def write_vw_copy(directory: Path, meta: dict) -> dict:
     """The same rows in Vowpal Wabbit's text format (``y | x0:v x1:v ...``), formatted by
     Arrow row group by row group, then VW's own binary cache of it (one parsing pass of
@@ -309,6 +353,10 @@ def vw_available() -> bool:
 
 def parquet_files(directory: Path, meta: dict) -> list[str]:
     return [str(directory / name) for name in sorted(meta["parquet"])]
+
+
+def cat_files(directory: Path, meta: dict) -> list[str]:
+    return [str(directory / name) for name in sorted(meta.get("cat") or {})]
 
 
 def csv_files(directory: Path, meta: dict) -> list[str]:
@@ -387,6 +435,7 @@ class Ctx:
     csv: list[str]
     n_feat: int
     batch_size: int | None
+    cat: list[str] | None = None  # the copy with categorical columns (see write_cat_copy)
 
 
 def timed(work: Callable[[], int]) -> dict:
@@ -426,6 +475,68 @@ def case_fit(ctx: Ctx, *, shuffle: bool, csv: bool = False) -> dict:
     out["mse"] = float(streamgd.evaluate(model, files)["mse"])
     out["summary"] = {k: model.summary.get(k) for k in ("steps", "final_loss", "stop_reason")}
     return out
+
+
+def case_fit_cat(ctx: Ctx, *, cross: bool) -> dict:
+    """``fit-shuf-1024`` on the copy with the categorical columns ``c0`` and ``c1`` one-hot
+    encoded (``fit-cat``), and with their cross too (``fit-cross``: ``--interactions
+    c0*c1``, up to 1000 pairs), so that ``fit-cross`` / ``fit-cat`` is the cost of the cross."""
+    import streamgd
+
+    box = {}
+    extra = {"interactions": ["c0*c1"]} if cross else {}
+
+    def work() -> int:
+        box["model"] = streamgd.fit(
+            ctx.cat, target="y", categorical=["c0", "c1"], epochs=1, batch_size=1024, seed=0,
+            **extra,
+        )  # fmt: skip
+        return int(box["model"].summary["rows_trained"])
+
+    out = timed(work)
+    out["mse"] = float(streamgd.evaluate(box["model"], ctx.cat)["mse"])
+    return out
+
+
+# The grid cases: one epoch, shuffled, batch 1024, 10% held out (a grid needs validation rows);
+# 16 models = --lr 4 values x --l2 4 values. Their ratio to fit-holdout is the grid's cost.
+GRID_BASE = {"target": "y", "epochs": 1, "holdout": 0.1, "seed": 0}
+GRID_16 = {"lr": [0.3, 0.1, 0.03, 0.01], "l2": [0.0, 1e-5, 1e-4, 1e-3]}
+
+
+def case_fit_holdout(ctx: Ctx) -> dict:
+    """One model with the grid cases' settings: their baseline."""
+    import streamgd
+
+    box = {}
+
+    def work() -> int:
+        box["model"] = streamgd.fit(ctx.parquet, **GRID_BASE)
+        return int(box["model"].summary["rows_trained"])
+
+    return timed(work)
+
+
+def case_grid(ctx: Ctx, *, separate: bool = False) -> dict:
+    """The 16-model grid in one pass (``grid-16``), or as 16 fits one after another
+    (``separate-16``, what a loop over settings costs). rows = one model's rows trained, so
+    the rate's ratio to fit-holdout is one model's wall time over the grid's."""
+    import itertools
+
+    import streamgd
+    from streamgd.search import fit_grid
+
+    box = {}
+
+    def work() -> int:
+        if separate:
+            for lr, l2 in itertools.product(*GRID_16.values()):
+                box["model"] = streamgd.fit(ctx.parquet, lr=lr, l2=l2, **GRID_BASE)
+        else:
+            box["model"] = fit_grid(ctx.parquet, **GRID_16, **GRID_BASE).best
+        return int(box["model"].summary["rows_trained"])
+
+    return timed(work)
 
 
 def case_fit_memory(ctx: Ctx, *, kind: str) -> dict:
@@ -620,7 +731,7 @@ class Kind:
 
     run: Callable[[Ctx], dict]
     batched: bool = False
-    needs: str | None = None  # "csv" | "sklearn" | "vw" | "memory" (only when named)
+    needs: str | None = None  # "csv" | "sklearn" | "vw" | "memory" | "cat" | "grid" (when named)
     baselines: tuple[str, ...] = ("decode",)
 
 
@@ -631,8 +742,11 @@ KINDS: dict[str, Kind] = {
     "fit-shuf": Kind(lambda c: case_fit(c, shuffle=True), batched=True),
     "fit-table": Kind(lambda c: case_fit_memory(c, kind="table"), batched=True, needs="memory"),
     "fit-frame": Kind(lambda c: case_fit_memory(c, kind="frame"), batched=True, needs="memory"),
-
-
+    "fit-holdout": Kind(case_fit_holdout, needs="grid"),
+    "grid-16": Kind(case_grid, needs="grid", baselines=("decode", "fit-holdout")),
+    "separate-16": Kind(
+        lambda c: case_grid(c, separate=True), needs="grid", baselines=("decode", "fit-holdout")
+    ),
     "epoch-mmap": Kind(case_epoch_mmap, baselines=("epoch-mmap",)),
     "epoch-seq": Kind(
         lambda c: case_epoch(c, shuffle=False), batched=True, baselines=("epoch-mmap",)
@@ -641,6 +755,10 @@ KINDS: dict[str, Kind] = {
         lambda c: case_epoch(c, shuffle=True), batched=True, baselines=("epoch-mmap",)
     ),
     "exact": Kind(case_exact),
+    "fit-cat": Kind(lambda c: case_fit_cat(c, cross=False), needs="cat"),
+    "fit-cross": Kind(
+        lambda c: case_fit_cat(c, cross=True), needs="cat", baselines=("decode", "fit-cat")
+    ),
     "fit-default": Kind(case_fit_default, needs="scaling"),
     "sklearn": Kind(case_sklearn, batched=True, needs="sklearn"),
     "vw": Kind(case_vw, needs="vw"),
@@ -659,13 +777,15 @@ def case_names(batch_sizes: list[int], with_csv: bool, with_vw: bool = False) ->
     for kind_name, kind in KINDS.items():
         if (kind.needs == "csv" and not with_csv) or (kind.needs == "vw" and not with_vw):
             continue
-        if kind.needs in ("scaling", "memory"):
+        if kind.needs in ("scaling", "memory", "cat", "grid"):  # only when named
             continue
         names += [f"{kind_name}-{b}" for b in batch_sizes] if kind.batched else [kind_name]
     return names
 
 
 def parse_case(name: str) -> tuple[str, Kind, int | None]:
+    if name in KINDS and not KINDS[name].batched:  # a name ending in a number (grid-16)
+        return name, KINDS[name], None
     m = re.fullmatch(r"(.+?)(?:-(\d+))?", name)
     kind_name, size = m.group(1), m.group(2)
     kind = KINDS.get(kind_name)
@@ -712,12 +832,16 @@ def run_worker(case: str, directory: Path) -> None:
     _, kind, size = parse_case(case)
     meta = read_sidecar(directory)
     ctx = Ctx(
-        parquet_files(directory, meta), csv_files(directory, meta), meta["params"]["features"], size
+        parquet_files(directory, meta),
+        csv_files(directory, meta),
+        meta["params"]["features"],
+        size,
+        cat_files(directory, meta),
     )
     from threadpoolctl import threadpool_limits
 
     warm_lazy_imports()
-    if case.startswith(("fit", "epoch")):
+    if case.startswith(("fit", "epoch", "grid", "separate")):
         import streamgd
 
         # ``import streamgd`` is lazy (its names load on first use, so a signal handler can
@@ -847,9 +971,11 @@ def fmt_rate(v: float) -> str:
 
 def markdown_table(summary: dict[str, dict], skipped: dict[str, str], has_csv: bool) -> str:
     per_epoch = "epoch-mmap" in summary
+    cross = "fit-cat" in summary
     head = ["case", "rows/s (median)", "ratio to decode"]
     head += ["ratio to csv-parse"] if has_csv else []
     head += ["per epoch: ratio to epoch-mmap"] if per_epoch else []
+    head += ["ratio to fit-cat"] if cross else []
     head += ["MSE vs optimum", "peak RSS MB (after imports)", "n"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for case, s in summary.items():
@@ -859,6 +985,7 @@ def markdown_table(summary: dict[str, dict], skipped: dict[str, str], has_csv: b
             row = [case, fmt_rate(s["rows_per_s"]), fmt_ratio(s["ratios"].get("decode"))]
             row += [fmt_ratio(s["ratios"].get("csv-parse"))] if has_csv else []
             row += [fmt_ratio(s["ratios"].get("epoch-mmap"))] if per_epoch else []
+            row += [fmt_ratio(s["ratios"].get("fit-cat"))] if cross else []
             mse = s.get("mse_vs_optimum")
             row += [
                 "" if mse is None else f"{mse * 100:+.3f}%",
@@ -1082,10 +1209,11 @@ def main(argv: list[str] | None = None) -> None:
         skipped |= {c: "vowpalwabbit not installed" for c in cases if c == "vw"}
     cases = [c for c in cases if c not in skipped]
     want_vw = "vw" in cases
+    want_cat = any(KINDS[parse_case(c)[0]].needs == "cat" for c in cases)
     started = time.time()
     machine, git_start = machine_info(), git_state()
     params = dataset_params(args)
-    directory, meta = ensure_dataset(args.data, params, want_csv, want_vw)
+    directory, meta = ensure_dataset(args.data, params, want_csv, want_vw, want_cat)
     warm_page_cache(
         parquet_files(directory, meta) + (csv_files(directory, meta) if want_csv else [])
     )
@@ -1111,6 +1239,12 @@ def main(argv: list[str] | None = None) -> None:
             f"{vw['cache_seconds']:.0f} s (vw's parse into its cache), not in its rate."
         )
     print(f"{head}\n\n{table}\n\n{footer}")
+    for case, s in summary.items():  # the grid cases: wall time over one model's
+        cost = s["ratios"].get("fit-holdout")
+        if cost is not None and case != "fit-holdout":
+            paired = [1 / r for r in cost["paired"]]
+            spread = f" [{min(paired):.2f}-{max(paired):.2f}]" if len(paired) > 1 else ""
+            print(f"{case}: {1 / cost['of_medians']:.2f}x the wall time of fit-holdout{spread}")
     machine["loadavg_end"] = os.getloadavg()
     git_end = git_state()
     if git_end != git_start:

@@ -10,10 +10,14 @@ Usage::
 
 ``--compare DIR`` runs every case for this tree and for the checkout at DIR in turn (ABAB...),
 so both see the same machine load, and prints the ratio of their median overheads. A fitted
-line o(N) = a + b N (least squares over the medians) is printed for each tree.
+line o(N) = a + b N (least squares over the medians) is printed for each tree, for three
+measures: the overhead inside a round (wall - slowest compute), the same plus the driver's gap
+between rounds, and the whole period between rounds. Compare trees by the period when they
+may time different work inside their tasks (the tree of before issue 19 parsed and hashed the
+settings in every task, which counts as "compute" there).
 
-The machines these run on are shared and noisy: read the ratios and the slopes, not the
-absolute times.
+The machines these run on are shared and noisy (and may have fewer cores than N: say so): read
+the ratios and the slopes, not the absolute times.
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ def worker(args: argparse.Namespace) -> None:
 
     class Rounds(Callback):
         def on_round(self, state, timing):
-            rounds.append(timing)
+            rounds.append({**timing, "at": time.perf_counter()})
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_data(Path(tmp), args.rows, args.features, groups=2 * args.n)
@@ -91,12 +95,21 @@ def worker(args: argparse.Namespace) -> None:
             cluster.close()
     skip = min(3, len(rounds) // 4)  # the first rounds warm the workers' caches
     kept = rounds[skip:]
+    # the period between round events, minus the slowest task's compute: the round's overhead
+    # plus the driver's own gap between rounds (averaging, callbacks, the next submit)
+    gaps = [b["at"] - a["at"] - b["compute_max_s"] for a, b in zip(kept, kept[1:], strict=False)]
     print(
         json.dumps(
             {
                 "n": args.n,
                 "rounds": len(kept),
                 "overhead_s": statistics.median(r["overhead_s"] for r in kept),
+                "period_overhead_s": statistics.median(gaps),
+                # the whole period: the trees may split the same work differently between
+                # "compute" (timed inside the task) and overhead
+                "period_s": statistics.median(
+                    b["at"] - a["at"] for a, b in zip(kept, kept[1:], strict=False)
+                ),
                 "wall_s": statistics.median(r["wall_s"] for r in kept),
                 "compute_max_s": statistics.median(r["compute_max_s"] for r in kept),
                 "fit_s": wall,
@@ -153,22 +166,25 @@ def main(argv: list[str] | None = None) -> None:
                 r = run_case(src, n, args)
                 results[tree].setdefault(n, []).append(r)
                 print(
-                    f"{tree:5s} n={n:3d}: overhead {r['overhead_s'] * 1e3:7.1f} ms/round, "
+                    f"{tree:5s} n={n:3d}: overhead {r['overhead_s'] * 1e3:7.1f} ms/round "
+                    f"({r['period_overhead_s'] * 1e3:7.1f} with the driver's gap), "
                     f"wall {r['wall_s'] * 1e3:7.1f} ms, compute {r['compute_max_s'] * 1e3:6.1f} "
                     f"ms ({r['rounds']} rounds)",
                     flush=True,
                 )
-    print("\n| workers | " + " | ".join(f"{t} overhead ms" for t in trees) + " | ratio |")
-    print("|---|" + "---|" * len(trees) + "---|")
-    med = {t: {n: statistics.median(r["overhead_s"] for r in rs) for n, rs in results[t].items()}
-           for t in trees}  # fmt: skip
-    for n in counts:
-        cells = [f"{med[t][n] * 1e3:.1f}" for t in trees]
-        ratio = f"{med['this'][n] / med['other'][n]:.2f}" if "other" in med else ""
-        print(f"| {n} | " + " | ".join(cells) + f" | {ratio} |")
-    for t in trees:
-        a, b = fit_line(sorted(med[t].items()))
-        print(f"{t}: o(N) = {a * 1e3:.1f} ms + {b * 1e3:.2f} ms x N")
+    for field in ("overhead_s", "period_overhead_s", "period_s"):
+        print(f"\n{field}: medians over runs")
+        print("| workers | " + " | ".join(f"{t} ms" for t in trees) + " | ratio |")
+        print("|---|" + "---|" * len(trees) + "---|")
+        med = {t: {n: statistics.median(r[field] for r in rs) for n, rs in results[t].items()}
+               for t in trees}  # fmt: skip
+        for n in counts:
+            cells = [f"{med[t][n] * 1e3:.1f}" for t in trees]
+            ratio = f"{med['this'][n] / med['other'][n]:.2f}" if "other" in med else ""
+            print(f"| {n} | " + " | ".join(cells) + f" | {ratio} |")
+        for t in trees:
+            a, b = fit_line(sorted(med[t].items()))
+            print(f"{t}: o(N) = {a * 1e3:.1f} ms + {b * 1e3:.2f} ms x N ({field})")
 
 
 if __name__ == "__main__":

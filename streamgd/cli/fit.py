@@ -14,8 +14,10 @@ import click
 
 from .. import __version__
 from ..config import CONFIG_SETTINGS, RUN_SETTINGS, FitConfig, RunOptions, split_settings
-from ..constraints import Flag, Options
+from ..constraints import Flag, Integer, Options
 from ..errors import StreamgdError, UsageError
+from ..search import is_grid
+from ..search.options import GRID_OPTIONS
 from ..settings import Setting, setting, settings_of
 from ..training.callbacks import (
     Callback,
@@ -61,6 +63,13 @@ class OutputOptions:
         "json: every event (start, resume, epoch, checkpoint, warning, finish, error) as one "
         "JSON object per line on stderr, and nothing else there.",
     )
+    keep_models: int | None = setting(
+        None,
+        Integer(1),
+        "output",
+        "--continual: also keep the models of the last N increments beside --output, as "
+        "STEM.inc-NNNNNN.EXT.",
+    )
     metrics_out: str | None = setting(
         None,
         None,
@@ -76,7 +85,12 @@ OUTPUT_SETTINGS = settings_of(OutputOptions)
 FIT_SETTINGS: dict[str, Setting] = {
     s.name: s
     for s in sorted(
-        [*RUN_SETTINGS.values(), *CONFIG_SETTINGS.values(), *OUTPUT_SETTINGS.values()],
+        [
+            *RUN_SETTINGS.values(),
+            *CONFIG_SETTINGS.values(),
+            *OUTPUT_SETTINGS.values(),
+            *GRID_OPTIONS.values(),  # a grid's (streamgd.search)
+        ],
         key=lambda s: s.group_rank,
     )
 }
@@ -136,9 +150,20 @@ def fit(paths: tuple[str, ...], print_config: bool, **values: Any) -> None:
         raise click.UsageError("no input PATHS (give them as arguments or as 'paths' in --config)")
     settings = {name: from_command_line(s, values[name]) for name, s in FIT_SETTINGS.items()}
     out = OutputOptions(**{name: settings.pop(name) for name in OUTPUT_SETTINGS})
+    grid = {name: settings.pop(name) for name in GRID_OPTIONS}
     logger = JsonLogger() if out.log_format == "json" else None
     try:
-        _fit(logger, list(paths), out, settings)
+        if is_grid(settings):  # several values of a training setting: a grid in one pass
+            from .grid_fit import fit_grid_command
+
+            fit_grid_command(logger, list(paths), out, settings, **grid)
+        elif grid["all_models"] is not None or grid["select_metric"] != "loss":
+            raise UsageError(
+                "--select-metric and --all-models choose among the models of a grid: give a "
+                "training setting several values (for example --l2 0,1e-4,1e-2)"
+            )
+        else:
+            _fit(logger, list(paths), out, settings)
     except StreamgdError as exc:
         if logger is not None:
             logger.emit(
@@ -160,6 +185,11 @@ def _fit(
     if run_settings["checkpoint_dir"] is None and out.output is not None:
         run_settings["checkpoint_dir"] = out.output + ".ckpt"
     options = RunOptions(**run_settings, handle_signals=True)
+    if out.keep_models and not (options.continual and out.output):
+        raise UsageError(
+            "--keep-models keeps the models of --continual increments: give "
+            "--continual and --output"
+        )
     _check_paths(out)
     with _output_lock(out.output):
         if logger is not None:
@@ -206,6 +236,10 @@ def _write_outputs(result: Any, out: OutputOptions, options: RunOptions, logger:
         rewrite = _model_needs_writing(result, out.output, logger, out.quiet)
         if rewrite:
             model.save(out.output, option="--output")
+        if out.keep_models and result.continual and result.continual["trained"]:
+            from .versions import keep_version
+
+            keep_version(out.output, result.continual["increment"], out.keep_models)
         # a finished run resumed: the history files too are checked, and written when not its
         model.save_history(out.output, option="--output", only_changed=not rewrite)
     summary = {
@@ -215,6 +249,8 @@ def _write_outputs(result: Any, out: OutputOptions, options: RunOptions, logger:
         "resumed_from": result.resumed_from,
         **model.summary,
     }
+    if result.continual is not None:
+        summary["continual"] = result.continual
     if out.metrics_out is not None:
         report = json_safe({"summary": summary, "history": model.history})
         text = json.dumps(report, indent=2, default=json_default, allow_nan=False) + "\n"
@@ -336,4 +372,3 @@ def _warnings_to(logger: JsonLogger | None):
             yield
         finally:
             warnings.showwarning = old
-

@@ -13,6 +13,7 @@ from ..choices import FORMATS
 from ..config import CONFIG_SETTINGS
 from ..constraints import Integer, Interval, Options
 from ..errors import EXIT_DATA, EXIT_DIVERGED, EXIT_INTERNAL, EXIT_PREEMPTED, EXIT_USAGE
+from ..search.grid import GRID_SETTINGS
 from ..settings import GROUPS, Setting
 from ..training.callbacks import json_default, json_safe
 
@@ -89,9 +90,61 @@ _PATHS = {
 }
 
 
+class _Grid:
+    """Mixed into a click type: one value, or a comma-separated list of them (a list from a
+    TOML file), each checked by the type: a grid setting (:mod:`streamgd.search.grid`)."""
+
+    takes_list = True  # a TOML job file may give a list (see streamgd.jobconfig)
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        one = super().convert  # type: ignore[misc]
+        if isinstance(value, str) and "," in value:
+            value = [v.strip() for v in value.split(",")]
+        if isinstance(value, list | tuple):
+            return [one(v, param, ctx) for v in value]
+        return one(value, param, ctx)
+
+
+class _GridFloat(_Grid, click.FloatRange):
+    pass
+
+
+class _GridInt(_Grid, click.IntRange):
+    pass
+
+
+class _GridChoice(_Grid, click.Choice):
+    pass
+
+
+class _GridText(_Grid, click.types.StringParamType):
+    pass
+
+
+def _grid_type(inner: click.ParamType | None) -> click.ParamType:
+    """``inner`` (a type :func:`_single_type` made) taking lists too."""
+    if isinstance(inner, click.FloatRange):
+        return _GridFloat(inner.min, inner.max, min_open=inner.min_open, max_open=inner.max_open)
+    if isinstance(inner, click.IntRange):
+        return _GridInt(inner.min, inner.max, min_open=inner.min_open, max_open=inner.max_open)
+    if isinstance(inner, click.Choice):
+        return _GridChoice(list(inner.choices))
+    if inner is None:
+        return _GridText()
+    raise TypeError(f"no grid form of {inner!r}")
+
+
 def click_type(setting: Setting) -> click.ParamType | None:
     """The click type that checks what ``setting``'s constraint checks, so that the command
-    line fails as early (and as clearly) as the library would."""
+    line fails as early (and as clearly) as the library would; a grid setting's type takes
+    a comma-separated list of such values too."""
+    inner = _single_type(setting)
+    if setting.name in GRID_SETTINGS and setting.owner == "FitConfig":
+        return _grid_type(inner)
+    return inner
+
+
+def _single_type(setting: Setting) -> click.ParamType | None:
     c = setting.constraint
     if setting.many == "list":
         return ListOption(allow_empty=setting.allow_empty)

@@ -9,6 +9,8 @@ categorical columns and class labels are encoded. One job per module:
   and its counts; built only by :class:`streamgd.decode.Decoder`;
 - :mod:`.classes`: class labels of a multi-class target;
 - :mod:`.categorical`: categorical vocabularies, one-hot codes and the hashing trick.
+- :mod:`.interactions`: ``--interactions``: crosses of columns (products, categorical crosses,
+  per-category slopes), derived from each Arrow piece before it is decoded.
 - :mod:`.weights`: sample weights (``--weight``, ``--class-weight``): their checks, class
   weights and :class:`~.weights.Weighting`, saved with the spec.
 """

@@ -87,6 +87,10 @@ class Categorical:
     bits: int | None = None
     # one-hot: rows of each code in the scan, "(other)" last (None in older model files)
     counts: tuple[int, ...] | None = None
+    # an interaction (see .interactions): the crossed categorical columns, and for one slope
+    # per category the numeric feature each code weight multiplies
+    parts: tuple[str, ...] | None = None
+    slope: str | None = None
 
     @property
     def size(self) -> int:
@@ -96,7 +100,10 @@ class Categorical:
         return len(self.vocabulary or ()) + 1
 
     def labels(self) -> list[str]:
-        """A readable name per code, ``name=value`` (one-hot) or ``name#bucket`` (hashing)."""
+        """A readable name per code, ``name=value`` (one-hot) or ``name#bucket`` (hashing);
+        for an interaction ``a=x*b=y`` (``a*b#bucket``), a slope prefixed by ``feature|``."""
+        if self.parts is not None:
+            return _interaction_labels(self)
         if self.bits is not None:
             return [f"{self.name}#{i}" for i in range(self.size)]
         values = ["(null)" if v is None else v for v in self.vocabulary or ()]
@@ -155,6 +162,9 @@ class Categorical:
         meta = {"name": self.name, "vocabulary": self.vocabulary, "bits": self.bits}
         if self.counts is not None:
             meta["counts"] = list(self.counts)
+        if self.parts is not None:
+            meta["parts"] = list(self.parts)
+            meta["slope"] = self.slope
         return meta
 
     @staticmethod
@@ -166,7 +176,39 @@ class Categorical:
             None if vocab is None else tuple(vocab),
             d.get("bits"),
             None if counts is None else tuple(int(c) for c in counts),
+            None if d.get("parts") is None else tuple(d["parts"]),
+            d.get("slope"),
         )
+
+
+# How an interaction's categorical part travels (see .interactions): its parts' texts joined
+# by SEPARATOR, a null part as NULL_PART.
+SEPARATOR = "\x1f"  # ASCII unit separator
+NULL_PART = "\x00"
+
+
+def cross_label(parts: Sequence[str], value: str | None) -> str:
+    """The readable name of a code of a cross of ``parts``: ``carrier=AA*origin=JFK``.
+
+    >>> cross_label(("a", "b"), "x" + SEPARATOR + NULL_PART)
+    'a=x*b=(null)'
+    """
+    if len(parts) == 1:
+        return f"{parts[0]}={'(null)' if value is None else value}"
+    values = (value or "").split(SEPARATOR)
+    return "*".join(
+        f"{p}={'(null)' if v == NULL_PART else v}" for p, v in zip(parts, values, strict=True)
+    )
+
+
+def _interaction_labels(c: Categorical) -> list[str]:
+    """Labels of an interaction's codes (see :meth:`Categorical.labels`)."""
+    parts = c.parts or ()
+    head = "" if c.slope is None else f"{c.slope}|"
+    if c.bits is not None:
+        return [f"{head}{'*'.join(parts)}#{i}" for i in range(c.size)]
+    labels = [cross_label(parts, v) for v in c.vocabulary or ()]
+    return [f"{head}{label}" for label in [*labels, f"{'*'.join(parts)}={OTHER}"]]
 
 
 def check_categorical(schema: pa.Schema, names: Sequence[str], target: str, *, path: str) -> None:
@@ -198,6 +240,7 @@ def scan_categories(
     max_categories: int,
     hash_bits: int | None,
     select=None,
+    derive=None,
 ) -> tuple[Categorical, ...]:
     """The encodings of the categorical columns ``names``, from the units of the statistics
     pass (``order``, until ``max_rows`` rows; 0 reads everything), reading only those columns.
@@ -205,6 +248,8 @@ def scan_categories(
     With ``hash_bits`` nothing needs counting. Otherwise each column's values are counted, the
     rarest pruned past ``SCAN_CAPACITY`` distinct values, and the ``max_categories`` most
     frequent kept. ``select(path, rows)`` leaves out the rows it rejects (the holdout).
+    ``derive``: a :class:`.interactions.Deriver` making ``names`` (interactions) from the
+    columns they are made of.
     """
     if not names:
         return ()
@@ -217,7 +262,10 @@ def scan_categories(
     for index in order:
         unit = dataset.units[index]
         path = dataset.files[unit.file].path
-        for table, first_row in dataset.iter_unit(unit, list(names), handles):
+        read = list(names) if derive is None else derive.sources(names)
+        for table, first_row in dataset.iter_unit(unit, read, handles):
+            if derive is not None:
+                table = derive(table, names)
             if select is not None:
                 keep = select(path, first_row + np.arange(table.num_rows))
                 table = table.filter(pa.array(keep))

@@ -10,11 +10,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import DataError
 from .categorical import Categorical
 from .classes import label_encoder
+from .interactions import Deriver, Interaction
 from .outliers import guard
 from .stats import Stats, preconditioner
-from .text import TextColumn
+from .text import TextColumn, bag_sum
 from .weights import Weighting
 
 __all__ = ["FeatureSpec"]
@@ -50,6 +52,9 @@ class FeatureSpec:
     # --weight and --class-weight (None: every row weighs 1); the weight column is the raw
     # matrix's last, after the categorical codes
     weighting: Weighting | None = None
+    # --interactions (see .interactions): their products are among ``names``, their crosses
+    # and slopes among ``categoricals``; all are derived from each table before decoding
+    interactions: tuple[Interaction, ...] = ()
     # --text columns (see features.text): in the training matrix after the categorical codes,
     # ``slots`` bucket columns then ``slots`` value columns each; their weights follow the
     # categorical code weights
@@ -121,11 +126,36 @@ class FeatureSpec:
         texts = tuple(t.name for t in self.texts) if text else ()
         return (*self.names, *target, *(c.name for c in self.categoricals), *texts, *weights)
 
-    def read_columns(self, *, has_target: bool, weight: bool = False) -> tuple[str, ...]:
-        """The columns scoring and prediction read from a table: :meth:`input_columns` and
-        the text columns (which they encode with :meth:`table_text`)."""
-        columns = self.input_columns(has_target=has_target, weight=weight)
-        return (*columns, *(t.name for t in self.texts if t.name not in columns))
+    @functools.cached_property
+    def deriver(self) -> Deriver | None:
+        """What adds the interactions' columns to a table (None without interactions)."""
+        return Deriver(self.interactions) if self.interactions else None
+
+    def read_columns(self, columns: Sequence[str]) -> list[str]:
+        """The data's columns that ``columns`` (some maybe derived) are made of."""
+        return list(columns) if self.deriver is None else self.deriver.sources(columns)
+
+    @functools.cached_property
+    def slopes(self) -> tuple[tuple[int, int], ...]:
+        """``(categorical, feature)`` index pairs: the categorical columns whose code weights
+        are slopes, and the numeric feature each multiplies (see :meth:`code_values`)."""
+        return tuple(
+            (k, self.names.index(c.slope))
+            for k, c in enumerate(self.categoricals)
+            if c.slope is not None
+        )
+
+    def code_values(self, x: np.ndarray, *, centred: bool) -> np.ndarray | None:
+        """What each code weight multiplies, (rows, categoricals): 1 for a one-hot or hashed
+        column, the standardised feature for a slope; None without slopes. ``x``: the numeric
+        features, raw or (``centred``) with the centres subtracted."""
+        if not self.slopes:
+            return None
+        out = np.ones((len(x), len(self.categoricals)))
+        for k, j in self.slopes:
+            col = x[:, j].astype(np.float64)
+            out[:, k] = (col if centred else col - self.center[j]) / self.scale[j]
+        return out
 
     def converters(self) -> dict | None:
         """Column converters for the prefetcher: categorical values to codes, and class
@@ -170,6 +200,13 @@ class FeatureSpec:
             return idx[0], val[0]
         return np.hstack(idx), np.hstack(val)
 
+    def text_sum(self, weights: np.ndarray, text: tuple | None) -> np.ndarray:
+        """Each row's part of the linear output from its text slots (``text``, as :meth:`text`)
+        over the code ``weights``."""
+        if text is None:
+            raise DataError("the model has text columns: their buckets are needed")
+        return bag_sum(weights, *text)
+
     def table_text(self, table) -> tuple[np.ndarray, np.ndarray] | None:
         """The text slots of a table's text columns, as :meth:`text` (float64 values)."""
         if not self.texts:
@@ -201,6 +238,8 @@ class FeatureSpec:
         """Indices into the code weights of a table's categorical columns, as :meth:`codes`."""
         if not self.categoricals:
             return None
+        if self.deriver is not None:
+            table = self.deriver(table, [c.name for c in self.categoricals])
         codes = np.column_stack([c.encode(table.column(c.name)) for c in self.categoricals])
         return codes + self.code_offsets
 
@@ -214,6 +253,16 @@ class FeatureSpec:
         if parts and self.texts:  # the text buckets' weights as they are
             parts.append(weights[self.n_category_codes :])
         return np.concatenate(parts) if parts else weights
+
+    def original_code_weights(self, weights: np.ndarray) -> np.ndarray:
+        """The code weights in target units, as prediction uses them (see
+        :meth:`neutral_code_weights`); a slope's per unit of the centred feature it
+        multiplies."""
+        out = self.neutral_code_weights(weights) * self.target_scale
+        for k, j in self.slopes:
+            start = self.code_offsets[k]
+            out[start : start + self.categoricals[k].size] /= self.scale[j]
+        return out
 
     def code_labels(self) -> list[str]:
         """``name=value`` (or ``name#bucket``) for each code weight, in order, then

@@ -255,6 +255,8 @@ class StreamGDEstimator(BaseEstimator):
                 )
         x = validate_data(self, x, reset=False, dtype=[np.float64, np.float32])
         with value_errors():
+            if self.model_.spec.deriver is not None:  # --interactions: from X's columns
+                return _derived_decision(self.model_, np.asarray(x, dtype=np.float64))
             return self.model_.decision(np.asarray(x, dtype=np.float64))
 
     def _score_files(self, x: Any, metric: str) -> float:
@@ -268,3 +270,16 @@ def _csv(model: Model):
     from ..config import csv_options_from
 
     return csv_options_from(model.config)
+
+
+def _derived_decision(model, x: np.ndarray) -> np.ndarray:
+    """The linear output for array rows of the model's input columns
+    (:attr:`Model.feature_names_in_`), with the interactions derived from them."""
+    import pyarrow as pa
+
+    from ..decode import Decoder
+
+    names = model.feature_names_in_
+    table = pa.table({str(n): x[:, j] for j, n in enumerate(names)})
+    rows = Decoder.for_prediction(model).decode(table, "<array>", 0)[0]
+    return model.decision(rows, model.spec.table_codes(table))

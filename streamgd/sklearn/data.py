@@ -103,7 +103,7 @@ def predict_source(model: Model, source: Any, *, fmt: str = "auto", csv=None) ->
     decoder = Decoder.for_prediction(model)
     link = model.make_loss().link
     handles = HandleCache()
-    inputs = model.spec.read_columns(has_target=False)
+    inputs = model.spec.read_columns(model.spec.input_columns(has_target=False, text=True))
     parts = []
     for unit in dataset.units:
         path = dataset.files[unit.file].path

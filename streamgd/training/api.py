@@ -36,6 +36,7 @@ class TrainResult:
     # when nothing was trained: the digest of the final model that the finished checkpoint
     # recorded (None for a checkpoint written before digests were recorded)
     model_digest: str | None = None
+    continual: dict[str, Any] | None = None  # a --continual run's report (see on_increment)
 
 
 def train(
@@ -89,6 +90,8 @@ def _train(
         manager.model_digest = lambda s: model_from_state(s, config).digest()
         manager.acquire()
     try:
+        if options.continual:
+            return _continual(dataset, config, options, hooks, manager)
         state, resumed_from = None, None
         if manager is not None and options.resume:
             found = manager.latest()
@@ -125,6 +128,24 @@ def _train(
         if manager is not None:
             manager.release()
     return TrainResult(model_from_state(state, config), state, True, resumed_from)
+
+
+def _continual(
+    dataset: Dataset,
+    config: FitConfig,
+    options: RunOptions,
+    hooks: CallbackList,
+    manager: CheckpointManager | None,
+) -> TrainResult:
+    """One run of a --continual job (see :mod:`.continual`)."""
+    from .continual import run_continual
+
+    assert manager is not None  # RunOptions requires a checkpoint directory
+    state, report, resumed_from = run_continual(dataset, config, options, hooks, manager)
+    model = model_from_state(state, config)
+    trained = report["trained"]
+    recorded = None if trained else manager.recorded_model_digest
+    return TrainResult(model, state, trained, resumed_from, recorded, continual=report)
 
 
 def _check_source(

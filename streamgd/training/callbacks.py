@@ -40,6 +40,11 @@ class Callback:
     def on_warning(self, message: str) -> None: ...
     def on_train_end(self, state: Any) -> None: ...
 
+    def on_increment(self, report: dict[str, Any]) -> None:
+        """A --continual run's outcome (see :mod:`.continual`): the increment, its new files
+        and rows, the score of the model on them before training (``pre_score``) and the
+        training loss; ``new_files`` 0 when there was nothing new."""
+
 
 class CallbackList(Callback):
     def __init__(self, callbacks: Sequence[Callback]) -> None:
@@ -55,6 +60,23 @@ class CallbackList(Callback):
 
             return call
         return object.__getattribute__(self, name)
+
+
+def increment_line(report: dict[str, Any]) -> str:
+    """One line on a --continual run: what was new, how the model scored on it before
+    training, and the training loss."""
+    if not report.get("new_files"):
+        return f"continual: nothing new since increment {report.get('increment')}; nothing done"
+    score = report.get("pre_score") or {}
+    before = ", ".join(f"{k} {v:.6g}" for k, v in score.items() if k in _SCORE_KEYS)
+    return (
+        f"continual: increment {report['increment']}: {report['new_files']} new file(s), "
+        f"{report['rows']} rows; before training: {before or 'not scored (first run)'}; "
+        f"training loss {report['train_loss']:.6g}"
+    )
+
+
+_SCORE_KEYS = ("mse", "r2", "logloss", "accuracy", "auc")
 
 
 def _fmt_rate(rows: float, seconds: float) -> str:
@@ -172,6 +194,9 @@ class ProgressReporter(Callback):
     def on_warning(self, message: str) -> None:
         if self.warnings:
             self._write(f"warning: {message}")
+
+    def on_increment(self, report: dict[str, Any]) -> None:
+        self._write(increment_line(report))
 
     def on_train_end(self, state: Any) -> None:
         if self._bar is not None:
@@ -291,6 +316,9 @@ class JsonLogger(Callback):
             epoch=state.epoch + 1,
             rows_into_epoch=state.totals.rows,
         )
+
+    def on_increment(self, report: dict[str, Any]) -> None:
+        self.emit("increment", **json_safe(report))
 
     def on_epoch_end(self, state: Any, entry: dict[str, Any]) -> None:
         seconds = time.perf_counter() - self._t0

@@ -19,6 +19,7 @@ over consecutive chunks give the weights of one pass over their concatenation, t
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Sequence
 from typing import Any
@@ -34,7 +35,7 @@ from .init import initial_state
 from .loop import Trainer
 from .state import EpochTotals, StreamState, TrainState
 
-__all__ = ["open_for", "start_state", "continue_state"]
+__all__ = ["open_for", "start_state", "continue_state", "fresh_pass"]
 
 
 def open_for(source: Any, config: FitConfig) -> Dataset:
@@ -98,7 +99,7 @@ def continue_state(
     with single_blas_thread():
         dataset = open_for(source, config)
         _check_columns(state, dataset)
-        work = _fresh_pass(state, dataset)
+        work = fresh_pass(state, dataset)
         one_more = dataclasses.replace(config, epochs=state.epoch + 1)
         trainer = Trainer(dataset, one_more, options, callbacks=callbacks)
         trainer.run(work)
@@ -110,7 +111,8 @@ def continue_state(
 
 def _check_columns(state: TrainState, dataset: Dataset) -> None:
     """A DataError naming the first column the state reads that the new source lacks."""
-    for name in state.spec.input_columns(has_target=True, weight=True):
+    spec = state.spec
+    for name in spec.read_columns(spec.input_columns(has_target=True, weight=True)):
         if name not in dataset.schema.names:
             raise DataError(
                 "the data lacks the column, which the state was trained on",
@@ -119,9 +121,10 @@ def _check_columns(state: TrainState, dataset: Dataset) -> None:
             )
 
 
-def _fresh_pass(state: TrainState, dataset: Dataset) -> TrainState:
+def fresh_pass(state: TrainState, dataset: Dataset) -> TrainState:
     """A copy of ``state`` ready to read ``dataset`` from its start as the next epoch. The
-    arrays are copied, since the steps update the weights and solver state in place."""
+    arrays are copied, since the steps update the weights and solver state in place (the
+    continual mode's increments start this way too)."""
     return dataclasses.replace(
         state,
         params=state.params.copy(),
@@ -134,4 +137,5 @@ def _fresh_pass(state: TrainState, dataset: Dataset) -> TrainState:
         totals=EpochTotals(),
         early=dataclasses.replace(state.early),
         trajectory=dataclasses.replace(state.trajectory),
+        continual=copy.deepcopy(state.continual),
     )

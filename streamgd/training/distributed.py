@@ -4,7 +4,9 @@ The row groups are dealt round-robin into ``shards`` fixed shards. Each round, e
 that has not finished the epoch starts from the global weights and optimiser state, trains on
 its next ``sync_every`` mini-batches, and returns its weights, state and row count; the driver
 takes the row-weighted average (Zinkevich et al. 2010, McDonald et al. 2010, Stich 2018).
-``sync_every=1`` is plain synchronous data-parallel SGD.
+``sync_every=1`` is plain synchronous data-parallel SGD. How a round's inputs reach the
+workers and its results come back, and the straggler-tolerant rounds of ``quorum`` below 1,
+are :mod:`.rounds`' job.
 
 A round task is a pure function of (its shard's row groups, its cursor, the weights, the
 settings, the seed, the round): a task that Dask retries after a worker dies returns exactly
@@ -45,6 +47,7 @@ from ..solvers import SOLVERS, get_solver
 from ..sources import Dataset, HandleCache, open_dataset
 from .cluster import check_workers_see_files, connect
 from .loop import StepReport
+from .rounds import RoundProtocol, average
 from .state import TrainState
 
 __all__ = ["shard_units", "round_task", "RunInputs", "DistributedTrainer"]
@@ -144,7 +147,7 @@ def _unit_pieces(dataset: Dataset, unit_index: int, spec: FeatureSpec, loss, sel
     unit = dataset.units[unit_index]
     path = dataset.files[unit.file].path
     decoder = Decoder.for_training(spec, loss=loss, select=select, notes=notes)  # as prefetch
-    for table, first_row in dataset.iter_unit(unit, decoder.columns, HandleCache()):
+    for table, first_row in dataset.iter_unit(unit, decoder.reads, HandleCache()):
         yield decoder.decode(table, path, first_row)  # a fresh float32 matrix per piece
 
 
@@ -196,28 +199,23 @@ def _digest(digest, value: Any) -> None:
 
 
 def round_task(
-    paths: tuple[str, ...],
-    fmt: str,
-    units: Sequence[int],
-    shard: int,
-    cursor: Cursor,
-    params: np.ndarray,
-    opt_state: dict[str, np.ndarray],
-    spec: FeatureSpec,
-    config: dict[str, Any],
-    start_step: int,
-    round_index: int,
-    inputs: RunInputs,
+    shard: int, cursor: Cursor, *, static: dict[str, Any], shared: tuple
 ) -> dict[str, Any]:
-    """Train shard ``shard`` for up to ``sync_every`` batches from ``cursor``; pure. ``inputs``
-    is the driver's fingerprint of the files, which the worker's opening must match."""
+    """Train shard ``shard`` for up to ``sync_every`` batches from ``cursor``; pure.
+
+    ``static`` holds what stays for the epoch (sent once: paths, format, every shard's units,
+    feature spec, settings, and ``inputs``, the driver's fingerprint of the files, which the
+    worker's opening must match); ``shared`` what every shard of the round shares (weights,
+    optimiser state, global step, round number)."""
     from ..step import make_step  # the very step the single-process trainer takes
 
     t0 = time.perf_counter()
-    cfg = FitConfig.from_dict(config)
+    params, opt_state, start_step, round_index = shared
+    paths, spec, config = static["paths"], static["spec"], static["config"]
+    cfg, settings = _prepared(static["token"], spec, config)
     loss, optimizer, schedule = cfg.make_loss(), cfg.make_optimizer(), cfg.make_schedule()
-    dataset = _open(tuple(paths), fmt, cfg.csv_options(), inputs)
-    order = _shard_order(units, cfg, cursor.epoch, shard)
+    dataset = _open(tuple(paths), static["fmt"], cfg.csv_options(), static["inputs"])
+    order = _shard_order(static["units"][shard], cfg, cursor.epoch, shard)
     # --holdout-rows: the worker draws the same rows (a pure function of files, K and seed;
     # Parquet row counts from metadata), once per process
     select = holdout.selector(cfg, keep=False, dataset=dataset)
@@ -230,7 +228,7 @@ def round_task(
         need=cfg.sync_every * cfg.batch_size,
         spec=spec,
         loss=loss,
-        settings=_settings_key(spec, config),
+        settings=settings,
         select=select,
     )
     if cfg.shuffle and len(chunk):
@@ -253,6 +251,20 @@ def round_task(
         "compute_s": time.perf_counter() - t0,
         "worker_pid": os.getpid(),
     }
+
+
+# The settings parsed and the rows' settings key of the epoch's static inputs this process
+# saw last (keyed by the driver's per-epoch token): not parsed and hashed again every round.
+_PREPARED: dict[str, tuple[FitConfig, str]] = {}
+
+
+def _prepared(token: str, spec: FeatureSpec, config: dict[str, Any]) -> tuple[FitConfig, str]:
+    found = _PREPARED.get(token)
+    if found is None:
+        found = (FitConfig.from_dict(config), _settings_key(spec, config))
+        _PREPARED.clear()
+        _PREPARED[token] = found
+    return found
 
 
 def _take_rows(
@@ -315,22 +327,6 @@ def _shard_order(units: Sequence[int], cfg: FitConfig, epoch: int, shard: int) -
 
 
 # -- the driver ---------------------------------------------------------------------------------
-def _average(results: list[dict[str, Any]]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Row-weighted mean of the shards' weights and optimiser states (integer counters, like
-    Adam's step count, take the largest)."""
-    weights = np.array([r["rows"] for r in results], dtype=np.float64)
-    weights /= weights.sum()
-    params = sum(w * r["params"] for w, r in zip(weights, results, strict=True))
-    state: dict[str, np.ndarray] = {}
-    for key in results[0]["opt_state"]:
-        values = [np.asarray(r["opt_state"][key]) for r in results]
-        if np.issubdtype(values[0].dtype, np.integer):
-            state[key] = np.max(values, axis=0)
-        else:
-            state[key] = sum(w * v for w, v in zip(weights, values, strict=True))
-    return params, state
-
-
 def check_supported(config: FitConfig) -> None:
     if not get_solver(config.solver).distributed:
         able = ", ".join(name for name, s in SOLVERS.items() if s.distributed)
@@ -363,8 +359,7 @@ class DistributedTrainer:
         self.paths = tuple(f.path for f in dataset.files)
         if state.dask.shards is None:
             state.dask.shards = [Cursor(state.epoch) for _ in self.shards]
-        # in every task key: two runs of one process (a resumed run, or another fit) must
-        # never meet a key of the other's that the scheduler has not forgotten yet
+        # in every task key (see RoundProtocol)
         self.run_key = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         client, local = connect(self.cluster)
         try:
@@ -382,68 +377,56 @@ class DistributedTrainer:
 
     def epoch(self, state: TrainState) -> Iterator[StepReport]:
         """The epoch's rounds: every unfinished shard trains from the global weights, and
-        the driver averages them."""
-        client, run = self.client, self.run_key
-        # task results, not scattered data: a broadcast scatter right after a worker was
-        # killed could wait for it forever (seen in the tests), and data that only scatter
-        # put on a lost worker cannot be made again, while a task's result can
-        spec_future = client.submit(_hold, state.spec, key=f"streamgd-spec-{state.epoch}-{run}")
-        inputs = RunInputs.of(self.base.dataset)
-        inputs_future = client.submit(_hold, inputs, key=f"streamgd-inputs-{state.epoch}-{run}")
-        rounds = state.dask
+        the driver averages them (see :mod:`.rounds` for how inputs and results travel)."""
+        cfg, rounds = self.base.config, state.dask
+        protocol = RoundProtocol(self.client, self.run_key, quorum=cfg.quorum)
+        token = f"{state.epoch}-{self.run_key}"
+        static = protocol.put(
+            f"static-{state.epoch}",
+            {
+                "token": token,
+                "paths": self.paths,
+                "fmt": cfg.format,
+                "units": self.shards,
+                "spec": state.spec,
+                "config": cfg.to_dict(),
+                "inputs": RunInputs.of(self.base.dataset),
+            },
+        )
         while unfinished := [s for s, c in enumerate(rounds.shards) if not self._done(s, c)]:
-            t0 = time.perf_counter()
-            futures = [self._submit(state, s, spec_future, inputs_future) for s in unfinished]
-            gathered = client.gather(futures)
-            wall = time.perf_counter() - t0
-            for r in gathered:
+            shared = (state.params, state.opt_state, state.step, rounds.round)
+            outcome = protocol.run(
+                round_task,
+                rounds.round,
+                unfinished,
+                [rounds.shards[s] for s in unfinished],
+                static=static,
+                shared=shared,
+            )
+            for r in outcome.results:
                 rounds.shards[r["shard"]] = r["cursor"]
                 state.totals.counts = state.totals.counts + r["counts"]
                 self.base.outlier_notes.merge(r.get("outlier_notes", ()))
-            results = [r for r in gathered if r["rows"]]
+            results = [r for r in outcome.results if r["rows"]]
             rounds.round += 1
             if not results:
                 yield StepReport(0.0, state.params, 0, steps=0)
                 continue
-            state.params, state.opt_state = _average(results)
+            state.params, state.opt_state = average(results)
+            timing = _timing(rounds.round, results, outcome.wall_s)
+            timing["late"] = len(outcome.late)
             yield StepReport(
                 sum(r["loss_sum"] for r in results),
                 state.params,
                 sum(r["rows"] for r in results),
                 steps=max(r["steps"] for r in results),
-                timing=_timing(rounds.round, results, wall),
+                timing=timing,
             )
         rounds.shards = [Cursor(state.epoch + 1) for _ in self.shards]
 
     def _done(self, shard: int, cursor: Cursor) -> bool:
         """Whether the shard has read all its units this epoch."""
         return cursor.position >= len(self.shards[shard])
-
-    def _submit(self, state: TrainState, shard: int, spec_future, inputs_future):
-        cfg, round_index = self.base.config, state.dask.round
-        return self.client.submit(
-            round_task,
-            self.paths,
-            cfg.format,
-            self.shards[shard],
-            shard,
-            state.dask.shards[shard],
-            state.params,
-            state.opt_state,
-            spec_future,
-            cfg.to_dict(),
-            state.step,
-            round_index,
-            inputs_future,
-            key=f"streamgd-round-{round_index}-shard-{shard}-{self.run_key}",
-            pure=False,
-            retries=5,
-        )
-
-
-def _hold(value: Any) -> Any:
-    """A task that returns its argument: data the scheduler can make again (see epoch)."""
-    return value
 
 
 def _timing(round_number: int, results: list[dict[str, Any]], wall: float) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from ..features import (
     scan_classes,
     select_features,
 )
+from ..features.interactions import Deriver, encodings, extend_names, parse_terms, resolve
 from ..features.outliers import Screen
 from ..features.select import check_in_every_file
 from ..features.text import TextColumn, check_text, scan_texts
@@ -37,7 +38,7 @@ from ..sources.fingerprint import differences
 from ..stats_pass import Progress, compute_class_stats, compute_stats, stats_order
 from .state import TrainState
 
-__all__ = ["initial_state", "check_compatible"]
+__all__ = ["initial_state", "check_compatible", "check_settings"]
 
 
 def initial_state(
@@ -123,6 +124,8 @@ def _fresh_spec(
         categorical=(*categorical, *(config.text or ())),  # neither is a numeric feature
     )
     names = _without_weight(names, dataset, config, first)
+    interactions = _interactions(dataset, config)
+    names = extend_names(names, interactions)  # products, and what slopes multiply
     classes, frequencies = None, None
     if multiclass and known_classes is not None:
         classes, frequencies = known_classes
@@ -140,6 +143,7 @@ def _fresh_spec(
         select=holdout.selector(config, keep=False, dataset=dataset),
         screen=(screen := _screen(names, config, loss)),
         weight=config.weight,
+        derive=Deriver(interactions) if interactions else None,
     )
     weighting = None
     if config.weight is None and config.class_weight is None:
@@ -162,7 +166,8 @@ def _fresh_spec(
     )
     spec = dataclasses.replace(
         spec,
-        categoricals=_categoricals(dataset, config),
+        categoricals=_categoricals(dataset, config, interactions),
+        interactions=interactions,
         texts=_texts(dataset, config, warn),
         infinite=config.infinite,
         classes=classes,
@@ -280,16 +285,38 @@ def _check_stats(stats: Stats, screen: Screen, dataset: Dataset, warn) -> None:
         warn(message)
 
 
-def _categoricals(dataset: Dataset, config: FitConfig):
-    """The --categorical columns' encodings, from a scan in the statistics pass's order."""
-    return scan_categories(
-        dataset,
-        config.categorical or (),
-        stats_order(dataset, max_rows=config.stats_rows, seed=config.seed),
-        max_rows=config.stats_rows,
-        max_categories=config.max_categories,
-        hash_bits=config.hash_bits,
-        select=holdout.selector(config, keep=False, dataset=dataset),
+def _categoricals(dataset: Dataset, config: FitConfig, interactions=()):
+    """The --categorical columns' encodings, then the --interactions' crosses and slopes,
+    from scans in the statistics pass's order."""
+    order = stats_order(dataset, max_rows=config.stats_rows, seed=config.seed)
+    how = {
+        "max_rows": config.stats_rows,
+        "max_categories": config.max_categories,
+        "hash_bits": config.hash_bits,
+        "select": holdout.selector(config, keep=False, dataset=dataset),
+    }
+    plain = scan_categories(dataset, config.categorical or (), order, **how)
+    return plain + encodings(dataset, interactions, order, **how)
+
+
+def _interactions(dataset: Dataset, config: FitConfig):
+    """The --interactions terms, checked against the data's columns."""
+    if not config.interactions:
+        return ()
+    texts = set(config.text or ())
+    for term in parse_terms(config.interactions):
+        if texts.intersection(term):
+            raise UsageError(
+                f"--interactions {'*'.join(term)}: {sorted(texts.intersection(term))[0]!r} is a "
+                "--text column; text columns do not take part in interactions"
+            )
+    return resolve(
+        parse_terms(config.interactions),
+        dataset.schema,
+        target=config.target,
+        categorical=config.categorical or (),
+        weight=config.weight,
+        path=dataset.files[0].path,
     )
 
 
@@ -322,13 +349,23 @@ def _texts(dataset: Dataset, config: FitConfig, warn) -> tuple[TextColumn, ...]:
 
 def _warm_state(dataset: Dataset, config: FitConfig, model: Model, path: str) -> TrainState:
     categorical = config.categorical or ()
+    interactions = _interactions(dataset, config)
+    derived = () if model.spec.deriver is None else model.spec.deriver.outputs
     names = select_features(
         dataset.schema,
         config.target,
-        config.features or model.features,
+        config.features or [n for n in model.features if n not in derived],
         path=dataset.files[0].path,
-        categorical=categorical,
+        categorical=(*categorical, *(config.text or ())),
     )
+    names = extend_names(names, interactions)
+    _check_warm_texts(config, model, path)
+    if interactions != model.spec.interactions:
+        raise UsageError(
+            f"--init {path}: the model's interactions are "
+            f"[{', '.join(i.name for i in model.spec.interactions)}], this run has "
+            f"[{', '.join(i.name for i in interactions)}]"
+        )
     weighting = (config.weight, config.class_weight)
     if weighting != (model.config.get("weight"), model.config.get("class_weight")):
         raise UsageError(
@@ -336,7 +373,7 @@ def _warm_state(dataset: Dataset, config: FitConfig, model: Model, path: str) ->
             f"{model.config.get('weight')} and --class-weight "
             f"{model.config.get('class_weight')}; this run has {weighting[0]} and {weighting[1]}"
         )
-    model_categorical = tuple(c.name for c in model.spec.categoricals)
+    model_categorical = tuple(c.name for c in model.spec.categoricals if c.parts is None)
     if tuple(categorical) != model_categorical:
         raise UsageError(
             f"--init {path}: the model's categorical features are "
@@ -362,12 +399,35 @@ def _warm_state(dataset: Dataset, config: FitConfig, model: Model, path: str) ->
     )
 
 
+def _check_warm_texts(config: FitConfig, model: Model, path: str) -> None:
+    """--init: the run's --text columns and their encoding are the model's."""
+    norm = None if config.text_norm == "none" else config.text_norm
+    now = [
+        (name, config.text_bits, config.ngrams, config.text_binary, norm, config.text_slots)
+        for name in config.text or ()
+    ]
+    had = [(t.name, t.bits, t.ngrams, t.binary, t.norm, t.slots) for t in model.spec.texts]
+    if now != had:
+        what = "(column, bits, ngrams, binary, norm, slots)"
+        raise UsageError(
+            f"--init {path}: the model's text columns {what} are {had or 'none'}, this run "
+            f"has {now or 'none'}"
+        )
+
+
 def _loss_params(settings: dict[str, Any]) -> tuple:
     return settings.get("huber_delta"), settings.get("quantile")
 
 
 def check_compatible(state: TrainState, config: FitConfig, dataset: Dataset, path: str) -> None:
     """Refuse a checkpoint whose settings or input files differ, saying what changed."""
+    check_settings(state, config, path)
+    _check_inputs(state.data, dataset.fingerprint(), path)
+
+
+def check_settings(state: TrainState, config: FitConfig, path: str) -> None:
+    """Refuse a checkpoint whose settings (but ``epochs`` and ``tol``) differ from
+    ``config``'s, saying which."""
     saved = FitConfig.from_dict(state.config).fingerprint()
     now = config.fingerprint()
     changed = [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in now if saved.get(k) != now[k]]
@@ -376,7 +436,6 @@ def check_compatible(state: TrainState, config: FitConfig, dataset: Dataset, pat
             f"{path}: the checkpoint was written with other settings ({'; '.join(changed)}); "
             "use the same settings, or another --checkpoint-dir to start afresh"
         )
-    _check_inputs(state.data, dataset.fingerprint(), path)
 
 
 def _check_inputs(saved: dict[str, Any], now: dict[str, Any], path: str) -> None:

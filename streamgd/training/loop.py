@@ -212,6 +212,17 @@ class Trainer:
         for message in self.outlier_notes.drain():
             self.callbacks.on_warning(message)
 
+    def end_pass(self, state: TrainState) -> None:
+        """Public for epochs whose steps ran elsewhere (a grid's shared stream, see
+        :mod:`streamgd.search.engine`): what :meth:`run` does after an epoch's steps is
+        ``end_pass`` then ``end_epoch``."""
+        self._end_pass(state)
+
+    def end_epoch(self, state: TrainState, scores: dict[str, Any] | None = None) -> None:
+        """The history entry, validation (``scores``: the validation scores of the state's
+        weights when the caller computed them, as :meth:`_validate` would), early stopping."""
+        self._end_epoch(state, scores)
+
     def _end_pass(self, state: TrainState) -> None:
         """The solver's end of a pass (the normal equations are solved here)."""
         state.params, state.opt_state, mean_loss = self.solver.finish(
@@ -220,7 +231,7 @@ class Trainer:
         if mean_loss is not None:
             state.totals.loss = mean_loss * state.totals.rows
 
-    def _end_epoch(self, state: TrainState) -> None:
+    def _end_epoch(self, state: TrainState, scores: dict[str, Any] | None = None) -> None:
         totals = state.totals
         if totals.rows == 0:
             raise DataError("no rows to train on: every row's target is missing")
@@ -238,7 +249,7 @@ class Trainer:
             acc = Accumulator.restore(self.loss.task, totals.metrics, auc=False)
             entry |= {f"train_{k}": v for k, v in acc.result().items()}
         if self.config.validates:
-            self._validate(state, entry)
+            self._validate(state, entry, scores)
         state.history.append(entry)
         state.stream = StreamState(Cursor(state.epoch + 1, 0, 0))
         state.totals = EpochTotals()
@@ -254,14 +265,17 @@ class Trainer:
         if not state.finished and state.epoch < self.config.epochs:
             self._save(state, "epoch")
 
-    def check_order(self, rows: np.ndarray, *, target_scale: float) -> None:
+    def check_order(self, rows: np.ndarray, *, target_scale: float, spread: bool = True) -> None:
         """Warn when the rows that first fill the shuffle buffer look ordered by the target:
-        then the buffer is too small to mix the data and early batches are biased."""
+        then the buffer is too small to mix the data and early batches are biased.
+        ``spread``: whether the column is the target, whose spread can be compared to the
+        statistics pass's (not a categorical code, which the rows end with when there are
+        categorical columns: their trend alone is looked at)."""
         t = rows[:, -1].astype(np.float64)
         if len(t) < 1000 or t.std() == 0:
             return
         trend = float(np.corrcoef(np.arange(len(t)), t)[0, 1])
-        narrow = self.loss.scale_target and t.std() < 0.25 * target_scale
+        narrow = spread and self.loss.scale_target and t.std() < 0.25 * target_scale
         if abs(trend) > 0.3 or narrow:
             why = (
                 f"correlation {trend:+.2f} with the reading order"
@@ -274,18 +288,26 @@ class Trainer:
                 "'streamgd shuffle', or raise --shuffle-buffer"
             )
 
-    def _validate(self, state: TrainState, entry: dict[str, Any]) -> None:
-        """Score the epoch's weights on the --validation files; track the best for
-        --patience. Adds ``val_<metric>`` keys (``val_loss`` in the target's units)."""
-        model = model_from_state(state, self.config)
+    def validation_data(self) -> tuple[Any, Any]:
+        """What each epoch is scored on: the data (files or an opened dataset) and the row
+        selector (the held-out rows of the training data; None: every row)."""
         if self.config.holds_out:  # the held-out rows of the training data itself
-            paths = self.dataset
             select = holdout.selector(self.config, keep=True, dataset=self.dataset)
-        elif self.validation is not None:
-            paths, select = self.validation, None
-        else:
-            paths, select = list(self.config.validation), None
-        scores = evaluate_model(model, paths, fmt=self.config.format, select=select)
+            return self.dataset, select
+        if self.validation is not None:
+            return self.validation, None
+        return list(self.config.validation), None
+
+    def _validate(
+        self, state: TrainState, entry: dict[str, Any], scores: dict[str, Any] | None = None
+    ) -> None:
+        """Score the epoch's weights on the --validation files (unless ``scores`` has them);
+        track the best for --patience. Adds ``val_<metric>`` keys (``val_loss`` in the
+        target's units)."""
+        if scores is None:
+            model = model_from_state(state, self.config)
+            paths, select = self.validation_data()
+            scores = evaluate_model(model, paths, fmt=self.config.format, select=select)
         for key, value in scores.items():
             if isinstance(value, float) and key != "total_weight":  # weighted: val_* weighted
                 entry[f"val_{key}"] = value
@@ -364,6 +386,11 @@ class LocalSteps:
         state.totals.counts = self.base_counts if done is None else self.base_counts + done
         state.totals.metrics = self.running.state()
 
+    def stream(self, state: TrainState) -> BatchStream:
+        """The epoch's batches from where ``state`` stands (public for a grid's shared
+        stream, see :mod:`streamgd.search.engine`)."""
+        return self._stream(state)
+
     def _stream(self, state: TrainState) -> BatchStream:
         """The epoch's batches from where ``state`` stands: centred rows (subtracted while
         decoding; the scaling is folded into the step), through the shuffle buffer."""
@@ -375,7 +402,9 @@ class LocalSteps:
             dtype=STREAM_DTYPE,
             notes=trainer.outlier_notes,
         )
-        check_order = functools.partial(trainer.check_order, target_scale=spec.target_scale)
+        check_order = functools.partial(
+            trainer.check_order, target_scale=spec.target_scale, spread=not spec.categoricals
+        )
         # the buffer hands the check its rows' last column: with --weight that is the weight
         # column, not the target, so there is nothing to look at
         first_fill = state.epoch == 0 and spec.weight_column is None
@@ -422,6 +451,8 @@ def model_from_state(state: TrainState, config: FitConfig) -> Model:
     if config.validates:
         summary["final_val_loss"] = last.get("val_loss")
         summary["best_epoch"] = state.early.best_epoch
+    if state.continual.runs:  # --continual: one record per increment (see training.continual)
+        summary["increments"] = [dict(run) for run in state.continual.runs]
     return Model(
         spec=state.spec,
         loss=config.loss,

@@ -30,6 +30,7 @@ __all__ = [
     "EarlyStopping",
     "Trajectory",
     "DaskRounds",
+    "Continual",
     "Codec",
     "record_to_archive",
     "record_from_archive",
@@ -142,6 +143,18 @@ class DaskRounds:
 
 
 @dataclass
+class Continual:
+    """--continual (see :mod:`.continual`): the files trained on, one record per run, the
+    increment in progress and the replay reservoir."""
+
+    ledger: list[dict[str, Any]] | None = None  # path, digest, size, mtime_ns, rows, increment
+    runs: list[dict[str, Any]] = field(default_factory=list)  # one record per increment
+    pending: dict[str, Any] | None = None  # the increment in progress (files, pre-score, ...)
+    replay: np.ndarray | None = None  # --replay: the reservoir's raw rows
+    replay_seen: int = 0  # rows offered to the reservoir so far
+
+
+@dataclass
 class TrainState:
     """Everything that decides the rest of a run. Resume = load this and continue."""
 
@@ -160,6 +173,7 @@ class TrainState:
     early: EarlyStopping = field(default_factory=EarlyStopping)
     trajectory: Trajectory = field(default_factory=Trajectory)
     dask: DaskRounds = field(default_factory=DaskRounds)
+    continual: Continual = field(default_factory=Continual)
 
     @property
     def epoch(self) -> int:

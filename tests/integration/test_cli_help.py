@@ -16,6 +16,7 @@ from integration_support import invoke_ok
 from streamgd.cli import cli
 from streamgd.cli.fit import FIT_SETTINGS, OutputOptions
 from streamgd.config import FitConfig, RunOptions
+from streamgd.search.options import GridOptions
 from streamgd.settings import GROUPS
 
 FIT = cli.commands["fit"]
@@ -93,7 +94,8 @@ def test_the_group_help_shows_whole_summaries():
 
 def test_settings_options_fields_and_toml_keys_are_the_same_names():
     declared = set(FIT_SETTINGS)
-    owned = {f.name for cls in (FitConfig, RunOptions, OutputOptions) for f in fields(cls)}
+    owners = (FitConfig, RunOptions, OutputOptions, GridOptions)
+    owned = {f.name for cls in owners for f in fields(cls)}
     owned.discard("handle_signals")  # set by the command line itself, not a setting
     options = {p.name for p in FIT.params if isinstance(p, click.Option)}
     options -= {"config", "print_config"}

@@ -1,0 +1,129 @@
+"""``streamgd fit`` with several values of a training setting (``--lr 0.01,0.1 --l2 0,1e-4``):
+every combination trains over one pass of the data per epoch (:mod:`streamgd.search`); the
+best on the validation rows is written to -o as an ordinary model, with the leaderboard beside
+it (STEM.leaderboard.csv and .json), and printed."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import click
+
+from .. import __version__
+from ..config import RunOptions, split_settings
+from ..training.callbacks import Callback, json_default, json_safe
+from .options import emit_json
+from .reports import coefficients_text
+
+__all__ = ["fit_grid_command", "leaderboard_paths"]
+
+
+class _Lines(Callback):
+    """Warnings, and one line per model and epoch (unless quiet), on stderr."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+
+    def on_warning(self, message: str) -> None:
+        click.echo(f"warning: {message}", err=True)
+
+    def on_epoch_end(self, state: Any, entry: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        shown = {k: entry[k] for k in ("epoch", "loss", "val_loss") if k in entry}
+        label = " ".join(f"{k}={_num(v)}" for k, v in entry.get("grid", {}).items())
+        text = " ".join(f"{k} {_num(v)}" for k, v in shown.items())
+        click.echo(f"model {entry.get('model')} ({label}): {text}", err=True)
+
+
+def _num(v: Any) -> str:
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def leaderboard_paths(output: str) -> tuple[str, str]:
+    """Where the leaderboard of a grid goes beside the model ``output``: STEM.leaderboard.csv
+    and STEM.leaderboard.json."""
+    stem = os.path.splitext(output)[0]
+    return f"{stem}.leaderboard.csv", f"{stem}.leaderboard.json"
+
+
+def fit_grid_command(
+    logger: Any,
+    paths: list[str],
+    out: Any,
+    settings: dict[str, Any],
+    *,
+    select_metric: str,
+    all_models: str | None,
+) -> None:
+    """Train the grid ``settings`` describe, then write and print what it found."""
+    from ..archive import atomic_write
+    from ..blas import single_blas_thread
+    from ..search.api import run_grid
+    from ..search.grid import expand_grid
+    from ..search.leaderboard import table, write_leaderboard
+    from ..training.callbacks import CallbackList
+
+    config_settings, run_settings = split_settings(settings)
+    configs, labels = expand_grid(config_settings)
+    if run_settings["checkpoint_dir"] is None and out.output is not None:
+        run_settings["checkpoint_dir"] = out.output + ".ckpt"  # as a single model's fit
+    options = RunOptions(**run_settings, handle_signals=True)
+    if logger is not None:
+        logger.emit(
+            "start",
+            version=__version__,
+            paths=paths,
+            output=out.output,
+            settings=configs[0].to_dict(),
+            grid=labels,
+        )
+        hooks = CallbackList([logger])
+    else:
+        hooks = CallbackList([_Lines(out.quiet)])
+    with single_blas_thread():
+        result = run_grid(paths, configs, labels, options, hooks, select_metric=select_metric)
+    board = result.leaderboard
+    best = result.best
+    best.summary["select_metric"] = select_metric
+    best.summary["leaderboard"] = board  # shown by inspect
+    if out.output is not None:
+        best.save(out.output, option="--output")
+        best.save_history(out.output, option="--output")
+        for path in leaderboard_paths(out.output):
+            write_leaderboard(board, path)
+    if all_models is not None:
+        result.save_all(all_models)
+    summary = {
+        "model": out.output,
+        "models": len(result.models),
+        "selected": result.best_index,
+        **{k: v for k, v in best.summary.items() if k != "leaderboard"},
+        "leaderboard": board,
+    }
+    if out.metrics_out is not None:
+        report = json_safe({"summary": summary, "history": best.history})
+        text = json.dumps(report, indent=2, default=json_default, allow_nan=False) + "\n"
+        atomic_write(
+            out.metrics_out,
+            lambda fh: fh.write(text.encode()),
+            what="the metrics file",
+            option="--metrics-out",
+        )
+    if logger is not None:
+        logger.emit("finish", exit_code=0, **json_safe(summary))
+    if out.json:
+        emit_json(summary)
+        return
+    if not out.quiet and logger is None:
+        click.echo(table(board, limit=20), err=True)
+        where = f"written to {out.output}" if out.output else "not saved (no -o)"
+        click.echo(
+            f"selected model {result.best_index} of {len(result.models)} by validation "
+            f"{select_metric}: {where}",
+            err=True,
+        )
+    if out.output is None:
+        click.echo(coefficients_text(best))
