@@ -25,13 +25,35 @@ import pyarrow.parquet as pq
 
 import streamgd
 
-POSITIVE = "good great excellent love perfect amazing solid happy reliable sturdy".split()
-NEGATIVE = "bad poor awful broke cheap flimsy terrible waste returned disappointed".split()
+POSITIVE = [
+    "good",
+    "great",
+    "excellent",
+    "love",
+    "perfect",
+    "amazing",
+    "solid",
+    "happy",
+    "reliable",
+    "sturdy",
+]
+NEGATIVE = [
+    "bad",
+    "poor",
+    "awful",
+    "broke",
+    "cheap",
+    "flimsy",
+    "terrible",
+    "waste",
+    "returned",
+    "disappointed",
+]
 FILLER = 3000  # neutral words w0..w2999, Zipf-distributed
 
 
 def generate(rows: int, seed: int) -> tuple[pa.Table, np.ndarray]:
-    """The rows and their true probabilities. Each review has 5-40 words: fillers and a few
+    """The rows and their true probabilities. Each review has 5-30 words: fillers and a few
     sentiment words, each preceded by "not" one time in four (which flips its sign). The
     logit is -0.3 + 0.8 * (prior rating - 3) + the sum of the words' effects."""
     rng = np.random.default_rng(seed)
@@ -43,7 +65,7 @@ def generate(rows: int, seed: int) -> tuple[pa.Table, np.ndarray]:
     logit = -0.3 + 0.8 * (prior - 3)
     reviews = []
     for i in range(rows):
-        words = [f"w{k}" for k in (rng.zipf(1.3, rng.integers(5, 40)) % FILLER)]
+        words = [f"w{k}" for k in (rng.zipf(1.3, rng.integers(5, 30)) % FILLER)]
         for _ in range(rng.integers(0, 4)):
             word = sentiment[rng.integers(0, len(sentiment))]
             negated = rng.random() < 0.25
