@@ -508,3 +508,27 @@ def test_usage_errors(data, settings, error, message):
     _, paths = data
     with pytest.raises(error, match=message):
         fit(paths, epochs=1, **settings)
+
+
+def test_softmax_step_equals_the_step_on_the_expanded_matrix(data):
+    table, paths = data
+    config = FitConfig(target="genre", loss="softmax", features=("x",), text=("review",),
+                       text_bits=6, ngrams=2, precondition=False, lr=0.3, l2=0.01)  # fmt: skip
+    state = initial_state(open_dataset(paths), config, RunOptions())
+    spec = state.spec
+    params = np.random.default_rng(2).normal(size=state.params.shape)
+    batch = table.slice(300, 400)
+    raw = Decoder.for_training(spec, loss=config.make_loss(), dtype=np.float64).decode(
+        batch, "x", 0
+    )[0]
+    ours = make_step(config, spec, config.make_loss(), config.make_optimizer())(
+        params, state.opt_state, raw, 0.3
+    ).params
+    z = (batch.column("x").to_numpy() - spec.center[0]) / spec.scale[0]
+    e = np.c_[z, np.ones(len(z)), bag_columns(batch, "review", 6, used=False, ngrams=2)]
+    scores = e @ params
+    prob = np.exp(scores - scores.max(axis=1, keepdims=True))
+    prob /= prob.sum(axis=1, keepdims=True)
+    onehot = np.array(batch.column("genre").to_pylist())[:, None] == np.array(spec.classes)
+    grad = e.T @ (prob - onehot) / len(z) + 0.01 * params * (np.arange(len(params)) != 1)[:, None]
+    np.testing.assert_allclose(ours, params - 0.3 * grad, rtol=1e-9, atol=1e-12)
