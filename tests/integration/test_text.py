@@ -532,3 +532,17 @@ def test_softmax_step_equals_the_step_on_the_expanded_matrix(data):
     onehot = np.array(batch.column("genre").to_pylist())[:, None] == np.array(spec.classes)
     grad = e.T @ (prob - onehot) / len(z) + 0.01 * params * (np.arange(len(params)) != 1)[:, None]
     np.testing.assert_allclose(ours, params - 0.3 * grad, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"text": None, "ngrams": 2}, "--ngrams encode --text columns"),
+        ({"solver": "normal"}, "--solver normal"),
+        ({"record_path": 1}, "--record-path"),
+    ],
+)
+def test_settings_that_do_not_go_with_text(data, settings, message):
+    _, paths = data
+    with pytest.raises(UsageError, match=message):
+        fit(paths, epochs=1, **settings)
