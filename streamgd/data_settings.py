@@ -78,7 +78,8 @@ class DataSettings:
         "Feature crosses computed while streaming, comma-separated or repeated: a*b or a*b*c "
         "(categorical x categorical: one weight per combination, like --categorical; numeric "
         "x categorical: one slope per category; numeric x numeric: the product, a new "
-        "feature); a*b*c:pairs for every pair of the columns.",
+        "feature; a --text column x categorical: each word per category); a*b*c:pairs for "
+        "every pair of the columns.",
         many="list",
         metavar="TERMS",
     )

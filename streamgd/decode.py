@@ -199,7 +199,9 @@ class Decoder:
     def reads(self) -> list[str]:
         """The data's columns this decoder reads: :attr:`columns`, derived ones replaced by
         the columns they are made of."""
-        return list(self.columns) if self.derive is None else self.derive.sources(self.columns)
+        columns = list(self.columns) if self.derive is None else self.derive.sources(self.columns)
+        crosses = {t.name: t.reads for t in self.texts if t.by}  # text x categorical
+        return list(dict.fromkeys(c for n in columns for c in crosses.get(n, (n,))))
 
     @classmethod
     def for_statistics(
@@ -336,6 +338,7 @@ class Decoder:
             )
         if self.derive is not None:
             table = self.derive(table, self.columns)
+        raw = table  # (a text x categorical cross reads the values, not their codes)
         for name, convert in self.converters.items():
             i = table.schema.get_field_index(name)
             table = table.set_column(i, name, convert(table.column(name), path, first_row))
@@ -344,20 +347,21 @@ class Decoder:
         guard = self.guard
         check = None if guard is None else (lambda j, v: guard(j, v, path, first_row))
         if self.texts:
-            return self._with_text(table, out, guard, path, first_row)
+            return self._with_text(table, raw, out, guard, path, first_row)
         m = to_matrix(table, self.columns, out, center=self.center, check=check)
         return m if self.screen is None else self.screen(m, path, first_row)
 
-    def _with_text(self, table, out: np.ndarray, guard, path: str, first_row: int) -> np.ndarray:
+    def _with_text(self, table, raw, out: np.ndarray, guard, path: str, first_row: int):
         """Step 2 with text columns: the other columns by :func:`to_matrix` in runs, each text
-        column's slots (bucket indices, then values) from its hashed bag of words."""
+        column's slots (bucket indices, then values) from its hashed bag of words (of ``raw``,
+        the table before the converters)."""
         texts = {t.name: t for t in self.texts}
         out = out[: table.num_rows]
         j = at = 0  # read column, matrix column
         while j < len(self.columns):
             text = texts.get(self.columns[j])
             if text is not None:
-                idx, val = text.encode(table.column(text.name))
+                idx, val = text.encode(raw)
                 out[:, at : at + text.slots] = idx
                 out[:, at + text.slots : at + 2 * text.slots] = val
                 j, at = j + 1, at + 2 * text.slots

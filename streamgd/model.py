@@ -84,8 +84,8 @@ class Model:
     def feature_names_in_(self) -> np.ndarray:
         """The input columns the model reads: numeric features, categorical columns (the
         columns that --interactions are made of, not the derived ones), then text columns."""
-        names = self.spec.read_columns([*self.features, *(c.name for c in self.spec.categoricals)])
-        return np.array([*names, *(t.name for t in self.spec.texts)], dtype=object)
+        names = [*self.features, *(c.name for c in self.spec.categoricals)]
+        return np.array(self.spec.read_columns([*names, *(t.name for t in self.spec.texts)]), "O")
 
     @property
     def n_features_in_(self) -> int:

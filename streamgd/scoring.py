@@ -53,7 +53,7 @@ def _check_model_columns(schema: pa.Schema, model: Model, path: str) -> None:
     numeric = [n for n in spec.read_columns(model.features) if n not in names]
     check_columns(schema, numeric, path, what="feature", numeric=True)
     check_columns(schema, names, path, what="categorical feature", numeric=False)
-    texts = [t.name for t in spec.texts]
+    texts = [t.column for t in spec.texts]
     check_columns(schema, texts, path, what="text column", numeric=False)
 
 

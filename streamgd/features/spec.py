@@ -133,7 +133,9 @@ class FeatureSpec:
 
     def read_columns(self, columns: Sequence[str]) -> list[str]:
         """The data's columns that ``columns`` (some maybe derived) are made of."""
-        return list(columns) if self.deriver is None else self.deriver.sources(columns)
+        columns = list(columns) if self.deriver is None else self.deriver.sources(columns)
+        crosses = {t.name: t.reads for t in self.texts if t.by}  # text x categorical
+        return list(dict.fromkeys(c for n in columns for c in crosses.get(n, (n,))))
 
     @functools.cached_property
     def slopes(self) -> tuple[tuple[int, int], ...]:
@@ -214,7 +216,7 @@ class FeatureSpec:
         offset = self.n_category_codes
         idx, val = [], []
         for t in self.texts:
-            i, v = t.encode(table.column(t.name))
+            i, v = t.encode(table)
             idx.append(i + offset)
             val.append(v)
             offset += t.size

@@ -20,6 +20,7 @@ nothing to any gradient. A row with more distinct buckets than ``slots`` keeps i
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,16 +30,18 @@ import pyarrow.compute as pc
 
 from ..errors import DataError, UsageError
 from ..sources import Dataset, HandleCache
-from .categorical import as_text
+from .categorical import NULL_PART, SEPARATOR, as_text
 
 __all__ = [
     "TextColumn",
     "tokens",
     "murmur3_32",
     "buckets",
+    "bag",
     "bag_sum",
     "scan_texts",
     "check_text",
+    "split_terms",
 ]
 
 SPLIT = r"[^\p{L}\p{N}_]+"  # runs of non-word characters (RE2 syntax, Unicode classes)
@@ -195,23 +198,58 @@ class TextColumn:
     named: tuple[tuple[int, str], ...] = ()
     rows: int = 0
     truncated: int = 0
+    # a cross with categorical columns (``--interactions genre*review``): ``name`` is the
+    # term, ``source`` the text column, ``by`` the categorical columns; each token is then
+    # the categorical values' text (joined as an interaction's, see .interactions.text), the
+    # unit separator and the word, hashed into the term's own buckets
+    source: str | None = None
+    by: tuple[str, ...] = ()
 
     @property
     def size(self) -> int:
         return 1 << self.bits
 
-    def labels(self) -> list[str]:
-        """``name~token`` for the buckets named by the scan, else ``name#bucket``."""
-        names = dict(self.named)
-        return [
-            f"{self.name}~{names[i]}" if i in names else f"{self.name}#{i}"
-            for i in range(self.size)
-        ]
+    @property
+    def column(self) -> str:
+        """The text column the words come from."""
+        return self.source or self.name
 
-    def encode(self, col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
-        """``(buckets, values)``, each (rows, slots): see :func:`buckets`."""
-        idx, val, _ = buckets(
-            col, bits=self.bits, ngrams=self.ngrams, binary=self.binary, norm=self.norm,
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """The data's columns this encoding reads."""
+        return (self.column, *self.by)
+
+    def labels(self) -> list[str]:
+        """``name~token`` (for a cross ``genre=drama*review~token``) for the buckets named by
+        the scan, else ``name#bucket``."""
+        names = dict(self.named)
+        label = self._label
+        return [label(names[i]) if i in names else f"{self.name}#{i}" for i in range(self.size)]
+
+    def _label(self, token: str) -> str:
+        if not self.by:
+            return f"{self.name}~{token}"
+        *values, word = token.split(SEPARATOR)
+        values = values if len(values) == len(self.by) else [SEPARATOR.join(values)]
+        parts = [f"{b}={v}" for b, v in zip(self.by, values, strict=False)]
+        return "*".join([*parts, f"{self.column}~{word}"])
+
+    def tokens_of(self, table: pa.Table) -> tuple[pa.Array, np.ndarray]:
+        """The tokens of a table's rows and the row of each (see :func:`tokens`), crossed
+        with the ``by`` columns' values."""
+        toks, owner = tokens(table.column(self.column), self.ngrams)
+        if not self.by:
+            return toks, owner
+        from .interactions import text as cross_text  # (it does not import this module)
+
+        values = pc.fill_null(cross_text([table.column(b) for b in self.by]), NULL_PART)
+        return pc.binary_join_element_wise(values.take(pa.array(owner)), toks, SEPARATOR), owner
+
+    def encode(self, table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+        """``(buckets, values)`` of a table's rows, each (rows, slots): see :func:`buckets`."""
+        toks, owner = self.tokens_of(table)
+        idx, val, _ = bag(
+            toks, owner, table.num_rows, bits=self.bits, binary=self.binary, norm=self.norm,
             slots=self.slots,
         )  # fmt: skip
         return idx, val
@@ -227,6 +265,7 @@ class TextColumn:
             "named": [[int(b), t] for b, t in self.named],
             "rows": self.rows,
             "truncated": self.truncated,
+            **({"source": self.source, "by": list(self.by)} if self.by else {}),
         }
 
     @staticmethod
@@ -241,6 +280,8 @@ class TextColumn:
             tuple((int(b), str(t)) for b, t in d.get("named") or ()),
             int(d.get("rows", 0)),
             int(d.get("truncated", 0)),
+            d.get("source"),
+            tuple(d.get("by") or ()),
         )
 
 
@@ -263,8 +304,21 @@ def buckets(
     >>> val.tolist(), distinct.tolist()
     ([[2.0, 1.0, 0.0], [0.0, 0.0, 0.0]], [2, 0])
     """
-    n = len(col)
     toks, rows = tokens(col, ngrams)
+    return bag(toks, rows, len(col), bits=bits, binary=binary, norm=norm, slots=slots)
+
+
+def bag(
+    toks: pa.Array,
+    rows: np.ndarray,
+    n: int,
+    *,
+    bits: int,
+    binary: bool = False,
+    norm: str | None = None,
+    slots: int = 64,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`buckets` of the ``toks`` of ``n`` rows (``rows``: the row of each token)."""
     size = 1 << bits
     key = rows * size + bucket_of(murmur3_32(toks), bits)
     order = np.argsort(key, kind="stable")  # (numpy's unique with return_index: 3x slower)
@@ -303,6 +357,33 @@ def bag_sum(weights: np.ndarray, idx: np.ndarray, val: np.ndarray) -> np.ndarray
     return np.einsum("ijk,ij->ik", weights[idx], val)
 
 
+def split_terms(
+    terms: Sequence[Sequence[str]], text: Sequence[str], categorical: Sequence[str]
+) -> tuple[tuple[tuple[str, ...], ...], tuple[tuple[str, str, tuple[str, ...]], ...]]:
+    """The parsed ``--interactions`` terms without a ``--text`` column, and those with one as
+    ``(term, text column, categorical columns)``: a text column crosses ``--categorical``
+    columns only, one text column a term (see :class:`TextColumn`'s ``by``).
+
+    >>> split_terms([("a", "b"), ("genre", "review")], ["review"], ["a", "b", "genre"])
+    ((('a', 'b'),), (('genre*review', 'review', ('genre',)),))
+    """
+    plain, crosses = [], []
+    for term in terms:
+        found = [p for p in term if p in text]
+        if not found:
+            plain.append(tuple(term))
+            continue
+        others = tuple(p for p in term if p not in text)
+        bad = [*found[1:], *(p for p in others if p not in categorical)]
+        if bad:
+            raise UsageError(
+                f"--interactions {'*'.join(term)}: a --text column crosses --categorical "
+                f"columns only (one text column a term); {bad[0]!r} is not one"
+            )
+        crosses.append(("*".join(term), found[0], others))
+    return tuple(plain), tuple(crosses)
+
+
 def check_text(schema: pa.Schema, names: Sequence[str], target: str, *, path: str) -> None:
     """Each ``--text`` column exists, is not the target, and holds strings."""
     for name in names:
@@ -334,7 +415,7 @@ def scan_texts(
     bucket (among the ``NAMED_TOKENS`` most frequent), reading only the text columns."""
     if not texts:
         return ()
-    names = [t.name for t in texts]
+    names = list(dict.fromkeys(c for t in texts for c in t.reads))
     tallies: list[dict] = [{} for _ in texts]
     rows = [0] * len(texts)
     truncated = [0] * len(texts)
@@ -349,7 +430,7 @@ def scan_texts(
                 table = table.filter(pa.array(keep))
             seen += table.num_rows
             for j, t in enumerate(texts):
-                toks, owner = tokens(table.column(t.name), t.ngrams)  # once for both uses
+                toks, owner = t.tokens_of(table)  # once for both uses
                 keys = np.sort((owner << t.bits) + bucket_of(murmur3_32(toks), t.bits))
                 keys = keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
                 distinct = np.bincount(keys >> t.bits, minlength=table.num_rows)
@@ -374,9 +455,5 @@ def scan_texts(
             ):
                 named.setdefault(b, token)  # the most frequent token of the bucket
         pairs = tuple(sorted(named.items()))
-        out.append(
-            TextColumn(
-                t.name, t.bits, t.ngrams, t.binary, t.norm, t.slots, pairs, rows[j], truncated[j]
-            )
-        )
+        out.append(dataclasses.replace(t, named=pairs, rows=rows[j], truncated=truncated[j]))
     return tuple(out)

@@ -34,7 +34,7 @@ def evaluate_models(
     check_columns(dataset.schema, lead.features, first, what="feature", numeric=True)
     names = [c.name for c in lead.spec.categoricals]
     check_columns(dataset.schema, names, first, what="categorical feature", numeric=False)
-    texts = [t.name for t in lead.spec.texts]
+    texts = [t.column for t in lead.spec.texts]
     check_columns(dataset.schema, texts, first, what="text column", numeric=False)
     multiclass = lead.classes is not None
     check_columns(dataset.schema, [lead.target], first, what="target", numeric=not multiclass)

@@ -28,7 +28,7 @@ from ..features import (
 from ..features.interactions import Deriver, encodings, extend_names, parse_terms, resolve
 from ..features.outliers import Screen
 from ..features.select import check_in_every_file
-from ..features.text import TextColumn, check_text, scan_texts
+from ..features.text import TextColumn, check_text, scan_texts, split_terms
 from ..features.weights import CLASS_WEIGHT_TASKS, Weighting, resolve_class_weights
 from ..losses import Loss
 from ..model import Model, load
@@ -303,15 +303,11 @@ def _interactions(dataset: Dataset, config: FitConfig):
     """The --interactions terms, checked against the data's columns."""
     if not config.interactions:
         return ()
-    texts = set(config.text or ())
-    for term in parse_terms(config.interactions):
-        if texts.intersection(term):
-            raise UsageError(
-                f"--interactions {'*'.join(term)}: {sorted(texts.intersection(term))[0]!r} is a "
-                "--text column; text columns do not take part in interactions"
-            )
+    terms, _ = split_terms(  # (text x categorical terms: see _text_columns)
+        parse_terms(config.interactions), config.text or (), config.categorical or ()
+    )
     return resolve(
-        parse_terms(config.interactions),
+        terms,
         dataset.schema,
         target=config.target,
         categorical=config.categorical or (),
@@ -323,16 +319,9 @@ def _interactions(dataset: Dataset, config: FitConfig):
 def _texts(dataset: Dataset, config: FitConfig, warn) -> tuple[TextColumn, ...]:
     """The --text columns' encodings, with what a scan in the statistics pass's order saw
     (the tokens naming buckets; rows with more distinct tokens than --text-slots: warned)."""
-    norm = None if config.text_norm == "none" else config.text_norm
-    columns = [
-        TextColumn(
-            name, config.text_bits, config.ngrams, config.text_binary, norm, config.text_slots
-        )
-        for name in config.text or ()
-    ]
     texts = scan_texts(
         dataset,
-        columns,
+        _text_columns(config),
         stats_order(dataset, max_rows=config.stats_rows, seed=config.seed),
         max_rows=config.stats_rows,
         select=holdout.selector(config, keep=False, dataset=dataset),
@@ -399,14 +388,25 @@ def _warm_state(dataset: Dataset, config: FitConfig, model: Model, path: str) ->
     )
 
 
-def _check_warm_texts(config: FitConfig, model: Model, path: str) -> None:
-    """--init: the run's --text columns and their encoding are the model's."""
+def _text_columns(config: FitConfig) -> list[TextColumn]:
+    """The --text columns' encodings, then the text x categorical --interactions terms'."""
     norm = None if config.text_norm == "none" else config.text_norm
-    now = [
-        (name, config.text_bits, config.ngrams, config.text_binary, norm, config.text_slots)
-        for name in config.text or ()
+    how = (config.text_bits, config.ngrams, config.text_binary, norm, config.text_slots)
+    terms = parse_terms(config.interactions or ())
+    _, crosses = split_terms(terms, config.text or (), config.categorical or ())
+    return [TextColumn(name, *how) for name in config.text or ()] + [
+        TextColumn(name, *how, source=source, by=by) for name, source, by in crosses
     ]
-    had = [(t.name, t.bits, t.ngrams, t.binary, t.norm, t.slots) for t in model.spec.texts]
+
+
+def _check_warm_texts(config: FitConfig, model: Model, path: str) -> None:
+    """--init: the run's --text columns (and crosses) and their encoding are the model's."""
+
+    def key(t: TextColumn) -> tuple:
+        return (t.name, t.bits, t.ngrams, t.binary, t.norm, t.slots)
+
+    now = [key(t) for t in _text_columns(config)]
+    had = [key(t) for t in model.spec.texts]
     if now != had:
         what = "(column, bits, ngrams, binary, norm, slots)"
         raise UsageError(

@@ -56,12 +56,14 @@ def murmur3_reference(data: bytes, seed: int = 0) -> int:
     return h ^ (h >> 16)
 
 
-def reference_bag(text, *, bits, ngrams=1, binary=False, norm=None) -> dict[int, float]:
+def reference_bag(text, *, bits, ngrams=1, binary=False, norm=None, by=None) -> dict[int, float]:
     """One row's {bucket: value}: lower-case, split on non-word characters, n-grams joined by
-    a space, bucket = |murmur3 as int32| mod 2**bits."""
+    a space (crossed with a categorical value ``by``: ``by + "\x1f" + token``), bucket =
+    |murmur3 as int32| mod 2**bits."""
     words = [] if text is None else [w for w in re.split(r"\W+", text.lower()) if w]
     grams = [" ".join(words[i : i + n]) for n in range(1, ngrams + 1)
              for i in range(len(words) - n + 1)]  # fmt: skip
+    grams = grams if by is None else [f"{by}\x1f{g}" for g in grams]
     bag = Counter()
     for g in grams:
         h = murmur3_reference(g.encode())
@@ -158,9 +160,14 @@ def make_table(rows: int, seed: int, words=WORDS) -> pa.Table:
     )
 
 
-def bag_columns(table: pa.Table, column: str, bits: int, *, used=True, **options):
-    """One column per bucket any row uses (``used``), else all ``2**bits`` buckets."""
-    bags = [reference_bag(t, bits=bits, **options) for t in table.column(column).to_pylist()]
+def bag_columns(table: pa.Table, column: str, bits: int, *, used=True, by=None, **options):
+    """One column per bucket any row uses (``used``), else all ``2**bits`` buckets; ``by``:
+    the text crossed with that categorical column."""
+    texts = table.column(column).to_pylist()
+    values = [None] * len(texts) if by is None else table.column(by).to_pylist()
+    bags = [
+        reference_bag(t, bits=bits, by=v, **options) for t, v in zip(texts, values, strict=True)
+    ]
     keep = sorted({b for bag in bags for b in bag}) if used else range(1 << bits)
     return np.array([[bag.get(b, 0.0) for b in keep] for bag in bags])
 
@@ -203,6 +210,9 @@ def oracle_design(table: pa.Table, settings: dict) -> np.ndarray:
     blocks = [table.column("x").to_numpy()[:, None]]
     for column in settings.get("text", ("review",)):
         blocks.append(bag_columns(table, column, bits, **options))
+    for term in settings.get("interactions") or ():  # text x categorical: genre*review
+        by, column = term.split("*")
+        blocks.append(bag_columns(table, column, bits, by=by, **options))
     for column in settings.get("categorical") or ():
         blocks.append(indicator(table, column))
     return np.hstack([*blocks, np.ones((table.num_rows, 1))])
@@ -213,6 +223,7 @@ FIT_OPTIONS = [
     {"text_norm": "l2"},
     {"text_binary": True},
     {"text": ("title",), "categorical": ("genre",)},
+    {"text": ("review",), "categorical": ("genre",), "interactions": ("genre*review",)},
 ]
 
 
@@ -293,6 +304,7 @@ STEP_OPTIONS = [
     {},
     {"ngrams": 2, "text_binary": True},
     {"text_norm": "l2", "text": ("review", "title"), "categorical": ("genre",)},
+    {"categorical": ("genre",), "interactions": ("genre*review",), "ngrams": 2},
 ]
 
 
@@ -331,6 +343,9 @@ def test_one_step_equals_the_step_on_the_expanded_matrix(data, options, loss):
         "norm": None if settings.get("text_norm", "none") == "none" else "l2",
     }
     blocks += [bag_columns(batch, column, 6, used=False, **how) for column in settings["text"]]
+    for term in settings.get("interactions") or ():
+        by, column = term.split("*")
+        blocks.append(bag_columns(batch, column, 6, used=False, by=by, **how))
     e = np.hstack(blocks)
     assert e.shape[1] == len(params)
     if loss == "squared":
@@ -500,8 +515,10 @@ def test_truncated_rows_are_warned_about(data):
         ({"text": ("x",)}, DataError, "cannot be a text column"),
         ({"text": ("nope",)}, UsageError, "no text column 'nope'"),
         ({"text": ("y",)}, UsageError, "is the target"),
-        ({"categorical": ("genre",), "interactions": ("genre*review",)}, UsageError,
-         "text columns do not take part in interactions"),
+        ({"interactions": ("x*review",)}, UsageError,
+         "crosses --categorical columns only"),
+        ({"categorical": ("genre",), "interactions": ("genre*review*title",),
+          "text": ("review", "title")}, UsageError, "'title' is not one"),
     ],
 )  # fmt: skip
 def test_usage_errors(data, settings, error, message):
@@ -546,3 +563,29 @@ def test_settings_that_do_not_go_with_text(data, settings, message):
     _, paths = data
     with pytest.raises(UsageError, match=message):
         fit(paths, epochs=1, **settings)
+
+
+def test_text_crossed_with_a_categorical(data, tmp_path):
+    """``--interactions genre*review``: the words per genre, in their own buckets; named
+    ``genre=comedy*review~fun``; saved, predicted from the original columns, checked by
+    --init."""
+    table, paths = data
+    settings = {"categorical": ("genre",), "interactions": ("genre*review",)}
+    model = fit(paths, epochs=1, **settings)
+    assert [t.name for t in model.spec.texts] == ["review", "genre*review"]
+    assert model.spec.texts[1].by == ("genre",) and model.spec.texts[1].column == "review"
+    coef = model.inspect()["coefficients"]
+    assert any(k.startswith("genre=") and "*review~" in k for k in coef), sorted(coef)[:5]
+    labels = model.spec.code_labels()
+    bucket = next(iter(reference_bag("fun", bits=10, by="comedy")))
+    assert labels[model.spec.n_category_codes + (1 << 10) + bucket] == "genre=comedy*review~fun"
+    assert list(model.feature_names_in_) == ["x", "genre", "review"]
+    path = str(tmp_path / "m.npz")
+    model.save(path)
+    loaded = streamgd.load(path)
+    new = table.select(["x", "genre", "review"]).slice(0, 50)
+    np.testing.assert_array_equal(loaded.predict(new), model.predict(new))
+    with pytest.raises(UsageError, match="text columns"):
+        fit(paths, epochs=1, init=path, categorical=("genre",))
+    warm = fit(paths, epochs=1, init=path, **settings)
+    assert warm.spec.texts[1].name == "genre*review"
