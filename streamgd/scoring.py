@@ -26,7 +26,7 @@ from .metrics import Accumulator
 from .model import Model, as_model
 from .sources import HandleCache, is_numeric, open_source, with_target
 
-__all__ = ["predict_files", "evaluate", "evaluate_model", "check_columns"]
+__all__ = ["predict_files", "evaluate", "evaluate_model", "check_columns", "check_scored_input"]
 
 
 def check_columns(
@@ -55,6 +55,16 @@ def _check_model_columns(schema: pa.Schema, model: Model, path: str) -> None:
     check_columns(schema, names, path, what="categorical feature", numeric=False)
     texts = [t.column for t in spec.texts]
     check_columns(schema, texts, path, what="text column", numeric=False)
+
+
+def check_scored_input(schema: pa.Schema, model: Model, path: str) -> str | None:
+    """What scoring ``model`` on data of ``schema`` needs is there (its features, the columns
+    its interactions are made of, the target); its ``--weight`` column to weight the metrics
+    by, when the data has it."""
+    _check_model_columns(schema, model, path)
+    multiclass = model.classes is not None
+    check_columns(schema, [model.target], path, what="target", numeric=not multiclass)
+    return _weight_column(model, schema, path)
 
 
 def _weight_column(model: Model, schema: pa.Schema, path: str) -> str | None:
@@ -209,15 +219,12 @@ def evaluate_model(model: Model, paths: Any, *, fmt: str = "auto", select=None) 
 def _evaluate(model: Model, paths: Any, fmt: str, select=None) -> dict[str, Any]:
     dataset = open_source(paths, fmt, csv=csv_options_from(model.config))
     first = dataset.files[0].path
-    _check_model_columns(dataset.schema, model, first)
-    multiclass = model.classes is not None
-    check_columns(dataset.schema, [model.target], first, what="target", numeric=not multiclass)
+    weight = check_scored_input(dataset.schema, model, first)
     loss = model.make_loss()
     acc = Accumulator(loss.task)
     n_feat = len(model.features)
     counts = count_vector(n_feat)
     loss_sum = 0.0
-    weight = _weight_column(model, dataset.schema, first)
     prefetch = Prefetcher(
         dataset,
         range(len(dataset.units)),

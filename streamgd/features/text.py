@@ -242,7 +242,8 @@ class TextColumn:
             return toks, owner
         from .interactions import text as cross_text  # (it does not import this module)
 
-        values = pc.fill_null(cross_text([table.column(b) for b in self.by]), NULL_PART)
+        values = cross_text([table.column(b) for b in self.by]).cast(pa.string())
+        values = pc.fill_null(values, NULL_PART)
         return pc.binary_join_element_wise(values.take(pa.array(owner)), toks, SEPARATOR), owner
 
     def encode(self, table: pa.Table) -> tuple[np.ndarray, np.ndarray]:

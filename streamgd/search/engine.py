@@ -99,6 +99,11 @@ def train_members(
         raise UsageError("a grid of models trains in one process: --cluster takes one model")
     if options.init:
         raise UsageError("a grid of models starts from zero weights: drop --init")
+    if options.continual:
+        raise UsageError(
+            "a grid of models is not a continual job: tune on the files at hand, then run the "
+            "selected settings with --continual"
+        )
     if configs[0].record_path:
         raise UsageError("--record-path records one model's weights: drop it for a grid")
     _check_shared(configs)

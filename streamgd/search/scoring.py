@@ -17,7 +17,7 @@ from ..decode import Decoder
 from ..features import count_vector, describe_counts
 from ..metrics import Accumulator
 from ..model import Model
-from ..scoring import check_columns
+from ..scoring import check_scored_input
 from ..sources import open_source
 
 __all__ = ["evaluate_models"]
@@ -31,18 +31,7 @@ def evaluate_models(
     lead = models[0]
     dataset = open_source(paths, fmt, csv=csv_options_from(lead.config))
     first = dataset.files[0].path
-    check_columns(dataset.schema, lead.features, first, what="feature", numeric=True)
-    names = [c.name for c in lead.spec.categoricals]
-    check_columns(dataset.schema, names, first, what="categorical feature", numeric=False)
-    texts = [t.column for t in lead.spec.texts]
-    check_columns(dataset.schema, texts, first, what="text column", numeric=False)
-    multiclass = lead.classes is not None
-    check_columns(dataset.schema, [lead.target], first, what="target", numeric=not multiclass)
-    weight = lead.spec.weight_column
-    if weight is not None and weight not in dataset.schema.names:
-        weight = None
-    elif weight is not None:
-        check_columns(dataset.schema, [weight], first, what="weight", numeric=True)
+    weight = check_scored_input(dataset.schema, lead, first)
     losses = [m.make_loss() for m in models]
     accs = [Accumulator(loss.task) for loss in losses]
     sums = [0.0] * len(models)

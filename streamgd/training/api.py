@@ -124,6 +124,9 @@ def _train(
             state = DistributedTrainer(trainer, options.cluster).run(state)
         else:
             state = trainer.run(state)
+    except BaseException as error:
+        hooks.on_train_abort(error)
+        raise
     finally:
         if manager is not None:
             manager.release()

@@ -585,6 +585,10 @@ def test_text_crossed_with_a_categorical(data, tmp_path):
     loaded = streamgd.load(path)
     new = table.select(["x", "genre", "review"]).slice(0, 50)
     np.testing.assert_array_equal(loaded.predict(new), model.predict(new))
+    large = new.cast(pa.schema([("x", pa.float64()), ("genre", pa.large_string()),
+                                ("review", pa.large_string())]))  # fmt: skip
+    np.testing.assert_array_equal(loaded.predict(large), model.predict(new))
+    np.testing.assert_array_equal(loaded.predict(new.to_pandas()), model.predict(new))
     with pytest.raises(UsageError, match="text columns"):
         fit(paths, epochs=1, init=path, categorical=("genre",))
     warm = fit(paths, epochs=1, init=path, **settings)
