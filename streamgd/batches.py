@@ -104,7 +104,7 @@ class Prefetcher:
         self._recordings: list[_Recording] = []
         self._park = [PARK_BYTES] if park else None  # bytes the recordings may still keep
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
-        self.pool = BufferPool(len(decoder.columns), decoder.dtype)
+        self.pool = BufferPool(decoder.matrix_width, decoder.dtype)  # before the --cv fold
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="streamgd-prefetch", daemon=True)
         self._thread.start()
@@ -329,7 +329,7 @@ class BatchStream:
     ) -> None:
         self.dataset, self.decoder = dataset, decoder
         self.columns, self.dtype = list(decoder.columns), decoder.dtype
-        self.width = decoder.width  # the columns, and under --cv each row's fold
+        self.width = decoder.width  # prepared rows: text slots, and under --cv each row's fold
         # called once with the last column (the target) of the rows that first fill an empty
         # buffer, in arrival order, as a one-column matrix
         self.on_first_fill = on_first_fill
@@ -382,7 +382,7 @@ class BatchStream:
         return Interleaving(
             state,
             skip=c.offset if state is not None else 0,
-            n_lanes=lane_count(piece_bytes(self.dataset, len(self.columns), self.dtype)),
+            n_lanes=lane_count(piece_bytes(self.dataset, self.width, self.dtype)),
             slice_rows=slice_rows_for(self.buffer.capacity),
             seed=seed,
             epoch=epoch,
@@ -477,9 +477,9 @@ class BatchStream:
         least two groups), so that the next piece is decoded while the consumer takes slices
         of the others."""
         assert self.interleaving is not None
-        size = piece_bytes(self.dataset, len(self.columns), self.dtype)
+        size = piece_bytes(self.dataset, self.width, self.dtype)
         itemsize = np.dtype(self.dtype).itemsize
-        rows = SLICE_ROWS if size is None else size // (len(self.columns) * itemsize)
+        rows = SLICE_ROWS if size is None else size // (self.width * itemsize)
         slices = max(1, self.prefetch) * max(1, -(-rows // self.interleaving.slice_rows))
         return max(2, -(-slices // GROUP_CHUNKS))
 

@@ -29,6 +29,21 @@ def check_combinations(config: Any) -> None:
     if sum(map(bool, (config.validation, config.holdout, config.holdout_rows))) > 1:
         raise UsageError("use one of --validation, --holdout and --holdout-rows")
     _check_cv(config)
+    if config.text and (config.record_path or config.solver == "normal"):
+        raise UsageError(
+            "--text columns are trained by gradient descent: they cannot be combined with "
+            "--solver normal or --record-path"
+        )
+    text_options = {
+        "--text-bits": config.text_bits != 18,
+        "--ngrams": config.ngrams != 1,
+        "--text-binary": config.text_binary,
+        "--text-norm": config.text_norm != "none",
+        "--text-slots": config.text_slots != 64,
+    }
+    given = [name for name, changed in text_options.items() if changed]
+    if given and not config.text:
+        raise UsageError(f"{', '.join(given)} encode --text columns: name them too")
     from .solvers import get_solver  # numpy: loaded by a fit, not by --help
 
     get_solver(config.solver).check(config)  # what the solver cannot do

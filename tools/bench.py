@@ -80,6 +80,11 @@ one BLAS thread (``BLAS_THREADS``), as streamgd does.
   copy of the data with two string columns (``x0`` and ``x1`` cut into 40 and 25 bins),
   one-hot encoded with ``categorical=["c0", "c1"]``; ``fit-cross`` adds their cross
   (``interactions=["c0*c1"]``), and its ratio to ``fit-cat`` is the cost of the cross.
+- ``fit-words`` and ``fit-text`` (only when named in ``--cases``): ``fit-shuf-1024`` on a
+  copy of the data with a string column ``words`` (``TEXT_TOKENS`` words a row: the bins of
+  the features and filler words, see ``write_text_copy``); ``fit-words`` leaves it out (the
+  plain fit on the same files), ``fit-text`` adds ``text=["words"]`` (2**18 buckets), and its
+  ratio to ``fit-words`` is the cost of the text column.
 - ``fit-default`` (``--scaling F1,F2,...`` only): ``streamgd.fit`` with default settings
   (shuffled, batch 1024) for one epoch on datasets of ``--rows`` x each factor, each in its
   own process, rounds interleaved; the table gives each one's peak RSS (VmHWM) against
@@ -184,7 +189,12 @@ def files_intact(directory: Path, listing: dict[str, int]) -> bool:
 
 
 def ensure_dataset(
-    root: Path, params: dict, want_csv: bool, want_vw: bool = False, want_cat: bool = False
+    root: Path,
+    params: dict,
+    want_csv: bool,
+    want_vw: bool = False,
+    want_cat: bool = False,
+    want_text: bool = False,
 ) -> tuple[Path, dict]:
     """Reuse the dataset if its sidecar matches ``params`` and its files are intact, else
     (re)generate it; add the CSV copy and the exact optimum if missing."""
@@ -206,6 +216,10 @@ def ensure_dataset(
     if want_cat and not (meta.get("cat") and files_intact(directory, meta["cat"])):
         log("writing the copy with categorical columns ...")
         meta["cat"] = write_cat_copy(directory, meta)
+        write_sidecar(directory, meta)
+    if want_text and not (meta.get("text") and files_intact(directory, meta["text"])):
+        log("writing the copy with a text column ...")
+        meta["text"] = write_text_copy(directory, meta)
         write_sidecar(directory, meta)
     if "optimum" not in meta:
         log("computing the exact least-squares optimum ...")
@@ -308,6 +322,72 @@ def write_cat_copy(directory: Path, meta: dict) -> dict[str, int]:
         writer.close()
         listing[name] = (directory / name).stat().st_size
     return listing
+
+
+# -- the text copy and its cases (fit-words, fit-text) ------------------------------------------
+TEXT_TOKENS = 24  # words a row of the text copy: a bin word per feature (up to 8), fillers
+
+
+def write_text_copy(directory: Path, meta: dict) -> dict[str, int]:
+    """The same rows with a string column ``words`` of ``TEXT_TOKENS`` words: ``f3k7`` for
+    feature 3 in bin 7 of 10 (+-3 standard deviations), for the first 8 features, then
+    filler words ``w123`` drawn from 5000 (seeded per row group)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    (directory / "text").mkdir(exist_ok=True)
+    mu, sigma = meta["truth"]["mu"], meta["truth"]["sigma"]
+    listing = {}
+    for f, src in enumerate(parquet_files(directory, meta)):
+        name = f"text/{Path(src).stem}.parquet"
+        pf = pq.ParquetFile(src)
+        writer = None
+        for i in range(pf.num_row_groups):
+            t = pf.read_row_group(i)
+            rng = np.random.default_rng([f, i])
+            words = []
+            for j in range(min(8, len(mu))):
+                z = (t[f"x{j}"].to_numpy() - mu[j]) / sigma[j]
+                k = np.clip(((z + 3) / 6 * 10).astype(int), 0, 9)
+                words.append(pa.array(np.char.add(f"f{j}k", k.astype(str))))
+            for _ in range(TEXT_TOKENS - len(words)):
+                filler = rng.integers(0, 5000, t.num_rows).astype(str)
+                words.append(pa.array(np.char.add("w", filler)))
+            t = t.append_column("words", pc.binary_join_element_wise(*words, " "))
+            if writer is None:
+                writer = pq.ParquetWriter(directory / name, t.schema)
+            writer.write_table(t)
+        writer.close()
+        listing[name] = (directory / name).stat().st_size
+    return listing
+
+
+def text_files(directory: Path, meta: dict) -> list[str]:
+    return [str(directory / name) for name in sorted(meta.get("text") or {})]
+
+
+def case_fit_text(ctx: Ctx, *, text: bool) -> dict:
+    """``fit-shuf-1024`` on the text copy, without (``fit-words``) and with (``fit-text``)
+    its text column ``words`` as a hashed bag of words."""
+    import streamgd
+
+    box = {}
+    extra = {"text": ["words"]} if text else {}
+    features = [f"x{j}" for j in range(ctx.n_feat)]
+
+    def work() -> int:
+        box["model"] = streamgd.fit(
+            ctx.text, target="y", features=features, epochs=1, batch_size=1024, seed=0, **extra
+        )
+        return int(box["model"].summary["rows_trained"])
+
+    out = timed(work)
+    out["mse"] = float(streamgd.evaluate(box["model"], ctx.text)["mse"])
+    return out
+
+
+# -- end of the text copy and its cases ----------------------------------------------------------
 
 
 def write_vw_copy(directory: Path, meta: dict) -> dict:
@@ -442,6 +522,7 @@ class Ctx:
     n_feat: int
     batch_size: int | None
     cat: list[str] | None = None  # the copy with categorical columns (see write_cat_copy)
+    text: list[str] | None = None  # the copy with a text column (see write_text_copy)
 
 
 def timed(work: Callable[[], int]) -> dict:
@@ -809,7 +890,8 @@ class Kind:
 
     run: Callable[[Ctx], dict]
     batched: bool = False
-    needs: str | None = None  # "csv" | "sklearn" | "vw" | "memory" | "cat" | "grid" (when named)
+    # "csv" | "sklearn" | "vw" | "memory" | "cat" | "grid" | "text" (the last four: when named)
+    needs: str | None = None
     baselines: tuple[str, ...] = ("decode",)
 
 
@@ -839,6 +921,10 @@ KINDS: dict[str, Kind] = {
     "fit-cat": Kind(lambda c: case_fit_cat(c, cross=False), needs="cat"),
     "fit-cross": Kind(
         lambda c: case_fit_cat(c, cross=True), needs="cat", baselines=("decode", "fit-cat")
+    ),
+    "fit-words": Kind(lambda c: case_fit_text(c, text=False), needs="text"),
+    "fit-text": Kind(
+        lambda c: case_fit_text(c, text=True), needs="text", baselines=("decode", "fit-words")
     ),
     "fit-default": Kind(case_fit_default, needs="scaling"),
     "sklearn": Kind(case_sklearn, batched=True, needs="sklearn"),
@@ -932,7 +1018,7 @@ def case_names(batch_sizes: list[int], with_csv: bool, with_vw: bool = False) ->
     for kind_name, kind in KINDS.items():
         if (kind.needs == "csv" and not with_csv) or (kind.needs == "vw" and not with_vw):
             continue
-        if kind.needs in ("scaling", "memory", "cat", "grid", "files"):  # only when named
+        if kind.needs in ("scaling", "memory", "cat", "grid", "files", "text"):  # only when named
             continue
         names += [f"{kind_name}-{b}" for b in batch_sizes] if kind.batched else [kind_name]
     return names
@@ -992,6 +1078,7 @@ def run_worker(case: str, directory: Path) -> None:
         meta["params"]["features"],
         size,
         cat_files(directory, meta),
+        text_files(directory, meta),
     )
     from threadpoolctl import threadpool_limits
 
@@ -1127,10 +1214,12 @@ def fmt_rate(v: float) -> str:
 def markdown_table(summary: dict[str, dict], skipped: dict[str, str], has_csv: bool) -> str:
     per_epoch = "epoch-mmap" in summary
     cross = "fit-cat" in summary
+    words = "fit-words" in summary
     head = ["case", "rows/s (median)", "ratio to decode"]
     head += ["ratio to csv-parse"] if has_csv else []
     head += ["per epoch: ratio to epoch-mmap"] if per_epoch else []
     head += ["ratio to fit-cat"] if cross else []
+    head += ["ratio to fit-words"] if words else []
     head += ["MSE vs optimum", "peak RSS MB (after imports)", "n"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for case, s in summary.items():
@@ -1141,6 +1230,7 @@ def markdown_table(summary: dict[str, dict], skipped: dict[str, str], has_csv: b
             row += [fmt_ratio(s["ratios"].get("csv-parse"))] if has_csv else []
             row += [fmt_ratio(s["ratios"].get("epoch-mmap"))] if per_epoch else []
             row += [fmt_ratio(s["ratios"].get("fit-cat"))] if cross else []
+            row += [fmt_ratio(s["ratios"].get("fit-words"))] if words else []
             mse = s.get("mse_vs_optimum")
             row += [
                 "" if mse is None else f"{mse * 100:+.3f}%",
@@ -1365,10 +1455,11 @@ def main(argv: list[str] | None = None) -> None:
     cases = [c for c in cases if c not in skipped]
     want_vw = "vw" in cases
     want_cat = any(KINDS[parse_case(c)[0]].needs == "cat" for c in cases)
+    want_text = any(KINDS[parse_case(c)[0]].needs == "text" for c in cases)
     started = time.time()
     machine, git_start = machine_info(), git_state()
     params = dataset_params(args)
-    directory, meta = ensure_dataset(args.data, params, want_csv, want_vw, want_cat)
+    directory, meta = ensure_dataset(args.data, params, want_csv, want_vw, want_cat, want_text)
     warm_page_cache(
         parquet_files(directory, meta) + (csv_files(directory, meta) if want_csv else [])
     )

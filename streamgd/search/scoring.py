@@ -70,9 +70,9 @@ def evaluate_models(
                     continue
                 y = raw[:, n_feat]
                 w = None if weight is None else raw[:, -1]
-                codes = lead.spec.codes(raw)
+                codes, text = lead.spec.codes(raw), lead.spec.text(raw)
                 for i in members:
-                    p = models[i].decision(raw[:, :n_feat], codes)
+                    p = models[i].decision(raw[:, :n_feat], codes, text)
                     values = losses[i].value(p, y)
                     sums[i] += float(values.sum() if w is None else w @ values)
                     accs[i].update(y, losses[i].link(p), w)

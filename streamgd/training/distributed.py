@@ -362,7 +362,7 @@ def _take_rows(
             position, offset = position + 1, 0
         else:
             _keep(key, stream)
-    width = len(spec.columns) + (tag is not None)  # and each row's --cv fold
+    width = spec.width + (tag is not None)  # and each row's --cv fold
     chunk = np.concatenate(pieces) if pieces else np.empty((0, width), np.float32)
     return chunk, counts, position, offset, notes
 

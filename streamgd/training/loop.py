@@ -468,7 +468,7 @@ def model_from_state(state: TrainState, config: FitConfig) -> Model:
         intercept=float(state.params[n_feat])
         if state.params.ndim == 1
         else state.params[n_feat].copy(),
-        code_weights=state.params[n_feat + 1 :].copy() if state.spec.categoricals else None,
+        code_weights=state.params[n_feat + 1 :].copy() if state.spec.n_codes else None,
         config=config.to_dict(),
         summary=summary,
         history=list(state.history),
