@@ -104,7 +104,7 @@ class Prefetcher:
         self._recordings: list[_Recording] = []
         self._park = [PARK_BYTES] if park else None  # bytes the recordings may still keep
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
-        self.pool = BufferPool(len(decoder.columns), decoder.dtype)
+        self.pool = BufferPool(decoder.matrix_width, decoder.dtype)  # before the --cv fold
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="streamgd-prefetch", daemon=True)
         self._thread.start()
@@ -125,7 +125,7 @@ class Prefetcher:
         dataset, order, decoder, start, offset = self._args
         columns = decoder.reads
         handles = HandleCache()
-        empty = np.empty((0, len(decoder.columns)))
+        empty = np.empty((0, decoder.width))
         try:
             for position in range(start, len(order)):
                 unit = dataset.units[order[position]]
@@ -163,7 +163,7 @@ class Prefetcher:
     def _run_interleaved(self, how: Interleaving) -> None:
         dataset, order, decoder, _, _ = self._args
         handles = HandleCache()
-        empty = np.empty((0, len(decoder.columns)), dtype=decoder.dtype)
+        empty = np.empty((0, decoder.width), dtype=decoder.dtype)
 
         def zero_counts(position: int) -> np.ndarray:
             path = dataset.files[dataset.units[order[position]].file].path
@@ -329,6 +329,7 @@ class BatchStream:
     ) -> None:
         self.dataset, self.decoder = dataset, decoder
         self.columns, self.dtype = list(decoder.columns), decoder.dtype
+        self.width = decoder.width  # prepared rows: text slots, and under --cv each row's fold
         # called once with the last column (the target) of the rows that first fill an empty
         # buffer, in arrival order, as a one-column matrix
         self.on_first_fill = on_first_fill
@@ -341,7 +342,7 @@ class BatchStream:
             rng = epoch_rng(seed, epoch, BUFFER_STREAM)
             self.buffer = ShuffleBuffer(
                 buffer_size,
-                len(self.columns),
+                self.width,
                 rng,
                 block=exchange_rows(batch_size, buffer_size),
                 dtype=self.dtype,
@@ -381,7 +382,7 @@ class BatchStream:
         return Interleaving(
             state,
             skip=c.offset if state is not None else 0,
-            n_lanes=lane_count(piece_bytes(self.dataset, len(self.columns), self.dtype)),
+            n_lanes=lane_count(piece_bytes(self.dataset, self.width, self.dtype)),
             slice_rows=slice_rows_for(self.buffer.capacity),
             seed=seed,
             epoch=epoch,
@@ -410,7 +411,7 @@ class BatchStream:
         if len(parts) == 1:
             return parts[0]
         if not parts:
-            return np.empty((0, len(self.columns)), dtype=self.dtype)
+            return np.empty((0, self.width), dtype=self.dtype)
         return np.asfortranarray(np.concatenate(parts))  # one layout, however it was cut
 
     def _take_parts(self, m: int) -> list[np.ndarray]:
@@ -476,9 +477,9 @@ class BatchStream:
         least two groups), so that the next piece is decoded while the consumer takes slices
         of the others."""
         assert self.interleaving is not None
-        size = piece_bytes(self.dataset, len(self.columns), self.dtype)
+        size = piece_bytes(self.dataset, self.width, self.dtype)
         itemsize = np.dtype(self.dtype).itemsize
-        rows = SLICE_ROWS if size is None else size // (len(self.columns) * itemsize)
+        rows = SLICE_ROWS if size is None else size // (self.width * itemsize)
         slices = max(1, self.prefetch) * max(1, -(-rows // self.interleaving.slice_rows))
         return max(2, -(-slices // GROUP_CHUNKS))
 
@@ -496,7 +497,8 @@ class BatchStream:
                     # joining the slices of several chunks first would copy every row twice
                     incoming = self._take_parts(buf.space())
                     if arrivals is not None:  # the target only: a copy of all would be 17 MB
-                        arrivals += [np.array(part[:, -1:]) for part in incoming]
+                        last = len(self.columns)  # not the --cv fold after it
+                        arrivals += [np.array(part[:, last - 1 : last]) for part in incoming]
                     buf.fill(incoming)
                     # the rows were copied: a finished chunk's memory is free for the decoder
                     # now (not after the exchange, which would keep one more matrix in use)

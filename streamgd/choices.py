@@ -16,6 +16,7 @@ __all__ = [
     "INFINITE_POLICIES",
     "OUTLIER_POLICIES",
     "MAX_HASH_BITS",
+    "TEXT_NORMS",
     "LOSSES",
     "OPTIMIZERS",
     "SOLVERS",
@@ -26,6 +27,7 @@ MISSING_POLICIES = ("impute", "drop", "error")
 INFINITE_POLICIES = ("error", "missing")  # missing: an infinity is a missing value
 OUTLIER_POLICIES = ("warn", "clip", "error")
 MAX_HASH_BITS = 24  # categorical codes travel as float32, exact up to 2**24
+TEXT_NORMS = ("none", "l2")  # --text-norm: per-row normalisation of a text column
 # the built-in losses (``streamgd.register_loss`` adds to the live registry, losses.LOSSES)
 LOSSES = ("squared", "logistic", "huber", "absolute", "quantile", "poisson", "hinge", "softmax")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")

@@ -222,6 +222,25 @@ class FitConfig(DataSettings):
         "Hold out this many rows, drawn uniformly by seeded reservoir sampling over the files "
         "(the same rows every epoch and after a resume), and score them after every epoch.",
     )
+    # -- k-fold cross-validation (streamgd.folds, streamgd.search)
+    cv: int | None = setting(
+        None,
+        Integer(2),
+        "validation",
+        "K-fold cross-validation in the same pass: each row's fold is a hash of file, row "
+        "number and --seed; per configuration, K models each trained without one fold and "
+        "scored on it (the leaderboard: mean and std over folds), and one model on all rows "
+        "(the one written to -o).",
+        metavar="K",
+    )
+    cv_fold: int | None = setting(
+        None,
+        Integer(0),
+        "validation",
+        "With --cv K: train only the model of this fold (0 .. K-1) as the cross-validation "
+        "trains it: the stream of all rows, each batch less the fold's rows, which are scored "
+        "after every epoch.",
+    )
     patience: int | None = setting(
         None,
         Integer(1),
@@ -299,12 +318,14 @@ class FitConfig(DataSettings):
     @property
     def validates(self) -> bool:
         """Whether each epoch ends with a validation score."""
-        return bool(self.validation or self.holdout or self.holdout_rows)
+        return bool(
+            self.validation or self.holdout or self.holdout_rows or self.cv_fold is not None
+        )
 
     @property
     def holds_out(self) -> bool:
         """Whether validation rows are held out of the training files themselves."""
-        return bool(self.holdout or self.holdout_rows)
+        return bool(self.holdout or self.holdout_rows or self.cv_fold is not None)
 
     def make_loss(self):
         from .losses import make_loss

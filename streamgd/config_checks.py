@@ -16,6 +16,11 @@ def check_combinations(config: Any) -> None:
     Raises:
         UsageError: naming the options that cannot go together.
     """
+    if config.patience is not None and config.cv and config.cv_fold is None:
+        raise UsageError(
+            "--patience stops on validation rows, which the model on all rows of --cv has "
+            "none of: drop --patience (or select on --holdout rows without --cv)"
+        )
     if config.patience is not None and not config.validates:
         raise UsageError(
             "--patience stops on the validation loss: it needs --validation, --holdout or "
@@ -23,6 +28,22 @@ def check_combinations(config: Any) -> None:
         )
     if sum(map(bool, (config.validation, config.holdout, config.holdout_rows))) > 1:
         raise UsageError("use one of --validation, --holdout and --holdout-rows")
+    _check_cv(config)
+    if config.text and (config.record_path or config.solver == "normal"):
+        raise UsageError(
+            "--text columns are trained by gradient descent: they cannot be combined with "
+            "--solver normal or --record-path"
+        )
+    text_options = {
+        "--text-bits": config.text_bits != 18,
+        "--ngrams": config.ngrams != 1,
+        "--text-binary": config.text_binary,
+        "--text-norm": config.text_norm != "none",
+        "--text-slots": config.text_slots != 64,
+    }
+    given = [name for name, changed in text_options.items() if changed]
+    if given and not config.text:
+        raise UsageError(f"{', '.join(given)} encode --text columns: name them too")
     from .solvers import get_solver  # numpy: loaded by a fit, not by --help
 
     get_solver(config.solver).check(config)  # what the solver cannot do
@@ -39,3 +60,21 @@ def check_combinations(config: Any) -> None:
         raise UsageError("--hash-bits encodes --categorical columns: name them too")
     if config.round_protocol == "peer" and config.quorum < 1:
         raise UsageError("--quorum below 1 needs --round-protocol tasks (peer rounds wait for all)")
+
+
+def _check_cv(config: Any) -> None:
+    """--cv K validates on its folds (not also on --holdout/--validation rows); --cv-fold
+    names one of them."""
+    if config.cv_fold is not None and not config.cv:
+        raise UsageError("--cv-fold names a fold of --cv K: give --cv too")
+    if not config.cv:
+        return
+    if config.validation or config.holdout or config.holdout_rows:
+        raise UsageError(
+            "--cv K scores each model on its own fold: drop --validation, --holdout and "
+            "--holdout-rows (or drop --cv to select on those rows)"
+        )
+    if config.cv_fold is not None and config.cv_fold >= config.cv:
+        raise UsageError(f"--cv-fold must be 0 .. {config.cv - 1} with --cv {config.cv}")
+    if config.solver != "sgd":
+        raise UsageError("--cv trains by gradient descent: drop --solver normal")

@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 # Only light modules here (see config.py).
-from .choices import FORMATS, INFINITE_POLICIES, MAX_HASH_BITS, MISSING_POLICIES, OUTLIER_POLICIES
+from .choices import (
+    FORMATS,
+    INFINITE_POLICIES,
+    MAX_HASH_BITS,
+    MISSING_POLICIES,
+    OUTLIER_POLICIES,
+    TEXT_NORMS,
+)
 from .constraints import Flag, Integer, Names, Options
 from .errors import UsageError
 from .settings import setting
@@ -71,9 +78,48 @@ class DataSettings:
         "Feature crosses computed while streaming, comma-separated or repeated: a*b or a*b*c "
         "(categorical x categorical: one weight per combination, like --categorical; numeric "
         "x categorical: one slope per category; numeric x numeric: the product, a new "
-        "feature); a*b*c:pairs for every pair of the columns.",
+        "feature; a --text column x categorical: each word per category); a*b*c:pairs for "
+        "every pair of the columns.",
         many="list",
         metavar="TERMS",
+    )
+    # -- text columns: a hashed bag of words each (see features.text)
+    text: tuple[str, ...] | None = setting(
+        None,
+        Names(),
+        "data",
+        "Text columns, comma-separated or repeated: each a hashed bag of words (lower-cased, "
+        "split on non-word characters) into its own 2**--text-bits weights.",
+        many="list",
+        metavar="COLUMN",
+    )
+    text_bits: int = setting(
+        18,
+        Integer(1, MAX_HASH_BITS),
+        "data",
+        "Hash each text column's tokens into 2**N weights.",
+    )
+    ngrams: int = setting(
+        1, Integer(1, 5), "data", "Text columns: word n-grams 1..N are tokens (2: bigrams too)."
+    )
+    text_binary: bool = setting(
+        False,
+        Flag(),
+        "data",
+        "Text columns: a token present counts 1 however often it occurs (default: its count).",
+    )
+    text_norm: str = setting(
+        "none",
+        Options(TEXT_NORMS),
+        "data",
+        "Text columns: l2 divides each row's token values by their L2 norm.",
+    )
+    text_slots: int = setting(
+        64,
+        Integer(1, 4096),
+        "data",
+        "Text columns: distinct tokens kept per row (the first ones; the statistics pass "
+        "warns how many rows had more). Each row carries 2 floats per slot.",
     )
     format: str = setting(
         "auto", Options(FORMATS), "data", "Input format; auto: by file extension."

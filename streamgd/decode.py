@@ -183,15 +183,32 @@ class Decoder:
     # statistics pass's screen of whole raw matrices (see features.outliers.Screen)
     guard: Callable | None = None
     screen: Callable[[np.ndarray, str, int], np.ndarray] | None = None
+    # text columns among ``columns`` (see features.text), each ``2 * slots`` matrix columns
+    texts: tuple = ()
+
+    @property
+    def matrix_width(self) -> int:
+        """Columns of the decoded matrix: ``columns``, each text column expanded to its slots."""
+        return len(self.columns) + sum(2 * t.slots - 1 for t in self.texts)
+
     # --interactions: adds the derived columns (products, crosses) to each piece first (see
     # features.interactions.Deriver); the data is read for ``reads``, their sources
     derive: Callable | None = None
+    # --cv: prepared rows end with one more column, each row's fold (see streamgd.folds)
+    tagged: bool = False
+
+    @property
+    def width(self) -> int:
+        """Columns of the prepared rows: :attr:`matrix_width`, and the fold when tagged."""
+        return self.matrix_width + self.tagged
 
     @property
     def reads(self) -> list[str]:
         """The data's columns this decoder reads: :attr:`columns`, derived ones replaced by
         the columns they are made of."""
-        return list(self.columns) if self.derive is None else self.derive.sources(self.columns)
+        columns = list(self.columns) if self.derive is None else self.derive.sources(self.columns)
+        crosses = {t.name: t.reads for t in self.texts if t.by}  # text x categorical
+        return list(dict.fromkeys(c for n in columns for c in crosses.get(n, (n,))))
 
     @classmethod
     def for_statistics(
@@ -238,12 +255,14 @@ class Decoder:
         select: Select | None = None,
         dtype: type = np.float32,
         notes=None,
+        tag: Callable[[str, np.ndarray], np.ndarray] | None = None,
     ) -> Decoder:
         """Training (one process or a Dask worker): the spec's columns, centred while decoding
         into ``dtype`` (the centring in float64 first, so no precision is lost to an offset),
         missing features filled with the centred mean; scaling is left to the step.
         ``notes``: an :class:`~streamgd.features.outliers.OutlierNotes` that records the
-        outliers met under ``--outliers warn`` (see :func:`~streamgd.features.outliers.guard`)."""
+        outliers met under ``--outliers warn`` (see :func:`~streamgd.features.outliers.guard`).
+        ``tag``: each row's ``--cv`` fold, appended as the last column (:mod:`streamgd.folds`)."""
         prepare = preparer(
             spec.names,
             spec.target,
@@ -253,6 +272,7 @@ class Decoder:
             check_target=target_check(loss),
             select=select,
             weight=spec.weight_column,
+            tag=tag,
         )
         return cls(
             spec.columns,
@@ -261,16 +281,24 @@ class Decoder:
             spec.stream_center(),
             dtype,
             guard=spec.outlier_guard(has_target=True, notes=notes),
+            texts=spec.texts,
             derive=spec.deriver,
+            tagged=tag is not None,
         )
 
     @classmethod
     def for_scoring(
-        cls, model, *, select: Select | None = None, weighted: bool = False
+        cls,
+        model,
+        *,
+        select: Select | None = None,
+        weighted: bool = False,
+        tag: Callable[[str, np.ndarray], np.ndarray] | None = None,
     ) -> Decoder:
         """Evaluation (and the plots' loss surface) of a trained ``model``: raw float64 rows
         with the target, the model's own training-time missing/infinite policy and fill;
-        ``weighted``: with the model's ``--weight`` column last (the data has it)."""
+        ``weighted``: with the model's ``--weight`` column last (the data has it); ``tag``:
+        each row's ``--cv`` fold after it (scoring every fold's model in one pass)."""
         spec = model.spec
         weight = spec.weight_column if weighted else None
         prepare = preparer(
@@ -282,13 +310,16 @@ class Decoder:
             check_target=target_check(model.make_loss()),
             select=select,
             weight=weight,
+            tag=tag,
         )
         return cls(
-            spec.input_columns(has_target=True, weight=weight is not None),
+            spec.input_columns(has_target=True, weight=weight is not None, text=True),
             prepare,
             spec.converters() or {},
             guard=spec.outlier_guard(has_target=True),
+            texts=spec.texts,
             derive=spec.deriver,
+            tagged=tag is not None,
         )
 
     @classmethod
@@ -320,7 +351,8 @@ class Decoder:
     ) -> np.ndarray:
         """Steps 1 and 2: the piece's columns, converted, as one matrix (a view of ``out``
         when given, else a new ``dtype`` matrix). ``path`` and ``first_row`` locate errors."""
-        lacking = [name for name in self.reads if name not in table.schema.names]
+        names = set(table.schema.names)
+        lacking = [name for name in self.reads if name not in names]
         if lacking:  # a column only some files have (see sources.schema.missing_in)
             raise DataError(
                 f"this file has no column(s) {', '.join(map(repr, lacking))}, which are used",
@@ -328,15 +360,49 @@ class Decoder:
             )
         if self.derive is not None:
             table = self.derive(table, self.columns)
+        raw = table  # (a text x categorical cross reads the values, not their codes)
         for name, convert in self.converters.items():
             i = table.schema.get_field_index(name)
             table = table.set_column(i, name, convert(table.column(name), path, first_row))
         if out is None:
-            out = np.empty((table.num_rows, len(self.columns)), dtype=self.dtype, order="F")
+            out = np.empty((table.num_rows, self.matrix_width), dtype=self.dtype, order="F")
         guard = self.guard
         check = None if guard is None else (lambda j, v: guard(j, v, path, first_row))
+        if self.texts:
+            return self._with_text(table, raw, out, guard, path, first_row)
         m = to_matrix(table, self.columns, out, center=self.center, check=check)
         return m if self.screen is None else self.screen(m, path, first_row)
+
+    def _with_text(self, table, raw, out: np.ndarray, guard, path: str, first_row: int):
+        """Step 2 with text columns: the other columns by :func:`to_matrix` in runs, each text
+        column's slots (bucket indices, then values) from its hashed bag of words (of ``raw``,
+        the table before the converters)."""
+        texts = {t.name: t for t in self.texts}
+        out = out[: table.num_rows]
+        j = at = 0  # read column, matrix column
+        while j < len(self.columns):
+            text = texts.get(self.columns[j])
+            if text is not None:
+                idx, val = text.encode(raw)
+                out[:, at : at + text.slots] = idx
+                out[:, at + text.slots : at + 2 * text.slots] = val
+                j, at = j + 1, at + 2 * text.slots
+                continue
+            end = j
+            while end < len(self.columns) and self.columns[end] not in texts:
+                end += 1
+            first = j
+            check = (
+                None
+                if guard is None
+                else (lambda k, v, first=first: guard(first + k, v, path, first_row))
+            )
+            center = None if self.center is None else self.center[j:end]
+            to_matrix(
+                table, self.columns[j:end], out[:, at : at + end - j], center=center, check=check
+            )
+            at, j = at + end - j, end
+        return out if self.screen is None else self.screen(out, path, first_row)
 
     def decode(
         self,

@@ -18,7 +18,14 @@ from .errors import UsageError
 from .features.rows import Select
 from .sources import Dataset, HandleCache
 
-__all__ = ["holdout_mask", "reservoir_rows", "RESERVOIR_BLOCK", "selector", "drawn_rows"]
+__all__ = [
+    "holdout_mask",
+    "row_uniform",
+    "reservoir_rows",
+    "RESERVOIR_BLOCK",
+    "selector",
+    "drawn_rows",
+]
 
 
 def selector(config, *, keep: bool, dataset: Dataset | None = None) -> Select | None:
@@ -69,12 +76,25 @@ def holdout_mask(path: str, rows: np.ndarray, fraction: float) -> np.ndarray:
     >>> holdout_mask("a.parquet", np.arange(100_000), 0.1).mean().round(2)
     np.float64(0.1)
     """
+    return row_uniform(path, rows) < fraction
+
+
+def row_uniform(path: str, rows: np.ndarray, salt: int = 0) -> np.ndarray:
+    """A fixed uniform number in [0, 1) for each row number of the file ``path``: splitmix64
+    of (path, row), and with a ``salt`` (the --cv folds mix in the seed) of that hash and the
+    salt again. Pure: no I/O, no state."""
     key = np.uint64(zlib.crc32(str(path).encode())) << np.uint64(32)
-    z = (np.asarray(rows, dtype=np.uint64) + key) * np.uint64(0x9E3779B97F4A7C15)  # splitmix64
+    z = _splitmix(np.asarray(rows, dtype=np.uint64) + key)
+    if salt:
+        z = _splitmix(z ^ _splitmix(np.array([salt], dtype=np.uint64)))
+    return (z >> np.uint64(11)).astype(np.float64) / 2.0**53
+
+
+def _splitmix(z):
+    z = z * np.uint64(0x9E3779B97F4A7C15)
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(11)).astype(np.float64) / 2.0**53 < fraction
+    return z ^ (z >> np.uint64(31))
 
 
 # Rows drawn per block by the reservoir: bounds its memory however large a file is.

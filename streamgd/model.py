@@ -27,8 +27,9 @@ __all__ = ["Model", "load", "as_model"]
 
 # 2: categorical code weights and the infinite policy. A model without either is still written
 # as version 1, so that older streamgd versions keep reading it; they refuse a version 2 file
-# rather than predict without its categorical weights. 3: --interactions (only then).
-MODEL_VERSION = 3
+# rather than predict without its categorical weights. 3: --interactions (only then). 4: --text
+# columns (only then: a version 3 reader would not know the text buckets' weights).
+MODEL_VERSION = 4
 
 
 @dataclass
@@ -81,10 +82,10 @@ class Model:
 
     @property
     def feature_names_in_(self) -> np.ndarray:
-        """The input columns the model reads: numeric features, then categorical columns (the
-        columns that --interactions are made of, not the derived ones)."""
-        names = self.spec.read_columns([*self.features, *(c.name for c in self.spec.categoricals)])
-        return np.array(names, dtype=object)
+        """The input columns the model reads: numeric features, categorical columns (the
+        columns that --interactions are made of, not the derived ones), then text columns."""
+        names = [*self.features, *(c.name for c in self.spec.categoricals)]
+        return np.array(self.spec.read_columns([*names, *(t.name for t in self.spec.texts)]), "O")
 
     @property
     def n_features_in_(self) -> int:
@@ -113,7 +114,7 @@ class Model:
 
     @property
     def needs_version_2(self) -> bool:
-        return bool(self.spec.categoricals) or self.spec.infinite != "error"
+        return bool(self.spec.categoricals or self.spec.texts) or self.spec.infinite != "error"
 
     def params(self) -> np.ndarray:
         """The weights as the trainer holds them: numeric features, intercept, codes."""
@@ -123,9 +124,9 @@ class Model:
         return np.concatenate(parts)
 
     # -- prediction ---------------------------------------------------------------------------
-    def decision(self, x: np.ndarray, codes: np.ndarray | None = None) -> np.ndarray:
-        """Linear output in target units for a raw feature matrix (missing values filled) and,
-        with categorical features, their code indices (see :meth:`FeatureSpec.codes`)."""
+    def decision(self, x: np.ndarray, codes: np.ndarray | None = None, text=None) -> np.ndarray:
+        """Linear output in target units for a raw feature matrix (missing values filled), the
+        categorical code indices (:meth:`FeatureSpec.codes`), the text slots (``table_text``)."""
         s = self.spec
         out = s.transform(x) @ self.weights + self.intercept
         if s.categoricals:
@@ -137,6 +138,8 @@ class Model:
             if values is not None:
                 table = table * (values if table.ndim == 2 else values[:, :, None])
             out = out + table.sum(axis=1)
+        if s.texts:
+            out = out + s.text_sum(self.code_weights, text)
         return out * s.target_scale + s.target_center
 
     def predict(self, data: Any) -> np.ndarray:
@@ -157,7 +160,7 @@ class Model:
         return self._each_piece(data, self._proba_piece)
 
     def _predict_piece(self, data: Any, first_row: int) -> np.ndarray:
-        x, codes = self._inputs(data)
+        x, codes, text = self._inputs(data)
         x = self._finite(x, first_row)
         missing = np.isnan(x)
         if missing.any():
@@ -170,14 +173,14 @@ class Model:
                 )
             x = np.where(missing, self.spec.fill, x)
         if self.classes is not None:
-            return np.asarray(self.classes, dtype=object)[self.decision(x, codes).argmax(axis=1)]
-        return self.make_loss().link(self.decision(x, codes))
+            return np.asarray(self.classes, dtype=object)[self.decision(x, codes, text).argmax(1)]
+        return self.make_loss().link(self.decision(x, codes, text))
 
     def _proba_piece(self, data: Any, first_row: int) -> np.ndarray:
-        x, codes = self._inputs(data)
+        x, codes, text = self._inputs(data)
         x = self._finite(x, first_row)
         x = np.where(np.isnan(x), self.spec.fill, x)
-        return self.make_loss().link(self.decision(x, codes))
+        return self.make_loss().link(self.decision(x, codes, text))
 
     def _each_piece(self, data: Any, score) -> np.ndarray:
         """``score(piece, first_row)`` of every slice of ``data``, concatenated."""
@@ -204,9 +207,7 @@ class Model:
             dataset = open_source(data)
         except UsageError:
             raise UsageError(self._expected(data)) from None
-        columns = self.spec.read_columns(
-            [*self.features, *(c.name for c in self.spec.categoricals)]
-        )
+        columns = self.spec.read_columns(self.spec.input_columns(has_target=False, text=True))
         missing = [n for n in columns if n not in dataset.schema.names]
         if missing:
             raise DataError(
@@ -237,12 +238,12 @@ class Model:
             row=first_row + int(r) + 1,
         )
 
-    def _inputs(self, data) -> tuple[np.ndarray, np.ndarray | None]:
-        """The numeric feature matrix and the categorical code indices of ``data``: a table,
-        a DataFrame (columns by name), or a numeric array (features in order, no categoricals)."""
+    def _inputs(self, data) -> tuple[np.ndarray, np.ndarray | None, tuple | None]:
+        """The numeric features, categorical codes and text slots of ``data``: a table, a
+        DataFrame (columns by name), or a numeric array (features in order, no codes or text)."""
         if _is_frame(data):
             data = as_arrow(data, "<DataFrame>")
-        categorical = [c.name for c in self.spec.categoricals]
+        categorical = [c.name for c in self.spec.categoricals] + [t.name for t in self.spec.texts]
         if isinstance(data, pa.Table | pa.RecordBatch):
             # (the columns that --interactions are made of, not the derived ones)
             needed = self.spec.read_columns([*self.features, *categorical])
@@ -254,7 +255,8 @@ class Model:
                 typ = data.schema.field(name).type
                 if not is_numeric(typ):
                     raise DataError(f"feature is not numeric (type {typ})", column=name)
-            return Decoder.for_prediction(self).matrix(data), self.spec.table_codes(data)
+            x = Decoder.for_prediction(self).matrix(data)
+            return x, self.spec.table_codes(data), self.spec.table_text(data)
         if categorical:
             raise DataError(
                 f"the model has categorical features ({', '.join(categorical)}): "
@@ -263,7 +265,7 @@ class Model:
         if self.spec.deriver is not None:  # products: the array holds what they are made of
             x, names = self._array(data), self._array_columns()
             return self._inputs(pa.table({n: x[:, j] for j, n in enumerate(names)}))
-        return self._array(data), None
+        return self._array(data), None, None
 
     def _expected(self, data: Any) -> str:
         return (
@@ -325,7 +327,7 @@ class Model:
 
     def inspect(self) -> dict[str, Any]:
         coef, b = self.coefficients()
-        hashed = any(c.bits is not None for c in self.spec.categoricals)
+        hashed = any(c.bits is not None for c in self.spec.categoricals) or bool(self.spec.texts)
         if hashed:  # 2**bits buckets each: list the numeric features and the largest codes
             coef = _largest(coef, set(self.features))
         return {
@@ -416,7 +418,8 @@ class Model:
             | ({} if self.code_weights is None else {"code_weights": self.code_weights})
             | ({} if self.trajectory is None else {"trajectory": self.trajectory})
         )
-        version = 3 if self.spec.interactions else 2 if self.needs_version_2 else 1
+        version = 2 if self.needs_version_2 else 1
+        version = 4 if self.spec.texts else 3 if self.spec.interactions else version
         return version, meta, arrays
 
     def save_history(

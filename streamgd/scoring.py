@@ -26,7 +26,7 @@ from .metrics import Accumulator
 from .model import Model, as_model
 from .sources import HandleCache, is_numeric, open_source, with_target
 
-__all__ = ["predict_files", "evaluate", "evaluate_model", "check_columns"]
+__all__ = ["predict_files", "evaluate", "evaluate_model", "check_columns", "check_scored_input"]
 
 
 def check_columns(
@@ -53,6 +53,18 @@ def _check_model_columns(schema: pa.Schema, model: Model, path: str) -> None:
     numeric = [n for n in spec.read_columns(model.features) if n not in names]
     check_columns(schema, numeric, path, what="feature", numeric=True)
     check_columns(schema, names, path, what="categorical feature", numeric=False)
+    texts = [t.column for t in spec.texts]
+    check_columns(schema, texts, path, what="text column", numeric=False)
+
+
+def check_scored_input(schema: pa.Schema, model: Model, path: str) -> str | None:
+    """What scoring ``model`` on data of ``schema`` needs is there (its features, the columns
+    its interactions are made of, the target); its ``--weight`` column to weight the metrics
+    by, when the data has it."""
+    _check_model_columns(schema, model, path)
+    multiclass = model.classes is not None
+    check_columns(schema, [model.target], path, what="target", numeric=not multiclass)
+    return _weight_column(model, schema, path)
 
 
 def _weight_column(model: Model, schema: pa.Schema, path: str) -> str | None:
@@ -119,7 +131,7 @@ def _predict_files(
     link = model.make_loss().link
     decoder = Decoder.for_prediction(model)  # one prediction per input row
     handles = HandleCache()
-    inputs = model.spec.read_columns(model.spec.input_columns(has_target=False))
+    inputs = model.spec.read_columns(model.spec.input_columns(has_target=False, text=True))
     cols = [*inputs, *[c for c in id_columns if c not in inputs]]
     rows = 0
     with atomic_path(out) as tmp:
@@ -129,7 +141,8 @@ def _predict_files(
                 path = dataset.files[unit.file].path
                 for table, first_row in dataset.iter_unit(unit, cols, handles):
                     x, _ = decoder.decode(table, path, first_row)
-                    pred = link(model.decision(x, model.spec.table_codes(table)))
+                    codes, text = model.spec.table_codes(table), model.spec.table_text(table)
+                    pred = link(model.decision(x, codes, text))
                     ids = {c: table.column(c) for c in id_columns}
                     if model.classes is None:
                         result = pa.table({**ids, column: float_array(pred)})
@@ -206,15 +219,12 @@ def evaluate_model(model: Model, paths: Any, *, fmt: str = "auto", select=None) 
 def _evaluate(model: Model, paths: Any, fmt: str, select=None) -> dict[str, Any]:
     dataset = open_source(paths, fmt, csv=csv_options_from(model.config))
     first = dataset.files[0].path
-    _check_model_columns(dataset.schema, model, first)
-    multiclass = model.classes is not None
-    check_columns(dataset.schema, [model.target], first, what="target", numeric=not multiclass)
+    weight = check_scored_input(dataset.schema, model, first)
     loss = model.make_loss()
     acc = Accumulator(loss.task)
     n_feat = len(model.features)
     counts = count_vector(n_feat)
     loss_sum = 0.0
-    weight = _weight_column(model, dataset.schema, first)
     prefetch = Prefetcher(
         dataset,
         range(len(dataset.units)),
@@ -227,7 +237,7 @@ def _evaluate(model: Model, paths: Any, fmt: str, select=None) -> dict[str, Any]
             if len(raw) == 0:
                 continue
             y = raw[:, n_feat]
-            p = model.decision(raw[:, :n_feat], model.spec.codes(raw))
+            p = model.decision(raw[:, :n_feat], model.spec.codes(raw), model.spec.text(raw))
             values = loss.value(p, y)
             w = None if weight is None else raw[:, -1]
             loss_sum += float(values.sum() if w is None else w @ values)

@@ -10,6 +10,7 @@ import numpy as np
 from .features import FeatureSpec
 from .features.categorical import Categorical
 from .features.interactions import Interaction
+from .features.text import TextColumn
 from .features.weights import Weighting
 
 __all__ = ["spec_arrays", "spec_meta", "spec_from"]
@@ -47,6 +48,7 @@ def spec_meta(spec: FeatureSpec) -> dict[str, Any]:
         **({} if spec.weighting is None else {"weighting": spec.weighting.to_meta()}),
         # --interactions (absent: none, as every older file)
         **({"interactions": [i.to_meta() for i in spec.interactions]} if spec.interactions else {}),
+        **({"texts": [t.to_meta() for t in spec.texts]} if spec.texts else {}),
     }
 
 
@@ -68,6 +70,7 @@ def spec_from(meta: dict, arrays: dict[str, np.ndarray]) -> FeatureSpec:
         arrays.get("bounds"),
         _weighting(meta.get("weighting"), arrays.get("class_weights")),
         tuple(Interaction.from_meta(i) for i in meta.get("interactions") or ()),
+        tuple(TextColumn.from_meta(t) for t in meta.get("texts") or ()),
     )
 
 

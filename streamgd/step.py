@@ -10,9 +10,11 @@ import numpy as np
 
 from .config import FitConfig
 from .features import MIN_EIGENVALUE, FeatureSpec
+from .features.text import bag_sum
 from .losses import Loss
 from .optimizers import Optimizer
 from .solvers import BatchUpdate
+from .text_step import text_direction
 
 __all__ = ["train_step", "make_step", "HESSIAN_ROWS", "MIN_CURVATURE"]
 
@@ -36,6 +38,8 @@ def train_step(
     offsets: np.ndarray | None = None,
     sample_weight: np.ndarray | None = None,
     code_values: np.ndarray | None = None,
+    text: tuple[np.ndarray, np.ndarray] | None = None,
+    text_start: int = 0,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], float, np.ndarray]:
     """One mini-batch step on the linear model ``p = z @ w + b`` with ``z = x * inv_scale``.
 
@@ -64,6 +68,10 @@ def train_step(
     Sample weights: ``sample_weight`` (one per row, normalised to a mean of about 1; see
     :mod:`streamgd.features.weights`) multiplies each row's gradient ``g``, loss and curvature,
     so the step is on the batch's weighted loss ``sum w_i l_i / n``.
+    Text columns: ``text = (idx, val)`` (rows, slots) index the code weights after the
+    categorical ones (from ``text_start`` on), ``p += sum_s params[n + 1 + idx[:, s]] *
+    val[:, s]``: the linear model over the hashed bag-of-words columns (an unused slot has
+    value 0); see :func:`streamgd.text_step.text_direction`.
     Returns the new parameters, the optimiser state, the batch's summed loss (before the update;
     weighted) and the batch's predictions ``p`` (before the update; the running training
     metrics use them).
@@ -84,6 +92,8 @@ def train_step(
         else:
             cv = code_values if table.ndim == 1 else code_values[:, :, None]
             p += (table[codes] * cv).sum(axis=1)
+    if text is not None:
+        p += bag_sum(table, *text)
     g = loss.gradient(p, t)
     sw = None
     if sample_weight is not None:
@@ -114,18 +124,33 @@ def train_step(
                         grad[:head, k], x[:m], c[:, k], inv_scale, l2
                     )
     if len(table):
-        grad[n_feat + 1 :] = _table_direction(
-            codes,
-            g,
-            p,
-            t,
-            offsets,
-            len(table),
-            loss=loss,
-            newton=precond is not None,
-            weight=sample_weight,
-            values=code_values,
-        )
+        # the categorical code weights, then (from text_start) the text buckets'
+        cat = len(table) if text is None else text_start
+        if codes is not None:
+            grad[n_feat + 1 : n_feat + 1 + cat] = _table_direction(
+                codes,
+                g,
+                p,
+                t,
+                offsets,
+                cat,
+                loss=loss,
+                newton=precond is not None,
+                weight=sample_weight,
+                values=code_values,
+            )
+        if text is not None:
+            grad[n_feat + 1 + cat :], shift = text_direction(
+                text,
+                g,
+                loss.curvature(p, t) if precond is not None and loss.curvature else None,
+                len(table) - cat,
+                cat,
+                newton=precond is not None,
+                weight=sample_weight,
+                columns=0 if codes is None else codes.shape[1],
+            )
+            grad[n_feat] += shift
         if l2:
             grad[n_feat + 1 :] += l2 * table
     if clip_grad is not None:
@@ -259,7 +284,8 @@ MIN_CURVATURE = 0.01
 
 def make_step(config: FitConfig, spec: FeatureSpec, loss: Loss, optimizer: Optimizer):
     """The step both trainers take: ``step(params, opt_state, raw, lr)`` on centred rows
-    ``[features..., target, codes..., weight]`` (:attr:`FeatureSpec.columns`) returns a
+    ``[features..., target, codes..., text slots..., weight]`` (:attr:`FeatureSpec.columns`)
+    returns a
     :class:`~streamgd.solvers.BatchUpdate`
     ``(params, opt_state, loss_sum, predictions, target)``, with the target in training units
     (standardised for regression losses that scale)."""
@@ -290,6 +316,8 @@ def make_step(config: FitConfig, spec: FeatureSpec, loss: Loss, optimizer: Optim
             offsets=offsets,
             sample_weight=None if weighting is None else weighting.effective(raw, n_feat),
             code_values=spec.code_values(raw[:, :n_feat], centred=True),
+            text=spec.text(raw),
+            text_start=spec.n_category_codes,
         )
         return BatchUpdate(new, state, loss_sum, p, t)
 

@@ -58,6 +58,12 @@ one BLAS thread (``BLAS_THREADS``), as streamgd does.
   (``streamgd.search.fit_grid``, ``lr`` 4 values x ``l2`` 4 values, same settings) in one
   pass; the same 16 as separate fits one after another. rows = one model's rows trained, so
   the grid cases' cost is printed below the table as their wall time over ``fit-holdout``'s.
+- ``cv5x4`` and ``sklearn-gridcv`` (only when named): 5-fold cross-validation of 4
+  configurations (``l2`` 4 values) in one pass, 24 models (``fit_grid(cv=5)``, same settings
+  as ``grid-16`` without the holdout; its rows are scaled by 0.9, the share ``fit-holdout``
+  trains on, so its cost line is a wall-time ratio too); and scikit-learn's ``GridSearchCV``
+  of ``SGDRegressor`` over the same 4 ``alpha`` values, 5 folds, one epoch each, on the first
+  ``SKLEARN_CV_ROWS`` rows held in memory (loaded and scaled untimed), for scale.
 - ``exact``: the least-squares optimum in one streaming pass (float64 ``[1 X y]' [1 X y]``
   accumulated row group by row group, then ``np.linalg.solve``); its MSE comes from a second,
   untimed pass and must equal the optimum in the sidecar.
@@ -74,6 +80,11 @@ one BLAS thread (``BLAS_THREADS``), as streamgd does.
   copy of the data with two string columns (``x0`` and ``x1`` cut into 40 and 25 bins),
   one-hot encoded with ``categorical=["c0", "c1"]``; ``fit-cross`` adds their cross
   (``interactions=["c0*c1"]``), and its ratio to ``fit-cat`` is the cost of the cross.
+- ``fit-words`` and ``fit-text`` (only when named in ``--cases``): ``fit-shuf-1024`` on a
+  copy of the data with a string column ``words`` (``TEXT_TOKENS`` words a row: the bins of
+  the features and filler words, see ``write_text_copy``); ``fit-words`` leaves it out (the
+  plain fit on the same files), ``fit-text`` adds ``text=["words"]`` (2**18 buckets), and its
+  ratio to ``fit-words`` is the cost of the text column.
 - ``fit-default`` (``--scaling F1,F2,...`` only): ``streamgd.fit`` with default settings
   (shuffled, batch 1024) for one epoch on datasets of ``--rows`` x each factor, each in its
   own process, rounds interleaved; the table gives each one's peak RSS (VmHWM) against
@@ -178,7 +189,12 @@ def files_intact(directory: Path, listing: dict[str, int]) -> bool:
 
 
 def ensure_dataset(
-    root: Path, params: dict, want_csv: bool, want_vw: bool = False, want_cat: bool = False
+    root: Path,
+    params: dict,
+    want_csv: bool,
+    want_vw: bool = False,
+    want_cat: bool = False,
+    want_text: bool = False,
 ) -> tuple[Path, dict]:
     """Reuse the dataset if its sidecar matches ``params`` and its files are intact, else
     (re)generate it; add the CSV copy and the exact optimum if missing."""
@@ -200,6 +216,10 @@ def ensure_dataset(
     if want_cat and not (meta.get("cat") and files_intact(directory, meta["cat"])):
         log("writing the copy with categorical columns ...")
         meta["cat"] = write_cat_copy(directory, meta)
+        write_sidecar(directory, meta)
+    if want_text and not (meta.get("text") and files_intact(directory, meta["text"])):
+        log("writing the copy with a text column ...")
+        meta["text"] = write_text_copy(directory, meta)
         write_sidecar(directory, meta)
     if "optimum" not in meta:
         log("computing the exact least-squares optimum ...")
@@ -302,6 +322,72 @@ def write_cat_copy(directory: Path, meta: dict) -> dict[str, int]:
         writer.close()
         listing[name] = (directory / name).stat().st_size
     return listing
+
+
+# -- the text copy and its cases (fit-words, fit-text) ------------------------------------------
+TEXT_TOKENS = 24  # words a row of the text copy: a bin word per feature (up to 8), fillers
+
+
+def write_text_copy(directory: Path, meta: dict) -> dict[str, int]:
+    """The same rows with a string column ``words`` of ``TEXT_TOKENS`` words: ``f3k7`` for
+    feature 3 in bin 7 of 10 (+-3 standard deviations), for the first 8 features, then
+    filler words ``w123`` drawn from 5000 (seeded per row group)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    (directory / "text").mkdir(exist_ok=True)
+    mu, sigma = meta["truth"]["mu"], meta["truth"]["sigma"]
+    listing = {}
+    for f, src in enumerate(parquet_files(directory, meta)):
+        name = f"text/{Path(src).stem}.parquet"
+        pf = pq.ParquetFile(src)
+        writer = None
+        for i in range(pf.num_row_groups):
+            t = pf.read_row_group(i)
+            rng = np.random.default_rng([f, i])
+            words = []
+            for j in range(min(8, len(mu))):
+                z = (t[f"x{j}"].to_numpy() - mu[j]) / sigma[j]
+                k = np.clip(((z + 3) / 6 * 10).astype(int), 0, 9)
+                words.append(pa.array(np.char.add(f"f{j}k", k.astype(str))))
+            for _ in range(TEXT_TOKENS - len(words)):
+                filler = rng.integers(0, 5000, t.num_rows).astype(str)
+                words.append(pa.array(np.char.add("w", filler)))
+            t = t.append_column("words", pc.binary_join_element_wise(*words, " "))
+            if writer is None:
+                writer = pq.ParquetWriter(directory / name, t.schema)
+            writer.write_table(t)
+        writer.close()
+        listing[name] = (directory / name).stat().st_size
+    return listing
+
+
+def text_files(directory: Path, meta: dict) -> list[str]:
+    return [str(directory / name) for name in sorted(meta.get("text") or {})]
+
+
+def case_fit_text(ctx: Ctx, *, text: bool) -> dict:
+    """``fit-shuf-1024`` on the text copy, without (``fit-words``) and with (``fit-text``)
+    its text column ``words`` as a hashed bag of words."""
+    import streamgd
+
+    box = {}
+    extra = {"text": ["words"]} if text else {}
+    features = [f"x{j}" for j in range(ctx.n_feat)]
+
+    def work() -> int:
+        box["model"] = streamgd.fit(
+            ctx.text, target="y", features=features, epochs=1, batch_size=1024, seed=0, **extra
+        )
+        return int(box["model"].summary["rows_trained"])
+
+    out = timed(work)
+    out["mse"] = float(streamgd.evaluate(box["model"], ctx.text)["mse"])
+    return out
+
+
+# -- end of the text copy and its cases ----------------------------------------------------------
 
 
 def write_vw_copy(directory: Path, meta: dict) -> dict:
@@ -436,6 +522,7 @@ class Ctx:
     n_feat: int
     batch_size: int | None
     cat: list[str] | None = None  # the copy with categorical columns (see write_cat_copy)
+    text: list[str] | None = None  # the copy with a text column (see write_text_copy)
 
 
 def timed(work: Callable[[], int]) -> dict:
@@ -537,6 +624,78 @@ def case_grid(ctx: Ctx, *, separate: bool = False) -> dict:
         return int(box["model"].summary["rows_trained"])
 
     return timed(work)
+
+
+# --- k-fold cross-validation cases (issue 15 item 2) -------------------------------------------
+# cv5x4: 5-fold CV of 4 configurations (--l2 4 values) in one pass: 4 x (5 folds + 1 model on
+# all rows) = 24 models, one shuffled epoch, batch 1024, no holdout (the folds validate).
+# sklearn-gridcv: scikit-learn's GridSearchCV over SGDRegressor (alpha = the same 4 values,
+# 5 folds, one epoch each, then the refit on all rows) on the first SKLEARN_CV_ROWS rows, held
+# in memory (loaded and scaled before the clock starts): the in-memory way, for scale.
+CV_GRID = {"l2": [0.0, 1e-5, 1e-4, 1e-3]}
+SKLEARN_CV_ROWS = 1_000_000
+
+
+def case_cv(ctx: Ctx) -> dict:
+    """``fit_grid(cv=5, l2=4 values)``. rows = the model on all rows' rows x 0.9, the rows
+    fit-holdout trains (it holds 10% out), so that the rate's ratio to fit-holdout is its wall
+    time over the CV's."""
+    from streamgd.search import fit_grid
+
+    settings = {k: v for k, v in GRID_BASE.items() if k != "holdout"}
+    box = {}
+
+    def work() -> int:
+        box["result"] = fit_grid(ctx.parquet, cv=5, **CV_GRID, **settings)
+        return round(0.9 * box["result"].best.summary["rows_trained"])
+
+    out = timed(work)
+    out["models"] = 6 * len(CV_GRID["l2"])
+    out["leaderboard"] = box["result"].leaderboard
+    return out
+
+
+def case_sklearn_gridcv(ctx: Ctx) -> dict:
+    """GridSearchCV(SGDRegressor) on an in-memory sample; rows = the sample's rows."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import SGDRegressor
+    from sklearn.model_selection import GridSearchCV, KFold
+    from sklearn.preprocessing import StandardScaler
+
+    parts, have = [], 0
+    for m in decoded_row_groups(ctx.parquet):
+        parts.append(np.array(m[: SKLEARN_CV_ROWS - have], dtype=np.float64))
+        have += len(parts[-1])
+        if have >= SKLEARN_CV_ROWS:
+            break
+    data = np.concatenate(parts)
+    x = StandardScaler().fit_transform(data[:, : ctx.n_feat])
+    y = data[:, ctx.n_feat]
+    del data, parts
+    settings = {**SKLEARN_SETTINGS, "penalty": "l2", "max_iter": 1, "tol": None}
+    search = GridSearchCV(
+        SGDRegressor(**settings),
+        {"alpha": CV_GRID["l2"]},
+        cv=KFold(5, shuffle=True, random_state=0),
+        scoring="neg_mean_squared_error",
+        n_jobs=1,
+    )
+
+    def work() -> int:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            search.fit(x, y)
+        return len(y)
+
+    out = timed(work)
+    out["best"] = {"alpha": search.best_params_["alpha"], "cv_mse": -search.best_score_}
+    out["fits"] = 5 * len(CV_GRID["l2"]) + 1
+    return out
+
+
+# --- end of the cross-validation cases ------------------------------------------------------
 
 
 def case_fit_memory(ctx: Ctx, *, kind: str) -> dict:
@@ -731,7 +890,8 @@ class Kind:
 
     run: Callable[[Ctx], dict]
     batched: bool = False
-    needs: str | None = None  # "csv" | "sklearn" | "vw" | "memory" | "cat" | "grid" (when named)
+    # "csv" | "sklearn" | "vw" | "memory" | "cat" | "grid" | "text" (the last four: when named)
+    needs: str | None = None
     baselines: tuple[str, ...] = ("decode",)
 
 
@@ -747,6 +907,9 @@ KINDS: dict[str, Kind] = {
     "separate-16": Kind(
         lambda c: case_grid(c, separate=True), needs="grid", baselines=("decode", "fit-holdout")
     ),
+    # the cross-validation cases (only when named)
+    "cv5x4": Kind(case_cv, needs="grid", baselines=("decode", "fit-holdout")),
+    "sklearn-gridcv": Kind(case_sklearn_gridcv, needs="grid"),
     "epoch-mmap": Kind(case_epoch_mmap, baselines=("epoch-mmap",)),
     "epoch-seq": Kind(
         lambda c: case_epoch(c, shuffle=False), batched=True, baselines=("epoch-mmap",)
@@ -758,6 +921,10 @@ KINDS: dict[str, Kind] = {
     "fit-cat": Kind(lambda c: case_fit_cat(c, cross=False), needs="cat"),
     "fit-cross": Kind(
         lambda c: case_fit_cat(c, cross=True), needs="cat", baselines=("decode", "fit-cat")
+    ),
+    "fit-words": Kind(lambda c: case_fit_text(c, text=False), needs="text"),
+    "fit-text": Kind(
+        lambda c: case_fit_text(c, text=True), needs="text", baselines=("decode", "fit-words")
     ),
     "fit-default": Kind(case_fit_default, needs="scaling"),
     "sklearn": Kind(case_sklearn, batched=True, needs="sklearn"),
@@ -772,12 +939,86 @@ KINDS: dict[str, Kind] = {
 }
 
 
+# -- many small files (issue 17, item 5) -------------------------------------------------------
+# ``fit-files-4`` and ``fit-files-2000`` (only when named in ``--cases``): a default
+# ``streamgd.fit`` (shuffled, batch 1024, one epoch, statistics pass included) on the first
+# FILES_ROWS rows of the dataset, copied once (untimed, by the first worker that needs them)
+# as 4 files of one row group each and as 2000 files of 50 rows; ``fit-files-2000``'s ratio
+# to ``fit-files-4`` of the same round is the cost of the file count, printed below the table.
+FILES_ROWS = 100_000
+FILES_COUNTS = (4, 2000)
+
+
+def files_copy(ctx: Ctx, count: int) -> list[str]:
+    """The first FILES_ROWS rows in ``count`` files (written once, a marker file last)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = Path(ctx.parquet[0]).parent / f"files-{count}"
+    if not (root / "complete").exists():
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir()
+        pieces, have = [], 0
+        for path in ctx.parquet:
+            pf = pq.ParquetFile(path)
+            for i in range(pf.num_row_groups):
+                pieces.append(pf.read_row_group(i))
+                have += pieces[-1].num_rows
+                if have >= FILES_ROWS:
+                    break
+            if have >= FILES_ROWS:
+                break
+        table = pa.concat_tables(pieces).slice(0, FILES_ROWS)
+        per = -(-FILES_ROWS // count)
+        for k in range(count):
+            part = table.slice(k * per, per)
+            pq.write_table(part, root / f"part-{k:05d}.parquet", row_group_size=per)
+        (root / "complete").write_text(str(count))
+    return sorted(str(p) for p in root.glob("part-*.parquet"))
+
+
+def case_fit_files(ctx: Ctx, count: int) -> dict:
+    import streamgd
+
+    files = files_copy(ctx, count)
+
+    def work() -> int:
+        model = streamgd.fit(files, target="y", epochs=1, seed=0)
+        return int(model.summary["rows_trained"])
+
+    return timed(work)
+
+
+def print_files_ratios(summary: dict[str, dict]) -> None:
+    base = f"fit-files-{FILES_COUNTS[0]}"
+    for case, s in summary.items():
+        r = s["ratios"].get(base)
+        if r is not None and case != base:
+            spread = (
+                f" [{min(r['paired']):.2f}-{max(r['paired']):.2f}]" if len(r["paired"]) > 1 else ""
+            )
+            print(f"{case}: {r['of_medians']:.2f}x the rows/s of {base}{spread}")
+
+
+KINDS.update(
+    {
+        f"fit-files-{n}": Kind(
+            lambda c, n=n: case_fit_files(c, n),
+            needs="files",
+            baselines=("decode", f"fit-files-{FILES_COUNTS[0]}"),
+        )
+        for n in FILES_COUNTS
+    }
+)
+# -- end of many small files -------------------------------------------------------------------
+
+
 def case_names(batch_sizes: list[int], with_csv: bool, with_vw: bool = False) -> list[str]:
     names = []
     for kind_name, kind in KINDS.items():
         if (kind.needs == "csv" and not with_csv) or (kind.needs == "vw" and not with_vw):
             continue
-        if kind.needs in ("scaling", "memory", "cat", "grid"):  # only when named
+        if kind.needs in ("scaling", "memory", "cat", "grid", "files", "text"):  # only when named
             continue
         names += [f"{kind_name}-{b}" for b in batch_sizes] if kind.batched else [kind_name]
     return names
@@ -837,11 +1078,12 @@ def run_worker(case: str, directory: Path) -> None:
         meta["params"]["features"],
         size,
         cat_files(directory, meta),
+        text_files(directory, meta),
     )
     from threadpoolctl import threadpool_limits
 
     warm_lazy_imports()
-    if case.startswith(("fit", "epoch", "grid", "separate")):
+    if case.startswith(("fit", "epoch", "grid", "separate", "cv")):
         import streamgd
 
         # ``import streamgd`` is lazy (its names load on first use, so a signal handler can
@@ -972,10 +1214,12 @@ def fmt_rate(v: float) -> str:
 def markdown_table(summary: dict[str, dict], skipped: dict[str, str], has_csv: bool) -> str:
     per_epoch = "epoch-mmap" in summary
     cross = "fit-cat" in summary
+    words = "fit-words" in summary
     head = ["case", "rows/s (median)", "ratio to decode"]
     head += ["ratio to csv-parse"] if has_csv else []
     head += ["per epoch: ratio to epoch-mmap"] if per_epoch else []
     head += ["ratio to fit-cat"] if cross else []
+    head += ["ratio to fit-words"] if words else []
     head += ["MSE vs optimum", "peak RSS MB (after imports)", "n"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for case, s in summary.items():
@@ -986,6 +1230,7 @@ def markdown_table(summary: dict[str, dict], skipped: dict[str, str], has_csv: b
             row += [fmt_ratio(s["ratios"].get("csv-parse"))] if has_csv else []
             row += [fmt_ratio(s["ratios"].get("epoch-mmap"))] if per_epoch else []
             row += [fmt_ratio(s["ratios"].get("fit-cat"))] if cross else []
+            row += [fmt_ratio(s["ratios"].get("fit-words"))] if words else []
             mse = s.get("mse_vs_optimum")
             row += [
                 "" if mse is None else f"{mse * 100:+.3f}%",
@@ -1210,10 +1455,11 @@ def main(argv: list[str] | None = None) -> None:
     cases = [c for c in cases if c not in skipped]
     want_vw = "vw" in cases
     want_cat = any(KINDS[parse_case(c)[0]].needs == "cat" for c in cases)
+    want_text = any(KINDS[parse_case(c)[0]].needs == "text" for c in cases)
     started = time.time()
     machine, git_start = machine_info(), git_state()
     params = dataset_params(args)
-    directory, meta = ensure_dataset(args.data, params, want_csv, want_vw, want_cat)
+    directory, meta = ensure_dataset(args.data, params, want_csv, want_vw, want_cat, want_text)
     warm_page_cache(
         parquet_files(directory, meta) + (csv_files(directory, meta) if want_csv else [])
     )
@@ -1245,6 +1491,7 @@ def main(argv: list[str] | None = None) -> None:
             paired = [1 / r for r in cost["paired"]]
             spread = f" [{min(paired):.2f}-{max(paired):.2f}]" if len(paired) > 1 else ""
             print(f"{case}: {1 / cost['of_medians']:.2f}x the wall time of fit-holdout{spread}")
+    print_files_ratios(summary)
     machine["loadavg_end"] = os.getloadavg()
     git_end = git_state()
     if git_end != git_start:

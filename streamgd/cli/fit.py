@@ -153,10 +153,13 @@ def fit(paths: tuple[str, ...], print_config: bool, **values: Any) -> None:
     grid = {name: settings.pop(name) for name in GRID_OPTIONS}
     logger = JsonLogger() if out.log_format == "json" else None
     try:
-        if is_grid(settings):  # several values of a training setting: a grid in one pass
+        # several values of a training setting, or --cv K: models side by side in one pass
+        if is_grid(settings) or (settings.get("cv") and settings.get("cv_fold") is None):
             from .grid_fit import fit_grid_command
 
-            fit_grid_command(logger, list(paths), out, settings, **grid)
+            _check_paths(out)
+            with _output_lock(out.output):  # as a single model's fit
+                fit_grid_command(logger, list(paths), out, settings, **grid)
         elif grid["all_models"] is not None or grid["select_metric"] != "loss":
             raise UsageError(
                 "--select-metric and --all-models choose among the models of a grid: give a "

@@ -6,6 +6,7 @@ it (STEM.leaderboard.csv and .json), and printed."""
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any
 
@@ -21,10 +22,13 @@ __all__ = ["fit_grid_command", "leaderboard_paths"]
 
 
 class _Lines(Callback):
-    """Warnings, and one line per model and epoch (unless quiet), on stderr."""
+    """Warnings, and one line per epoch of the grid (unless quiet), on stderr: how many
+    models ended it and the best validation loss among them (under --cv, the best mean over
+    a configuration's folds)."""
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
+        self.entries: list[dict[str, Any]] = []
 
     def on_warning(self, message: str) -> None:
         click.echo(f"warning: {message}", err=True)
@@ -32,10 +36,26 @@ class _Lines(Callback):
     def on_epoch_end(self, state: Any, entry: dict[str, Any]) -> None:
         if self.quiet:
             return
-        shown = {k: entry[k] for k in ("epoch", "loss", "val_loss") if k in entry}
-        label = " ".join(f"{k}={_num(v)}" for k, v in entry.get("grid", {}).items())
-        text = " ".join(f"{k} {_num(v)}" for k, v in shown.items())
-        click.echo(f"model {entry.get('model')} ({label}): {text}", err=True)
+        self.entries.append(entry)
+        if len(self.entries) >= entry.get("grid_ending", 1):
+            click.echo(epoch_line(self.entries), err=True)
+            self.entries = []
+
+
+def epoch_line(entries: list[dict[str, Any]]) -> str:
+    """The progress line of a grid's epoch from its models' history entries."""
+    groups: dict[str, list[float]] = {}
+    for e in entries:
+        if isinstance(e.get("val_loss"), float) and math.isfinite(e["val_loss"]):
+            label = " ".join(f"{k}={_num(v)}" for k, v in e["grid"].items() if k != "fold")
+            groups.setdefault(label, []).append(e["val_loss"])
+    head = f"epoch {entries[0].get('epoch')}: {len(entries)} models"
+    if not groups:
+        return head
+    label, values = min(groups.items(), key=lambda kv: sum(kv[1]) / len(kv[1]))
+    folds = f" (mean of {len(values)} folds)" if len(values) > 1 else ""
+    where = f" at {label}" if label else ""
+    return f"{head}, best val_loss {_num(sum(values) / len(values))}{folds}{where}"
 
 
 def _num(v: Any) -> str:
@@ -63,7 +83,7 @@ def fit_grid_command(
     from ..blas import single_blas_thread
     from ..search.api import run_grid
     from ..search.grid import expand_grid
-    from ..search.leaderboard import table, write_leaderboard
+    from ..search.leaderboard import brief, table, write_leaderboard
     from ..training.callbacks import CallbackList
 
     config_settings, run_settings = split_settings(settings)
@@ -100,6 +120,7 @@ def fit_grid_command(
         "model": out.output,
         "models": len(result.models),
         "selected": result.best_index,
+        **({"cv": len(result.fold_models[0])} if result.fold_models else {}),
         **{k: v for k, v in best.summary.items() if k != "leaderboard"},
         "leaderboard": board,
     }
@@ -118,12 +139,19 @@ def fit_grid_command(
         emit_json(summary)
         return
     if not out.quiet and logger is None:
-        click.echo(table(board, limit=20), err=True)
+        click.echo(table(brief(board, select_metric), limit=20), err=True)
         where = f"written to {out.output}" if out.output else "not saved (no -o)"
-        click.echo(
-            f"selected model {result.best_index} of {len(result.models)} by validation "
-            f"{select_metric}: {where}",
-            err=True,
-        )
+        if result.fold_models:
+            folds = len(result.fold_models[0])
+            chosen = (
+                f"selected configuration {result.best_index} of {len(result.models)} by "
+                f"validation {select_metric} (mean of {folds} folds); its model on all rows is"
+            )
+        else:
+            chosen = (
+                f"selected model {result.best_index} of {len(result.models)} by validation "
+                f"{select_metric}:"
+            )
+        click.echo(f"{chosen} {where}", err=True)
     if out.output is None:
         click.echo(coefficients_text(best))

@@ -13,7 +13,7 @@ from ..choices import FORMATS
 from ..config import CONFIG_SETTINGS
 from ..constraints import Integer, Interval, Options
 from ..errors import EXIT_DATA, EXIT_DIVERGED, EXIT_INTERNAL, EXIT_PREEMPTED, EXIT_USAGE
-from ..search.grid import GRID_SETTINGS
+from ..search.grid import GRID_SETTINGS, one_value_message
 from ..settings import GROUPS, Setting
 from ..training.callbacks import json_default, json_safe
 
@@ -121,6 +121,34 @@ class _GridText(_Grid, click.types.StringParamType):
     pass
 
 
+class _One:
+    """Mixed into the click type of a number setting outside the grid settings: a
+    comma-separated list is refused with the grid's reason, not click's "not a valid
+    integer"."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if isinstance(value, str) and "," in value and param is not None:
+            raise click.UsageError(one_value_message(param.name), ctx)
+        return super().convert(value, param, ctx)  # type: ignore[misc]
+
+
+class _OneFloat(_One, click.FloatRange):
+    pass
+
+
+class _OneInt(_One, click.IntRange):
+    pass
+
+
+def _one_type(inner: click.ParamType | None) -> click.ParamType | None:
+    """``inner`` refusing a list clearly (numbers only: a text or path may hold a comma)."""
+    if isinstance(inner, click.FloatRange):
+        return _OneFloat(inner.min, inner.max, min_open=inner.min_open, max_open=inner.max_open)
+    if isinstance(inner, click.IntRange):
+        return _OneInt(inner.min, inner.max, min_open=inner.min_open, max_open=inner.max_open)
+    return inner
+
+
 def _grid_type(inner: click.ParamType | None) -> click.ParamType:
     """``inner`` (a type :func:`_single_type` made) taking lists too."""
     if isinstance(inner, click.FloatRange):
@@ -141,6 +169,8 @@ def click_type(setting: Setting) -> click.ParamType | None:
     inner = _single_type(setting)
     if setting.name in GRID_SETTINGS and setting.owner == "FitConfig":
         return _grid_type(inner)
+    if setting.owner == "FitConfig":
+        return _one_type(inner)
     return inner
 
 

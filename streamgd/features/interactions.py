@@ -306,5 +306,7 @@ def text(cols: Sequence[pa.ChunkedArray]) -> pa.Array:
     texts = [as_text(c) for c in cols]
     if len(texts) == 1:
         return texts[0]
-    filled = [pc.fill_null(t, NULL_PART) for t in texts]
+    # one string type for the join (pandas writes large_string, Arrow readers string; a
+    # piece's parts fit 32-bit offsets), so the kernel finds its inputs alike
+    filled = [pc.fill_null(t.cast(pa.string()), NULL_PART) for t in texts]
     return pc.binary_join_element_wise(*filled, SEPARATOR)

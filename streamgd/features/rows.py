@@ -92,6 +92,7 @@ def preparer(
     select: Select | None = None,
     infinite: str = "error",
     weight: str | None = None,
+    tag: Callable[[str, np.ndarray], np.ndarray] | None = None,
 ) -> Prepare:
     """Build the per-chunk function applied to decoded rows (by :class:`~streamgd.decode.Decoder`
     only, which fixes these arguments per pass: statistics, training, scoring, prediction).
@@ -103,7 +104,9 @@ def preparer(
     it marks, after every check, so errors still name the right rows. An infinity is an error,
     or with ``infinite="missing"`` a missing value (then ``missing`` decides). With ``weight``
     (the ``--weight`` column, the matrix's last), a weight that is missing, NaN, infinite or
-    negative is an error naming its row, checked first.
+    negative is an error naming its row, checked first. ``tag(path, row_numbers)`` (the
+    ``--cv`` folds, see :mod:`streamgd.folds`) appends its values for the rows that remain as
+    one more column, the last.
     """
     _check_policies(missing, infinite)
     n_feat = len(names)
@@ -135,7 +138,14 @@ def preparer(
                 raise _bad_target(m, bad, kept, path, first_row, target, n_feat, check_target)
         if select is not None and len(m):
             positions = first_row + (kept if kept is not None else np.arange(len(m)))
-            m = np.asfortranarray(m[select(path, positions)])
+            chosen = select(path, positions)
+            m = np.asfortranarray(m[chosen])
+            kept = positions[chosen] - first_row
+        if tag is not None:  # one copy, into a matrix one column wider
+            out = np.empty((len(m), m.shape[1] + 1), dtype=m.dtype, order="F")
+            out[:, :-1] = m
+            out[:, -1] = tag(path, first_row + (kept if kept is not None else np.arange(len(m))))
+            m = out
         return m, counts
 
     return prepare

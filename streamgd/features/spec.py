@@ -10,11 +10,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import DataError
 from .categorical import Categorical
 from .classes import label_encoder
 from .interactions import Deriver, Interaction
 from .outliers import guard
 from .stats import Stats, preconditioner
+from .text import TextColumn, bag_sum
 from .weights import Weighting
 
 __all__ = ["FeatureSpec"]
@@ -53,6 +55,10 @@ class FeatureSpec:
     # --interactions (see .interactions): their products are among ``names``, their crosses
     # and slopes among ``categoricals``; all are derived from each table before decoding
     interactions: tuple[Interaction, ...] = ()
+    # --text columns (see features.text): in the training matrix after the categorical codes,
+    # ``slots`` bucket columns then ``slots`` value columns each; their weights follow the
+    # categorical code weights
+    texts: tuple[TextColumn, ...] = ()
 
     @staticmethod
     def from_stats(
@@ -95,20 +101,30 @@ class FeatureSpec:
 
     @property
     def columns(self) -> tuple[str, ...]:
-        """Raw matrix columns: the numeric features, the target, the categorical codes, then
-        the ``--weight`` column (when there is one)."""
-        return self.input_columns(has_target=True, weight=True)
+        """Columns read into the training matrix: the numeric features, the target, the
+        categorical codes, the text columns (each ``2 * slots`` matrix columns, see
+        :attr:`width`), then the ``--weight`` column (when there is one)."""
+        return self.input_columns(has_target=True, weight=True, text=True)
+
+    @property
+    def width(self) -> int:
+        """Columns of the training matrix (:attr:`columns` with each text column expanded)."""
+        return len(self.columns) + sum(2 * t.slots - 1 for t in self.texts)
 
     @property
     def weight_column(self) -> str | None:
         return None if self.weighting is None else self.weighting.column
 
-    def input_columns(self, *, has_target: bool, weight: bool = False) -> tuple[str, ...]:
-        """Raw matrix columns with or without the target (which predict does not read) and
-        the weight column (which only training and weighted evaluation read)."""
+    def input_columns(
+        self, *, has_target: bool, weight: bool = False, text: bool = False
+    ) -> tuple[str, ...]:
+        """Raw matrix columns with or without the target (which predict does not read), the
+        text columns (read by training into slots; scoring reads them as :meth:`table_text`)
+        and the weight column (which only training and weighted evaluation read)."""
         target = (self.target,) if has_target else ()
         weights = (self.weight_column,) if weight and self.weight_column is not None else ()
-        return (*self.names, *target, *(c.name for c in self.categoricals), *weights)
+        texts = tuple(t.name for t in self.texts) if text else ()
+        return (*self.names, *target, *(c.name for c in self.categoricals), *texts, *weights)
 
     @functools.cached_property
     def deriver(self) -> Deriver | None:
@@ -117,7 +133,9 @@ class FeatureSpec:
 
     def read_columns(self, columns: Sequence[str]) -> list[str]:
         """The data's columns that ``columns`` (some maybe derived) are made of."""
-        return list(columns) if self.deriver is None else self.deriver.sources(columns)
+        columns = list(columns) if self.deriver is None else self.deriver.sources(columns)
+        crosses = {t.name: t.reads for t in self.texts if t.by}  # text x categorical
+        return list(dict.fromkeys(c for n in columns for c in crosses.get(n, (n,))))
 
     @functools.cached_property
     def slopes(self) -> tuple[tuple[int, int], ...]:
@@ -152,13 +170,57 @@ class FeatureSpec:
     def stream_center(self) -> np.ndarray:
         """What to subtract from each column of :attr:`columns` while decoding: the feature
         centres, the target's, and nothing from codes or the weights."""
-        rest = len(self.categoricals) + (self.weight_column is not None)
+        rest = len(self.categoricals) + len(self.texts) + (self.weight_column is not None)
         return np.concatenate([self.center, [self.target_center], np.zeros(rest)])
 
     @property
     def n_codes(self) -> int:
-        """Weights of the categorical codes, after the intercept in the parameters."""
+        """Weights of the categorical codes then of the text buckets, after the intercept in
+        the parameters."""
+        return self.n_category_codes + sum(t.size for t in self.texts)
+
+    @property
+    def n_category_codes(self) -> int:
+        """Weights of the categorical codes (the text buckets' follow them)."""
         return sum(c.size for c in self.categoricals)
+
+    def text(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """The text slots of a training matrix laid out as :attr:`columns`: indices into the
+        code weights (rows, slots of every text column) and their values; None without
+        text columns."""
+        if not self.texts:
+            return None
+        start = len(self.names) + 1 + len(self.categoricals)
+        offset = self.n_category_codes
+        idx, val = [], []
+        for t in self.texts:
+            idx.append(raw[:, start : start + t.slots].astype(np.intp) + offset)
+            val.append(raw[:, start + t.slots : start + 2 * t.slots])
+            start += 2 * t.slots
+            offset += t.size
+        if len(idx) == 1:
+            return idx[0], val[0]
+        return np.hstack(idx), np.hstack(val)
+
+    def text_sum(self, weights: np.ndarray, text: tuple | None) -> np.ndarray:
+        """Each row's part of the linear output from its text slots (``text``, as :meth:`text`)
+        over the code ``weights``."""
+        if text is None:
+            raise DataError("the model has text columns: their buckets are needed")
+        return bag_sum(weights, *text)
+
+    def table_text(self, table) -> tuple[np.ndarray, np.ndarray] | None:
+        """The text slots of a table's text columns, as :meth:`text` (float64 values)."""
+        if not self.texts:
+            return None
+        offset = self.n_category_codes
+        idx, val = [], []
+        for t in self.texts:
+            i, v = t.encode(table)
+            idx.append(i + offset)
+            val.append(v)
+            offset += t.size
+        return np.hstack(idx).astype(np.intp), np.hstack(val)
 
     @functools.cached_property  # once per spec: the step reads it every batch
     def code_offsets(self) -> np.ndarray:
@@ -188,8 +250,10 @@ class FeatureSpec:
         neutral when no training value fell there (see :meth:`Categorical.neutral_other`)."""
         parts = [
             c.neutral_other(weights[start : start + c.size])
-            for c, start in zip(self.categoricals, self.code_offsets, strict=True)
-        ]
+            for c, start in zip(self.categoricals, self.code_offsets, strict=False)
+        ]  # (code_offsets is [0] without categoricals)
+        if parts and self.texts:  # the text buckets' weights as they are
+            parts.append(weights[self.n_category_codes :])
         return np.concatenate(parts) if parts else weights
 
     def original_code_weights(self, weights: np.ndarray) -> np.ndarray:
@@ -203,8 +267,10 @@ class FeatureSpec:
         return out
 
     def code_labels(self) -> list[str]:
-        """``name=value`` (or ``name#bucket``) for each code weight, in order."""
-        return [label for c in self.categoricals for label in c.labels()]
+        """``name=value`` (or ``name#bucket``) for each code weight, in order, then
+        ``name~token`` (or ``name#bucket``) for each text bucket."""
+        labels = [label for c in self.categoricals for label in c.labels()]
+        return labels + [label for t in self.texts for label in t.labels()]
 
     def transform(self, raw: np.ndarray) -> np.ndarray:
         """Standardised features of a raw matrix (its first ``len(names)`` columns)."""

@@ -17,6 +17,7 @@ from ..model import Model
 from ..sources import open_source, with_target
 from ..training.callbacks import Callback, CallbackList, api_callbacks
 from ..training.loop import model_from_state
+from .cv import cv_members, cv_row
 from .engine import Member, train_members
 from .grid import expand_grid
 from .leaderboard import rank, score_entry, write_leaderboard
@@ -27,7 +28,9 @@ __all__ = ["fit_grid", "GridResult"]
 @dataclass
 class GridResult:
     """What :func:`fit_grid` returns: every model (in grid order, with its settings in
-    ``labels``), the leaderboard (best first) and the selected model, ``best``."""
+    ``labels``), the leaderboard (best first) and the selected model, ``best``. With ``cv``:
+    ``models`` are the models on all rows, ``fold_models[i]`` configuration ``i``'s K fold
+    models."""
 
     models: list[Model]
     labels: list[dict[str, Any]]
@@ -35,16 +38,24 @@ class GridResult:
     best: Model
     best_index: int
     select_metric: str
+    fold_models: list[list[Model]] | None = None
 
     def save_all(self, directory: str) -> list[str]:
-        """Write every model to ``directory`` as ``model-<index>.sgd`` (its grid position)
-        and return the paths."""
+        """Write every model to ``directory`` as ``model-<index>.sgd`` (its grid position;
+        with ``cv``, the model on all rows, and its fold models as
+        ``model-<index>-fold<k>.sgd``) and return the paths."""
         os.makedirs(directory, exist_ok=True)
         paths = []
         for i, model in enumerate(self.models):
-            path = os.path.join(directory, f"model-{i:03d}.sgd")
-            model.save(path, option="--all-models")
-            paths.append(path)
+            named = [(f"model-{i:03d}.sgd", model)]
+            if self.fold_models is not None:
+                named += [
+                    (f"model-{i:03d}-fold{k}.sgd", m) for k, m in enumerate(self.fold_models[i])
+                ]
+            for name, m in named:
+                path = os.path.join(directory, name)
+                m.save(path, option="--all-models")
+                paths.append(path)
         return paths
 
     def write_leaderboard(self, path: str) -> None:
@@ -67,8 +78,10 @@ def fit_grid(
     comma-separated string: ``lr=[0.01, 0.1], l2="0,1e-4"``), all over ONE pass of the data
     per epoch, and select the best by its validation ``select_metric`` (``loss`` by default;
     larger is better for accuracy, precision, recall, f1, auc and r2). The grid needs
-    validation rows: ``holdout``, ``holdout_rows`` or ``validation``. Every model equals the
-    same configuration trained alone by :func:`streamgd.fit` with the same seed, to the bit.
+    validation rows: ``holdout``, ``holdout_rows`` or ``validation``, or ``cv=K`` folds
+    (K-fold cross-validation in the same pass: see :mod:`streamgd.search.cv`; a single
+    configuration is fine). Every model equals the same configuration trained alone by
+    :func:`streamgd.fit` with the same seed, to the bit.
 
     >>> import streamgd.search  # doctest: +SKIP
     >>> result = streamgd.search.fit_grid("big/*.parquet", target="y", holdout=0.1,
@@ -96,10 +109,10 @@ def run_grid(
     """Train the grid ``configs`` (see :func:`~streamgd.search.grid.expand_grid`) on ``data``
     and select the best model (callers limit BLAS threads)."""
     first = configs[0]
-    if not first.validates:
+    if not first.validates and not first.cv:
         raise UsageError(
-            "a grid selects its model on validation rows: add --holdout, --holdout-rows or "
-            "--validation"
+            "a grid selects its model on validation rows: add --holdout, --holdout-rows, "
+            "--validation or --cv"
         )
     task = first.make_loss().task
     if select_metric != "loss" and select_metric not in metric_names(task):
@@ -122,9 +135,12 @@ def run_grid(
     for note in dataset.notes:
         hooks.on_warning(note)
 
-    def epoch_end(member: Member, entry: dict[str, Any]) -> None:
-        hooks.on_epoch_end(member.state, {**entry, "model": member.index, "grid": member.label})
+    def epoch_end(member: Member, entry: dict[str, Any], ending: int) -> None:
+        shown = {**entry, "model": member.index, "grid": member.label, "grid_ending": ending}
+        hooks.on_epoch_end(member.state, shown)
 
+    if first.cv:
+        return _run_cv(dataset, resolved, labels, options, hooks, epoch_end, select_metric)
     members = train_members(
         dataset, resolved, labels, options, warn=hooks.on_warning, on_epoch_end=epoch_end
     )
@@ -146,4 +162,36 @@ def run_grid(
     best = board[0]["model"]
     return GridResult(
         models, [dict(label) for label in labels], board, models[best], best, select_metric
+    )
+
+
+def _run_cv(dataset, configs, labels, options, hooks, epoch_end, select_metric) -> GridResult:
+    """--cv K: K fold models and one model on all rows per configuration over one stream;
+    the leaderboard ranks the configurations by their mean over folds."""
+    k = configs[0].cv
+    member_configs, member_labels = cv_members(configs, labels)
+    members = train_members(
+        dataset,
+        member_configs,
+        member_labels,
+        options,
+        warn=hooks.on_warning,
+        on_epoch_end=epoch_end,
+    )
+    rows, models, fold_models = [], [], []
+    for i, label in enumerate(labels):
+        own = members[i * (k + 1) : (i + 1) * (k + 1)]
+        rows.append({"model": i, **label, **cv_row(own[:k], own[k])})
+        models.append(model_from_state(own[k].state, own[k].config))
+        fold_models.append([model_from_state(m.state, m.config) for m in own[:k]])
+    board = rank(rows, select_metric)
+    best = board[0]["model"]
+    return GridResult(
+        models,
+        [dict(label) for label in labels],
+        board,
+        models[best],
+        best,
+        select_metric,
+        fold_models,
     )

@@ -27,6 +27,7 @@ import numpy as np
 from ..config import FitConfig, RunOptions
 from ..errors import DataError, PreemptedError, UsageError
 from ..features import count_vector
+from ..folds import fold_rows, fold_tag
 from ..metrics import Accumulator
 from ..solvers import Update, get_solver
 from ..sources import Dataset
@@ -79,7 +80,8 @@ def _check_shared(configs: Sequence[FitConfig]) -> None:
                 )
 
 
-_GRID = frozenset(GRID_SETTINGS)
+# a grid's settings, and the --cv models' (see streamgd.search.cv): free to differ
+_GRID = frozenset(GRID_SETTINGS) | {"cv", "cv_fold"}
 
 
 def train_members(
@@ -89,14 +91,13 @@ def train_members(
     options: RunOptions,
     *,
     warn: Callable[[str], None],
-    on_epoch_end: Callable[[Member, dict[str, Any]], None] | None = None,
+    on_epoch_end: Callable[[Member, dict[str, Any], int], None] | None = None,
     validation: Dataset | None = None,
 ) -> list[Member]:
     """Train one model per config over one stream of ``dataset`` and return the members,
     each finished with its own stop reason (``diverged`` for one whose loss or weights
-    became NaN or infinite: it keeps its last finite weights)."""
-    if options.cluster:
-        raise UsageError("a grid of models trains in one process: --cluster takes one model")
+    became NaN or infinite: it keeps its last finite weights). ``on_epoch_end(member, entry,
+    n)``: after each member's epoch, ``n`` the number of members ending that epoch."""
     if options.init:
         raise UsageError("a grid of models starts from zero weights: drop --init")
     if options.continual:
@@ -131,7 +132,13 @@ def train_members(
         members.append(Member(i, dict(label), config, trainer, state))
     lead = members[0].trainer
     signals = saver.signals() if saver is not None else contextlib.nullcontext()
-    with signals, np.errstate(over="ignore", invalid="ignore"):
+    cluster = None
+    if options.cluster:  # Dask: each round's rows read once, every model averaged on its own
+        from .cluster import ClusterEpochs
+
+        cluster = ClusterEpochs(lead, options.cluster, configs)
+    session = cluster.session() if cluster is not None else contextlib.nullcontext()
+    with signals, session, np.errstate(over="ignore", invalid="ignore"):
         while True:
             active = [m for m in members if not m.state.finished]
             for m in active:
@@ -140,14 +147,17 @@ def train_members(
             active = [m for m in active if not m.state.finished]
             if not active:
                 break
-            _run_epoch(active, lead, members, saver)
+            if cluster is not None:
+                cluster.epoch(active, members, saver)
+            else:
+                _run_epoch(active, lead, members, saver)
             for message in lead.outlier_notes.drain():
                 warn(message)
             ending = [m for m in active if m.state.stop_reason != "diverged"]
             for m, scores in zip(ending, _end_passes(ending), strict=True):
                 m.trainer.end_epoch(m.state, scores)
-                if on_epoch_end is not None:
-                    on_epoch_end(m, m.state.history[-1])
+                if on_epoch_end is not None:  # with how many models end this epoch
+                    on_epoch_end(m, m.state.history[-1], len(ending))
             if saver is not None:
                 saver.save(members)
     return members
@@ -222,6 +232,20 @@ def _end_passes(ending: list[Member]) -> list[dict[str, Any] | None]:
     the validation rows (None each without validation)."""
     for m in ending:
         m.trainer.end_pass(m.state)
+    folded = [i for i, m in enumerate(ending) if m.config.cv_fold is not None]
+    if folded:  # --cv: each fold's model on its fold's rows, in one pass
+        scores: list[dict[str, Any] | None] = [None] * len(ending)
+        lead = ending[folded[0]]
+        found = evaluate_models(
+            [model_from_state(ending[i].state, ending[i].config) for i in folded],
+            lead.trainer.dataset,
+            fmt=lead.config.format,
+            folds=[ending[i].config.cv_fold for i in folded],
+            tag=fold_tag(lead.config),
+        )
+        for i, score in zip(folded, found, strict=True):
+            scores[i] = score
+        return scores
     if not ending or not ending[0].config.validates:
         return [None] * len(ending)
     models = [model_from_state(m.state, m.config) for m in ending]
@@ -246,10 +270,19 @@ def _run_epoch(
     spec = first.spec
     weighted = spec.weight_column is not None
     live = list(range(len(active)))
-    for raw in stream:
-        w = raw[:, -1].astype(np.float64) if weighted else None
+    tagged = stream.decoder.tagged  # --cv: the batches carry their rows' folds
+    own = [m.config.cv_fold for m in active]
+    for batch in stream:
+        if tagged:  # each fold's rows of the batch once, shared by that fold's models
+            parts = {f: fold_rows(batch, f) for f in {own[i] for i in live}}
+        else:
+            parts = {None: batch}
+        weights = {f: raw[:, -1].astype(np.float64) for f, raw in parts.items()} if weighted else {}
         for i in live:
             m = active[i]
+            raw, w = parts[own[i]], weights.get(own[i])
+            if not len(raw):  # every row of the batch is in this model's fold
+                continue
             state, totals = m.state, m.state.totals
             new, new_opt, loss_sum, p, t = m.update(
                 params[i], opt[i], raw, m.trainer.schedule(state.step)

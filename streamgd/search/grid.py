@@ -22,7 +22,7 @@ from ..config import SETTINGS, FitConfig
 from ..constraints import option_name
 from ..errors import UsageError
 
-__all__ = ["GRID_SETTINGS", "expand_grid", "grid_values", "is_grid"]
+__all__ = ["GRID_SETTINGS", "expand_grid", "grid_values", "is_grid", "one_value_message"]
 
 # Settings that may take several values: what a model does with a batch, not the batch.
 GRID_SETTINGS = (
@@ -76,6 +76,15 @@ def _number(name: str, value: Any) -> Any:
         raise UsageError(f"{option_name(name)} must be a number, got {value!r}") from None
 
 
+def one_value_message(name: str) -> str:
+    """Why a setting outside :data:`GRID_SETTINGS` cannot take several values."""
+    return (
+        f"{option_name(name)} takes one value: it changes the data path, the stream every "
+        f"model of a grid shares (several values are allowed for "
+        f"{', '.join(option_name(n) for n in GRID_SETTINGS)})"
+    )
+
+
 def is_grid(settings: dict[str, Any]) -> bool:
     """Whether any grid setting of ``settings`` takes several values."""
     return any(grid_values(k, v) is not None for k, v in settings.items() if k in GRID_SETTINGS)
@@ -96,11 +105,7 @@ def expand_grid(settings: dict[str, Any]) -> tuple[list[FitConfig], list[dict[st
             continue
         declared = SETTINGS.get(name)
         if isinstance(value, list | tuple) and declared is not None and declared.many is None:
-            raise UsageError(
-                f"{option_name(name)} takes one value in a grid: it decides the data stream "
-                f"every model shares (several values are allowed for "
-                f"{', '.join(option_name(n) for n in GRID_SETTINGS)})"
-            )
+            raise UsageError(one_value_message(name))
         fixed[name] = value
     names = list(varied)
     configs, labels = [], []

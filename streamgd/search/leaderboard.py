@@ -13,7 +13,7 @@ from typing import Any
 from ..archive import atomic_path
 from ..errors import UsageError
 
-__all__ = ["HIGHER_IS_BETTER", "score_entry", "rank", "table", "write_leaderboard"]
+__all__ = ["HIGHER_IS_BETTER", "score_entry", "rank", "table", "brief", "write_leaderboard"]
 
 # Metrics where a larger value is better; every other metric (loss, mse, mae, logloss...) is
 # better smaller.
@@ -91,6 +91,15 @@ def table(rows: Sequence[dict[str, Any]], *, limit: int | None = None) -> str:
     if limit is not None and len(rows) > limit:
         lines.append(f"... {len(rows) - limit} more")
     return "\n".join(lines)
+
+
+def brief(rows: Sequence[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+    """The rows as the command line prints them: under --cv (rows with ``_std`` spreads) only
+    the selecting metric's and the loss's means and spreads; the files keep every column."""
+    if not any(k.endswith("_std") for r in rows for k in r):
+        return list(rows)
+    keep = {f"val_{m}{s}" for m in (metric, "loss") for s in ("", "_std")}
+    return [{k: v for k, v in r.items() if not k.startswith("val_") or k in keep} for r in rows]
 
 
 def write_leaderboard(rows: Sequence[dict[str, Any]], path: str) -> None:

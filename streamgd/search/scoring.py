@@ -4,6 +4,10 @@ The models share their features and statistics (one :class:`~streamgd.features.F
 so the rows are decoded once; each model then does exactly the arithmetic of
 :func:`streamgd.scoring.evaluate_model` on them (same predictions, sums and accumulator, in
 the same order), so its scores equal those of the model scored alone, to the bit.
+
+Under ``--cv`` each fold's model is scored on its own fold's rows: the rows are decoded once
+with their fold (see :mod:`streamgd.folds`) and each model takes the rows of its fold of each
+chunk, as the row selection of its run alone (``cv_fold``) keeps them.
 """
 
 from __future__ import annotations
@@ -11,36 +15,38 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from ..batches import Prefetcher
 from ..config import csv_options_from
 from ..decode import Decoder
 from ..features import count_vector, describe_counts
+from ..folds import take_rows
 from ..metrics import Accumulator
 from ..model import Model
-from ..scoring import check_columns
+from ..scoring import check_scored_input
 from ..sources import open_source
 
 __all__ = ["evaluate_models"]
 
 
 def evaluate_models(
-    models: Sequence[Model], paths: Any, *, fmt: str = "auto", select=None
+    models: Sequence[Model],
+    paths: Any,
+    *,
+    fmt: str = "auto",
+    select=None,
+    folds: Sequence[int] | None = None,
+    tag=None,
 ) -> list[dict[str, Any]]:
     """The scores :func:`streamgd.scoring.evaluate_model` gives each of ``models`` (which
-    share one feature spec) on ``paths``, from one decode of the rows."""
+    share one feature spec) on ``paths``, from one decode of the rows. With ``folds`` (one
+    per model) and ``tag`` (:func:`streamgd.folds.fold_tag`): model ``i`` on the rows of fold
+    ``folds[i]`` only."""
     lead = models[0]
     dataset = open_source(paths, fmt, csv=csv_options_from(lead.config))
     first = dataset.files[0].path
-    check_columns(dataset.schema, lead.features, first, what="feature", numeric=True)
-    names = [c.name for c in lead.spec.categoricals]
-    check_columns(dataset.schema, names, first, what="categorical feature", numeric=False)
-    multiclass = lead.classes is not None
-    check_columns(dataset.schema, [lead.target], first, what="target", numeric=not multiclass)
-    weight = lead.spec.weight_column
-    if weight is not None and weight not in dataset.schema.names:
-        weight = None
-    elif weight is not None:
-        check_columns(dataset.schema, [weight], first, what="weight", numeric=True)
+    weight = check_scored_input(dataset.schema, lead, first)
     losses = [m.make_loss() for m in models]
     accs = [Accumulator(loss.task) for loss in losses]
     sums = [0.0] * len(models)
@@ -49,22 +55,27 @@ def evaluate_models(
     prefetch = Prefetcher(
         dataset,
         range(len(dataset.units)),
-        Decoder.for_scoring(lead, select=select, weighted=weight is not None),
+        Decoder.for_scoring(lead, select=select, weighted=weight is not None, tag=tag),
     )
+    own = [None] * len(models) if folds is None else list(folds)
+    groups: dict[int | None, list[int]] = {}  # the models of each fold, in model order
+    for i, f in enumerate(own):
+        groups.setdefault(f, []).append(i)
     try:
         for chunk in prefetch:
             counts += chunk.counts
-            raw = chunk.rows
-            if len(raw) == 0:
-                continue
-            y = raw[:, n_feat]
-            w = None if weight is None else raw[:, -1]
-            codes = lead.spec.codes(raw)
-            for i, (model, loss, acc) in enumerate(zip(models, losses, accs, strict=True)):
-                p = model.decision(raw[:, :n_feat], codes)
-                values = loss.value(p, y)
-                sums[i] += float(values.sum() if w is None else w @ values)
-                acc.update(y, loss.link(p), w)
+            for f, members in groups.items():  # one fold's rows in memory at a time
+                raw = _part(chunk.rows, f)
+                if len(raw) == 0:
+                    continue
+                y = raw[:, n_feat]
+                w = None if weight is None else raw[:, -1]
+                codes, text = lead.spec.codes(raw), lead.spec.text(raw)
+                for i in members:
+                    p = models[i].decision(raw[:, :n_feat], codes, text)
+                    values = losses[i].value(p, y)
+                    sums[i] += float(values.sum() if w is None else w @ values)
+                    accs[i].update(y, losses[i].link(p), w)
             prefetch.release(chunk)
     finally:
         prefetch.close()
@@ -80,3 +91,11 @@ def evaluate_models(
         result["files"] = len(dataset.files)
         results.append(result)
     return results
+
+
+def _part(rows, fold: int | None):
+    """A chunk's rows of fold ``fold`` (None: every row of an untagged chunk), as row
+    preparation selects them: a column-major copy of the fold's rows, without the fold."""
+    if fold is None:
+        return rows
+    return take_rows(rows[:, :-1], np.flatnonzero(rows[:, -1] == fold))

@@ -103,13 +103,14 @@ def predict_source(model: Model, source: Any, *, fmt: str = "auto", csv=None) ->
     decoder = Decoder.for_prediction(model)
     link = model.make_loss().link
     handles = HandleCache()
-    inputs = model.spec.read_columns(model.spec.input_columns(has_target=False))
+    inputs = model.spec.read_columns(model.spec.input_columns(has_target=False, text=True))
     parts = []
     for unit in dataset.units:
         path = dataset.files[unit.file].path
         for table, first_row in dataset.iter_unit(unit, inputs, handles):
             x, _ = decoder.decode(table, path, first_row)
-            parts.append(link(model.decision(x, model.spec.table_codes(table))))
+            codes, text = model.spec.table_codes(table), model.spec.table_text(table)
+            parts.append(link(model.decision(x, codes, text)))
     if not parts:
         width = () if model.classes is None else (len(model.classes),)
         return np.empty((0, *width))

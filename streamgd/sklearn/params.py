@@ -12,9 +12,9 @@ Which settings apply:
 - ``class_weight`` only on the classifier.
 
 The data settings (:data:`FILE_SETTINGS`: the target, feature and weight columns, categorical
-encoding, the input format and the CSV options) apply when ``X`` names files; with arrays and
-DataFrames scikit-learn's own conventions decide (``X``'s columns, ``y``, ``sample_weight``)
-and giving one of them is a ``ValueError``.
+and text encoding, the input format and the CSV options) apply when ``X`` names files; with
+arrays and DataFrames scikit-learn's own conventions decide (``X``'s columns, ``y``,
+``sample_weight``) and giving one of them is a ``ValueError``.
 """
 
 from __future__ import annotations
@@ -37,6 +37,12 @@ FILE_SETTINGS = frozenset(
         "categorical",
         "max_categories",
         "hash_bits",
+        "text",
+        "text_bits",
+        "ngrams",
+        "text_binary",
+        "text_norm",
+        "text_slots",
         "format",
         "weight",
         "delimiter",

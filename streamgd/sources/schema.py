@@ -76,8 +76,9 @@ def unify(schemas: list[pa.Schema], paths: list[str]) -> tuple[pa.Schema, tuple[
         for name in fields
         if len([t for t in seen[name] if not pa.types.is_null(t)]) > 1
     ]
+    has = [set(schema.names) for schema in schemas]
     for name, f in fields.items():
-        lacking = [p for p, schema in zip(paths, schemas, strict=True) if name not in schema.names]
+        lacking = [p for p, names in zip(paths, has, strict=True) if name not in names]
         if lacking:
             fields[name] = f.with_metadata({**(f.metadata or {}), MISSING_IN: "\n".join(lacking)})
             notes.append(_partial_note(name, lacking, len(paths)))

@@ -73,6 +73,7 @@ def _train(
     hooks: CallbackList,
     validation: Any = None,
 ) -> TrainResult:
+    _check_cv(config, options)
     # in-memory data is hashed only to check a resumed checkpoint's data against it
     digest = bool(options.checkpoint_dir)
     dataset = open_source(
@@ -124,6 +125,9 @@ def _train(
             state = DistributedTrainer(trainer, options.cluster).run(state)
         else:
             state = trainer.run(state)
+    except BaseException as error:
+        hooks.on_train_abort(error)
+        raise
     finally:
         if manager is not None:
             manager.release()
@@ -183,6 +187,21 @@ def _check_source(
         )
         config = dataclasses.replace(config, epochs=1)
     return config
+
+
+def _check_cv(config: FitConfig, options: RunOptions) -> None:
+    """One model of a --cv run is trained alone with --cv-fold; the K+1 models of each
+    configuration are trained together by the grid (streamgd.search.fit_grid)."""
+    if not config.cv:
+        return
+    if config.cv_fold is None:
+        raise UsageError(
+            "--cv K trains K+1 models per configuration in one pass: use "
+            "streamgd.search.fit_grid (as 'streamgd fit --cv K' does), or train one fold's "
+            "model with --cv-fold"
+        )
+    if options.continual:
+        raise UsageError("--cv splits one dataset into folds: drop --continual")
 
 
 def _wants_more(state: TrainState, config: FitConfig) -> bool:

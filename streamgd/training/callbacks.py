@@ -40,6 +40,11 @@ class Callback:
     def on_warning(self, message: str) -> None: ...
     def on_train_end(self, state: Any) -> None: ...
 
+    def on_train_abort(self, error: BaseException) -> None:
+        """Training (or the statistics pass before it) stops with ``error``, which the caller
+        then raises: put the screen or files in order (close a bar) so that its message is
+        read on a line of its own."""
+
     def on_increment(self, report: dict[str, Any]) -> None:
         """A --continual run's outcome (see :mod:`.continual`): the increment, its new files
         and rows, the score of the model on them before training (``pre_score``) and the
@@ -115,8 +120,7 @@ class ProgressReporter(Callback):
         if self._bar is not None:
             self._bar.update(min(rows, total or rows) - self._bar.n)  # whole row groups
             if done:
-                self._bar.close()
-                self._bar = None
+                self._close_bar()
 
     def on_train_begin(self, state: Any, dataset: Any) -> None:
         self._epochs = int(state.config.get("epochs", 0))
@@ -130,6 +134,14 @@ class ProgressReporter(Callback):
             return
         desc = f"epoch {state.epoch + 1}/{self._epochs}"
         self._bar = self._new_bar(self._rows_per_epoch, desc, initial=state.totals.rows)
+
+    def _close_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def on_train_abort(self, error: BaseException) -> None:
+        self._close_bar()  # the error's line then starts on a clean line, not after the bar
 
     def _new_bar(self, total: int | None, desc: str, *, initial: int = 0):
         """A progress bar of rows on this reporter's stream, gone once closed."""
@@ -160,9 +172,7 @@ class ProgressReporter(Callback):
     def on_epoch_end(self, state: Any, entry: dict[str, Any]) -> None:
         seconds = time.perf_counter() - self._epoch_t0
         rows = entry["rows"] - self._epoch_rows0
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+        self._close_bar()
         extra = ""
         if entry.get("val_loss") is not None:
             extra += f", val_loss {entry['val_loss']:.6g}"
@@ -199,9 +209,7 @@ class ProgressReporter(Callback):
         self._write(increment_line(report))
 
     def on_train_end(self, state: Any) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+        self._close_bar()
         if state.stop_reason == "tol":
             self._write(
                 f"stopped early: the update norm fell below --tol after "

@@ -31,7 +31,9 @@ __all__ = [
 ]
 
 # 2: the state grouped into records (stream, totals, early stopping, trajectory, Dask rounds)
-CHECKPOINT_VERSION = 2
+# 3: the epoch's order reads several units at once (lanes): a version 2 cursor points into an
+#    order this streamgd no longer draws, so resuming it would see some rows twice, some never
+CHECKPOINT_VERSION = 3
 _NAME = re.compile(r"^ckpt-(\d{12})\.npz$")
 LOCK_NAME = "LOCK"
 # The finished state's checkpoint records the digest of the model it makes (see

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import holdout
+from .. import folds, holdout
 from ..config import FitConfig
 from ..cursor import Cursor
 from ..decode import Decoder
@@ -142,23 +142,34 @@ class _UnitStream:
 _UNIT_CACHE: dict[tuple, _UnitStream] = {}
 
 
-def _unit_pieces(dataset: Dataset, unit_index: int, spec: FeatureSpec, loss, select, notes):
-    """Decoded, prepared and centred rows (float32) and counts of each piece of one unit."""
+def _unit_pieces(
+    dataset: Dataset, unit_index: int, spec: FeatureSpec, loss, select, notes, tag=None
+):
+    """Decoded, prepared and centred rows (float32) and counts of each piece of one unit
+    (under --cv with each row's fold last: ``tag``, see streamgd.folds)."""
     unit = dataset.units[unit_index]
     path = dataset.files[unit.file].path
-    decoder = Decoder.for_training(spec, loss=loss, select=select, notes=notes)  # as prefetch
+    decoder = Decoder.for_training(spec, loss=loss, select=select, notes=notes, tag=tag)
     for table, first_row in dataset.iter_unit(unit, decoder.reads, HandleCache()):
         yield decoder.decode(table, path, first_row)  # a fresh float32 matrix per piece
 
 
 def _unit_stream(
-    dataset: Dataset, unit_index: int, offset: int, spec: FeatureSpec, loss, key: tuple, select
+    dataset: Dataset,
+    unit_index: int,
+    offset: int,
+    spec: FeatureSpec,
+    loss,
+    key: tuple,
+    select,
+    tag=None,
 ) -> _UnitStream:
     """The cached stream of this unit if it can still reach ``offset``, else a new one. It
     is taken out of the cache while a task uses it (two threads never share one)."""
     stream = _UNIT_CACHE.pop(key, None)
     if stream is None or offset < stream.start:
-        pieces = _unit_pieces(dataset, unit_index, spec, loss, select, notes := OutlierNotes())
+        notes = OutlierNotes()
+        pieces = _unit_pieces(dataset, unit_index, spec, loss, select, notes, tag)
         stream = _UnitStream(pieces, len(spec.names))
         stream.notes = notes  # the outliers its decoder meets (see features.outliers.guard)
     return stream
@@ -206,7 +217,9 @@ def round_task(
     ``static`` holds what stays for the epoch (sent once: paths, format, every shard's units,
     feature spec, settings, and ``inputs``, the driver's fingerprint of the files, which the
     worker's opening must match); ``shared`` what every shard of the round shares (weights,
-    optimiser state, global step, round number)."""
+    optimiser state, global step, round number). With ``static["models"]`` (a grid's
+    settings, one per model), ``shared`` holds one weights, state and step per model, and the
+    result one ``models`` entry per model (see :func:`_grid_round`)."""
     from ..step import make_step  # the very step the single-process trainer takes
 
     t0 = time.perf_counter()
@@ -219,6 +232,7 @@ def round_task(
     # --holdout-rows: the worker draws the same rows (a pure function of files, K and seed;
     # Parquet row counts from metadata), once per process
     select = holdout.selector(cfg, keep=False, dataset=dataset)
+    tag = folds.fold_tag(cfg)  # --cv: each row's fold travels with it
     chunk, counts, position, offset, outlier_notes = _take_rows(
         dataset,
         paths,
@@ -230,21 +244,31 @@ def round_task(
         loss=loss,
         settings=settings,
         select=select,
+        tag=tag,
     )
     if cfg.shuffle and len(chunk):
         rng = np.random.default_rng([cfg.seed, cursor.epoch, shard, round_index, _ROUND_STREAM])
         chunk = chunk[rng.permutation(len(chunk))]
-    step = make_step(cfg, spec, loss, optimizer)
-    params, opt_state, loss_sum, steps = _train_chunk(
-        step, chunk, params, opt_state, schedule, batch_size=cfg.batch_size, start_step=start_step
-    )
+    if "models" in static:  # a grid (streamgd.search.cluster): every model on these rows
+        trained: dict[str, Any] = {
+            "models": _grid_round(static, spec, chunk, params, opt_state, start_step, tag),
+            "rows": len(chunk),
+        }
+    else:
+        step = make_step(cfg, spec, loss, optimizer)
+        trained = _train_chunk(
+            step,
+            chunk,
+            params,
+            opt_state,
+            schedule,
+            batch_size=cfg.batch_size,
+            start_step=start_step,
+            fold=cfg.cv_fold if tag is not None else False,
+        )
     return {
         "shard": shard,
-        "params": params,
-        "opt_state": opt_state,
-        "rows": len(chunk),
-        "steps": steps,
-        "loss_sum": loss_sum,
+        **trained,
         "counts": counts,
         "outlier_notes": outlier_notes,  # (column, warning): the driver warns once per column
         "cursor": Cursor(cursor.epoch, position, offset),
@@ -267,6 +291,43 @@ def _prepared(token: str, spec: FeatureSpec, config: dict[str, Any]) -> tuple[Fi
     return found
 
 
+# The FitConfig of each model of a grid's epoch this process saw last (as _PREPARED).
+_GRID_CONFIGS: dict[str, list[FitConfig]] = {}
+
+
+def _grid_round(static, spec, chunk, params, opt_states, start_steps, tag) -> list:
+    """A grid's round on one shard: each model (``static["models"]``, its settings) takes
+    the steps its run alone would take on ``chunk`` (the same step function, batches and
+    schedule), from its own weights, optimiser state and step; None for a model the driver
+    no longer trains (``params`` None)."""
+    from ..step import make_step
+
+    token = static["token"]
+    configs = _GRID_CONFIGS.get(token)
+    if configs is None:
+        configs = [FitConfig.from_dict(c) for c in static["models"]]
+        _GRID_CONFIGS.clear()
+        _GRID_CONFIGS[token] = configs
+    out: list[dict[str, Any] | None] = []
+    for cfg, weights, state, start in zip(configs, params, opt_states, start_steps, strict=True):
+        if weights is None:
+            out.append(None)
+            continue
+        step = make_step(cfg, spec, cfg.make_loss(), cfg.make_optimizer())
+        trained = _train_chunk(
+            step,
+            chunk,
+            weights,
+            state,
+            cfg.make_schedule(),
+            batch_size=cfg.batch_size,
+            start_step=start,
+            fold=cfg.cv_fold if tag is not None else False,
+        )
+        out.append(trained)
+    return out
+
+
 def _take_rows(
     dataset: Dataset,
     paths: tuple[str, ...],
@@ -279,6 +340,7 @@ def _take_rows(
     loss,
     settings,
     select,
+    tag=None,
 ) -> tuple[np.ndarray, np.ndarray, int, int, list]:
     """Up to ``need`` prepared rows from the units in ``order``, starting at ``position`` and
     ``offset``: the rows, the counts of the units finished, and where the next round starts.
@@ -286,7 +348,7 @@ def _take_rows(
     pieces, counts, notes = [], count_vector(len(spec.names)), []
     while need > 0 and position < len(order):
         key = (paths, order[position], settings)
-        stream = _unit_stream(dataset, order[position], offset, spec, loss, key, select)
+        stream = _unit_stream(dataset, order[position], offset, spec, loss, key, select, tag)
         while need > 0:
             piece = stream.take(offset, need)
             if not len(piece):
@@ -300,23 +362,46 @@ def _take_rows(
             position, offset = position + 1, 0
         else:
             _keep(key, stream)
-    chunk = np.concatenate(pieces) if pieces else np.empty((0, len(spec.columns)), np.float32)
+    width = spec.width + (tag is not None)  # and each row's --cv fold
+    chunk = np.concatenate(pieces) if pieces else np.empty((0, width), np.float32)
     return chunk, counts, position, offset, notes
 
 
 def _train_chunk(
-    step, chunk: np.ndarray, params, opt_state, schedule, *, batch_size: int, start_step: int
-) -> tuple[np.ndarray, dict[str, np.ndarray], float, int]:
-    """The round's batches in order: the new parameters and state, the summed loss, steps."""
-    loss_sum, steps = 0.0, 0
+    step,
+    chunk: np.ndarray,
+    params,
+    opt_state,
+    schedule,
+    *,
+    batch_size: int,
+    start_step: int,
+    fold: int | None | bool = False,
+) -> dict[str, Any]:
+    """The round's batches in order: the new parameters and state, the summed loss, the
+    steps and the rows trained on. ``fold``: under --cv (the chunk's last column is each
+    row's fold), the model's fold, whose rows leave each batch (None: the model on all rows;
+    see streamgd.folds); False without --cv."""
+    loss_sum, steps, rows = 0.0, 0, 0
     for start in range(0, len(chunk), batch_size):
         raw = chunk[start : start + batch_size]
+        if fold is not False:
+            raw = folds.fold_rows(raw, fold)
+            if not len(raw):
+                continue
         params, opt_state, batch_loss, _, _ = step(
             params, opt_state, raw, schedule(start_step + steps)
         )
         loss_sum += batch_loss
         steps += 1
-    return params, opt_state, loss_sum, steps
+        rows += len(raw)
+    return {
+        "params": params,
+        "opt_state": opt_state,
+        "loss_sum": loss_sum,
+        "steps": steps,
+        "rows": rows,
+    }
 
 
 def _shard_order(units: Sequence[int], cfg: FitConfig, epoch: int, shard: int) -> list[int]:
@@ -376,9 +461,8 @@ class DistributedTrainer:
         """Nothing to write back: each round's result goes into the state as it comes."""
 
     def epoch(self, state: TrainState) -> Iterator[StepReport]:
-        """The epoch's segments of rounds: every unfinished shard trains from the global
-        weights, and they are averaged after every round (see :mod:`.rounds` for how inputs
-        and results travel with ``--round-protocol tasks``, :mod:`.peer` with ``peer``)."""
+        """The epoch's segments of rounds, each shard from the global weights, averaged after
+        every round: :mod:`.rounds` (``--round-protocol tasks``) or :mod:`.peer` runs them."""
         cfg, rounds = self.base.config, state.dask
         protocol = make_protocol(cfg, self.client, self.run_key)
         token = f"{state.epoch}-{self.run_key}"
@@ -441,15 +525,14 @@ def shard_finished(static: dict[str, Any], shard: int, cursor: Cursor) -> bool:
 def make_protocol(cfg: FitConfig, client, run_key: str):
     """The round protocol of ``--round-protocol``: the trainer calls either the same way."""
     if cfg.round_protocol == "peer":
-        from .peer import SEGMENT_ROUNDS, PeerProtocol
+        from .peer import PeerProtocol
 
-        return PeerProtocol(client, run_key, rounds=SEGMENT_ROUNDS)
+        return PeerProtocol(client, run_key)
     return RoundProtocol(client, run_key, quorum=cfg.quorum)
 
 
 def _timing(round_number: int, outcome, wall: float) -> dict[str, Any]:
-    """A segment's timing for the callbacks: its rounds, wall time, and the shards' compute
-    time (per round: the slowest shard's and the mean, summed over the segment's rounds)."""
+    """A segment's timing: its rounds, wall time, the shards' compute (slowest, mean: summed)."""
     ran = [[r["compute_s"] for r in records if r["rows"]] for records in outcome.rounds]
     ran = [c for c in ran if c]
     slowest = sum(max(c) for c in ran)

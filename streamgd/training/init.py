@@ -28,6 +28,7 @@ from ..features import (
 from ..features.interactions import Deriver, encodings, extend_names, parse_terms, resolve
 from ..features.outliers import Screen
 from ..features.select import check_in_every_file
+from ..features.text import TextColumn, check_text, scan_texts, split_terms
 from ..features.weights import CLASS_WEIGHT_TASKS, Weighting, resolve_class_weights
 from ..losses import Loss
 from ..model import Model, load
@@ -113,13 +114,14 @@ def _fresh_spec(
     multiclass = loss.task == "multiclass"
     categorical = config.categorical or ()
     check_categorical(dataset.schema, categorical, config.target, path=first)
+    check_text(dataset.schema, config.text or (), config.target, path=first)
     names = select_features(
         dataset.schema,
         config.target,
         config.features,
         path=first,
         labels=multiclass,
-        categorical=categorical,
+        categorical=(*categorical, *(config.text or ())),  # neither is a numeric feature
     )
     names = _without_weight(names, dataset, config, first)
     interactions = _interactions(dataset, config)
@@ -166,6 +168,7 @@ def _fresh_spec(
         spec,
         categoricals=_categoricals(dataset, config, interactions),
         interactions=interactions,
+        texts=_texts(dataset, config, warn),
         infinite=config.infinite,
         classes=classes,
         outliers=config.outliers,
@@ -200,7 +203,7 @@ def _without_weight(
             column=weight,
         )
     names = tuple(n for n in names if n != weight)
-    if not names and not config.categorical:
+    if not names and not config.categorical and not config.text:
         raise DataError("no numeric column besides the target and the weight", path=first)
     return names
 
@@ -300,14 +303,37 @@ def _interactions(dataset: Dataset, config: FitConfig):
     """The --interactions terms, checked against the data's columns."""
     if not config.interactions:
         return ()
+    terms, _ = split_terms(  # (text x categorical terms: see _text_columns)
+        parse_terms(config.interactions), config.text or (), config.categorical or ()
+    )
     return resolve(
-        parse_terms(config.interactions),
+        terms,
         dataset.schema,
         target=config.target,
         categorical=config.categorical or (),
         weight=config.weight,
         path=dataset.files[0].path,
     )
+
+
+def _texts(dataset: Dataset, config: FitConfig, warn) -> tuple[TextColumn, ...]:
+    """The --text columns' encodings, with what a scan in the statistics pass's order saw
+    (the tokens naming buckets; rows with more distinct tokens than --text-slots: warned)."""
+    texts = scan_texts(
+        dataset,
+        _text_columns(config),
+        stats_order(dataset, max_rows=config.stats_rows, seed=config.seed),
+        max_rows=config.stats_rows,
+        select=holdout.selector(config, keep=False, dataset=dataset),
+    )
+    for t in texts:
+        if t.truncated:
+            warn(
+                f"text column {t.name!r}: {t.truncated} of {t.rows} rows of the statistics "
+                f"pass have more than {t.slots} distinct tokens; each keeps its first "
+                f"{t.slots} (raise --text-slots to keep more)"
+            )
+    return texts
 
 
 def _warm_state(dataset: Dataset, config: FitConfig, model: Model, path: str) -> TrainState:
@@ -319,9 +345,10 @@ def _warm_state(dataset: Dataset, config: FitConfig, model: Model, path: str) ->
         config.target,
         config.features or [n for n in model.features if n not in derived],
         path=dataset.files[0].path,
-        categorical=categorical,
+        categorical=(*categorical, *(config.text or ())),
     )
     names = extend_names(names, interactions)
+    _check_warm_texts(config, model, path)
     if interactions != model.spec.interactions:
         raise UsageError(
             f"--init {path}: the model's interactions are "
@@ -359,6 +386,33 @@ def _warm_state(dataset: Dataset, config: FitConfig, model: Model, path: str) ->
     return _state(
         model.params(), model.spec, dataset, config, step=int(model.summary.get("steps", 0))
     )
+
+
+def _text_columns(config: FitConfig) -> list[TextColumn]:
+    """The --text columns' encodings, then the text x categorical --interactions terms'."""
+    norm = None if config.text_norm == "none" else config.text_norm
+    how = (config.text_bits, config.ngrams, config.text_binary, norm, config.text_slots)
+    terms = parse_terms(config.interactions or ())
+    _, crosses = split_terms(terms, config.text or (), config.categorical or ())
+    return [TextColumn(name, *how) for name in config.text or ()] + [
+        TextColumn(name, *how, source=source, by=by) for name, source, by in crosses
+    ]
+
+
+def _check_warm_texts(config: FitConfig, model: Model, path: str) -> None:
+    """--init: the run's --text columns (and crosses) and their encoding are the model's."""
+
+    def key(t: TextColumn) -> tuple:
+        return (t.name, t.bits, t.ngrams, t.binary, t.norm, t.slots)
+
+    now = [key(t) for t in _text_columns(config)]
+    had = [key(t) for t in model.spec.texts]
+    if now != had:
+        what = "(column, bits, ngrams, binary, norm, slots)"
+        raise UsageError(
+            f"--init {path}: the model's text columns {what} are {had or 'none'}, this run "
+            f"has {now or 'none'}"
+        )
 
 
 def _loss_params(settings: dict[str, Any]) -> tuple:

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from .. import holdout
+from .. import folds, holdout
 from ..batches import BatchStream
 from ..config import FitConfig, RunOptions
 from ..cursor import Cursor
@@ -291,6 +291,8 @@ class Trainer:
     def validation_data(self) -> tuple[Any, Any]:
         """What each epoch is scored on: the data (files or an opened dataset) and the row
         selector (the held-out rows of the training data; None: every row)."""
+        if self.config.cv_fold is not None:  # --cv: the rows of its fold
+            return self.dataset, folds.fold_selector(self.config, self.config.cv_fold)
         if self.config.holds_out:  # the held-out rows of the training data itself
             select = holdout.selector(self.config, keep=True, dataset=self.dataset)
             return self.dataset, select
@@ -369,7 +371,12 @@ class LocalSteps:
         t_center = spec.target_center if loss.scale_target else 0.0
         unit = spec.target_scale if loss.scale_target else 1.0
         weighted = spec.weight_column is not None  # running metrics weighted by the column
+        tagged, fold = stream.decoder.tagged, trainer.config.cv_fold
         for raw in stream:
+            if tagged:  # --cv: the batch less its rows of this model's fold, if any
+                raw = folds.fold_rows(raw, fold)
+                if not len(raw):
+                    continue
             self.params, self.opt_state, loss_sum, p, t = update(
                 self.params, self.opt_state, raw, schedule(state.step)
             )
@@ -401,6 +408,7 @@ class LocalSteps:
             select=holdout.selector(cfg, keep=False, dataset=trainer.dataset),
             dtype=STREAM_DTYPE,
             notes=trainer.outlier_notes,
+            tag=folds.fold_tag(cfg),
         )
         check_order = functools.partial(
             trainer.check_order, target_scale=spec.target_scale, spread=not spec.categoricals
@@ -460,7 +468,7 @@ def model_from_state(state: TrainState, config: FitConfig) -> Model:
         intercept=float(state.params[n_feat])
         if state.params.ndim == 1
         else state.params[n_feat].copy(),
-        code_weights=state.params[n_feat + 1 :].copy() if state.spec.categoricals else None,
+        code_weights=state.params[n_feat + 1 :].copy() if state.spec.n_codes else None,
         config=config.to_dict(),
         summary=summary,
         history=list(state.history),

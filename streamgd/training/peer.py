@@ -257,9 +257,9 @@ def _combine_counted(a: tuple, b: tuple) -> tuple:
 class PeerProtocol:
     """Runs segments of rounds on a Dask ``client``; ``run_key`` as in :class:`.RoundProtocol`."""
 
-    def __init__(self, client, run_key: str, *, rounds: int = SEGMENT_ROUNDS, retries: int = 5):
+    def __init__(self, client, run_key: str, *, rounds: int | None = None, retries: int = 5):
         self.client, self.run_key = client, run_key
-        self.rounds, self.retries = rounds, retries
+        self.rounds, self.retries = rounds or SEGMENT_ROUNDS, retries
         self.poll_s = 0.5
         self.last: list[dict] = []  # the last segment's task results (messages, reduce time)
 

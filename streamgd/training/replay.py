@@ -34,10 +34,10 @@ _RESERVOIR_STREAM = 0x5E5E7
 def replay_columns(spec: FeatureSpec, dataset: Dataset) -> list[str]:
     """The columns the reservoir keeps; a UsageError when the model reads a column it cannot
     keep as a number (a categorical feature, a class label, a partition column)."""
-    if spec.categoricals or spec.classes is not None:
+    if spec.categoricals or spec.texts or spec.classes is not None:
         raise UsageError(
-            "--replay keeps numeric columns only; the model has categorical features or "
-            "class labels: leave out --replay"
+            "--replay keeps numeric columns only; the model has categorical features, text "
+            "columns or class labels: leave out --replay"
         )
     columns = list(spec.input_columns(has_target=True, weight=True))
     parted = [c for c in columns if c in dataset.partitions.names]

@@ -19,7 +19,7 @@ from streamgd.cli import run
 from streamgd.config import FitConfig, RunOptions
 from streamgd.errors import CheckpointError, DivergedError, UsageError
 from streamgd.training import train
-from streamgd.training.checkpoint import CheckpointManager, load_checkpoint
+from streamgd.training.checkpoint import CHECKPOINT_VERSION, CheckpointManager, load_checkpoint
 
 
 def _read(path: str) -> bytes:
@@ -242,7 +242,7 @@ def _as_version_1(path: str) -> None:
     """Rewrite a checkpoint as streamgd wrote version 1: the state's 28 fields flat."""
     from streamgd.archive import read_archive, write_archive
 
-    meta, arrays = read_archive(path, kind="checkpoint", max_version=2)
+    meta, arrays = read_archive(path, kind="checkpoint", max_version=CHECKPOINT_VERSION)
     old_meta = {
         "step": meta["step"],
         "cursor": {k: meta[f"stream.cursor.{k}"] for k in ("epoch", "position", "offset")},
@@ -284,6 +284,20 @@ def test_a_version_1_checkpoint_is_refused_saying_what_to_do(three_checkpoints):
     # ... and a run without --resume starts afresh, replacing them once it has saved
     train(data.paths, config, RunOptions(checkpoint_dir=directory, checkpoint_every=1))
     assert all(load_checkpoint(p) for p in CheckpointManager(directory).paths())
+
+
+def test_a_version_2_checkpoint_from_before_lanes_is_refused(three_checkpoints):
+    """Version 2's cursor points into the epoch order of a streamgd that read one unit at a
+    time; resumed in today's order it would train some rows twice and others never."""
+    from streamgd.archive import read_archive, write_archive
+
+    data, config, directory, paths = three_checkpoints
+    for p in paths:
+        meta, arrays = read_archive(p, kind="checkpoint", max_version=CHECKPOINT_VERSION)
+        meta = {k: v for k, v in meta.items() if k not in ("format", "kind", "version")}
+        write_archive(p, kind="checkpoint", version=2, meta=meta, arrays=arrays)
+    with pytest.raises(CheckpointError, match=f"{paths[0]}: a version 2 checkpoint"):
+        train(data.paths, config, RunOptions(checkpoint_dir=directory, resume=True))
 
 
 def test_an_old_checkpoint_behind_a_corrupt_newer_one_is_refused(three_checkpoints):

@@ -261,3 +261,31 @@ def test_a_grid_stopped_by_sigterm_checkpoints_and_resumes_bit_identically(data,
     assert (tmp_path / "killed.leaderboard.csv").read_text() == (
         tmp_path / "whole.leaderboard.csv"
     ).read_text()
+
+
+def test_a_grid_with_interactions_on_pandas_written_strings_equals_its_runs_alone(tmp_path):
+    """Crosses in a grid: its validation scoring reads the columns the crosses are made of,
+    and the columns pandas writes (large_string) join like Arrow's own strings."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(5)
+    n = 1200
+    frame = pd.DataFrame(
+        {
+            "a": np.array(list("pqrs"))[rng.integers(0, 4, n)],
+            "b": np.array(list("xyz"))[rng.integers(0, 3, n)],
+            "x": rng.normal(size=n),
+        }
+    )
+    frame["y"] = frame["x"] * (frame["a"] == "p") + (frame["b"] == "z") + rng.normal(size=n)
+    path = str(tmp_path / "cross.parquet")
+    frame.to_parquet(path, row_group_size=300)
+    assert pa.types.is_large_string(pq.read_schema(path).field("a").type)
+    settings = dict(
+        target="y", categorical=["a", "b"], interactions=["a*b", "x*a"], holdout=0.2,
+        epochs=2, batch_size=64, quiet=True,
+    )  # fmt: skip
+    result = fit_grid(path, lr=[0.1, 0.03], **settings)
+    for model, label in zip(result.models, result.labels, strict=True):
+        alone = streamgd.fit(path, **settings, **label)
+        _same(model, alone)
+        assert np.array_equal(model.code_weights, alone.code_weights)

@@ -1,6 +1,6 @@
 """The statistics pass reports its progress: to the callbacks (``on_stats_progress``), as a
 bar on a terminal, and as ``statistics`` events in the JSON log; and only a few times a second
-whatever the data."""
+whatever the data. A bar is erased before an error's message."""
 
 from __future__ import annotations
 
@@ -110,3 +110,25 @@ def test_terminal_bar_shows_the_statistics_pass(data):
     text = stream.getvalue()
     assert "statistics" in text and "epoch 1/1" in text
     assert text.index("statistics") < text.index("epoch 1/1")
+
+
+class FailAt(Callback):
+    """Raises ``error`` when training reaches batch ``step`` (an error mid-epoch)."""
+
+    def __init__(self, step: int, error: BaseException) -> None:
+        self.step, self.error = step, error
+
+    def on_batch_end(self, state, rows, loss_sum) -> None:
+        if state.step >= self.step:
+            raise self.error
+
+
+@pytest.mark.parametrize("error", [streamgd.errors.DataError("bad row"), KeyboardInterrupt()])
+def test_an_error_mid_epoch_closes_the_bar_before_its_message(data, error):
+    stream = io.StringIO()
+    reporter = ProgressReporter(stream=stream, bar=True)
+    with pytest.raises(type(error)):
+        fit(data, [reporter, FailAt(5, error)], batch_size=64)
+    text = stream.getvalue()
+    assert "epoch 1/1" in text  # the bar was drawn, then erased (tqdm's close of a bar that
+    assert text.endswith("\r")  # does not stay ends with a return): the message starts a line

@@ -10,6 +10,7 @@ import numpy as np
 from streamgd.archive import read_archive, write_archive
 from streamgd.cursor import Cursor
 from streamgd.features import FeatureSpec
+from streamgd.training.checkpoint import CHECKPOINT_VERSION
 from streamgd.training.state import (
     DaskRounds,
     EarlyStopping,
@@ -78,8 +79,10 @@ def test_every_record_round_trips_through_an_archive(tmp_path):
     state = _full_state()
     path = str(tmp_path / "s.npz")
     meta, arrays = state.to_archive()
-    write_archive(path, kind="checkpoint", version=2, meta=meta, arrays=arrays)
-    loaded = TrainState.from_archive(*read_archive(path, kind="checkpoint", max_version=2))
+    write_archive(path, kind="checkpoint", version=CHECKPOINT_VERSION, meta=meta, arrays=arrays)
+    loaded = TrainState.from_archive(
+        *read_archive(path, kind="checkpoint", max_version=CHECKPOINT_VERSION)
+    )
     assert _equal(loaded, state)
     assert loaded.epoch == 1 and loaded.dask.shards == [Cursor(1, 0, 5), Cursor(1, 2, 0)]
 
