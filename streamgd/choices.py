@@ -32,3 +32,4 @@ TEXT_NORMS = ("none", "l2")  # --text-norm: per-row normalisation of a text colu
 LOSSES = ("squared", "logistic", "huber", "absolute", "quantile", "poisson", "hinge", "softmax")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
 SOLVERS = ("sgd", "normal")
+ROUND_PROTOCOLS = ("tasks", "peer")  # --cluster: how rounds run (training/rounds.py, peer.py)

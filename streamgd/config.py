@@ -14,7 +14,7 @@ from typing import Any
 
 # Only light modules here (the names come from ``choices``), so that the settings' declarations
 # and the command line built from them load without numpy and pyarrow.
-from .choices import LOSSES, OPTIMIZERS, SOLVERS
+from .choices import LOSSES, OPTIMIZERS, ROUND_PROTOCOLS, SOLVERS
 from .config_checks import check_combinations
 from .constraints import Integer, Interval, Names, Options
 from .data_settings import DataSettings, csv_options_from
@@ -272,6 +272,14 @@ class FitConfig(DataSettings):
         "distributed",
         "With --cluster: a round ends when this share of its shards is done; the late ones "
         "are cancelled and retake their rows next round (1: wait for all, reproducible).",
+    )
+    round_protocol: str = setting(
+        "tasks",
+        Options(ROUND_PROTOCOLS),
+        "distributed",
+        "With --cluster: tasks (a task per shard per round, averaged by the driver) or peer "
+        "(a long-lived task per shard for a segment of rounds, averaging among themselves "
+        "over a tree; agrees with tasks to ~1e-15 relative, not bit for bit).",
     )
 
     def __post_init__(self) -> None:

@@ -58,6 +58,8 @@ def check_combinations(config: Any) -> None:
         parse_terms(config.interactions)  # the syntax; the columns are checked on the data
     if config.hash_bits is not None and not config.categorical:
         raise UsageError("--hash-bits encodes --categorical columns: name them too")
+    if config.round_protocol == "peer" and config.quorum < 1:
+        raise UsageError("--quorum below 1 needs --round-protocol tasks (peer rounds wait for all)")
 
 
 def _check_cv(config: Any) -> None:

@@ -47,7 +47,7 @@ from ..solvers import SOLVERS, get_solver
 from ..sources import Dataset, HandleCache, open_dataset
 from .cluster import check_workers_see_files, connect
 from .loop import StepReport
-from .rounds import RoundProtocol, average
+from .rounds import RoundProtocol
 from .state import TrainState
 
 __all__ = ["shard_units", "round_task", "RunInputs", "DistributedTrainer"]
@@ -461,10 +461,10 @@ class DistributedTrainer:
         """Nothing to write back: each round's result goes into the state as it comes."""
 
     def epoch(self, state: TrainState) -> Iterator[StepReport]:
-        """The epoch's rounds: every unfinished shard trains from the global weights, and
-        the driver averages them (see :mod:`.rounds` for how inputs and results travel)."""
+        """The epoch's segments of rounds, each shard from the global weights, averaged after
+        every round: :mod:`.rounds` (``--round-protocol tasks``) or :mod:`.peer` runs them."""
         cfg, rounds = self.base.config, state.dask
-        protocol = RoundProtocol(self.client, self.run_key, quorum=cfg.quorum)
+        protocol = make_protocol(cfg, self.client, self.run_key)
         token = f"{state.epoch}-{self.run_key}"
         static = protocol.put(
             f"static-{state.epoch}",
@@ -480,31 +480,34 @@ class DistributedTrainer:
         )
         while unfinished := [s for s, c in enumerate(rounds.shards) if not self._done(s, c)]:
             shared = (state.params, state.opt_state, state.step, rounds.round)
-            outcome = protocol.run(
+            outcome = protocol.segment(
                 round_task,
+                shard_finished,
                 rounds.round,
+                list(rounds.shards),
                 unfinished,
-                [rounds.shards[s] for s in unfinished],
                 static=static,
                 shared=shared,
             )
-            for r in outcome.results:
-                rounds.shards[r["shard"]] = r["cursor"]
-                state.totals.counts = state.totals.counts + r["counts"]
-                self.base.outlier_notes.merge(r.get("outlier_notes", ()))
-            results = [r for r in outcome.results if r["rows"]]
-            rounds.round += 1
+            steps = 0
+            for records in outcome.rounds:
+                for r in records:
+                    rounds.shards[r["shard"]] = r["cursor"]
+                    state.totals.counts = state.totals.counts + r["counts"]
+                    self.base.outlier_notes.merge(r.get("outlier_notes", ()))
+                steps += max((r["steps"] for r in records if r["rows"]), default=0)
+                rounds.round += 1
+            results = [r for records in outcome.rounds for r in records if r["rows"]]
             if not results:
                 yield StepReport(0.0, state.params, 0, steps=0)
                 continue
-            state.params, state.opt_state = average(results)
-            timing = _timing(rounds.round, results, outcome.wall_s)
-            timing["late"] = len(outcome.late)
+            state.params, state.opt_state = outcome.params, outcome.opt_state
+            timing = _timing(rounds.round, outcome, outcome.wall_s)
             yield StepReport(
                 sum(r["loss_sum"] for r in results),
                 state.params,
                 sum(r["rows"] for r in results),
-                steps=max(r["steps"] for r in results),
+                steps=steps,
                 timing=timing,
             )
         rounds.shards = [Cursor(state.epoch + 1) for _ in self.shards]
@@ -514,15 +517,34 @@ class DistributedTrainer:
         return cursor.position >= len(self.shards[shard])
 
 
-def _timing(round_number: int, results: list[dict[str, Any]], wall: float) -> dict[str, Any]:
-    """A round's timing for the callbacks: wall time, and the shards' compute time."""
-    compute = [r["compute_s"] for r in results]
+def shard_finished(static: dict[str, Any], shard: int, cursor: Cursor) -> bool:
+    """Whether the shard has read all its units this epoch (on a worker: the peer protocol)."""
+    return cursor.position >= len(static["units"][shard])
+
+
+def make_protocol(cfg: FitConfig, client, run_key: str):
+    """The round protocol of ``--round-protocol``: the trainer calls either the same way."""
+    if cfg.round_protocol == "peer":
+        from .peer import PeerProtocol
+
+        return PeerProtocol(client, run_key)
+    return RoundProtocol(client, run_key, quorum=cfg.quorum)
+
+
+def _timing(round_number: int, outcome, wall: float) -> dict[str, Any]:
+    """A segment's timing: its rounds, wall time, the shards' compute (slowest, mean: summed)."""
+    ran = [[r["compute_s"] for r in records if r["rows"]] for records in outcome.rounds]
+    ran = [c for c in ran if c]
+    slowest = sum(max(c) for c in ran)
     return {
         "round": round_number,
-        "shards": len(results),
-        "rows": sum(r["rows"] for r in results),
+        "rounds": len(outcome.rounds),
+        "shards": max(len(c) for c in ran),
+        "rows": sum(r["rows"] for records in outcome.rounds for r in records),
         "wall_s": wall,
-        "compute_max_s": max(compute),
-        "compute_mean_s": float(np.mean(compute)),
-        "overhead_s": max(wall - max(compute), 0.0),
+        "compute_max_s": slowest,
+        "compute_mean_s": float(sum(np.mean(c) for c in ran)),
+        "overhead_s": max(wall - slowest, 0.0),
+        "late": sum(outcome.late),
+        "attempts": outcome.attempts,
     }

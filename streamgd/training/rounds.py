@@ -42,7 +42,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["HOLD_BYTES", "RoundOutcome", "RoundProtocol", "average", "hold", "nbytes"]
+__all__ = [
+    "HOLD_BYTES",
+    "RoundOutcome",
+    "RoundProtocol",
+    "SegmentOutcome",
+    "average",
+    "hold",
+    "nbytes",
+]
 
 HOLD_BYTES = 64 * 1024  # shared inputs from this size travel as one held task result
 
@@ -70,6 +78,21 @@ class RoundOutcome:
     results: list[Any]
     late: list[int]
     wall_s: float
+
+
+@dataclasses.dataclass
+class SegmentOutcome:
+    """What the trainer gets from a protocol (the seam of ``--round-protocol``): the records
+    of each round of a segment (per round, the shards that ran, in shard order, without their
+    weights), the averaged end state (None when no shard took a row), the shards left out of
+    each round, the wall time, and how many attempts the segment took."""
+
+    rounds: list[list[dict[str, Any]]]
+    params: Any
+    opt_state: Any
+    late: list[int]
+    wall_s: float
+    attempts: int = 1
 
 
 class RoundProtocol:
@@ -131,6 +154,28 @@ class RoundProtocol:
         direct = large if self.direct is None else self.direct
         results = self.client.gather(futures, direct=direct)
         return RoundOutcome(list(results), late, time.perf_counter() - t0)
+
+    def segment(
+        self,
+        task: Callable[..., Any],
+        finished: Callable[[Any, int, Any], bool],  # noqa: ARG002 (the trainer says: active)
+        round_index: int,
+        own: Sequence[Any],
+        active: Sequence[int],
+        *,
+        static: Any,
+        shared: Any,
+    ) -> SegmentOutcome:
+        """A segment of one round (``--round-protocol tasks``): the shards of ``active``, then
+        the driver's average of those that took rows."""
+        outcome = self.run(
+            task, round_index, active, [own[s] for s in active], static=static, shared=shared
+        )
+        taken = [r for r in outcome.results if r["rows"]]
+        params, opt_state = average(taken) if taken else (None, None)
+        heavy = ("params", "opt_state")
+        records = [{k: v for k, v in r.items() if k not in heavy} for r in outcome.results]
+        return SegmentOutcome([records], params, opt_state, [len(outcome.late)], outcome.wall_s)
 
     def _quorum(self, futures: list, shards: list[int]) -> tuple[list, list[int]]:
         """Wait until ``quorum`` of the shards, and every shard left out last round, are
