@@ -107,6 +107,11 @@ def train_members(
         )
     if configs[0].record_path:
         raise UsageError("--record-path records one model's weights: drop it for a grid")
+    if options.cluster and configs[0].round_protocol != "tasks":
+        raise UsageError(
+            "a grid on --cluster averages its models in task rounds: leave out "
+            f"--round-protocol {configs[0].round_protocol}"
+        )
     _check_shared(configs)
     saver = _Saver(options, labels, warn) if options.checkpoint_dir else None
     found = None

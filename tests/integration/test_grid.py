@@ -126,6 +126,11 @@ def test_grid_needs_validation_rows(data, tmp_path):
         fit_grid(data, quiet=True, target="y", lr=[0.1, 0.2], holdout=0.2, select_metric="auc")
     with pytest.raises(UsageError, match="--cluster"):
         fit_grid(data, quiet=True, target="y", lr=[0.1, 0.2], holdout=0.2, cluster="x:1")
+    with pytest.raises(UsageError, match="task rounds: leave out --round-protocol peer"):
+        fit_grid(
+            data, quiet=True, target="y", lr=[0.1, 0.2], holdout=0.2, cluster="x:1",
+            round_protocol="peer",
+        )  # fmt: skip
     with pytest.raises(UsageError, match="not a continual job"):
         fit_grid(
             data,
