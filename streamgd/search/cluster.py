@@ -25,7 +25,7 @@ import numpy as np
 from ..cursor import Cursor
 from ..errors import PreemptedError
 from ..features import count_vector
-from ..training.cluster import check_workers_see_files, connect
+from ..training.cluster import connected
 from ..training.distributed import RunInputs, check_supported, round_task, shard_units
 from ..training.rounds import RoundProtocol, average
 
@@ -49,16 +49,12 @@ class ClusterEpochs:
         self.shards = shard_units(len(dataset.units), cfg.shards or 2)
         self.paths = tuple(f.path for f in dataset.files)
         self.run_key = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        client, local = connect(self.cluster)
-        try:
-            check_workers_see_files(client, self.paths, cfg.format)
+        with connected(self.cluster, self.paths, cfg.format) as client:
             self.client = client
-            yield
-        finally:
-            self.client = None
-            client.close()
-            if local is not None:
-                local.close()
+            try:
+                yield
+            finally:
+                self.client = None
 
     def epoch(self, active: list, members: list, saver) -> None:
         """The rest of the epoch the ``active`` members are in, round by round; checkpoints

@@ -7,12 +7,22 @@ Dask is imported only here and in :mod:`.distributed`, and only when ``--cluster
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
+from typing import Any
 
 from ..errors import DataError, StreamgdError, UsageError
 
-__all__ = ["CONNECT_TIMEOUT", "parse_cluster", "connect", "probe", "check_workers_see_files"]
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "parse_cluster",
+    "connect",
+    "connected",
+    "probe",
+    "check_workers_see_files",
+]
 
 
 def parse_cluster(spec: str) -> tuple[str, str | int | None]:
@@ -82,6 +92,20 @@ def connect(spec: str, *, timeout: float | None = None):
         raise DataError(f"the Dask client and workers disagree on versions: {first}") from None
     return client, cluster
 
+
+
+@contextlib.contextmanager
+def connected(spec: str, paths: tuple[str, ...], fmt: str) -> Iterator[Any]:
+    """A client of the cluster ``spec`` whose workers are checked to see ``paths``; closed on
+    the way out, with the local cluster it started (if any)."""
+    client, local = connect(spec)
+    try:
+        check_workers_see_files(client, paths, fmt)
+        yield client
+    finally:
+        client.close()
+        if local is not None:
+            local.close()
 
 
 def probe(paths: tuple[str, ...], fmt: str) -> str | None:

@@ -45,7 +45,7 @@ from ..features import FeatureSpec, count_vector
 from ..features.outliers import OutlierNotes
 from ..solvers import SOLVERS, get_solver
 from ..sources import Dataset, HandleCache, open_dataset
-from .cluster import check_workers_see_files, connect
+from .cluster import connected
 from .loop import StepReport
 from .rounds import RoundProtocol
 from .state import TrainState
@@ -446,16 +446,12 @@ class DistributedTrainer:
             state.dask.shards = [Cursor(state.epoch) for _ in self.shards]
         # in every task key (see RoundProtocol)
         self.run_key = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        client, local = connect(self.cluster)
-        try:
-            check_workers_see_files(client, self.paths, cfg.format)
+        with connected(self.cluster, self.paths, cfg.format) as client:
             self.client = client
-            yield
-        finally:
-            self.client = None
-            client.close()
-            if local is not None:
-                local.close()
+            try:
+                yield
+            finally:
+                self.client = None
 
     def sync(self, state: TrainState) -> None:
         """Nothing to write back: each round's result goes into the state as it comes."""
