@@ -5,7 +5,6 @@ RunOptions and :class:`OutputOptions` below), shown in --help in titled groups."
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -23,15 +22,13 @@ from ..training.callbacks import (
     Callback,
     JsonLogger,
     ProgressReporter,
-    json_default,
-    json_safe,
 )
 from . import signals
 from .options import (
     EXIT_CODES_HELP,
     GroupedCommand,
-    emit_json,
     from_command_line,
+    publish_summary,
     setting_options,
 )
 from .reports import NOT_SAVED, coefficients_text, fit_done_line
@@ -232,7 +229,6 @@ class _WarnAtStart(Callback):
 def _write_outputs(result: Any, out: OutputOptions, options: RunOptions, logger: Any) -> None:
     """Write the model (unless a finished run's model is already there), its history and the
     metrics, each durably (fsynced file and directory); only then print that they were."""
-    from ..archive import atomic_write
 
     model = result.model
     if out.output is not None:
@@ -254,19 +250,7 @@ def _write_outputs(result: Any, out: OutputOptions, options: RunOptions, logger:
     }
     if result.continual is not None:
         summary["continual"] = result.continual
-    if out.metrics_out is not None:
-        report = json_safe({"summary": summary, "history": model.history})
-        text = json.dumps(report, indent=2, default=json_default, allow_nan=False) + "\n"
-        atomic_write(
-            out.metrics_out,
-            lambda fh: fh.write(text.encode()),
-            what="the metrics file",
-            option="--metrics-out",
-        )
-    if logger is not None:
-        logger.emit("finish", exit_code=0, **json_safe(summary))
-    if out.json:
-        emit_json(summary)
+    if publish_summary(summary, model.history, out, logger):
         return
     if not out.quiet and logger is None:
         click.echo(fit_done_line(summary, out.output), err=True)

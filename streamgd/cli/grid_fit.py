@@ -5,7 +5,6 @@ it (STEM.leaderboard.csv and .json), and printed."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from typing import Any
@@ -14,8 +13,8 @@ import click
 
 from .. import __version__
 from ..config import RunOptions, split_settings
-from ..training.callbacks import Callback, json_default, json_safe
-from .options import emit_json
+from ..training.callbacks import Callback
+from .options import publish_summary
 from .reports import coefficients_text
 
 __all__ = ["fit_grid_command", "leaderboard_paths"]
@@ -79,7 +78,6 @@ def fit_grid_command(
     all_models: str | None,
 ) -> None:
     """Train the grid ``settings`` describe, then write and print what it found."""
-    from ..archive import atomic_write
     from ..blas import single_blas_thread
     from ..search.api import run_grid
     from ..search.grid import expand_grid
@@ -124,19 +122,7 @@ def fit_grid_command(
         **{k: v for k, v in best.summary.items() if k != "leaderboard"},
         "leaderboard": board,
     }
-    if out.metrics_out is not None:
-        report = json_safe({"summary": summary, "history": best.history})
-        text = json.dumps(report, indent=2, default=json_default, allow_nan=False) + "\n"
-        atomic_write(
-            out.metrics_out,
-            lambda fh: fh.write(text.encode()),
-            what="the metrics file",
-            option="--metrics-out",
-        )
-    if logger is not None:
-        logger.emit("finish", exit_code=0, **json_safe(summary))
-    if out.json:
-        emit_json(summary)
+    if publish_summary(summary, best.history, out, logger):
         return
     if not out.quiet and logger is None:
         click.echo(table(brief(board, select_metric), limit=20), err=True)

@@ -70,6 +70,28 @@ def emit_json(obj: dict[str, Any]) -> None:
     click.echo(json.dumps(json_safe(obj), indent=2, default=json_default, allow_nan=False))
 
 
+def publish_summary(summary: dict[str, Any], history: Any, out: Any, logger: Any) -> bool:
+    """A finished fit's summary where it was asked for: ``--metrics-out`` (with the history,
+    written atomically), the JSON log's ``finish`` event, and ``--json`` on stdout. True when
+    ``--json`` printed it (then nothing else goes to stdout)."""
+    if out.metrics_out is not None:
+        from ..archive import atomic_write
+
+        report = json_safe({"summary": summary, "history": history})
+        text = json.dumps(report, indent=2, default=json_default, allow_nan=False) + "\n"
+        atomic_write(
+            out.metrics_out,
+            lambda fh: fh.write(text.encode()),
+            what="the metrics file",
+            option="--metrics-out",
+        )
+    if logger is not None:
+        logger.emit("finish", exit_code=0, **json_safe(summary))
+    if out.json:
+        emit_json(summary)
+    return bool(out.json)
+
+
 
 paths_argument = click.argument("paths", nargs=-1, required=True, metavar="PATHS...")
 
