@@ -305,7 +305,14 @@ class PeerProtocol:
         from distributed import wait
 
         client = self.client
-        workers = sorted(client.run(install).keys())
+        # a worker lost while the handler goes out is left out of this attempt (the scheduler
+        # may not know yet that it is gone); with none left, wait for one and try again
+        installed = client.run(install, on_error="return")
+        workers = sorted(w for w, r in installed.items() if not isinstance(r, BaseException))
+        if not workers:
+            with contextlib.suppress(TimeoutError):
+                client.wait_for_workers(1, timeout=60)
+            return None
         roster = _roster(client)  # a worker restarted at the same address is another one
         peers = [workers[s % len(workers)] for s in range(len(own))]
         name = f"streamgd-segment-{round_index}-try-{attempt}-{self.run_key}"
