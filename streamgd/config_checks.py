@@ -3,11 +3,12 @@ its constraint, see :mod:`streamgd.constraints`)."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from .errors import UsageError
 
-__all__ = ["check_combinations"]
+__all__ = ["check_combinations", "check_cluster_settings"]
 
 
 def check_combinations(config: Any) -> None:
@@ -60,6 +61,32 @@ def check_combinations(config: Any) -> None:
         raise UsageError("--hash-bits encodes --categorical columns: name them too")
     if config.round_protocol == "peer" and config.quorum < 1:
         raise UsageError("--quorum below 1 needs --round-protocol tasks (peer rounds wait for all)")
+
+
+# how --cluster trains: settings that mean nothing without it
+_CLUSTER_SETTINGS = ("shards", "sync_every", "quorum", "round_protocol")
+
+
+def check_cluster_settings(config: Any, cluster: str | None) -> None:
+    """Refuse the --cluster settings changed from their defaults when there is no --cluster
+    (they would be recorded with the model as if they had shaped it).
+
+    Raises:
+        UsageError: naming the settings given.
+    """
+    if cluster:
+        return
+    defaults = {f.name: f.default for f in dataclasses.fields(config)}
+    given = [
+        "--" + name.replace("_", "-")
+        for name in _CLUSTER_SETTINGS
+        if getattr(config, name) != defaults[name]
+    ]
+    if given:
+        raise UsageError(
+            f"{', '.join(given)} {'sets' if len(given) == 1 else 'set'} how --cluster trains: "
+            "give --cluster too, or drop them"
+        )
 
 
 def _check_cv(config: Any) -> None:

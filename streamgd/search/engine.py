@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..config import FitConfig, RunOptions
+from ..config_checks import check_cluster_settings
 from ..errors import DataError, PreemptedError, UsageError
 from ..features import count_vector
 from ..folds import fold_rows, fold_tag
@@ -113,6 +114,7 @@ def train_members(
             f"--round-protocol {configs[0].round_protocol}"
         )
     _check_shared(configs)
+    check_cluster_settings(configs[0], options.cluster)
     saver = _Saver(options, labels, warn) if options.checkpoint_dir else None
     found = None
     if saver is not None and options.resume:

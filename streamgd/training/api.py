@@ -10,6 +10,7 @@ from typing import Any
 
 from ..blas import single_blas_thread
 from ..config import FitConfig, RunOptions, split_settings
+from ..config_checks import check_cluster_settings
 from ..errors import UsageError
 from ..features.select import resolve_target
 from ..model import Model
@@ -74,6 +75,7 @@ def _train(
     validation: Any = None,
 ) -> TrainResult:
     _check_cv(config, options)
+    check_cluster_settings(config, options.cluster)
     # in-memory data is hashed only to check a resumed checkpoint's data against it
     digest = bool(options.checkpoint_dir)
     dataset = open_source(

@@ -347,3 +347,23 @@ def test_predict_with_a_model_that_does_not_exist(capsys, reg, tmp_path):
     )
     assert code == EXIT_USAGE
     assert "Traceback" not in err and "none.npz" in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (["--shards", "3"], "--shards"),
+        (["--quorum", "0.5"], "--quorum"),
+        (["--sync-every", "5", "--round-protocol", "peer"], "--sync-every, --round-protocol"),
+    ],
+)
+def test_cluster_settings_without_cluster_are_refused(capsys, reg, tmp_path, extra, named):
+    """How --cluster trains means nothing without one: refused rather than recorded with the
+    model as if it had shaped it (single model and grid alike); no model is written."""
+    out = tmp_path / "m.npz"
+    for grid in ([], ["--l2", "0,1e-3", "--holdout", "0.2"]):
+        code, stdout, err = run_cli(
+            capsys, "fit", *reg.paths, "--target", "y", "--epochs", "1", *grid, *extra, "-o", out
+        )
+        assert_one_line_error(code, stdout, err, EXIT_USAGE, named, "--cluster")
+        assert not out.exists()
