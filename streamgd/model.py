@@ -428,54 +428,9 @@ class Model:
         """Write the per-epoch history beside ``model_path`` as ``<stem>.history.csv`` and
         ``<stem>.history.json`` (atomically); returns both paths. With ``only_changed``, a file
         that already holds exactly this history is left as it is."""
-        import csv
-        import io
-        import json
-        import os
+        from .history_files import write_history
 
-        from .archive import atomic_write
-
-        stem = os.path.splitext(model_path)[0]
-        rows = [
-            {k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in h.items()}
-            for h in self.history
-        ]
-        columns = list(dict.fromkeys(k for row in rows for k in row))
-        text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        csv_path, json_path = f"{stem}.history.csv", f"{stem}.history.json"
-        blobs = {
-            csv_path: text.getvalue().encode(),
-            json_path: json.dumps(self.history, indent=2, allow_nan=True).encode(),
-        }
-        for path, blob in blobs.items():
-            if only_changed and _holds(path, blob):
-                continue
-            atomic_write(
-                path, lambda fh, b=blob: fh.write(b), what="the training history", option=option
-            )
-        return csv_path, json_path
-
-
-def _holds(path: str, blob: bytes) -> bool:
-    """Whether the history file ``path`` holds what ``blob`` does, whatever the order of its
-    columns (a checkpoint keeps an epoch's entries with their keys sorted); False when it
-    cannot be read."""
-    import csv
-    import io
-    import json
-
-    try:
-        with open(path, "rb") as fh:
-            found = fh.read()
-        if path.endswith(".json"):
-            return json.loads(found) == json.loads(blob)
-        rows = [list(csv.DictReader(io.StringIO(b.decode()))) for b in (found, blob)]
-        return rows[0] == rows[1]
-    except (OSError, ValueError):
-        return False
+        return write_history(self.history, model_path, option=option, only_changed=only_changed)
 
 
 def _is_frame(data: Any) -> bool:
