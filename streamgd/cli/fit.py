@@ -154,6 +154,10 @@ def fit(paths: tuple[str, ...], print_config: bool, **values: Any) -> None:
         if is_grid(settings) or (settings.get("cv") and settings.get("cv_fold") is None):
             from .grid_fit import fit_grid_command
 
+            if settings.get("memory_limit"):
+                raise UsageError(
+                    "--memory-limit sizes one model's fit: leave it out of a grid or --cv run"
+                )
             _check_paths(out)
             with _output_lock(out.output):  # as a single model's fit
                 fit_grid_command(logger, list(paths), out, settings, **grid)
@@ -250,6 +254,8 @@ def _write_outputs(result: Any, out: OutputOptions, options: RunOptions, logger:
     }
     if result.continual is not None:
         summary["continual"] = result.continual
+    if result.memory is not None:  # the plan's estimate beside the measured peak
+        summary["memory"] = result.memory
     if publish_summary(summary, model.history, out, logger):
         return
     if not out.quiet and logger is None:
