@@ -150,6 +150,8 @@ def worker(files: list[str], settings: dict) -> dict:
 def run_case(files: list[str], settings: dict) -> dict:
     cmd = [sys.executable, __file__, "--worker", json.dumps({"files": files, "settings": settings})]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    if settings.get("memory_limit"):  # as `streamgd fit --memory-limit` sets it (cli/fit.py)
+        env.setdefault("MIMALLOC_PURGE_DELAY", "0")
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if out.returncode != 0:
         last = (out.stderr.strip().splitlines() or [""])[-1]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,6 +183,11 @@ def _fit(
 ) -> None:
     """Train with the library's own entry (:func:`streamgd.training.train`), then write the
     model, its history and the summaries."""
+    if settings.get("memory_limit") and "pyarrow" not in sys.modules:
+        # pyarrow's allocator, mimalloc, reads its options as pyarrow loads: let it return
+        # freed pages at once, or the column readers of row groups read in slices leave
+        # theirs resident (a 300MB plan peaked at 318MB; BENCHMARKS.md "Footprint")
+        os.environ.setdefault("MIMALLOC_PURGE_DELAY", "0")
     from ..training import train
 
     config_settings, run_settings = split_settings(settings)

@@ -171,6 +171,11 @@ def _check_source(
 ) -> FitConfig:
     """What in-memory data allows: Dask workers read files only; a one-shot iterator is read
     once (one pass, no checkpoint to resume, no held-out rows to score again)."""
+    if options.cluster and (config.lanes or config.piece_rows):
+        raise UsageError(
+            "--lanes and --piece-rows size how this process reads the files; Dask workers "
+            "read theirs shard by shard: leave them out with --cluster"
+        )
     if options.cluster and dataset.in_memory:
         raise UsageError(
             f"{dataset.files[0].path}: --cluster trains from files every worker can read; write "

@@ -34,7 +34,7 @@ def by_hand(layout: mp.Layout, s: mp.Sizes) -> int:
         reader, arrow = 0, 2 * table
     shuffled = layout.shuffle and s.buffer > 0
     lanes = min(s.lanes, layout.units) if shuffled else 1
-    stats = layout.files_bytes + 3 * rows * c * 8 + arrow
+    stats = layout.files_bytes + 4 * rows * c * 8 + arrow
     if shuffled:
         block = max(1, min(-(-8192 // layout.batch_size), s.buffer // (8 * layout.batch_size)))
         block *= layout.batch_size
@@ -47,7 +47,7 @@ def by_hand(layout: mp.Layout, s: mp.Sizes) -> int:
     train += lane_extra
 
     def with_slack(x):
-        return x + 20 * MIB + int(0.2 * x)
+        return x + 20 * MIB + int(0.25 * x)
 
     return mp.IMPORTS_BYTES + max(with_slack(stats), with_slack(train))
 
@@ -187,3 +187,17 @@ def test_layout_of_parquet_files(tmp_path):
     assert (layout.largest_unit, layout.units, layout.batch_size) == (300, 4, 64)
     layout = mp.layout_of(dataset, FitConfig(target="y"))
     assert (layout.columns, layout.row_bytes) == (5, 3 * 4 + 8 + 8)
+
+
+def test_reading_sizes_are_refused_with_a_cluster(tmp_path):
+    from streamgd.training import train
+
+    table = pa.table({"x": np.arange(100.0), "y": np.arange(100.0)})
+    pq.write_table(table, tmp_path / "a.parquet")
+    for sizes in ({"lanes": 2}, {"piece_rows": 1024}):
+        with pytest.raises(UsageError, match="leave them out with --cluster"):
+            train(
+                [str(tmp_path / "a.parquet")],
+                FitConfig(target="y", **sizes),
+                RunOptions(cluster="local:1"),
+            )
