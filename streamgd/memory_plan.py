@@ -196,22 +196,22 @@ class Plan:
     footprint: Footprint
 
 
-def _candidates(layout: Layout, buffer: int | None, prefetch: int) -> list[Sizes]:
+def _candidates(layout: Layout, given: Sizes, prefetch: int) -> list[Sizes]:
     """Every choice the plan considers, in order of preference: up to PREFERRED_LANES lanes
     first (on ordered data, how many row groups a batch samples matters most), then the
     largest buffer (how well rows mix), then more lanes (at most the default for the
     pieces), then the largest pieces (fewer, cheaper reads), then the deepest prefetch (up
-    to the run's)."""
+    to the run's). A size ``given`` (not 0) is the user's, the only one of its kind."""
     found = sorted(
-        _choices(layout, buffer, prefetch),
+        _choices(layout, given, prefetch),
         key=lambda s: (min(s.lanes, PREFERRED_LANES), s.buffer, s.lanes, s.piece_rows, s.prefetch),
         reverse=True,
     )
     return found
 
 
-def _choices(layout: Layout, buffer: int | None, prefetch: int):
-    buffers = (buffer,) if buffer is not None else BUFFERS
+def _choices(layout: Layout, given: Sizes, prefetch: int):
+    buffers = (given.buffer,) if given.buffer >= 0 else BUFFERS
     pieces = []
     p = min(layout.largest_unit, SLICE_ROWS)
     while True:
@@ -219,14 +219,19 @@ def _choices(layout: Layout, buffer: int | None, prefetch: int):
         if p <= MIN_PIECE_ROWS:
             break
         p = max(MIN_PIECE_ROWS, p // 2)
+    if given.piece_rows:
+        pieces = [given.piece_rows]
     for b in buffers:
         lane_options = [1]
-        if layout.shuffle and b > 0:
-            most = max(lane_count(p * layout.columns * 4) for p in pieces)
+        if given.lanes:
+            lane_options = [given.lanes]
+        elif layout.shuffle and b > 0:
+            most = max(lane_count(min(p, layout.largest_unit) * layout.columns * 4) for p in pieces)
             lane_options = list(range(min(most, max(layout.units, 2)), 0, -1))
         for w in lane_options:
             for p in pieces:
-                if w > lane_count(p * layout.columns * 4):
+                rows = min(p, layout.largest_unit)
+                if not given.lanes and w > lane_count(rows * layout.columns * 4):
                     continue  # more lanes than the default for these pieces: no gain
                 for d in range(prefetch, 0, -1):
                     yield Sizes(buffer=b, lanes=w, piece_rows=p, prefetch=d)
@@ -237,29 +242,42 @@ def plan(
     layout: Layout,
     *,
     buffer: int | None = None,
+    lanes: int | None = None,
+    piece_rows: int | None = None,
     prefetch: int = 1,
     floor: int = IMPORTS_BYTES,
     what: str = "",
 ) -> Plan:
     """The preferred :class:`Sizes` (see :func:`_candidates`) whose estimated peak with
-    :data:`IMPORTS_BYTES` as the floor is at most ``limit``; ``buffer``: the user's shuffle
-    buffer, kept. A UsageError naming the minimum when none fits, or when ``floor`` (this
-    process's RSS, if larger than the design's) leaves too little room."""
+    :data:`IMPORTS_BYTES` as the floor is at most ``limit``; ``buffer``, ``lanes``,
+    ``piece_rows``: the user's, kept. A UsageError naming the minimum when none fits, or
+    when ``floor`` (this process's RSS, if larger than the design's) leaves too little
+    room."""
     best = None
     smallest: tuple[int, Sizes, Footprint] | None = None
-    for sizes in _candidates(layout, buffer, prefetch):
+    given = Sizes(-1 if buffer is None else buffer, lanes or 0, piece_rows or 0)
+    for sizes in _candidates(layout, given, prefetch):
         fp = footprint(layout, sizes)
         if smallest is None or fp.total < smallest[0]:
             smallest = (fp.total, sizes, fp)
         if fp.total <= limit:
             best = (sizes, fp)
             break
-    given = what or f"{limit / MB:.0f}MB"
+    text = what or f"{limit / MB:.0f}MB"
     if best is None:
         assert smallest is not None
-        kept = f" with --shuffle-buffer {buffer}" if buffer is not None else ""
+        kept = ", ".join(
+            f"--{name} {value}"
+            for name, value in (
+                ("shuffle-buffer", buffer),
+                ("lanes", lanes),
+                ("piece-rows", piece_rows),
+            )
+            if value is not None
+        )
+        kept = f" with {kept}" if kept else ""
         raise UsageError(
-            f"--memory-limit {given} is below the minimum for these files{kept}: "
+            f"--memory-limit {text} is below the minimum for these files{kept}: "
             f"{_mb(smallest[0])} ({smallest[2].describe()})"
         )
     sizes, fp = best
@@ -269,7 +287,7 @@ def plan(
         if fp.total > limit:
             opened = IMPORTS_BYTES + layout.files_bytes
             raise UsageError(
-                f"--memory-limit {given} is too small here: this process holds "
+                f"--memory-limit {text} is too small here: this process holds "
                 f"{_mb(floor)} after its imports and opening the files, "
                 f"{_mb(floor - opened)} more than planned for ({fp.describe()})"
             )
@@ -379,6 +397,8 @@ def plan_run(dataset: Any, config: Any, options: Any, recorded: dict | None = No
             limit,
             layout,
             buffer=buffer,
+            lanes=config.lanes,
+            piece_rows=config.piece_rows,
             prefetch=options.prefetch,
             floor=floor or 0,
             what=options.memory_limit,

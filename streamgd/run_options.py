@@ -96,10 +96,10 @@ class RunOptions:
         None,
         Size(),
         "performance",
-        "Stay within this much memory (peak RSS), e.g. 200MB or 1.5GiB: the shuffle buffer "
-        "(unless given), the lanes, the row-group pieces and the prefetch depth are sized "
-        "for it from the files' layout and recorded in the model; a limit the files cannot "
-        "fit in is refused, naming the minimum. Parquet files only.",
+        "Stay within this much memory (peak RSS), e.g. 200MB or 1.5GiB: the shuffle buffer, "
+        "the lanes and the row-group pieces (those not given) and the prefetch depth are "
+        "sized for it from the files' layout and recorded in the model; a limit the files "
+        "cannot fit in is refused, naming the minimum. Parquet files only.",
         metavar="SIZE",
     )
     cluster: str | None = setting(

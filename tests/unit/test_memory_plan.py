@@ -201,3 +201,14 @@ def test_reading_sizes_are_refused_with_a_cluster(tmp_path):
                 FitConfig(target="y", **sizes),
                 RunOptions(cluster="local:1"),
             )
+
+
+def test_sizes_the_user_gave_are_kept():
+    found = mp.plan(300_000_000, LAYOUT, lanes=3, piece_rows=10_000)
+    assert (found.sizes.lanes, found.sizes.piece_rows) == (3, 10_000)
+    assert found.footprint.total <= 300_000_000
+    assert found.sizes.buffer == max(
+        b for b in mp.BUFFERS if mp.footprint(LAYOUT, mp.Sizes(b, 3, 10_000)).total <= 300_000_000
+    )
+    with pytest.raises(UsageError, match="for these files with --lanes 32: "):
+        mp.plan(150_000_000, LAYOUT, lanes=32, what="150MB")
