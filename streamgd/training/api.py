@@ -100,7 +100,12 @@ def _train(
         manager.acquire()
     try:
         if options.continual:
-            return _continual(dataset, config, options, hooks, manager)
+            if options.memory_limit and manager and (found := manager.latest()) is not None:
+                # the sizes of the job's first run decide its model: keep them as files come
+                config, options, plan = plan_run(dataset, config, options, found[1].config)
+            result = _continual(dataset, config, options, hooks, manager)
+            result.memory = memory_report(plan, options)
+            return result
         state, resumed_from = None, None
         if manager is not None and options.resume:
             found = manager.latest()

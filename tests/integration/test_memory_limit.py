@@ -142,3 +142,36 @@ def test_the_planned_sizes_are_recorded_and_a_resume_keeps_them(big, tmp_path):
     assert proc.returncode == 2
     assert "the checkpoint's recorded sizes (--shuffle-buffer" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def write_small(path, rows: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, 4))
+    cols = {f"x{j}": x[:, j] for j in range(4)}
+    cols["y"] = x @ np.arange(1.0, 5.0) + 0.1 * rng.standard_normal(rows)
+    pq.write_table(pa.table(cols), path)
+
+
+def test_a_continual_job_keeps_the_sizes_of_its_first_run(tmp_path):
+    """Files that arrive change the layout (here the lanes a fresh plan would take), not
+    the model's sizes."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        write_small(data / f"part-{i}.parquet", 3000, i)
+    model = tmp_path / "model.npz"
+    args = (data, "--target", "y", "-o", model, "--continual", "--memory-limit", "1GB", "--json")
+    proc = fit(*args)
+    assert proc.returncode == 0, proc.stderr
+    first = json.loads(proc.stdout)["memory"]
+    for i in range(2, 6):
+        write_small(data / f"part-{i}.parquet", 3000, i)
+    config = FitConfig(target="y")
+    fresh = mp.plan(10**9, mp.layout_of(open_dataset([str(data)]), config)).sizes
+    assert fresh.lanes != first["lanes"]  # a fresh plan would differ
+    proc = fit(*args)
+    assert proc.returncode == 0, proc.stderr
+    second = json.loads(proc.stdout)
+    assert second["continual"]["trained"]
+    for key in ("shuffle_buffer", "lanes", "piece_rows"):
+        assert second["memory"][key] == first[key]
