@@ -95,6 +95,10 @@ def test_a_limit_below_the_minimum_is_refused(big):
         "streamgd: usage error: --memory-limit 120MB is below the minimum for these files: "
     )
     assert "(imports 86MB + " in lines[0]
+    # the user's buffer is kept, and the minimum is that of the sizes around it
+    proc = fit(big, "--target", "y", "--memory-limit", "250MB", "--shuffle-buffer", "4000000")
+    assert proc.returncode == 2
+    assert "below the minimum for these files with --shuffle-buffer 4000000: " in proc.stderr
     proc = fit(big, "--target", "y", "--memory-limit", "lots")
     assert proc.returncode == 2 and "--memory-limit" in proc.stderr
 
