@@ -100,7 +100,7 @@ class Layout:
     units: int
     batch_size: int = 1024
     shuffle: bool = True
-    files_bytes: int = 0  # the open dataset: parsed footers, stamps (see files_bytes)
+    files_bytes: int = 0  # the open dataset: parsed footers, stamps (see layout_of)
 
 
 @dataclass(frozen=True)
