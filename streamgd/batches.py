@@ -31,7 +31,7 @@ from .shuffle import (
     lane_count,
     slice_rows_for,
 )
-from .sources import SLICE_ROWS, Dataset, HandleCache
+from .sources import Dataset, HandleCache
 
 __all__ = ["Chunk", "Cursor", "Interleaving", "Prefetcher", "BatchStream"]
 
@@ -279,8 +279,9 @@ GROUP_CHUNKS = 16
 
 def piece_bytes(dataset: Dataset, width: int, dtype: np.dtype) -> int | None:
     """Decoded bytes of the largest piece a Parquet unit is read in (a row group, or a slice
-    of at most SLICE_ROWS rows); None without Parquet units (CSV blocks: about 1 MB)."""
-    rows = [min(u.rows, SLICE_ROWS) for u in dataset.units if u.rows is not None]
+    of at most ``dataset.slice_rows`` rows); None without Parquet units (CSV blocks: about
+    1 MB)."""
+    rows = [min(u.rows, dataset.slice_rows) for u in dataset.units if u.rows is not None]
     return max(rows) * width * np.dtype(dtype).itemsize if rows and max(rows) else None
 
 
@@ -326,6 +327,7 @@ class BatchStream:
         shuffle_state: ShuffleState | None = None,
         run: int = 1,
         on_first_fill: Callable[[np.ndarray], None] | None = None,
+        lanes: int | None = None,
     ) -> None:
         self.dataset, self.decoder = dataset, decoder
         self.columns, self.dtype = list(decoder.columns), decoder.dtype
@@ -357,7 +359,9 @@ class BatchStream:
                         "written by a streamgd with another buffer layout; finish the epoch "
                         "with that version, or start afresh"
                     ) from None
-        # with a buffer, units are read several at once (see streamgd.lanes)
+        # with a buffer, units are read several at once (see streamgd.lanes): ``lanes`` of
+        # them (None: as many as LANE_BYTES of decoded pieces hold)
+        self._lanes = lanes
         self.interleaving = self._interleaving(seed, epoch) if self.buffer is not None else None
         self._unit_counts: np.ndarray | None = None
         self._chunks: Iterator[Chunk] | None = None
@@ -382,7 +386,7 @@ class BatchStream:
         return Interleaving(
             state,
             skip=c.offset if state is not None else 0,
-            n_lanes=lane_count(piece_bytes(self.dataset, self.width, self.dtype)),
+            n_lanes=self._lanes or lane_count(piece_bytes(self.dataset, self.width, self.dtype)),
             slice_rows=slice_rows_for(self.buffer.capacity),
             seed=seed,
             epoch=epoch,
@@ -479,7 +483,7 @@ class BatchStream:
         assert self.interleaving is not None
         size = piece_bytes(self.dataset, self.width, self.dtype)
         itemsize = np.dtype(self.dtype).itemsize
-        rows = SLICE_ROWS if size is None else size // (self.width * itemsize)
+        rows = self.dataset.slice_rows if size is None else size // (self.width * itemsize)
         slices = max(1, self.prefetch) * max(1, -(-rows // self.interleaving.slice_rows))
         return max(2, -(-slices // GROUP_CHUNKS))
 

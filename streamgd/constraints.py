@@ -23,7 +23,17 @@ from typing import Any
 
 from .errors import UsageError
 
-__all__ = ["Constraint", "Interval", "Integer", "Options", "Flag", "Names", "option_name"]
+__all__ = [
+    "Constraint",
+    "Interval",
+    "Integer",
+    "Options",
+    "Flag",
+    "Names",
+    "Size",
+    "option_name",
+    "parse_size",
+]
 
 
 def option_name(name: str) -> str:
@@ -142,3 +152,38 @@ class Names(Constraint):
 
     def allows(self, value: Any) -> bool:
         return isinstance(value, list | tuple) and all(isinstance(x, str) and x for x in value)
+
+
+# A size's units: decimal (kB, MB, GB, TB and Kubernetes' k, M, G, T) and binary (KiB, MiB,
+# GiB, TiB and Ki, Mi, Gi, Ti); B or none: bytes. Case does not matter.
+_SIZE_UNITS = {"": 1, "b": 1}
+for _i, _p in enumerate("kmgt", start=1):
+    _SIZE_UNITS.update({_p: 1000**_i, _p + "b": 1000**_i, _p + "i": 1024**_i, _p + "ib": 1024**_i})
+
+
+def parse_size(text: str) -> int | None:
+    """Bytes of a size such as ``200MB``, ``1.5GiB`` or ``512Mi`` (None if it is not one).
+
+    >>> parse_size("200MB"), parse_size("1.5GiB"), parse_size("64 mib"), parse_size("fast")
+    (200000000, 1610612736, 67108864, None)
+    """
+    text = str(text).strip().lower()
+    number = text.rstrip("abcdefghijklmnopqrstuvwxyz ")
+    unit = text[len(number) :].strip()
+    try:
+        value = float(number)
+    except ValueError:
+        return None
+    if unit not in _SIZE_UNITS or not math.isfinite(value) or value <= 0:
+        return None
+    return int(value * _SIZE_UNITS[unit])
+
+
+@dataclass(frozen=True)
+class Size(Constraint):
+    """A memory size with its unit, as text: ``200MB``, ``1.5GiB``, ``512Mi``."""
+
+    text = "a size such as 200MB or 1.5GiB (units: B, kB, MB, GB, KiB, MiB, GiB)"
+
+    def allows(self, value: Any) -> bool:
+        return isinstance(value, str) and parse_size(value) is not None

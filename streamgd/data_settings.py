@@ -139,6 +139,20 @@ class DataSettings:
         "Shuffle row groups and rows each epoch; --no-shuffle keeps file order.",
     )
     shuffle_buffer: int = setting(65536, Integer(0), "data", "Rows held in the shuffle buffer.")
+    lanes: int | None = setting(
+        None,
+        Integer(1),
+        "data",
+        "Row groups a shuffled fit reads at once, their rows interleaved [default: from the "
+        "layout, 32 MiB of decoded pieces, 2 to 32; set by --memory-limit].",
+    )
+    piece_rows: int | None = setting(
+        None,
+        Integer(256),
+        "data",
+        "Rows of the pieces a larger row group is read in [default: 262144; set by "
+        "--memory-limit].",
+    )
     shuffle_run: int = setting(
         16,
         Integer(1),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .constraints import Flag, Integer, Interval
+from .constraints import Flag, Integer, Interval, Size
 from .errors import UsageError
 from .settings import Setting, check_settings, setting, settings_of
 
@@ -92,6 +92,16 @@ class RunOptions:
     prefetch: int = setting(
         1, Integer(1), "performance", "Decoded row groups/blocks queued ahead of training."
     )
+    memory_limit: str | None = setting(
+        None,
+        Size(),
+        "performance",
+        "Stay within this much memory (peak RSS), e.g. 200MB or 1.5GiB: the shuffle buffer, "
+        "the lanes and the row-group pieces (those not given) and the prefetch depth are "
+        "sized for it from the files' layout and recorded in the model; a limit the files "
+        "cannot fit in is refused, naming the minimum. Parquet files only.",
+        metavar="SIZE",
+    )
     cluster: str | None = setting(
         None,
         None,
@@ -109,6 +119,8 @@ class RunOptions:
             raise UsageError(
                 "--continual keeps its ledger in a checkpoint: give --output (or --checkpoint-dir)"
             )
+        if self.memory_limit and self.cluster:
+            raise UsageError("--memory-limit bounds this process; leave out --cluster")
         if self.continual and self.cluster:
             raise UsageError("--continual trains in this process; leave out --cluster")
         continual_only = ("retrain_changed", "ignore_removed", "refresh_stats", "replay")

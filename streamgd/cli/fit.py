@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,6 +155,10 @@ def fit(paths: tuple[str, ...], print_config: bool, **values: Any) -> None:
         if is_grid(settings) or (settings.get("cv") and settings.get("cv_fold") is None):
             from .grid_fit import fit_grid_command
 
+            if settings.get("memory_limit"):
+                raise UsageError(
+                    "--memory-limit sizes one model's fit: leave it out of a grid or --cv run"
+                )
             _check_paths(out)
             with _output_lock(out.output):  # as a single model's fit
                 fit_grid_command(logger, list(paths), out, settings, **grid)
@@ -178,6 +183,11 @@ def _fit(
 ) -> None:
     """Train with the library's own entry (:func:`streamgd.training.train`), then write the
     model, its history and the summaries."""
+    if settings.get("memory_limit") and "pyarrow" not in sys.modules:
+        # pyarrow's allocator, mimalloc, reads its options as pyarrow loads: let it return
+        # freed pages at once, or the column readers of row groups read in slices leave
+        # theirs resident (a 300MB plan peaked at 318MB; BENCHMARKS.md "Footprint")
+        os.environ.setdefault("MIMALLOC_PURGE_DELAY", "0")
     from ..training import train
 
     config_settings, run_settings = split_settings(settings)
@@ -250,6 +260,8 @@ def _write_outputs(result: Any, out: OutputOptions, options: RunOptions, logger:
     }
     if result.continual is not None:
         summary["continual"] = result.continual
+    if result.memory is not None:  # the plan's estimate beside the measured peak
+        summary["memory"] = result.memory
     if publish_summary(summary, model.history, out, logger):
         return
     if not out.quiet and logger is None:

@@ -6,6 +6,7 @@ from typing import Any
 
 __all__ = [
     "fit_done_line",
+    "memory_text",
     "coefficients_text",
     "NOT_SAVED",
     "metrics_text",
@@ -22,8 +23,24 @@ def fit_done_line(summary: dict[str, Any], output: str | None) -> str:
     where = f"model written to {output}" if output else "model not saved (no --output)"
     return (
         f"done: {summary['epochs']} epoch(s), {summary['steps']} steps, "
-        f"final loss {summary['final_loss']:.6g}; {where}"
+        f"final loss {summary['final_loss']:.6g}; {where}{memory_text(summary.get('memory'))}"
     )
+
+
+def memory_text(memory: dict[str, Any] | None) -> str:
+    """``; peak RSS 150MB (estimate 170MB, limit 200MB)``, as far as known.
+
+    >>> memory_text({"peak_mb": 150.2, "estimate_mb": 170.0, "limit": "200MB"})
+    '; peak RSS 150MB (estimate 170MB, limit 200MB)'
+    """
+    if not memory or memory.get("peak_mb") is None:
+        return ""
+    notes = []
+    if memory.get("estimate_mb") is not None:
+        notes.append(f"estimate {memory['estimate_mb']:.0f}MB")
+    if memory.get("limit"):
+        notes.append(f"limit {memory['limit']}")
+    return f"; peak RSS {memory['peak_mb']:.0f}MB" + (f" ({', '.join(notes)})" if notes else "")
 
 
 def coefficients_text(model: Any) -> str:

@@ -47,6 +47,7 @@ from .schema import unify
 __all__ = ["SLICE_ROWS", "SourceFile", "Unit", "Dataset", "open_dataset", "memory_units"]
 
 SLICE_ROWS = 262_144
+SLICE_READ_BUFFER = 64 << 10  # bytes each column's reader buffers of a row group read in slices
 THREADED_ROWS = 65_536  # row groups at least this large are decoded on Arrow's thread pool
 
 
@@ -118,6 +119,8 @@ class Dataset:
     # parsed footers of local Parquet files, bounded (see FooterCache): later passes and
     # epochs do not parse them again
     footers: FooterCache = field(default_factory=FooterCache, init=False, repr=False, compare=False)
+    # rows of the pieces a larger row group is read in (None: SLICE_ROWS); --piece-rows
+    piece_rows: int | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if any(f.stamp is None for f in self.files):
@@ -285,19 +288,26 @@ class Dataset:
     def single_piece(self, unit: Unit) -> bool:
         """Whether the unit is read in one piece: a row group of at most ``SLICE_ROWS`` rows, or
         a slice of an in-memory source."""
-        return unit.row_group >= 0 and (unit.rows or 0) <= SLICE_ROWS
+        return unit.row_group >= 0 and (unit.rows or 0) <= self.slice_rows
+
+    @property
+    def slice_rows(self) -> int:
+        """Rows of the pieces a row group larger than that is read in."""
+        return self.piece_rows or SLICE_ROWS
 
     def _iter_slices(self, src: SourceFile, unit: Unit, columns: Sequence[str]):
         """A row group larger than ``SLICE_ROWS`` in slices of that many rows, through a
         buffered reader, so one huge row group never sits decoded in memory whole (measured:
         a 2M-row group peaked Arrow's pool at 208 MB read whole, 79 MB in slices)."""
-        pf = open_parquet(src.path, buffer_size=1 << 20)
+        # a small read buffer: one per column, kept while the row group is read (1 MiB each
+        # was 33 MiB more of Arrow's memory on 33 columns, BENCHMARKS.md "Footprint")
+        pf = open_parquet(src.path, buffer_size=SLICE_READ_BUFFER)
         # the footer just parsed is the stamped file's, and each slice was read from it
         seen = () if src.stamp is None else verify(src.path, src.format, src.stamp, full=True)
         row = first = sum(src.row_groups[: unit.row_group])
         try:
             for batch in pf.iter_batches(
-                batch_size=SLICE_ROWS, row_groups=[unit.row_group], columns=list(columns)
+                batch_size=self.slice_rows, row_groups=[unit.row_group], columns=list(columns)
             ):
                 if src.stamp is not None:
                     seen = verify(src.path, src.format, src.stamp, known=seen)

@@ -13,6 +13,7 @@ from ..config import FitConfig, RunOptions, split_settings
 from ..config_checks import check_cluster_settings
 from ..errors import UsageError
 from ..features.select import resolve_target
+from ..memory_plan import memory_report, plan_run
 from ..model import Model
 from ..settings import check_instance
 from ..sources import Dataset, is_paths, open_source, source_kind, with_target
@@ -38,6 +39,8 @@ class TrainResult:
     # recorded (None for a checkpoint written before digests were recorded)
     model_digest: str | None = None
     continual: dict[str, Any] | None = None  # a --continual run's report (see on_increment)
+    # the memory plan's estimate beside the measured peak (see streamgd.memory_plan)
+    memory: dict[str, Any] | None = None
 
 
 def train(
@@ -83,6 +86,11 @@ def _train(
     )
     config = resolve_target(config, dataset.schema, warn=hooks.on_warning)  # None: the default
     config = _check_source(dataset, config, options, hooks)
+    # --memory-limit: the buffer, lanes and pieces sized for it (recorded in the config); a
+    # resumed run keeps the checkpoint's (planned below, once it is found)
+    plan = None
+    if options.continual or not (options.memory_limit and options.resume):
+        config, options, plan = plan_run(dataset, config, options)
     for note in dataset.notes:  # columns widened between files
         hooks.on_warning(note)
     manager = None
@@ -94,12 +102,19 @@ def _train(
         manager.acquire()
     try:
         if options.continual:
-            return _continual(dataset, config, options, hooks, manager)
+            if options.memory_limit and manager and (found := manager.latest()) is not None:
+                # the sizes of the job's first run decide its model: keep them as files come
+                config, options, plan = plan_run(dataset, config, options, found[1].config)
+            result = _continual(dataset, config, options, hooks, manager)
+            result.memory = memory_report(plan, options)
+            return result
         state, resumed_from = None, None
         if manager is not None and options.resume:
             found = manager.latest()
             if found is not None:
                 resumed_from, state = found
+                if options.memory_limit:  # the model depends on the recorded sizes: keep them
+                    config, options, plan = plan_run(dataset, config, options, state.config)
                 check_compatible(state, config, dataset, resumed_from)
                 if state.finished and not _wants_more(state, config):
                     hooks.on_warning(
@@ -112,6 +127,8 @@ def _train(
         elif manager is not None:
             manager.supersede_existing()
         if state is None:
+            if plan is None:  # a resume that found no checkpoint: a fresh plan
+                config, options, plan = plan_run(dataset, config, options)
             state = initial_state(
                 dataset, config, options, warn=hooks.on_warning, progress=hooks.on_stats_progress
             )
@@ -133,7 +150,9 @@ def _train(
     finally:
         if manager is not None:
             manager.release()
-    return TrainResult(model_from_state(state, config), state, True, resumed_from)
+    result = TrainResult(model_from_state(state, config), state, True, resumed_from)
+    result.memory = memory_report(plan, options)
+    return result
 
 
 def _continual(
@@ -159,6 +178,11 @@ def _check_source(
 ) -> FitConfig:
     """What in-memory data allows: Dask workers read files only; a one-shot iterator is read
     once (one pass, no checkpoint to resume, no held-out rows to score again)."""
+    if options.cluster and (config.lanes or config.piece_rows):
+        raise UsageError(
+            "--lanes and --piece-rows size how this process reads the files; Dask workers "
+            "read theirs shard by shard: leave them out with --cluster"
+        )
     if options.cluster and dataset.in_memory:
         raise UsageError(
             f"{dataset.files[0].path}: --cluster trains from files every worker can read; write "

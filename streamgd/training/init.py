@@ -60,6 +60,7 @@ def initial_state(
     (scikit-learn's ``partial_fit`` is told every class on its first call, and the first rows
     need not hold them all); otherwise they come from a scan of the target column. The counts
     set the starting intercept, so each must be positive."""
+    dataset.piece_rows = config.piece_rows  # the statistics pass reads the same pieces
     if options.init:
         return _warm_state(dataset, config, load(options.init), options.init)
     loss = config.make_loss()

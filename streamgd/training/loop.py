@@ -100,6 +100,7 @@ class Trainer:
         validation: Dataset | None = None,
     ) -> None:
         self.dataset, self.config, self.options = dataset, config, options
+        dataset.piece_rows = config.piece_rows  # --piece-rows: how larger row groups are read
         # in-memory validation data (the API's validation=frame), opened once; None: the
         # --validation files of the config, opened for every epoch's scoring
         self.validation = validation
@@ -428,6 +429,7 @@ class LocalSteps:
             cursor=dataclasses.replace(state.stream.cursor),
             shuffle_state=state.stream.shuffle_state(),
             run=cfg.shuffle_run,
+            lanes=cfg.lanes,
             on_first_fill=check_order if first_fill else None,
         )
 
