@@ -39,6 +39,7 @@ from ..training.state import EarlyStopping, EpochTotals, StreamState, TrainState
 from .checkpoint import GridCheckpoints
 from .grid import GRID_SETTINGS
 from .scoring import evaluate_models
+from .stacked import Group, stack_key
 
 __all__ = ["Member", "train_members"]
 
@@ -262,7 +263,8 @@ def _run_epoch(
     active: list[Member], lead: Trainer, members: list[Member], saver: _Saver | None
 ) -> None:
     """One epoch (or the rest of one, after a resume) of the shared stream through every
-    active member's update; checkpoints of every member when due."""
+    active member's update: stacked groups (:mod:`.stacked`) take one step for all their
+    members, the others their own; checkpoints of every member when due."""
     first = active[0].state
     stream = LocalSteps(lead).stream(first)
     if first.totals.counts is None:
@@ -272,18 +274,28 @@ def _run_epoch(
     opt = [m.state.opt_state for m in active]
     for m in active:
         _begin(m)
+    groups, alone = _groups(active, params, opt)
     spec = first.spec
     weighted = spec.weight_column is not None
     live = list(range(len(active)))
     tagged = stream.decoder.tagged  # --cv: the batches carry their rows' folds
     own = [m.config.cv_fold for m in active]
+
+    def sync() -> None:
+        for group in groups:
+            group.write()
+        _sync(active, params, opt, stream, base_counts)
+
     for batch in stream:
         if tagged:  # each fold's rows of the batch once, shared by that fold's models
             parts = {f: fold_rows(batch, f) for f in {own[i] for i in live}}
         else:
             parts = {None: batch}
         weights = {f: raw[:, -1].astype(np.float64) for f, raw in parts.items()} if weighted else {}
-        for i in live:
+        for group in groups:
+            if group.members:
+                group.step(parts)
+        for i in alone:
             m = active[i]
             raw, w = parts[own[i]], weights.get(own[i])
             if not len(raw):  # every row of the batch is in this model's fold
@@ -304,12 +316,13 @@ def _run_epoch(
             if m.extra["metrics"]:
                 m.running.update_scaled(t, p, *m.extra["units"], weight=w)
         live = [i for i in live if not active[i].state.finished]
+        alone = [i for i in alone if not active[i].state.finished]
         if not live:
             break
         if saver is not None:
             saver.batches += 1
             if saver.signum is not None:  # SIGTERM/SIGINT: a last checkpoint, then stop
-                _sync(active, params, opt, stream, base_counts)
+                sync()
                 saver.save(members)
                 raise PreemptedError(
                     f"stopped by {signal.Signals(saver.signum).name} after batch "
@@ -317,12 +330,32 @@ def _run_epoch(
                     "--resume to continue"
                 )
             if saver.due():
-                _sync(active, params, opt, stream, base_counts)
+                sync()
                 saver.save(members)
-    _sync(active, params, opt, stream, base_counts)
+    sync()
     for m in active:
         if m.state.totals.rows == 0 and not m.state.finished:
             raise DataError("no rows to train on: every row's target is missing")
+
+
+def _groups(active: list[Member], params: list, opt: list) -> tuple[list[Group], list[int]]:
+    """The stacked groups of the active members (two or more sharing a :func:`stack_key`)
+    and the positions of the members that take their own update."""
+    keyed: dict[tuple, list[int]] = {}
+    alone = []
+    for i, m in enumerate(active):
+        key = stack_key(m.config, m.state.spec, m.trainer.loss, m.trainer.solver.name)
+        if key is None:
+            alone.append(i)
+        else:
+            keyed.setdefault(key, []).append(i)
+    groups = []
+    for where in keyed.values():
+        if len(where) == 1:
+            alone.extend(where)
+        else:
+            groups.append(Group([active[i] for i in where], where, params, opt))
+    return groups, sorted(alone)
 
 
 def _sync(active, params, opt, stream, base_counts) -> None:
