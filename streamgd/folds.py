@@ -21,7 +21,7 @@ import numpy as np
 
 from .holdout import row_uniform
 
-__all__ = ["fold_of", "fold_tag", "fold_rows", "take_rows", "fold_selector", "FOLD_SALT"]
+__all__ = ["fold_of", "fold_tag", "fold_rows", "fold_parts", "take_rows", "fold_selector", "FOLD_SALT"]
 
 # mixed with the seed, so that the folds are not the --holdout hash's rows
 FOLD_SALT = 0x43564B46  # "CVKF"
@@ -78,6 +78,22 @@ def fold_rows(raw: np.ndarray, fold: int | None) -> np.ndarray:
         # a view of a column-major batch, a row-major copy of a row-major one (Dask chunks)
         return np.ascontiguousarray(rows) if raw.flags.c_contiguous else rows
     return take_rows(rows, np.flatnonzero(raw[:, -1] != fold))
+
+
+def fold_parts(raw: np.ndarray, folds) -> dict:
+    """``{fold: fold_rows(raw, fold)}`` for each of ``folds``, the same arrays, gathered from
+    one contiguous copy of the batch's columns: ``np.take`` copies a non-contiguous input
+    whole before gathering (a batch is a view into the shuffle buffer's larger matrix), so
+    five folds gathering straight from it copied the batch five times."""
+    parts, columns = {}, None
+    for fold in folds:
+        if fold is None:
+            parts[fold] = fold_rows(raw, None)
+            continue
+        if columns is None:
+            columns = np.ascontiguousarray(raw[:, :-1].T)
+        parts[fold] = columns.take(np.flatnonzero(raw[:, -1] != fold), axis=1).T
+    return parts
 
 
 def take_rows(rows: np.ndarray, index: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ import numpy as np
 from ..config import FitConfig, RunOptions
 from ..errors import DataError, PreemptedError, UsageError
 from ..features import count_vector
-from ..folds import fold_rows, fold_tag
+from ..folds import fold_parts, fold_tag
 from ..metrics import Accumulator
 from ..solvers import Update, get_solver
 from ..sources import Dataset
@@ -288,7 +288,7 @@ def _run_epoch(
 
     for batch in stream:
         if tagged:  # each fold's rows of the batch once, shared by that fold's models
-            parts = {f: fold_rows(batch, f) for f in {own[i] for i in live}}
+            parts = fold_parts(batch, {own[i] for i in live})
         else:
             parts = {None: batch}
         weights = {f: raw[:, -1].astype(np.float64) for f, raw in parts.items()} if weighted else {}

@@ -21,7 +21,7 @@ from integration_support import run_cli
 
 import streamgd
 from streamgd.errors import DivergedError, UsageError
-from streamgd.folds import FOLD_SALT, fold_of, fold_rows
+from streamgd.folds import FOLD_SALT, fold_of, fold_parts, fold_rows
 from streamgd.search import fit_grid
 from streamgd.search.leaderboard import HIGHER_IS_BETTER
 
@@ -353,3 +353,16 @@ def test_stacked_fold_models_skipping_batches_and_diverging_equal_their_runs_alo
         _same(result.models[i], streamgd.fit(data, **{**settings, "cv": None, **label}))
         for k, model in enumerate(result.fold_models[i]):
             _same(model, streamgd.fit(data, **{**settings, **label, "cv_fold": k}))
+
+
+def test_fold_parts_are_each_folds_rows_with_their_layout():
+    rng = np.random.default_rng(2)
+    buffer = np.asfortranarray(rng.normal(size=(300, 5)).astype(np.float32))
+    buffer[:, -1] = rng.integers(0, 3, len(buffer))
+    raw = buffer[40:140]  # a batch: a view into the shuffle buffer's matrix
+    parts = fold_parts(raw, [None, 0, 1, 2])
+    for fold, rows in parts.items():
+        expected = fold_rows(raw, fold)
+        assert np.array_equal(rows, expected)
+        assert rows.strides == expected.strides
+    assert parts[None].base is not None  # all rows: a view, as fold_rows gives
