@@ -21,7 +21,15 @@ import numpy as np
 
 from .holdout import row_uniform
 
-__all__ = ["fold_of", "fold_tag", "fold_rows", "fold_parts", "take_rows", "fold_selector", "FOLD_SALT"]
+__all__ = [
+    "fold_of",
+    "fold_tag",
+    "fold_rows",
+    "fold_parts",
+    "take_rows",
+    "fold_selector",
+    "FOLD_SALT",
+]
 
 # mixed with the seed, so that the folds are not the --holdout hash's rows
 FOLD_SALT = 0x43564B46  # "CVKF"

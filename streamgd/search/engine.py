@@ -287,10 +287,8 @@ def _run_epoch(
         _sync(active, params, opt, stream, base_counts)
 
     for batch in stream:
-        if tagged:  # each fold's rows of the batch once, shared by that fold's models
-            parts = fold_parts(batch, {own[i] for i in live})
-        else:
-            parts = {None: batch}
+        # --cv: each fold's rows of the batch once, shared by that fold's models
+        parts = fold_parts(batch, {own[i] for i in live}) if tagged else {None: batch}
         weights = {f: raw[:, -1].astype(np.float64) for f, raw in parts.items()} if weighted else {}
         for group in groups:
             if group.members:
