@@ -317,7 +317,11 @@ class Group:
         if not blocks:
             return
         new, opt, loss_sums, predictions = self._advance(blocks)
-        ok = np.isfinite(loss_sums) & np.isfinite(np.add.reduce(new, axis=1))
+        took = np.zeros(len(new), dtype=bool)  # the models that take the batch
+        for block in blocks:
+            took[block.start : block.stop] = True
+        loss_sums = _Taken(loss_sums, took)
+        ok = np.isfinite(loss_sums.sums) & np.isfinite(np.add.reduce(new, axis=1))
         if not ok.all():  # they keep their last finite weights and leave the group
             self._diverged(ok, new, opt, loss_sums, blocks, stepped, predictions)
             return
@@ -325,7 +329,7 @@ class Group:
 
     def _advance(self, blocks: list[Block]):
         """The stacked step of the blocks' models; when some blocks sit the batch out, of
-        those models alone, the others' rows of the result left as they were (loss 0)."""
+        those models alone, the others' rows of the result left as they were."""
         lr = np.array(
             [s(b[0] + k) for s, b, k in zip(self.schedules, self.base, self.taken, strict=True)]
         )[:, None]
@@ -365,7 +369,7 @@ class Group:
 
     def _apply(self, new, opt, loss_sums, blocks, stepped, predictions) -> None:
         self.params, self.opt = new, opt
-        self.loss_sums += loss_sums
+        loss_sums.add_to(self.loss_sums, True)
         for block, i, p in zip(blocks, stepped, predictions, strict=True):
             for row in range(block.start, block.stop):
                 self.taken[row] += 1
@@ -385,7 +389,7 @@ class Group:
         metrics = self.metrics or [None] * len(old_blocks)
         # the batch for the others, each block's predictions of its remaining models
         self.params, self.opt = new, opt
-        self.loss_sums += np.where(ok, loss_sums, 0.0)  # the leavers' are written already
+        loss_sums.add_to(self.loss_sums, ok)  # the leavers' totals are written already
         for block, i, p in zip(blocks, stepped, predictions, strict=True):
             for row in range(block.start, block.stop):
                 self.taken[row] += 1
@@ -430,6 +434,18 @@ class Group:
             for metrics, (_, a, b) in zip(self.metrics, self.blocks, strict=True):
                 if a <= row < b:
                     metrics.write(row - a)
+
+
+class _Taken(NamedTuple):
+    """A batch's summed losses, and which models took the batch."""
+
+    sums: np.ndarray
+    took: np.ndarray
+
+    def add_to(self, totals: np.ndarray, where) -> None:
+        """Add each model's to its total, for the models that took the batch and ``where``
+        (adding 0 to the others could turn a total of -0.0 into 0.0)."""
+        np.add(totals, self.sums, out=totals, where=self.took & where)
 
 
 def _fold_rank(member: Any) -> tuple:
