@@ -71,8 +71,10 @@ def evaluate_models(
                 y = raw[:, n_feat]
                 w = None if weight is None else raw[:, -1]
                 codes, text = lead.spec.codes(raw), lead.spec.text(raw)
+                # the standardised features once for the fold's models (they share the spec)
+                z = lead.spec.transform(raw) if len(members) > 1 else None
                 for i in members:
-                    p = models[i].decision(raw[:, :n_feat], codes, text)
+                    p = models[i].decision(raw[:, :n_feat], codes, text, z=z)
                     values = losses[i].value(p, y)
                     sums[i] += float(values.sum() if w is None else w @ values)
                     accs[i].update(y, losses[i].link(p), w)
