@@ -3,11 +3,14 @@ data is read, decoded, shuffled and summarised (the statistics pass) once for al
 
 Each model is a :class:`Member`: its own :class:`~streamgd.training.state.TrainState`, the
 :class:`~streamgd.training.loop.Trainer` that ends its epochs (validation, early stopping,
-history) and the update of its own settings (:func:`streamgd.step.make_step`). A batch goes
-through every unfinished member's update in turn; the members' arithmetic is exactly the
-arithmetic of a run of that configuration alone (same functions, same batches, same order),
-so each model is bit-identical to it. A member that stops (``--patience``, ``--tol``) or
-diverges costs nothing more; the stream runs while any member trains.
+history) and the update of its own settings (:func:`streamgd.step.make_step`). Members that
+share the loss and the optimiser and train numeric features form a stacked group
+(:mod:`.stacked`, each ``--cv`` fold a block of it) that takes one stacked step per batch;
+the others take their own update in turn. Either way each member's arithmetic is exactly
+the arithmetic of a run of that configuration alone (the same operations on the same
+batches, in the same order), so each model is bit-identical to it. A member that stops
+(``--patience``, ``--tol``) or diverges costs nothing more; the stream runs while any member
+trains.
 """
 
 from __future__ import annotations
