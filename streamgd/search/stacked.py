@@ -1,19 +1,21 @@
 """A grid's models that can share their arithmetic take one stacked step per batch.
 
-Members of a grid that see the same rows (the same ``--cv`` fold), share the loss (with its
-parameters) and the optimiser, and train plain numeric features (no categorical codes,
-text, sample weights, slopes; the ``sgd`` solver) form a :class:`Group`: their weights and
-optimiser states are stacked as ``(models, ...)`` arrays and each batch costs one call of
-every array operation for all of them (:func:`stacked_step`), where each model alone would
-make its own (:func:`streamgd.step.train_step`). The settings that differ between them (the
-learning rate, ``--l2``, ``--l1``, ``--momentum``, clipping) are ``(models, 1)`` float64
-arrays, the dtype each model's own step computes in, so every element is computed by the
-same floating-point operations on the same operands as in its run alone: each model stays
-bit-identical to that run (tests/unit/test_stacked.py compares them at the bit, step by step).
+Members of a grid that share the loss (with its parameters) and the optimiser and train
+plain numeric features (no categorical codes, text, sample weights, slopes; the ``sgd``
+solver) form a :class:`Group`: their weights and optimiser states are stacked as
+``(models, ...)`` arrays and each batch costs one call of every array operation for all of
+them (:func:`stacked_step`), where each model alone would make its own
+(:func:`streamgd.step.train_step`). Under ``--cv`` each fold's models are a :class:`Block`
+of the stack, trained on that fold's rows of the batch. The settings that differ between
+them (the learning rate, ``--l2``, ``--l1``, ``--momentum``, clipping) are ``(models, 1)``
+float64 arrays, the dtype each model's own step computes in, so every element is computed
+by the same floating-point operations on the same operands as in its run alone: each model
+stays bit-identical to that run (tests/unit/test_stacked.py compares them at the bit, step
+by step).
 
 The two matrix products stay matrix-VECTOR products, one per model: BLAS sums a
 matrix-matrix product in another order, so ``x @ W.T`` differs from the columns ``x @ w``
-(by ~1e-6 in float32). ``np.matmul`` over a stack of vectors runs exactly those
+(by ~5e-6 in float32). ``np.matmul`` over a stack of vectors runs exactly those
 matrix-vector kernels, one per model, in one numpy call. Everything else (loss, gradient,
 scaling, regularisation, preconditioning or the Newton direction, clipping, the optimiser,
 the ``--l1`` proximal step, finiteness checks, the running training metrics) is elementwise
@@ -39,13 +41,17 @@ __all__ = [
     "Group",
     "Hyper",
     "stack_key",
+    "stack_states",
     "stacked_optimizer",
     "stacked_step",
+    "unstack_state",
+    "Block",
 ]
 
 # Losses whose functions are elementwise in (p, y), so they take (models, rows) predictions.
-STACKED_LOSSES = frozenset({"squared", "logistic", "huber", "absolute", "quantile", "poisson"})
-STACKED_LOSSES |= {"hinge"}
+STACKED_LOSSES = frozenset(
+    {"squared", "logistic", "huber", "absolute", "quantile", "poisson", "hinge"}
+)
 # Optimisers whose update is elementwise in (grad, state, params, lr), with the grid's
 # hyperparameter each may vary (as a (models, 1) array); the others' must be equal in a group.
 STACKED_OPTIMIZERS: dict[str, tuple[str, ...]] = {
@@ -109,19 +115,6 @@ class Hyper:
         self.l1 = _column([c.l1 for c in configs], 0.0)
         self.clip_grad = _column([c.clip_grad for c in configs], np.inf)
         self.clip_weights = _column([c.clip_weights for c in configs], np.inf)
-        self.l2_on = _mask(self.l2 != 0.0)
-        self.l1_on = _mask(self.l1 != 0.0)
-        self.clip_grad_on = _mask(np.isfinite(self.clip_grad))
-        self.clip_weights_on = _mask(np.isfinite(self.clip_weights))
-
-    def take(self, keep: np.ndarray) -> None:
-        """Keep the rows ``keep`` (a boolean mask): the others left the group."""
-        for name in ("l2", "l1", "clip_grad", "clip_weights"):
-            setattr(self, name, getattr(self, name)[keep])
-            on = getattr(self, name + "_on")
-            if on is not None and on is not True:
-                on = on[keep]
-            setattr(self, name + "_on", on)
         self.l2_on = _mask(self.l2 != 0.0)
         self.l1_on = _mask(self.l1 != 0.0)
         self.clip_grad_on = _mask(np.isfinite(self.clip_grad))
