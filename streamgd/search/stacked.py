@@ -272,8 +272,9 @@ class Group:
         self.base = [
             (m.state.step, m.state.rows_trained, m.state.totals.rows) for m in self.members
         ]
-        self.taken = [0] * len(self.members)
-        self.rows = [0] * len(self.members)
+        self.steps = np.array([m.state.step for m in self.members], dtype=np.int64)
+        self.taken = np.zeros(len(self.members), dtype=np.int64)
+        self.rows = np.zeros(len(self.members), dtype=np.int64)
         self.loss_sums = np.array([m.state.totals.loss for m in self.members], dtype=np.float64)
         self._settings()
         self.metrics = None
@@ -324,7 +325,10 @@ class Group:
         """The stacked step of the blocks' models; when some blocks sit the batch out, of
         those models alone, the others' rows of the result left as they were."""
         lr = np.array(
-            [s(b[0] + k) for s, b, k in zip(self.schedules, self.base, self.taken, strict=True)]
+            [
+                s(step)  # each model's step, as a Python int as in its run alone
+                for s, step in zip(self.schedules, (self.steps + self.taken).tolist(), strict=True)
+            ]
         )[:, None]
         settings = dict(loss=self.loss, inv_scale=self.inv_scale, precond=self.precond, lr=lr)
         if len(blocks) == len(self.blocks):
@@ -364,9 +368,8 @@ class Group:
         self.params, self.opt = new, opt
         loss_sums.add_to(self.loss_sums, True)
         for block, i, p in zip(blocks, stepped, predictions, strict=True):
-            for row in range(block.start, block.stop):
-                self.taken[row] += 1
-                self.rows[row] += len(block.t)
+            self.taken[block.start : block.stop] += 1
+            self.rows[block.start : block.stop] += len(block.t)
             if self.metrics is not None:
                 self.metrics[i].update(block.t, p)
 
@@ -384,9 +387,8 @@ class Group:
         self.params, self.opt = new, opt
         loss_sums.add_to(self.loss_sums, ok)  # the leavers' totals are written already
         for block, i, p in zip(blocks, stepped, predictions, strict=True):
-            for row in range(block.start, block.stop):
-                self.taken[row] += 1
-                self.rows[row] += len(block.t)
+            self.taken[block.start : block.stop] += 1
+            self.rows[block.start : block.stop] += len(block.t)
             mask = ok[block.start : block.stop]
             if metrics[i] is not None and mask.any():
                 metrics[i].take(mask)
@@ -395,8 +397,9 @@ class Group:
             if i not in stepped and metrics[i] is not None and ok[a:b].any():
                 metrics[i].take(ok[a:b])
         keep = ok.tolist()
-        for name in ("members", "where", "like", "base", "taken", "rows"):
+        for name in ("members", "where", "like", "base"):
             setattr(self, name, [v for v, k in zip(getattr(self, name), keep, strict=True) if k])
+        self.steps, self.taken, self.rows = self.steps[ok], self.taken[ok], self.rows[ok]
         self.params = self.params[ok]
         self.opt = {k: v[ok] for k, v in self.opt.items()}
         self.loss_sums = self.loss_sums[ok]
@@ -417,9 +420,10 @@ class Group:
         state, (step, rows_trained, rows) = m.state, self.base[row]
         state.params = self.params[row].copy()
         state.opt_state = unstack_state(self.opt, row, self.like[row])
-        state.step = step + self.taken[row]
-        state.rows_trained = rows_trained + self.rows[row]
-        state.totals.rows = rows + self.rows[row]
+        taken, batch_rows = int(self.taken[row]), int(self.rows[row])
+        state.step = step + taken
+        state.rows_trained = rows_trained + batch_rows
+        state.totals.rows = rows + batch_rows
         state.totals.loss = float(self.loss_sums[row])
         params, opt = self.lists
         params[self.where[row]], opt[self.where[row]] = state.params, state.opt_state
