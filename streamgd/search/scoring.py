@@ -108,5 +108,5 @@ def _parts(rows: np.ndarray, folds: list) -> dict:
     order = np.argsort(tags, kind="stable")
     sizes = np.bincount(tags, minlength=max(folds) + 1)
     ends = np.cumsum(sizes)
-    grouped = rows[:, :-1].T.take(order, axis=1).T  # column-major, the rows by fold
+    grouped = rows[:, :-1].T.take(order, axis=1, mode="clip").T  # column-major, by fold
     return {f: grouped[ends[f] - sizes[f] : ends[f]] for f in folds}
