@@ -21,7 +21,15 @@ import numpy as np
 
 from .holdout import row_uniform
 
-__all__ = ["fold_of", "fold_tag", "fold_rows", "take_rows", "fold_selector", "FOLD_SALT"]
+__all__ = [
+    "fold_of",
+    "fold_tag",
+    "fold_rows",
+    "fold_parts",
+    "take_rows",
+    "fold_selector",
+    "FOLD_SALT",
+]
 
 # mixed with the seed, so that the folds are not the --holdout hash's rows
 FOLD_SALT = 0x43564B46  # "CVKF"
@@ -80,12 +88,28 @@ def fold_rows(raw: np.ndarray, fold: int | None) -> np.ndarray:
     return take_rows(rows, np.flatnonzero(raw[:, -1] != fold))
 
 
+def fold_parts(raw: np.ndarray, folds) -> dict:
+    """``{fold: fold_rows(raw, fold)}`` for each of ``folds``, the same arrays, gathered from
+    one contiguous copy of the batch's columns: ``np.take`` copies a non-contiguous input
+    whole before gathering (a batch is a view into the shuffle buffer's larger matrix), so
+    five folds gathering straight from it copied the batch five times."""
+    parts, columns = {}, None
+    for fold in folds:
+        if fold is None:
+            parts[fold] = fold_rows(raw, None)
+            continue
+        if columns is None:
+            columns = np.ascontiguousarray(raw[:, :-1].T)
+        # mode="clip": the indices are valid; it skips the bounds check (a quarter faster)
+        parts[fold] = columns.take(np.flatnonzero(raw[:, -1] != fold), axis=1, mode="clip").T
+    return parts
+
+
 def take_rows(rows: np.ndarray, index: np.ndarray) -> np.ndarray:
     """``rows[index]`` as a new column-major matrix, the values and layout of
     ``np.asfortranarray(rows[index])``: gathered column by column straight into place, as
     a take along the rows of the transpose (on a column-major batch of 1024 x 34 float32,
     20-35x faster than that boolean indexing, which walks the matrix row by row, then
     copies; measured on a loaded 2-core machine)."""
-    out = np.empty((len(index), rows.shape[1]), dtype=rows.dtype, order="F")
-    np.take(rows.T, index, axis=1, out=out.T)
-    return out
+    # without out=, which np.take buffers; mode="clip": the indices are valid, no bounds check
+    return rows.T.take(index, axis=1, mode="clip").T

@@ -16,7 +16,7 @@ import numpy as np
 
 from .losses import identity
 
-__all__ = ["METRICS", "Accumulator", "metric_names"]
+__all__ = ["METRICS", "Accumulator", "StackedMetrics", "metric_names"]
 
 AUC_BINS = 1 << 14
 AUC_RANGE = 20.0
@@ -212,6 +212,78 @@ class Accumulator:
         if not self.auc:
             del result["auc"]
         return {k: v for k, v in result.items() if k in METRICS[self.task]}
+
+
+class StackedMetrics:
+    """The running training metrics of several models on the same rows (a grid's stacked
+    group, see :mod:`streamgd.search.stacked`): :meth:`Accumulator.update_scaled` of each
+    model's predictions, a row of ``p`` (models, rows), as array operations over all of them
+    (the target's statistics once), the same bits per model. Regression with the identity
+    link and binary classification, unweighted; any other accumulator is updated on its own.
+    :meth:`write` puts the sums back into the accumulators."""
+
+    def __init__(self, accs: list[Accumulator], unit: float, center: float, link) -> None:
+        self.accs, self.unit, self.center, self.link = list(accs), unit, center, link
+        first = accs[0]
+        # the models see the same rows: one count and one target mean and spread for all
+        same = all(
+            (a.n, a.y_mean, a.y_m2, a.total) == (first.n, first.y_mean, first.y_m2, None)
+            for a in accs
+        )
+        self.kind = None
+        if same and first.task == "regression" and link is identity:
+            self.kind = "regression"
+        elif same and first.task == "binary":
+            self.kind = "binary"
+        self.n, self.y_mean, self.y_m2 = first.n, first.y_mean, first.y_m2
+        self.sums = np.stack([a.sums for a in accs])
+
+    def update(self, t: np.ndarray, p: np.ndarray) -> None:
+        """Add a batch: target ``t`` (rows,) in training units, predictions ``p``."""
+        if self.kind is None or len(t) == 0:
+            for acc, row in zip(self.accs, p, strict=True):
+                acc.update_scaled(t, row, self.unit, self.center, self.link)
+            return
+        n, unit = len(t), self.unit
+        n0 = self.n
+        self.n += n
+        if self.kind == "binary":  # Accumulator.update of link(p * unit + center)
+            y = t * unit + self.center
+            prob = self.link(p * unit + self.center)
+            q = np.clip(prob, _EPS, 1.0 - _EPS)
+            logloss = -(y * np.log(q) + (1.0 - y) * np.log1p(-q)).sum(axis=1)
+            pred = prob >= 0.5
+            pos = y == 1.0
+            tp = np.count_nonzero(pred & pos, axis=1)
+            fp = np.count_nonzero(pred & ~pos, axis=1)
+            fn = np.count_nonzero(~pred & pos, axis=1)
+            zero = np.zeros(len(p))
+            self.sums += np.stack([logloss, tp, fp, n - tp - fp - fn, fn, zero], axis=1)
+            return
+        # the regression branch of Accumulator.update_scaled, per row of p
+        err = p - t  # float64
+        self.sums[:, 0] += np.matmul(err[:, None, :], err[:, :, None])[:, 0, 0] * (unit * unit)
+        self.sums[:, 1] += np.add.reduce(np.abs(err), axis=1) * unit
+        mean_t = float(np.add.reduce(t, dtype=np.float64)) / n
+        dev = t - np.float64(mean_t)  # float64
+        mean = mean_t * unit + self.center
+        delta = mean - self.y_mean
+        self.y_m2 += float(dev @ dev) * (unit * unit) + delta * delta * n0 * n / self.n
+        self.y_mean += delta * n / self.n
+
+    def write(self, row: int) -> None:
+        """Put model ``row``'s sums back into its accumulator."""
+        if self.kind is None:
+            return
+        acc = self.accs[row]
+        acc.n, acc.sums = self.n, self.sums[row].copy()
+        if self.kind == "regression":
+            acc.y_mean, acc.y_m2 = self.y_mean, self.y_m2
+
+    def take(self, keep: np.ndarray) -> None:
+        """Keep the models of the boolean mask ``keep`` (the others left the group)."""
+        self.accs = [a for a, k in zip(self.accs, keep, strict=True) if k]
+        self.sums = self.sums[keep]
 
 
 def _auc(pos: np.ndarray, neg: np.ndarray) -> float:

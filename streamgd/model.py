@@ -124,11 +124,11 @@ class Model:
         return np.concatenate(parts)
 
     # -- prediction ---------------------------------------------------------------------------
-    def decision(self, x: np.ndarray, codes: np.ndarray | None = None, text=None) -> np.ndarray:
-        """Linear output in target units for a raw feature matrix (missing values filled), the
-        categorical code indices (:meth:`FeatureSpec.codes`), the text slots (``table_text``)."""
+    def decision(self, x: np.ndarray, codes=None, text=None, *, z=None) -> np.ndarray:
+        """Linear output in target units for a raw feature matrix (missing values filled), its
+        codes (:meth:`FeatureSpec.codes`), text slots (``table_text``), z: spec.transform(x)."""
         s = self.spec
-        out = s.transform(x) @ self.weights + self.intercept
+        out = (s.transform(x) if z is None else z) @ self.weights + self.intercept
         if s.categoricals:
             if codes is None:
                 raise DataError("the model has categorical features: their codes are needed")

@@ -58,10 +58,12 @@ one BLAS thread (``BLAS_THREADS``), as streamgd does.
   (``streamgd.search.fit_grid``, ``lr`` 4 values x ``l2`` 4 values, same settings) in one
   pass; the same 16 as separate fits one after another. rows = one model's rows trained, so
   the grid cases' cost is printed below the table as their wall time over ``fit-holdout``'s.
-- ``cv5x4`` and ``sklearn-gridcv`` (only when named): 5-fold cross-validation of 4
-  configurations (``l2`` 4 values) in one pass, 24 models (``fit_grid(cv=5)``, same settings
-  as ``grid-16`` without the holdout; its rows are scaled by 0.9, the share ``fit-holdout``
-  trains on, so its cost line is a wall-time ratio too); and scikit-learn's ``GridSearchCV``
+- ``cv5x4``, ``separate-24`` and ``sklearn-gridcv`` (only when named): 5-fold
+  cross-validation of 4 configurations (``l2`` 4 values) in one pass, 24 models
+  (``fit_grid(cv=5)``, same settings as ``grid-16`` without the holdout; its rows are scaled
+  by 0.9, the share ``fit-holdout`` trains on, so its cost line is a wall-time ratio too);
+  the same 24 models as 24 separate fits (``fit(cv=5, cv_fold=k)`` per fold and the fit on
+  all rows, per ``l2`` value); and scikit-learn's ``GridSearchCV``
   of ``SGDRegressor`` over the same 4 ``alpha`` values, 5 folds, one epoch each, on the first
   ``SKLEARN_CV_ROWS`` rows held in memory (loaded and scaled untimed), for scale.
 - ``exact``: the least-squares optimum in one streaming pass (float64 ``[1 X y]' [1 X y]``
@@ -655,6 +657,27 @@ def case_cv(ctx: Ctx) -> dict:
     return out
 
 
+def case_cv_separate(ctx: Ctx) -> dict:
+    """The 24 models of ``cv5x4`` as 24 separate fits, one after another: per ``l2`` value
+    each fold's model (``fit(cv=5, cv_fold=k)``) and the model on all rows. rows as
+    ``cv5x4``'s (the model on all rows' x 0.9), so the cost line is a wall-time ratio too."""
+    import streamgd
+
+    settings = {k: v for k, v in GRID_BASE.items() if k != "holdout"}
+    box = {}
+
+    def work() -> int:
+        for l2 in CV_GRID["l2"]:
+            for k in range(5):
+                streamgd.fit(ctx.parquet, cv=5, cv_fold=k, l2=l2, **settings)
+            box["model"] = streamgd.fit(ctx.parquet, l2=l2, **settings)
+        return round(0.9 * box["model"].summary["rows_trained"])
+
+    out = timed(work)
+    out["models"] = 6 * len(CV_GRID["l2"])
+    return out
+
+
 def case_sklearn_gridcv(ctx: Ctx) -> dict:
     """GridSearchCV(SGDRegressor) on an in-memory sample; rows = the sample's rows."""
     import warnings
@@ -909,6 +932,7 @@ KINDS: dict[str, Kind] = {
     ),
     # the cross-validation cases (only when named)
     "cv5x4": Kind(case_cv, needs="grid", baselines=("decode", "fit-holdout")),
+    "separate-24": Kind(case_cv_separate, needs="grid", baselines=("decode", "fit-holdout")),
     "sklearn-gridcv": Kind(case_sklearn_gridcv, needs="grid"),
     "epoch-mmap": Kind(case_epoch_mmap, baselines=("epoch-mmap",)),
     "epoch-seq": Kind(

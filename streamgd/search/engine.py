@@ -3,11 +3,14 @@ data is read, decoded, shuffled and summarised (the statistics pass) once for al
 
 Each model is a :class:`Member`: its own :class:`~streamgd.training.state.TrainState`, the
 :class:`~streamgd.training.loop.Trainer` that ends its epochs (validation, early stopping,
-history) and the update of its own settings (:func:`streamgd.step.make_step`). A batch goes
-through every unfinished member's update in turn; the members' arithmetic is exactly the
-arithmetic of a run of that configuration alone (same functions, same batches, same order),
-so each model is bit-identical to it. A member that stops (``--patience``, ``--tol``) or
-diverges costs nothing more; the stream runs while any member trains.
+history) and the update of its own settings (:func:`streamgd.step.make_step`). Members that
+share the loss and the optimiser and train numeric features form a stacked group
+(:mod:`.stacked`, each ``--cv`` fold a block of it) that takes one stacked step per batch;
+the others take their own update in turn. Either way each member's arithmetic is exactly
+the arithmetic of a run of that configuration alone (the same operations on the same
+batches, in the same order), so each model is bit-identical to it. A member that stops
+(``--patience``, ``--tol``) or diverges costs nothing more; the stream runs while any member
+trains.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from ..config import FitConfig, RunOptions
 from ..config_checks import check_cluster_settings
 from ..errors import DataError, PreemptedError, UsageError
 from ..features import count_vector
-from ..folds import fold_rows, fold_tag
+from ..folds import fold_parts, fold_tag
 from ..metrics import Accumulator
 from ..solvers import Update, get_solver
 from ..sources import Dataset
@@ -40,6 +43,7 @@ from ..training.state import EarlyStopping, EpochTotals, StreamState, TrainState
 from .checkpoint import GridCheckpoints
 from .grid import GRID_SETTINGS
 from .scoring import evaluate_models
+from .stacked import Group, stack_key
 
 __all__ = ["Member", "train_members"]
 
@@ -264,7 +268,8 @@ def _run_epoch(
     active: list[Member], lead: Trainer, members: list[Member], saver: _Saver | None
 ) -> None:
     """One epoch (or the rest of one, after a resume) of the shared stream through every
-    active member's update; checkpoints of every member when due."""
+    active member's update: stacked groups (:mod:`.stacked`) take one step for all their
+    members, the others their own; checkpoints of every member when due."""
     first = active[0].state
     stream = LocalSteps(lead).stream(first)
     if first.totals.counts is None:
@@ -274,18 +279,26 @@ def _run_epoch(
     opt = [m.state.opt_state for m in active]
     for m in active:
         _begin(m)
+    groups, alone = _groups(active, params, opt)
     spec = first.spec
     weighted = spec.weight_column is not None
     live = list(range(len(active)))
     tagged = stream.decoder.tagged  # --cv: the batches carry their rows' folds
     own = [m.config.cv_fold for m in active]
+
+    def sync() -> None:
+        for group in groups:
+            group.write()
+        _sync(active, params, opt, stream, base_counts)
+
     for batch in stream:
-        if tagged:  # each fold's rows of the batch once, shared by that fold's models
-            parts = {f: fold_rows(batch, f) for f in {own[i] for i in live}}
-        else:
-            parts = {None: batch}
+        # --cv: each fold's rows of the batch once, shared by that fold's models
+        parts = fold_parts(batch, {own[i] for i in live}) if tagged else {None: batch}
         weights = {f: raw[:, -1].astype(np.float64) for f, raw in parts.items()} if weighted else {}
-        for i in live:
+        for group in groups:
+            if group.members:
+                group.step(parts)
+        for i in alone:
             m = active[i]
             raw, w = parts[own[i]], weights.get(own[i])
             if not len(raw):  # every row of the batch is in this model's fold
@@ -306,12 +319,13 @@ def _run_epoch(
             if m.extra["metrics"]:
                 m.running.update_scaled(t, p, *m.extra["units"], weight=w)
         live = [i for i in live if not active[i].state.finished]
+        alone = [i for i in alone if not active[i].state.finished]
         if not live:
             break
         if saver is not None:
             saver.batches += 1
             if saver.signum is not None:  # SIGTERM/SIGINT: a last checkpoint, then stop
-                _sync(active, params, opt, stream, base_counts)
+                sync()
                 saver.save(members)
                 raise PreemptedError(
                     f"stopped by {signal.Signals(saver.signum).name} after batch "
@@ -319,12 +333,32 @@ def _run_epoch(
                     "--resume to continue"
                 )
             if saver.due():
-                _sync(active, params, opt, stream, base_counts)
+                sync()
                 saver.save(members)
-    _sync(active, params, opt, stream, base_counts)
+    sync()
     for m in active:
         if m.state.totals.rows == 0 and not m.state.finished:
             raise DataError("no rows to train on: every row's target is missing")
+
+
+def _groups(active: list[Member], params: list, opt: list) -> tuple[list[Group], list[int]]:
+    """The stacked groups of the active members (two or more sharing a :func:`stack_key`)
+    and the positions of the members that take their own update."""
+    keyed: dict[tuple, list[int]] = {}
+    alone = []
+    for i, m in enumerate(active):
+        key = stack_key(m.config, m.state.spec, m.trainer.loss, m.trainer.solver.name)
+        if key is None:
+            alone.append(i)
+        else:
+            keyed.setdefault(key, []).append(i)
+    groups = []
+    for where in keyed.values():
+        if len(where) == 1:
+            alone.extend(where)
+        else:
+            groups.append(Group([active[i] for i in where], where, params, opt))
+    return groups, sorted(alone)
 
 
 def _sync(active, params, opt, stream, base_counts) -> None:

@@ -21,7 +21,6 @@ from ..batches import Prefetcher
 from ..config import csv_options_from
 from ..decode import Decoder
 from ..features import count_vector, describe_counts
-from ..folds import take_rows
 from ..metrics import Accumulator
 from ..model import Model
 from ..scoring import check_scored_input
@@ -64,15 +63,18 @@ def evaluate_models(
     try:
         for chunk in prefetch:
             counts += chunk.counts
-            for f, members in groups.items():  # one fold's rows in memory at a time
-                raw = _part(chunk.rows, f)
+            parts = _parts(chunk.rows, list(groups))
+            for f, members in groups.items():
+                raw = parts[f]
                 if len(raw) == 0:
                     continue
                 y = raw[:, n_feat]
                 w = None if weight is None else raw[:, -1]
                 codes, text = lead.spec.codes(raw), lead.spec.text(raw)
+                # the standardised features once for the fold's models (they share the spec)
+                z = lead.spec.transform(raw) if len(members) > 1 else None
                 for i in members:
-                    p = models[i].decision(raw[:, :n_feat], codes, text)
+                    p = models[i].decision(raw[:, :n_feat], codes, text, z=z)
                     values = losses[i].value(p, y)
                     sums[i] += float(values.sum() if w is None else w @ values)
                     accs[i].update(y, losses[i].link(p), w)
@@ -93,9 +95,18 @@ def evaluate_models(
     return results
 
 
-def _part(rows, fold: int | None):
-    """A chunk's rows of fold ``fold`` (None: every row of an untagged chunk), as row
-    preparation selects them: a column-major copy of the fold's rows, without the fold."""
-    if fold is None:
-        return rows
-    return take_rows(rows[:, :-1], np.flatnonzero(rows[:, -1] == fold))
+def _parts(rows: np.ndarray, folds: list) -> dict:
+    """Each fold's rows of a chunk (``[None]``: every row of an untagged chunk), as row
+    preparation selects them, without the fold column: views of one copy of the chunk with
+    its rows stably sorted by fold, so each fold's rows are a run of it, in their order: one
+    gather for all folds, where a gather per fold read the whole column-major chunk once per
+    fold (131,072 x 33, 5 folds: 6.3 ms against 8.5 ms a chunk)."""
+    if folds == [None]:
+        return {None: rows}
+    # small integer codes: numpy's stable sort is then a radix sort (8x faster than intp's)
+    tags = rows[:, -1].astype(np.int8 if max(folds) < 128 else np.intp)
+    order = np.argsort(tags, kind="stable")
+    sizes = np.bincount(tags, minlength=max(folds) + 1)
+    ends = np.cumsum(sizes)
+    grouped = rows[:, :-1].T.take(order, axis=1, mode="clip").T  # column-major, by fold
+    return {f: grouped[ends[f] - sizes[f] : ends[f]] for f in folds}

@@ -20,8 +20,8 @@ import pytest
 from integration_support import run_cli
 
 import streamgd
-from streamgd.errors import UsageError
-from streamgd.folds import FOLD_SALT, fold_of, fold_rows
+from streamgd.errors import DivergedError, UsageError
+from streamgd.folds import FOLD_SALT, fold_of, fold_parts, fold_rows
 from streamgd.search import fit_grid
 from streamgd.search.leaderboard import HIGHER_IS_BETTER
 
@@ -321,3 +321,48 @@ def test_one_fold_model_alone_resumes_bit_identically(data, tmp_path):
     again.mkdir()
     shutil.copy(picked, again / picked.name)
     _same(whole, streamgd.fit(data, checkpoint_dir=str(again), resume=True, **settings))
+
+
+def test_stacked_fold_models_skipping_batches_and_diverging_equal_their_runs_alone(
+    data, monkeypatch
+):
+    # the grid's models share one stacked step (search.stacked), each fold a block of it;
+    # in batches of 2 rows, often every row is in one fold, whose models sit the batch out
+    # while the others step; lr 1e6 diverges and leaves the stack
+    from streamgd.search import stacked
+
+    seen = {"stacked": 0, "partial": 0}
+    advance = stacked.Group._advance
+
+    def spy(self, blocks):
+        seen["stacked"] += 1
+        seen["partial"] += len(blocks) < len(self.blocks)
+        return advance(self, blocks)
+
+    monkeypatch.setattr(stacked.Group, "_advance", spy)
+    settings = {**BASE, "cv": 3, "batch_size": 2, "epochs": 1, "schedule": "constant"}
+    settings.update(target="y", lr=[1e6, 0.1, 0.01], l2=1e-3)
+    result = fit_grid(data, **settings)
+    assert seen["stacked"] > 0 and seen["partial"] > 0
+    monkeypatch.setattr(stacked.Group, "_advance", advance)
+    assert [m.summary["stop_reason"] for m in result.models] == ["diverged", "epochs", "epochs"]
+    assert all(np.isfinite(m.weights).all() for m in [result.models[0], *result.fold_models[0]])
+    with pytest.raises(DivergedError):  # alone, the diverging settings stop the run
+        streamgd.fit(data, **{**settings, "cv": None, **result.labels[0]})
+    for i, label in enumerate(result.labels[1:], start=1):
+        _same(result.models[i], streamgd.fit(data, **{**settings, "cv": None, **label}))
+        for k, model in enumerate(result.fold_models[i]):
+            _same(model, streamgd.fit(data, **{**settings, **label, "cv_fold": k}))
+
+
+def test_fold_parts_are_each_folds_rows_with_their_layout():
+    rng = np.random.default_rng(2)
+    buffer = np.asfortranarray(rng.normal(size=(300, 5)).astype(np.float32))
+    buffer[:, -1] = rng.integers(0, 3, len(buffer))
+    raw = buffer[40:140]  # a batch: a view into the shuffle buffer's matrix
+    parts = fold_parts(raw, [None, 0, 1, 2])
+    for fold, rows in parts.items():
+        expected = fold_rows(raw, fold)
+        assert np.array_equal(rows, expected)
+        assert rows.strides == expected.strides
+    assert parts[None].base is not None  # all rows: a view, as fold_rows gives

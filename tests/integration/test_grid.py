@@ -294,3 +294,30 @@ def test_a_grid_with_interactions_on_pandas_written_strings_equals_its_runs_alon
         alone = streamgd.fit(path, **settings, **label)
         _same(model, alone)
         assert np.array_equal(model.code_weights, alone.code_weights)
+
+
+def test_stacked_and_own_steps_are_chosen_per_member_and_equal_runs_alone(data, monkeypatch):
+    # sgd models are stacked (search.stacked); adamw's decay skips the intercept by position,
+    # so its models take their own train_step; both equal their runs alone
+    from streamgd.search import engine
+
+    chosen = []
+    groups = engine._groups
+
+    def spy(active, params, opt):
+        found, alone = groups(active, params, opt)
+        chosen.append(
+            (
+                sorted(m.config.optimizer for g in found for m in g.members),
+                sorted(active[i].config.optimizer for i in alone),
+            )
+        )
+        return found, alone
+
+    monkeypatch.setattr(engine, "_groups", spy)
+    settings = {**BASE, "target": "y", "optimizer": ["sgd", "adamw"], "lr": [0.1, 0.01]}
+    result = fit_grid(data, quiet=True, **settings)
+    assert chosen[0] == (["sgd", "sgd"], ["adamw", "adamw"])
+    monkeypatch.setattr(engine, "_groups", groups)
+    for model, label in zip(result.models, result.labels, strict=True):
+        _same(model, streamgd.fit(data, quiet=True, **{**settings, **label}))
