@@ -123,6 +123,8 @@ def _train(
                     model = model_from_state(state, config)
                     recorded = manager.recorded_model_digest
                     return TrainResult(model, state, False, resumed_from, recorded)
+                # the run's --epochs and --tol (free to differ) from now on, as a fresh run's
+                state.config = config.to_dict()
                 hooks.on_resume(state, resumed_from)
         elif manager is not None:
             manager.supersede_existing()

@@ -522,3 +522,18 @@ def test_rerun_of_a_finished_job_does_nothing(tmp_path, synthetic, capsys):
     assert "already finished" in captured.err
     assert _read(out) == before and os.stat(out).st_mtime_ns == mtime
     assert CheckpointManager(out + ".ckpt").paths() == ckpts
+
+
+def test_more_epochs_on_the_command_line_report_the_new_total(tmp_path, synthetic, capsys):
+    """A finished job resumed with more --epochs counts against the new total (it printed
+    'epoch 3/2'), and its checkpoints record the run's epochs, as a fresh run's do."""
+    data = synthetic(rows=500)
+    out = str(tmp_path / "m.npz")
+    args = ["fit", *data.paths, "--target", "y", "-o", out, "--resume"]
+    assert run([*args, "--epochs", "2"]) == 0
+    capsys.readouterr()
+    assert run([*args, "--epochs", "4"]) == 0
+    err = capsys.readouterr().err
+    assert "epoch 3/4:" in err and "epoch 4/4:" in err and "/2:" not in err
+    latest = CheckpointManager(out + ".ckpt").paths()[0]
+    assert load_checkpoint(latest).config["epochs"] == 4
