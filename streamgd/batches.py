@@ -173,7 +173,8 @@ class Prefetcher:
 
     def _groups(self, stride: int) -> Groups | None:
         """Tiny units decoded several at once (see :mod:`streamgd.groups`)."""
-        return Groups.of(*self._args[:3], stride=stride, get_buffer=self.pool.get)
+        keep = self._park is not None  # the statistics pass: its tables, for the epoch
+        return Groups.of(*self._args[:3], stride=stride, get_buffer=self.pool.get, keep=keep)
 
     def _run_interleaved(self, how: Interleaving) -> None:
         dataset, order, decoder, _, _ = self._args

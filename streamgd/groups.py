@@ -68,9 +68,11 @@ class Groups:
         *,
         stride: int,
         get_buffer: Callable[[int], np.ndarray],
+        keep: bool = False,
     ) -> None:
         self.dataset, self.order, self.decoder = dataset, order, decoder
         self.stride, self._get_buffer = stride, get_buffer
+        self.keep = keep  # the statistics pass: offer the tables read to dataset.kept
         # the lanes share the bytes: one group decoded ahead per lane
         itemsize = np.dtype(decoder.dtype).itemsize
         self._limit = group_rows(decoder.matrix_width, itemsize, share=stride)
@@ -89,12 +91,13 @@ class Groups:
         *,
         stride: int,
         get_buffer: Callable[[int], np.ndarray],
+        keep: bool = False,
     ) -> Groups | None:
         """The groups of a reader, or None when ``decoder`` cannot decode several units as
         one (see :attr:`~streamgd.decode.Decoder.groupable`) or no unit is tiny."""
         if not decoder.groupable:
             return None
-        groups = cls(dataset, order, decoder, stride=stride, get_buffer=get_buffer)
+        groups = cls(dataset, order, decoder, stride=stride, get_buffer=get_buffer, keep=keep)
         return groups if any(map(groups.tiny, range(len(order)))) else None
 
     def tiny(self, position: int) -> bool:
@@ -123,11 +126,15 @@ class Groups:
         return decoded[0]
 
     def close(self) -> None:
+        """Stop reading ahead; a reader that does not keep tables ends what the statistics
+        pass kept (they are for the pass after it only)."""
         if self._reader is not None:
             self._reader.shutdown(wait=True, cancel_futures=True)
             self._reader = None
         self._ahead.clear()
         self._decoded.clear()
+        if not self.keep:
+            self.dataset.kept.clear()
 
     def _group(self, position: int) -> list[int]:
         """``position`` and the tiny units after it (by ``stride``) while the group has room."""
@@ -143,14 +150,22 @@ class Groups:
         return positions
 
     def _read(self, positions: list[int], handles: HandleCache) -> list[tuple[pa.Table, str, int]]:
-        """The units' tables (one piece each: tiny row groups), with their file and first row."""
-        dataset, columns = self.dataset, self.decoder.reads
+        """The units' tables (one piece each: tiny row groups), with their file and first row:
+        kept by the statistics pass, or read (and kept, when this reader keeps them)."""
+        dataset, columns, kept = self.dataset, self.decoder.reads, self.dataset.kept
         out = []
         for p in positions:
-            unit = dataset.units[self.order[p]]
-            path = dataset.files[unit.file].path
+            index = self.order[p]
+            unit = dataset.units[index]
+            src = dataset.files[unit.file]
+            found = None if self.keep else kept.take(index, columns, src.path, src.stamp)
+            if found is not None:
+                out.append((found[0], src.path, found[1]))
+                continue
             for table, first_row in dataset.iter_unit(unit, columns, handles):
-                out.append((table, path, first_row))
+                out.append((table, src.path, first_row))
+                if self.keep:
+                    kept.offer(index, table, first_row)
         return out
 
     def _decode(self, tables: list[tuple[pa.Table, str, int]]) -> list[Decoded]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -9,7 +11,14 @@ from ..errors import DataError
 from .fingerprint import Stamp, check_footer, verify
 from .paths import input_file, is_uri, short_error
 
-__all__ = ["FOOTER_BUDGET", "FooterCache", "HandleCache", "open_parquet"]
+__all__ = [
+    "FOOTER_BUDGET",
+    "KEEP_BUDGET",
+    "FooterCache",
+    "HandleCache",
+    "KeptTables",
+    "open_parquet",
+]
 
 # Bytes of parsed footers a dataset keeps (see FooterCache), and the memory a parsed footer
 # takes per byte of its serialized form (measured: 9-11x, for 33 columns in 1 row group and in 50)
@@ -47,6 +56,59 @@ class FooterCache:
         if path not in self._footers and self.used + cost <= self.budget:
             self._footers[path] = (stamp.digest, md)
             self.used += cost
+
+
+# Bytes of small units' tables the statistics pass may keep for the first epoch (KeptTables)
+KEEP_BUDGET = 16 << 20
+
+
+class KeptTables:
+    """Tables of small units read by the statistics pass, kept for the first epoch's read of
+    the same units (see :mod:`streamgd.groups`): a tiny row group costs Arrow about as much
+    to read as a large one (~0.5 ms: a reader and 33 column chunks), so a dataset of
+    thousands of small files is read once instead of twice when they fit.
+
+    Bounded: at most ``budget`` bytes of tables (Arrow's ``nbytes``); beyond it, nothing more
+    is kept. Each table is given out once, for columns it holds, and only while its file is
+    still the stamped one (one ``stat``: see :func:`~streamgd.sources.fingerprint.verify`),
+    so a file replaced between the passes is refused as a read of it would be. Thread-safe:
+    a reading thread offers and takes them.
+    """
+
+    def __init__(self, budget: int = KEEP_BUDGET) -> None:
+        self.budget, self.used = budget, 0
+        self._tables: dict[int, tuple[pa.Table, int]] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._tables)
+
+    def offer(self, unit: int, table: pa.Table, first_row: int) -> None:
+        """Keep ``table`` (unit ``unit``'s, whose first row is ``first_row``) if there is room."""
+        with self._lock:
+            if unit not in self._tables and self.used + table.nbytes <= self.budget:
+                self._tables[unit] = (table, first_row)
+                self.used += table.nbytes
+
+    def take(
+        self, unit: int, columns: list[str], path: str, stamp: Stamp | None
+    ) -> tuple[pa.Table, int] | None:
+        """Unit ``unit``'s table as ``columns`` and its first row, given out once; None when
+        not kept (or not with those columns)."""
+        with self._lock:
+            kept = self._tables.pop(unit, None)
+            if kept is not None:
+                self.used -= kept[0].nbytes
+        if kept is None or not set(columns).issubset(kept[0].column_names):
+            return None
+        if stamp is not None:
+            verify(path, "parquet", stamp)
+        return kept[0].select(columns), kept[1]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._tables.clear()
+            self.used = 0
 
 
 class HandleCache:

@@ -229,3 +229,17 @@ def test_a_group_holds_at_most_its_share_of_rows(tmp_path):
         g.close()
         assert seen == dataset.num_rows
         assert max(got) <= max(limit, 300) and len(got) < len(order)
+
+
+def test_the_statistics_of_tiny_files_are_those_of_all_their_rows(tmp_path):
+    """Small pieces are summarised together (stats_pass.SMALL_ROWS): the oracle is numpy's
+    mean and standard deviation of every row."""
+    paths = _write(str(tmp_path / "d"))
+    tables = [pq.read_table(p) for p in paths]
+    x = np.array(
+        [[float(v) for v in t.column(f"x{j}").to_pylist()] for t in tables for j in range(3)]
+    )
+    x = np.concatenate([x[3 * k : 3 * k + 3].T for k in range(len(tables))])
+    spec = train(paths, _config(epochs=1)).model.spec
+    np.testing.assert_allclose(spec.center, x.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(spec.scale, x.std(axis=0, ddof=1), rtol=1e-5)
