@@ -485,7 +485,9 @@ class Decoder:
         for table, path, first_row in run:
             spans.append((path, first_row, at, at + table.num_rows))
             at += table.num_rows
+        # one chunk per column: a column of many small chunks costs one combine each
         table = run[0][0] if len(run) == 1 else pa.concat_tables([t for t, _, _ in run])
+        table = table.combine_chunks() if len(run) > 1 else table
         guard = self.guard
         check = None if guard is None else _span_check(guard, spans)
         try:

@@ -165,7 +165,7 @@ class Groups:
             for table, first_row in dataset.iter_unit(unit, columns, handles):
                 out.append((table, src.path, first_row))
                 if self.keep:
-                    kept.offer(index, table, first_row)
+                    kept.offer(index, table, first_row, columns)
         return out
 
     def _decode(self, tables: list[tuple[pa.Table, str, int]]) -> list[Decoded]:
