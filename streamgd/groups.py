@@ -164,8 +164,21 @@ class Groups:
                 continue
             for table, first_row in dataset.iter_unit(unit, columns, handles):
                 out.append((table, src.path, first_row))
-                if self.keep:
-                    kept.offer(index, table, first_row, columns)
+        if not self.keep:
+            return out
+        # the group's tables as one (its columns in one chunk each), for the next pass
+        kept_units = [
+            (self.order[p], t.num_rows, r) for p, (t, _, r) in zip(positions, out, strict=True)
+        ]
+        try:
+            table = pa.concat_tables([t for t, _, _ in out]).combine_chunks()
+        except pa.ArrowInvalid:  # tables of other schemas: read again in the next pass
+            return out
+        kept.offer(kept_units, table, columns)
+        at = 0
+        for i, (t, path, first_row) in enumerate(out):
+            out[i] = (table.slice(at, t.num_rows), path, first_row)
+            at += t.num_rows
         return out
 
     def _decode(self, tables: list[tuple[pa.Table, str, int]]) -> list[Decoded]:

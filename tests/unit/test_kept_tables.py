@@ -25,10 +25,11 @@ def test_kept_tables_are_bounded_and_given_once(tmp_path):
     paths = [_write(tmp_path / f"p{i}.parquet", i) for i in range(4)]
     dataset = open_dataset(paths)
     tables = [pq.read_table(p) for p in paths]
-    kept = KeptTables(budget=2 * tables[0].get_total_buffer_size() + 1)
-    for i, t in enumerate(tables):
-        kept.offer(i, t, 10 * i, t.column_names)
-    assert len(kept) == 2 and kept.used <= kept.budget  # the first two: no room after them
+    both = pa.concat_tables(tables[:2]).combine_chunks()  # two units' rows in one table
+    kept = KeptTables(budget=both.get_total_buffer_size() + 1)
+    kept.offer([(0, 30, 0), (1, 30, 10)], both, both.column_names)
+    kept.offer([(2, 30, 20)], tables[2], tables[2].column_names)  # no room left
+    assert len(kept) == 2 and kept.used <= kept.budget
     src = dataset.files[1]
     table, first_row = kept.take(1, ["y"], src.path, src.stamp)
     assert table.column_names == ["y"] and first_row == 10
@@ -43,7 +44,7 @@ def test_a_kept_table_of_a_replaced_file_is_refused(tmp_path):
     path = _write(tmp_path / "a.parquet", 0)
     dataset = open_dataset([path])
     kept = KeptTables()
-    kept.offer(0, pq.read_table(path), 0, ["x", "y"])
+    kept.offer([(0, 30, 0)], pq.read_table(path), ["x", "y"])
     _write(tmp_path / "b.parquet", 1)
     os.replace(tmp_path / "b.parquet", path)
     with pytest.raises(DataError, match=r"a\.parquet: the file changed during the run"):
