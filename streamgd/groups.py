@@ -16,9 +16,16 @@ units one by one, and a group is only how the reader gets there. A unit's rows a
 bit for bit those it has decoded alone, so a resume that starts a group elsewhere gives the
 same rows, and data without tiny units is read exactly as before.
 
-Memory: a reader holds at most one group decoded ahead (a pooled matrix of at most
-``GROUP_BYTES``) and the Arrow tables of one group being read (at most ``GROUP_ROWS`` rows),
-per lane for an interleaved stream.
+The statistics pass keeps what it read (each group's tables combined into one table, up
+to ``KEEP_BUDGET``, 16 MB of Arrow buffers: see :class:`~streamgd.sources.parquet.KeptTables`)
+for the first epoch, which then reads none of those files again (a ``stat`` each shows they
+are still the stamped files).
+
+Memory, bounded in rows and bytes: a reader holds, per lane (one for a sequential stream),
+one group decoded and not yet handed on (at most ``GROUP_BYTES / lanes`` of decoded rows,
+4 MiB in all, or one unit of at most ``TINY_ROWS`` rows when a single unit is larger) and the
+Arrow tables of its next group being read (as many rows); the kept tables add at most
+``KEEP_BUDGET`` until the first epoch has taken them (or a later pass ends).
 """
 
 from __future__ import annotations
@@ -73,6 +80,7 @@ class Groups:
         self.dataset, self.order, self.decoder = dataset, order, decoder
         self.stride, self._get_buffer = stride, get_buffer
         self.keep = keep  # the statistics pass: offer the tables read to dataset.kept
+        self._tiny = self._tiny_units(dataset)
         # the lanes share the bytes: one group decoded ahead per lane
         itemsize = np.dtype(decoder.dtype).itemsize
         self._limit = group_rows(decoder.matrix_width, itemsize, share=stride)
@@ -100,13 +108,20 @@ class Groups:
         groups = cls(dataset, order, decoder, stride=stride, get_buffer=get_buffer, keep=keep)
         return groups if any(map(groups.tiny, range(len(order)))) else None
 
+    @staticmethod
+    def _tiny_units(dataset: Dataset) -> list[bool]:
+        """Per unit of ``dataset``: a Parquet row group of 1 to ``TINY_ROWS`` rows."""
+        files = dataset.files
+        return [
+            files[u.file].format == "parquet"
+            and u.row_group >= 0
+            and 0 < (u.rows or 0) <= TINY_ROWS
+            for u in dataset.units
+        ]
+
     def tiny(self, position: int) -> bool:
         """Whether the unit at ``position`` is read in a group."""
-        if not 0 <= position < len(self.order):
-            return False
-        unit = self.dataset.units[self.order[position]]
-        kind = self.dataset.files[unit.file].format
-        return kind == "parquet" and unit.row_group >= 0 and 0 < (unit.rows or 0) <= TINY_ROWS
+        return 0 <= position < len(self.order) and self._tiny[self.order[position]]
 
     def take(self, position: int) -> Decoded | None:
         """The rows of the tiny unit at ``position`` (decoding its group when it is the first
