@@ -110,12 +110,13 @@ class Groups:
 
     @staticmethod
     def _tiny_units(dataset: Dataset) -> list[bool]:
-        """Per unit of ``dataset``: a Parquet row group of 1 to ``TINY_ROWS`` rows."""
+        """Per unit of ``dataset``: a Parquet row group of 1 to ``TINY_ROWS`` rows, read in one
+        piece."""
         files = dataset.files
         return [
             files[u.file].format == "parquet"
-            and u.row_group >= 0
             and 0 < (u.rows or 0) <= TINY_ROWS
+            and dataset.single_piece(u)
             for u in dataset.units
         ]
 
