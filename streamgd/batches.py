@@ -128,14 +128,18 @@ class Prefetcher:
         handles = HandleCache()
         empty = np.empty((0, decoder.width))
         groups = self._groups(stride=1)
+        batch: list[Chunk] = []
         try:
             for position in range(start, len(order)):
                 skip = offset if position == start else 0
-                grouped = None if groups is None else groups.take(position)
+                grouped = groups.take(position)
                 if grouped is not None:  # a tiny unit, decoded with the next ones
-                    rows, counts, buf = grouped
-                    if not self._put(Chunk(position, rows[skip:], counts, True, buffer=buf)):
-                        return
+                    rows, counts, buf = grouped  # the group's last one carries its memory
+                    batch.append(Chunk(position, rows[skip:], counts, True, buffer=buf))
+                    if buf is not None:  # the group's chunks go through the queue at once
+                        if not self._put(batch):
+                            return
+                        batch = []
                     continue
                 unit = dataset.units[order[position]]
                 path = dataset.files[unit.file].path
@@ -168,10 +172,9 @@ class Prefetcher:
             self._recordings = []
             self._put(exc)
         finally:
-            if groups is not None:
-                groups.close()
+            groups.close()
 
-    def _groups(self, stride: int) -> Groups | None:
+    def _groups(self, stride: int) -> Groups:
         """Tiny units decoded several at once (see :mod:`streamgd.groups`)."""
         keep = self._park is not None  # the statistics pass: its tables, for the epoch
         return Groups.of(*self._args[:3], stride=stride, get_buffer=self.pool.get, keep=keep)
@@ -218,14 +221,11 @@ class Prefetcher:
                 self._put(exc)
         finally:
             chunks.close()
-            if groups is not None:
-                groups.close()
+            groups.close()
 
-    def _pieces(
-        self, position: int, handles: HandleCache, groups: Groups | None
-    ) -> Iterator[Piece]:
+    def _pieces(self, position: int, handles: HandleCache, groups: Groups) -> Iterator[Piece]:
         """The decoded pieces of the unit at ``position`` of the order, each in pooled memory."""
-        grouped = None if groups is None else groups.take(position)
+        grouped = groups.take(position)
         if grouped is not None:
             yield grouped
             return

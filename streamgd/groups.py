@@ -100,13 +100,13 @@ class Groups:
         stride: int,
         get_buffer: Callable[[int], np.ndarray],
         keep: bool = False,
-    ) -> Groups | None:
-        """The groups of a reader, or None when ``decoder`` cannot decode several units as
-        one (see :attr:`~streamgd.decode.Decoder.groupable`) or no unit is tiny."""
-        if not decoder.groupable:
-            return None
+    ) -> Groups:
+        """The groups of a reader; none (every unit read alone) when ``decoder`` cannot
+        decode several units as one (see :attr:`~streamgd.decode.Decoder.groupable`)."""
         groups = cls(dataset, order, decoder, stride=stride, get_buffer=get_buffer, keep=keep)
-        return groups if any(map(groups.tiny, range(len(order)))) else None
+        if not decoder.groupable:
+            groups._tiny = [False] * len(dataset.units)
+        return groups
 
     @staticmethod
     def _tiny_units(dataset: Dataset) -> list[bool]:
