@@ -55,7 +55,7 @@ def group_rows(width: int, itemsize: int, share: int = 1) -> int:
     columns of ``itemsize`` bytes, with ``share`` groups decoded ahead at once (the lanes).
 
     >>> group_rows(33, 4), group_rows(33, 8), group_rows(33, 4, share=32), group_rows(2000, 8)
-    (16384, 15887, 993, 262)
+    (16384, 15887, 992, 262)
     """
     per_row = max(1, width * itemsize)
     return max(1, min(GROUP_ROWS, GROUP_BYTES // max(1, share) // per_row))
