@@ -36,7 +36,14 @@ def _write(directory, *, files: int = FILES, rows: int = ROWS, seed: int = 0, ed
         if edit is not None:
             edit(i, x)
         kind = pa.float32() if i % 7 == 3 else pa.float64()
-        table = pa.table({**{f"x{j}": pa.array(x[:, j], kind) for j in range(3)}, "y": y})
+        table = pa.table(
+            {
+                **{f"x{j}": pa.array(x[:, j], kind) for j in range(3)},
+                "y": y,
+                "b": (y > 1.0).astype(np.int64),  # a label, and a weight per row
+                "w": 0.5 + rng.random(rows),
+            }
+        )
         path = os.path.join(directory, f"part-{i:03d}.parquet")
         pq.write_table(table, path, row_group_size=rows // 2 + 1 if i % 9 == 4 else rows)
         paths.append(path)
@@ -64,6 +71,7 @@ def _alone(monkeypatch) -> None:
         {"shuffle": False},
         {"missing": "impute", "outliers": "clip"},
         {"shuffle_buffer": 64, "stats_rows": 300},
+        {"loss": "logistic", "target": "b", "weight": "w", "holdout": 0.2},
     ],
 )
 def test_groups_give_the_bits_of_units_read_alone(tmp_path, monkeypatch, settings):
@@ -152,9 +160,10 @@ def test_a_bad_value_met_in_training_names_its_file_and_row(tmp_path, monkeypatc
     assert str(alone.value) == text
 
 
-def test_resume_from_any_step_is_bit_identical(tmp_path):
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_resume_from_any_step_is_bit_identical(tmp_path, shuffle):
     paths = _write(str(tmp_path / "d"))
-    config = _config(epochs=2)
+    config = _config(epochs=2, shuffle=shuffle)
     full_dir = str(tmp_path / "full")
     options = RunOptions(checkpoint_dir=full_dir, checkpoint_every=1, keep=10_000)
     full = train(paths, config, options)
