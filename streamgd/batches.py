@@ -22,6 +22,7 @@ import pyarrow as pa
 from .cursor import Cursor
 from .decode import Decoder
 from .errors import CheckpointError
+from .groups import Groups
 from .lanes import Chunk, LaneState, Piece, interleave
 from .shuffle import (
     BUFFER_STREAM,
@@ -126,11 +127,22 @@ class Prefetcher:
         columns = decoder.reads
         handles = HandleCache()
         empty = np.empty((0, decoder.width))
+        groups = self._groups(stride=1)
+        batch: list[Chunk] = []
         try:
             for position in range(start, len(order)):
+                skip = offset if position == start else 0
+                grouped = groups.take(position)
+                if grouped is not None:  # a tiny unit, decoded with the next ones
+                    rows, counts, buf = grouped  # the group's last one carries its memory
+                    batch.append(Chunk(position, rows[skip:], counts, True, buffer=buf))
+                    if buf is not None:  # the group's chunks go through the queue at once
+                        if not self._put(batch):
+                            return
+                        batch = []
+                    continue
                 unit = dataset.units[order[position]]
                 path = dataset.files[unit.file].path
-                skip = offset if position == start else 0
                 # A row group is one chunk, marked last at once; a CSV file's blocks, or a huge
                 # row group's slices, are followed by an empty end-of-unit chunk. No lookahead
                 # holds an extra chunk.
@@ -159,11 +171,20 @@ class Prefetcher:
         except BaseException as exc:  # handed to the consumer, which re-raises it
             self._recordings = []
             self._put(exc)
+        finally:
+            groups.close()
+
+    def _groups(self, stride: int) -> Groups:
+        """Tiny units decoded several at once (see :mod:`streamgd.groups`)."""
+        keep = self._park is not None  # the statistics pass: its tables, for the epoch
+        return Groups.of(*self._args[:3], stride=stride, get_buffer=self.pool.get, keep=keep)
 
     def _run_interleaved(self, how: Interleaving) -> None:
         dataset, order, decoder, _, _ = self._args
         handles = HandleCache()
         empty = np.empty((0, decoder.width), dtype=decoder.dtype)
+        # a lane reads the units at position, position + width, ...: its next tiny ones
+        groups = self._groups(stride=how.n_lanes if how.state is None else how.state.width)
 
         def zero_counts(position: int) -> np.ndarray:
             path = dataset.files[dataset.units[order[position]].file].path
@@ -177,7 +198,7 @@ class Prefetcher:
             seed=how.seed,
             epoch=how.epoch,
             unit_rows=[dataset.units[i].rows for i in order],
-            pieces=lambda position: self._pieces(position, handles),
+            pieces=lambda position: self._pieces(position, handles, groups),
             release=self.pool.put,
             zero_counts=zero_counts,
             empty=empty,
@@ -200,9 +221,14 @@ class Prefetcher:
                 self._put(exc)
         finally:
             chunks.close()
+            groups.close()
 
-    def _pieces(self, position: int, handles: HandleCache) -> Iterator[Piece]:
+    def _pieces(self, position: int, handles: HandleCache, groups: Groups) -> Iterator[Piece]:
         """The decoded pieces of the unit at ``position`` of the order, each in pooled memory."""
+        grouped = groups.take(position)
+        if grouped is not None:
+            yield grouped
+            return
         dataset, order, decoder, _, _ = self._args
         unit = dataset.units[order[position]]
         path = dataset.files[unit.file].path

@@ -159,6 +159,9 @@ def _but_last(screen: Callable[[np.ndarray, str, int], np.ndarray] | None):
         out = screen(head, path, first_row)
         return m if out is head else np.asfortranarray(np.column_stack([out, m[:, -1]]))
 
+    quiet = getattr(screen, "quiet", None)
+    if quiet is not None:
+        apply.quiet = lambda m: quiet(m[:, :-1])  # type: ignore[attr-defined]
     return apply
 
 
@@ -351,6 +354,18 @@ class Decoder:
     ) -> np.ndarray:
         """Steps 1 and 2: the piece's columns, converted, as one matrix (a view of ``out``
         when given, else a new ``dtype`` matrix). ``path`` and ``first_row`` locate errors."""
+        m = self._raw_matrix(table, path, first_row, out)
+        return m if self.screen is None else self.screen(m, path, first_row)
+
+    def _raw_matrix(
+        self,
+        table: pa.Table | pa.RecordBatch,
+        path: str,
+        first_row: int,
+        out: np.ndarray | None,
+        check: Callable | None = None,
+    ) -> np.ndarray:
+        """Steps 1 and 2 without the screen; ``check`` replaces the guard's call."""
         names = set(table.schema.names)
         lacking = [name for name in self.reads if name not in names]
         if lacking:  # a column only some files have (see sources.schema.missing_in)
@@ -367,11 +382,11 @@ class Decoder:
         if out is None:
             out = np.empty((table.num_rows, self.matrix_width), dtype=self.dtype, order="F")
         guard = self.guard
-        check = None if guard is None else (lambda j, v: guard(j, v, path, first_row))
+        if check is None and guard is not None:
+            check = lambda j, v: guard(j, v, path, first_row)  # noqa: E731
         if self.texts:
             return self._with_text(table, raw, out, guard, path, first_row)
-        m = to_matrix(table, self.columns, out, center=self.center, check=check)
-        return m if self.screen is None else self.screen(m, path, first_row)
+        return to_matrix(table, self.columns, out, center=self.center, check=check)
 
     def _with_text(self, table, raw, out: np.ndarray, guard, path: str, first_row: int):
         """Step 2 with text columns: the other columns by :func:`to_matrix` in runs, each text
@@ -402,7 +417,7 @@ class Decoder:
                 table, self.columns[j:end], out[:, at : at + end - j], center=center, check=check
             )
             at, j = at + end - j, end
-        return out if self.screen is None else self.screen(out, path, first_row)
+        return out
 
     def decode(
         self,
@@ -417,3 +432,105 @@ class Decoder:
         return self.prepare(
             self.matrix(table, path=path, first_row=first_row, out=out), path, first_row
         )
+
+    @property
+    def groupable(self) -> bool:
+        """Whether :meth:`decode_units` may decode several pieces as one matrix: no text
+        columns or interactions (decoded row by row from the raw table), and a guard and a
+        screen, if any, that can tell when a whole group passes them untouched."""
+        return (
+            not self.texts
+            and self.derive is None
+            and (self.guard is None or hasattr(self.guard, "quiet"))
+            and (self.screen is None or hasattr(self.screen, "quiet"))
+        )
+
+    def decode_units(
+        self, parts: Sequence[tuple[pa.Table, str, int]], *, out: np.ndarray | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`decode` of each ``(table, path, first_row)`` of ``parts`` (whole small units,
+        in the order they are read), the per-column work of steps 1 and 2 done once for each
+        run of parts with one schema: their tables concatenated, decoded into one matrix
+        (rows of ``out``, one part after another). Each part's rows and counts are those
+        :meth:`decode` gives it alone, bit for bit: conversion and centring work value by
+        value, and what names a file and row works part by part on the part's rows (the
+        guard's and the screen's findings, when the whole group is not quiet for them, row
+        preparation always); an error of steps 1-2 is raised by decoding the parts one by one
+        again, so that it names the part's file and row. Needs :attr:`groupable`."""
+        if out is None:
+            rows = sum(t.num_rows for t, _, _ in parts)
+            out = np.empty((rows, self.matrix_width), dtype=self.dtype, order="F")
+        results, at = [], 0
+        for run in _same_schema(parts):
+            n = sum(t.num_rows for t, _, _ in run)
+            m, screen = self._run_matrix(run, out[at : at + n])
+            first = 0
+            for table, path, first_row in run:
+                view = m[first : first + table.num_rows]
+                if screen is not None:
+                    screened = screen(view, path, first_row)
+                    if screened is not view:
+                        view[...] = screened
+                results.append(self.prepare(view, path, first_row))
+                first += table.num_rows
+            at += n
+        return results
+
+    def _run_matrix(
+        self, run: list[tuple[pa.Table, str, int]], out: np.ndarray
+    ) -> tuple[np.ndarray, Callable | None]:
+        """Steps 1 and 2 of parts of one schema as one matrix, and the screen its parts must
+        still pass one by one (None when the whole matrix is quiet for it)."""
+        spans, at = [], 0
+        for table, path, first_row in run:
+            spans.append((path, first_row, at, at + table.num_rows))
+            at += table.num_rows
+        # one chunk per column: a column of many small chunks costs one combine each
+        table = run[0][0] if len(run) == 1 else pa.concat_tables([t for t, _, _ in run])
+        table = table.combine_chunks() if len(run) > 1 else table
+        guard = self.guard
+        check = None if guard is None else _span_check(guard, spans)
+        try:
+            m = self._raw_matrix(table, *run[0][1:], out, check)
+        except DataError:
+            # as the parts alone: the first error in reading order, naming its file and row
+            for (part, path, first_row), (_, _, a, b) in zip(run, spans, strict=True):
+                self.decode(part, path, first_row, out=out[a:b])
+            raise
+        screen = self.screen
+        if screen is not None and screen.quiet(m):  # type: ignore[attr-defined]
+            screen = None
+        return m, screen
+
+
+def _same_schema(parts: Sequence[tuple[pa.Table, str, int]]) -> list[list]:
+    """``parts`` cut into runs of consecutive tables of one schema (concatenated as they are:
+    no type is widened on the way)."""
+    runs: list[list] = []
+    for part in parts:
+        table = part[0]
+        if isinstance(table, pa.RecordBatch):
+            part = (pa.Table.from_batches([table]), *part[1:])
+        if runs and runs[-1][0][0].schema.equals(part[0].schema):
+            runs[-1].append(part)
+        else:
+            runs.append([part])
+    return runs
+
+
+def _span_check(guard: Callable, spans: list[tuple[str, int, int, int]]):
+    """The guard over a group's column: once for the whole column when it is quiet there
+    (nothing to clip, refuse or note), else part by part, each naming its own file and row."""
+
+    def check(j: int, values: np.ndarray) -> np.ndarray:
+        if guard.quiet(j, values):  # type: ignore[attr-defined]
+            return values
+        parts, changed = [], False
+        for path, first_row, a, b in spans:
+            view = values[a:b]
+            checked = guard(j, view, path, first_row)
+            changed = changed or checked is not view
+            parts.append(checked)
+        return np.concatenate(parts) if changed else values
+
+    return check

@@ -164,6 +164,21 @@ class Screen:
                 )
         return m
 
+    def quiet(self, m: np.ndarray) -> bool:
+        """Whether calling this screen on ``m`` (raw rows, as :meth:`__call__` takes them)
+        would change nothing, itself included: its reference is fixed and no checked column
+        holds a value outside the policy's bounds. Then it need not see ``m``'s rows piece by
+        piece (see :meth:`streamgd.decode.Decoder.decode_units`)."""
+        if self.median is None:
+            return False
+        low, high = policy_bounds(self.median, self.spread, "error")
+        with np.errstate(invalid="ignore"):
+            for j in np.flatnonzero(self.checked):
+                col = m[:, j]
+                if np.fmin.reduce(col) < low[j] or np.fmax.reduce(col) > high[j]:
+                    return False
+        return True
+
     def bounds(self) -> np.ndarray | None:
         """(3, columns): the policy's low and high bounds in raw units (+-inf for columns not
         checked) and the medians; under ``warn`` (5, columns), with the outlier bounds
@@ -306,6 +321,17 @@ def guard(
             if tight and notes.wants(j):  # type: ignore[union-attr]
                 _note(j, values, path, first_row)
         return values
+
+    def quiet(j: int, values: np.ndarray) -> bool:
+        """Whether ``check(j, values, ...)`` would return ``values`` as they are and record
+        nothing (so a group of pieces decoded together need not be checked piece by piece)."""
+        if j >= len(columns) or not len(values) or not np.isfinite(bounds[:2, j]).any():
+            return True
+        with np.errstate(invalid="ignore"):
+            lo, hi = np.fmin.reduce(values), np.fmax.reduce(values)
+            return not (lo < fast_low[j] or hi > fast_high[j])
+
+    check.quiet = quiet  # type: ignore[attr-defined]
 
     def _beyond(j: int, values: np.ndarray, out: np.ndarray, path: str, first_row: int):
         if policy == "clip":

@@ -39,7 +39,7 @@ from .fingerprint import (
     verify,
 )
 from .memory import MEMORY_ROWS
-from .parquet import FooterCache, HandleCache, open_parquet
+from .parquet import FooterCache, HandleCache, KeptTables, open_parquet
 from .partitions import NO_PARTITIONS, Partitions, discover_partitions, partition_dirs
 from .paths import is_uri, path_parts, resolve_with_sizes, short_error
 from .schema import unify
@@ -121,6 +121,8 @@ class Dataset:
     footers: FooterCache = field(default_factory=FooterCache, init=False, repr=False, compare=False)
     # rows of the pieces a larger row group is read in (None: SLICE_ROWS); --piece-rows
     piece_rows: int | None = field(default=None, init=False, repr=False, compare=False)
+    # small units' tables the statistics pass read, for the first epoch (see streamgd.groups)
+    kept: KeptTables = field(default_factory=KeptTables, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if any(f.stamp is None for f in self.files):

@@ -46,18 +46,24 @@ def unify(schemas: list[pa.Schema], paths: list[str]) -> tuple[pa.Schema, tuple[
     (:func:`missing_in`): it is left out of the default features, and naming it as a feature,
     target or categorical column is an error naming such a file.
     """
-    for schema, path in zip(schemas, paths, strict=True):
-        check_unique(schema.names, path)
+    # each distinct schema once (thousands of files usually share a few): in the order of
+    # its first file, with the indices of the files that have it
+    distinct: dict[pa.Schema, list[int]] = {}
+    for i, schema in enumerate(schemas):
+        distinct.setdefault(schema, []).append(i)
+    for schema, where in distinct.items():
+        check_unique(schema.names, paths[where[0]])
     fields: dict[str, pa.Field] = {}
-    seen: dict[str, dict[pa.DataType, list[str]]] = {}  # column -> type -> files with it
-    for schema, path in zip(schemas, paths, strict=True):
+    seen: dict[str, dict[pa.DataType, list[int]]] = {}  # column -> type -> files with it
+    for schema, where in distinct.items():
+        path = paths[where[0]]
         for f in schema:
             if f.name not in fields:
                 fields[f.name] = f
-                seen[f.name] = {f.type: [path]}
+                seen[f.name] = {f.type: list(where)}
                 continue
             ref = fields[f.name]
-            seen[f.name].setdefault(f.type, []).append(path)
+            seen[f.name].setdefault(f.type, []).extend(where)
             if f.type == ref.type:
                 continue
             common = widen(ref.type, f.type)
@@ -66,22 +72,29 @@ def unify(schemas: list[pa.Schema], paths: list[str]) -> tuple[pa.Schema, tuple[
                     (t, files) for t, files in seen[f.name].items() if widen(t, f.type) is None
                 )
                 raise DataError(
-                    f"schemas disagree: type {f.type} here but {kind} in {files[0]}",
+                    f"schemas disagree: type {f.type} here but {kind} in {paths[min(files)]}",
                     path=path,
                     column=f.name,
                 )
             fields[f.name] = ref.with_type(common)
+    named = {
+        name: {t: [paths[i] for i in sorted(files)] for t, files in types.items()}
+        for name, types in seen.items()
+    }
     notes = [
-        _widening_note(name, fields[name].type, seen[name])
+        _widening_note(name, fields[name].type, named[name])
         for name in fields
         if len([t for t in seen[name] if not pa.types.is_null(t)]) > 1
     ]
-    has = [set(schema.names) for schema in schemas]
     for name, f in fields.items():
-        lacking = [p for p, names in zip(paths, has, strict=True) if name not in names]
+        lacking = sorted(
+            i for schema, where in distinct.items() if name not in schema.names for i in where
+        )
         if lacking:
-            fields[name] = f.with_metadata({**(f.metadata or {}), MISSING_IN: "\n".join(lacking)})
-            notes.append(_partial_note(name, lacking, len(paths)))
+            lacking_paths = [paths[i] for i in lacking]
+            meta = {**(f.metadata or {}), MISSING_IN: "\n".join(lacking_paths)}
+            fields[name] = f.with_metadata(meta)
+            notes.append(_partial_note(name, lacking_paths, len(paths)))
     return pa.schema(list(fields.values())), tuple(notes)
 
 

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import streamgd.sources as sources
+from streamgd import groups
 from streamgd.batches import BatchStream, Cursor, Prefetcher
 from streamgd.decode import Decoder
 from streamgd.features.rows import preparer
@@ -298,7 +299,10 @@ def test_prefetcher_start_and_offset_skip_exactly(layouts):
     assert [c.last for c in chunks] == [False] * (len(chunks) - 1) + [True]
 
 
-def test_prefetcher_decodes_a_bounded_number_of_units_ahead(layouts):
+def test_prefetcher_decodes_a_bounded_number_of_units_ahead(layouts, monkeypatch):
+    # units read one by one (tiny ones are read in groups bounded in rows and bytes: see
+    # tests/integration/test_tiny_files.py)
+    monkeypatch.setattr(groups, "TINY_ROWS", 0)
     ds = open_dataset(layouts["one_file_rg64"][0])
     calls = _count_decodes(ds)
     depth = 2
