@@ -121,8 +121,7 @@ class Prefetcher:
 
     def _run(self) -> None:
         if self._interleaving is not None:
-            self._run_interleaved(self._interleaving)
-            return
+            return self._run_interleaved(self._interleaving)
         dataset, order, decoder, start, offset = self._args
         columns = decoder.reads
         handles = HandleCache()
@@ -133,8 +132,8 @@ class Prefetcher:
             for position in range(start, len(order)):
                 skip = offset if position == start else 0
                 grouped = groups.take(position)
-                if grouped is not None:  # a tiny unit, decoded with the next ones
-                    rows, counts, buf = grouped  # the group's last one carries its memory
+                if grouped is not None:  # a tiny unit, decoded with the next ones; the
+                    rows, counts, buf = grouped  # group's last one carries its memory
                     batch.append(Chunk(position, rows[skip:], counts, True, buffer=buf))
                     if buf is not None:  # the group's chunks go through the queue at once
                         if not self._put(batch):
@@ -143,9 +142,8 @@ class Prefetcher:
                     continue
                 unit = dataset.units[order[position]]
                 path = dataset.files[unit.file].path
-                # A row group is one chunk, marked last at once; a CSV file's blocks, or a huge
-                # row group's slices, are followed by an empty end-of-unit chunk. No lookahead
-                # holds an extra chunk.
+                # A row group is one chunk, marked last at once; CSV blocks or a huge row group's
+                # slices are followed by an empty end-of-unit chunk (no lookahead holds one more)
                 single = dataset.single_piece(unit)
                 pieces = dataset.iter_unit(unit, columns, handles)
                 if self._park is not None and unit.row_group < 0 and not skip:
