@@ -14,7 +14,10 @@ measurements behind each term):
 
 Arrow's read of a piece is its table (the piece's rows in the files' column types) and the
 mapped pages it was decoded from; a row group read in slices instead keeps column readers
-open (pages and a read buffer per column, whatever the slice), one per open lane. Each phase
+open (pages and a read buffer per column, whatever the slice), one per open lane. Tiny row
+groups (at most ``groups.TINY_ROWS`` rows, read in groups: :mod:`streamgd.groups`) add, in
+both phases, a decoded group and the next one's tables (``2 x GROUP_BYTES``) and the tables
+the statistics pass keeps for the first epoch (``KEEP_BUDGET``). Each phase
 carries an allowance for what is not a matrix (Python objects, the allocators' slack).
 
 :func:`plan` sizes a run for a limit from the files' layout alone (footers: rows per row
@@ -38,9 +41,10 @@ from typing import Any
 from .batches import exchange_rows
 from .constraints import parse_size
 from .errors import UsageError
+from .groups import GROUP_BYTES, TINY_ROWS
 from .shuffle import STORE_FACTOR, lane_count
 from .sources import SLICE_ROWS
-from .sources.parquet import FOOTER_BUDGET, FOOTER_COST
+from .sources.parquet import FOOTER_BUDGET, FOOTER_COST, KEEP_BUDGET
 
 __all__ = [
     "IMPORTS_BYTES",
@@ -182,6 +186,10 @@ def footprint(layout: Layout, sizes: Sizes, *, floor: int = IMPORTS_BYTES) -> Fo
         # each open lane keeps its row group's reader (sliced) or its handles (whole)
         "arrow": arrow + (lanes - 1) * reader + lanes * LANE_OVERHEAD,
     }
+    if layout.largest_unit <= TINY_ROWS and not sliced:  # tiny units: read in groups
+        for terms in (stats, train):  # a group decoded and the next one's tables; the kept
+            terms["groups"] = 2 * GROUP_BYTES  # tables until the first epoch takes them
+            terms["kept"] = KEEP_BUDGET
     for terms in (stats, train):
         terms["other"] = SLACK_BYTES + int(SLACK_SHARE * sum(terms.values()))
     return Footprint(floor, stats, train)

@@ -45,6 +45,9 @@ def by_hand(layout: mp.Layout, s: mp.Sizes) -> int:
     lane_extra = (lanes - 1) * reader + lanes * (MIB // 4)
     train = layout.files_bytes + pieces + buffer + 4 * layout.batch_size * c * 8 + arrow
     train += lane_extra
+    if layout.largest_unit <= 4096 and layout.largest_unit <= s.piece_rows:
+        stats += 2 * 4 * MIB + 16 * MIB  # tiny units: two groups, the kept tables
+        train += 2 * 4 * MIB + 16 * MIB
 
     def with_slack(x):
         return x + 20 * MIB + int(0.25 * x)
