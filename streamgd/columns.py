@@ -14,7 +14,14 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["ConvertedColumns", "as_float", "float_array", "float_values", "to_matrix"]
+__all__ = [
+    "ConvertedColumns",
+    "as_float",
+    "float_array",
+    "float_values",
+    "integer_values",
+    "to_matrix",
+]
 
 
 def to_matrix(
@@ -45,9 +52,10 @@ def to_matrix(
     out = np.empty((n, len(columns)), dtype=np.float64, order="F") if out is None else out[:n]
     for j, name in enumerate(columns):
         col = table.column(name)
-        if not pa.types.is_floating(col.type):
-            col = as_float(col)
-        values = float_values(col)
+        if pa.types.is_integer(col.type):
+            values = integer_values(col)
+        else:
+            values = float_values(col if pa.types.is_floating(col.type) else as_float(col))
         if check is not None:
             values = check(j, values)
         c = 0.0 if center is None else center[j]
@@ -94,6 +102,29 @@ def float_values(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
     if col.null_count:  # (Arrow's own fill_null would convert a Python NaN: pandas again)
         bits = np.unpackbits(np.frombuffer(validity, np.uint8), bitorder="little")
         values = np.where(bits[offset : offset + n].astype(bool), values, dtype.type("nan"))
+    return values
+
+
+def integer_values(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """An integer column's values as float64, nulls as NaN: each the nearest float64, as
+    Arrow's cast rounds it (exact up to 2**53 in magnitude), converted by numpy from the
+    column's buffer, so that integer features need no Arrow compute functions (7 MiB of RSS).
+
+    >>> integer_values(pa.chunked_array([[2**53 + 1, None], [3]]))
+    array([9.00719925e+15,            nan, 3.00000000e+00])
+    """
+    if isinstance(col, pa.ChunkedArray):
+        col = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+    dtype = np.dtype(col.type.to_pandas_dtype())
+    validity, data = col.buffers()[:2]
+    n, offset = len(col), col.offset
+    if data is None:  # no rows
+        return np.empty(0)
+    values = np.frombuffer(data, dtype=dtype, count=n, offset=offset * dtype.itemsize)
+    values = values.astype(np.float64)
+    if col.null_count:
+        bits = np.unpackbits(np.frombuffer(validity, np.uint8), bitorder="little")
+        values[~bits[offset : offset + n].astype(bool)] = np.nan
     return values
 
 

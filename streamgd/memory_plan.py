@@ -16,11 +16,12 @@ measurements behind each term):
 Arrow's read of a piece is a column at a time for row groups of at least
 ``COLUMNWISE_ROWS`` rows (:class:`streamgd.sources.RowGroupColumns`), else its table (the
 piece's rows in the files' column types) and the mapped pages it was decoded from; a row
-group read in slices instead keeps column readers open (pages and a read buffer per column, whatever the slice), one per open lane. Tiny row
-groups (at most ``groups.TINY_ROWS`` rows, read in groups: :mod:`streamgd.groups`) add, in
-both phases, a decoded group and the next one's tables (``2 x GROUP_BYTES``) and the tables
-the statistics pass keeps for the first epoch (``KEEP_BUDGET``). Each phase
-carries an allowance for what is not a matrix (Python objects, the allocators' slack).
+group read in slices instead keeps column readers open (pages and a read buffer per column,
+whatever the slice), one per open lane. Tiny row groups (at most ``groups.TINY_ROWS``
+rows, read in groups: :mod:`streamgd.groups`) add, in both phases, a decoded group and the
+next one's tables (``2 x GROUP_BYTES``) and the tables the statistics pass keeps for the
+first epoch (``KEEP_BUDGET``). Each phase carries an allowance for what is not a matrix
+(Python objects, the allocators' slack).
 
 :func:`plan` sizes a run for a limit from the files' layout alone (footers: rows per row
 group, column types), never from the machine's state, so the same limit on the same files

@@ -6,8 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
+import pyarrow as pa  # (pyarrow.compute where used: 7 MiB a numeric fit never needs)
 
 from ..errors import DataError
 from ..sources import Dataset, HandleCache
@@ -22,6 +21,8 @@ def scan_classes(dataset: Dataset, target: str, *, max_rows: int = 0) -> tuple[t
     that column alone (bounded memory: one row group or CSV block at a time), or over its
     first ``max_rows`` rows (a one-shot stream's first rows, which are all it can give twice).
     Labels are sorted; numbers that are whole become ints."""
+    import pyarrow.compute as pc
+
     counts: dict = {}
     handles = HandleCache()
     seen = 0
@@ -61,6 +62,8 @@ def label_encoder(classes: Sequence, target: str):
     value_set = pa.array([float(c) for c in classes] if numeric else [str(c) for c in classes])
 
     def encode(col: pa.ChunkedArray, path: str, first_row: int) -> pa.Array:
+        import pyarrow.compute as pc
+
         if pa.types.is_dictionary(col.type):
             col = col.cast(col.type.value_type)
         col = col.cast(pa.float64()) if numeric else col.cast(pa.string())

@@ -25,8 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
+import pyarrow as pa  # (pyarrow.compute where used: 7 MiB a numeric fit never needs)
 
 from ..errors import DataError, UsageError
 from ..sources import Dataset, HandleCache
@@ -112,6 +111,8 @@ def tokens(col: pa.ChunkedArray | pa.Array, ngrams: int = 1) -> tuple[pa.Array, 
     >>> t.to_pylist(), rows.tolist()
     (['good', 'good', 'film', 'bad', 'good good', 'good film'], [0, 0, 0, 2, 0, 0])
     """
+    import pyarrow.compute as pc
+
     text = as_text(col)
     if pc.all(pc.string_is_ascii(text), min_count=0).as_py() is not False:
         words, rows = _ascii_words(text)
@@ -148,6 +149,8 @@ def _ascii_words(text: pa.Array) -> tuple[pa.Array, np.ndarray]:
     the lower-cased text, back to back, are the words; a word ends at a non-word byte or at
     the end of its row. The same words as the general case (there, Unicode letters and
     digits; in ASCII, ``[a-z0-9_]``)."""
+    import pyarrow.compute as pc
+
     if text.null_count:
         text = pc.fill_null(text, "")
     if pa.types.is_large_string(text.type):
@@ -237,6 +240,8 @@ class TextColumn:
     def tokens_of(self, table: pa.Table) -> tuple[pa.Array, np.ndarray]:
         """The tokens of a table's rows and the row of each (see :func:`tokens`), crossed
         with the ``by`` columns' values."""
+        import pyarrow.compute as pc
+
         toks, owner = tokens(table.column(self.column), self.ngrams)
         if not self.by:
             return toks, owner
@@ -416,6 +421,8 @@ def scan_texts(
     bucket (among the ``NAMED_TOKENS`` most frequent), reading only the text columns."""
     if not texts:
         return ()
+    import pyarrow.compute as pc
+
     names = list(dict.fromkeys(c for t in texts for c in t.reads))
     tallies: list[dict] = [{} for _ in texts]
     rows = [0] * len(texts)
