@@ -40,7 +40,7 @@ def piece_bytes(dataset: Dataset, width: int, dtype: np.dtype) -> int | None:
     """Decoded bytes of the largest piece a Parquet unit is read in (a row group, or a slice
     of at most ``dataset.slice_rows`` rows); None without Parquet units (CSV blocks: about
     1 MB)."""
-    rows = [min(u.rows, dataset.slice_rows) for u in dataset.units if u.rows is not None]
+    rows = [dataset.piece_rows_of(u) or 0 for u in dataset.units if u.rows is not None]
     return max(rows) * width * np.dtype(dtype).itemsize if rows and max(rows) else None
 
 
@@ -142,6 +142,16 @@ class BatchStream:
                 "the checkpoint's cursor is of a streamgd that read one unit at a time; "
                 "finish the epoch with that version, or start afresh"
             )
+        d = self.dataset
+        sliced = any(d.files[u.file].format == "parquet" and not d.single_piece(u) for u in d.units)
+        # a size not recorded was the old default's, unless --piece-rows gave it
+        changed = c.slices != d.slice_rows and (c.slices or d.piece_rows is None)
+        if state is not None and sliced and changed:
+            raise CheckpointError(
+                "the checkpoint's cursor is of a streamgd that read row groups too large to "
+                f"be read whole in slices of {c.slices or 262_144} rows (this one: "
+                f"{d.slice_rows}); finish the epoch with that version, or start afresh"
+            )
         return Interleaving(
             state,
             skip=c.offset if state is not None else 0,
@@ -161,6 +171,7 @@ class BatchStream:
             if chunk.before is not None:  # interleaved: where the schedule stood before it
                 b, c = chunk.before, self.cursor
                 c.position, c.offset, c.lanes, c.draws = b.width, chunk.skip, b.lanes, b.draws
+                c.slices = self.dataset.slice_rows
             return True
         self._current, self._exhausted = None, True
         if self.interleaving is not None:

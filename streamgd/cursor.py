@@ -18,7 +18,9 @@ class Cursor:
     :mod:`streamgd.lanes`): ``position`` is the number of lanes W (lane ``j`` reads the
     units at positions ``j, j + W, ...`` of the order), ``lanes`` holds each lane still
     reading as ``[position of its unit, rows handed on]``, ``draws`` counts the lane draws
-    made, and ``offset`` the rows consumed of the slice handed on next.
+    made, and ``offset`` the rows consumed of the slice handed on next; ``slices`` the rows
+    of the slices that row groups too large to be read whole were read in (0: none recorded,
+    a checkpoint of a streamgd that did not record them), which the lanes' rows depend on.
     """
 
     epoch: int = 0
@@ -26,3 +28,4 @@ class Cursor:
     offset: int = 0
     lanes: list[list[int]] | tuple[tuple[int, int], ...] | None = None
     draws: int = 0
+    slices: int = 0

@@ -46,7 +46,7 @@ from .constraints import parse_size
 from .errors import UsageError
 from .groups import GROUP_BYTES, TINY_ROWS
 from .shuffle import STORE_FACTOR, lane_count
-from .sources import SLICE_ROWS
+from .sources import SLICE_ROWS, WHOLE_ROWS
 from .sources.dataset import COLUMNWISE_ROWS
 from .sources.parquet import FOOTER_BUDGET, FOOTER_COST, KEEP_BUDGET
 
@@ -113,11 +113,13 @@ class Layout:
     batch_size: int = 1024
     shuffle: bool = True
     files_bytes: int = 0  # the open dataset: parsed footers, stamps (see layout_of)
+    largest_whole: int = 0  # rows of the largest unit of at most WHOLE_ROWS rows
 
 
 @dataclass(frozen=True)
 class Sizes:
-    """The settings a plan decides: shuffle-buffer rows, lanes, piece rows, prefetch depth."""
+    """The settings a plan decides: shuffle-buffer rows, lanes, piece rows (0: the default,
+    see :func:`_pieces`), prefetch depth."""
 
     buffer: int
     lanes: int
@@ -163,11 +165,21 @@ def _mb(n: int) -> str:
     return f"{n / MB:.0f}MB"
 
 
+def _pieces(layout: Layout, piece_rows: int) -> tuple[int, bool]:
+    """Rows of the largest piece, and whether the largest row group is read in slices, for
+    ``--piece-rows piece_rows`` (0: the default, whole up to WHOLE_ROWS rows, else slices of
+    SLICE_ROWS; see streamgd.sources.dataset)."""
+    if piece_rows:
+        return min(piece_rows, layout.largest_unit), layout.largest_unit > piece_rows
+    if layout.largest_unit <= WHOLE_ROWS:
+        return layout.largest_unit, False
+    return max(SLICE_ROWS, layout.largest_whole), True
+
+
 def footprint(layout: Layout, sizes: Sizes, *, floor: int = IMPORTS_BYTES) -> Footprint:
     """The estimated peak RSS of a fit of ``layout`` with ``sizes`` (see the module's
     docstring for the terms)."""
-    rows = min(sizes.piece_rows, layout.largest_unit)  # of the largest piece
-    sliced = layout.largest_unit > sizes.piece_rows
+    rows, sliced = _pieces(layout, sizes.piece_rows)  # the largest piece
     table = rows * layout.row_bytes
     shuffled = layout.shuffle and sizes.buffer > 0
     lanes = min(sizes.lanes, layout.units) if shuffled else 1
@@ -231,7 +243,7 @@ def _candidates(layout: Layout, given: Sizes, prefetch: int) -> list[Sizes]:
 def _choices(layout: Layout, given: Sizes, prefetch: int):
     buffers = (given.buffer,) if given.buffer >= 0 else BUFFERS
     pieces = []
-    p = min(layout.largest_unit, SLICE_ROWS)
+    p = min(layout.largest_unit, WHOLE_ROWS)
     while True:
         pieces.append(p)
         if p <= MIN_PIECE_ROWS:
@@ -319,7 +331,8 @@ def check_recorded(limit: int, layout: Layout, sizes: Sizes, *, floor: int, what
     if fp.total > limit:
         raise UsageError(
             f"--memory-limit {what}: the checkpoint's recorded sizes (--shuffle-buffer "
-            f"{sizes.buffer}, --lanes {sizes.lanes}, --piece-rows {sizes.piece_rows}) need "
+            f"{sizes.buffer}, --lanes {sizes.lanes}, "
+            f"--piece-rows {sizes.piece_rows or 'default'}) need "
             f"{_mb(fp.total)} ({fp.describe()}); give a larger limit, or start afresh"
         )
     return Plan(limit, sizes, fp)
@@ -349,6 +362,7 @@ def layout_of(dataset: Any, config: Any) -> Layout:
         columns=len(dict.fromkeys(names)),
         row_bytes=row_bytes,
         largest_unit=max([u.rows for u in dataset.units] or [1]) or 1,
+        largest_whole=max([u.rows for u in dataset.units if u.rows <= WHOLE_ROWS] or [0]),
         units=len(dataset.units),
         batch_size=config.batch_size,
         shuffle=config.shuffle,
@@ -369,8 +383,8 @@ def _value_bytes(schema: Any, name: str) -> int:
 
 def sizes_of(config: Any, layout: Layout, prefetch: int) -> Sizes:
     """The sizes ``config`` runs with (its defaults where it leaves them to the layout)."""
-    piece = config.piece_rows or SLICE_ROWS
-    rows = min(piece, layout.largest_unit)
+    piece = config.piece_rows or 0
+    rows = _pieces(layout, piece)[0]
     lanes = config.lanes or lane_count(rows * layout.columns * 4)
     return Sizes(config.shuffle_buffer, lanes, piece, prefetch)
 
@@ -399,7 +413,7 @@ def plan_run(dataset: Any, config: Any, options: Any, recorded: dict | None = No
         sizes = Sizes(
             recorded["shuffle_buffer"],
             recorded.get("lanes") or 0,
-            recorded.get("piece_rows") or SLICE_ROWS,
+            recorded.get("piece_rows") or 0,
             options.prefetch,
         )
         if not sizes.lanes:  # a checkpoint of a run without a limit: its defaults
@@ -422,7 +436,8 @@ def plan_run(dataset: Any, config: Any, options: Any, recorded: dict | None = No
             what=options.memory_limit,
         )
     s = found.sizes
-    config = replace(config, shuffle_buffer=s.buffer, lanes=s.lanes, piece_rows=s.piece_rows)
+    piece_rows = s.piece_rows or None
+    config = replace(config, shuffle_buffer=s.buffer, lanes=s.lanes, piece_rows=piece_rows)
     options = replace(options, prefetch=s.prefetch)
     return config, options, found
 
@@ -451,7 +466,7 @@ def memory_report(found: Plan | None, options: Any) -> dict[str, Any] | None:
         "peak_mb": None if peak is None else round(peak / MB, 1),
         "shuffle_buffer": s.buffer,
         "lanes": s.lanes,
-        "piece_rows": s.piece_rows,
+        "piece_rows": s.piece_rows or None,
         "prefetch": s.prefetch,
     }
 

@@ -94,7 +94,7 @@ class Prefetcher:
         self._recordings: list[_Recording] = []
         self._park = [PARK_BYTES] if park else None  # bytes the recordings may still keep
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
-        rows = (min(dataset.units[i].rows or 0, dataset.slice_rows) for i in order)
+        rows = (dataset.piece_rows_of(dataset.units[i]) or 0 for i in order)
         # the matrices are as wide as the decoded columns (before the --cv fold)
         self.pool = BufferPool(decoder.matrix_width, decoder.dtype, max(rows, default=0))
         self._stop = threading.Event()

@@ -11,7 +11,7 @@ and :mod:`.source` (:func:`open_source`: anything a user hands to the API, as a 
 
 from .csv import CSV_BLOCK_SIZE, PROBE_BLOCK_SIZE
 from .csv_options import CSV_DTYPES, CsvError, CsvOptions
-from .dataset import SLICE_ROWS, Dataset, SourceFile, Unit, open_dataset
+from .dataset import SLICE_ROWS, WHOLE_ROWS, Dataset, SourceFile, Unit, open_dataset
 from .memory import MEMORY_ROWS
 from .parquet import HandleCache, RowGroupColumns, open_parquet
 from .paths import FORMATS, is_uri, resolve_paths
@@ -24,6 +24,7 @@ __all__ = [
     "CSV_BLOCK_SIZE",
     "PROBE_BLOCK_SIZE",
     "SLICE_ROWS",
+    "WHOLE_ROWS",
     "CsvOptions",
     "CsvError",
     "SourceFile",

@@ -44,9 +44,24 @@ from .partitions import NO_PARTITIONS, Partitions, discover_partitions, partitio
 from .paths import is_uri, path_parts, resolve_with_sizes, short_error
 from .schema import unify
 
-__all__ = ["SLICE_ROWS", "SourceFile", "Unit", "Dataset", "open_dataset", "memory_units"]
+__all__ = [
+    "SLICE_ROWS",
+    "WHOLE_ROWS",
+    "SourceFile",
+    "Unit",
+    "Dataset",
+    "open_dataset",
+    "memory_units",
+]
 
-SLICE_ROWS = 262_144
+# Without --piece-rows, a row group of at most WHOLE_ROWS rows is read in one piece (a column
+# at a time: see RowGroupColumns), a larger one in slices of SLICE_ROWS rows. Arrow reads a
+# row group in slices through per-column readers that hold a page or two each whatever the
+# slice, so smaller slices cost it little more, while each decoded slice in flight is a piece
+# (measured on one 2M-row group of 33 float32 columns, 262,144-row slices: Arrow's pool 173
+# MiB at most, 96 with 65,536 rows, and 5 pieces of 35 MB in flight against 8.6 MB).
+WHOLE_ROWS = 262_144
+SLICE_ROWS = 65_536
 SLICE_READ_BUFFER = 64 << 10  # bytes each column's reader buffers of a row group read in slices
 THREADED_ROWS = 65_536  # row groups at least this large are decoded on Arrow's thread pool
 # Row groups at least this large are read one column at a time by readers that ask for it
@@ -123,7 +138,7 @@ class Dataset:
     # parsed footers of local Parquet files, bounded (see FooterCache): later passes and
     # epochs do not parse them again
     footers: FooterCache = field(default_factory=FooterCache, init=False, repr=False, compare=False)
-    # rows of the pieces a larger row group is read in (None: SLICE_ROWS); --piece-rows
+    # --piece-rows: a larger row group is read in slices of that many (None: see WHOLE_ROWS)
     piece_rows: int | None = field(default=None, init=False, repr=False, compare=False)
     # small units' tables the statistics pass read, for the first epoch (see streamgd.groups)
     kept: KeptTables = field(default_factory=KeptTables, init=False, repr=False, compare=False)
@@ -296,17 +311,24 @@ class Dataset:
         return table
 
     def single_piece(self, unit: Unit) -> bool:
-        """Whether the unit is read in one piece: a row group of at most ``SLICE_ROWS`` rows, or
-        a slice of an in-memory source."""
-        return unit.row_group >= 0 and (unit.rows or 0) <= self.slice_rows
+        """Whether the unit is read in one piece: a row group of at most ``piece_rows`` rows
+        (``WHOLE_ROWS`` by default), or a slice of an in-memory source."""
+        return unit.row_group >= 0 and (unit.rows or 0) <= (self.piece_rows or WHOLE_ROWS)
 
     @property
     def slice_rows(self) -> int:
-        """Rows of the pieces a row group larger than that is read in."""
+        """Rows of the slices a row group not read in one piece is read in: ``piece_rows``
+        (``SLICE_ROWS`` by default)."""
         return self.piece_rows or SLICE_ROWS
 
+    def piece_rows_of(self, unit: Unit) -> int | None:
+        """Rows of the largest piece ``unit`` is read in (None: unknown, a CSV file)."""
+        if unit.rows is None:
+            return None
+        return unit.rows if self.single_piece(unit) else min(unit.rows, self.slice_rows)
+
     def _iter_slices(self, src: SourceFile, unit: Unit, columns: Sequence[str]):
-        """A row group larger than ``SLICE_ROWS`` in slices of that many rows, through a
+        """A row group not read in one piece, in slices of ``slice_rows``, through a
         buffered reader, so one huge row group never sits decoded in memory whole (measured:
         a 2M-row group peaked Arrow's pool at 208 MB read whole, 79 MB in slices)."""
         # a small read buffer: one per column, kept while the row group is read (1 MiB each

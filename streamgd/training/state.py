@@ -91,7 +91,9 @@ class StreamState:
     def of(cls, cursor: Cursor, shuffled: tuple | None) -> StreamState:
         """The state of a stream at ``cursor`` with the buffer ``shuffled`` (or none)."""
         lanes = None if cursor.lanes is None else [list(lane) for lane in cursor.lanes]
-        copy = Cursor(cursor.epoch, cursor.position, cursor.offset, lanes, cursor.draws)
+        copy = Cursor(
+            cursor.epoch, cursor.position, cursor.offset, lanes, cursor.draws, cursor.slices
+        )
         if shuffled is None:
             return cls(copy)
         return cls(copy, *shuffled)

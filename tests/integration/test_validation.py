@@ -156,9 +156,10 @@ def _warnings_of(path, **kw):
 def test_ordered_input_is_warned_about(tmp_path, monkeypatch):
     import streamgd.sources as sources
 
-    # one row group too large to be decoded whole (here: above a lowered SLICE_ROWS), read
+    # one row group too large to be decoded whole (here: above a lowered WHOLE_ROWS), read
     # slice after slice: the order the stream cannot mix (row groups decoded whole, or
     # several at once, it mixes itself: see streamgd.lanes)
+    monkeypatch.setattr(sources.dataset, "WHOLE_ROWS", 5000)
     monkeypatch.setattr(sources.dataset, "SLICE_ROWS", 5000)
     rng = np.random.default_rng(16)
     x = rng.normal(size=40_000)
