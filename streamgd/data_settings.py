@@ -150,8 +150,8 @@ class DataSettings:
         None,
         Integer(256),
         "data",
-        "Rows of the pieces a larger row group is read in [default: 262144; set by "
-        "--memory-limit].",
+        "Row groups larger than this are read in slices of this many rows [default: up to "
+        "262144 rows whole, larger ones in slices of 65536; set by --memory-limit].",
     )
     shuffle_run: int = setting(
         16,
