@@ -432,7 +432,7 @@ def test_a_worker_lost_for_good_training_finishes_on_the_rest(cluster, data, tmp
 # -- row groups bigger than a slice: the worker streams them ------------------------------------
 @pytest.fixture(scope="module")
 def thread_cluster():
-    """Workers as threads of this process, so that a monkeypatched SLICE_ROWS reaches them."""
+    """Workers as threads of this process, so that a monkeypatched WHOLE_ROWS reaches them."""
     local = distributed.LocalCluster(
         n_workers=2,
         threads_per_worker=1,
@@ -463,7 +463,7 @@ def test_row_groups_bigger_than_a_slice_stream_through_workers(
         target="y", features=("x0", "x1", "year"), epochs=2, batch_size=64, sync_every=5
     )
     options = RunOptions(cluster=thread_cluster.scheduler_address)
-    whole = train([big_groups], config, options)  # 3000 rows <= SLICE_ROWS: one piece
+    whole = train([big_groups], config, options)  # 3000 rows <= WHOLE_ROWS: one piece
     kept = []
     keep = sd._keep
 
@@ -472,6 +472,7 @@ def test_row_groups_bigger_than_a_slice_stream_through_workers(
         keep(key, stream)
 
     monkeypatch.setattr(sd, "_keep", spy)
+    monkeypatch.setattr(streamgd.sources.dataset, "WHOLE_ROWS", 256)
     monkeypatch.setattr(streamgd.sources.dataset, "SLICE_ROWS", 256)
     sliced = train([big_groups], config, options)
     assert kept and max(kept) <= 256  # a worker holds one slice, not the 3000-row group

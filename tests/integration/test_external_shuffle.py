@@ -392,12 +392,13 @@ def test_settings_are_checked_at_the_boundary(sorted_parquet, tmp_path, setting,
 # -- what it is for --------------------------------------------------------------------------
 def test_training_on_the_shuffled_output_beats_the_sorted_input(tmp_path, monkeypatch):
     """One epoch with a 256-row shuffle buffer: on data sorted by its target in one row
-    group too large to be decoded whole (here: larger than a lowered SLICE_ROWS), which is
+    group too large to be decoded whole (here: larger than a lowered WHOLE_ROWS), which is
     read slice after slice, every batch holds a narrow band of targets, and the model ends
     far from the least-squares optimum; on the shuffled output it ends at it. (Row groups
     decoded whole, or several at once, are mixed by the stream itself: see streamgd.lanes.)"""
     import streamgd.sources as sources
 
+    monkeypatch.setattr(sources.dataset, "WHOLE_ROWS", 1000)
     monkeypatch.setattr(sources.dataset, "SLICE_ROWS", 1000)
     table = _sorted_table(ROWS, seed=11).select(["row_id", "x0", "x1", "y"])
     # one file of one row group: one unit, so no other unit is read beside it

@@ -62,6 +62,7 @@ def test_partition_keys_are_typed_columns_after_the_files_own(tmp_path):
 @pytest.mark.parametrize("slice_rows", [None, 7])  # whole row groups, or slices of them
 def test_every_piece_carries_its_files_values(tmp_path, monkeypatch, slice_rows):
     if slice_rows:
+        monkeypatch.setattr(sources.dataset, "WHOLE_ROWS", slice_rows)
         monkeypatch.setattr(sources.dataset, "SLICE_ROWS", slice_rows)
     ds = open_dataset([_hive(tmp_path)])
     table = _read(ds, ["region", "row_id", "year"])
