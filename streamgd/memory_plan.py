@@ -10,19 +10,22 @@ measurements behind each term):
   summarises at a time and ``Stats.of``'s temporaries of it (``4`` blocks of at most
   ``stats_pass.BLOCK_ROWS`` rows), and Arrow's read of a piece (a row group read in slices:
   with a slice's table more, measured while the pass reads);
-- training: the decoded float32 pieces in flight (each lane's piece, pieces whose slices
-  wait in the prefetch queue, the one being decoded, those the consumer still views: ``W +
-  D + 3`` with ``W`` lanes and a prefetch depth ``D``; ``D + 2`` unshuffled), the shuffle
+- training: the decoded float32 pieces in flight (each lane's piece, pieces whose last
+  slices wait in the prefetch queue or the consumer still views, the one being decoded:
+  ``W + D + 2`` with ``W`` lanes and a prefetch depth ``D``, ``D + 2`` unshuffled; the
+  decode matrices are recycled, each as large as the largest piece), the shuffle
   buffer (its store of ``STORE_FACTOR x (capacity + exchange)`` rows and the exchange), the
   batch's arrays and Arrow's read of a piece.
 
-Arrow's read of a piece is its table (the piece's rows in the files' column types) and the
-mapped pages it was decoded from; a row group read in slices instead keeps column readers
-open (pages and a read buffer per column, whatever the slice), one per open lane. Tiny row
-groups (at most ``groups.TINY_ROWS`` rows, read in groups: :mod:`streamgd.groups`) add, in
-both phases, a decoded group and the next one's tables (``2 x GROUP_BYTES``) and the tables
-the statistics pass keeps for the first epoch (``KEEP_BUDGET``). Each phase
-carries an allowance for what is not a matrix (Python objects, the allocators' slack).
+Arrow's read of a piece is a column at a time for row groups of at least
+``COLUMNWISE_ROWS`` rows (:class:`streamgd.sources.RowGroupColumns`), else its table (the
+piece's rows in the files' column types) and the mapped pages it was decoded from; a row
+group read in slices instead keeps column readers open (pages and a read buffer per column,
+whatever the slice), one per open lane. Tiny row groups (at most ``groups.TINY_ROWS``
+rows, read in groups: :mod:`streamgd.groups`) add, in both phases, a decoded group and the
+next one's tables (``2 x GROUP_BYTES``) and the tables the statistics pass keeps for the
+first epoch (``KEEP_BUDGET``). Each phase carries an allowance for what is not a matrix
+(Python objects, the allocators' slack).
 
 :func:`plan` sizes a run for a limit from the files' layout alone (footers: rows per row
 group, column types), never from the machine's state, so the same limit on the same files
@@ -30,11 +33,11 @@ gives the same settings, and so the same model, anywhere: the shuffle buffer, th
 pieces' rows and the prefetch depth. Only the refusal also looks at this process's own RSS.
 
 The benchmark's 4M rows of 33 float32 columns in 32 row groups of 131,072 rows, defaults
-(measured peaks: 247-280 MB):
+(measured peaks: 206-209 MB; training's term is the larger here):
 
 >>> layout = Layout(columns=33, row_bytes=132, largest_unit=131_072, units=32, stats_float32=True)
 >>> round(footprint(layout, Sizes(buffer=65_536, lanes=2, piece_rows=262_144)).total / 1e6)
-308
+247
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from .errors import UsageError
 from .groups import GROUP_BYTES, TINY_ROWS
 from .shuffle import STORE_FACTOR, lane_count
 from .sources import SLICE_ROWS
+from .sources.dataset import COLUMNWISE_ROWS
 from .sources.parquet import FOOTER_BUDGET, FOOTER_COST, KEEP_BUDGET
 from .stats_pass import BLOCK_ROWS, pass_dtype
 
@@ -82,6 +86,10 @@ IMPORTS_BYTES = 82 * MIB
 # on 131,072-row groups).
 READER_BYTES = 2 * MIB
 READER_BUFFER = MIB // 4
+# Arrow's memory while a row group is read one column at a time (sources.RowGroupColumns), in
+# widest values (8 bytes) of its rows: the column chunk's bytes, its values and scratch
+# (measured: 3 MiB at most on 131,072-row groups of float32)
+COLUMN_READS = 3
 # What else an open lane holds (its unit's reader state, chunk objects).
 LANE_OVERHEAD = MIB // 4
 # The open dataset, per file: a parsed footer costs about FOOTER_COST times its serialized
@@ -177,6 +185,8 @@ def footprint(layout: Layout, sizes: Sizes, *, floor: int = IMPORTS_BYTES) -> Fo
         chunk = 2 * layout.largest_unit * layout.row_bytes // layout.columns
         reader = layout.columns * (min(chunk, READER_BYTES) + READER_BUFFER)
         arrow = table + reader
+    elif rows >= COLUMNWISE_ROWS:  # one column at a time: its bytes, its values, scratch
+        arrow = COLUMN_READS * rows * 8
     else:  # the table, and the pages of the map it was decoded from
         arrow = 2 * table
     stats = {
@@ -188,7 +198,7 @@ def footprint(layout: Layout, sizes: Sizes, *, floor: int = IMPORTS_BYTES) -> Fo
     }
     piece = rows * layout.columns * 4
     if shuffled:
-        in_flight = lanes + sizes.prefetch + 3
+        in_flight = lanes + sizes.prefetch + 2
         exchange = exchange_rows(layout.batch_size, sizes.buffer)
         buffer = (STORE_FACTOR * (sizes.buffer + exchange) + exchange) * layout.columns * 4
     else:

@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 
 from .archive import atomic_path
-from .batches import Prefetcher
 from .config import csv_options_from
 from .decode import Decoder
 from .errors import DataError, UsageError
 from .model import Model
+from .prefetch import Prefetcher
 from .sources import FORMATS, open_source
 
 __all__ = [

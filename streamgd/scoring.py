@@ -16,7 +16,6 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from .archive import as_path, atomic_path
-from .batches import Prefetcher
 from .blas import single_blas_thread
 from .config import csv_options_from
 from .decode import Decoder, float_array
@@ -24,6 +23,7 @@ from .errors import DataError, UsageError
 from .features import count_vector, describe_counts
 from .metrics import Accumulator
 from .model import Model, as_model
+from .prefetch import Prefetcher
 from .sources import HandleCache, is_numeric, open_source, with_target
 
 __all__ = ["predict_files", "evaluate", "evaluate_model", "check_columns", "check_scored_input"]

@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from ..batches import Prefetcher
 from ..config import csv_options_from
 from ..decode import Decoder
 from ..features import count_vector, describe_counts
 from ..metrics import Accumulator
 from ..model import Model
+from ..prefetch import Prefetcher
 from ..scoring import check_scored_input
 from ..sources import open_source
 

@@ -13,7 +13,7 @@ from .csv import CSV_BLOCK_SIZE, PROBE_BLOCK_SIZE
 from .csv_options import CSV_DTYPES, CsvError, CsvOptions
 from .dataset import SLICE_ROWS, Dataset, SourceFile, Unit, open_dataset
 from .memory import MEMORY_ROWS
-from .parquet import HandleCache, open_parquet
+from .parquet import HandleCache, RowGroupColumns, open_parquet
 from .paths import FORMATS, is_uri, resolve_paths
 from .schema import is_numeric
 from .source import ACCEPTED, is_paths, open_source, source_kind, with_target
@@ -30,6 +30,7 @@ __all__ = [
     "Unit",
     "Dataset",
     "HandleCache",
+    "RowGroupColumns",
     "open_dataset",
     "open_source",
     "with_target",

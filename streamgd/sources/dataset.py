@@ -39,7 +39,7 @@ from .fingerprint import (
     verify,
 )
 from .memory import MEMORY_ROWS
-from .parquet import FooterCache, HandleCache, KeptTables, open_parquet
+from .parquet import FooterCache, HandleCache, KeptTables, RowGroupColumns, open_parquet
 from .partitions import NO_PARTITIONS, Partitions, discover_partitions, partition_dirs
 from .paths import is_uri, path_parts, resolve_with_sizes, short_error
 from .schema import unify
@@ -49,6 +49,10 @@ __all__ = ["SLICE_ROWS", "SourceFile", "Unit", "Dataset", "open_dataset", "memor
 SLICE_ROWS = 262_144
 SLICE_READ_BUFFER = 64 << 10  # bytes each column's reader buffers of a row group read in slices
 THREADED_ROWS = 65_536  # row groups at least this large are decoded on Arrow's thread pool
+# Row groups at least this large are read one column at a time by readers that ask for it
+# (HandleCache(columnwise=True): the decoders), so Arrow holds one column, not the whole
+# table (see RowGroupColumns); below, one read of all columns costs less than one per column.
+COLUMNWISE_ROWS = 16_384
 
 
 @dataclass(frozen=True)
@@ -215,6 +219,8 @@ class Dataset:
         if not own and self.files[unit.file].format == "csv":
             own = [self.schema.names[0]]  # a CSV reader without columns reads all: count one
         for table, first_row in self._iter_pieces(unit, own, handle):
+            if isinstance(table, RowGroupColumns):  # constant columns are added to tables
+                table = table.read()
             yield self.partitions.add_columns(table, unit.file, columns), first_row
 
     def park(
@@ -271,8 +277,10 @@ class Dataset:
 
     def _read_row_group(
         self, src: SourceFile, unit: Unit, columns: Sequence[str], handle: HandleCache
-    ) -> pa.Table:
+    ) -> pa.Table | RowGroupColumns:
         pf = handle.parquet(src.path, src.stamp, self.footers)  # checked against its stamp
+        if handle.columnwise and (unit.rows or 0) >= COLUMNWISE_ROWS and not is_uri(src.path):
+            return RowGroupColumns(pf, unit.row_group, columns, src.path, unit.rows or 0)
         try:
             # Arrow's thread pool only for large row groups: for a small one its dispatch costs
             # more than the decode (50 rows x 9 columns: 0.26 ms threaded, 0.09 ms not), and

@@ -150,7 +150,7 @@ def _unit_pieces(
     unit = dataset.units[unit_index]
     path = dataset.files[unit.file].path
     decoder = Decoder.for_training(spec, loss=loss, select=select, notes=notes, tag=tag)
-    for table, first_row in dataset.iter_unit(unit, decoder.reads, HandleCache()):
+    for table, first_row in dataset.iter_unit(unit, decoder.reads, HandleCache(columnwise=True)):
         yield decoder.decode(table, path, first_row)  # a fresh float32 matrix per piece
 
 

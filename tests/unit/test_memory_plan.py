@@ -30,6 +30,8 @@ def by_hand(layout: mp.Layout, s: mp.Sizes) -> int:
         per_column = min(2 * layout.largest_unit * layout.row_bytes // c, 2 * MIB) + MIB // 4
         reader = c * per_column
         arrow = table + reader
+    elif rows >= 16_384:  # read a column at a time: 3 x its rows of 8-byte values
+        reader, arrow = 0, 3 * rows * 8
     else:
         reader, arrow = 0, 2 * table
     shuffled = layout.shuffle and s.buffer > 0
@@ -41,7 +43,7 @@ def by_hand(layout: mp.Layout, s: mp.Sizes) -> int:
     if shuffled:
         block = max(1, min(-(-8192 // layout.batch_size), s.buffer // (8 * layout.batch_size)))
         block *= layout.batch_size
-        pieces = (lanes + s.prefetch + 3) * rows * c * 4
+        pieces = (lanes + s.prefetch + 2) * rows * c * 4
         buffer = (STORE_FACTOR * (s.buffer + block) + block) * c * 4
     else:
         pieces, buffer = (s.prefetch + 2) * rows * c * 4, 0
