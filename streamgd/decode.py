@@ -112,11 +112,13 @@ class Decoder:
         screen: Callable[[np.ndarray, str, int], np.ndarray] | None = None,
         weight: str | None = None,
         derive: Callable | None = None,
+        dtype: type = np.float64,
     ) -> Decoder:
-        """The statistics pass: raw float64 values of the features and the target (and, last,
-        the ``weight`` column), missing values left as NaN for the statistics to skip (no fill
-        yet), class labels as codes, each matrix passed through ``screen`` (the outlier check)
-        before row preparation."""
+        """The statistics pass: raw values of the features and the target (and, last, the
+        ``weight`` column) in ``dtype`` (float32 only where that is exact: see
+        :func:`streamgd.stats_pass.pass_dtype`), missing values left as NaN for the statistics
+        to skip (no fill yet), class labels as codes, each matrix passed through ``screen``
+        (the outlier check) before row preparation."""
         converters = {} if classes is None else {target: label_encoder(classes, target)}
         prepare = preparer(
             names,
@@ -128,11 +130,9 @@ class Decoder:
             select=select,
             weight=weight,
         )
-        if weight is None:
-            return cls((*names, target), prepare, converters, screen=screen, derive=derive)
-        return cls(
-            (*names, target, weight), prepare, converters, screen=_but_last(screen), derive=derive
-        )
+        columns = (*names, target) if weight is None else (*names, target, weight)
+        screen = screen if weight is None else _but_last(screen)
+        return cls(columns, prepare, converters, dtype=dtype, screen=screen, derive=derive)
 
     @classmethod
     def for_training(

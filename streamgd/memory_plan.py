@@ -4,8 +4,12 @@ A fit's peak RSS is the interpreter with its imports (the floor), the open datas
 footers), and the larger of two phases' working sets (BENCHMARKS.md, "Footprint", has the
 measurements behind each term):
 
-- the statistics pass: ``4`` decoded pieces in float64 (one queued, one being decoded, one
-  being summarised and its temporaries) and Arrow's read of a piece;
+- the statistics pass: ``3`` decoded pieces (one queued, one being decoded, one being
+  summarised) in the pass's dtype (float32 when the columns it reads are all exact in
+  float32, else float64: :func:`streamgd.stats_pass.pass_dtype`), the float64 block it
+  summarises at a time and ``Stats.of``'s temporaries of it (``4`` blocks of at most
+  ``stats_pass.BLOCK_ROWS`` rows), and Arrow's read of a piece (a row group read in slices:
+  with a slice's table more, measured while the pass reads);
 - training: the decoded float32 pieces in flight (each lane's piece, pieces whose last
   slices wait in the prefetch queue or the consumer still views, the one being decoded:
   ``W + D + 2`` with ``W`` lanes and a prefetch depth ``D``, ``D + 2`` unshuffled; the
@@ -29,17 +33,19 @@ gives the same settings, and so the same model, anywhere: the shuffle buffer, th
 pieces' rows and the prefetch depth. Only the refusal also looks at this process's own RSS.
 
 The benchmark's 4M rows of 33 float32 columns in 32 row groups of 131,072 rows, defaults
-(measured peaks: 206-209 MB; the statistics pass's term is the larger here):
+(measured peaks: 206-209 MB; training's term is the larger here):
 
->>> layout = Layout(columns=33, row_bytes=132, largest_unit=131_072, units=32)
+>>> layout = Layout(columns=33, row_bytes=132, largest_unit=131_072, units=32, stats_float32=True)
 >>> round(footprint(layout, Sizes(buffer=65_536, lanes=2, piece_rows=262_144)).total / 1e6)
-284
+247
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from typing import Any
+
+import numpy as np
 
 from .batches import exchange_rows
 from .constraints import parse_size
@@ -49,6 +55,7 @@ from .shuffle import STORE_FACTOR, lane_count
 from .sources import SLICE_ROWS, WHOLE_ROWS
 from .sources.dataset import COLUMNWISE_ROWS
 from .sources.parquet import FOOTER_BUDGET, FOOTER_COST, KEEP_BUDGET
+from .stats_pass import BLOCK_ROWS, pass_dtype
 
 __all__ = [
     "IMPORTS_BYTES",
@@ -104,7 +111,8 @@ MIN_PIECE_ROWS = 4_096
 class Layout:
     """What the plan needs of the files: ``columns`` decoded per row (the matrix's width),
     ``row_bytes`` of a row in Arrow (the read columns' widths), the rows of the largest
-    row group, the number of units, the batch size, and what the open dataset holds."""
+    row group, the number of units, the batch size, what the open dataset holds, and whether
+    the statistics pass decodes in float32 (see :func:`streamgd.stats_pass.pass_dtype`)."""
 
     columns: int
     row_bytes: int
@@ -114,6 +122,7 @@ class Layout:
     shuffle: bool = True
     files_bytes: int = 0  # the open dataset: parsed footers, stamps (see layout_of)
     largest_whole: int = 0  # rows of the largest unit of at most WHOLE_ROWS rows
+    stats_float32: bool = False  # the statistics pass's pieces: float32 (else float64)
 
 
 @dataclass(frozen=True)
@@ -192,7 +201,13 @@ def footprint(layout: Layout, sizes: Sizes, *, floor: int = IMPORTS_BYTES) -> Fo
         arrow = COLUMN_READS * rows * 8
     else:  # the table, and the pages of the map it was decoded from
         arrow = 2 * table
-    stats = {"files": layout.files_bytes, "pieces": 4 * rows * layout.columns * 8, "arrow": arrow}
+    stats = {
+        "files": layout.files_bytes,
+        "pieces": 3 * rows * layout.columns * (4 if layout.stats_float32 else 8),
+        "blocks": 4 * min(rows, BLOCK_ROWS) * layout.columns * 8,
+        # (a row group read in slices: 136-173 MiB of Arrow on 1x2M, table + readers 107 MiB)
+        "arrow": arrow + (table if sliced else 0),
+    }
     piece = rows * layout.columns * 4
     if shuffled:
         in_flight = lanes + sizes.prefetch + 2
@@ -355,6 +370,8 @@ def layout_of(dataset: Any, config: Any) -> Layout:
     names = list(config.features or [n for n in dataset.schema.names if n != config.target])
     names += [config.target] + ([config.weight] if config.weight else [])
     row_bytes = sum(_value_bytes(dataset.schema, name) for name in dict.fromkeys(names))
+    clip, derived = config.outliers == "clip", bool(config.interactions)
+    stats_dtype = pass_dtype(dataset.schema, names, derived=derived, clip=clip)
     footers = [FOOTER_COST * max(f.stamp.footer_size if f.stamp else 0, 1) for f in dataset.files]
     files = min(FOOTER_BUDGET, sum(footers)) + max(footers) + FILE_BYTES * len(footers)
     return Layout(
@@ -366,6 +383,7 @@ def layout_of(dataset: Any, config: Any) -> Layout:
         units=len(dataset.units),
         batch_size=config.batch_size,
         shuffle=config.shuffle,
+        stats_float32=stats_dtype == np.float32,
     )
 
 

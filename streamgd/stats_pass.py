@@ -9,10 +9,11 @@ It lives here, not in :mod:`streamgd.features`, because it reads through
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from time import monotonic
 
 import numpy as np
+import pyarrow as pa
 
 from .batches import Prefetcher
 from .decode import Decoder
@@ -22,6 +23,9 @@ from .sources import Dataset
 
 __all__ = [
     "stats_order",
+    "pass_dtype",
+    "float32_exact",
+    "BLOCK_ROWS",
     "compute_stats",
     "compute_class_stats",
     "Progress",
@@ -41,6 +45,45 @@ def stats_order(dataset: Dataset, *, max_rows: int, seed: int) -> np.ndarray:
     if max_rows and total is not None and total > max_rows:
         return np.random.default_rng([seed, 0x53544154]).permutation(n_units)
     return np.arange(n_units)
+
+
+def float32_exact(kind: pa.DataType) -> bool:
+    """Whether every value of a column of Arrow type ``kind``, as the decoder converts it
+    (:func:`~streamgd.decode.to_matrix`), is a float32 value: float16 and float32, integers of
+    at most 16 bits, booleans and all-null columns. Not float64, integers of 32 bits or more,
+    decimals, dates, times or durations (converted in float64, beyond float32's 24 bits).
+
+    >>> [float32_exact(t) for t in (pa.float32(), pa.uint16(), pa.int32(), pa.float64())]
+    [True, True, False, False]
+    """
+    if pa.types.is_floating(kind) or pa.types.is_integer(kind):
+        return kind.bit_width <= (32 if pa.types.is_floating(kind) else 16)
+    return pa.types.is_boolean(kind) or pa.types.is_null(kind)
+
+
+def pass_dtype(
+    schema: pa.Schema,
+    columns: Iterable[str],
+    *,
+    converted: Collection[str] = (),
+    derived: bool = False,
+    clip: bool = False,
+) -> type:
+    """The dtype the statistics pass decodes ``columns`` of ``schema`` (the files' one
+    schema, of types every file's widen to) into: float32 when every value it will hold is
+    a float32 value, so that the statistics (summed in float64, see :data:`BLOCK_ROWS`) see
+    the very values float64 would hold, at half the memory; float64 otherwise. Float32 needs
+    every column :func:`float32_exact`, or among ``converted`` (class codes: small integers),
+    and nothing that computes new values in the matrix: no ``derived`` columns
+    (--interactions' products) and no ``clip`` (--outliers clip's float64 bounds)."""
+    if derived or clip:
+        return np.float64
+    for name in columns:
+        if name in converted:
+            continue
+        if name not in schema.names or not float32_exact(schema.field(name).type):
+            return np.float64
+    return np.float32
 
 
 def compute_stats(
@@ -84,18 +127,31 @@ def compute_class_stats(
     return _read(dataset, decoder, max_rows, seed, _summarise(weighted, n_classes), progress)
 
 
+# Rows summarised at a time: each block of a piece is copied into one float64 scratch matrix
+# (float32 values exactly) and summarised there, the summaries merged. The pass's float64
+# memory is then this block and Stats.of's temporaries of it (a few MB), whatever the size of
+# the pieces, which stay in the decoder's dtype (float32 for float32 data: half of float64).
+BLOCK_ROWS = 16_384
+
+
 def _summarise(weighted: bool, n_classes: int):
-    """``rows -> [Stats]``: one of all rows (``n_classes`` 0), or one per class code."""
+    """``rows -> [Stats]`` of at most :data:`BLOCK_ROWS` rows (any float dtype, left as they
+    are): one of all rows (``n_classes`` 0), or one per class code."""
+    scratch: list[np.ndarray] = []  # the float64 block, allocated once for the pass
 
     def summarise(m: np.ndarray) -> list[Stats]:
-        x, w = (m[:, :-1], m[:, -1]) if weighted else (m, None)
+        if not scratch:
+            scratch.append(np.empty((BLOCK_ROWS, m.shape[1]), dtype=np.float64, order="F"))
+        b = scratch[0][: len(m)]
+        b[...] = m
+        x, w = (b[:, :-1], b[:, -1]) if weighted else (b, None)
         if not n_classes:
-            return [Stats.of(x, overwrite=True, weights=w)]  # released right after
+            return [Stats.of(x, overwrite=True, weights=w)]
         codes = x[:, -1]
         parts = []
         for c in range(n_classes):
             rows = codes == c
-            parts.append(Stats.of(x[rows], weights=None if w is None else w[rows]))
+            parts.append(Stats.of(x[rows], overwrite=True, weights=None if w is None else w[rows]))
         return parts
 
     return summarise
@@ -119,7 +175,7 @@ def _read(
         # Hand the prefetcher only the units that can still be needed: one that decodes past
         # the sample wastes a row group's decode (and a wait to stop it) on every fit.
         stop = _units_for(dataset, order, start, max_rows - seen)
-        # float64, unlike training: the statistics see raw values, before any centring
+        # raw values, before any centring, in float32 only when that is exact (pass_dtype)
         # park: the CSV blocks it parsed of the epoch's first file are not parsed again
         prefetch = Prefetcher(
             dataset,
@@ -133,7 +189,7 @@ def _read(
         try:
             for chunk in prefetch:
                 # rows of small pieces are summarised together (a summary of 50 rows costs
-                # about what one of 5,000 does); a larger piece alone, as it always was
+                # about what one of 5,000 does); a larger piece alone, block by block
                 rows = small.add(chunk.rows) if len(chunk.rows) < SMALL_ROWS else chunk.rows
                 for m in (small.take(len(rows) > 0), rows):
                     acc = _merged(acc, summarise, m)
@@ -159,11 +215,14 @@ def _read(
 
 
 def _merged(acc: list[Stats] | None, summarise, m: np.ndarray | None) -> list[Stats] | None:
-    """``acc`` with the summaries of ``m``'s rows merged in (``m`` None or empty: as it is)."""
-    if m is None or not len(m):
+    """``acc`` with the summaries of ``m``'s rows merged in, block by block (see
+    :data:`BLOCK_ROWS`; ``m`` None or empty: as it is)."""
+    if m is None:
         return acc
-    parts = summarise(m)
-    return parts if acc is None else [a.merge(p) for a, p in zip(acc, parts, strict=True)]
+    for start in range(0, len(m), BLOCK_ROWS):
+        parts = summarise(m[start : start + BLOCK_ROWS])
+        acc = parts if acc is None else [a.merge(p) for a, p in zip(acc, parts, strict=True)]
+    return acc
 
 
 # Pieces of fewer rows than this are summarised together, SMALL_BATCH rows at a time

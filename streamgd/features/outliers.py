@@ -67,7 +67,7 @@ def reference(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     with np.errstate(all="ignore"):
         for j in range(k):
             col = x[:, j]
-            col = col[np.isfinite(col)]
+            col = col[np.isfinite(col)].astype(np.float64)  # a float32 piece: as in float64
             if not len(col):
                 continue
             q1, med, q3 = np.quantile(col, [0.25, 0.5, 0.75])

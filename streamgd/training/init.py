@@ -35,7 +35,7 @@ from ..model import Model, load
 from ..solvers import get_solver
 from ..sources import Dataset, is_numeric
 from ..sources.fingerprint import differences
-from ..stats_pass import Progress, compute_class_stats, compute_stats, stats_order
+from ..stats_pass import Progress, compute_class_stats, compute_stats, pass_dtype, stats_order
 from .state import TrainState
 
 __all__ = ["initial_state", "check_compatible", "check_settings"]
@@ -145,6 +145,13 @@ def _fresh_spec(
         screen=(screen := _screen(names, config, loss)),
         weight=config.weight,
         derive=Deriver(interactions) if interactions else None,
+        dtype=pass_dtype(
+            dataset.schema,
+            (*names, config.target, *([config.weight] if config.weight else [])),
+            converted=() if classes is None else (config.target,),
+            derived=bool(interactions),
+            clip=config.outliers == "clip",
+        ),
     )
     weighting = None
     if config.weight is None and config.class_weight is None:

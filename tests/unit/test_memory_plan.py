@@ -36,7 +36,10 @@ def by_hand(layout: mp.Layout, s: mp.Sizes) -> int:
         reader, arrow = 0, 2 * table
     shuffled = layout.shuffle and s.buffer > 0
     lanes = min(s.lanes, layout.units) if shuffled else 1
-    stats = layout.files_bytes + 4 * rows * c * 8 + arrow
+    # three pieces in the pass's dtype, its float64 block of 16,384 rows at most and three
+    # temporaries of it, Arrow's read (a sliced row group: a table more)
+    stats = layout.files_bytes + 3 * rows * c * (4 if layout.stats_float32 else 8)
+    stats += 4 * min(rows, 16_384) * c * 8 + arrow + (table if reader else 0)
     if shuffled:
         block = max(1, min(-(-8192 // layout.batch_size), s.buffer // (8 * layout.batch_size)))
         block *= layout.batch_size
@@ -63,6 +66,7 @@ def by_hand(layout: mp.Layout, s: mp.Sizes) -> int:
         LAYOUT,
         mp.Layout(columns=9, row_bytes=36, largest_unit=2_000_000, units=1, batch_size=8192),
         mp.Layout(columns=5, row_bytes=40, largest_unit=2_000, units=500, shuffle=False),
+        mp.Layout(columns=33, row_bytes=132, largest_unit=2_000_000, units=1, stats_float32=True),
     ],
 )
 @pytest.mark.parametrize(
