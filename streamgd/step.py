@@ -347,11 +347,12 @@ def plain_path(config: FitConfig, spec: FeatureSpec, loss: Loss) -> bool:
 def _plain_step(n_feat, inv_scale, t_scale, loss, optimizer, l2, precond):
     """:func:`make_step`'s step when :func:`plain_path` holds (the default fit): the operations
     of :func:`train_step` on that path, in its order and to the bit, in fewer numpy calls and
-    Python layers. What stays inside a step (the effective weights, the float32 products,
-    the residual and the per-row losses) goes into arrays kept between batches (``out=``);
-    what the step returns (weights, predictions, target) is new each time. For the squared
-    loss, whose gradient is the residual ``d = p - t`` and whose value is ``0.5 * d * d``
-    of that same ``d``, the residual is computed once for both.
+    Python layers. What stays inside a step (the effective weights, the float32 products
+    and the per-row losses) goes into arrays kept between batches (``out=``); what the step
+    returns (weights, predictions, target, residual) is new each time. For the squared loss,
+    whose gradient is the residual ``d = p - t`` and whose value is ``0.5 * d * d`` of that
+    same ``d``, the residual is computed once for both, and returned for the running
+    metrics' error.
 
     At batch 1024 a step's arithmetic costs a few microseconds per numpy call, as much as
     the call itself; the general step's keyword layers, feature hooks and temporaries were
@@ -377,7 +378,6 @@ def _plain_step(n_feat, inv_scale, t_scale, loss, optimizer, l2, precond):
                 np.empty(n_feat, dtype=dtype),  # the effective weights
                 np.empty(rows, dtype=dtype),  # x @ weights; then the residual, cast
                 np.empty(n_feat, dtype=dtype),  # x.T @ residual
-                np.empty(rows),  # the residual (float64)
                 np.empty(rows),  # the per-row losses
                 np.empty(n_feat),  # x.T @ residual * inv_scale; then precond @ gradient
             )
@@ -388,12 +388,12 @@ def _plain_step(n_feat, inv_scale, t_scale, loss, optimizer, l2, precond):
         n = len(raw)
         x = raw[:, :n_feat]
         t = raw[:, n_feat] if t_scale == 1.0 else raw[:, n_feat] / t_scale
-        weff, low, xg, resid, values, head = buffers(raw.dtype, n)
+        weff, low, xg, values, head = buffers(raw.dtype, n)
         w = params[:n_feat]
         weff[...] = multiply(w, inv_scale, out=head)  # (w * scale).astype(x.dtype)
         low = low[:n]
         p = add(matmul(x, weff, out=low), params[n_feat], dtype=f64)  # a new array
-        g = subtract(p, t, out=resid[:n]) if is_squared else gradient(p, t)
+        g = subtract(p, t) if is_squared else gradient(p, t)  # a new array: returned
         grad = np.empty_like(params)
         low[...] = g  # g.astype(x.dtype)
         multiply(
@@ -409,7 +409,8 @@ def _plain_step(n_feat, inv_scale, t_scale, loss, optimizer, l2, precond):
             v = multiply(multiply(g, 0.5, out=values[:n]), g, out=values[:n])
         else:
             v = value(p, t)
-        return BatchUpdate(params + step, state, float(reduce(v, axis=None)), p, t)
+        loss_sum = float(reduce(v, axis=None))
+        return BatchUpdate(params + step, state, loss_sum, p, t, g if is_squared else None)
 
     return step
 

@@ -383,12 +383,12 @@ class LocalSteps:
                 raw = folds.fold_rows(raw, fold)
                 if not len(raw):
                     continue
-            self.params, self.opt_state, loss_sum, p, t = update(
+            self.params, self.opt_state, loss_sum, p, t, residual = update(
                 self.params, self.opt_state, raw, schedule(state.step)
             )
             if metrics:
                 w = raw[:, -1].astype(np.float64) if weighted else None
-                running.update_scaled(t, p, unit, t_center, link, weight=w)
+                running.update_scaled(t, p, unit, t_center, link, weight=w, residual=residual)
             yield StepReport(loss_sum, self.params, len(t))
 
     def sync(self, state: TrainState) -> None:

@@ -8,6 +8,7 @@ takes; the settings it does not take go through the general path."""
 from __future__ import annotations
 
 import dataclasses
+from copy import copy
 
 import numpy as np
 import pytest
@@ -15,6 +16,8 @@ import pytest
 from streamgd.config import FitConfig
 from streamgd.features import FeatureSpec, preconditioner
 from streamgd.features.spec import Categorical
+from streamgd.losses import identity
+from streamgd.metrics import Accumulator
 from streamgd.optimizers import OPTIMIZERS
 from streamgd.step import make_step, plain_path, train_step
 
@@ -92,10 +95,14 @@ def _run(config, spec, *, dtype, layout, sizes, seed=0):
         assert a.loss_sum == b[2] and isinstance(a.loss_sum, float)
         assert a.predictions.dtype == b[3].dtype and np.array_equal(a.predictions, b[3])
         assert a.target.dtype == b[4].dtype and np.array_equal(a.target, b[4])
-        kept.append((a.predictions, a.predictions.copy(), a.params, a.params.copy()))
+        if config.loss == "squared":  # the residual it hands the running metrics
+            assert np.array_equal(a.residual, b[3] - b[4])
+        else:
+            assert a.residual is None
+        kept.append((a.predictions, a.predictions.copy(), a.residual, copy(a.residual)))
         a_params, a_state, b_params, b_state = a.params, a.opt_state, b[0], b[1]
-    for p, p_then, w, w_then in kept:
-        assert np.array_equal(p, p_then) and np.array_equal(w, w_then)
+    for p, p_then, r, r_then in kept:
+        assert np.array_equal(p, p_then) and (r is None or np.array_equal(r, r_then))
     return a_params
 
 
@@ -167,3 +174,21 @@ def test_categorical_features_go_the_general_way():
     assert not plain_path(
         config, dataclasses.replace(spec, categoricals=(cat,)), config.make_loss()
     )
+
+
+def test_running_metrics_with_the_residual_are_those_without():
+    """The residual the step hands over gives the running metrics to the bit."""
+    rng = np.random.default_rng(8)
+    spec = _spec(rng, precond=True, t_scale=2.0)
+    config = FitConfig()
+    step = make_step(config, spec, config.make_loss(), config.make_optimizer())
+    given, computed = Accumulator("regression", auc=False), Accumulator("regression", auc=False)
+    params, state = np.zeros(N_FEAT + 1), {}
+    for n in (300, 300, 41):
+        params, state, _, p, t, residual = step(
+            params, state, _rows(rng, n, "squared", np.float32, "F"), 0.5
+        )
+        given.update_scaled(t, p, 2.0, 1.5, identity, residual=residual)
+        computed.update_scaled(t, p, 2.0, 1.5, identity)
+    assert np.array_equal(given.sums, computed.sums)
+    assert (given.n, given.y_mean, given.y_m2) == (computed.n, computed.y_mean, computed.y_m2)
