@@ -354,20 +354,14 @@ def _plain_step(n_feat, inv_scale, t_scale, loss, optimizer, l2, precond):
     same ``d``, the residual is computed once for both, and returned for the running
     metrics' error.
 
-    At batch 1024 a step's arithmetic costs a few microseconds per numpy call, as much as
-    the call itself; the general step's keyword layers, feature hooks and temporaries were
-    half its time."""
+    At batch 1024 most numpy calls of a step cost about as much to make as their arithmetic;
+    the general step's keyword layers, feature hooks and temporaries were ~8 of its ~45 us
+    (1024 x 32 float32)."""
     sq = squared()
     is_squared = loss.gradient is sq.gradient and loss.value is sq.value
     gradient, value, update = loss.gradient, loss.value, optimizer.update
-    add, subtract, multiply, matmul, reduce = (
-        np.add,
-        np.subtract,
-        np.multiply,
-        np.matmul,
-        np.add.reduce,
-    )
-    f64 = np.float64
+    add, subtract, multiply, matmul = np.add, np.subtract, np.multiply, np.matmul
+    reduce, f64 = np.add.reduce, np.float64
     work = {}  # dtype -> its buffers, grown to the largest batch seen
 
     def buffers(dtype, rows):
