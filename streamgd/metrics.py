@@ -79,17 +79,20 @@ class Accumulator:
             acc.total = float(state["total"])
         return acc
 
-    def update_scaled(self, t, p, unit: float, center: float, link, *, weight=None) -> None:
+    def update_scaled(
+        self, t, p, unit: float, center: float, link, *, weight=None, residual=None
+    ) -> None:
         """``update(t * unit + center, link(p * unit + center), weight)`` for a batch in
         training units (the trainer's standardised target); for regression (identity link)
         without forming either, since the error and the target's spread only scale by
-        ``unit``."""
+        ``unit``. ``residual``: ``p - t`` when the caller has it (the step's, see
+        :class:`~streamgd.solvers.BatchUpdate`)."""
         if self.task != "regression" or link is not identity or len(t) == 0 or weight is not None:
             self.update(t * unit + center, link(p * unit + center), weight)
             return
         n0, n = self.n, len(t)
         self.n += n
-        err = p - t  # float64
+        err = p - t if residual is None else residual  # float64
         self.sums[0] += float(err @ err) * (unit * unit)
         self.sums[1] += float(np.add.reduce(np.abs(err))) * unit
         mean_t = float(np.add.reduce(t, dtype=np.float64)) / n

@@ -112,14 +112,17 @@ def _rows(state: dict[str, np.ndarray]) -> float:
 
 class BatchUpdate(NamedTuple):
     """What one batch did: the new weights and solver state, the batch's summed loss (before
-    the update), its predictions (``None`` when the solver makes none) and its target in
-    training units."""
+    the update), its predictions (``None`` when the solver makes none), its target in
+    training units and, when the step formed it on the way (the squared loss's gradient),
+    the residual ``predictions - target`` (else ``None``): the running metrics take it
+    rather than computing it again."""
 
     params: np.ndarray
     opt_state: dict[str, np.ndarray]
     loss_sum: float
     predictions: np.ndarray | None
     target: np.ndarray
+    residual: np.ndarray | None = None
 
 
 # update(params, opt_state, raw rows, lr) -> BatchUpdate

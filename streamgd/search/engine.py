@@ -304,7 +304,7 @@ def _run_epoch(
             if not len(raw):  # every row of the batch is in this model's fold
                 continue
             state, totals = m.state, m.state.totals
-            new, new_opt, loss_sum, p, t = m.update(
+            new, new_opt, loss_sum, p, t, residual = m.update(
                 params[i], opt[i], raw, m.trainer.schedule(state.step)
             )
             if not (math.isfinite(loss_sum) and math.isfinite(np.add.reduce(new, axis=None))):
@@ -317,7 +317,7 @@ def _run_epoch(
             totals.rows += len(t)
             totals.loss += loss_sum
             if m.extra["metrics"]:
-                m.running.update_scaled(t, p, *m.extra["units"], weight=w)
+                m.running.update_scaled(t, p, *m.extra["units"], weight=w, residual=residual)
         live = [i for i in live if not active[i].state.finished]
         alone = [i for i in alone if not active[i].state.finished]
         if not live:

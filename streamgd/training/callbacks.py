@@ -66,6 +66,13 @@ class CallbackList(Callback):
             return call
         return object.__getattribute__(self, name)
 
+    def overrides(self, name: str) -> bool:
+        """Whether any callback does something on hook ``name`` (the base class's hooks do
+        nothing): the trainer leaves out the per-batch call when none does."""
+        base = getattr(Callback, name)
+        hooks = (getattr(c, name) for c in object.__getattribute__(self, "callbacks"))
+        return any(getattr(hook, "__func__", hook) is not base for hook in hooks)
+
 
 def increment_line(report: dict[str, Any]) -> str:
     """One line on a --continual run: what was new, how the model scored on it before

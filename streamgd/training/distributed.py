@@ -389,7 +389,7 @@ def _train_chunk(
             raw = folds.fold_rows(raw, fold)
             if not len(raw):
                 continue
-        params, opt_state, batch_loss, _, _ = step(
+        params, opt_state, batch_loss, *_ = step(
             params, opt_state, raw, schedule(start_step + steps)
         )
         loss_sum += batch_loss

@@ -173,7 +173,11 @@ class Trainer:
             totals.start = state.params.copy()
         if totals.counts is None:
             totals.counts = count_vector(len(state.spec.names))
-        on_batch_end = self.callbacks.on_batch_end  # bound once: called every batch
+        # bound once, and left out when no callback has anything to do: called every batch
+        on_batch_end = (
+            self.callbacks.on_batch_end if self.callbacks.overrides("on_batch_end") else None
+        )
+        stop, due = self._stop, self._due
         for report in source.epoch(state):
             # the weights' sum is finite exactly when every weight is (or one is ~1e308)
             loss_sum, params = report.loss_sum, report.params
@@ -190,18 +194,19 @@ class Trainer:
                 state.rows_trained += report.rows
                 totals.rows += report.rows
                 totals.loss += loss_sum
-                on_batch_end(state, report.rows, loss_sum)
+                if on_batch_end is not None:
+                    on_batch_end(state, report.rows, loss_sum)
             if report.timing is not None:
                 self.callbacks.on_round(state, report.timing)
-            if self._stop.signum is not None:
+            if stop.signum is not None:
                 source.sync(state)
                 self._note_outliers()
                 self._save(state, "signal")
                 raise PreemptedError(
-                    f"stopped by {signal.Signals(self._stop.signum).name} at step {state.step}; "
+                    f"stopped by {signal.Signals(stop.signum).name} at step {state.step}; "
                     "a checkpoint was written: rerun with --resume to continue"
                 )
-            if self._due(state.step):
+            if due(state.step):
                 source.sync(state)
                 self._save(state, "step")
         source.sync(state)
@@ -378,12 +383,12 @@ class LocalSteps:
                 raw = folds.fold_rows(raw, fold)
                 if not len(raw):
                     continue
-            self.params, self.opt_state, loss_sum, p, t = update(
+            self.params, self.opt_state, loss_sum, p, t, residual = update(
                 self.params, self.opt_state, raw, schedule(state.step)
             )
             if metrics:
                 w = raw[:, -1].astype(np.float64) if weighted else None
-                running.update_scaled(t, p, unit, t_center, link, weight=w)
+                running.update_scaled(t, p, unit, t_center, link, weight=w, residual=residual)
             yield StepReport(loss_sum, self.params, len(t))
 
     def sync(self, state: TrainState) -> None:

@@ -50,7 +50,7 @@ def test_each_solver_fits_least_squares_over_its_passes(name):
     passes = 1 if solver.one_pass else 200
     for _ in range(passes):
         for start in range(0, len(raw), 50):
-            params, opt_state, loss_sum, p, target = update(
+            params, opt_state, loss_sum, p, target, _ = update(
                 params, opt_state, raw[start : start + 50], 0.1
             )
             assert np.isfinite(loss_sum) and len(target) == 50
@@ -69,6 +69,6 @@ def test_the_normal_solver_starts_each_pass_afresh():
         step=_sgd_step, n_features=3, inv_scale=np.ones(3), target_scale=1.0
     )
     state = solver.init_state(np.zeros(4), None)
-    _, state, _, _, _ = update(np.zeros(4), state, np.c_[x, t], 1.0)
+    _, state, *_ = update(np.zeros(4), state, np.c_[x, t], 1.0)
     _, fresh, _ = solver.finish(np.zeros(4), state, l2=0.0)
     assert int(fresh["rows"]) == 0 and not fresh["ata"].any()
