@@ -33,11 +33,11 @@ gives the same settings, and so the same model, anywhere: the shuffle buffer, th
 pieces' rows and the prefetch depth. Only the refusal also looks at this process's own RSS.
 
 The benchmark's 4M rows of 33 float32 columns in 32 row groups of 131,072 rows, defaults
-(measured peaks: 206-209 MB; training's term is the larger here):
+(measured peaks: 196-198 MB; training's term is the larger here):
 
 >>> layout = Layout(columns=33, row_bytes=132, largest_unit=131_072, units=32, stats_float32=True)
 >>> round(footprint(layout, Sizes(buffer=65_536, lanes=2, piece_rows=262_144)).total / 1e6)
-247
+238
 """
 
 from __future__ import annotations
@@ -76,9 +76,11 @@ MB = 1_000_000  # what the messages count in, as the user's "200MB" does
 MIB = 1 << 20
 
 # The floor a plan is sized with: the RSS of an interpreter that has imported what a fit
-# needs (numpy, pyarrow.parquet, streamgd's training path), measured at 77-81 MiB on Python
-# 3.11, numpy 2.4, pyarrow 26. A constant, so that the plan does not depend on the machine.
-IMPORTS_BYTES = 82 * MIB
+# needs (numpy, pyarrow.parquet, streamgd's training path), measured at 70-71 MiB on Python
+# 3.11, numpy 2.4, pyarrow 26 (77-81 before pyarrow.compute was left out of numeric fits), and
+# 73 MiB in `streamgd fit` (click, the command) once the files are open. A constant, so that
+# the plan does not depend on the machine.
+IMPORTS_BYTES = 74 * MIB
 # Arrow's column readers while a row group is read in slices, per column: its pages (a
 # dictionary page and a data page, decompressed: about 2 MiB on 2M-row groups of float32,
 # at most about twice the column's values) and the read buffer (streamgd.sources: 64 KiB),
