@@ -234,8 +234,10 @@ class RowGroupColumns:
     table beside the matrix: on 131,072-row groups of 33 float32 columns Arrow's highest
     allocation went from 18 to 3 MiB and a default fit's peak RSS from 253 to 199 MiB,
     reading through a plain file instead of a memory map (whose touched pages stayed in the
-    RSS until the row group was done). Reading four columns at a time on Arrow's threads was
-    no faster in paired runs (0.98x) and held 34 MB more (BENCHMARKS.md "Footprint").
+    RSS until the row group was done). It runs on the reading thread alone: a decode-bound fit
+    on an idle 2-core machine is 28% slower than with the whole table decoded on Arrow's
+    threads (BENCHMARKS.md "Footprint, round 2"); four columns at a time on Arrow's threads
+    held 34 MB more.
     ``schema`` and ``num_rows`` are the table's; :meth:`read` gives the whole table, for
     decoders that need one (derived columns, text). A column that cannot be read is a
     DataError naming the file and the row group; one of other than ``num_rows`` rows says
