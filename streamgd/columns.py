@@ -91,18 +91,11 @@ def float_values(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
     >>> float_values(pa.chunked_array([[1.5, None], [3.0]], pa.float32()))
     array([1.5, nan, 3. ], dtype=float32)
     """
-    if isinstance(col, pa.ChunkedArray):
-        col = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
-    dtype = np.dtype(col.type.to_pandas_dtype())
-    validity, data = col.buffers()[:2]
-    n, offset = len(col), col.offset
-    if data is None:  # no rows
-        return np.empty(0, dtype=dtype)
-    values = np.frombuffer(data, dtype=dtype, count=n, offset=offset * dtype.itemsize)
-    if col.null_count:  # (Arrow's own fill_null would convert a Python NaN: pandas again)
-        bits = np.unpackbits(np.frombuffer(validity, np.uint8), bitorder="little")
-        values = np.where(bits[offset : offset + n].astype(bool), values, dtype.type("nan"))
-    return values
+    values, valid = _buffer_values(col)
+    if valid is None:
+        return values
+    # (Arrow's own fill_null would convert a Python NaN: pandas again)
+    return np.where(valid, values, values.dtype.type("nan"))
 
 
 def integer_values(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -113,19 +106,28 @@ def integer_values(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
     >>> integer_values(pa.chunked_array([[2**53 + 1, None], [3]]))
     array([9.00719925e+15,            nan, 3.00000000e+00])
     """
+    values, valid = _buffer_values(col)
+    values = values.astype(np.float64)
+    if valid is not None:
+        values[~valid] = np.nan
+    return values
+
+
+def _buffer_values(col: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray | None]:
+    """A fixed-width column's values as a read-only view of its (one) data buffer, in its own
+    numpy type, and a mask of its valid values (None without nulls)."""
     if isinstance(col, pa.ChunkedArray):
         col = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
     dtype = np.dtype(col.type.to_pandas_dtype())
     validity, data = col.buffers()[:2]
     n, offset = len(col), col.offset
     if data is None:  # no rows
-        return np.empty(0)
+        return np.empty(0, dtype=dtype), None
     values = np.frombuffer(data, dtype=dtype, count=n, offset=offset * dtype.itemsize)
-    values = values.astype(np.float64)
-    if col.null_count:
-        bits = np.unpackbits(np.frombuffer(validity, np.uint8), bitorder="little")
-        values[~bits[offset : offset + n].astype(bool)] = np.nan
-    return values
+    if not col.null_count:
+        return values, None
+    bits = np.unpackbits(np.frombuffer(validity, np.uint8), bitorder="little")
+    return values, bits[offset : offset + n].astype(bool)
 
 
 # seconds per unit of Arrow's time units
