@@ -106,7 +106,10 @@ takes 0.2-2 s, and on a busy shared machine one round's ratio can be off by 2x (
 it): when a difference matters, use more rounds (``--repeat 7``) or rows (``--rows 10000000``).
 Everything (every repeat, medians, machine and library versions, the git commit and the state of
 ``streamgd/`` at the start and the end, the command line) goes to ``--json``; a warning says if
-``streamgd/`` changed while the benchmark ran.
+``streamgd/`` changed while the benchmark ran. With ``epoch-mmap``, the ``bound by CPU`` column
+gives, round by round, ``epoch-mmap``'s seconds over the case's CPU seconds (all threads)
+divided by the machine's cores: no scheduling of the same work can do better than that ratio
+on this machine, so a goal above it needs less work per row, not more overlap.
 """
 
 from __future__ import annotations
@@ -1211,8 +1214,25 @@ def summarise(runs: dict[str, list[dict]], opt_mse: float) -> dict[str, dict]:
             by_round = {r["round"]: r["rows_per_s"] for r in runs[base] if "error" not in r}
             paired = [r["rows_per_s"] / by_round[r["round"]] for r in ok if r["round"] in by_round]
             s["ratios"][base] = {"of_medians": s["rows_per_s"] / base_med, "paired": paired}
+        if "epoch-mmap" in s["ratios"]:
+            s["cpu_bound"] = cpu_bound(ok, runs["epoch-mmap"])
         out[case] = s
     return out
+
+
+def cpu_bound(case_runs: list[dict], base_runs: list[dict]) -> dict:
+    """The highest ratio to ``epoch-mmap`` the case's work allows on this machine's cores:
+    the baseline's time over the case's CPU time spread perfectly over every core (same
+    round), whatever the scheduling. Below the goal, the goal needs less work per row, not
+    better overlap."""
+    cores = os.cpu_count() or 1
+    by_round = {r["round"]: r["seconds"] for r in base_runs if "error" not in r}
+    paired = [
+        by_round[r["round"]] / (r["cpu_seconds"] / cores)
+        for r in case_runs
+        if r["round"] in by_round and r.get("cpu_seconds")
+    ]
+    return {"of_medians": statistics.median(paired) if paired else 0.0, "paired": paired}
 
 
 def check_exact(summary: dict[str, dict], opt_mse: float) -> None:
@@ -1241,7 +1261,7 @@ def markdown_table(summary: dict[str, dict], skipped: dict[str, str], has_csv: b
     words = "fit-words" in summary
     head = ["case", "rows/s (median)", "ratio to decode"]
     head += ["ratio to csv-parse"] if has_csv else []
-    head += ["per epoch: ratio to epoch-mmap"] if per_epoch else []
+    head += ["per epoch: ratio to epoch-mmap", "bound by CPU"] if per_epoch else []
     head += ["ratio to fit-cat"] if cross else []
     head += ["ratio to fit-words"] if words else []
     head += ["MSE vs optimum", "peak RSS MB (after imports)", "n"]
@@ -1252,7 +1272,8 @@ def markdown_table(summary: dict[str, dict], skipped: dict[str, str], has_csv: b
         else:
             row = [case, fmt_rate(s["rows_per_s"]), fmt_ratio(s["ratios"].get("decode"))]
             row += [fmt_ratio(s["ratios"].get("csv-parse"))] if has_csv else []
-            row += [fmt_ratio(s["ratios"].get("epoch-mmap"))] if per_epoch else []
+            if per_epoch:
+                row += [fmt_ratio(s["ratios"].get("epoch-mmap")), fmt_ratio(s.get("cpu_bound"))]
             row += [fmt_ratio(s["ratios"].get("fit-cat"))] if cross else []
             row += [fmt_ratio(s["ratios"].get("fit-words"))] if words else []
             mse = s.get("mse_vs_optimum")
@@ -1340,7 +1361,9 @@ reader alone (float64 column types given, default block size). MSE vs optimum = 
 exact least-squares MSE - 1. fit timings include streamgd's statistics pass. Peak RSS = VmHWM of
 the case's own process at the end of the timed work (before the untimed scoring pass), MiB
 (after imports, before any work, in brackets). decode-mmap = decode through a memory map per
-row group, as streamgd reads local files.
+row group, as streamgd reads local files. bound by CPU = epoch-mmap's time over the case's CPU
+time (all threads) spread perfectly over this machine's cores: the highest ratio to epoch-mmap
+the case's work per row allows here, whatever the overlap.
 sklearn = SGDRegressor.partial_fit ({sk});
 StandardScaler fitted on the first row group; float64 conversion and scaling timed."""
 
